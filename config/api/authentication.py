@@ -1,0 +1,132 @@
+"""Bearer authentication for API keys and device tokens.
+
+A token is found by its prefix and checked against a SHA-256 in constant time. What a
+lookup finds is cached for ``AUTH_CACHE_SECONDS`` so the device inbox, polled by every
+device, usually authenticates without touching the database; revoking or rotating a
+token deletes its cache entry at once (:func:`forget_token`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import Q
+from django.utils import timezone
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.request import Request
+
+from config.api.principal import Principal
+from inventory import tokens
+
+_NOT_FOUND = "__none__"
+
+
+def _cache_key(prefix: str) -> str:
+    return f"auth:{prefix}"
+
+
+def forget_token(prefix: str) -> None:
+    """Drop a cached lookup; call after revoking, rotating or deleting a token."""
+    cache.delete(_cache_key(prefix))
+
+
+def _load(kind: str, prefix: str) -> dict[str, Any] | None:
+    from inventory.models import ApiKey, Device
+
+    if kind == tokens.API_KEY_KIND:
+        key = (
+            ApiKey.objects.filter(prefix=prefix, revoked_at__isnull=True)
+            .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+            .values("id", "tenant_id", "role", "name", "key_hash", "expires_at")
+            .first()
+        )
+        if key is None:
+            return None
+        return {
+            "hash": key["key_hash"],
+            "expires": key["expires_at"].timestamp() if key["expires_at"] else None,
+            "principal": {
+                "tenant_id": key["tenant_id"],
+                "kind": "key",
+                "role": key["role"],
+                "label": key["name"] or f"key:{prefix}",
+                "key_id": str(key["id"]),
+            },
+        }
+    device = (
+        Device.objects.filter(token_prefix=prefix, token_revoked=False)
+        .values("id", "tenant_id", "device_id", "token_hash")
+        .first()
+    )
+    if device is None:
+        return None
+    return {
+        "hash": device["token_hash"],
+        "expires": None,
+        "principal": {
+            "tenant_id": device["tenant_id"],
+            "kind": "device",
+            "role": "device",
+            "label": f"device:{device['device_id']}",
+            "device_pk": device["id"],
+            "device_id": device["device_id"],
+        },
+    }
+
+
+def resolve_token(plain: str) -> Principal | None:
+    """The principal a bearer token stands for, or None if it is unknown, revoked or expired."""
+    parsed = tokens.split(plain)
+    if parsed is None:
+        return None
+    kind, prefix = parsed
+    entry = cache.get(_cache_key(prefix))
+    if entry is None:
+        entry = _load(kind, prefix) or _NOT_FOUND
+        # Misses are cached briefly too, so a flood of bad tokens cannot hammer the database.
+        timeout = settings.AUTH_CACHE_SECONDS if entry != _NOT_FOUND else min(settings.AUTH_CACHE_SECONDS, 5)
+        if timeout:
+            cache.set(_cache_key(prefix), entry, timeout)
+    if entry == _NOT_FOUND or not tokens.matches(plain, entry["hash"]):
+        return None
+    if entry["expires"] is not None and entry["expires"] <= timezone.now().timestamp():
+        return None
+    principal = Principal(**entry["principal"])
+    if principal.key_id is not None:
+        _touch_key(principal.key_id)
+    return principal
+
+
+def _touch_key(key_id: str) -> None:
+    """Record last use at most once per API_KEY_LAST_USED_RESOLUTION seconds per key."""
+    from inventory.models import ApiKey
+
+    if cache.add(f"auth:used:{key_id}", 1, settings.API_KEY_LAST_USED_RESOLUTION):
+        ApiKey.objects.filter(pk=key_id).update(last_used_at=timezone.now())
+
+
+class BearerTokenAuthentication(BaseAuthentication):
+    """``Authorization: Bearer <token>`` with an API key or a device token."""
+
+    keyword = "Bearer"
+
+    def authenticate(self, request: Request) -> tuple[Principal, Principal] | None:
+        header = get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(header) != 2:
+            raise AuthenticationFailed("Authorization header must be 'Bearer <token>'.")
+        try:
+            plain = header[1].decode("ascii")
+        except UnicodeDecodeError:
+            raise AuthenticationFailed("Invalid token.") from None
+        principal = resolve_token(plain)
+        if principal is None:
+            raise AuthenticationFailed("Invalid, revoked or expired token.")
+        return principal, principal
+
+    def authenticate_header(self, request: Request) -> str:
+        return f'{self.keyword} realm="api"'

@@ -1,0 +1,88 @@
+"""One exception handler for the whole API: every error is a 4xx/5xx JSON body in the
+view's envelope, naming the field and the reason. Database errors caused by input (a
+number out of range, a NUL byte) are the client's fault and answer 400; a database that
+is down answers 503 so clients and load balancers retry.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError, InterfaceError, OperationalError
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+from config.api.envelopes import DEFAULT_ENVELOPE
+
+logger = logging.getLogger(__name__)
+
+
+def first_message(errors: Any, path: str = "") -> str:
+    """The first leaf error as ``field: reason``, for the envelope's one-line message."""
+    if isinstance(errors, dict):
+        for key, value in errors.items():
+            field = f"{path}.{key}" if path and key != "non_field_errors" else (path or str(key))
+            if key == "non_field_errors" and not path:
+                return first_message(value, "")
+            return first_message(value, field)
+    if isinstance(errors, list) and errors:
+        return first_message(errors[0], path)
+    text = str(errors)
+    return f"{path}: {text}" if path else text
+
+
+def _as_dict(detail: Any) -> dict[str, Any]:
+    if isinstance(detail, dict):
+        return detail
+    if isinstance(detail, list):
+        return {"non_field_errors": detail}
+    return {"detail": [str(detail)]}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    view = context.get("view")
+    envelope = getattr(view, "envelope", DEFAULT_ENVELOPE)
+    headers: dict[str, str] = {}
+
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(str(exc) if str(exc) else "Not found.")
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    elif isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+    elif isinstance(exc, DataError):
+        exc = exceptions.ValidationError({"detail": [f"A value is out of range or not storable: {exc}".strip()]})
+    elif isinstance(exc, (OperationalError, InterfaceError)):
+        logger.warning("database unavailable: %s", exc)
+        set_rollback()
+        body = envelope.error(503, "The database is unavailable; retry shortly.", {})
+        return Response(body, status=503, headers={"Retry-After": "5"})
+
+    if isinstance(exc, exceptions.APIException):
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
+        if getattr(exc, "wait", None):
+            headers["Retry-After"] = str(int(exc.wait))  # type: ignore[attr-defined]
+        set_rollback()
+        if isinstance(exc, exceptions.ValidationError):
+            errors = _as_dict(exc.detail)
+            message = first_message(errors)
+        else:
+            errors = {}
+            message = str(exc.detail)
+        body = envelope.error(exc.status_code, message, errors)
+        return Response(body, status=exc.status_code, headers=headers)
+
+    if settings.DEBUG:
+        return None
+    logger.exception("unhandled error in %s", view.__class__.__name__ if view else "API")
+    set_rollback()
+    return Response(
+        envelope.error(500, "Internal server error.", {}), status=status.HTTP_500_INTERNAL_SERVER_ERROR
+    )

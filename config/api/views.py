@@ -1,0 +1,74 @@
+"""The base of every API view: tenant scoping, roles, envelopes.
+
+Every view derives from :class:`TenantScopedViewSet` or :class:`TenantAPIView`. Their
+querysets pass through :meth:`ApiViewMixin.scope`, which filters by the caller's tenant
+(and, for a device token, by the device), so no view filters by tenant by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from rest_framework import viewsets
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.api.envelopes import DEFAULT_ENVELOPE, Envelope
+from config.api.principal import Principal
+
+
+class ApiViewMixin:
+    envelope: Envelope = DEFAULT_ENVELOPE
+    #: Whether a device token may call this view at all (reads and PUT only).
+    allow_device_tokens = False
+    #: The path from the view's model to its tenant, e.g. ``"tenant"`` or ``"operation__tenant"``.
+    tenant_field = "tenant"
+
+    request: Request
+
+    @property
+    def principal(self) -> Principal:
+        principal = self.request.auth
+        assert isinstance(principal, Principal), "authentication runs before any view code"
+        return principal
+
+    @property
+    def tenant_id(self) -> int:
+        return self.principal.tenant_id
+
+    def scope(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        queryset = queryset.filter(**{f"{self.tenant_field}_id": self.tenant_id})
+        if self.principal.is_device:
+            queryset = self.scope_to_device(queryset, self.principal)
+        return queryset
+
+    def scope_to_device(self, queryset: QuerySet[Any], principal: Principal) -> QuerySet[Any]:
+        """Narrow to what one device may see; views that allow device tokens override this."""
+        raise PermissionDenied("A device token cannot reach this endpoint.")
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        if (
+            isinstance(response, Response)
+            and not getattr(response, "enveloped", False)
+            and 200 <= response.status_code < 300
+            and response.status_code != 204
+        ):
+            response.data = self.envelope.success(
+                response.data, response.status_code, getattr(response, "envelope_message", None)
+            )
+            response.enveloped = True  # type: ignore[attr-defined]
+        return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+
+
+class TenantScopedViewSet(ApiViewMixin, viewsets.GenericViewSet):
+    """A model viewset whose queryset is always the caller's tenant's rows."""
+
+    def get_queryset(self) -> QuerySet[Any]:
+        return self.scope(super().get_queryset())
+
+
+class TenantAPIView(ApiViewMixin, APIView):
+    """A plain view for endpoints that are not one model's CRUD."""

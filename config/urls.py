@@ -1,0 +1,22 @@
+"""The URL map: the seeds' paths, the schema and docs, and the admin console."""
+
+from django.contrib import admin
+from django.http import HttpRequest, JsonResponse
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+import config.api.schema  # noqa: F401  (registers the bearer scheme with drf-spectacular)
+
+
+def health(request: HttpRequest) -> JsonResponse:
+    """Liveness for load balancers; the API itself lives under the versioned paths."""
+    return JsonResponse({"status": "ok", "docs": "/api/docs/", "schema": "/api/schema/"})
+
+
+urlpatterns = [
+    path("", health, name="health"),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("", include("inventory.api.urls")),
+]

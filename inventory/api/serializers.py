@@ -1,0 +1,83 @@
+"""Device and group representations for ``/v0/devices/`` and ``/v0/groups/``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from inventory.device_rows import clean_device_row
+from inventory.models import Device, DeviceState, Group
+
+
+class DeviceSerializer(serializers.ModelSerializer):
+    """Input goes through :func:`clean_device_row`, the one validator of device fields."""
+
+    id = serializers.CharField(source="device_id", required=False, max_length=128)
+    state = serializers.ChoiceField(choices=DeviceState.choices, required=False)
+    tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
+    groups = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Device
+        fields = [
+            "id",
+            "name",
+            "serial",
+            "model",
+            "os",
+            "os_version",
+            "state",
+            "timezone",
+            "tags",
+            "groups",
+            "last_seen",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["last_seen", "created_at", "updated_at"]
+
+    def get_groups(self, device: Device) -> list[str]:
+        return [str(group.pk) for group in device.groups.all()]
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        clean, errors = clean_device_row(data, partial=self.partial)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return clean
+
+
+class DeviceWithTokenSerializer(DeviceSerializer):
+    """The answer to a create: the only time the device token is shown."""
+
+    token = serializers.SerializerMethodField()
+
+    class Meta(DeviceSerializer.Meta):
+        fields = [*DeviceSerializer.Meta.fields, "token"]
+
+    def get_token(self, device: Device) -> str:
+        return str(self.context["token"])
+
+
+class BulkDevicesResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+    skipped = serializers.ListField(child=serializers.CharField())
+    devices = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))
+
+
+class GroupSerializer(serializers.ModelSerializer):
+    device_count = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Group
+        fields = ["id", "name", "description", "device_count", "created_at", "updated_at"]
+        read_only_fields = ["id", "created_at", "updated_at"]
+
+    def validate_name(self, value: str) -> str:
+        tenant_id = self.context["tenant_id"]
+        clash = Group.objects.filter(tenant_id=tenant_id, name=value)
+        if self.instance is not None:
+            clash = clash.exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise serializers.ValidationError(f"a group named {value!r} already exists")
+        return value

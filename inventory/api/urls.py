@@ -1,0 +1,12 @@
+from rest_framework.routers import DefaultRouter
+
+from inventory.api.views import DeviceViewSet, GroupViewSet
+
+app_name = "inventory"
+
+router = DefaultRouter(trailing_slash=True)
+router.include_root_view = False
+router.register("v0/devices", DeviceViewSet, basename="device")
+router.register("v0/groups", GroupViewSet, basename="group")
+
+urlpatterns = router.urls

@@ -1,0 +1,92 @@
+"""Managed devices and the groups operators sort them into."""
+
+from __future__ import annotations
+
+import uuid
+import zoneinfo
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from inventory.models.tenants import Tenant
+
+
+def validate_timezone(value: str) -> None:
+    """Accept only IANA zone names, so window arithmetic never meets an unknown zone."""
+    if value not in available_timezones():
+        raise ValidationError(f"{value!r} is not an IANA time zone name (for example 'Europe/Berlin')")
+
+
+_ZONES: frozenset[str] | None = None
+
+
+def available_timezones() -> frozenset[str]:
+    global _ZONES
+    if _ZONES is None:
+        _ZONES = frozenset(zoneinfo.available_timezones())
+    return _ZONES
+
+
+class DeviceState(models.TextChoices):
+    ACTIVE = "active", "Active"
+    INACTIVE = "inactive", "Inactive"
+
+
+class Group(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="groups")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], name="%(app_label)s_%(class)s_unique_tenant_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Device(models.Model):
+    """A managed device. ``device_id`` is the public id (client-chosen or a UUID).
+
+    The integer primary key stays internal: it keeps the per-device command rows and
+    their indexes small, which matters with millions of them.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="devices")
+    device_id = models.CharField(max_length=128)
+    name = models.CharField(max_length=200, blank=True)
+    serial = models.CharField(max_length=128, blank=True)
+    model = models.CharField(max_length=128, blank=True)
+    os = models.CharField(max_length=32, blank=True)
+    os_version = models.CharField(max_length=64, blank=True)
+    state = models.CharField(max_length=16, choices=DeviceState.choices, default=DeviceState.ACTIVE)
+    timezone = models.CharField(max_length=64, default="UTC", validators=[validate_timezone])
+    tags = models.JSONField(default=list, blank=True)
+    groups = models.ManyToManyField(Group, related_name="devices", blank=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    token_prefix = models.CharField(max_length=32, unique=True, editable=False)
+    token_hash = models.CharField(max_length=64, editable=False)
+    token_revoked = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "device_id"], name="%(app_label)s_%(class)s_unique_tenant_device_id"
+            )
+        ]
+        indexes = [models.Index(fields=["tenant", "os"], name="inventory_device_tenant_os")]
+
+    def __str__(self) -> str:
+        return self.device_id
+
+
+def new_device_id() -> str:
+    return str(uuid.uuid4())

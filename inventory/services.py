@@ -1,0 +1,261 @@
+"""What the system does with tenants, keys and devices; called by the API, the admin and
+the management commands alike."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
+
+from config.api.authentication import forget_token
+from inventory import tokens
+from inventory.device_rows import clean_device_row
+from inventory.models import ApiKey, Device, Group, Role, Tenant
+
+# Rows per COPY/INSERT batch in a bulk import. 5,000 keeps each statement's memory small;
+# measured on PostgreSQL, larger batches did not import faster.
+BULK_BATCH_SIZE = 5_000
+
+
+# --- tenants and keys ---------------------------------------------------------------------------
+
+
+def get_or_create_tenant(slug: str, name: str = "") -> tuple[Tenant, bool]:
+    return Tenant.objects.get_or_create(slug=slug, defaults={"name": name or slug})
+
+
+def create_api_key(tenant: Tenant, role: str, name: str = "") -> tuple[ApiKey, str]:
+    """Make a key; the plain key is returned once and never stored."""
+    if role not in Role.values:
+        raise ValueError(f"role must be one of {', '.join(Role.values)}")
+    issued = tokens.issue(tokens.API_KEY_KIND)
+    key = ApiKey.objects.create(tenant=tenant, role=role, name=name, prefix=issued.prefix, key_hash=issued.hashed)
+    return key, issued.plain
+
+
+def revoke_api_key(key: ApiKey) -> None:
+    ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    forget_token(key.prefix)
+
+
+# --- devices ------------------------------------------------------------------------------------
+
+
+def resolve_groups(tenant_id: int, names_or_ids: Sequence[str]) -> list[Group]:
+    """Groups by id or name within the tenant; an unknown one is a 400 naming it."""
+    ids = [value for value in names_or_ids if _is_uuid(value)]
+    found = list(Group.objects.filter(Q(tenant_id=tenant_id) & (Q(name__in=names_or_ids) | Q(pk__in=ids))))
+    known = {g.name for g in found} | {str(g.pk) for g in found}
+    missing = [value for value in names_or_ids if value not in known]
+    if missing:
+        raise ValidationError({"groups": [f"unknown group: {', '.join(missing[:20])}"]})
+    return found
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+@transaction.atomic
+def create_device(tenant_id: int, data: dict[str, Any]) -> tuple[Device, str]:
+    """Create one device from cleaned fields; returns it with its plain token."""
+    fields = dict(data)
+    groups = fields.pop("groups", None)
+    fields.setdefault("device_id", str(uuid.uuid4()))
+    fields["name"] = fields.get("name") or fields["device_id"]
+    if Device.objects.filter(tenant_id=tenant_id, device_id=fields["device_id"]).exists():
+        raise ValidationError({"id": [f"a device with id {fields['device_id']!r} already exists"]})
+    issued = tokens.issue(tokens.DEVICE_TOKEN_KIND)
+    device = Device.objects.create(
+        tenant_id=tenant_id, token_prefix=issued.prefix, token_hash=issued.hashed, **fields
+    )
+    if groups:
+        device.groups.set(resolve_groups(tenant_id, groups))
+    return device, issued.plain
+
+
+@transaction.atomic
+def update_device(device: Device, data: dict[str, Any]) -> Device:
+    fields = dict(data)
+    groups = fields.pop("groups", None)
+    new_id = fields.get("device_id")
+    if new_id and new_id != device.device_id:
+        if Device.objects.filter(tenant_id=device.tenant_id, device_id=new_id).exists():
+            raise ValidationError({"id": [f"a device with id {new_id!r} already exists"]})
+    for name, value in fields.items():
+        setattr(device, name, value)
+    device.save()
+    if groups is not None:
+        device.groups.set(resolve_groups(device.tenant_id, groups))
+    return device
+
+
+def rotate_device_token(device: Device) -> str:
+    """Give the device a new token; the old one stops working at once."""
+    issued = tokens.issue(tokens.DEVICE_TOKEN_KIND)
+    old_prefix = device.token_prefix
+    Device.objects.filter(pk=device.pk).update(
+        token_prefix=issued.prefix, token_hash=issued.hashed, token_revoked=False, updated_at=timezone.now()
+    )
+    forget_token(old_prefix)
+    device.token_prefix, device.token_hash, device.token_revoked = issued.prefix, issued.hashed, False
+    return issued.plain
+
+
+def revoke_device_token(device: Device) -> None:
+    Device.objects.filter(pk=device.pk).update(token_revoked=True, updated_at=timezone.now())
+    device.token_revoked = True
+    forget_token(device.token_prefix)
+
+
+@dataclass
+class BulkResult:
+    created: list[tuple[str, str]] = field(default_factory=list)  # (device id, plain token)
+    skipped: list[str] = field(default_factory=list)
+
+
+def validate_device_rows(rows: Iterable[Any], first_index: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Clean every row; errors are keyed by the row's index (``"rows[12]"``)."""
+    cleaned: list[dict[str, Any]] = []
+    errors: dict[str, Any] = {}
+    seen: set[str] = set()
+    for index, raw in enumerate(rows, start=first_index):
+        clean, row_errors = clean_device_row(raw)
+        device_id = clean.get("device_id")
+        if device_id is not None:
+            if device_id in seen:
+                row_errors.setdefault("id", []).append(f"duplicate id {device_id!r} in this import")
+            seen.add(device_id)
+        if row_errors:
+            if len(errors) < 100:
+                errors[f"rows[{index}]"] = row_errors
+            else:
+                errors.setdefault("truncated", ["more rows have errors; only the first 100 are listed"])
+        cleaned.append(clean)
+    return cleaned, errors
+
+
+@transaction.atomic
+def bulk_import_devices(
+    tenant_id: int,
+    rows: list[dict[str, Any]],
+    on_conflict: str = "error",
+    progress: Callable[[int], object] | None = None,
+) -> BulkResult:
+    """Write already-cleaned devices as a set (COPY on PostgreSQL), all or nothing.
+
+    ``on_conflict``: ``error`` refuses the whole import if an id exists already,
+    ``skip`` leaves existing devices untouched and imports the rest.
+    """
+    result = BulkResult()
+    for row in rows:
+        row.setdefault("device_id", str(uuid.uuid4()))
+    ids = [row["device_id"] for row in rows]
+    existing: set[str] = set()
+    for start in range(0, len(ids), 50_000):
+        existing.update(
+            Device.objects.filter(tenant_id=tenant_id, device_id__in=ids[start : start + 50_000]).values_list(
+                "device_id", flat=True
+            )
+        )
+    if existing and on_conflict == "error":
+        shown = ", ".join(sorted(existing)[:20])
+        raise ValidationError({"id": [f"{len(existing)} device id(s) already exist: {shown}"]})
+    if existing:
+        result.skipped = sorted(existing)
+        rows = [row for row in rows if row["device_id"] not in existing]
+
+    group_names = sorted({name for row in rows for name in row.get("groups") or ()})
+    groups = {g.name: g for g in resolve_groups(tenant_id, group_names)} if group_names else {}
+    groups.update({str(g.pk): g for g in groups.values()})
+
+    now = timezone.now()
+    records = []
+    for row in rows:
+        issued = tokens.issue(tokens.DEVICE_TOKEN_KIND)
+        result.created.append((row["device_id"], issued.plain))
+        records.append(
+            (
+                tenant_id,
+                row["device_id"],
+                row.get("name") or row["device_id"],
+                row.get("serial", ""),
+                row.get("model", ""),
+                row.get("os", ""),
+                row.get("os_version", ""),
+                row.get("state", "active"),
+                row.get("timezone", "UTC"),
+                row.get("tags", []),
+                issued.prefix,
+                issued.hashed,
+                now,
+            )
+        )
+    for start in range(0, len(records), BULK_BATCH_SIZE):
+        batch = records[start : start + BULK_BATCH_SIZE]
+        _write_devices(batch)
+        if progress is not None:
+            progress(len(batch))
+
+    memberships = [(row["device_id"], name) for row in rows for name in row.get("groups") or ()]
+    if memberships:
+        pks = dict(
+            Device.objects.filter(
+                tenant_id=tenant_id, device_id__in={device_id for device_id, _ in memberships}
+            ).values_list("device_id", "pk")
+        )
+        through = Device.groups.through
+        through.objects.bulk_create(
+            [through(device_id=pks[device_id], group_id=groups[name].pk) for device_id, name in memberships],
+            batch_size=BULK_BATCH_SIZE,
+            ignore_conflicts=True,
+        )
+    return result
+
+
+_COLUMNS = (
+    "tenant_id, device_id, name, serial, model, os, os_version, state, timezone, tags, "
+    "token_prefix, token_hash, created_at, updated_at, token_revoked"
+)
+
+
+def _write_devices(records: list[tuple[Any, ...]]) -> None:
+    table = Device._meta.db_table
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            raw = cursor.cursor  # psycopg 3 cursor: COPY is ~5x faster than INSERT for 100k rows
+            with raw.copy(f"COPY {table} ({_COLUMNS}) FROM STDIN") as copy:
+                for record in records:
+                    copy.write_row((*record[:9], json.dumps(record[9]), *record[10:], record[12], False))
+        return
+    Device.objects.bulk_create(
+        [
+            Device(
+                tenant_id=r[0],
+                device_id=r[1],
+                name=r[2],
+                serial=r[3],
+                model=r[4],
+                os=r[5],
+                os_version=r[6],
+                state=r[7],
+                timezone=r[8],
+                tags=r[9],
+                token_prefix=r[10],
+                token_hash=r[11],
+            )
+            for r in records
+        ],
+        batch_size=500,
+    )

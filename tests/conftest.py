@@ -1,0 +1,204 @@
+"""Shared fixtures: actors of two tenants (admin, operator, viewer, a device, a stranger),
+an API client per actor, and real Celery worker/beat processes for end-to-end tests.
+
+Tests run against PostgreSQL and Redis (``make test`` sets DATABASE_URL and REDIS_URL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from inventory.models import Device, Tenant
+from inventory.services import create_api_key, create_device, get_or_create_tenant
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Api:
+    """A JSON client that carries one bearer token."""
+
+    def __init__(self, token: str | None) -> None:
+        self.client = Client()
+        self.token = token
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = {"HTTP_AUTHORIZATION": f"Bearer {self.token}"} if self.token else {}
+        headers.update(extra or {})
+        return headers
+
+    def get(self, path: str, params: dict[str, Any] | None = None, **headers: str) -> Any:
+        return self.client.get(path, params or {}, **self._headers(headers))
+
+    def _send(self, method: str, path: str, body: Any, raw: str | bytes | None, headers: dict[str, str]) -> Any:
+        data = raw if raw is not None else json.dumps(body)
+        return getattr(self.client, method)(path, data=data, content_type="application/json", **self._headers(headers))
+
+    def post(self, path: str, body: Any = None, raw: str | bytes | None = None, **headers: str) -> Any:
+        return self._send("post", path, body, raw, headers)
+
+    def put(self, path: str, body: Any = None, raw: str | bytes | None = None, **headers: str) -> Any:
+        return self._send("put", path, body, raw, headers)
+
+    def patch(self, path: str, body: Any = None, raw: str | bytes | None = None, **headers: str) -> Any:
+        return self._send("patch", path, body, raw, headers)
+
+    def delete(self, path: str, **headers: str) -> Any:
+        return self.client.delete(path, **self._headers(headers))
+
+
+@dataclass
+class Org:
+    tenant: Tenant
+    admin: Api
+    operator: Api
+    viewer: Api
+
+
+def make_org(slug: str) -> Org:
+    tenant, _ = get_or_create_tenant(slug)
+    return Org(
+        tenant=tenant,
+        admin=Api(create_api_key(tenant, "admin", "admin")[1]),
+        operator=Api(create_api_key(tenant, "operator", "operator")[1]),
+        viewer=Api(create_api_key(tenant, "viewer", "viewer")[1]),
+    )
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache() -> Iterator[None]:
+    """Cached token lookups and inbox ETags must not leak between tests."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
+@pytest.fixture
+def org(db: None) -> Org:
+    """Alice's organisation: the tenant under test."""
+    return make_org("acme")
+
+
+@pytest.fixture
+def other_org(db: None) -> Org:
+    """Another tenant, whose keys must never see ``org``'s objects."""
+    return make_org("globex")
+
+
+@dataclass
+class DeviceActor:
+    device: Device
+    token: str
+    api: Api
+
+
+def add_device(tenant: Tenant, device_id: str, **fields: Any) -> DeviceActor:
+    device, token = create_device(tenant.pk, {"device_id": device_id, **fields})
+    return DeviceActor(device=device, token=token, api=Api(token))
+
+
+@pytest.fixture
+def device(org: Org) -> DeviceActor:
+    return add_device(org.tenant, "dev-1")
+
+
+@pytest.fixture
+def anonymous() -> Api:
+    return Api(None)
+
+
+# --- real Celery processes ----------------------------------------------------------------------
+
+
+def _process_env() -> dict[str, str]:
+    """The environment of worker/beat processes: the test database, this run's Redis DB."""
+    env = dict(os.environ)
+    db = settings.DATABASES["default"]
+    env["DATABASE_URL"] = f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    env["DB_CONN_MAX_AGE"] = "0"
+    env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    return env
+
+
+class CeleryProcesses:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *args: str) -> None:
+        log = (self.tmp / f"{name}.log").open("wb")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", *args],
+            cwd=ROOT,
+            env=_process_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text(errors="replace")
+
+    def kill(self, name: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.procs.pop(name, None)
+        if proc and proc.poll() is None:
+            os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.kill(name)
+
+
+def purge_broker() -> None:
+    from config.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("celery")
+
+
+@pytest.fixture
+def celery_processes(transactional_db: None, tmp_path: Path) -> Iterator[CeleryProcesses]:
+    """Start with ``procs.start("worker", "worker", "-c", "2")`` or ``("beat", "beat", ...)``.
+
+    Needs ``transactional_db`` so that what the test writes is committed and visible to the
+    worker, a separate process with its own connection.
+    """
+    purge_broker()
+    procs = CeleryProcesses(tmp_path)
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture
+def celery_worker(celery_processes: CeleryProcesses) -> CeleryProcesses:
+    celery_processes.start("worker", "worker", "-l", "info", "-c", "2", "--without-heartbeat", "--without-gossip")
+    return celery_processes
+
+
+def wait_until(check: Any, timeout: float = 30.0, interval: float = 0.2, what: str = "condition") -> Any:
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
