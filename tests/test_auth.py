@@ -1,0 +1,238 @@
+"""Bearer authentication, roles and tenant isolation on /v0/devices/ and /v0/groups/."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from inventory.models import ApiKey, Group
+from inventory.services import create_api_key, revoke_api_key
+from tests.conftest import Api, DeviceActor, Org, add_device
+
+LIST_PATHS = ["/v0/devices/", "/v0/groups/"]
+
+
+def assert_json_error(response, status: int) -> dict:
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["code"] == status
+    assert body["message"]
+    return body
+
+
+# --- 401 ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", LIST_PATHS)
+def test_missing_token_is_401_with_json_body(anonymous: Api, path: str) -> None:
+    response = anonymous.get(path)
+
+    assert_json_error(response, 401)
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer not-a-key",
+        "Bearer dok_0123456789abcdef_unknownsecretunknownsecretunknownsecret",
+        "Bearer ddt_0123456789abcdef_unknownsecretunknownsecretunknownsecret",
+        "Bearer dok_short_secret",
+        "Bearer",
+        "Bearer two parts",
+        "Basic dXNlcjpwYXNz",
+        "Token abc",
+        "Bearer d\u00f6k_0123456789abcdef_x",
+    ],
+    ids=[
+        "garbage",
+        "unknown-key",
+        "unknown-device",
+        "bad-prefix",
+        "no-token",
+        "extra-part",
+        "basic",
+        "token",
+        "nonascii",
+    ],
+)
+def test_unknown_or_malformed_token_is_401(org: Org, header: str) -> None:
+    api = Api(None)
+
+    response = api.client.get("/v0/devices/", HTTP_AUTHORIZATION=header)
+
+    assert_json_error(response, 401)
+
+
+def test_a_known_prefix_with_a_wrong_secret_is_401(org: Org) -> None:
+    good = org.admin.token
+    assert good is not None
+    forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+
+    assert org.admin.get("/v0/devices/").status_code == 200  # the prefix is now cached
+    assert_json_error(Api(forged).get("/v0/devices/"), 401)
+
+
+def test_revoked_key_stops_working_at_once(org: Org) -> None:
+    key, plain = create_api_key(org.tenant, "operator", "to revoke")
+    api = Api(plain)
+    assert api.get("/v0/devices/").status_code == 200  # the lookup is now cached
+
+    revoke_api_key(key)
+
+    assert_json_error(api.get("/v0/devices/"), 401)
+    assert_json_error(api.post("/v0/groups/", {"name": "after revoke"}), 401)
+    assert not Group.objects.filter(name="after revoke").exists()
+
+
+def test_expired_key_is_401(org: Org) -> None:
+    key, plain = create_api_key(org.tenant, "admin", "expired")
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+
+    assert_json_error(Api(plain).get("/v0/devices/"), 401)
+
+
+def test_key_expiring_while_cached_is_401(org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
+    key, plain = create_api_key(org.tenant, "admin", "expiring")
+    expires = timezone.now() + dt.timedelta(hours=1)
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=expires)
+    api = Api(plain)
+    assert api.get("/v0/devices/").status_code == 200  # the lookup is now cached, with its expiry
+
+    monkeypatch.setattr(timezone, "now", lambda: expires + dt.timedelta(seconds=1))
+
+    assert_json_error(api.get("/v0/devices/"), 401)
+
+
+# --- 403 ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/v0/devices/", {"id": "new-one"}),
+        ("post", "/v0/devices/bulk/", [{"id": "new-bulk"}]),
+        ("put", "/v0/devices/dev-1/", {"name": "renamed"}),
+        ("patch", "/v0/devices/dev-1/", {"name": "renamed"}),
+        ("delete", "/v0/devices/dev-1/", None),
+        ("post", "/v0/devices/dev-1/rotate-token/", None),
+        ("post", "/v0/devices/dev-1/revoke-token/", None),
+        ("post", "/v0/groups/", {"name": "new group"}),
+        ("put", "/v0/groups/{group}/", {"name": "renamed"}),
+        ("patch", "/v0/groups/{group}/", {"name": "renamed"}),
+        ("delete", "/v0/groups/{group}/", None),
+    ],
+)
+def test_viewer_cannot_write(org: Org, device: DeviceActor, method: str, path: str, body: object) -> None:
+    group = Group.objects.create(tenant=org.tenant, name="kiosks")
+    path = path.format(group=group.pk)
+    api = org.viewer
+
+    response = api.delete(path) if method == "delete" else getattr(api, method)(path, body)
+
+    body_ = assert_json_error(response, 403)
+    assert "viewer" in body_["message"]
+    device.device.refresh_from_db()
+    group.refresh_from_db()
+    assert device.device.name == "dev-1" and not device.device.token_revoked
+    assert group.name == "kiosks"
+    assert not Group.objects.filter(name="new group").exists()
+    assert device.api.get("/v0/devices/").status_code == 403  # the token still authenticates
+
+
+@pytest.mark.parametrize("path", LIST_PATHS)
+def test_viewer_reads(org: Org, device: DeviceActor, path: str) -> None:
+    assert org.viewer.get(path).status_code == 200
+
+
+@pytest.mark.parametrize("path", [*LIST_PATHS, "/v0/devices/dev-1/"])
+def test_device_token_cannot_reach_devices_or_groups(device: DeviceActor, path: str) -> None:
+    assert_json_error(device.api.get(path), 403)
+
+
+def test_device_token_cannot_create_devices(org: Org, device: DeviceActor) -> None:
+    assert_json_error(device.api.post("/v0/devices/", {"id": "sneaky"}), 403)
+    assert_json_error(device.api.post("/v0/groups/", {"name": "sneaky"}), 403)
+
+
+# --- tenants ------------------------------------------------------------------------------------
+
+
+def test_other_tenants_device_is_404_like_a_missing_one(org: Org, other_org: Org) -> None:
+    add_device(other_org.tenant, "theirs")
+
+    for path in ["/v0/devices/theirs/", "/v0/devices/does-not-exist/"]:
+        assert_json_error(org.admin.get(path), 404)
+    assert_json_error(org.admin.patch("/v0/devices/theirs/", {"name": "mine now"}), 404)
+    assert_json_error(org.admin.delete("/v0/devices/theirs/"), 404)
+    assert_json_error(org.admin.post("/v0/devices/theirs/rotate-token/"), 404)
+    assert other_org.admin.get("/v0/devices/theirs/").json()["content"]["name"] == "theirs"
+
+
+def test_other_tenants_group_is_404(org: Org, other_org: Org) -> None:
+    theirs = Group.objects.create(tenant=other_org.tenant, name="theirs")
+
+    assert_json_error(org.admin.get(f"/v0/groups/{theirs.pk}/"), 404)
+    assert_json_error(org.admin.patch(f"/v0/groups/{theirs.pk}/", {"name": "x"}), 404)
+    assert_json_error(org.admin.delete(f"/v0/groups/{theirs.pk}/"), 404)
+    assert Group.objects.filter(pk=theirs.pk, name="theirs").exists()
+
+
+def test_lists_never_include_other_tenants_objects(org: Org, other_org: Org) -> None:
+    add_device(org.tenant, "mine", os="android", tags=["x"])
+    add_device(other_org.tenant, "theirs", os="android", tags=["x"])
+    Group.objects.create(tenant=org.tenant, name="shared-name")
+    Group.objects.create(tenant=other_org.tenant, name="shared-name")
+
+    for params in [{}, {"os": "android"}, {"tag": "x"}, {"name": "the"}, {"limit": 1000}]:
+        devices = org.admin.get("/v0/devices/", params).json()["content"]
+        assert "theirs" not in [d["id"] for d in devices["results"]], params
+    groups = org.admin.get("/v0/groups/").json()["content"]
+    assert groups["count"] == 1
+    assert [g["name"] for g in groups["results"]] == ["shared-name"]
+
+
+def test_same_device_id_in_two_tenants_is_two_devices(org: Org, other_org: Org) -> None:
+    add_device(other_org.tenant, "dev_1")
+
+    response = org.admin.post("/v0/devices/", {"id": "dev_1"})
+
+    assert response.status_code == 201
+    assert org.admin.get("/v0/devices/").json()["content"]["count"] == 1
+
+
+# --- keys ---------------------------------------------------------------------------------------
+
+
+def test_last_used_at_is_recorded(org: Org) -> None:
+    key, plain = create_api_key(org.tenant, "viewer", "fresh")
+    assert key.last_used_at is None
+    before = timezone.now()
+
+    assert Api(plain).get("/v0/devices/").status_code == 200
+
+    key.refresh_from_db()
+    assert key.last_used_at is not None and key.last_used_at >= before
+
+
+def test_keys_and_device_tokens_are_stored_hashed(org: Org) -> None:
+    key, plain = create_api_key(org.tenant, "admin", "hashed")
+    created = org.admin.post("/v0/devices/", {"id": "hashed-device"}).json()["content"]
+    device_token = created["token"]
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM inventory_apikey WHERE id = %s", [key.pk])
+        key_row = cursor.fetchone()
+        cursor.execute("SELECT * FROM inventory_device WHERE device_id = %s", ["hashed-device"])
+        device_row = cursor.fetchone()
+
+    secret = plain.rsplit("_", 1)[1]
+    assert not any(secret in str(value) for value in key_row)
+    device_secret = device_token.rsplit("_", 1)[1]
+    assert not any(device_secret in str(value) for value in device_row)
+    assert Api(plain).get("/v0/devices/").status_code == 200  # and yet the key works
