@@ -8,6 +8,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from config.api.authentication import forget_token
 from inventory import services, tokens
 from inventory.models import ApiKey, Device, Group, Tenant
 
@@ -22,7 +23,16 @@ class TenantAdmin(admin.ModelAdmin):
 class ApiKeyAdmin(admin.ModelAdmin):
     """A key is made here like anywhere else (the service); its plain value is shown once."""
 
-    list_display = ["name", "tenant", "role", "key_prefix", "is_active", "created_at", "last_used_at", "expires_at"]
+    list_display = [
+        "name",
+        "tenant",
+        "role",
+        "key_prefix",
+        "is_active",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+    ]
     list_filter = ["role", "tenant", ("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "prefix"]
     readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
@@ -83,6 +93,15 @@ class DeviceAdmin(admin.ModelAdmin):
         obj.token_prefix, obj.token_hash = issued.prefix, issued.hashed
         super().save_model(request, obj, form, change)
         messages.warning(request, f"Device token for {obj.device_id} (shown once): {issued.plain}")
+
+    def delete_model(self, request: HttpRequest, obj: Device) -> None:
+        services.delete_device(obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
+        prefixes = list(queryset.values_list("token_prefix", flat=True))
+        super().delete_queryset(request, queryset)
+        for prefix in prefixes:
+            forget_token(prefix)
 
     @admin.action(description="Rotate the device token (shows the new one once)")
     def rotate_token(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:

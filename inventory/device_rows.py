@@ -32,7 +32,9 @@ def _text(value: Any, limit: int) -> tuple[str | None, str | None]:
     return value.strip(), None
 
 
-def _string_list(value: Any, what: str, max_items: int, max_length: int) -> tuple[list[str] | None, str | None]:
+def _string_list(
+    value: Any, what: str, max_items: int, max_length: int
+) -> tuple[list[str] | None, str | None]:
     if not isinstance(value, list):
         return None, f"must be a list of strings, got {type(value).__name__}"
     if len(value) > max_items:
@@ -82,7 +84,9 @@ def clean_device_row(raw: Any, partial: bool = False) -> tuple[dict[str, Any], E
     if "timezone" in raw:
         tz = raw["timezone"]
         if not isinstance(tz, str) or tz not in available_timezones():
-            errors["timezone"] = [f"{str(tz)[:64]!r} is not an IANA time zone name (for example 'Europe/Berlin')"]
+            errors["timezone"] = [
+                f"{str(tz)[:64]!r} is not an IANA time zone name (for example 'Europe/Berlin')"
+            ]
         else:
             clean["timezone"] = tz
     elif not partial:

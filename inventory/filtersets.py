@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 from django.db import connection
@@ -41,10 +42,8 @@ class DeviceFilterSet(filters.FilterSet):
 
     def filter_group(self, queryset: QuerySet[Device], name: str, value: str) -> QuerySet[Device]:
         condition = Q(groups__name=value)
-        try:
+        with contextlib.suppress(ValueError):
             condition |= Q(groups__pk=uuid.UUID(value))
-        except ValueError:
-            pass
         return queryset.filter(condition).distinct()
 
 

@@ -36,7 +36,9 @@ def create_api_key(tenant: Tenant, role: str, name: str = "") -> tuple[ApiKey, s
     if role not in Role.values:
         raise ValueError(f"role must be one of {', '.join(Role.values)}")
     issued = tokens.issue(tokens.API_KEY_KIND)
-    key = ApiKey.objects.create(tenant=tenant, role=role, name=name, prefix=issued.prefix, key_hash=issued.hashed)
+    key = ApiKey.objects.create(
+        tenant=tenant, role=role, name=name, prefix=issued.prefix, key_hash=issued.hashed
+    )
     return key, issued.plain
 
 
@@ -90,9 +92,12 @@ def update_device(device: Device, data: dict[str, Any]) -> Device:
     fields = dict(data)
     groups = fields.pop("groups", None)
     new_id = fields.get("device_id")
-    if new_id and new_id != device.device_id:
-        if Device.objects.filter(tenant_id=device.tenant_id, device_id=new_id).exists():
-            raise ValidationError({"id": [f"a device with id {new_id!r} already exists"]})
+    if (
+        new_id
+        and new_id != device.device_id
+        and Device.objects.filter(tenant_id=device.tenant_id, device_id=new_id).exists()
+    ):
+        raise ValidationError({"id": [f"a device with id {new_id!r} already exists"]})
     for name, value in fields.items():
         setattr(device, name, value)
     device.save()
@@ -119,13 +124,21 @@ def revoke_device_token(device: Device) -> None:
     forget_token(device.token_prefix)
 
 
+def delete_device(device: Device) -> None:
+    """Delete a device; its token stops working at once, not when its cached lookup expires."""
+    device.delete()
+    forget_token(device.token_prefix)
+
+
 @dataclass
 class BulkResult:
     created: list[tuple[str, str]] = field(default_factory=list)  # (device id, plain token)
     skipped: list[str] = field(default_factory=list)
 
 
-def validate_device_rows(rows: Iterable[Any], first_index: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def validate_device_rows(
+    rows: Iterable[Any], first_index: int = 0
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Clean every row; errors are keyed by the row's index (``"rows[12]"``)."""
     cleaned: list[dict[str, Any]] = []
     errors: dict[str, Any] = {}

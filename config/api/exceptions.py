@@ -57,7 +57,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
     elif isinstance(exc, DataError):
-        exc = exceptions.ValidationError({"detail": [f"A value is out of range or not storable: {exc}".strip()]})
+        exc = exceptions.ValidationError(
+            {"detail": [f"A value is out of range or not storable: {exc}".strip()]}
+        )
     elif isinstance(exc, (OperationalError, InterfaceError)):
         logger.warning("database unavailable: %s", exc)
         set_rollback()

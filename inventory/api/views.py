@@ -58,6 +58,9 @@ class DeviceViewSet(
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return self.update(request, *args, partial=True, **kwargs)
 
+    def perform_destroy(self, instance: Device) -> None:
+        services.delete_device(instance)
+
     @extend_schema(
         request=DeviceSerializer(many=True),
         responses={201: BulkDevicesResultSerializer},

@@ -43,7 +43,9 @@ class Group(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "name"], name="%(app_label)s_%(class)s_unique_tenant_name")
+            models.UniqueConstraint(
+                fields=["tenant", "name"], name="%(app_label)s_%(class)s_unique_tenant_name"
+            )
         ]
 
     def __str__(self) -> str:

@@ -28,9 +28,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         tenant, _ = get_or_create_tenant("default", "Default organisation")
-        new = [dict(row, tags=["demo"]) for row in DEMO_DEVICES if not Device.objects.filter(
-            tenant=tenant, device_id=row["device_id"]
-        ).exists()]
+        new = [
+            dict(row, tags=["demo"])
+            for row in DEMO_DEVICES
+            if not Device.objects.filter(tenant=tenant, device_id=row["device_id"]).exists()
+        ]
         result = bulk_import_devices(tenant.pk, new) if new else None
         user_model = get_user_model()
         password = None
@@ -45,6 +47,8 @@ class Command(BaseCommand):
             for device_id, token in result.created:
                 self.stdout.write(f"  device {device_id:<16} token {token}")
         if password:
-            self.stdout.write(f"Console: http://127.0.0.1:8000/admin/  user {options['username']}  password {password}")
+            self.stdout.write(
+                f"Console: http://127.0.0.1:8000/admin/  user {options['username']}  password {password}"
+            )
         self.stdout.write("Admin API key (shown once):")
         self.stdout.write(plain)
