@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
-from celery.schedules import crontab  # noqa: F401  (kept for user schedules in CELERY_BEAT_SCHEDULE)
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_list, env_str, env_url
@@ -134,7 +133,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}  # filled in below, once the periods are read
 
 # --- Internationalisation -----------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -160,6 +159,9 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 20,
 }
 API_PAGE_SIZE_MAX = env_int("API_PAGE_SIZE_MAX", 1000, minimum=1)
+# Largest request body. A bulk import of 100,000 devices is about 25 MB of JSON; Django's
+# default of 2.5 MB would refuse it. A larger body answers 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_BODY_MB", 100, minimum=1) * 1024 * 1024
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Device Operations Server API",
@@ -184,3 +186,26 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# --- Operations and the inbox -------------------------------------------------------------------
+# Most device ids an operation may list explicitly; larger fleets are picked by groups or filters.
+MAX_QUERY_DEVICES = env_int("MAX_QUERY_DEVICES", 10_000, minimum=1)
+# Seconds a handed-out command may wait for its acknowledgement before it is handed out again.
+INBOX_REDELIVERY_SECONDS = env_int("INBOX_REDELIVERY_SECONDS", 120, minimum=1)
+# Hand-outs without acknowledgement before the command becomes Command TimeOut.
+INBOX_MAX_DELIVERIES = env_int("INBOX_MAX_DELIVERIES", 5, minimum=1)
+# Most commands one poll hands out.
+INBOX_BATCH = env_int("INBOX_BATCH", 20, minimum=1)
+# Suggested poll interval and its jitter (a fraction of it), so a fleet does not poll in step.
+INBOX_POLL_SECONDS = env_int("INBOX_POLL_SECONDS", 30, minimum=1)
+INBOX_POLL_JITTER = 0.2
+# Period of the sweeps (redelivery, windows, timeouts) and of the last_seen flush.
+SWEEP_SECONDS = env_int("SWEEP_SECONDS", 10, minimum=1)
+
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "sweep-commands": {"task": "commands.tasks.sweep_commands", "schedule": float(SWEEP_SECONDS)},
+        "flush-last-seen": {"task": "commands.tasks.flush_last_seen", "schedule": float(SWEEP_SECONDS)},
+        "recover-stuck-fan-outs": {"task": "operations.tasks.recover_stuck_fan_outs", "schedule": 30.0},
+    }
+)

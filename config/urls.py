@@ -19,4 +19,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include("inventory.api.urls")),
+    path("", include("operations.api.urls")),
+    path("", include("commands.api.urls")),
 ]

@@ -46,7 +46,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def is_active(self, key: ApiKey) -> bool:
         return key.is_active
 
-    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> Any:
         if obj is None:
             return ["tenant", "name", "role", "expires_at"]
         return ["tenant", "name", "role", "expires_at", "prefix", "created_at", "last_used_at", "revoked_at"]

@@ -27,7 +27,7 @@ class ApiViewMixin:
     #: The path from the view's model to its tenant, e.g. ``"tenant"`` or ``"operation__tenant"``.
     tenant_field = "tenant"
 
-    request: Request
+    request: Any  # a DRF Request at run time; Any keeps mypy from fighting View's HttpRequest
 
     @property
     def principal(self) -> Principal:

@@ -1,0 +1,69 @@
+"""Command statuses as seed 002 shows them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from commands.choices import BY_LABEL, REQUESTABLE_STATES, CommandState
+from commands.models import CommandStatus
+from commands.payload import command_payload
+
+
+class CommandStatusSerializer(serializers.ModelSerializer):
+    """Output only; the shape comes from :func:`command_payload`, shared with the inbox."""
+
+    id = serializers.CharField()
+    request = serializers.CharField()
+    device = serializers.CharField()
+    state = serializers.ChoiceField(choices=[s.label for s in CommandState])
+    priority = serializers.CharField()
+    arguments = serializers.JSONField()
+    details = serializers.JSONField(allow_null=True)
+
+    class Meta:
+        model = CommandStatus
+        fields = [
+            "id",
+            "request",
+            "device",
+            "command",
+            "arguments",
+            "state",
+            "reason",
+            "details",
+            "is_internal",
+            "priority",
+            "version",
+            "created_on",
+            "updated_on",
+        ]
+
+    def to_representation(self, instance: CommandStatus) -> dict[str, Any]:
+        return command_payload(
+            id=instance.pk,
+            operation_id=instance.operation_id,
+            request_ref=instance.request_ref,
+            device=getattr(instance, "device_ref", None) or instance.device.device_id,
+            command=instance.command,
+            arguments=instance.arguments,
+            state=instance.state,
+            reason=instance.reason,
+            details=instance.details,
+            is_internal=instance.is_internal,
+            priority=instance.priority,
+            version=instance.version,
+            created_on=instance.created_on,
+            updated_on=instance.updated_on,
+        )
+
+
+class CommandStatusUpdateSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=sorted(s.label for s in REQUESTABLE_STATES))
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    details = serializers.JSONField(required=False)
+    expected_version = serializers.IntegerField(required=False, min_value=1, max_value=2**31 - 1)
+
+    def validate_state(self, value: str) -> CommandState:
+        return BY_LABEL[value]

@@ -1,0 +1,47 @@
+"""``/commands/v0/status/`` (seed 002). The inbox is in ``commands.inbox``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import F, QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from commands import services
+from commands.api.serializers import CommandStatusSerializer, CommandStatusUpdateSerializer
+from commands.filtersets import CommandStatusFilterSet
+from commands.models import CommandStatus
+from config.api.principal import Principal
+from config.api.views import TenantScopedViewSet
+
+
+class CommandStatusViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    queryset = CommandStatus.objects.annotate(device_ref=F("device__device_id")).order_by("id")
+    serializer_class = CommandStatusSerializer
+    filterset_class = CommandStatusFilterSet
+    allow_device_tokens = True
+    http_method_names = ["get", "put", "head", "options"]
+    lookup_value_regex = "[0-9]+"
+
+    def scope_to_device(self, queryset: QuerySet[Any], principal: Principal) -> QuerySet[Any]:
+        return queryset.filter(device_id=principal.device_pk)
+
+    @extend_schema(request=CommandStatusUpdateSerializer, responses={200: CommandStatusSerializer})
+    def update(self, request: Request, pk: str) -> Response:
+        """Report a command's new state. Repeating the current state is a no-op (200)."""
+        command = self.get_object()
+        serializer = CommandStatusUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        services.report(
+            command,
+            data["state"],
+            reason=data["reason"],
+            details=data.get("details"),
+            expected_version=data.get("expected_version"),
+            actor=self.principal.label,
+        )
+        return Response(CommandStatusSerializer(self.get_queryset().get(pk=command.pk)).data)

@@ -1,0 +1,217 @@
+"""``GET /v2/command-inbox/?device_id=X``: the hottest path of the server.
+
+Every device polls it, so it is a plain Django view rather than a DRF one: it reuses the
+API's token resolution and error envelope but skips DRF's request wrapping, negotiation
+and rendering. The common answer, "nothing new", is a 304 decided from the cache
+(``inbox_cache``) with no database query; ``last_seen`` is buffered (``presence``).
+Figures are in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from commands import inbox_cache
+from commands.choices import CommandState
+from commands.models import CommandHistory, CommandStatus
+from commands.payload import command_payload
+from config.api.authentication import resolve_token
+from config.api.envelopes import DEFAULT_ENVELOPE
+from config.api.principal import Principal
+from inventory.models import Device
+from inventory.presence import record_seen
+
+C = CommandState
+HANDED_OUT = "handed out to the device"
+
+
+def _error(status: int, message: str, field: str | None = None) -> JsonResponse:
+    errors = {field: [message]} if field else {}
+    text = f"{field}: {message}" if field else message
+    response = JsonResponse(DEFAULT_ENVELOPE.error(status, text, errors), status=status)
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="api"'
+    return response
+
+
+def _principal(request: HttpRequest) -> Principal | None:
+    header = request.META.get("HTTP_AUTHORIZATION", "").split()
+    if len(header) != 2 or header[0].lower() != "bearer" or not header[1].isascii():
+        return None
+    return resolve_token(header[1])
+
+
+def _device_pk(principal: Principal, device_id: str) -> int | None:
+    """The device a caller may poll for: a device token only its own; a key, its tenant's."""
+    if principal.is_device:
+        return principal.device_pk if device_id == principal.device_id else None
+    key = f"inbox:device:{principal.tenant_id}:{device_id}"
+    pk = cache.get(key)
+    if pk is None:
+        pk = (
+            Device.objects.filter(tenant_id=principal.tenant_id, device_id=device_id)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if pk is not None:
+            cache.set(key, pk, 3600)
+    return pk
+
+
+def next_poll_seconds() -> int:
+    base = settings.INBOX_POLL_SECONDS
+    spread = base * settings.INBOX_POLL_JITTER
+    return max(1, round(base + random.uniform(-spread, spread)))
+
+
+@csrf_exempt
+def command_inbox(request: HttpRequest) -> HttpResponse:
+    if request.method not in ("GET", "HEAD"):
+        return _error(405, f'Method "{request.method}" not allowed.')
+    principal = _principal(request)
+    if principal is None:
+        has_header = bool(request.META.get("HTTP_AUTHORIZATION"))
+        return _error(
+            401,
+            "Invalid, revoked or expired token."
+            if has_header
+            else "Authentication credentials were not provided.",
+        )
+    device_id = request.GET.get("device_id", "")
+    if not device_id:
+        return _error(400, "This query parameter is required.", "device_id")
+    if "\x00" in device_id or len(device_id) > 128:
+        return _error(400, "is not a valid device id.", "device_id")
+    device_pk = _device_pk(principal, device_id)
+    if device_pk is None:
+        return _error(400, f"no device {device_id[:128]!r} visible to this token.", "device_id")
+
+    record_seen(device_pk)
+    cached_etag, generation = inbox_cache.cached_empty_etag(principal.tenant_id, device_pk)
+    if cached_etag and cached_etag in request.headers.get("If-None-Match", ""):
+        response = HttpResponse(status=304)
+        response["ETag"] = cached_etag
+        return response
+
+    commands = hand_out(device_pk, device_id, settings.INBOX_BATCH, principal.label)
+    if commands:
+        etag = inbox_cache.content_etag([f"{c['id']}@{c['version']}" for c in commands])
+    else:
+        etag = inbox_cache.remember_empty(device_pk, generation)
+    content = {
+        "count": len(commands),
+        "next": None,
+        "previous": None,
+        "results": commands,
+        "next_poll_seconds": next_poll_seconds(),
+    }
+    response = JsonResponse(DEFAULT_ENVELOPE.success(content, 200))
+    response["ETag"] = etag
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+_RETURNED = (
+    "id",
+    "operation_id",
+    "request_ref",
+    "command",
+    "arguments",
+    "state",
+    "reason",
+    "details",
+    "is_internal",
+    "priority",
+    "version",
+    "created_on",
+    "updated_on",
+)
+
+
+def hand_out(device_pk: int, device_id: str, limit: int, actor: str) -> list[dict[str, Any]]:
+    """Move up to ``limit`` of the device's queued commands to Initiated and return them,
+    highest priority first, then oldest. Concurrent polls never hand out a row twice."""
+    now = timezone.now()
+    if connection.vendor == "postgresql":
+        rows = _hand_out_postgresql(device_pk, limit, actor, now)
+    else:
+        rows = _hand_out_portable(device_pk, limit, actor, now)
+    rows.sort(key=lambda row: (-row["priority"], row["id"]))
+    return [command_payload(device=device_id, **row) for row in rows]
+
+
+def _hand_out_postgresql(device_pk: int, limit: int, actor: str, now: dt.datetime) -> list[dict[str, Any]]:
+    table = CommandStatus._meta.db_table
+    history = CommandHistory._meta.db_table
+    returned = ", ".join(f"cs.{column}" for column in _RETURNED)
+    sql = f"""
+        WITH picked AS (
+            SELECT id FROM {table}
+            WHERE device_id = %s AND state = %s
+            ORDER BY priority DESC, id LIMIT %s
+            FOR UPDATE SKIP LOCKED
+        ), moved AS (
+            UPDATE {table} cs SET state = %s, delivered_at = %s, delivery_count = cs.delivery_count + 1,
+                version = cs.version + 1, updated_on = %s
+            FROM picked WHERE cs.id = picked.id
+            RETURNING {returned}
+        ), logged AS (
+            INSERT INTO {history} (command_id, from_state, to_state, reason, actor, created_at)
+            SELECT id, %s, %s, %s, %s, %s FROM moved
+        )
+        SELECT * FROM moved
+    """
+    params: list[Any] = [
+        device_pk,
+        int(C.QUEUED),
+        limit,
+        int(C.INITIATED),
+        now,
+        now,
+        int(C.QUEUED),
+        int(C.INITIATED),
+        HANDED_OUT,
+        actor,
+        now,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = [dict(zip(_RETURNED, row, strict=True)) for row in cursor.fetchall()]
+    for row in rows:  # Django leaves jsonb undecoded on raw cursors
+        for column in ("arguments", "details"):
+            if isinstance(row[column], str):
+                row[column] = json.loads(row[column])
+    return rows
+
+
+def _hand_out_portable(device_pk: int, limit: int, actor: str, now: dt.datetime) -> list[dict[str, Any]]:
+    with transaction.atomic():
+        picked = list(
+            CommandStatus.objects.select_for_update()
+            .filter(device_id=device_pk, state=C.QUEUED)
+            .order_by("-priority", "id")[:limit]
+        )
+        for command in picked:
+            command.state, command.delivered_at, command.updated_on = C.INITIATED, now, now
+            command.delivery_count += 1
+            command.version += 1
+            command.save(update_fields=["state", "delivered_at", "delivery_count", "version", "updated_on"])
+        CommandHistory.objects.bulk_create(
+            [
+                CommandHistory(
+                    command=c, from_state=C.QUEUED, to_state=C.INITIATED, reason=HANDED_OUT, actor=actor
+                )
+                for c in picked
+            ]
+        )
+    return [{column: getattr(c, column) for column in _RETURNED} for c in picked]

@@ -1,0 +1,110 @@
+"""One command status per (operation, device), and the history of its changes."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from commands.choices import CommandState, Priority
+
+
+class CommandStatus(models.Model):
+    """What one device must run and how far it got.
+
+    The integer key and state keep the table and its indexes small: a big operation writes
+    a million of these in one INSERT ... SELECT.
+    """
+
+    tenant = models.ForeignKey("inventory.Tenant", on_delete=models.CASCADE, related_name="+")
+    operation = models.ForeignKey(
+        "operations.Operation", on_delete=models.CASCADE, related_name="commands", null=True, blank=True
+    )
+    #: What issued an internal command that has no operation (e.g. ``headless:<id>``).
+    request_ref = models.CharField(max_length=64, blank=True)
+    device = models.ForeignKey("inventory.Device", on_delete=models.CASCADE, related_name="commands")
+    command = models.CharField(max_length=64)
+    arguments = models.JSONField(default=dict, blank=True)
+    state = models.PositiveSmallIntegerField(choices=CommandState.choices, default=CommandState.QUEUED)
+    reason = models.TextField(blank=True)
+    details = models.JSONField(null=True, blank=True)
+    is_internal = models.BooleanField(default=False)
+    priority = models.PositiveSmallIntegerField(choices=Priority.choices, default=Priority.NORMAL)
+    #: Window of a scheduled command: not handed out before ``not_before``; back to
+    #: Scheduled (next window) or TimeOut when ``window_closes_at`` passes undelivered.
+    not_before = models.DateTimeField(null=True, blank=True)
+    window_closes_at = models.DateTimeField(null=True, blank=True)
+    #: When an unfinished command times out, whatever its state (the window's end).
+    deadline = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    delivery_count = models.PositiveSmallIntegerField(default=0)
+    version = models.PositiveIntegerField(default=1)
+    created_on = models.DateTimeField(auto_now_add=True)
+    updated_on = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "command status"
+        verbose_name_plural = "command statuses"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operation", "device"], name="%(app_label)s_%(class)s_unique_operation_device"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "id"], name="commands_tenant_id"),
+            models.Index(fields=["device", "id"], name="commands_device_id"),
+            # The inbox: a device's queued commands, highest priority first, then oldest.
+            models.Index(
+                "device",
+                models.F("priority").desc(),
+                "id",
+                name="commands_inbox",
+                condition=models.Q(state=CommandState.QUEUED),
+            ),
+            # The redelivery sweep: commands handed out and not acknowledged in time.
+            models.Index(
+                fields=["delivered_at"],
+                name="commands_awaiting_ack",
+                condition=models.Q(state=CommandState.INITIATED),
+            ),
+            # The window sweeps: scheduled commands whose window opens.
+            models.Index(
+                fields=["not_before"],
+                name="commands_scheduled",
+                condition=models.Q(state=CommandState.SCHEDULED),
+            ),
+            # The timeout sweep: unfinished commands with a deadline.
+            models.Index(
+                fields=["deadline"],
+                name="commands_deadline",
+                condition=models.Q(deadline__isnull=False, state__in=[1, 2, 3, 4, 8]),
+            ),
+            models.Index(
+                fields=["request_ref"], name="commands_request_ref", condition=~models.Q(request_ref="")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.command} on {self.device_id}: {self.get_state_display()}"
+
+    @property
+    def request(self) -> str:
+        return str(self.operation_id) if self.operation_id else self.request_ref
+
+
+class CommandHistory(models.Model):
+    """Every accepted change of a command's state: from, to, reason, who, when."""
+
+    command = models.ForeignKey(CommandStatus, on_delete=models.CASCADE, related_name="history")
+    from_state = models.PositiveSmallIntegerField(choices=CommandState.choices)
+    to_state = models.PositiveSmallIntegerField(choices=CommandState.choices)
+    reason = models.TextField(blank=True)
+    actor = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name_plural = "command history"
+
+    def __str__(self) -> str:
+        return f"{CommandState(self.from_state).label} → {CommandState(self.to_state).label}"

@@ -1,0 +1,49 @@
+"""The JSON shape of one command status, built in one place for the status endpoints
+and for the inbox (which builds it from raw rows, skipping model instances)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from commands.choices import CommandState, Priority
+
+
+def _ts(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def command_payload(
+    *,
+    id: int,
+    operation_id: Any,
+    request_ref: str,
+    device: str,
+    command: str,
+    arguments: Any,
+    state: int,
+    reason: str,
+    details: Any,
+    is_internal: bool,
+    priority: int,
+    version: int,
+    created_on: dt.datetime,
+    updated_on: dt.datetime,
+) -> dict[str, Any]:
+    return {
+        "id": str(id),
+        "request": str(operation_id) if operation_id else request_ref,
+        "device": device,
+        "command": command,
+        "arguments": arguments,
+        "state": CommandState(state).label,
+        "reason": reason,
+        "details": details,
+        "is_internal": is_internal,
+        "priority": Priority(priority).label,
+        "version": version,
+        "created_on": _ts(created_on),
+        "updated_on": _ts(updated_on),
+    }

@@ -1,0 +1,281 @@
+"""What happens to command statuses: a device's report, set-based moves, hand-outs.
+
+Every change goes through the state table in ``commands.choices`` and, for commands of an
+operation, moves the operation's counters in the same transaction (``counter_deltas``), so
+the counts stay exact under any number of concurrent reports.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import F, QuerySet
+from django.utils import timezone
+from rest_framework import status
+from rest_framework.exceptions import APIException, ValidationError
+
+from commands import inbox_cache
+from commands.choices import TERMINAL_STATES, UNDELIVERED_STATES, CommandState, Priority, can_move
+from commands.models import CommandHistory, CommandStatus
+from operations import progress
+
+C = CommandState
+
+
+class VersionConflict(APIException):
+    """``expected_version`` did not match: someone else changed the command first (409)."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "version_conflict"
+
+
+def counter_deltas(old: int, new: int, was_dispatched: bool = True) -> dict[str, int]:
+    """Which operation counter one command's move changes."""
+    target = C(new)
+    if target == C.SUCCESS:
+        return {"success_count": 1}
+    if target == C.FAILURE:
+        return {"failed_count": 1}
+    if target == C.TIMEOUT:
+        return {"dispatch_failed_count": 1} if old in UNDELIVERED_STATES else {"failed_count": 1}
+    if target == C.CANCELLED:
+        return {"cancelled_count": 1}
+    if target == C.QUEUED and old == C.SCHEDULED and not was_dispatched:
+        return {"dispatched_count": 1}
+    return {}
+
+
+def report(
+    command: CommandStatus,
+    target: CommandState,
+    reason: str = "",
+    details: Any = None,
+    expected_version: int | None = None,
+    actor: str = "",
+) -> tuple[CommandStatus, bool]:
+    """A device's (or operator's) PUT. Returns the command and whether it changed.
+
+    Repeating the current state is a no-op (devices retry); a stale ``expected_version``
+    is a 409; a move outside the table, or out of a finished state, is a 400 naming both.
+    """
+    with transaction.atomic():
+        current = (
+            CommandStatus.objects.select_for_update(of=("self",))
+            .select_related("operation")
+            .get(pk=command.pk)
+        )
+        if current.state == target:
+            return current, False
+        if expected_version is not None and expected_version != current.version:
+            raise VersionConflict(
+                {
+                    "expected_version": [
+                        f"is {expected_version} but the command is at version {current.version} "
+                        f"in state '{C(current.state).label}'"
+                    ],
+                    "state": [C(current.state).label],
+                    "version": [str(current.version)],
+                }
+            )
+        if not can_move(current.state, target, by_client=True):
+            raise ValidationError(
+                {"state": [f"cannot move from '{C(current.state).label}' to '{target.label}'"]}
+            )
+        old = current.state
+        now = timezone.now()
+        current.state, current.reason, current.version, current.updated_on = (
+            target,
+            reason,
+            current.version + 1,
+            now,
+        )
+        fields = ["state", "reason", "version", "updated_on"]
+        if details is not None:
+            current.details = details
+            fields.append("details")
+        current.save(update_fields=fields)
+        CommandHistory.objects.create(
+            command=current, from_state=old, to_state=target, reason=reason, actor=actor
+        )
+        if current.operation_id:
+            progress.add_counts(current.operation_id, **counter_deltas(old, target))
+            operation = current.operation
+            assert operation is not None
+            # Skip the conditional UPDATEs when they cannot match: the hot path stays short.
+            if operation.state == progress.S.DISPATCHED or target in TERMINAL_STATES:
+                progress.advance(current.operation_id, reported=True, actor=actor)
+    return current, True
+
+
+@dataclass(frozen=True)
+class Moved:
+    operation_id: Any
+    tenant_id: int
+    new_state: int
+    old_state: int
+    was_dispatched: bool
+    count: int
+
+
+def move_commands(
+    commands: QuerySet[CommandStatus],
+    target: CommandState,
+    reason: str,
+    actor: str = "system",
+    extra: dict[str, Any] | None = None,
+) -> list[Moved]:
+    """Move every command of ``commands`` (a filtered queryset) that the table allows to
+    ``target`` as one set: one UPDATE, one INSERT of history, counters per operation.
+
+    Rows locked by a concurrent mover are skipped, never moved twice. Call inside a
+    transaction; the caller then calls :func:`settle` with the result.
+    """
+    sources = [int(s) for s in C if can_move(s, target)]
+    now = timezone.now()
+    candidates = commands.filter(state__in=sources)
+    if connection.vendor == "postgresql":
+        return _move_postgresql(candidates, target, reason, actor, now, extra or {})
+    return _move_portable(candidates, target, reason, actor, now, extra or {})
+
+
+def _move_postgresql(
+    candidates: QuerySet[CommandStatus],
+    target: CommandState,
+    reason: str,
+    actor: str,
+    now: dt.datetime,
+    extra: dict[str, Any],
+) -> list[Moved]:
+    table = CommandStatus._meta.db_table
+    history = CommandHistory._meta.db_table
+    select_sql, select_params = (
+        candidates.order_by()
+        .values("id", "state", "dispatched_at")
+        .select_for_update(skip_locked=True, of=("self",))
+        .query
+    ).sql_with_params()
+    sets = ["state = %s", "reason = %s", "version = cs.version + 1", "updated_on = %s"]
+    params: list[Any] = [int(target), reason, now]
+    if target == C.QUEUED:
+        sets.append("dispatched_at = COALESCE(cs.dispatched_at, %s)")
+        params.append(now)
+    for column, value in extra.items():
+        sets.append(f"{column} = %s")
+        params.append(value)
+    sql = f"""
+        WITH old AS ({select_sql}),
+        moved AS (
+            UPDATE {table} cs SET {", ".join(sets)}
+            FROM old WHERE cs.id = old.id
+            RETURNING cs.id, cs.operation_id, cs.tenant_id, old.state AS old_state,
+                      old.dispatched_at IS NOT NULL AS was_dispatched
+        ),
+        logged AS (
+            INSERT INTO {history} (command_id, from_state, to_state, reason, actor, created_at)
+            SELECT id, old_state, %s, %s, %s, %s FROM moved
+        )
+        SELECT operation_id, tenant_id, old_state, was_dispatched, count(*) FROM moved GROUP BY 1, 2, 3, 4
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*select_params, *params, int(target), reason, actor, now])
+        return [Moved(row[0], row[1], int(target), *row[2:]) for row in cursor.fetchall()]
+
+
+def _move_portable(
+    candidates: QuerySet[CommandStatus],
+    target: CommandState,
+    reason: str,
+    actor: str,
+    now: dt.datetime,
+    extra: dict[str, Any],
+) -> list[Moved]:
+    """The same move for SQLite (development), which has no UPDATE ... FROM ... RETURNING CTEs."""
+    rows = list(
+        candidates.order_by().values_list("id", "state", "operation_id", "tenant_id", "dispatched_at")
+    )
+    groups: dict[tuple[Any, int, int, bool], int] = defaultdict(int)
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        ids = [row[0] for row in chunk]
+        fields: dict[str, Any] = {
+            "state": int(target),
+            "reason": reason,
+            "version": F("version") + 1,
+            "updated_on": now,
+        }
+        fields.update(extra)
+        CommandStatus.objects.filter(pk__in=ids).update(**fields)
+        if target == C.QUEUED:
+            CommandStatus.objects.filter(pk__in=ids, dispatched_at__isnull=True).update(dispatched_at=now)
+        CommandHistory.objects.bulk_create(
+            [
+                CommandHistory(command_id=r[0], from_state=r[1], to_state=target, reason=reason, actor=actor)
+                for r in chunk
+            ]
+        )
+        for _, old, operation_id, tenant_id, dispatched_at in chunk:
+            groups[(operation_id, tenant_id, old, dispatched_at is not None)] += 1
+    return [Moved(op, tenant, int(target), old, was, n) for (op, tenant, old, was), n in groups.items()]
+
+
+def settle(moved: list[Moved], actor: str = "system") -> None:
+    """Apply a set move's counters to its operations, then let each operation advance."""
+    deltas: dict[Any, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for group in moved:
+        if group.operation_id is None:
+            continue
+        for name, delta in counter_deltas(group.old_state, group.new_state, group.was_dispatched).items():
+            deltas[group.operation_id][name] += delta * group.count
+    for operation_id, changes in sorted(deltas.items(), key=lambda item: str(item[0])):
+        progress.add_counts(operation_id, **changes)
+    for operation_id in sorted({str(g.operation_id) for g in moved if g.operation_id is not None}):
+        progress.advance(operation_id, actor=actor)
+
+
+def move_and_settle(
+    commands: QuerySet[CommandStatus],
+    target: CommandState,
+    reason: str,
+    actor: str = "system",
+    extra: dict[str, Any] | None = None,
+    after: Callable[[list[Moved]], None] | None = None,
+) -> int:
+    """:func:`move_commands` and :func:`settle` in one transaction; returns how many moved."""
+    with transaction.atomic():
+        moved = move_commands(commands, target, reason, actor, extra)
+        settle(moved, actor)
+        if after is not None:
+            after(moved)
+        if target == C.QUEUED:
+            for tenant_id in {group.tenant_id for group in moved}:
+                transaction.on_commit(functools.partial(inbox_cache.bump_tenant, tenant_id))
+    return sum(group.count for group in moved)
+
+
+def issue_internal_command(
+    tenant_id: int,
+    device_pk: int,
+    command: str,
+    arguments: dict[str, Any],
+    request_ref: str,
+    priority: int = Priority.NORMAL,
+) -> CommandStatus:
+    """A command the system itself sends to one device (headless and maintenance work)."""
+    status_row = CommandStatus.objects.create(
+        tenant_id=tenant_id,
+        device_id=device_pk,
+        command=command,
+        arguments=arguments,
+        request_ref=request_ref,
+        is_internal=True,
+        priority=priority,
+        dispatched_at=timezone.now(),
+    )
+    transaction.on_commit(lambda: inbox_cache.forget_device(device_pk))
+    return status_row

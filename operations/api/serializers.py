@@ -1,0 +1,167 @@
+"""Operations as seeds 000 and 003 show them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from typing import Any
+
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from inventory.models.devices import available_timezones
+from operations.choices import REQUESTABLE_STATES, OperationType, ScheduleType, TimeType
+from operations.models import Operation, OperationActivity
+from operations.windows import DAYS, Window
+
+
+def _aware(value: Any, field: str) -> dt.datetime:
+    parsed = parse_datetime(value) if isinstance(value, str) else None
+    if parsed is None:
+        raise serializers.ValidationError(
+            {field: ["must be an ISO 8601 timestamp, e.g. 2024-08-08T14:30:00Z"]}
+        )
+    if parsed.tzinfo is None:
+        raise serializers.ValidationError({field: ["must include a UTC offset, e.g. 2024-08-08T14:30:00Z"]})
+    return parsed
+
+
+class ScheduleArgsSerializer(serializers.Serializer):
+    """``schedule_args``. ``window_start_time`` and ``window_end_time`` are filled in by the
+    server from the datetimes and never taken from the request."""
+
+    start_datetime = serializers.CharField(required=False)
+    end_datetime = serializers.CharField(required=False)
+    time_type = serializers.CharField(required=False, default=TimeType.CONSOLE)
+    days = serializers.ListField(child=serializers.CharField(), required=False, max_length=7)
+    timezone = serializers.CharField(required=False, help_text="The console's zone (time_type console).")
+    window_start_time = serializers.CharField(read_only=True)
+    window_end_time = serializers.CharField(read_only=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        schedule_type = self.context.get("schedule_type", ScheduleType.IMMEDIATE)
+        time_type = str(attrs.get("time_type") or TimeType.CONSOLE).lower()
+        if time_type not in TimeType.values:
+            raise serializers.ValidationError({"schedule_args.time_type": ["must be 'console' or 'device'"]})
+        clean: dict[str, Any] = {"time_type": time_type}
+        if "timezone" in attrs:
+            if attrs["timezone"] not in available_timezones():
+                raise serializers.ValidationError(
+                    {"schedule_args.timezone": ["is not an IANA time zone name"]}
+                )
+            clean["timezone"] = attrs["timezone"]
+        if "days" in attrs:
+            names = {day.lower(): day for day in DAYS}
+            unknown = [d for d in attrs["days"] if d.lower() not in names]
+            if unknown:
+                raise serializers.ValidationError(
+                    {"schedule_args.days": [f"unknown day(s) {', '.join(unknown)}; use Monday ... Sunday"]}
+                )
+            clean["days"] = sorted({names[d.lower()] for d in attrs["days"]}, key=DAYS.index)
+        if schedule_type != ScheduleType.WINDOW:
+            return clean
+        for name in ("start_datetime", "end_datetime"):
+            if not attrs.get(name):
+                raise serializers.ValidationError(
+                    {f"schedule_args.{name}": ["is required for a WINDOW operation"]}
+                )
+        start = _aware(attrs["start_datetime"], "schedule_args.start_datetime")
+        end = _aware(attrs["end_datetime"], "schedule_args.end_datetime")
+        if end <= start:
+            raise serializers.ValidationError(
+                {"schedule_args.end_datetime": ["must be after start_datetime"]}
+            )
+        if end <= dt.datetime.now(dt.UTC) and time_type == TimeType.CONSOLE:
+            raise serializers.ValidationError({"schedule_args.end_datetime": ["is in the past"]})
+        clean["start_datetime"] = start.isoformat()
+        clean["end_datetime"] = end.isoformat()
+        window = Window.from_args(clean)
+        opens, closes = window.daily_times(zoneinfo.ZoneInfo(clean.get("timezone", "UTC")))
+        clean["window_start_time"] = opens.isoformat(timespec="seconds")
+        clean["window_end_time"] = closes.isoformat(timespec="seconds")
+        return clean
+
+
+class OperationCreateSerializer(serializers.Serializer):
+    operation_type = serializers.ChoiceField(choices=OperationType.choices)
+    schedule_type = serializers.ChoiceField(choices=ScheduleType.choices, default=ScheduleType.IMMEDIATE)
+    schedule_args = serializers.DictField(required=False, default=dict)
+    operation_device_query = serializers.DictField(
+        help_text="devices, groups, device_type, filters and all; ANDed. See the README."
+    )
+    arguments = serializers.DictField(required=False, default=dict)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        args = ScheduleArgsSerializer(
+            data=attrs.get("schedule_args") or {}, context={"schedule_type": attrs["schedule_type"]}
+        )
+        args.is_valid(raise_exception=True)
+        attrs["schedule_args"] = args.validated_data
+        return attrs
+
+
+class OperationStateSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=sorted({"FAILED", "CANCELLED", "TIMEOUT", "SCHEDULED"}))
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+    def validate_state(self, value: str) -> Any:
+        return REQUESTABLE_STATES[value]
+
+
+class ActivitySerializer(serializers.ModelSerializer):
+    state_code = serializers.IntegerField(source="state")
+
+    class Meta:
+        model = OperationActivity
+        fields = ["operation_state", "state_code", "reason", "counts", "actor", "created_at"]
+
+
+class OperationSerializer(serializers.ModelSerializer):
+    operation = serializers.CharField(source="operation_type")
+    state = serializers.CharField(source="state_name")
+    state_code = serializers.IntegerField(source="state")
+    operation_device_query = serializers.JSONField(source="device_query")
+    operation_activity = serializers.SerializerMethodField()
+    operation_stats = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Operation
+        fields = [
+            "id",
+            "operation",
+            "operation_type",
+            "state",
+            "state_code",
+            "schedule_type",
+            "schedule_args",
+            "operation_device_query",
+            "arguments",
+            "reason",
+            "created_at",
+            "created_by",
+            "updated_at",
+            "updated_by",
+            "operation_activity",
+            "operation_stats",
+        ]
+
+    @extend_schema_field(ActivitySerializer(many=True))
+    def get_operation_activity(self, operation: Operation) -> list[dict[str, Any]]:
+        if not self.context.get("with_activity", True):
+            return []
+        return list(ActivitySerializer(operation.activity.all(), many=True).data)
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "properties": {
+                "device_operation_statuses_count": {
+                    "type": "object",
+                    "additionalProperties": {"type": "integer"},
+                }
+            },
+        }
+    )
+    def get_operation_stats(self, operation: Operation) -> dict[str, Any]:
+        return {"device_operation_statuses_count": operation.counts()}

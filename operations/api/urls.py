@@ -1,0 +1,11 @@
+from rest_framework.routers import DefaultRouter
+
+from operations.api.views import OperationViewSet
+
+app_name = "operations"
+
+router = DefaultRouter(trailing_slash=True)
+router.include_root_view = False
+router.register("v0/operations", OperationViewSet, basename="operation")
+
+urlpatterns = router.urls

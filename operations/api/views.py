@@ -1,0 +1,100 @@
+"""``/v0/operations/`` (seeds 000 and 003)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from config.api.views import TenantScopedViewSet
+from inventory.api.serializers import DeviceSerializer
+from operations import services
+from operations.api.serializers import (
+    OperationCreateSerializer,
+    OperationSerializer,
+    OperationStateSerializer,
+)
+from operations.device_query import DeviceQuery
+from operations.filtersets import OperationFilterSet
+from operations.models import Operation
+
+PREVIEW_SAMPLE = 10
+
+
+class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    queryset = Operation.objects.prefetch_related("activity")
+    serializer_class = OperationSerializer
+    filterset_class = OperationFilterSet
+    http_method_names = ["get", "post", "put", "head", "options"]
+
+    @extend_schema(request=OperationCreateSerializer, responses={201: OperationSerializer})
+    def create(self, request: Request) -> Response:
+        """Create an operation; a worker resolves and dispatches it (answers at once, CREATED)."""
+        serializer = OperationCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        operation = services.create_operation(self.tenant_id, serializer.validated_data, self.principal.label)
+        operation = self.get_queryset().get(pk=operation.pk)
+        return Response(OperationSerializer(operation).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=OperationStateSerializer,
+        responses={
+            200: inline_serializer(
+                "OperationStateChanged",
+                {
+                    "operationId": serializers.CharField(),
+                    "status": serializers.CharField(),
+                    "content": OperationSerializer(),
+                },
+            )
+        },
+    )
+    def update(self, request: Request, pk: str) -> Response:
+        """Cancel, time out, fail or reschedule an operation; unfinished commands follow."""
+        operation = self.get_object()
+        serializer = OperationStateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        operation = services.request_state(
+            operation,
+            serializer.validated_data["state"],
+            serializer.validated_data["reason"],
+            self.principal.label,
+        )
+        operation = self.get_queryset().get(pk=operation.pk)
+        body = {
+            "code": 0,
+            "message": "success",
+            "operationId": str(operation.pk),
+            "status": "SUCCEEDED",
+            "content": OperationSerializer(operation).data,
+        }
+        response = Response(body)
+        response.enveloped = True  # type: ignore[attr-defined]
+        return response
+
+    @extend_schema(
+        request=OperationCreateSerializer,
+        responses={
+            200: inline_serializer(
+                "OperationPreview",
+                {"device_count": serializers.IntegerField(), "devices": DeviceSerializer(many=True)},
+            )
+        },
+    )
+    @action(detail=False, methods=["post"])
+    def preview(self, request: Request) -> Response:
+        """Dry run of a device query: how many devices match, and the first few. Creates nothing."""
+        raw = request.data.get("operation_device_query") if isinstance(request.data, dict) else None
+        query = DeviceQuery.parse(raw if raw is not None else request.data)
+        query.check_references(self.tenant_id)
+        devices = query.queryset(self.tenant_id)
+        sample = devices.prefetch_related("groups").order_by("pk")[:PREVIEW_SAMPLE]
+        body: dict[str, Any] = {
+            "device_count": devices.count(),
+            "devices": DeviceSerializer(sample, many=True).data,
+        }
+        return Response(body)

@@ -1,0 +1,32 @@
+"""Filters of the operation list."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from django_filters import rest_framework as filters
+from rest_framework.exceptions import ValidationError
+
+from operations.choices import OperationType, state_from_param
+from operations.models import Operation
+
+
+class OperationFilterSet(filters.FilterSet):
+    state = filters.CharFilter(
+        method="filter_state", help_text="The integer (e.g. 50) or the name (DISPATCHED)."
+    )
+    operation_type = filters.ChoiceFilter(choices=OperationType.choices)
+    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    ordering = filters.OrderingFilter(fields=("created_at", "state", "updated_at"))
+
+    class Meta:
+        model = Operation
+        fields: list[str] = []
+
+    def filter_state(self, queryset: QuerySet[Operation], name: str, value: str) -> QuerySet[Operation]:
+        state = state_from_param(value)
+        if state is None:
+            raise ValidationError(
+                {"state": [f"unknown state {value[:40]!r}; use an integer such as 50 or a name"]}
+            )
+        return queryset.filter(state=state)

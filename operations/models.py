@@ -1,0 +1,99 @@
+"""Operations, their activity log, and their exact counters."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+from operations.choices import OperationState, OperationType, ScheduleType
+
+
+class Operation(models.Model):
+    """One request to run a command on the devices a query picks.
+
+    The counters are moved only by SQL (``F()`` and conditional updates in
+    ``operations.counters``) in the same transaction as the command rows they count, so they
+    are exact at every moment, whatever number of devices report at once.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey("inventory.Tenant", on_delete=models.CASCADE, related_name="operations")
+    operation_type = models.CharField(max_length=64, choices=OperationType.choices)
+    schedule_type = models.CharField(
+        max_length=16, choices=ScheduleType.choices, default=ScheduleType.IMMEDIATE
+    )
+    schedule_args = models.JSONField(default=dict, blank=True)
+    device_query = models.JSONField(default=dict)
+    arguments = models.JSONField(default=dict, blank=True)
+    state = models.PositiveSmallIntegerField(choices=OperationState.choices, default=OperationState.CREATED)
+    reason = models.TextField(blank=True)
+    created_by = models.CharField(max_length=200, blank=True)
+    updated_by = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    resolved_count = models.PositiveIntegerField(default=0)
+    dispatched_count = models.PositiveIntegerField(default=0)
+    dispatch_failed_count = models.PositiveIntegerField(default=0)
+    failed_count = models.PositiveIntegerField(default=0)
+    success_count = models.PositiveIntegerField(default=0)
+    cancelled_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"], name="operations_tenant_created"),
+            # The recovery sweep looks for operations stuck before DISPATCHED.
+            models.Index(
+                fields=["updated_at"],
+                name="operations_unfinished_fanout",
+                condition=models.Q(state__in=[10, 20, 30, 40]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.operation_type} {self.id}"
+
+    @property
+    def state_name(self) -> str:
+        return OperationState(self.state).name
+
+    @property
+    def finished_count(self) -> int:
+        return self.success_count + self.failed_count + self.dispatch_failed_count + self.cancelled_count
+
+    @property
+    def pending_count(self) -> int:
+        return max(self.resolved_count - self.finished_count, 0)
+
+    def counts(self) -> dict[str, int]:
+        """``operation_stats.device_operation_statuses_count`` of seed 003, plus cancelled/pending."""
+        return {
+            "resolved_device_count": self.resolved_count,
+            "dispatched_device_count": self.dispatched_count,
+            "dispatch_failed_count": self.dispatch_failed_count,
+            "failed_device_count": self.failed_count,
+            "success_device_count": self.success_count,
+            "cancelled_device_count": self.cancelled_count,
+            "pending_device_count": self.pending_count,
+        }
+
+
+class OperationActivity(models.Model):
+    """One row per state the operation entered, with the counts at that moment."""
+
+    operation = models.ForeignKey(Operation, on_delete=models.CASCADE, related_name="activity")
+    state = models.PositiveSmallIntegerField(choices=OperationState.choices)
+    operation_state = models.CharField(max_length=32)
+    reason = models.TextField(blank=True)
+    counts = models.JSONField(default=dict)
+    actor = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name_plural = "operation activity"
+
+    def __str__(self) -> str:
+        return f"{self.operation_state} at {self.created_at:%Y-%m-%d %H:%M:%S}"

@@ -1,0 +1,102 @@
+"""How an operation's state and counters move: only here, only in SQL.
+
+Every state change is a conditional UPDATE (``WHERE state IN allowed sources``) that
+appends an activity row only if it won, so concurrent workers and reports cannot apply a
+move twice. Counters change by ``F()`` increments in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from django.db.models import F
+from django.utils import timezone
+
+from operations.choices import ACTIVITY_NAMES, ALLOWED_TRANSITIONS, OperationState
+from operations.models import Operation, OperationActivity
+
+S = OperationState
+OperationId = uuid.UUID | str
+COUNTERS = (
+    "resolved_count",
+    "dispatched_count",
+    "dispatch_failed_count",
+    "failed_count",
+    "success_count",
+    "cancelled_count",
+)
+
+
+def sources_of(target: OperationState) -> list[int]:
+    """The states from which ``target`` may be entered, read from the one table."""
+    return [int(state) for state, targets in ALLOWED_TRANSITIONS.items() if target in targets]
+
+
+def move(
+    operation_id: OperationId,
+    target: OperationState,
+    reason: str = "",
+    actor: str = "system",
+    only_from: Iterable[OperationState] | None = None,
+) -> bool:
+    """Move the operation to ``target`` if the table allows it from its current state.
+
+    Returns whether this call made the move. ``only_from`` narrows the allowed sources.
+    """
+    sources = sources_of(target)
+    if only_from is not None:
+        sources = [s for s in sources if s in {int(x) for x in only_from}]
+    fields: dict[str, object] = {"state": int(target), "updated_at": timezone.now(), "updated_by": actor}
+    if reason:
+        fields["reason"] = reason
+    won = Operation.objects.filter(pk=operation_id, state__in=sources).update(**fields)
+    if won:
+        record_activity(operation_id, target, reason, actor)
+    return bool(won)
+
+
+def record_activity(
+    operation_id: OperationId, state: OperationState, reason: str = "", actor: str = "system"
+) -> None:
+    operation = Operation.objects.only(*COUNTERS).get(pk=operation_id)
+    OperationActivity.objects.create(
+        operation_id=operation_id,
+        state=int(state),
+        operation_state=ACTIVITY_NAMES[state],
+        reason=reason,
+        counts=operation.counts(),
+        actor=actor,
+    )
+
+
+def add_counts(operation_id: OperationId, **deltas: int) -> None:
+    """Add to counters in SQL (never read-modify-write), e.g. ``add_counts(op, success_count=1)``."""
+    changes = {name: F(name) + delta for name, delta in deltas.items() if delta}
+    if changes:
+        Operation.objects.filter(pk=operation_id).update(updated_at=timezone.now(), **changes)
+
+
+def advance(operation_id: OperationId, reported: bool = False, actor: str = "system") -> None:
+    """Move a dispatched operation on after its commands changed.
+
+    PROCESSING on the first device report, COMPLETED once every command is finished, then
+    SUCCESS if all succeeded or FAILURE otherwise. Each step is a conditional UPDATE, so
+    calling this from many concurrent reports is safe and each step happens once.
+    """
+    if reported:
+        move(operation_id, S.PROCESSING, actor=actor, only_from=[S.DISPATCHED])
+    finished = F("success_count") + F("failed_count") + F("dispatch_failed_count") + F("cancelled_count")
+    done = (
+        Operation.objects.filter(pk=operation_id, state__in=sources_of(S.COMPLETED), resolved_count__gt=0)
+        .filter(resolved_count__lte=finished)
+        .update(state=int(S.COMPLETED), updated_at=timezone.now(), updated_by=actor)
+    )
+    if not done:
+        return
+    record_activity(operation_id, S.COMPLETED, actor=actor)
+    succeeded = Operation.objects.filter(pk=operation_id, success_count=F("resolved_count")).exists()
+    if succeeded:
+        move(operation_id, S.SUCCESS, actor=actor)
+    else:
+        move(operation_id, S.FAILURE, "not every device succeeded", actor=actor)

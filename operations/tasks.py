@@ -1,0 +1,39 @@
+"""Thin Celery tasks: take ids, call a service."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from celery import shared_task
+from django.utils import timezone
+
+from operations import fanout
+from operations.choices import OperationState
+from operations.models import Operation
+
+#: An operation whose fan-out has not moved for this long is handed to a worker again.
+STUCK_AFTER = dt.timedelta(seconds=60)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def fan_out_operation(operation_id: str) -> None:
+    fanout.fan_out(operation_id)
+
+
+@shared_task
+def recover_stuck_fan_outs() -> int:
+    """Resend fan-outs lost with a broker message or a killed worker (the fan-out resumes)."""
+    stuck = Operation.objects.filter(
+        state__in=[
+            OperationState.CREATED,
+            OperationState.RESOLVING,
+            OperationState.RESOLVED,
+            OperationState.DISPATCHING,
+        ],
+        updated_at__lt=timezone.now() - STUCK_AFTER,
+    ).values_list("pk", flat=True)
+    count = 0
+    for operation_id in stuck:
+        fan_out_operation.delay(str(operation_id))
+        count += 1
+    return count
