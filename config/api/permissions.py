@@ -30,7 +30,9 @@ class RolePermission(BasePermission):
             return request.method in SAFE_METHODS or request.method in getattr(
                 view, "device_write_methods", ("PUT", "PATCH")
             )
-        if request.method in SAFE_METHODS:
+        if request.method in SAFE_METHODS or getattr(view, "action", None) in getattr(
+            view, "read_only_actions", ()
+        ):
             return True
         self.message = f"The '{principal.role}' role is read-only."
         return principal.can_write

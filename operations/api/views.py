@@ -30,6 +30,8 @@ class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantS
     serializer_class = OperationSerializer
     filterset_class = OperationFilterSet
     http_method_names = ["get", "post", "put", "head", "options"]
+    #: POSTs that change nothing, so viewers may call them.
+    read_only_actions = ("preview",)
 
     @extend_schema(request=OperationCreateSerializer, responses={201: OperationSerializer})
     def create(self, request: Request) -> Response:
