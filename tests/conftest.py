@@ -42,9 +42,13 @@ class Api:
     def get(self, path: str, params: dict[str, Any] | None = None, **headers: str) -> Any:
         return self.client.get(path, params or {}, **self._headers(headers))
 
-    def _send(self, method: str, path: str, body: Any, raw: str | bytes | None, headers: dict[str, str]) -> Any:
+    def _send(
+        self, method: str, path: str, body: Any, raw: str | bytes | None, headers: dict[str, str]
+    ) -> Any:
         data = raw if raw is not None else json.dumps(body)
-        return getattr(self.client, method)(path, data=data, content_type="application/json", **self._headers(headers))
+        return getattr(self.client, method)(
+            path, data=data, content_type="application/json", **self._headers(headers)
+        )
 
     def post(self, path: str, body: Any = None, raw: str | bytes | None = None, **headers: str) -> Any:
         return self._send("post", path, body, raw, headers)
@@ -127,7 +131,9 @@ def _process_env() -> dict[str, str]:
     """The environment of worker/beat processes: the test database, this run's Redis DB."""
     env = dict(os.environ)
     db = settings.DATABASES["default"]
-    env["DATABASE_URL"] = f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    env["DATABASE_URL"] = (
+        f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    )
     env["DB_CONN_MAX_AGE"] = "0"
     env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     return env
@@ -189,7 +195,9 @@ def celery_processes(transactional_db: None, tmp_path: Path) -> Iterator[CeleryP
 
 @pytest.fixture
 def celery_worker(celery_processes: CeleryProcesses) -> CeleryProcesses:
-    celery_processes.start("worker", "worker", "-l", "info", "-c", "2", "--without-heartbeat", "--without-gossip")
+    celery_processes.start(
+        "worker", "worker", "-l", "info", "-c", "2", "--without-heartbeat", "--without-gossip"
+    )
     return celery_processes
 
 

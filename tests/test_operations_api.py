@@ -236,7 +236,7 @@ def test_preview_counts_without_creating(org: Org, devices: None) -> None:
 
 
 def test_window_operation_waits_scheduled(org: Org, devices: None) -> None:
-    start = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    start = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
     args = {"start_datetime": start.isoformat(), "end_datetime": (start + dt.timedelta(hours=2)).isoformat()}
     operation_id = org.admin.post(OPS, body(schedule_type="WINDOW", schedule_args=args)).json()["content"][
         "id"

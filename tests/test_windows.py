@@ -6,7 +6,7 @@ import datetime as dt
 
 from operations.windows import Window
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def window(
