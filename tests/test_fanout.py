@@ -1,0 +1,161 @@
+"""The fan-out: one command status per device, written as a set, idempotent and resumable."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from commands.choices import CommandState
+from commands.models import CommandStatus
+from commands.sweeps import open_windows
+from inventory.services import bulk_import_devices
+from operations import fanout
+from operations.choices import OperationState
+from operations.models import Operation
+from operations.services import cancel_operation, create_operation
+from tests.conftest import Org
+
+S = OperationState
+
+
+def load_devices(org: Org, count: int, **fields: Any) -> None:
+    bulk_import_devices(org.tenant.pk, [{"device_id": f"d{i:05d}", **fields} for i in range(count)])
+
+
+def new_operation(org: Org, query: dict[str, Any] | None = None, **data: Any) -> Operation:
+    payload = {"operation_type": "INSTALL_APP", "operation_device_query": query or {"all": True}, **data}
+    return create_operation(org.tenant.pk, payload, "tester")
+
+
+def activity(operation: Operation) -> list[str]:
+    return list(operation.activity.values_list("operation_state", flat=True))
+
+
+def test_fan_out_writes_one_status_per_device_in_chunks(org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fanout, "CHUNK_SIZE", 7)  # several chunks out of 50 devices
+    load_devices(org, 50)
+    operation = new_operation(org, arguments={"package": "com.example"})
+
+    fanout.fan_out(operation.pk)
+
+    operation.refresh_from_db()
+    assert operation.state == S.DISPATCHED
+    assert operation.resolved_count == operation.dispatched_count == 50
+    commands = CommandStatus.objects.filter(operation=operation)
+    assert commands.count() == 50
+    assert set(commands.values_list("state", flat=True)) == {CommandState.QUEUED}
+    assert commands.first().arguments == {"package": "com.example"}  # type: ignore[union-attr]
+    assert activity(operation) == [
+        "CREATED",
+        "QUERY INITIATED",
+        "QUERY RESOLVED",
+        "DISPATCHING",
+        "DISPATCHED",
+    ]
+
+
+def test_running_the_fan_out_again_changes_nothing(org: Org) -> None:
+    load_devices(org, 20)
+    operation = new_operation(org)
+    fanout.fan_out(operation.pk)
+
+    fanout.fan_out(operation.pk)  # a duplicated task message
+
+    operation.refresh_from_db()
+    assert CommandStatus.objects.filter(operation=operation).count() == 20
+    assert operation.resolved_count == 20
+    assert activity(operation).count("DISPATCHED") == 1
+
+
+def test_a_crashed_fan_out_resumes_without_duplicates(org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fanout, "CHUNK_SIZE", 10)
+    load_devices(org, 30)
+    operation = new_operation(org)
+    real_insert = fanout._insert_chunk
+    calls = {"n": 0}
+
+    def crash_on_second_chunk(*args: Any) -> int:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("worker killed")
+        return real_insert(*args)
+
+    monkeypatch.setattr(fanout, "_insert_chunk", crash_on_second_chunk)
+    with pytest.raises(RuntimeError):
+        fanout.fan_out(operation.pk)
+    operation.refresh_from_db()
+    assert operation.state == S.RESOLVING and operation.resolved_count == 10
+
+    monkeypatch.setattr(fanout, "_insert_chunk", real_insert)
+    fanout.fan_out(operation.pk)  # the redelivered message
+
+    operation.refresh_from_db()
+    assert operation.state == S.DISPATCHED
+    assert operation.resolved_count == 30
+    assert CommandStatus.objects.filter(operation=operation).count() == 30
+
+
+def test_a_query_matching_nothing_fails_with_a_reason(org: Org) -> None:
+    load_devices(org, 3, os="linux")
+    operation = new_operation(org, {"filters": {"os": "android"}})
+
+    fanout.fan_out(operation.pk)
+
+    operation.refresh_from_db()
+    assert operation.state == S.FAILURE
+    assert operation.reason == "the device query matched no device"
+    assert activity(operation)[-1] == "FAILURE"
+
+
+def test_cancel_during_resolving_stops_the_fan_out(org: Org) -> None:
+    load_devices(org, 5)
+    operation = new_operation(org)
+    Operation.objects.filter(pk=operation.pk).update(state=S.RESOLVING)
+    cancel_operation(operation, "changed my mind", "tester")
+
+    fanout.fan_out(operation.pk)
+
+    operation.refresh_from_db()
+    assert operation.state == S.CANCELLED
+    assert not CommandStatus.objects.filter(operation=operation).exists()
+
+
+def test_device_time_window_schedules_each_zone_at_its_own_instant(org: Org) -> None:
+    bulk_import_devices(
+        org.tenant.pk,
+        [
+            {"device_id": "tokyo", "timezone": "Asia/Tokyo"},
+            {"device_id": "ny", "timezone": "America/New_York"},
+        ],
+    )
+    tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).date()
+    start = dt.datetime.combine(tomorrow, dt.time(2, 0), tzinfo=dt.UTC)
+    args = {
+        "start_datetime": start.isoformat(),
+        "end_datetime": (start + dt.timedelta(hours=2)).isoformat(),
+        "time_type": "device",
+    }
+    operation = new_operation(org, schedule_type="WINDOW", schedule_args=args)
+
+    fanout.fan_out(operation.pk)
+
+    operation.refresh_from_db()
+    assert operation.state == S.SCHEDULED
+    opens = dict(
+        CommandStatus.objects.filter(operation=operation).values_list("device__device_id", "not_before")
+    )
+    assert opens["tokyo"] == start - dt.timedelta(hours=9)
+    assert opens["ny"] == start + dt.timedelta(hours=5)
+    assert opens["tokyo"] != opens["ny"]
+
+    # When the sweep runs after Tokyo's window opened, only Tokyo's command is released.
+    released = open_windows(now=opens["tokyo"] + dt.timedelta(minutes=1))
+
+    assert released == 1
+    operation.refresh_from_db()
+    assert operation.state == S.DISPATCHED
+    assert operation.dispatched_count == 1
+    states = dict(CommandStatus.objects.filter(operation=operation).values_list("device__device_id", "state"))
+    assert states == {"tokyo": CommandState.QUEUED, "ny": CommandState.SCHEDULED}
