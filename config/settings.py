@@ -206,10 +206,17 @@ INBOX_POLL_JITTER = 0.2
 # Period of the sweeps (redelivery, windows, timeouts) and of the last_seen flush.
 SWEEP_SECONDS = env_int("SWEEP_SECONDS", 10, minimum=1)
 
+# --- Headless operations (docs/headless.md) -----------------------------------------------------
+# Called with the listed operations when a GET asks for update_status=true, in this order.
+HEADLESS_STATUS_HELPERS = env_list("HEADLESS_STATUS_HELPERS", ["inventory.headless.update_from_commands"])
+# A pending or running headless operation this long after it ran is failed as overdue.
+HEADLESS_OVERDUE_SECONDS = env_int("HEADLESS_OVERDUE_SECONDS", 3600, minimum=1)
+
 CELERY_BEAT_SCHEDULE.update(
     {
         "sweep-commands": {"task": "commands.tasks.sweep_commands", "schedule": float(SWEEP_SECONDS)},
         "flush-last-seen": {"task": "commands.tasks.flush_last_seen", "schedule": float(SWEEP_SECONDS)},
         "recover-stuck-fan-outs": {"task": "operations.tasks.recover_stuck_fan_outs", "schedule": 30.0},
+        "run-due-headless": {"task": "inventory.tasks.run_due_headless", "schedule": float(SWEEP_SECONDS)},
     }
 )

@@ -21,4 +21,5 @@ urlpatterns = [
     path("", include("inventory.api.urls")),
     path("", include("operations.api.urls")),
     path("", include("commands.api.urls")),
+    path("", include("inventory.api.headless_urls")),
 ]

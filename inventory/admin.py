@@ -114,3 +114,6 @@ class DeviceAdmin(admin.ModelAdmin):
         for device in queryset:
             services.revoke_device_token(device)
         messages.success(request, f"Revoked {queryset.count()} device token(s).")
+
+
+from inventory import admin_headless  # noqa: E402,F401

@@ -1,0 +1,68 @@
+"""The console screens for headless operations: list, detail and a cancel action.
+
+Operations are scheduled through the API; here operators follow and cancel them, through
+the same service as ``POST .../{id}/cancel/``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from inventory import headless
+from inventory.models import HeadlessOperation
+
+
+@admin.register(HeadlessOperation)
+class HeadlessOperationAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "device",
+        "tenant",
+        "operation_type",
+        "status",
+        "priority",
+        "scheduled_at",
+        "updated_at",
+    ]
+    list_filter = ["status", "priority", ("device__tenant", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["=id", "device__device_id"]
+    list_select_related = ["device", "tenant"]
+    date_hierarchy = "scheduled_at"
+    ordering = ["-created_at"]
+    actions = ["cancel"]
+    readonly_fields = [
+        "id",
+        "tenant",
+        "device",
+        "operation_type",
+        "scheduled_at",
+        "parameters",
+        "priority",
+        "status",
+        "command",
+        "reason",
+        "attempts",
+        "claimed_at",
+        "created_at",
+        "updated_at",
+        "created_by",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # The detail page is read-only; status moves only through the services.
+        return False
+
+    @admin.action(description="Cancel the selected operations (and their device commands)")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[HeadlessOperation]) -> None:
+        actor = f"admin:{getattr(request.user, 'username', '')}"
+        counts = headless.cancel_many(queryset.order_by("pk"), reason="cancelled by an operator", actor=actor)
+        messages.success(request, f"Cancelled {counts['cancelled']} operation(s).")
+        if counts["refused"]:
+            messages.warning(request, f"{counts['refused']} had finished already and were left as they were.")
