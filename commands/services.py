@@ -18,7 +18,7 @@ from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 from rest_framework import status
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import ValidationError
 
 from commands import inbox_cache
 from commands.choices import TERMINAL_STATES, UNDELIVERED_STATES, CommandState, Priority, can_move
@@ -28,8 +28,12 @@ from operations import progress
 C = CommandState
 
 
-class VersionConflict(APIException):
-    """``expected_version`` did not match: someone else changed the command first (409)."""
+class VersionConflict(ValidationError):
+    """``expected_version`` did not match: someone else changed the command first (409).
+
+    A ``ValidationError`` so that the API's error handler keeps its fields (``errors``
+    names the current state and version) rather than flattening the detail to a string.
+    """
 
     status_code = status.HTTP_409_CONFLICT
     default_code = "version_conflict"
