@@ -21,5 +21,6 @@ urlpatterns = [
     path("", include("inventory.api.urls")),
     path("", include("operations.api.urls")),
     path("", include("commands.api.urls")),
+    path("", include("maintenance.api.urls")),
     path("", include("inventory.api.headless_urls")),
 ]
