@@ -1,0 +1,178 @@
+"""The console screens for maintenance schedules and their run history."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from cron_descriptor import ExpressionDescriptor, Options
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html_join
+
+from maintenance import services
+from maintenance.models import MaintenanceExecution, MaintenanceJob, Outcome
+from maintenance.quartz import QuartzError, QuartzExpression
+
+_DAY_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+# A Quartz day-of-week number (1 = SUN ... 7 = SAT) that is a day, not a '#' occurrence or a '/' step.
+_DAY_NUMBER = re.compile(r"(?<![/#\d])([1-7])(?!\d)")
+
+
+def describe(time_expression: str) -> str:
+    """A human sentence for a Quartz expression, e.g. "At 00:00, only on Monday".
+
+    cron_descriptor numbers days from 0 = Sunday unless told otherwise, and its one-based
+    mode shifts digits but not names, so Quartz day numbers are rewritten as names first:
+    names mean the same in every numbering. A lone ``L`` there is Saturday in Quartz.
+    """
+    try:
+        QuartzExpression.parse(time_expression)
+    except QuartzError as err:
+        return f"invalid: {err}"
+    parts = time_expression.upper().split()
+    day_of_week = "SAT" if parts[5] == "L" else parts[5]
+    parts[5] = _DAY_NUMBER.sub(lambda match: _DAY_NAMES[int(match.group(1)) - 1], day_of_week)
+    options = Options()
+    options.use_24hour_time_format = True
+    options.verbose = False
+    try:
+        return str(ExpressionDescriptor(" ".join(parts), options).get_description())
+    except Exception:  # cron_descriptor raises bare Exceptions on forms it does not know
+        return time_expression
+
+
+class MaintenanceJobForm(forms.ModelForm):
+    class Meta:
+        model = MaintenanceJob
+        fields = ["tenant", "time_expression", "full_build", "active"]
+
+    def clean_time_expression(self) -> str:
+        value = str(self.cleaned_data["time_expression"]).strip()
+        try:
+            services.parse_expression(value)
+        except ValidationError as err:
+            raise ValidationError(err.message_dict["time_expression"]) from None
+        return value
+
+
+class MaintenanceExecutionInline(admin.TabularInline):
+    """Run history, newest first; written only by runs."""
+
+    model = MaintenanceExecution
+    extra = 0
+    can_delete = False
+    ordering = ["-started_at"]
+    fields = (
+        "scheduled_for",
+        "manual",
+        "started_at",
+        "finished_at",
+        "outcome",
+        "full_build",
+        "changed_since",
+        "operations_checked",
+        "counts_fixed",
+        "commands_timed_out",
+        "error",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(MaintenanceJob)
+class MaintenanceJobAdmin(admin.ModelAdmin):
+    """Every change goes through ``maintenance.services`` so beat's entry stays in step."""
+
+    form = MaintenanceJobForm
+    list_display = [
+        "id",
+        "tenant",
+        "time_expression",
+        "description",
+        "active",
+        "full_build",
+        "next_fire",
+        "created_by_user",
+        "created_at",
+    ]
+    list_filter = ["active", "full_build", "tenant"]
+    search_fields = ["id", "time_expression", "created_by_user"]
+    readonly_fields = [
+        "description",
+        "next_fire_times",
+        "created_by_user",
+        "created_at",
+        "last_fire",
+        "periodic_task",
+    ]
+    inlines = [MaintenanceExecutionInline]
+    actions = ["activate", "deactivate", "run_now"]
+
+    @admin.display(description="meaning")
+    def description(self, job: MaintenanceJob) -> str:
+        return describe(job.time_expression) if job.time_expression else "-"
+
+    @admin.display(description="next fire (UTC)")
+    def next_fire(self, job: MaintenanceJob) -> Any:
+        return services.next_fire(job) or "-"
+
+    @admin.display(description="next five fires (UTC)")
+    def next_fire_times(self, job: MaintenanceJob) -> str:
+        if not job.time_expression:
+            return "-"
+        try:
+            fires = QuartzExpression.parse(job.time_expression).next_fire_times(timezone.now(), count=5)
+        except QuartzError as err:
+            return str(err)
+        suffix = "" if job.active else " (inactive: these will not run)"
+        return format_html_join(
+            "", "<div>{}{}</div>", ((fire.strftime("%Y-%m-%d %H:%M:%S %Z %a"), suffix) for fire in fires)
+        )
+
+    def save_model(self, request: HttpRequest, obj: MaintenanceJob, form: Any, change: bool) -> None:
+        if not change:
+            obj.created_by_user = getattr(request.user, "username", "") or "admin"
+        super().save_model(request, obj, form, change)
+        services.sync_periodic_task(obj)
+
+    def delete_model(self, request: HttpRequest, obj: MaintenanceJob) -> None:
+        services.delete_job(obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[MaintenanceJob]) -> None:
+        for job in queryset:
+            services.delete_job(job)
+
+    @admin.action(description="Activate the selected schedules")
+    def activate(self, request: HttpRequest, queryset: QuerySet[MaintenanceJob]) -> None:
+        for job in queryset:
+            services.set_active(job, True)
+        messages.success(request, f"Activated {len(queryset)} schedule(s).")
+
+    @admin.action(description="Deactivate the selected schedules")
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[MaintenanceJob]) -> None:
+        for job in queryset:
+            services.set_active(job, False)
+        messages.success(request, f"Deactivated {len(queryset)} schedule(s).")
+
+    @admin.action(description="Run now (in this request; a full build of a big fleet takes a while)")
+    def run_now(self, request: HttpRequest, queryset: QuerySet[MaintenanceJob]) -> None:
+        for job in queryset[:10]:
+            execution = services.run_now(job)
+            level = messages.SUCCESS if execution.outcome == Outcome.SUCCESS else messages.ERROR
+            messages.add_message(
+                request,
+                level,
+                f"{job.pk}: {execution.outcome}; {execution.operations_checked} operation(s) checked, "
+                f"{execution.counts_fixed} counter(s) fixed, {execution.commands_timed_out} command(s) "
+                f"timed out{'; ' + execution.error if execution.error else ''}",
+            )
