@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -128,7 +129,7 @@ def test_key_expiring_while_cached_is_401(org: Org, monkeypatch: pytest.MonkeyPa
         ("delete", "/v0/groups/{group}/", None),
     ],
 )
-def test_viewer_cannot_write(org: Org, device: DeviceActor, method: str, path: str, body: object) -> None:
+def test_viewer_cannot_write(org: Org, device: DeviceActor, method: str, path: str, body: Any) -> None:
     group = Group.objects.create(tenant=org.tenant, name="kiosks")
     path = path.format(group=group.pk)
     api = org.viewer
@@ -189,7 +190,8 @@ def test_lists_never_include_other_tenants_objects(org: Org, other_org: Org) -> 
     Group.objects.create(tenant=org.tenant, name="shared-name")
     Group.objects.create(tenant=other_org.tenant, name="shared-name")
 
-    for params in [{}, {"os": "android"}, {"tag": "x"}, {"name": "the"}, {"limit": 1000}]:
+    all_params: list[dict[str, Any]] = [{}, {"os": "android"}, {"tag": "x"}, {"name": "the"}, {"limit": 1000}]
+    for params in all_params:
         devices = org.admin.get("/v0/devices/", params).json()["content"]
         assert "theirs" not in [d["id"] for d in devices["results"]], params
     groups = org.admin.get("/v0/groups/").json()["content"]

@@ -11,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404
@@ -21,6 +22,12 @@ from rest_framework.views import set_rollback
 from config.api.envelopes import DEFAULT_ENVELOPE
 
 logger = logging.getLogger(__name__)
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is larger than this server accepts (API_MAX_BODY_MB)."
+    default_code = "payload_too_large"
 
 
 def first_message(errors: Any, path: str = "") -> str:
@@ -50,7 +57,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     envelope = getattr(view, "envelope", DEFAULT_ENVELOPE)
     headers: dict[str, str] = {}
 
-    if isinstance(exc, Http404):
+    if isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge()
+    elif isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) if str(exc) else "Not found.")
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
@@ -74,6 +83,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         set_rollback()
         if isinstance(exc, exceptions.ValidationError):
             errors = _as_dict(exc.detail)
+            message = first_message(errors)
+        elif isinstance(exc, exceptions.ParseError):
+            # Malformed JSON: the field at fault is the body itself.
+            errors = {"body": [str(exc.detail)]}
             message = first_message(errors)
         else:
             errors = {}
