@@ -65,7 +65,18 @@ class BulkDevicesResultSerializer(serializers.Serializer):
     devices = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))
 
 
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers and booleans instead of turning them into text."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class GroupSerializer(serializers.ModelSerializer):
+    name = StrictCharField(max_length=200)
+    description = StrictCharField(required=False, allow_blank=True)
     device_count = serializers.IntegerField(read_only=True)
 
     class Meta:

@@ -8,7 +8,7 @@ from django.db.models import Count, QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -20,6 +20,7 @@ from inventory.api.serializers import (
     DeviceWithTokenSerializer,
     GroupSerializer,
 )
+from inventory.device_rows import DEVICE_ID_RE
 from inventory.filtersets import DeviceFilterSet, GroupFilterSet
 from inventory.models import Device, Group
 
@@ -38,6 +39,13 @@ class DeviceViewSet(
     lookup_field = "device_id"
     lookup_url_kwarg = "id"
     lookup_value_regex = "[^/]+"
+
+    def get_object(self) -> Device:
+        # An id no device can have (a NUL byte, a space) cannot exist: 404 without asking the
+        # database, which would refuse a NUL byte with an error.
+        if not DEVICE_ID_RE.match(self.kwargs[self.lookup_url_kwarg]):
+            raise NotFound("No Device matches the given query.")
+        return super().get_object()
 
     @extend_schema(responses={201: DeviceWithTokenSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:

@@ -1,0 +1,252 @@
+"""Hostile and broken input to /v0/devices/ and /v0/groups/: always a 4xx with a JSON body
+that names what is wrong, never a 500."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from inventory.models import Device, Group
+from tests.conftest import DeviceActor, Org
+
+HUGE = 10**30
+
+
+def assert_4xx_naming(response: Any, field: str | None, status: int = 400) -> dict[str, Any]:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert body["code"] == status and body["message"]
+    if field is not None:
+        assert field in body["errors"] or f"{field}:" in body["message"], body
+    return body
+
+
+@pytest.fixture
+def group(org: Org) -> Group:
+    return Group.objects.create(tenant=org.tenant, name="kiosks")
+
+
+# --- bodies -------------------------------------------------------------------------------------
+
+WRITES = [
+    ("post", "/v0/devices/"),
+    ("put", "/v0/devices/dev-1/"),
+    ("patch", "/v0/devices/dev-1/"),
+    ("post", "/v0/devices/bulk/"),
+    ("post", "/v0/groups/"),
+    ("put", "/v0/groups/{group}/"),
+    ("patch", "/v0/groups/{group}/"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), WRITES)
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{bad json",
+        b'{"name": "x",}',
+        b"\xff\xfe{}",
+        b'{"name": NaN}',
+        b'{"name": "unterminated',
+        b"[" * 5000,
+    ],
+    ids=["broken", "trailing-comma", "not-utf8", "nan", "unterminated", "deep-nesting"],
+)
+def test_malformed_json_is_400_naming_the_body(
+    org: Org, device: DeviceActor, group: Group, method: str, path: str, raw: bytes
+) -> None:
+    response = getattr(org.admin, method)(path.format(group=group.pk), raw=raw)
+
+    assert_4xx_naming(response, "body")
+
+
+DEVICE_TYPE_ERRORS = [
+    ({"name": 5}, "name"),
+    ({"name": HUGE}, "name"),
+    ({"name": ["x"]}, "name"),
+    ({"name": {"a": 1}}, "name"),
+    ({"serial": True}, "serial"),
+    ({"os": 1.5}, "os"),
+    ({"model": "m" * 129}, "model"),
+    ({"state": 1}, "state"),
+    ({"state": "ACTIVE"}, "state"),
+    ({"state": None}, "state"),
+    ({"timezone": 0}, "timezone"),
+    ({"timezone": "Mars/Olympus"}, "timezone"),
+    ({"timezone": "utc\x00"}, "timezone"),
+    ({"tags": "a,b"}, "tags"),
+    ({"tags": [1, 2]}, "tags"),
+    ({"tags": [""]}, "tags"),
+    ({"tags": ["x" * 65]}, "tags"),
+    ({"tags": [str(i) for i in range(51)]}, "tags"),
+    ({"tags": [["nested"]]}, "tags"),
+    ({"groups": "kiosks"}, "groups"),
+    ({"groups": [HUGE]}, "groups"),
+    ({"name": "nul\x00byte"}, "name"),
+    ({"tags": ["nul\x00"]}, "tags"),
+    ({"name": "lone \ud800 surrogate"}, None),
+    ({"tags": ["\udfff"]}, None),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), DEVICE_TYPE_ERRORS)
+def test_wrong_device_field_types_are_400_naming_the_field(
+    org: Org, device: DeviceActor, body: dict[str, Any], field: str | None
+) -> None:
+    created = org.admin.post("/v0/devices/", {"id": "new-device", **body})
+    patched = org.admin.patch("/v0/devices/dev-1/", body)
+    bulk = org.admin.post("/v0/devices/bulk/", [{"id": "bulk-device", **body}])
+
+    assert_4xx_naming(created, field)
+    assert_4xx_naming(patched, field)
+    errors = assert_4xx_naming(bulk, None)["errors"]
+    if field is not None:
+        assert field in errors["rows[0]"]
+    assert list(Device.objects.values_list("device_id", flat=True)) == ["dev-1"]
+    assert Device.objects.get(device_id="dev-1").name == "dev-1"
+
+
+@pytest.mark.parametrize(
+    "device_id",
+    [5, HUGE, "", " ", "has space", "slash/inside", "-leading-dash", "x" * 129, "nul\x00", "é", ["a"]],
+)
+def test_bad_device_ids_are_400_naming_id(org: Org, device_id: Any) -> None:
+    response = org.admin.post("/v0/devices/", {"id": device_id})
+
+    assert_4xx_naming(response, "id")
+    assert not Device.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": 5}, "name"),
+        ({"name": HUGE}, "name"),
+        ({"name": True}, "name"),
+        ({"name": None}, "name"),
+        ({"name": ["a"]}, "name"),
+        ({"name": ""}, "name"),
+        ({"name": "n" * 201}, "name"),
+        ({"name": "nul\x00"}, "name"),
+        ({"name": "ok", "description": "nul\x00"}, "description"),
+        ({"name": "ok", "description": 5}, "description"),
+        ({"name": "lone \ud800"}, None),
+    ],
+)
+def test_wrong_group_field_types_are_400_naming_the_field(
+    org: Org, group: Group, body: dict[str, Any], field: str | None
+) -> None:
+    assert_4xx_naming(org.admin.post("/v0/groups/", body), field)
+    assert_4xx_naming(org.admin.patch(f"/v0/groups/{group.pk}/", body), field)
+    assert list(Group.objects.values_list("name", flat=True)) == ["kiosks"]
+
+
+@pytest.mark.parametrize("body", [[], [{"id": "a"}], "a string", 42, HUGE, None, True])
+def test_a_body_that_is_not_an_object_is_400(org: Org, device: DeviceActor, group: Group, body: Any) -> None:
+    for method, path in WRITES:
+        if path == "/v0/devices/bulk/":
+            continue
+        response = getattr(org.admin, method)(path.format(group=group.pk), body)
+        assert_4xx_naming(response, None)
+        assert "non_field_errors" in response.json()["errors"], (method, path, response.json())
+
+
+def test_unicode_that_is_valid_is_accepted(org: Org) -> None:
+    name = "Кіоск 🚀 مرحبا \u200b 終端"
+
+    response = org.admin.post("/v0/devices/", {"id": "unicode-ok", "name": name, "tags": ["ü", "🏷"]})
+
+    assert response.status_code == 201, response.content
+    assert org.admin.get("/v0/devices/unicode-ok/").json()["content"]["name"] == name
+    assert org.admin.post("/v0/groups/", {"name": name}).status_code == 201
+
+
+# --- query strings ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"limit": str(HUGE)}, "limit"),
+        ({"offset": "99999999999999999999"}, "offset"),
+        ({"limit": "1e3"}, "limit"),
+        ({"limit": "\x00"}, "limit"),
+        ({"offset": "0x10"}, "offset"),
+        ({"name": "a\x00b"}, "name"),
+        ({"os": "\x00"}, "os"),
+        ({"model": "\x00"}, "model"),
+        ({"tag": "\x00"}, "tag"),
+        ({"group": "\x00"}, "group"),
+        ({"state": "\x00"}, "state"),
+        ({"state": "sleeping"}, "state"),
+        ({"last_seen_after": "yesterday"}, "last_seen_after"),
+        ({"last_seen_before": "\x00"}, "last_seen_before"),
+        ({"last_seen_after": "99999-01-01T00:00:00Z"}, "last_seen_after"),
+    ],
+)
+def test_bad_query_params_on_the_device_list_are_400(
+    org: Org, device: DeviceActor, params: dict[str, str], field: str
+) -> None:
+    assert_4xx_naming(org.viewer.get("/v0/devices/", params), field)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"name": "\x00"}, "name"), ({"limit": str(HUGE)}, "limit"), ({"offset": "-1"}, "offset")],
+)
+def test_bad_query_params_on_the_group_list_are_400(org: Org, params: dict[str, str], field: str) -> None:
+    assert_4xx_naming(org.viewer.get("/v0/groups/", params), field)
+
+
+def test_bad_on_conflict_with_nul_is_400(org: Org) -> None:
+    assert_4xx_naming(org.admin.post("/v0/devices/bulk/?on_conflict=%00", [{"id": "a"}]), "on_conflict")
+
+
+def test_odd_but_harmless_filters_are_answered(org: Org, device: DeviceActor) -> None:
+    for params in [
+        {"tag": "🏷"},
+        {"group": str(uuid.uuid4())},
+        {"name": "%"},
+        {"name": "_"},
+        {"os": "' OR 1=1 --"},
+    ]:
+        response = org.viewer.get("/v0/devices/", params)
+        assert response.status_code == 200, (params, response.content)
+        assert response.json()["content"]["count"] == 0, params
+
+
+# --- paths --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "group_ref",
+    ["not-a-uuid", "123", "%00", "00000000-0000-0000-0000-00000000000g", str(uuid.uuid4()), "%F0%9F%92%A9"],
+)
+def test_bad_or_unknown_group_ids_in_paths_are_404(org: Org, group: Group, group_ref: str) -> None:
+    path = f"/v0/groups/{group_ref}/"
+
+    assert_4xx_naming(org.admin.get(path), None, status=404)
+    assert_4xx_naming(org.admin.patch(path, {"name": "x"}), None, status=404)
+    assert_4xx_naming(org.admin.delete(path), None, status=404)
+    assert Group.objects.get().name == "kiosks"
+
+
+@pytest.mark.parametrize("device_ref", ["%00", "a%00b", "%F0%9F%92%A9", "x" * 300, "%ED%A0%80"])
+def test_odd_device_ids_in_paths_are_404(org: Org, device: DeviceActor, device_ref: str) -> None:
+    path = f"/v0/devices/{device_ref}/"
+
+    assert_4xx_naming(org.admin.get(path), None, status=404)
+    assert_4xx_naming(org.admin.patch(path, {"name": "x"}), None, status=404)
+    assert_4xx_naming(org.admin.post(f"{path}rotate-token/"), None, status=404)
+
+
+def test_a_body_too_large_is_413(org: Org, settings: Any) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+
+    response = org.admin.post("/v0/devices/bulk/", [{"id": f"device-{i}"} for i in range(100)])
+
+    assert_4xx_naming(response, None, status=413)
+    assert not Device.objects.exists()
