@@ -292,3 +292,24 @@ def test_openapi_documents_the_endpoint_and_cancel(org):
     paths = json.loads(resp.content)["paths"]
     assert "/api/v1/inventory_device_headless_operation/" in paths
     assert "post" in paths["/api/v1/inventory_device_headless_operation/{id}/cancel/"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"device_id": "dev\u0000-1"},
+        {"parameters": {"k": "nul\u0000"}},
+        {"scheduled_at": "9999-12-31T23:00:00-05:00"},
+        {"scheduled_at": "2024-13-45T00:00:00Z"},
+        {"device_id": "d" * 500},
+    ],
+)
+def test_hostile_values_are_4xx_never_500(org, device, overrides):
+    resp = org.admin.post(URL, body(**overrides))
+
+    assert resp.status_code in (400, 404), resp.content
+
+
+def test_hostile_query_values_are_4xx_never_500(org, device):
+    for params in ({"id": "op\u0000"}, {"device_id": "x" * 5000}, {"operation_type": "\u0000"}):
+        assert org.admin.get(URL, params).status_code in (200, 400)

@@ -61,8 +61,13 @@ def test_due_operation_runs_through_the_inbox_and_completes(celery_processes, tm
         return [c for c in resp.json()["content"]["results"] if c["request"] in {op["id"] for op in ops}]
 
     handed: list[dict[str, Any]] = []
+
+    def both_handed_out() -> bool:
+        handed.extend(inbox())
+        return len(handed) == 2
+
     wait_until(
-        lambda: handed.extend(inbox()) or len(handed) == 2,
+        both_handed_out,
         timeout=40,
         what=f"both commands in the inbox\nworker: {celery_processes.log('worker')[-1500:]}",
     )

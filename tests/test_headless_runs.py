@@ -186,7 +186,7 @@ def test_status_follows_the_command(device, command_state, expected):
     op = schedule(device.device, ago(1))
     headless.run_due()
     op.refresh_from_db()
-    CommandStatus.objects.filter(pk=op.command_id).update(state=command_state, reason="device said so")
+    CommandStatus.objects.filter(request_ref=op.id).update(state=command_state, reason="device said so")
 
     headless.sync_statuses(HeadlessOperation.objects.all())
 
@@ -200,16 +200,16 @@ def test_status_never_moves_back(device):
     op = schedule(device.device, ago(1))
     headless.run_due()
     op.refresh_from_db()
-    CommandStatus.objects.filter(pk=op.command_id).update(state=C.INITIATED)
+    CommandStatus.objects.filter(request_ref=op.id).update(state=C.INITIATED)
     headless.sync_statuses(HeadlessOperation.objects.all())
-    CommandStatus.objects.filter(pk=op.command_id).update(state=C.QUEUED)  # handed out again
+    CommandStatus.objects.filter(request_ref=op.id).update(state=C.QUEUED)  # handed out again
 
     headless.sync_statuses(HeadlessOperation.objects.all())
 
     op.refresh_from_db()
     assert op.status == H.RUNNING
     HeadlessOperation.objects.filter(pk=op.pk).update(status=H.COMPLETED)
-    CommandStatus.objects.filter(pk=op.command_id).update(state=C.FAILURE)
+    CommandStatus.objects.filter(request_ref=op.id).update(state=C.FAILURE)
     headless.sync_statuses(HeadlessOperation.objects.all())
     op.refresh_from_db()
     assert op.status == H.COMPLETED
@@ -230,7 +230,7 @@ def test_the_sweep_syncs_statuses_without_update_status(org, device):
     op = schedule(device.device, ago(1))
     headless.sweep()
     op.refresh_from_db()
-    CommandStatus.objects.filter(pk=op.command_id).update(state=C.SUCCESS)
+    CommandStatus.objects.filter(request_ref=op.id).update(state=C.SUCCESS)
 
     assert headless.sweep() == {"ran": 0, "synced": 1}
 
@@ -281,6 +281,10 @@ def record_helper(operations: QuerySet[HeadlessOperation]) -> None:
     operations.filter(status=H.SCHEDULED).update(reason="checked by the custom helper")
 
 
+def count_helper(operations: QuerySet[HeadlessOperation]) -> None:
+    helper_calls.append(set(operations.values_list("id", flat=True)))
+
+
 def broken_helper(operations: QuerySet[HeadlessOperation]) -> None:
     operations.update(reason="half done")
     raise RuntimeError("the remote system is down")
@@ -308,8 +312,9 @@ def test_custom_helpers_run_over_exactly_the_returned_operations(org, device, se
 
 def test_a_failing_helper_is_rolled_back_and_the_others_still_run(org, device, settings):
     settings.HEADLESS_STATUS_HELPERS = [
-        "tests.test_headless_runs.broken_helper",
         "tests.test_headless_runs.record_helper",
+        "tests.test_headless_runs.broken_helper",
+        "tests.test_headless_runs.count_helper",
     ]
     helper_calls.clear()
     op = schedule(device.device, ago(-3600))
@@ -318,7 +323,7 @@ def test_a_failing_helper_is_rolled_back_and_the_others_still_run(org, device, s
 
     assert resp.status_code == 200
     assert resp.json()["results"][0]["reason"] == "checked by the custom helper"
-    assert helper_calls == [{op.id}]
+    assert helper_calls == [{op.id}, {op.id}]
 
 
 # --- admin --------------------------------------------------------------------------------------

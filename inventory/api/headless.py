@@ -44,7 +44,10 @@ class AwareDateTimeField(serializers.Field):
             self.fail("invalid")
         if parsed.tzinfo is None:
             self.fail("naive")
-        return parsed.astimezone(dt.UTC)
+        try:
+            return parsed.astimezone(dt.UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past the last representable instant
+            self.fail("invalid")
 
     def to_representation(self, value: dt.datetime) -> str:
         return serializers.DateTimeField().to_representation(value)
