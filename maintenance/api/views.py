@@ -32,6 +32,7 @@ from maintenance.models import EXECUTED_OUTCOMES, MaintenanceExecution, Maintena
 CREATED_MESSAGE = "Time-based schedule successfully created."
 ENVELOPE = MaintenanceEnvelope()
 _BOOLEANS = {"true": True, "false": False}
+CREATE_PARAMETERS = ("time_expression", "scheduler_type", "full_build")
 
 
 def _enveloped(data_serializer: Any, name: str) -> Any:
@@ -118,11 +119,7 @@ class MaintenanceJobsView(MaintenanceView):
         tenant = self.check_org(org_id)
         params: dict[str, Any] = dict(_body(request).items())
         params.update(
-            {
-                name: value
-                for name, value in request.query_params.items()
-                if name in MaintenanceJobCreateSerializer().fields
-            }
+            {name: value for name, value in request.query_params.items() if name in CREATE_PARAMETERS}
         )
         serializer = MaintenanceJobCreateSerializer(data=params)
         serializer.is_valid(raise_exception=True)
