@@ -34,8 +34,8 @@ class Api:
         self.client = Client()
         self.token = token
 
-    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        headers = {"HTTP_AUTHORIZATION": f"Bearer {self.token}"} if self.token else {}
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, Any]:
+        headers: dict[str, Any] = {"HTTP_AUTHORIZATION": f"Bearer {self.token}"} if self.token else {}
         headers.update(extra or {})
         return headers
 
