@@ -1,10 +1,15 @@
 """What the inbox remembers between polls, so an empty poll can answer 304 from the cache.
 
-An empty answer's ETag is stored per device together with the tenant's inbox generation.
-Anything that may put new commands in front of devices bumps the generation (fan-out,
-windows opening, redelivery) or forgets one device (a single internal command). A poll
-whose ``If-None-Match`` equals the stored ETag, at an unchanged generation, answers 304
-with two cache reads (one round trip) and no database query.
+An empty answer's ETag is stored per device together with the generation it was computed
+at: the tenant's inbox generation and the device's own. Anything that may put new commands
+in front of devices bumps the tenant's (fan-out, windows opening, redelivery) or the one
+device's (a single internal command). A poll whose ``If-None-Match`` equals the stored
+ETag, at an unchanged generation, answers 304 with one cache round trip and no database
+query.
+
+A generation is read before the poll's query and stored with its answer, so a command
+committed while a poll runs always makes that answer stale. (Deleting the stored answer
+instead would not: a poll that queried before the commit stores it again afterwards.)
 """
 
 from __future__ import annotations
@@ -21,41 +26,53 @@ def _gen_key(tenant_id: int) -> str:
     return f"inbox:gen:{tenant_id}"
 
 
+def _device_gen_key(device_pk: int) -> str:
+    return f"inbox:devgen:{device_pk}"
+
+
 def _empty_key(device_pk: int) -> str:
     return f"inbox:empty:{device_pk}"
 
 
+def _bump(key: str, timeout: int | None = None) -> None:
+    try:
+        cache.incr(key)
+    except ValueError:
+        cache.add(key, 1, timeout)
+        cache.incr(key)
+
+
 def bump_tenant(tenant_id: int) -> None:
     """Every device of the tenant must look at its commands again on its next poll."""
-    try:
-        cache.incr(_gen_key(tenant_id))
-    except ValueError:
-        cache.add(_gen_key(tenant_id), 1, None)
-        cache.incr(_gen_key(tenant_id))
+    _bump(_gen_key(tenant_id))
 
 
 def forget_device(device_pk: int) -> None:
-    cache.delete(_empty_key(device_pk))
+    """The device must look at its commands again on its next poll."""
+    # A device's generation may expire (there are many devices): once every empty answer
+    # stored before its first bump has expired, falling back to 0 cannot revive one.
+    _bump(_device_gen_key(device_pk), 2 * EMPTY_TTL_SECONDS)
 
 
-def cached_empty_etag(tenant_id: int, device_pk: int) -> tuple[str | None, int]:
+def cached_empty_etag(tenant_id: int, device_pk: int) -> tuple[str | None, str]:
     """(ETag of the device's last empty answer if still valid, current generation)."""
-    values = cache.get_many([_gen_key(tenant_id), _empty_key(device_pk)])
-    generation = int(values.get(_gen_key(tenant_id)) or 0)
-    stored = values.get(_empty_key(device_pk))
+    keys = [_gen_key(tenant_id), _device_gen_key(device_pk), _empty_key(device_pk)]
+    values = cache.get_many(keys)
+    generation = f"{int(values.get(keys[0]) or 0)}.{int(values.get(keys[1]) or 0)}"
+    stored = values.get(keys[2])
     if not stored:
         return None, generation
     stored_gen, etag = stored.split(":", 1)
-    return (etag if int(stored_gen) == generation else None), generation
+    return (etag if stored_gen == generation else None), generation
 
 
-def remember_empty(device_pk: int, generation: int) -> str:
+def remember_empty(device_pk: int, generation: str) -> str:
     etag = empty_etag(device_pk, generation)
     cache.set(_empty_key(device_pk), f"{generation}:{etag}", EMPTY_TTL_SECONDS)
     return etag
 
 
-def empty_etag(device_pk: int, generation: int) -> str:
+def empty_etag(device_pk: int, generation: str) -> str:
     return '"' + hashlib.sha1(f"empty:{device_pk}:{generation}".encode()).hexdigest()[:20] + '"'
 
 
