@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from commands import inbox
 from commands.choices import CommandState, Priority
 from commands.models import CommandStatus
 from commands.services import issue_internal_command
@@ -246,6 +247,33 @@ def test_a_304_does_not_hide_a_queued_command_for_a_key_poller(org: Org, device:
     assert handed_out(poll(org.operator, "dev-1", HTTP_IF_NONE_MATCH=etag)) == [
         command_of(operation, device).pk
     ]
+
+
+def test_an_internal_command_committed_during_an_empty_poll_is_not_hidden_by_a_304(
+    org: Org, device: DeviceActor, monkeypatch: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The poll found nothing, then the command committed (and told the cache) before the
+    poll stored its empty answer's ETag: that ETag must not answer 304 afterwards."""
+    # given a poll during which an internal command is issued, after its query ran
+    issued: list[CommandStatus] = []
+    real_hand_out = inbox.hand_out
+
+    def hand_out_then_issue(*args: Any, **kwargs: Any) -> Any:
+        found = real_hand_out(*args, **kwargs)
+        with django_capture_on_commit_callbacks(execute=True):
+            issued.append(issue_internal_command(org.tenant.pk, device.device.pk, "LOCK", {}, "headless:3"))
+        return found
+
+    monkeypatch.setattr(inbox, "hand_out", hand_out_then_issue)
+    empty = poll(device)
+    monkeypatch.undo()
+    assert content(empty)["results"] == []
+
+    # when the device polls again with that poll's ETag
+    response = poll(device, HTTP_IF_NONE_MATCH=empty["ETag"])
+
+    # then it gets the command
+    assert handed_out(response) == [issued[0].pk]
 
 
 # --- poll hints ----------------------------------------------------------------------------------
