@@ -96,10 +96,13 @@ def reschedule(
     return dict(counts)
 
 
-def time_out_overdue(now: dt.datetime | None = None) -> int:
+def time_out_overdue(now: dt.datetime | None = None, tenant_id: int | None = None) -> int:
     """Unfinished commands past their deadline (the window's end) become Command TimeOut."""
     now = now or timezone.now()
-    return move_and_settle(CommandStatus.objects.filter(deadline__lte=now), C.TIMEOUT, "deadline passed")
+    overdue = CommandStatus.objects.filter(deadline__lte=now)
+    if tenant_id is not None:
+        overdue = overdue.filter(tenant_id=tenant_id)
+    return move_and_settle(overdue, C.TIMEOUT, "deadline passed")
 
 
 def run_all() -> dict[str, Any]:

@@ -265,10 +265,10 @@ def execute(job: MaintenanceJob, execution: MaintenanceExecution) -> Maintenance
     execution.changed_since = changed_since
     checked = _Counter()
     try:
-        repairs = repair(checked.count(operations_to_check(changed_since)))
+        repairs = repair(checked.count(operations_to_check(changed_since, tenant_id=job.tenant_id)))
         execution.operations_checked = checked.value
         execution.counts_fixed = len(repairs)
-        execution.commands_timed_out = time_out_overdue()
+        execution.commands_timed_out = time_out_overdue(tenant_id=job.tenant_id)
     except Exception as exc:
         logger.exception("maintenance job %s failed (execution %s)", job.pk, execution.pk)
         execution.operations_checked = checked.value

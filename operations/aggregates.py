@@ -72,9 +72,13 @@ def repair(operation_ids: Iterable[uuid.UUID | str]) -> list[Repair]:
     return repairs
 
 
-def operations_to_check(changed_since: dt.datetime | None) -> Iterable[uuid.UUID]:
-    """All operations, or those whose counters or state moved since ``changed_since``."""
+def operations_to_check(
+    changed_since: dt.datetime | None, tenant_id: int | None = None
+) -> Iterable[uuid.UUID]:
+    """The tenant's operations (all tenants' if None), or those that moved since ``changed_since``."""
     operations = Operation.objects.order_by("pk")
+    if tenant_id is not None:
+        operations = operations.filter(tenant_id=tenant_id)
     if changed_since is not None:
         operations = operations.filter(updated_at__gte=changed_since)
     return operations.values_list("pk", flat=True).iterator(chunk_size=2000)
