@@ -347,3 +347,16 @@ def test_a_failing_run_is_recorded_and_logged(org: Org, monkeypatch, caplog) -> 
     assert "maintenance job" in caplog.text and "the database ate it" in caplog.text
     # The next incremental run does not start from a failed one.
     assert services.changed_since_for(job, services.run_now(job)) is None
+
+
+def test_a_run_touches_only_its_own_tenants_operations(org: Org, other_org: Org) -> None:
+    mine = make_operation(org.tenant, [CommandState.SUCCESS])
+    theirs = make_operation(other_org.tenant, [CommandState.SUCCESS])
+    corrupt(mine)
+    corrupt(theirs)
+    job = services.create_job(org.tenant.pk, "0 0 4 ? * *")
+
+    execution = services.run_now(job)
+
+    assert execution.operations_checked == 1
+    assert (success_count(mine), success_count(theirs)) == (1, 99)
