@@ -76,8 +76,11 @@ def next_poll_seconds() -> int:
 
 @csrf_exempt
 def command_inbox(request: HttpRequest) -> HttpResponse:
-    if request.method not in ("GET", "HEAD"):
-        return _error(405, f'Method "{request.method}" not allowed.')
+    # GET only: a poll hands commands out, and a HEAD answer has no body to carry them in.
+    if request.method != "GET":
+        refused = _error(405, f'Method "{request.method}" not allowed.')
+        refused["Allow"] = "GET"
+        return refused
     principal = _principal(request)
     if principal is None:
         has_header = bool(request.META.get("HTTP_AUTHORIZATION"))
