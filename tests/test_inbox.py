@@ -163,6 +163,21 @@ def test_one_poll_hands_out_at_most_inbox_batch(org: Org, device: DeviceActor, s
     assert third == []
 
 
+def test_a_head_request_hands_nothing_out(org: Org, device: DeviceActor) -> None:
+    """HEAD has no body to carry commands in, so it must not move them to Initiated."""
+    command = command_of(dispatched_operation(org.tenant, [device]), device)
+
+    response = device.api.client.head(
+        INBOX, {"device_id": "dev-1"}, HTTP_AUTHORIZATION=f"Bearer {device.token}"
+    )
+
+    assert response.status_code == 405
+    assert response["Allow"] == "GET"
+    command.refresh_from_db()
+    assert command.state == C.QUEUED
+    assert handed_out(poll(device)) == [command.pk]
+
+
 # --- ETag / 304 --------------------------------------------------------------------------------
 
 
