@@ -41,8 +41,11 @@ def _string_list(
         return None, f"must have at most {max_items} {what}"
     items: list[str] = []
     for item in value:
-        text, error = _text(item, max_length)
-        if error or not text:
+        if item.__class__ is str and len(item) <= max_length and "\x00" not in item:
+            text: str | None = item.strip()  # the common case, without a call: see clean_device_row
+        else:
+            text, _ = _text(item, max_length)
+        if not text:
             return None, f"each of the {what} must be a non-empty string of at most {max_length} characters"
         if text not in items:
             items.append(text)
@@ -66,12 +69,20 @@ def clean_device_row(raw: Any, partial: bool = False) -> tuple[dict[str, Any], E
             clean["device_id"] = device_id
 
     for field, limit in TEXT_FIELDS.items():
-        if field in raw and raw[field] is not None:
-            text, error = _text(raw[field], limit)
+        value = raw.get(field)
+        if value is None:
+            continue
+        # The common case inline: a bulk import runs this 500,000 times, and the call per
+        # field was about a fifth of the time of validating 100,000 devices.
+        text: str | None
+        if value.__class__ is str and len(value) <= limit and "\x00" not in value:
+            text = value.strip()
+        else:
+            text, error = _text(value, limit)
             if error:
                 errors[field] = [error]
-            else:
-                clean[field] = text.lower() if field == "os" and text else text
+                continue
+        clean[field] = text.lower() if field == "os" and text else text
 
     if "state" in raw:
         if raw["state"] not in STATES:
