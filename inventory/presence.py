@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import time
+import uuid
 from typing import Any
 
 import redis
@@ -42,7 +43,7 @@ def flush_seen() -> int:
     client = _client()
     if client is None:
         return 0
-    pending = f"{HASH}:flushing"
+    pending = f"{HASH}:flushing:{uuid.uuid4().hex}"  # each flush its own batch, even when two run at once
     try:
         client.rename(HASH, pending)
     except redis.ResponseError:  # nothing buffered

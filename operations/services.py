@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
-from commands.choices import CommandState
+from commands.choices import UNFINISHED_STATES, CommandState
+from commands.models import CommandStatus
 from commands.services import move_and_settle
 from commands.sweeps import reschedule
 from operations import progress
@@ -52,6 +53,7 @@ def request_state(operation: Operation, target: OperationState, reason: str, act
     for CANCELLED and FAILURE, Command TimeOut for TIMEOUT.
     """
     with transaction.atomic():
+        _lock_unfinished_commands(operation)
         current = Operation.objects.select_for_update().get(pk=operation.pk)
         name = S(current.state).name
         if current.state in TERMINAL_STATES:
@@ -69,6 +71,26 @@ def request_state(operation: Operation, target: OperationState, reason: str, act
             move_and_settle(commands, command_target, reason or f"operation {target.name.lower()}", actor)
     current.refresh_from_db()
     return current
+
+
+def _lock_unfinished_commands(operation: Operation) -> None:
+    """Wait for, and lock, every unfinished command of the operation, in key order.
+
+    The set move that follows skips rows locked by others (so sweeps never wait on each
+    other); a cancel must not skip any. Reports lock a command and then its operation, so
+    the commands are locked here before the operation row, in the same order, and the two
+    can never deadlock.
+    """
+    if connection.vendor != "postgresql":
+        return  # SQLite serialises writers; there is nothing to wait for
+    table = CommandStatus._meta.db_table
+    unfinished = [int(state) for state in UNFINISHED_STATES]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*) FROM (SELECT id FROM {table} WHERE operation_id = %s AND state = ANY(%s) "
+            "ORDER BY id FOR UPDATE) locked",
+            [operation.pk, unfinished],
+        )
 
 
 def cancel_operation(operation: Operation, reason: str, actor: str) -> Operation:

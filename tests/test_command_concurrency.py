@@ -149,14 +149,6 @@ def test_a_cancel_racing_with_reports_leaves_counters_that_match_the_rows(org: O
     assert "COMPLETED" not in activity(operation)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "operations.services.request_state cancels through move_and_settle, which skips rows "
-        "locked by a concurrent mover (a report, a hand-out, a sweep): those commands stay "
-        "unfinished under a CANCELLED operation and are still handed out"
-    ),
-)
 def test_a_command_locked_by_a_concurrent_mover_is_still_cancelled(org: Org) -> None:
     # given one queued command that another transaction holds locked for a moment
     device = add_device(org.tenant, "dev-1")

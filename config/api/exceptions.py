@@ -81,7 +81,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         if getattr(exc, "wait", None):
             headers["Retry-After"] = str(int(exc.wait))  # type: ignore[attr-defined]
         set_rollback()
-        if isinstance(exc, exceptions.ValidationError):
+        if isinstance(exc, exceptions.ValidationError) or isinstance(exc.detail, (dict, list)):
             errors = _as_dict(exc.detail)
             message = first_message(errors)
         elif isinstance(exc, exceptions.ParseError):
