@@ -203,7 +203,10 @@ def main() -> None:
                 created = response.json()["content"]["created"]
                 assert created == options.devices == db.count_devices(), created
                 results.setdefault("POST /v0/devices/bulk/", []).append(elapsed)
-                print(f"  api run {run + 1}: {elapsed:.2f} s ({options.devices / elapsed:,.0f} devices/s)")
+                print(
+                    f"  api run {run + 1}: {elapsed:.2f} s ({options.devices / elapsed:,.0f} devices/s)"
+                    f"; load {os.getloadavg()[0]:.1f}"
+                )
             # One of the new tokens works: the import is usable, not just fast.
             token = response.json()["content"]["devices"][-1]["token"]
             probe = requests.get(
@@ -224,7 +227,10 @@ def main() -> None:
                     assert db.count_devices() == options.devices
                     results.setdefault("manage.py import_devices (CSV)", []).append(elapsed)
                     rate = options.devices / elapsed
-                    print(f"  command run {run + 1}: {elapsed:.2f} s ({rate:,.0f} devices/s)")
+                    load = os.getloadavg()[0]
+                    print(
+                        f"  command run {run + 1}: {elapsed:.2f} s ({rate:,.0f} devices/s); load {load:.1f}"
+                    )
 
         print()
         print("| what | devices | best | median | runs |\n|---|---|---|---|---|")
