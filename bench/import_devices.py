@@ -141,6 +141,7 @@ def main() -> None:
         **os.environ,
         "DATABASE_URL": db.url,
         "DEBUG": "0",
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or "bench-import-secret-key-0123456789",
         "LOG_LEVEL": "WARNING",
         "DJANGO_SETTINGS_MODULE": "config.settings",
     }

@@ -106,6 +106,7 @@ def import_settings(**overrides: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}}
     env.update(overrides)
     env.setdefault("VAR_DIR", str(ROOT / "var"))
+    env.setdefault("SECRET_KEY", "test-settings-secret-key")  # required when DEBUG is off
     return subprocess.run(
         [sys.executable, "-c", "import config.settings"],
         cwd=ROOT,
