@@ -364,8 +364,8 @@ class Bench:
     def run(self) -> None:
         print(f"machine: {machine(self.db.admin_url)}")
         print(f"database {self.db.url}, redis {self.redis_url}, logs in {self.work}")
-        self.setup()
         try:
+            self.setup()
             for count in self.options.devices:
                 print(f"\nN = {count:,} devices")
                 self.load_devices(count)

@@ -1,0 +1,362 @@
+"""Load test of the device inbox and of status updates, served for real, measured with wrk.
+
+    .venv/bin/python bench/inbox_load.py [--devices 10000] [--duration 15] [--threads 2]
+        [--connections 32] [--config "-w 2" --config "-w 4" ...] [--operations 3]
+        [--database-url postgres://postgres@127.0.0.1:5432/bench_inbox]
+        [--redis-url redis://127.0.0.1:6379/9] [--keep]
+
+It needs wrk (``apt-get install -y wrk``). It creates the database, migrates it, imports
+N devices with ``inventory.services.bulk_import_devices`` (each with its own device token),
+and for each gunicorn configuration (``gunicorn config.wsgi``-style, here with
+``DJANGO_SETTINGS_MODULE=bench.settings``, which only adds ``/bench/bare/``) runs:
+
+1. bare: ``GET /bench/bare/``, a Django view answering ``{}`` through the project's
+   middleware, the ceiling;
+2. empty: ``GET /v2/command-inbox/?device_id=X`` of a random device with its own token and
+   the ETag of its last empty answer (primed from Python just before): the 304 path;
+3. hand-out: every device has ``--operations`` queued commands (that many operations fanned
+   out in-process to all devices); the server runs with ``INBOX_BATCH=1`` so each poll hands
+   out exactly one command; devices are polled in turn; the rate counts only while work is
+   left (the script says if it ran out);
+4. status: ``PUT /commands/v0/status/{id}/`` ``Command Acknowledged`` of distinct Initiated
+   commands, each with its device's token;
+5. status-success: ``PUT`` ``Command Success`` of distinct In Progress commands (moves the
+   operation's counters: every request updates the same operation row).
+
+Each figure is wrk's requests/s and latency percentiles; ratios are to the bare view of
+the same configuration. The server, wrk and PostgreSQL share the machine's CPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.support import (
+    Database,
+    free_port,
+    machine,
+    manage,
+    project_env,
+    start_gunicorn,
+    stop,
+)
+
+DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/bench_inbox"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/9"
+LUA_DIR = Path(__file__).resolve().parent / "wrk"
+DEFAULT_CONFIGS = ["-w 2", "-w 3", "-w 4", "-w 2 -k gthread --threads 4", "-w 4 -k gthread --threads 2"]
+QUEUED, INITIATED, IN_PROGRESS = 1, 2, 4
+
+
+def lua_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string of ASCII text is a valid Lua string literal
+
+
+def write_lua_table(path: Path, rows: list[tuple[Any, ...]]) -> None:
+    with path.open("w") as handle:
+        handle.write("return {\n")
+        for row in rows:
+            cells = ", ".join(str(cell) if isinstance(cell, int) else lua_string(cell) for cell in row)
+            handle.write(f"  {{{cells}}},\n")
+        handle.write("}\n")
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
+    def ms(text: str) -> float:
+        value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+    result: dict[str, Any] = {"statuses": {}, "handed_out": 0, "exhausted": False}
+    for line in output.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            result["rps"] = float(parts[1])
+        elif len(parts) == 2 and parts[0] in ("50%", "75%", "90%", "99%"):
+            result[f"p{parts[0][:-1]}"] = ms(parts[1])
+        elif line.strip().startswith("Latency") and len(parts) >= 4 and parts[1][0].isdigit():
+            result["mean"] = ms(parts[1])
+        elif line.startswith("BENCH status"):
+            result["statuses"][int(parts[2])] = int(parts[3])
+        elif line.startswith("BENCH handed_out"):
+            result["handed_out"] = int(parts[2])
+        elif line.startswith("BENCH exhausted"):
+            result["exhausted"] = True
+        elif "requests in" in line:
+            result["requests"] = int(parts[0])
+            result["seconds"] = float(parts[3].rstrip("s,"))
+        elif "Socket errors" in line:
+            result["socket_errors"] = line.strip()
+    return result
+
+
+class Bench:
+    def __init__(self, options: argparse.Namespace) -> None:
+        self.options = options
+        self.db = Database(options.database_url)
+        self.redis_url = options.redis_url
+        self.env = project_env(
+            self.db.url,
+            self.redis_url,
+            DJANGO_SETTINGS_MODULE="bench.settings",
+            INBOX_BATCH="1",
+        )
+        self.work = Path(tempfile.mkdtemp(prefix="bench-inbox-"))
+        self.devices: list[tuple[str, str, int]] = []  # (device id, token, pk)
+        self.token_of: dict[int, str] = {}
+        self.tenant_id = 0
+        self.server: subprocess.Popen[bytes] | None = None
+        self.base = ""
+        self.results: list[tuple[str, str, dict[str, Any]]] = []
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.db.recreate()
+        redis.Redis.from_url(self.redis_url).flushdb()
+        manage(self.env, "migrate", "--noinput", "-v0")
+        manage(self.env, "create_tenant", "bench")
+        os.environ.update(self.env)
+        import django
+
+        django.setup()
+        from inventory.models import Device, Tenant
+        from inventory.services import bulk_import_devices
+
+        self.tenant_id = Tenant.objects.get(slug="bench").pk
+        rows = [
+            {"device_id": f"dev_{i:05d}", "name": f"Device {i}", "os": "android", "model": f"M{i % 7}"}
+            for i in range(self.options.devices)
+        ]
+        start = time.perf_counter()
+        created = bulk_import_devices(self.tenant_id, rows).created
+        pks = dict(Device.objects.filter(tenant_id=self.tenant_id).values_list("device_id", "pk"))
+        self.devices = [(device_id, token, pks[device_id]) for device_id, token in created]
+        self.token_of = {pk: token for _, token, pk in self.devices}
+        print(f"imported {len(self.devices):,} devices in {time.perf_counter() - start:.1f} s (not measured)")
+
+    def teardown(self) -> None:
+        stop(self.server)
+        if not self.options.keep:
+            self.db.drop()
+            redis.Redis.from_url(self.redis_url).flushdb()
+
+    def reset_commands(self) -> None:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("TRUNCATE operations_operation, commands_commandstatus CASCADE")
+        redis.Redis.from_url(self.redis_url).delete("celery")
+
+    def fan_out(self, count: int) -> None:
+        """``count`` REBOOT operations to every device, fanned out in this process."""
+        from operations import fanout, services
+
+        for _ in range(count):
+            operation = services.create_operation(
+                self.tenant_id,
+                {"operation_type": "REBOOT", "operation_device_query": {"all": True}},
+                "bench",
+            )
+            fanout.fan_out(operation.pk)
+        redis.Redis.from_url(self.redis_url).delete("celery")  # the messages no worker will take
+
+    def commands_in(self, state: int) -> list[tuple[int, str]]:
+        from commands.models import CommandStatus
+
+        rows = CommandStatus.objects.filter(state=state).order_by("id").values_list("id", "device_id")
+        return [(command_id, self.token_of[device_pk]) for command_id, device_pk in rows]
+
+    # --- wrk --------------------------------------------------------------------------------
+
+    def wrk(
+        self, path: str, script: str | None = None, data: Path | None = None, **env: str
+    ) -> dict[str, Any]:
+        command = [
+            "wrk",
+            f"-t{self.options.threads}",
+            f"-c{self.options.connections}",
+            f"-d{self.options.duration}s",
+            "--timeout",
+            "10s",
+            "--latency",
+        ]
+        if script:
+            command += ["-s", str(LUA_DIR / script)]
+        command.append(self.base + path)
+        run_env = {
+            **os.environ,
+            "BENCH_LUA_DIR": str(LUA_DIR),
+            "BENCH_THREADS": str(self.options.threads),
+            **({"BENCH_DATA": str(data)} if data else {}),
+            **env,
+        }
+        done = subprocess.run(command, env=run_env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"wrk failed:\n{done.stdout}\n{done.stderr}")
+        (self.work / "wrk.log").open("a").write(" ".join(command) + "\n" + done.stdout + "\n")
+        return parse_wrk(done.stdout)
+
+    def prime_etags(self) -> Path:
+        """Each device's empty-inbox ETag, as its last empty poll left it: made in this process
+        by the inbox's own functions (``remember_empty``), with the token lookup cached as a
+        poll leaves it (``resolve_token``); one of them is then checked to answer 304."""
+        from commands import inbox_cache
+        from config.api.authentication import resolve_token
+
+        start = time.perf_counter()
+        rows = []
+        for device_id, token, pk in self.devices:
+            assert resolve_token(token) is not None
+            _, generation = inbox_cache.cached_empty_etag(self.tenant_id, pk)
+            rows.append((device_id, token, inbox_cache.remember_empty(pk, generation)))
+        device_id, token, etag = rows[0]
+        check = requests.get(
+            f"{self.base}/v2/command-inbox/",
+            params={"device_id": device_id},
+            headers={"Authorization": f"Bearer {token}", "If-None-Match": etag},
+            timeout=30,
+        )
+        assert check.status_code == 304, check.status_code
+        print(f"    primed {len(rows):,} ETags in {time.perf_counter() - start:.1f} s")
+        path = self.work / "empty.lua"
+        write_lua_table(path, rows)
+        return path
+
+    # --- scenarios --------------------------------------------------------------------------
+
+    def run_config(self, config: str) -> None:
+        print(
+            f"\ngunicorn {config}  (wrk -t{self.options.threads} -c{self.options.connections} "
+            f"-d{self.options.duration}s)"
+        )
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        self.server = start_gunicorn(self.env, port, config.split(), self.work / "gunicorn.log")
+        try:
+            self.reset_commands()
+            self.wrk("/bench/bare/")  # warm-up: imports, connections, caches of every worker
+            bare = self.report(config, "bare view", self.wrk("/bench/bare/"), None)
+
+            empty_data = self.prime_etags()
+            result = self.wrk("/v2/command-inbox/", "inbox_empty.lua", empty_data)
+            self.report(config, "empty poll (304)", result, bare, expect={304})
+
+            self.fan_out(self.options.operations)
+            handout_data = self.work / "handout.lua"
+            write_lua_table(handout_data, [(d, t) for d, t, _ in self.devices])
+            result = self.wrk("/v2/command-inbox/", "inbox_handout.lua", handout_data)
+            self.report(config, "hand-out poll (1 command)", result, bare, expect={200})
+
+            # Every command Initiated (handed out), then distinct PUTs to Acknowledged.
+            from django.db import connection
+
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE commands_commandstatus SET state = %s, delivered_at = now(), "
+                    "delivery_count = 1 WHERE state = %s",
+                    [INITIATED, QUEUED],
+                )
+            status_data = self.work / "status.lua"
+            write_lua_table(status_data, self.commands_in(INITIATED))
+            result = self.wrk(
+                "/commands/v0/status/0/", "status_put.lua", status_data, BENCH_STATE="Command Acknowledged"
+            )
+            self.report(config, "status PUT Acknowledged", result, bare, expect={200})
+
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE commands_commandstatus SET state = %s WHERE state IN (%s, %s)",
+                    [IN_PROGRESS, INITIATED, 3],
+                )
+            write_lua_table(status_data, self.commands_in(IN_PROGRESS))
+            result = self.wrk(
+                "/commands/v0/status/0/", "status_put.lua", status_data, BENCH_STATE="Command Success"
+            )
+            self.report(config, "status PUT Success", result, bare, expect={200})
+        finally:
+            stop(self.server)
+            self.server = None
+
+    def report(
+        self,
+        config: str,
+        name: str,
+        result: dict[str, Any],
+        bare: dict[str, Any] | None,
+        expect: set[int] | None = None,
+    ) -> dict[str, Any]:
+        ratio = f", {result['rps'] / bare['rps']:.2f} of bare" if bare else ""
+        statuses = ", ".join(f"{code}: {n}" for code, n in sorted(result["statuses"].items()))
+        note = ""
+        if expect and set(result["statuses"]) - expect:
+            note += "  UNEXPECTED STATUSES"
+        if result.get("exhausted"):
+            note += "  RAN OUT OF WORK (rate undercounted)"
+        if result.get("socket_errors"):
+            note += f"  {result['socket_errors']}"
+        print(
+            f"  {name}: {result['rps']:,.0f} req/s{ratio}; latency p50 {result.get('p50', 0):.1f} ms, "
+            f"p99 {result.get('p99', 0):.1f} ms; {result.get('requests', 0):,} requests"
+            f"{'; statuses ' + statuses if statuses else ''}{note}"
+        )
+        result["ratio"] = result["rps"] / bare["rps"] if bare else 1.0
+        self.results.append((config, name, result))
+        return result
+
+    def table(self) -> None:
+        print("\n| gunicorn | scenario | req/s | ratio to bare | p50 | p99 |")
+        print("|---|---|---:|---:|---:|---:|")
+        for config, name, r in self.results:
+            print(
+                f"| `{config}` | {name} | {r['rps']:,.0f} | {r['ratio']:.2f} | {r.get('p50', 0):.1f} ms "
+                f"| {r.get('p99', 0):.1f} ms |"
+            )
+
+    def run(self) -> None:
+        print(f"machine: {machine(self.db.admin_url)}")
+        print(f"database {self.db.url}, redis {self.redis_url}, logs in {self.work}")
+        try:
+            self.setup()
+            for config in self.options.config or DEFAULT_CONFIGS:
+                self.run_config(config)
+            self.table()
+        finally:
+            self.teardown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
+    parser.add_argument("--threads", type=int, default=2, help="wrk -t")
+    parser.add_argument("--connections", type=int, default=32, help="wrk -c")
+    parser.add_argument("--config", action="append", help=f"gunicorn options (default: {DEFAULT_CONFIGS})")
+    parser.add_argument("--operations", type=int, default=3, help="operations fanned out for hand-outs")
+    parser.add_argument("--database-url", default=DEFAULT_DB)
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS)
+    parser.add_argument("--keep", action="store_true", help="keep the database and Redis DB")
+    options = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk (Debian/Ubuntu)")
+    Bench(options).run()
+
+
+if __name__ == "__main__":
+    main()
