@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from commands.models import CommandHistory, CommandStatus
+from console.scoping import TenantScopedAdmin
 
 
 class HistoryInline(admin.TabularInline):
@@ -22,7 +23,7 @@ class HistoryInline(admin.TabularInline):
 
 
 @admin.register(CommandStatus)
-class CommandStatusAdmin(admin.ModelAdmin):
+class CommandStatusAdmin(TenantScopedAdmin):
     list_display = ["id", "command", "device", "operation", "state", "is_internal", "priority", "updated_on"]
     list_filter = ["state", "is_internal", "priority", "tenant"]
     search_fields = ["=device__device_id", "=operation__id", "=request_ref", "command"]

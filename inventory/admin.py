@@ -1,26 +1,76 @@
-"""The console screens for tenants, API keys, devices and groups."""
+"""The console screens for tenants, API keys, devices, groups and console users.
+
+Every action calls ``inventory.services``, as the API does. A plain token or key is shown
+once, on a page of its own with a copy button, and stored nowhere (not in messages, which
+may live in a cookie).
+"""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.views.decorators.http import require_POST
+from rest_framework.exceptions import ValidationError
 
+from commands.models import CommandStatus
 from config.api.authentication import forget_token
-from inventory import services, tokens
-from inventory.models import ApiKey, Device, Group, Tenant
+from console.scoping import (
+    SuperuserOnlyAdmin,
+    TenantScopedAdmin,
+    restrict_to_superusers,
+    scope_of,
+    scope_queryset,
+)
+from inventory import device_files, services, tokens
+from inventory.models import ApiKey, ConsoleUser, Device, Group, Tenant
+
+#: Latest command statuses shown on a device's page (newest first).
+DEVICE_COMMANDS_SHOWN = 20
+#: Rejected rows listed by the CSV import report; the count says how many there were.
+IMPORT_ERRORS_SHOWN = 100
+
+
+def show_secret_once(
+    request: HttpRequest, model_admin: admin.ModelAdmin, title: str, secret: str, back: str, note: str
+) -> TemplateResponse:
+    """A page with a plain key or token and a copy button; nothing else keeps the value."""
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": title,
+        "secret": secret,
+        "back_url": back,
+        "note": note,
+        "opts": model_admin.model._meta,
+    }
+    response = TemplateResponse(request, "admin/console/secret_once.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(TenantScopedAdmin):
     list_display = ["slug", "name", "created_at"]
     search_fields = ["slug", "name"]
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_superuser)  # a tenant's staff cannot make other tenants
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser)
+
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(TenantScopedAdmin):
     """A key is made here like anywhere else (the service); its plain value is shown once."""
 
     list_display = [
@@ -37,6 +87,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     search_fields = ["name", "prefix"]
     readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
     actions = ["revoke"]
+    change_form_template = "admin/inventory/apikey/change_form.html"
 
     @admin.display(description="key")
     def key_prefix(self, key: ApiKey) -> str:
@@ -51,6 +102,17 @@ class ApiKeyAdmin(admin.ModelAdmin):
             return ["tenant", "name", "role", "expires_at"]
         return ["tenant", "name", "role", "expires_at", "prefix", "created_at", "last_used_at", "revoked_at"]
 
+    def get_urls(self) -> list[Any]:
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/revoke/",
+                wrap(require_POST(self.revoke_view)),
+                name="inventory_apikey_revoke",
+            ),
+            *super().get_urls(),
+        ]
+
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
@@ -58,9 +120,32 @@ class ApiKeyAdmin(admin.ModelAdmin):
         issued = tokens.issue(tokens.API_KEY_KIND)
         obj.prefix, obj.key_hash = issued.prefix, issued.hashed
         super().save_model(request, obj, form, change)
-        messages.warning(request, f"New API key (copy it now, it is not shown again): {issued.plain}")
+        obj.plain_key = issued.plain  # type: ignore[attr-defined]  # for response_add, this request only
 
-    @admin.action(description="Revoke the selected keys")
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> Any:
+        plain = getattr(obj, "plain_key", None)
+        if plain is None:
+            return super().response_add(request, obj, post_url_continue)
+        return show_secret_once(
+            request,
+            self,
+            f"New API key: {obj.name or obj.prefix} ({obj.role}, tenant {obj.tenant})",
+            plain,
+            reverse("admin:inventory_apikey_changelist"),
+            "Copy the key now: it is stored only as a hash and is not shown again.",
+        )
+
+    def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        key = self.get_object(request, unquote(object_id))
+        if key is None:
+            raise Http404
+        if not self.has_change_permission(request, key):
+            raise PermissionDenied
+        services.revoke_api_key(key)
+        messages.success(request, f"Revoked {key}.")
+        return HttpResponseRedirect(reverse("admin:inventory_apikey_change", args=[key.pk]))
+
+    @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for key in queryset:
             services.revoke_api_key(key)
@@ -68,22 +153,87 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Group)
-class GroupAdmin(admin.ModelAdmin):
+class GroupAdmin(TenantScopedAdmin):
     list_display = ["name", "tenant", "created_at"]
     list_filter = ["tenant"]
     search_fields = ["name"]
 
 
+class DeviceImportForm(forms.Form):
+    file = forms.FileField(
+        help_text="CSV with a header row (id, name, serial, model, os, os_version, "
+        "state, timezone, tags, groups; tags and groups separated by ';') or JSON lines."
+    )
+    tenant = forms.ModelChoiceField(queryset=Tenant.objects.none())
+    on_conflict = forms.ChoiceField(
+        choices=[("error", "refuse the import if an id exists"), ("skip", "skip existing ids")],
+        initial="error",
+    )
+
+
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
+class DeviceAdmin(TenantScopedAdmin):
     list_display = ["device_id", "name", "tenant", "os", "model", "state", "timezone", "last_seen"]
     list_filter = ["state", "os", "tenant", "token_revoked"]
     search_fields = ["device_id", "name", "serial"]
-    readonly_fields = ["token_prefix", "last_seen", "created_at", "updated_at"]
+    readonly_fields = ["token_prefix", "last_seen", "created_at", "updated_at", "latest_commands"]
     exclude = ["token_hash"]
     filter_horizontal = ["groups"]
     actions = ["rotate_token", "revoke_token"]
     show_full_result_count = False  # an exact COUNT(*) of millions of devices on every page is too slow
+    change_form_template = "admin/inventory/device/change_form.html"
+    change_list_template = "admin/inventory/device/change_list.html"
+
+    def get_urls(self) -> list[Any]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("import/", wrap(self.import_view), name="inventory_device_import"),
+            path(
+                "<path:object_id>/rotate-token/",
+                wrap(require_POST(self.rotate_token_view)),
+                name="inventory_device_rotate_token",
+            ),
+            path(
+                "<path:object_id>/revoke-token/",
+                wrap(require_POST(self.revoke_token_view)),
+                name="inventory_device_revoke_token",
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin.display(description="latest commands")
+    def latest_commands(self, device: Device) -> str:
+        if device.pk is None:
+            return "-"
+        commands = (CommandStatus.objects.filter(device=device).select_related("operation").order_by("-id"))[
+            :DEVICE_COMMANDS_SHOWN
+        ]
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    reverse("admin:commands_commandstatus_change", args=[c.pk]),
+                    c.command,
+                    c.get_state_display(),
+                    c.request or "-",
+                    c.reason or "",
+                    c.updated_on.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                )
+                for c in commands
+            ),
+        )
+        if not rows:
+            return "no commands yet"
+        listing = reverse("admin:commands_commandstatus_changelist")
+        return format_html(
+            '<table class="device-commands"><thead><tr><th>command</th><th>state</th><th>request</th>'
+            "<th>reason</th><th>updated</th></tr></thead><tbody>{}</tbody></table>"
+            '<p><a href="{}?q={}">all commands of this device</a></p>',
+            rows,
+            listing,
+            device.device_id,
+        )
 
     def save_model(self, request: HttpRequest, obj: Device, form: Any, change: bool) -> None:
         if change:
@@ -92,7 +242,20 @@ class DeviceAdmin(admin.ModelAdmin):
         issued = tokens.issue(tokens.DEVICE_TOKEN_KIND)
         obj.token_prefix, obj.token_hash = issued.prefix, issued.hashed
         super().save_model(request, obj, form, change)
-        messages.warning(request, f"Device token for {obj.device_id} (shown once): {issued.plain}")
+        obj.plain_token = issued.plain  # type: ignore[attr-defined]  # for response_add, this request only
+
+    def response_add(self, request: HttpRequest, obj: Device, post_url_continue: str | None = None) -> Any:
+        plain = getattr(obj, "plain_token", None)
+        if plain is None:
+            return super().response_add(request, obj, post_url_continue)
+        return show_secret_once(
+            request,
+            self,
+            f"Device token of {obj.device_id}",
+            plain,
+            reverse("admin:inventory_device_change", args=[obj.pk]),
+            "Copy the token now: it is stored only as a hash and is not shown again.",
+        )
 
     def delete_model(self, request: HttpRequest, obj: Device) -> None:
         services.delete_device(obj)
@@ -103,17 +266,121 @@ class DeviceAdmin(admin.ModelAdmin):
         for prefix in prefixes:
             forget_token(prefix)
 
-    @admin.action(description="Rotate the device token (shows the new one once)")
+    def _device_for_change(self, request: HttpRequest, object_id: str) -> Device:
+        device = self.get_object(request, unquote(object_id))
+        if device is None:
+            raise Http404
+        if not self.has_change_permission(request, device):
+            raise PermissionDenied
+        return device
+
+    def rotate_token_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        device = self._device_for_change(request, object_id)
+        token = services.rotate_device_token(device)
+        return show_secret_once(
+            request,
+            self,
+            f"New device token of {device.device_id}",
+            token,
+            reverse("admin:inventory_device_change", args=[device.pk]),
+            "The old token stopped working. Copy this one now: it is not shown again.",
+        )
+
+    def revoke_token_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        device = self._device_for_change(request, object_id)
+        services.revoke_device_token(device)
+        messages.success(request, f"Revoked the token of {device.device_id}.")
+        return HttpResponseRedirect(reverse("admin:inventory_device_change", args=[device.pk]))
+
+    @admin.action(description="Rotate the device token (shows the new one once)", permissions=["change"])
     def rotate_token(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
         for device in queryset[:50]:
             token = services.rotate_device_token(device)
             messages.warning(request, f"New token for {device.device_id}: {token}")
 
-    @admin.action(description="Revoke the device token")
+    @admin.action(description="Revoke the device token", permissions=["change"])
     def revoke_token(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
         for device in queryset:
             services.revoke_device_token(device)
         messages.success(request, f"Revoked {queryset.count()} device token(s).")
 
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        """Upload a CSV or JSON lines file: validated like the API's bulk import, all or nothing."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        tenants = scope_queryset(Tenant.objects.all(), scope_of(request), "pk")
+        form = DeviceImportForm(request.POST or None, request.FILES or None)
+        form.fields["tenant"].queryset = tenants  # type: ignore[attr-defined]
+        if tenants.count() == 1:
+            form.fields["tenant"].initial = tenants.first()
+        context: dict[str, Any] = {
+            **self.admin_site.each_context(request),
+            "title": "Import devices",
+            "opts": self.model._meta,
+            "form": form,
+        }
+        if request.method == "POST" and form.is_valid():
+            context.update(self._import(form.cleaned_data))
+        return TemplateResponse(request, "admin/inventory/device/import.html", context)
+
+    def _import(self, data: dict[str, Any]) -> dict[str, Any]:
+        try:
+            text = data["file"].read().decode("utf-8-sig")
+            rows = list(device_files.read_rows(io.StringIO(text, newline="")))
+        except UnicodeDecodeError:
+            return {"file_error": "the file is not UTF-8 text"}
+        except device_files.DeviceFileError as error:
+            return {"file_error": str(error)}
+        if not rows:
+            return {"file_error": "the file has no rows"}
+        cleaned, errors = services.validate_device_rows(rows)
+        if errors:
+            rejected = []
+            for where, problems in errors.items():
+                if not where.startswith("rows["):
+                    continue
+                index = int(where[5:-1])
+                raw = rows[index] if isinstance(rows[index], dict) else {}
+                rejected.append(
+                    {
+                        "row": index + 1,
+                        "id": raw.get("id") or raw.get("device_id") or "",
+                        "problems": [
+                            f"{field}: {'; '.join(map(str, msgs))}" for field, msgs in problems.items()
+                        ],
+                    }
+                )
+            return {
+                "rejected": rejected[:IMPORT_ERRORS_SHOWN],
+                "rejected_total": len(rejected),
+                "truncated": "truncated" in errors,
+                "row_total": len(rows),
+            }
+        try:
+            result = services.bulk_import_devices(data["tenant"].pk, cleaned, on_conflict=data["on_conflict"])
+        except ValidationError as error:
+            detail = error.detail
+            problems = detail.items() if isinstance(detail, dict) else [("file", detail)]
+            return {"file_error": "; ".join(f"{field}: {msg}" for field, msg in problems)}
+        return {
+            "imported": len(result.created),
+            "skipped": result.skipped,
+            "tokens": "\n".join(f"{device_id},{token}" for device_id, token in result.created),
+            "tenant": data["tenant"],
+        }
+
+
+@admin.register(ConsoleUser)
+class ConsoleUserAdmin(SuperuserOnlyAdmin):
+    """Which tenant each staff user of the console works for (superusers only)."""
+
+    list_display = ["user", "tenant", "created_at"]
+    list_filter = ["tenant"]
+    search_fields = ["user__username", "tenant__slug"]
+    autocomplete_fields = ["user"]
+
+
+# Users and beat's tables span every tenant: superusers only.
+restrict_to_superusers(admin.site, {"auth", "django_celery_beat"})
 
 from inventory import admin_headless  # noqa: E402,F401

@@ -1,4 +1,4 @@
-"""The console screens for headless operations: list, detail and a cancel action.
+"""The console screens for headless operations: list, upcoming runs, detail and a cancel action.
 
 Operations are scheduled through the API; here operators follow and cancel them, through
 the same service as ``POST .../{id}/cancel/``.
@@ -12,12 +12,13 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from console.scoping import TenantScopedAdmin
 from inventory import headless
-from inventory.models import HeadlessOperation
+from inventory.models import HeadlessOperation, HeadlessStatus, UpcomingHeadlessRun
 
 
 @admin.register(HeadlessOperation)
-class HeadlessOperationAdmin(admin.ModelAdmin):
+class HeadlessOperationAdmin(TenantScopedAdmin):
     list_display = [
         "id",
         "device",
@@ -66,3 +67,17 @@ class HeadlessOperationAdmin(admin.ModelAdmin):
         messages.success(request, f"Cancelled {counts['cancelled']} operation(s).")
         if counts["refused"]:
             messages.warning(request, f"{counts['refused']} had finished already and were left as they were.")
+
+
+@admin.register(UpcomingHeadlessRun)
+class UpcomingHeadlessRunAdmin(HeadlessOperationAdmin):
+    """Scheduled runs only, the soonest first: what the sweep will hand to devices next."""
+
+    list_display = ["id", "device", "tenant", "operation_type", "scheduled_at", "priority", "created_by"]
+    list_filter = ["priority", "operation_type", ("device__tenant", admin.RelatedOnlyFieldListFilter)]
+    ordering = ["scheduled_at", "id"]
+    date_hierarchy = None  # type: ignore[assignment]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[HeadlessOperation]:
+        # Served by the partial index headless_due (status = 'scheduled', by scheduled_at).
+        return super().get_queryset(request).filter(status=HeadlessStatus.SCHEDULED)

@@ -14,6 +14,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html_join
 
+from console.scoping import TenantScopedAdmin
 from maintenance import services
 from maintenance.models import MaintenanceExecution, MaintenanceJob, Outcome
 from maintenance.quartz import QuartzError, QuartzExpression
@@ -90,7 +91,7 @@ class MaintenanceExecutionInline(admin.TabularInline):
 
 
 @admin.register(MaintenanceJob)
-class MaintenanceJobAdmin(admin.ModelAdmin):
+class MaintenanceJobAdmin(TenantScopedAdmin):
     """Every change goes through ``maintenance.services`` so beat's entry stays in step."""
 
     form = MaintenanceJobForm

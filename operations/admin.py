@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from rest_framework.exceptions import ValidationError
 
+from console.scoping import TenantScopedAdmin
 from operations.choices import TERMINAL_STATES
 from operations.models import Operation, OperationActivity
 from operations.services import cancel_operation
@@ -51,7 +52,7 @@ def progress_bar(operation: Operation) -> str:
 
 
 @admin.register(Operation)
-class OperationAdmin(admin.ModelAdmin):
+class OperationAdmin(TenantScopedAdmin):
     list_display = ["id", "operation_type", "tenant", "state_badge", "progress", "created_by", "created_at"]
     list_filter = ["state", "operation_type", "schedule_type", "tenant"]
     search_fields = ["id", "created_by", "reason"]

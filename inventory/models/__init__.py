@@ -1,11 +1,13 @@
 """Tenants, their API keys, devices and groups."""
 
+from inventory.models.console import ConsoleUser
 from inventory.models.devices import Device, DeviceState, Group
-from inventory.models.headless import HeadlessOperation, HeadlessStatus
+from inventory.models.headless import HeadlessOperation, HeadlessStatus, UpcomingHeadlessRun
 from inventory.models.tenants import ApiKey, Role, Tenant
 
 __all__ = [
     "ApiKey",
+    "ConsoleUser",
     "Device",
     "DeviceState",
     "Group",
@@ -13,4 +15,5 @@ __all__ = [
     "HeadlessStatus",
     "Role",
     "Tenant",
+    "UpcomingHeadlessRun",
 ]

@@ -110,3 +110,12 @@ class HeadlessOperation(models.Model):
     @property
     def priority_name(self) -> str:
         return str(Priority(self.priority).label)
+
+
+class UpcomingHeadlessRun(HeadlessOperation):
+    """The console's list of scheduled runs, soonest first (``inventory.admin_headless``)."""
+
+    class Meta:
+        proxy = True
+        ordering = ["scheduled_at", "id"]
+        verbose_name = "upcoming headless run"

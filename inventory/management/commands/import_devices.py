@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,34 +9,18 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.exceptions import ValidationError
 from tqdm import tqdm
 
+from inventory import device_files
 from inventory.models import Tenant
 from inventory.services import bulk_import_devices, validate_device_rows
 
-LIST_FIELDS = ("tags", "groups")
 
-
-def read_rows(path: Path) -> Iterator[Any]:
-    """Rows as dicts. CSV list columns (tags, groups) separate items with ``;``."""
+def read_rows(path: Path) -> list[Any]:
+    """Every row of the file (CSV or JSON lines), read by the shared reader."""
     with path.open(newline="", encoding="utf-8") as handle:
-        first = handle.readline()
-        handle.seek(0)
-        if first.lstrip().startswith("{"):
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as error:
-                        raise CommandError(f"line {number}: not valid JSON ({error.msg})") from None
-            return
-        for row in csv.DictReader(handle):
-            record: dict[str, Any] = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-            for name in LIST_FIELDS:
-                if name in record:
-                    record[name] = [item.strip() for item in record[name].split(";") if item.strip()]
-            for name, value in list(record.items()):
-                if value == "" and name not in LIST_FIELDS:
-                    del record[name]
-            yield record
+        try:
+            return list(device_files.read_rows(handle))
+        except device_files.DeviceFileError as error:
+            raise CommandError(str(error)) from None
 
 
 class Command(BaseCommand):
@@ -60,7 +41,7 @@ class Command(BaseCommand):
         if not path.exists():
             raise CommandError(f"{path} does not exist")
         quiet = options["verbosity"] < 1
-        rows = list(tqdm(read_rows(path), desc="reading", unit=" rows", disable=quiet))
+        rows = read_rows(path)
         cleaned, errors = validate_device_rows(rows)
         if errors:
             for where, problem in list(errors.items())[:20]:

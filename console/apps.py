@@ -1,0 +1,7 @@
+"""The admin app with the console's site (dashboard, tenant scoping) as ``admin.site``."""
+
+from django.contrib.admin.apps import AdminConfig
+
+
+class ConsoleAdminConfig(AdminConfig):
+    default_site = "console.site.ConsoleAdminSite"
