@@ -1,0 +1,102 @@
+"""The console's front page: fleet, active operations, rates and the command chart, per tenant."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+
+from commands.choices import CommandState
+from commands.models import CommandStatus
+from commands.services import report
+from inventory.models import ConsoleUser, Tenant
+from inventory.services import bulk_import_devices, get_or_create_tenant
+from operations.fanout import fan_out
+from operations.models import Operation
+from operations.services import create_operation
+
+
+def run(tenant: Tenant, operation_type: str = "LOCK") -> Operation:
+    operation = create_operation(
+        tenant.pk, {"operation_type": operation_type, "operation_device_query": {"all": True}}, "t"
+    )
+    fan_out(operation.pk)
+    operation.refresh_from_db()
+    return operation
+
+
+@pytest.fixture
+def fleets(db: None) -> tuple[Tenant, Tenant]:
+    mine, _ = get_or_create_tenant("mine")
+    other, _ = get_or_create_tenant("other")
+    bulk_import_devices(mine.pk, [{"device_id": f"a-{i}", "os": "android"} for i in range(3)])
+    bulk_import_devices(mine.pk, [{"device_id": "l-1", "os": "linux", "state": "inactive"}])
+    bulk_import_devices(other.pk, [{"device_id": f"o-{i}", "os": "ios"} for i in range(7)])
+    return mine, other
+
+
+def console_for(tenant: Tenant | None) -> Client:
+    client = Client()
+    if tenant is None:
+        client.force_login(User.objects.create_superuser("root", "", "pw"))
+        return client
+    user = User.objects.create_user("alice", password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.all())
+    ConsoleUser.objects.create(user=user, tenant=tenant)
+    client.force_login(user)
+    return client
+
+
+def test_dashboard_counts_only_the_staff_users_tenant(fleets: tuple[Tenant, Tenant]) -> None:
+    mine, other = fleets
+    active = run(mine)
+    run(other, "REBOOT")
+
+    page = console_for(mine).get("/admin/")
+
+    assert page.status_code == 200
+    board = page.context["dashboard"]
+    assert board["device_total"] == 4
+    assert dict(board["devices_by_state"]) == {"active": 3, "inactive": 1}
+    assert dict(board["devices_by_os"]) == {"android": 3, "linux": 1}
+    assert [row["operation"].pk for row in board["active_operations"]] == [active.pk]
+    html = page.content.decode()
+    assert "0 ok / 0 failed / 3 pending of 3" in html
+    assert "vendor/chartjs/chart.umd.min.js" in html
+    assert 'id="content-main"' in html or "app-inventory" in html  # the app list is kept
+
+
+def test_dashboard_rates_and_chart_from_command_history(fleets: tuple[Tenant, Tenant]) -> None:
+    mine, _ = fleets
+    operation = run(mine)
+    commands = list(CommandStatus.objects.filter(operation=operation).order_by("pk"))
+    for command in commands:
+        for state in (CommandState.ACKNOWLEDGED, CommandState.IN_PROGRESS):
+            report(command, state, actor="device")
+            command.refresh_from_db()
+        final = CommandState.SUCCESS if command != commands[-1] else CommandState.FAILURE
+        report(command, final, actor="device")
+
+    page = console_for(None).get("/admin/")
+
+    board = page.context["dashboard"]
+    assert board["failure"] == 1 and board["success"] == 0  # one failed device fails the operation
+    script = re.search(r'id="command-chart-data"[^>]*>(.*?)</script>', page.content.decode())
+    assert script is not None
+    chart = json.loads(script.group(1))
+    totals = {series["label"]: sum(series["data"]) for series in chart["datasets"]}
+    assert totals["Command Success"] == 2 and totals["Command Failure"] == 1
+    assert totals["Command Acknowledged"] == 3
+    assert len(chart["labels"]) == 24
+
+
+def test_staff_user_without_tenant_gets_no_dashboard(fleets: tuple[Tenant, Tenant]) -> None:
+    client = Client()
+    client.force_login(User.objects.create_user("nobody", password="pw", is_staff=True))
+
+    page = client.get("/admin/")
+
+    assert page.status_code == 200 and page.context["dashboard"] is None
