@@ -4,6 +4,8 @@ PY := $(VENV)/bin/python
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/devops
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
+# Settings refuse to start without SECRET_KEY when DEBUG is off; the tests run with DEBUG off.
+TEST_SECRET_KEY ?= test-only-secret-key-not-for-production-0123456789abcdef
 
 .PHONY: run test services lint bench
 
@@ -26,9 +28,9 @@ services:
 ## The test suite, against real PostgreSQL and Redis, with real Celery processes.
 test: $(VENV)/.installed services
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL) \
-		$(VENV)/bin/pytest $(PYTEST_ARGS)
+		SECRET_KEY=$${SECRET_KEY:-$(TEST_SECRET_KEY)} $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy .
+	SECRET_KEY=$${SECRET_KEY:-$(TEST_SECRET_KEY)} $(VENV)/bin/mypy .  # django-stubs imports the settings

@@ -28,6 +28,7 @@ from commands.payload import command_payload
 from config.api.authentication import resolve_token
 from config.api.envelopes import DEFAULT_ENVELOPE
 from config.api.principal import Principal
+from config.api.ratelimit import RateLimited
 from inventory.models import Device
 from inventory.presence import record_seen
 
@@ -45,6 +46,7 @@ def _error(status: int, message: str, field: str | None = None) -> JsonResponse:
 
 
 def _principal(request: HttpRequest) -> Principal | None:
+    """The caller; raises :class:`RateLimited` past its requests per minute."""
     header = request.META.get("HTTP_AUTHORIZATION", "").split()
     if len(header) != 2 or header[0].lower() != "bearer" or not header[1].isascii():
         return None
@@ -81,7 +83,12 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
         refused = _error(405, f'Method "{request.method}" not allowed.')
         refused["Allow"] = "GET"
         return refused
-    principal = _principal(request)
+    try:
+        principal = _principal(request)
+    except RateLimited as limited:
+        throttled = _error(429, str(limited))
+        throttled["Retry-After"] = str(limited.retry_after)
+        return throttled
     if principal is None:
         has_header = bool(request.META.get("HTTP_AUTHORIZATION"))
         return _error(

@@ -20,10 +20,32 @@ VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
-    if not DEBUG and env_bool("REQUIRE_SECRET_KEY", False):
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+    # Only a developer's machine (DEBUG=1, as `make run` sets) may run on a known key.
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (DEBUG=1 for development)")
     SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+
+# --- HTTPS and security headers (README, "Production") -----------------------------------------
+# Always: no MIME sniffing, no framing, no referrer to other origins.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_HTTPONLY = True
+# SECURE_HTTPS=1 when clients reach the server over HTTPS (behind a TLS-terminating proxy
+# that sets X-Forwarded-Proto): HSTS, redirect to HTTPS, cookies sent over HTTPS only. Off
+# by default so a plain-HTTP deployment on a private network (and the test suites) work.
+SECURE_HTTPS = env_bool("SECURE_HTTPS", False)
+if SECURE_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^$"]  # the health check, which load balancers call over HTTP
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [f"https://{host}" for host in ALLOWED_HOSTS])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -182,6 +204,10 @@ SPECTACULAR_SETTINGS = {
 API_KEY_LAST_USED_RESOLUTION = env_int("API_KEY_LAST_USED_RESOLUTION", 60, minimum=1)
 # How long a resolved token is kept in the cache; revocation clears it at once.
 AUTH_CACHE_SECONDS = env_int("AUTH_CACHE_SECONDS", 60, minimum=0)
+# Requests per minute per API key and per device token (config/api/ratelimit.py); past it, 429
+# with Retry-After. Generous, so benchmarks are not throttled; 0 turns a limit off.
+RATE_LIMIT_KEY_PER_MINUTE = env_int("RATE_LIMIT_KEY_PER_MINUTE", 6000, minimum=0)
+RATE_LIMIT_DEVICE_PER_MINUTE = env_int("RATE_LIMIT_DEVICE_PER_MINUTE", 600, minimum=0)
 
 LOGGING = {
     "version": 1,

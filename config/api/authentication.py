@@ -15,9 +15,10 @@ from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.request import Request
 
+from config.api import ratelimit
 from config.api.principal import Principal
 from inventory import tokens
 
@@ -78,12 +79,16 @@ def _load(kind: str, prefix: str) -> dict[str, Any] | None:
 
 
 def resolve_token(plain: str) -> Principal | None:
-    """The principal a bearer token stands for, or None if it is unknown, revoked or expired."""
+    """The principal a bearer token stands for, or None if it is unknown, revoked or expired.
+
+    Raises :class:`~config.api.ratelimit.RateLimited` when the token spent this minute's requests.
+    """
     parsed = tokens.split(plain)
     if parsed is None:
         return None
     kind, prefix = parsed
-    entry = cache.get(_cache_key(prefix))
+    # One cache round trip: the cached lookup and this token's request count (ratelimit).
+    entry, count = ratelimit.lookup_and_count(_cache_key(prefix), kind, prefix)
     if entry is None:
         entry = _load(kind, prefix) or _NOT_FOUND
         # Misses are cached briefly too, so a flood of bad tokens cannot hammer the database.
@@ -94,6 +99,7 @@ def resolve_token(plain: str) -> Principal | None:
         return None
     if entry["expires"] is not None and entry["expires"] <= timezone.now().timestamp():
         return None
+    ratelimit.check(kind, count)  # only a valid token hears 429; an invalid one, 401
     principal = Principal(**entry["principal"])
     if principal.key_id is not None:
         _touch_key(principal.key_id)
@@ -123,7 +129,10 @@ class BearerTokenAuthentication(BaseAuthentication):
             plain = header[1].decode("ascii")
         except UnicodeDecodeError:
             raise AuthenticationFailed("Invalid token.") from None
-        principal = resolve_token(plain)
+        try:
+            principal = resolve_token(plain)
+        except ratelimit.RateLimited as limited:
+            raise Throttled(wait=limited.retry_after) from None
         if principal is None:
             raise AuthenticationFailed("Invalid, revoked or expired token.")
         return principal, principal

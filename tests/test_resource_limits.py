@@ -1,0 +1,148 @@
+"""Resource limits (OWASP API4): requests per minute per token, body size, page size, and the
+length of an explicit device list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from config.api import ratelimit
+from inventory.models import Device
+from inventory.services import create_api_key
+from tests.conftest import Api, DeviceActor, Org, add_device
+
+
+def assert_throttled(response: Any) -> None:
+    assert response.status_code == 429, response.content
+    assert 1 <= int(response["Retry-After"]) <= ratelimit.WINDOW_SECONDS
+    body = response.json()
+    assert body["code"] == 429
+    assert body["message"]
+
+
+def test_an_api_key_past_its_limit_gets_429_with_retry_after(org: Org, settings: Any) -> None:
+    settings.RATE_LIMIT_KEY_PER_MINUTE = 3
+    for _ in range(3):
+        assert org.admin.get("/v0/devices/").status_code == 200
+
+    assert_throttled(org.admin.get("/v0/devices/"))
+    assert_throttled(org.admin.post("/v0/groups/", {"name": "over the limit"}))
+
+
+def test_each_key_has_its_own_counter(org: Org, settings: Any) -> None:
+    settings.RATE_LIMIT_KEY_PER_MINUTE = 2
+    for _ in range(3):
+        org.admin.get("/v0/devices/")
+
+    assert org.viewer.get("/v0/devices/").status_code == 200
+    assert_throttled(org.admin.get("/v0/devices/"))
+
+
+def test_a_device_token_past_its_limit_gets_429_on_the_inbox_and_statuses(
+    org: Org, device: DeviceActor, settings: Any
+) -> None:
+    settings.RATE_LIMIT_DEVICE_PER_MINUTE = 2
+    inbox = "/v2/command-inbox/"
+    assert device.api.get(inbox, {"device_id": "dev-1"}).status_code == 200
+    assert device.api.get("/commands/v0/status/").status_code == 200
+
+    assert_throttled(device.api.get(inbox, {"device_id": "dev-1"}))
+    assert_throttled(device.api.get("/commands/v0/status/"))
+    other = add_device(org.tenant, "dev-2")
+    assert other.api.get(inbox, {"device_id": "dev-2"}).status_code == 200
+
+
+def test_a_304_poll_counts_too(org: Org, device: DeviceActor, settings: Any) -> None:
+    settings.RATE_LIMIT_DEVICE_PER_MINUTE = 2
+    first = device.api.get("/v2/command-inbox/", {"device_id": "dev-1"})
+    etag = first["ETag"]
+    assert (
+        device.api.get("/v2/command-inbox/", {"device_id": "dev-1"}, HTTP_IF_NONE_MATCH=etag).status_code
+        == 304
+    )
+
+    assert_throttled(device.api.get("/v2/command-inbox/", {"device_id": "dev-1"}, HTTP_IF_NONE_MATCH=etag))
+
+
+def test_device_and_key_limits_are_separate_settings(org: Org, device: DeviceActor, settings: Any) -> None:
+    settings.RATE_LIMIT_DEVICE_PER_MINUTE = 1
+    settings.RATE_LIMIT_KEY_PER_MINUTE = 100
+    device.api.get("/commands/v0/status/")
+
+    assert_throttled(device.api.get("/commands/v0/status/"))
+    assert org.admin.get("/v2/command-inbox/", {"device_id": "dev-1"}).status_code == 200
+
+
+def test_zero_turns_a_limit_off(org: Org, settings: Any) -> None:
+    settings.RATE_LIMIT_KEY_PER_MINUTE = 0
+
+    for _ in range(20):
+        assert org.viewer.get("/v0/groups/").status_code == 200
+
+
+def test_an_invalid_token_is_401_not_429(org: Org, settings: Any) -> None:
+    settings.RATE_LIMIT_KEY_PER_MINUTE = 1
+    _key, plain = create_api_key(org.tenant, "admin", "x")
+    wrong = Api(plain[:-4] + "AAAA")  # the right prefix, the wrong secret
+
+    for _ in range(3):
+        assert wrong.get("/v0/devices/").status_code == 401
+
+
+def test_the_window_is_a_cache_counter_that_expires(org: Org, settings: Any) -> None:
+    from django.core.cache import caches
+
+    cache: Any = caches["default"]
+    settings.RATE_LIMIT_KEY_PER_MINUTE = 10
+    org.admin.get("/v0/devices/")
+
+    keys = list(cache._cache.get_client().keys("*rl:*")) if hasattr(cache, "_cache") else []
+    if keys:  # Redis: the counter carries the window's expiry
+        ttl = cache._cache.get_client().ttl(keys[0])
+        assert 0 < ttl <= ratelimit.WINDOW_SECONDS + 1
+
+
+# --- body size, page size, device lists ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("post", "/v0/devices/bulk/"),
+        ("post", "/v0/operations/"),
+        ("post", "/api/v1/inventory_device_headless_operation/"),
+        ("post", "/aggregates/maintenance/scheduler/jobs/orgId/acme"),
+    ],
+)
+def test_a_body_over_the_limit_is_413_everywhere(org: Org, settings: Any, method: str, path: str) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+
+    response = getattr(org.admin, method)(path, {"padding": "x" * 2000})
+
+    assert response.status_code == 413, response.content
+    body = response.json()
+    assert "API_MAX_BODY_MB" in (body.get("message") or body["status"]["message"])
+    assert not Device.objects.exists()
+
+
+def test_page_size_is_capped(org: Org, settings: Any) -> None:
+    settings.API_PAGE_SIZE_MAX = 2
+    for i in range(3):
+        add_device(org.tenant, f"d{i}")
+
+    content = org.viewer.get("/v0/devices/", {"limit": 1_000_000}).json()["content"]
+
+    assert len(content["results"]) == 2
+    assert content["next"] is not None
+
+
+def test_an_explicit_device_list_over_the_cap_is_a_clear_400(org: Org, settings: Any) -> None:
+    settings.MAX_QUERY_DEVICES = 2
+    body = {"operation_type": "REBOOT", "operation_device_query": {"devices": ["a", "b", "c"]}}
+
+    response = org.admin.post("/v0/operations/", body)
+
+    assert response.status_code == 400, response.content
+    assert "at most 2" in response.json()["message"]
+    assert "devices" in response.json()["message"]
