@@ -1,16 +1,30 @@
-"""The operators' console for operations: state, progress, activity, cancel."""
+"""The operators' console for operations: create (with a live preview), state, progress that
+updates by itself, activity, cancel and retry of the failed devices.
+
+Everything goes through ``operations.services`` and the API's serializer, as ``/v0/operations/``.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.views.decorators.http import require_POST
 from rest_framework.exceptions import ValidationError
 
-from console.scoping import TenantScopedAdmin
+from config.api.exceptions import first_message
+from console.scoping import TenantScopedAdmin, scope_of, scope_queryset
+from inventory.models import Tenant
+from operations import services
+from operations.admin_forms import OperationForm, device_query
+from operations.api.serializers import OperationCreateSerializer
 from operations.choices import TERMINAL_STATES
 from operations.models import Operation, OperationActivity
 from operations.services import cancel_operation
@@ -58,7 +72,7 @@ class OperationAdmin(TenantScopedAdmin):
     search_fields = ["id", "created_by", "reason"]
     date_hierarchy = "created_at"
     inlines = [ActivityInline]
-    actions = ["cancel"]
+    actions = ["cancel", "retry_failed"]
     readonly_fields = [
         "id",
         "tenant",
@@ -78,8 +92,126 @@ class OperationAdmin(TenantScopedAdmin):
     ]
     fields = tuple(readonly_fields)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # operations are created through the API (and its service), with their validation
+    change_form_template = "admin/operations/operation/change_form.html"
+
+    def get_urls(self) -> list[Any]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("preview/", wrap(require_POST(self.preview_view)), name="operations_operation_preview"),
+            path(
+                "<path:object_id>/progress/", wrap(self.progress_view), name="operations_operation_progress"
+            ),
+            path(
+                "<path:object_id>/cancel/",
+                wrap(require_POST(self.cancel_view)),
+                name="operations_operation_cancel",
+            ),
+            path(
+                "<path:object_id>/retry-failed/",
+                wrap(require_POST(self.retry_view)),
+                name="operations_operation_retry_failed",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _tenants(self, request: HttpRequest) -> QuerySet[Tenant]:
+        return scope_queryset(Tenant.objects.order_by("slug"), scope_of(request), "pk")
+
+    def _actor(self, request: HttpRequest) -> str:
+        return f"admin:{request.user.get_username()}"
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
+        """The form: validated by the API's serializer, created by the API's service."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = OperationForm(request.POST or None, tenants=self._tenants(request))
+        api_errors: list[str] = []
+        if request.method == "POST" and form.is_valid():
+            serializer = OperationCreateSerializer(data=form.api_data())
+            try:
+                serializer.is_valid(raise_exception=True)
+                operation = services.create_operation(
+                    form.cleaned_data["tenant"].pk, serializer.validated_data, self._actor(request)
+                )
+            except ValidationError as error:
+                api_errors = api_messages(error.detail)
+            else:
+                messages.success(request, f"Created {operation.operation_type} operation {operation.pk}.")
+                return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "New operation",
+            "opts": self.model._meta,
+            "form": form,
+            "api_errors": api_errors,
+            "preview_url": reverse("admin:operations_operation_preview"),
+        }
+        return TemplateResponse(request, "admin/operations/operation/create.html", context)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        operation = self.get_object(request, unquote(object_id))
+        context = dict(extra_context or {}, terminal_states=sorted(TERMINAL_STATES))
+        if operation is not None:
+            context["live_progress"] = progress_bar(operation)
+            context["retryable"] = _retryable(operation)
+        return super().change_view(request, object_id, form_url, context)
+
+    def preview_view(self, request: HttpRequest) -> JsonResponse:
+        """The live count of the form: the same service as ``POST /v0/operations/preview/``."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        chosen = request.POST.get("tenant", "")
+        tenant = self._tenants(request).filter(pk=chosen).first() if chosen.isdigit() else None
+        if tenant is None:
+            return JsonResponse({"errors": ["tenant: pick a tenant"]}, status=400)
+        try:
+            count, sample = services.preview(tenant.pk, device_query(request.POST))
+        except ValidationError as error:
+            return JsonResponse({"errors": api_messages(error.detail)}, status=400)
+        return JsonResponse({"device_count": count, "devices": [device.device_id for device in sample]})
+
+    def _operation(self, request: HttpRequest, object_id: str) -> Operation:
+        operation = self.get_object(request, unquote(object_id))
+        if operation is None:
+            raise Http404
+        return operation
+
+    def progress_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
+        operation = self._operation(request, object_id)
+        return JsonResponse(
+            {
+                "state": operation.state_name,
+                "terminal": operation.state in TERMINAL_STATES,
+                "progress": progress_bar(operation),
+                "counts": operation.counts(),
+                "retryable": _retryable(operation),
+            }
+        )
+
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        operation = self._operation(request, object_id)
+        if not self.has_change_permission(request, operation):
+            raise PermissionDenied
+        try:
+            cancel_operation(operation, "cancelled from the console", self._actor(request))
+            messages.success(request, f"Cancelled operation {operation.pk}.")
+        except ValidationError as error:
+            messages.error(request, "; ".join(api_messages(error.detail)))
+        return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))
+
+    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        operation = self._operation(request, object_id)
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        try:
+            retry = services.retry_failed(operation, self._actor(request))
+        except ValidationError as error:
+            messages.error(request, "; ".join(api_messages(error.detail)))
+            return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))
+        messages.success(request, f"Retrying the failed devices of {operation.pk} as operation {retry.pk}.")
+        return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[retry.pk]))
 
     @admin.display(description="state", ordering="state")
     def state_badge(self, operation: Operation) -> str:
@@ -98,8 +230,32 @@ class OperationAdmin(TenantScopedAdmin):
         done = 0
         for operation in queryset.exclude(state__in=TERMINAL_STATES):
             try:
-                cancel_operation(operation, "cancelled from the console", request.user.get_username())
+                cancel_operation(operation, "cancelled from the console", self._actor(request))
                 done += 1
             except ValidationError as error:
                 messages.error(request, f"{operation.pk}: {error.detail}")
         messages.success(request, f"Cancelled {done} operation(s).")
+
+    @admin.action(description="Retry the failed devices (a new operation for each selected)")
+    def retry_failed(self, request: HttpRequest, queryset: QuerySet[Operation]) -> None:
+        for operation in queryset[:20]:
+            try:
+                retry = services.retry_failed(operation, self._actor(request))
+                messages.success(request, f"{operation.pk}: retrying as {retry.pk}.")
+            except ValidationError as error:
+                messages.error(request, f"{operation.pk}: " + "; ".join(api_messages(error.detail)))
+
+
+def _retryable(operation: Operation) -> bool:
+    return operation.state in TERMINAL_STATES and operation.failed_count + operation.dispatch_failed_count > 0
+
+
+def api_messages(detail: Any) -> list[str]:
+    """The API's error body as lines: ``field: message``, as a client of the API reads them."""
+    if isinstance(detail, dict):
+        lines = []
+        for field, problems in detail.items():
+            for problem in problems if isinstance(problems, list) else [problems]:
+                lines.append(first_message({field: problem}))
+        return lines
+    return [first_message(detail)]

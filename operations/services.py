@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
@@ -12,6 +13,7 @@ from commands.choices import UNFINISHED_STATES, CommandState
 from commands.models import CommandStatus
 from commands.services import move_and_settle
 from commands.sweeps import reschedule
+from inventory.models import Device
 from operations import progress
 from operations.choices import TERMINAL_STATES, OperationState, ScheduleType, can_move
 from operations.device_query import DeviceQuery
@@ -95,3 +97,57 @@ def _lock_unfinished_commands(operation: Operation) -> None:
 
 def cancel_operation(operation: Operation, reason: str, actor: str) -> Operation:
     return request_state(operation, S.CANCELLED, reason, actor)
+
+
+#: Devices a preview lists besides the count.
+PREVIEW_SAMPLE = 10
+#: A device whose command ended in one of these did not do what the operation asked.
+FAILED_COMMAND_STATES = (CommandState.FAILURE, CommandState.TIMEOUT)
+
+
+def preview(tenant_id: int, raw_query: Any) -> tuple[int, list[Device]]:
+    """How many devices a query picks, and the first few: ``POST /v0/operations/preview/`` and
+    the console's form, so both answer the same and refuse the same queries."""
+    query = DeviceQuery.parse(raw_query)
+    query.check_references(tenant_id)
+    devices = query.queryset(tenant_id)
+    return devices.count(), list(devices.prefetch_related("groups").order_by("pk")[:PREVIEW_SAMPLE])
+
+
+def retry_failed(operation: Operation, actor: str) -> Operation:
+    """A new operation of the same type and arguments for exactly the devices that failed.
+
+    The devices are listed by id (``device_type: all``, so a device made inactive since is
+    not silently left out); more than ``MAX_QUERY_DEVICES`` of them is refused, as the API
+    refuses such a list.
+    """
+    if operation.state not in TERMINAL_STATES:
+        name = S(operation.state).name
+        raise ValidationError(
+            {"state": [f"the operation is {name}; retry its failed devices once it has finished"]}
+        )
+    limit = int(settings.MAX_QUERY_DEVICES)
+    failed = list(
+        operation.commands.filter(state__in=FAILED_COMMAND_STATES)
+        .order_by("device_id")
+        .values_list("device__device_id", flat=True)[: limit + 1]
+    )
+    if not failed:
+        raise ValidationError(
+            {"operation_device_query.devices": ["no device failed: there is nothing to retry"]}
+        )
+    if len(failed) > limit:
+        raise ValidationError(
+            {
+                "operation_device_query.devices": [
+                    f"more than {limit} devices failed (MAX_QUERY_DEVICES); retry them with groups or filters"
+                ]
+            }
+        )
+    data = {
+        "operation_type": operation.operation_type,
+        "schedule_type": ScheduleType.IMMEDIATE,
+        "operation_device_query": {"devices": failed, "device_type": "all"},
+        "arguments": operation.arguments,
+    }
+    return create_operation(operation.tenant_id, data, actor)

@@ -18,11 +18,8 @@ from operations.api.serializers import (
     OperationSerializer,
     OperationStateSerializer,
 )
-from operations.device_query import DeviceQuery
 from operations.filtersets import OperationFilterSet
 from operations.models import Operation
-
-PREVIEW_SAMPLE = 10
 
 
 class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
@@ -91,12 +88,6 @@ class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantS
     def preview(self, request: Request) -> Response:
         """Dry run of a device query: how many devices match, and the first few. Creates nothing."""
         raw = request.data.get("operation_device_query") if isinstance(request.data, dict) else None
-        query = DeviceQuery.parse(raw if raw is not None else request.data)
-        query.check_references(self.tenant_id)
-        devices = query.queryset(self.tenant_id)
-        sample = devices.prefetch_related("groups").order_by("pk")[:PREVIEW_SAMPLE]
-        body: dict[str, Any] = {
-            "device_count": devices.count(),
-            "devices": DeviceSerializer(sample, many=True).data,
-        }
+        count, sample = services.preview(self.tenant_id, raw if raw is not None else request.data)
+        body: dict[str, Any] = {"device_count": count, "devices": DeviceSerializer(sample, many=True).data}
         return Response(body)

@@ -1,0 +1,201 @@
+"""The console's operation screens: the form (API validation and messages), the live preview,
+the progress endpoint, cancel and retry of the failed devices."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from rest_framework.exceptions import ValidationError
+
+from commands.choices import CommandState
+from commands.models import CommandStatus
+from commands.services import report
+from inventory.models import Group
+from inventory.services import bulk_import_devices
+from operations.choices import OperationState
+from operations.fanout import fan_out
+from operations.models import Operation
+from operations.services import create_operation, retry_failed
+from tests.conftest import Org
+
+ADD = "/admin/operations/operation/add/"
+PREVIEW = "/admin/operations/operation/preview/"
+
+
+@pytest.fixture
+def console(db: None) -> Client:
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", "", "pw"))
+    return client
+
+
+@pytest.fixture
+def fleet(org: Org) -> Org:
+    bulk_import_devices(
+        org.tenant.pk,
+        [{"device_id": f"and-{i}", "os": "android", "tags": ["shop"]} for i in range(5)]
+        + [{"device_id": f"lin-{i}", "os": "linux"} for i in range(3)],
+    )
+    group = Group.objects.create(tenant=org.tenant, name="berlin")
+    group.devices.add(*org.tenant.devices.filter(device_id__in=["and-0", "lin-0"]))
+    return org
+
+
+def form(org: Org, **fields: object) -> dict[str, object]:
+    return {
+        "tenant": org.tenant.pk,
+        "operation_type": "REBOOT",
+        "schedule_type": "IMMEDIATE",
+        "device_type": "active",
+        "time_type": "console",
+        "timezone": "UTC",
+        "arguments": "{}",
+        **fields,
+    }
+
+
+def test_the_form_offers_every_operation_type(console: Client, fleet: Org) -> None:
+    page = console.get(ADD)
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'value="DECLARATIVE_MANAGEMENT"' in html and 'value="CONVERGE"' in html
+    assert 'value="android"' in html and "berlin" in html
+
+
+def test_the_form_creates_through_the_service(console: Client, fleet: Org) -> None:
+    response = console.post(ADD, form(fleet, os=["android"], tags="shop", arguments='{"force": true}'))
+
+    assert response.status_code == 302
+    operation = Operation.objects.get()
+    assert response["Location"] == f"/admin/operations/operation/{operation.pk}/change/"
+    assert operation.operation_type == "REBOOT" and operation.created_by == "admin:root"
+    assert operation.device_query == {
+        "device_type": "active",
+        "filters": {"os__in": ["android"], "tags__contains": ["shop"]},
+    }
+    assert operation.arguments == {"force": True}
+    assert operation.activity.filter(operation_state__isnull=False).exists()
+
+
+def test_a_window_operation_in_console_time(console: Client, fleet: Org) -> None:
+    response = console.post(
+        ADD,
+        form(
+            fleet,
+            all_devices="on",
+            schedule_type="WINDOW",
+            start="2099-01-01T09:00",
+            end="2099-01-10T17:00",
+            days=["Monday", "Friday"],
+            timezone="Europe/Berlin",
+        ),
+    )
+
+    assert response.status_code == 302
+    args = Operation.objects.get().schedule_args
+    assert args["start_datetime"] == "2099-01-01T09:00:00+01:00"
+    assert args["days"] == ["Monday", "Friday"] and args["timezone"] == "Europe/Berlin"
+    assert args["window_start_time"] == "09:00:00"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"all_devices": "on", "schedule_type": "WINDOW"},
+            "schedule_args.start_datetime: is required for a WINDOW",
+        ),
+        ({"devices": "and-1, nope"}, "operation_device_query.devices: unknown device id(s): nope"),
+        ({}, "operation_device_query: selects no devices"),
+        ({"all_devices": "on", "arguments": "[1]"}, "arguments: must be a JSON object"),
+    ],
+)
+def test_errors_are_the_apis_messages(console: Client, fleet: Org, fields: dict, message: str) -> None:
+    response = console.post(ADD, form(fleet, **fields))
+
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not Operation.objects.exists()
+
+
+def test_preview_counts_like_the_api(console: Client, fleet: Org) -> None:
+    by_form = console.post(PREVIEW, form(fleet, groups=[str(Group.objects.get().pk)])).json()
+    by_api = fleet.admin.post("/v0/operations/preview/", {"groups": ["berlin"]}).json()["content"]
+
+    assert by_form == {"device_count": 2, "devices": ["and-0", "lin-0"]}
+    assert by_api["device_count"] == 2
+    assert console.post(PREVIEW, form(fleet, os=["linux"], device_type="all")).json()["device_count"] == 3
+    bad = console.post(PREVIEW, form(fleet, devices="ghost"))
+    assert bad.status_code == 400
+    assert bad.json() == {"errors": ["operation_device_query.devices: unknown device id(s): ghost"]}
+
+
+def dispatched(org: Org, **query: object) -> Operation:
+    operation = create_operation(
+        org.tenant.pk, {"operation_type": "LOCK", "operation_device_query": query}, "t"
+    )
+    fan_out(operation.pk)
+    operation.refresh_from_db()
+    return operation
+
+
+def test_progress_endpoint_and_cancel_button(console: Client, fleet: Org) -> None:
+    operation = dispatched(fleet, all=True)
+    base = f"/admin/operations/operation/{operation.pk}/"
+
+    page = console.get(f"{base}change/")
+    progress = console.get(f"{base}progress/").json()
+    cancelled = console.post(f"{base}cancel/")
+
+    assert 'id="live-progress"' in page.content.decode() and 'id="cancel-operation"' in page.content.decode()
+    assert progress["state"] == "DISPATCHED" and progress["counts"]["resolved_device_count"] == 8
+    assert "0 ok / 0 failed / 8 pending of 8" in progress["progress"] and progress["terminal"] is False
+    assert cancelled.status_code == 302
+    assert console.get(f"{base}progress/").json()["state"] == "CANCELLED"
+    again = console.post(f"{base}cancel/", follow=True)
+    assert "already CANCELLED" in again.content.decode()
+
+
+def finish(operation: Operation, failing: dict[str, CommandState]) -> None:
+    """Each device reports: the listed ones end as given, the others succeed."""
+    for command in CommandStatus.objects.filter(operation=operation).select_related("device"):
+        target = failing.get(command.device.device_id, CommandState.SUCCESS)
+        if target in (CommandState.SUCCESS, CommandState.FAILURE):
+            for step in (CommandState.ACKNOWLEDGED, CommandState.IN_PROGRESS):
+                command, _ = report(command, step, actor="device")
+        report(command, target, actor="device")
+
+
+def test_retry_failed_targets_exactly_the_failed_devices(console: Client, fleet: Org) -> None:
+    operation = dispatched(fleet, filters={"os": "android"})
+    finish(operation, {"and-1": CommandState.FAILURE, "and-3": CommandState.TIMEOUT})
+    operation.refresh_from_db()
+    assert operation.state == OperationState.FAILURE
+
+    response = console.post(f"/admin/operations/operation/{operation.pk}/retry-failed/")
+
+    retry = Operation.objects.exclude(pk=operation.pk).get()
+    assert response["Location"] == f"/admin/operations/operation/{retry.pk}/change/"
+    assert retry.operation_type == "LOCK"
+    assert retry.device_query == {"device_type": "all", "devices": ["and-1", "and-3"]}
+
+
+def test_retry_refuses_unfinished_empty_and_oversized(fleet: Org, settings) -> None:
+    running = dispatched(fleet, all=True)
+    with pytest.raises(ValidationError, match="once it has finished"):
+        retry_failed(running, "t")
+
+    clean = dispatched(fleet, filters={"os": "linux"})
+    finish(clean, {})
+    clean.refresh_from_db()
+    with pytest.raises(ValidationError, match="nothing to retry"):
+        retry_failed(clean, "t")
+
+    settings.MAX_QUERY_DEVICES = 1
+    failing = dispatched(fleet, filters={"os": "android"})
+    finish(failing, {"and-1": CommandState.FAILURE, "and-2": CommandState.FAILURE})
+    failing.refresh_from_db()
+    with pytest.raises(ValidationError, match=r"more than 1 devices failed \(MAX_QUERY_DEVICES\)"):
+        retry_failed(failing, "t")
