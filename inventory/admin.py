@@ -361,7 +361,12 @@ class DeviceAdmin(TenantScopedAdmin):
         except ValidationError as error:
             detail = error.detail
             problems = detail.items() if isinstance(detail, dict) else [("file", detail)]
-            return {"file_error": "; ".join(f"{field}: {msg}" for field, msg in problems)}
+            return {
+                "file_error": "; ".join(
+                    f"{field}: {' '.join(map(str, msg)) if isinstance(msg, list) else msg}"
+                    for field, msg in problems
+                )
+            }
         return {
             "imported": len(result.created),
             "skipped": result.skipped,

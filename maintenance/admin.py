@@ -8,11 +8,14 @@ from typing import Any
 from cron_descriptor import ExpressionDescriptor, Options
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html_join
+from django.views.decorators.http import require_POST
 
 from console.scoping import TenantScopedAdmin
 from maintenance import services
@@ -103,6 +106,7 @@ class MaintenanceJobAdmin(TenantScopedAdmin):
         "active",
         "full_build",
         "next_fire",
+        "latest_run",
         "created_by_user",
         "created_at",
     ]
@@ -118,6 +122,34 @@ class MaintenanceJobAdmin(TenantScopedAdmin):
     ]
     inlines = [MaintenanceExecutionInline]
     actions = ["activate", "deactivate", "run_now"]
+    change_form_template = "admin/maintenance/maintenancejob/change_form.html"
+
+    def get_urls(self) -> list[Any]:
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/run-now/",
+                wrap(require_POST(self.run_now_view)),
+                name="maintenance_job_run_now",
+            ),
+            *super().get_urls(),
+        ]
+
+    def run_now_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        job = self.get_object(request, unquote(object_id))
+        if job is None:
+            raise Http404
+        if not self.has_change_permission(request, job):
+            raise PermissionDenied
+        self.run_now(request, MaintenanceJob.objects.filter(pk=job.pk))
+        return HttpResponseRedirect(reverse("admin:maintenance_maintenancejob_change", args=[job.pk]))
+
+    @admin.display(description="latest run")
+    def latest_run(self, job: MaintenanceJob) -> str:
+        execution = job.executions.order_by("-started_at").first()
+        if execution is None:
+            return "-"
+        return f"{execution.outcome} at {execution.started_at:%Y-%m-%d %H:%M} UTC"
 
     @admin.display(description="meaning")
     def description(self, job: MaintenanceJob) -> str:

@@ -1,0 +1,140 @@
+"""The console's inventory and maintenance screens: device file import with its report of
+rejected rows, keys and tokens shown once, device command history, maintenance run now."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from commands.models import CommandStatus
+from inventory import tokens
+from inventory.models import ApiKey, Device
+from maintenance import services as maintenance
+from maintenance.models import MaintenanceExecution
+from operations.fanout import fan_out
+from operations.services import create_operation
+from tests.conftest import Api, DeviceActor, Org
+
+IMPORT = "/admin/inventory/device/import/"
+
+
+@pytest.fixture
+def console(db: None) -> Client:
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", "", "pw"))
+    return client
+
+
+def upload(console: Client, org: Org, text: str, on_conflict: str = "error") -> str:
+    response = console.post(
+        IMPORT,
+        {
+            "tenant": org.tenant.pk,
+            "on_conflict": on_conflict,
+            "file": SimpleUploadedFile("d.csv", text.encode()),
+        },
+    )
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_import_reports_rejected_rows_and_imports_nothing(console: Client, org: Org) -> None:
+    html = upload(
+        console,
+        org,
+        "id,name,os,state,timezone,tags\n"
+        "ok-1,One,android,active,UTC,a;b\n"
+        "bad id!,Two,android,active,UTC,\n"
+        "ok-3,Three,linux,sleeping,Mars/Base,\n",
+    )
+
+    assert "2 of 3 row(s) rejected" in html
+    assert html.count('class="rejected-row"') == 2
+    assert "bad id!" in html and "Mars/Base" in html
+    assert not Device.objects.exists()
+
+
+def test_import_creates_devices_and_shows_tokens_once(console: Client, org: Org) -> None:
+    html = upload(console, org, "id,name,os,tags,groups\nimp-1,One,android,a;b,\nimp-2,Two,linux,,\n")
+
+    assert "Imported 2 device(s)" in html and 'data-copy-target="import-tokens"' in html
+    device = Device.objects.get(device_id="imp-1")
+    assert device.tags == ["a", "b"] and device.os == "android"
+    token = html.split("imp-1,")[1].split()[0]
+    assert Api(token).get("/v2/command-inbox/", {"device_id": "imp-1"}).status_code == 200
+
+    again = upload(console, org, "id\nimp-1\nimp-3\n", on_conflict="skip")
+    assert "Imported 1 device(s)" in again and "skipped 1 existing id(s)" in again
+    refused = upload(console, org, "id\nimp-2\n")
+    assert "Nothing was imported: id: 1 device id(s) already exist: imp-2" in refused
+
+
+def test_import_of_a_json_lines_file_and_of_garbage(console: Client, org: Org) -> None:
+    assert "Imported 1 device(s)" in upload(console, org, '{"id": "j-1", "os": "ios"}\n')
+    assert "line 1: not valid JSON" in upload(console, org, "{nope\n")
+
+
+def test_a_new_api_key_is_shown_once_with_a_copy_button(console: Client, org: Org) -> None:
+    response = console.post(
+        "/admin/inventory/apikey/add/", {"tenant": org.tenant.pk, "name": "ci", "role": "viewer"}
+    )
+
+    assert response.status_code == 200 and "no-store" in response["Cache-Control"]
+    html = response.content.decode()
+    assert 'id="copy-secret"' in html
+    plain = html.split('id="secret-value"')[1].split(">")[1].split("<")[0]
+    key = ApiKey.objects.get(name="ci")
+    assert plain.startswith(f"{tokens.API_KEY_KIND}_{key.prefix}_")
+    assert Api(plain).get("/v0/devices/").status_code == 200
+    assert plain not in console.get(f"/admin/inventory/apikey/{key.pk}/change/").content.decode()
+
+    revoked = console.post(f"/admin/inventory/apikey/{key.pk}/revoke/")
+    assert revoked.status_code == 302
+    assert Api(plain).get("/v0/devices/").status_code == 401
+
+
+def test_device_page_lists_commands_and_rotates_and_revokes_the_token(
+    console: Client, org: Org, device: DeviceActor
+) -> None:
+    operation = create_operation(
+        org.tenant.pk, {"operation_type": "LOCK", "operation_device_query": {"all": True}}, "t"
+    )
+    fan_out(operation.pk)
+    base = f"/admin/inventory/device/{device.device.pk}/"
+
+    page = console.get(f"{base}change/").content.decode()
+    rotated = console.post(f"{base}rotate-token/")
+
+    assert "LOCK" in page and "Command Queued" in page and 'id="rotate-token"' in page
+    assert CommandStatus.objects.get().get_state_display() == "Command Queued"
+    new_token = rotated.content.decode().split('id="secret-value"')[1].split(">")[1].split("<")[0]
+    assert device.api.get("/v2/command-inbox/", {"device_id": "dev-1"}).status_code == 401
+    assert Api(new_token).get("/v2/command-inbox/", {"device_id": "dev-1"}).status_code == 200
+    assert console.post(f"{base}revoke-token/").status_code == 302
+    assert Api(new_token).get("/v2/command-inbox/", {"device_id": "dev-1"}).status_code == 401
+
+
+def test_upcoming_headless_runs_soonest_first(console: Client, org: Org, device: DeviceActor) -> None:
+    for when in ("2099-03-01T00:00:00Z", "2099-01-01T00:00:00Z"):
+        org.admin.post(
+            "/api/v1/inventory_device_headless_operation/",
+            {"device_id": "dev-1", "operation_type": "sync", "scheduled_at": when},
+        )
+
+    html = console.get("/admin/inventory/upcomingheadlessrun/").content.decode()
+
+    assert html.index("Jan. 1, 2099") < html.index("March 1, 2099")
+
+
+def test_maintenance_run_now_button(console: Client, org: Org) -> None:
+    job = maintenance.create_job(org.tenant.pk, "0 0 4 ? * *")
+
+    page = console.get(f"/admin/maintenance/maintenancejob/{job.pk}/change/").content.decode()
+    response = console.post(f"/admin/maintenance/maintenancejob/{job.pk}/run-now/")
+
+    assert 'id="run-now"' in page
+    assert response.status_code == 302
+    assert MaintenanceExecution.objects.filter(job=job, manual=True).count() == 1
+    assert "success at" in console.get("/admin/maintenance/maintenancejob/").content.decode()
