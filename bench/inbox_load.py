@@ -184,13 +184,13 @@ class Bench:
     # --- wrk --------------------------------------------------------------------------------
 
     def wrk(
-        self, path: str, script: str | None = None, data: Path | None = None, **env: str
+        self, path: str, script: str | None = None, data: Path | None = None, duration: int = 0, **env: str
     ) -> dict[str, Any]:
         command = [
             "wrk",
             f"-t{self.options.threads}",
             f"-c{self.options.connections}",
-            f"-d{self.options.duration}s",
+            f"-d{duration or self.options.duration}s",
             "--timeout",
             "10s",
             "--latency",
@@ -249,7 +249,7 @@ class Bench:
         self.server = start_gunicorn(self.env, port, config.split(), self.work / "gunicorn.log")
         try:
             self.reset_commands()
-            self.wrk("/bench/bare/")  # warm-up: imports, connections, caches of every worker
+            self.wrk("/bench/bare/", duration=3)  # warm-up: imports, connections of every worker
             bare = self.report(config, "bare view", self.wrk("/bench/bare/"), None)
 
             empty_data = self.prime_etags()
