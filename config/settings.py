@@ -220,6 +220,10 @@ LOGGING = {
 # --- Operations and the inbox -------------------------------------------------------------------
 # Most device ids an operation may list explicitly; larger fleets are picked by groups or filters.
 MAX_QUERY_DEVICES = env_int("MAX_QUERY_DEVICES", 10_000, minimum=1)
+# Device key range per fan-out transaction (operations/fanout.py), and how long a fan-out may
+# stand still before ``recover_stuck_fan_outs`` hands it to a worker again (it runs twice as often).
+FANOUT_CHUNK_SIZE = env_int("FANOUT_CHUNK_SIZE", 100_000, minimum=1)
+FANOUT_STUCK_SECONDS = env_int("FANOUT_STUCK_SECONDS", 60, minimum=1)
 # Seconds a handed-out command may wait for its acknowledgement before it is handed out again.
 INBOX_REDELIVERY_SECONDS = env_int("INBOX_REDELIVERY_SECONDS", 120, minimum=1)
 # Hand-outs without acknowledgement before the command becomes Command TimeOut.
@@ -242,7 +246,10 @@ CELERY_BEAT_SCHEDULE.update(
     {
         "sweep-commands": {"task": "commands.tasks.sweep_commands", "schedule": float(SWEEP_SECONDS)},
         "flush-last-seen": {"task": "commands.tasks.flush_last_seen", "schedule": float(SWEEP_SECONDS)},
-        "recover-stuck-fan-outs": {"task": "operations.tasks.recover_stuck_fan_outs", "schedule": 30.0},
+        "recover-stuck-fan-outs": {
+            "task": "operations.tasks.recover_stuck_fan_outs",
+            "schedule": FANOUT_STUCK_SECONDS / 2,
+        },
         "run-due-headless": {"task": "inventory.tasks.run_due_headless", "schedule": float(SWEEP_SECONDS)},
     }
 )

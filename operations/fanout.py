@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Max, Min, QuerySet
 from django.utils import timezone
@@ -35,9 +36,10 @@ from operations.windows import Window
 logger = logging.getLogger(__name__)
 S = OperationState
 
-# Device key range per INSERT ... SELECT transaction. 100,000 rows take about a second on
-# PostgreSQL here; smaller chunks cost more round trips, larger ones hold locks longer.
-CHUNK_SIZE = 100_000
+# Device key range per INSERT ... SELECT transaction (setting FANOUT_CHUNK_SIZE, default
+# 100,000). 100,000 rows take about a second on PostgreSQL here; smaller chunks cost more
+# round trips, larger ones hold locks longer.
+CHUNK_SIZE: int = settings.FANOUT_CHUNK_SIZE
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -20,6 +21,7 @@ from operations.device_query import DeviceQuery
 from operations.models import Operation
 
 S = OperationState
+logger = logging.getLogger(__name__)
 
 
 def create_operation(tenant_id: int, data: dict[str, Any], actor: str) -> Operation:
@@ -42,10 +44,20 @@ def create_operation(tenant_id: int, data: dict[str, Any], actor: str) -> Operat
             updated_by=actor,
         )
         progress.record_activity(operation.pk, S.CREATED, actor=actor)
-        from operations.tasks import fan_out_operation
-
-        transaction.on_commit(lambda: fan_out_operation.delay(str(operation.pk)))
+        transaction.on_commit(lambda: _send_fan_out(operation.pk))
     return operation
+
+
+def _send_fan_out(operation_id: Any) -> None:
+    """Hand the fan-out to a worker. The operation is stored already: a broker that is down
+    must not fail the request (a client would retry and create it twice);
+    ``recover_stuck_fan_outs`` sends it again later."""
+    from operations.tasks import fan_out_operation
+
+    try:
+        fan_out_operation.delay(str(operation_id))
+    except Exception:
+        logger.warning("fan-out of %s not sent; the recovery sweep will send it", operation_id, exc_info=True)
 
 
 def request_state(operation: Operation, target: OperationState, reason: str, actor: str) -> Operation:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
 
 from operations import fanout
@@ -12,7 +13,7 @@ from operations.choices import OperationState
 from operations.models import Operation
 
 #: An operation whose fan-out has not moved for this long is handed to a worker again.
-STUCK_AFTER = dt.timedelta(seconds=60)
+STUCK_AFTER = dt.timedelta(seconds=settings.FANOUT_STUCK_SECONDS)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
