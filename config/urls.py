@@ -13,6 +13,9 @@ def health(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok", "docs": "/api/docs/", "schema": "/api/schema/"})
 
 
+# Any error Django catches outside a DRF view: JSON, and 503 when the database is down.
+handler500 = "config.api.unavailable.server_error"
+
 urlpatterns = [
     path("", health, name="health"),
     path("admin/", admin.site.urls),
