@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from config.api.envelopes import ERROR_ENVELOPE_SCHEMA
+from config.api.schema import ERROR_DESCRIPTIONS
+
 
 def _error() -> dict[str, Any]:
     return {"$ref": "#/components/schemas/ErrorEnvelope"}
@@ -15,18 +18,7 @@ def _error() -> dict[str, Any]:
 
 def add_inbox_path(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
-    schemas.setdefault(
-        "ErrorEnvelope",
-        {
-            "type": "object",
-            "properties": {
-                "code": {"type": "integer"},
-                "message": {"type": "string"},
-                "errors": {"type": "object", "additionalProperties": True},
-            },
-            "required": ["code", "message", "errors"],
-        },
-    )
+    schemas.setdefault("ErrorEnvelope", ERROR_ENVELOPE_SCHEMA)
     command = {"$ref": "#/components/schemas/CommandStatus"}
     page = {
         "type": "object",
@@ -70,6 +62,9 @@ def add_inbox_path(result: dict[str, Any], generator: Any, request: Any, public:
                 "304": {"description": "Nothing new since the ETag given in If-None-Match."},
                 "400": {"description": "device_id missing or not visible to the caller.", "content": error},
                 "401": {"description": "Missing, unknown or revoked token.", "content": error},
+                "405": {"description": "Any method but GET.", "content": error},
+                "429": {"description": ERROR_DESCRIPTIONS["429"], "content": error},
+                "503": {"description": ERROR_DESCRIPTIONS["503"], "content": error},
             },
         }
     }

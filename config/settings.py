@@ -178,7 +178,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["config.api.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "config.api.exceptions.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "config.api.schema.EnvelopedAutoSchema",
     "UNAUTHENTICATED_USER": None,
     "PAGE_SIZE": 20,
 }
@@ -198,6 +198,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_AUTHENTICATION": [],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
+    "ENUM_NAME_OVERRIDES": {"DeviceStateEnum": "inventory.models.devices.DeviceState"},
         "commands.inbox_schema.add_inbox_path",
     ],
 }

@@ -13,6 +13,9 @@ def health(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok", "docs": "/api/docs/", "schema": "/api/schema/"})
 
 
+# A path no view matches answers the API's JSON 404 (config.api.exceptions.not_found).
+handler404 = "config.api.exceptions.not_found"
+
 # Any error Django catches outside a DRF view: JSON, and 503 when the database is down.
 handler500 = "config.api.unavailable.server_error"
 

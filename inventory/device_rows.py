@@ -85,7 +85,7 @@ def clean_device_row(raw: Any, partial: bool = False) -> tuple[dict[str, Any], E
         clean[field] = text.lower() if field == "os" and text else text
 
     if "state" in raw:
-        if raw["state"] not in STATES:
+        if not isinstance(raw["state"], str) or raw["state"] not in STATES:  # a list or object is unhashable
             errors["state"] = [f"must be one of {', '.join(sorted(STATES))}, got {str(raw['state'])[:40]!r}"]
         else:
             clean["state"] = raw["state"]

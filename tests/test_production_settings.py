@@ -27,6 +27,7 @@ def _clean_env(**overrides: str) -> dict[str, str]:
         k: v
         for k, v in os.environ.items()
         if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "SECRET_KEY", "DEBUG", "SECURE_HTTPS"}
+        and k != "DJANGO_ALLOW_ASYNC_UNSAFE"  # set by test tooling, never in production
     }
     env.update(overrides)
     return env

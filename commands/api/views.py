@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import F, QuerySet
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -29,7 +29,13 @@ class CommandStatusViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
     def scope_to_device(self, queryset: QuerySet[Any], principal: Principal) -> QuerySet[Any]:
         return queryset.filter(device_id=principal.device_pk)
 
-    @extend_schema(request=CommandStatusUpdateSerializer, responses={200: CommandStatusSerializer})
+    @extend_schema(
+        request=CommandStatusUpdateSerializer,
+        responses={
+            200: CommandStatusSerializer,
+            409: OpenApiResponse(description="expected_version is not the command's version."),
+        },
+    )
     def update(self, request: Request, pk: str) -> Response:
         """Report a command's new state. Repeating the current state is a no-op (200)."""
         command = self.get_object()

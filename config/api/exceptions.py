@@ -14,7 +14,8 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, InterfaceError, OperationalError
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.defaults import page_not_found
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -101,3 +102,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return Response(
         envelope.error(500, "Internal server error.", {}), status=status.HTTP_500_INTERNAL_SERVER_ERROR
     )
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """``handler404``: a path no view matches (``/commands/v0/status/abc/``) answers the API's
+    JSON 404, like any 404 of a view; the console keeps Django's page."""
+    if request.path.startswith("/admin/"):
+        return page_not_found(request, exception or Http404())
+    return JsonResponse(DEFAULT_ENVELOPE.error(404, "Not found.", {}), status=404)

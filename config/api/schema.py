@@ -1,10 +1,16 @@
-"""OpenAPI: the bearer scheme, documented once for every endpoint."""
+"""OpenAPI: the bearer scheme and the envelopes, documented once for every endpoint."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import ResolvedComponent
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+
+from config.api.envelopes import DEFAULT_ENVELOPE, Envelope
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):
@@ -18,3 +24,73 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
             "description": "An API key (`dok_…`, role admin, operator or viewer) or a device token "
             "(`ddt_…`, which reaches only that device's inbox and command statuses).",
         }
+
+
+ERROR_DESCRIPTIONS = {
+    "400": "Invalid input: the body, a parameter or the query names the field at fault.",
+    "401": "Missing, unknown, revoked or expired token.",
+    "403": "The key's role may not do this, or a device token reached beyond its device.",
+    "404": "No such object in the caller's tenant.",
+    "409": "The object changed since the version the request expected.",
+    "413": "The request body is larger than API_MAX_BODY_MB.",
+    "415": "The body is not application/json.",
+    "429": "Too many requests with this token this minute; see Retry-After.",
+    "503": "The database is unavailable; retry after Retry-After.",
+}
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+class EnvelopedAutoSchema(AutoSchema):
+    """Describes what :class:`config.api.views.ApiViewMixin` sends: each success body in the
+    view's envelope, and every error a request can meet in the envelope's error shape.
+
+    A response whose serializer already has ``code`` and ``message`` is enveloped by its
+    view (``response.enveloped``) and described as it is.
+    """
+
+    def _envelope(self) -> Envelope:
+        return getattr(self.view, "envelope", DEFAULT_ENVELOPE)
+
+    def _get_response_for_code(
+        self, serializer: Any, status_code: str, media_types: Any = None, direction: Any = "response"
+    ) -> dict[str, Any]:
+        response: dict[str, Any] = super()._get_response_for_code(
+            serializer, status_code, media_types, direction
+        )
+        if not ("200" <= status_code < "300") or _is_enveloped(serializer):
+            return response
+        for media in response.get("content", {}).values():
+            media["schema"] = self._envelope().success_schema(media["schema"])
+        return response
+
+    def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
+        responses: dict[str, Any] = super()._get_response_bodies(direction)
+        envelope = self._envelope()
+        component = ResolvedComponent(
+            name=envelope.error_component,
+            type=ResolvedComponent.SCHEMA,
+            schema=envelope.error_schema(),
+            object=envelope.error_component,
+        )
+        self.registry.register_on_missing(component)
+        codes = ["400", "401", "403", "429", "503"]
+        if "{" in self.path:
+            codes.append("404")
+        if self.method in _BODY_METHODS:
+            codes.extend(["413", "415"])
+        codes.extend(code for code in responses if code >= "400")
+        for code in sorted(set(codes)):
+            described = responses.setdefault(code, {"description": ERROR_DESCRIPTIONS.get(code, "")})
+            if not described.get("description"):
+                described["description"] = ERROR_DESCRIPTIONS.get(code, "")
+            described["content"] = {"application/json": {"schema": component.ref}}
+        return responses
+
+
+def _is_enveloped(serializer: Any) -> bool:
+    if isinstance(serializer, OpenApiResponse):
+        serializer = serializer.response
+    if not isinstance(serializer, serializers.Serializer):
+        return False
+    fields: Any = serializer.fields
+    return "code" in fields and "message" in fields

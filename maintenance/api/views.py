@@ -11,8 +11,7 @@ from typing import Any
 
 from django.db.models import OuterRef, QuerySet, Subquery
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import serializers
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -33,19 +32,6 @@ CREATED_MESSAGE = "Time-based schedule successfully created."
 ENVELOPE = MaintenanceEnvelope()
 _BOOLEANS = {"true": True, "false": False}
 CREATE_PARAMETERS = ("time_expression", "scheduler_type", "full_build")
-
-
-def _enveloped(data_serializer: Any, name: str) -> Any:
-    return inline_serializer(
-        name,
-        {
-            "status": inline_serializer(
-                "MaintenanceStatus", {"code": serializers.IntegerField(), "message": serializers.CharField()}
-            ),
-            "responseCreated": serializers.DateTimeField(),
-            "response": data_serializer,
-        },
-    )
 
 
 def _body(request: Request) -> dict[str, Any]:
@@ -89,7 +75,7 @@ class MaintenanceJobsView(MaintenanceView):
                 description="true: only active jobs; false: only deactivated jobs; absent: all.",
             )
         ],
-        responses={200: _enveloped(MaintenanceJobSerializer(many=True), "MaintenanceJobList")},
+        responses={200: MaintenanceJobSerializer(many=True)},
     )
     def get(self, request: Request, org_id: str) -> Response:
         """Every maintenance schedule of the organization, newest first."""
@@ -112,7 +98,7 @@ class MaintenanceJobsView(MaintenanceView):
             OpenApiParameter("full_build", OpenApiTypes.BOOL),
         ],
         request=MaintenanceJobCreateSerializer,
-        responses={200: _enveloped(MaintenanceJobCreatedSerializer(), "MaintenanceJobCreated")},
+        responses={200: MaintenanceJobCreatedSerializer},
     )
     def post(self, request: Request, org_id: str) -> Response:
         """Create a time-based schedule; parameters come from the query string or the JSON body."""
@@ -148,7 +134,7 @@ class MaintenanceJobView(MaintenanceView):
 
     @extend_schema(
         operation_id="maintenance_job_delete",
-        responses={200: _enveloped(serializers.CharField(), "MaintenanceJobDeleted")},
+        responses={200: OpenApiTypes.STR},
     )
     def delete(self, request: Request, org_id: str, job_id: str) -> Response:
         """Delete the schedule and its beat entry; its execution history goes with it."""
@@ -159,7 +145,7 @@ class MaintenanceJobView(MaintenanceView):
     @extend_schema(
         operation_id="maintenance_job_set_active",
         request=MaintenanceJobActiveSerializer,
-        responses={200: _enveloped(MaintenanceJobSerializer(), "MaintenanceJob")},
+        responses={200: MaintenanceJobSerializer},
     )
     def patch(self, request: Request, org_id: str, job_id: str) -> Response:
         """Activate or deactivate the schedule: ``{"active": false}`` (not in the seed)."""

@@ -45,6 +45,8 @@ class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantS
             200: inline_serializer(
                 "OperationStateChanged",
                 {
+                    "code": serializers.IntegerField(),
+                    "message": serializers.CharField(),
                     "operationId": serializers.CharField(),
                     "status": serializers.CharField(),
                     "content": OperationSerializer(),
