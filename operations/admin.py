@@ -152,7 +152,14 @@ class OperationAdmin(TenantScopedAdmin):
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
     ) -> HttpResponse:
         operation = self.get_object(request, unquote(object_id))
-        context = dict(extra_context or {}, terminal_states=sorted(TERMINAL_STATES))
+        # Every field is read-only: the state moves only by the buttons (the services).
+        context = dict(
+            extra_context or {},
+            terminal_states=sorted(TERMINAL_STATES),
+            show_save=False,
+            show_save_and_continue=False,
+            show_save_and_add_another=False,
+        )
         if operation is not None:
             context["live_progress"] = progress_bar(operation)
             context["retryable"] = _retryable(operation)

@@ -117,7 +117,11 @@ class OperationForm(forms.Form):
         from inventory.models import Device
 
         systems = (
-            Device.objects.filter(tenant__in=tenants).exclude(os="").values_list("os", flat=True).distinct()
+            Device.objects.filter(tenant__in=tenants)
+            .exclude(os="")
+            .order_by("os")  # not Device's default ordering by id, which would defeat DISTINCT
+            .values_list("os", flat=True)
+            .distinct()
         )
         self.fields["os"].choices = [(os, os) for os in sorted(systems)]  # type: ignore[attr-defined]
 

@@ -15,8 +15,9 @@ document.addEventListener("DOMContentLoaded", function () {
         stateBox.textContent = answer.state;
         bar.innerHTML = answer.progress;  // HTML escaped by the server (format_html)
         updated.textContent = "updated " + new Date().toLocaleTimeString();
-        if (cancelTool) cancelTool.hidden = answer.terminal;
-        if (retryTool) retryTool.hidden = !answer.retryable;
+        // style, not the hidden attribute: the admin's CSS shows every object-tools item
+        if (cancelTool) cancelTool.style.display = answer.terminal ? "none" : "";
+        if (retryTool) retryTool.style.display = answer.retryable ? "" : "none";
         panel.dataset.terminal = answer.terminal ? "true" : "false";
         if (!answer.terminal) setTimeout(poll, 2000);
       })

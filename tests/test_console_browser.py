@@ -1,0 +1,235 @@
+"""The console in a real browser: headless Chromium (Debian's) driven by Playwright, the app
+served by ``live_server`` and operations dispatched by a real Celery worker.
+
+Screenshots go to ``var/screenshots/`` (CI keeps them); ``UPDATE_DOCS_SCREENSHOTS=1`` also
+refreshes ``docs/screenshots/dashboard.png`` for the README.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+
+from commands.choices import CommandState
+from commands.models import CommandStatus
+from commands.services import report
+from inventory.models import ApiKey, Device, Tenant
+from inventory.services import bulk_import_devices, get_or_create_tenant
+from operations.models import Operation
+from tests.conftest import ROOT, CeleryProcesses
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = ROOT / "var" / "screenshots"
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+if not Path(CHROMIUM).exists():  # .ci/run installs it; a developer machine may lack it
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    # Playwright's sync API runs an event loop in the test's thread; the ORM calls the tests
+    # make between browser steps are plain synchronous calls all the same. Only for this
+    # module: `check --deploy` (tests/test_production_settings.py) refuses the variable.
+    saved = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        yield from _launch()
+    finally:
+        if saved is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = saved
+
+
+def _launch() -> Iterator[Any]:
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-dev-shm-usage",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def tenant(transactional_db: None) -> Tenant:
+    return get_or_create_tenant("acme")[0]
+
+
+@pytest.fixture
+def page(browser: Any, live_server: Any, tenant: Tenant) -> Iterator[Any]:
+    """A logged-in console page (a superuser; the scoping has its own tests)."""
+    User.objects.create_superuser("root", "", "secret-pw")
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=live_server.url)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto("/admin/login/?next=/admin/")
+    page.fill("#id_username", "root")
+    page.fill("#id_password", "secret-pw")
+    page.click("input[type=submit]")
+    page.wait_for_url(re.compile(r"/admin/$"))
+    yield page
+    context.close()
+
+
+def shot(page: Any, name: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def text(page: Any, selector: str) -> str:
+    return str(page.locator(selector).inner_text())
+
+
+def test_create_watch_and_cancel_an_operation(
+    page: Any, tenant: Tenant, celery_worker: CeleryProcesses
+) -> None:
+    bulk_import_devices(
+        tenant.pk,
+        [{"device_id": f"and-{i}", "os": "android"} for i in range(6)]
+        + [{"device_id": f"lin-{i}", "os": "linux"} for i in range(4)],
+    )
+
+    page.goto("/admin/operations/operation/add/")
+    page.select_option("#id_operation_type", "INSTALL_APP")
+    page.fill("#id_arguments", '{"package": "com.example.shop"}')
+    page.select_option("#id_os", ["android"])
+    page.wait_for_function("document.getElementById('preview-count').textContent === '6 devices match'")
+    page.fill("#id_devices", "and-1 and-2 ghost")
+    page.wait_for_function("document.getElementById('preview-errors').textContent.includes('ghost')")
+    page.fill("#id_devices", "")
+    page.wait_for_function("document.getElementById('preview-count').textContent === '6 devices match'")
+    assert "and-0" in text(page, "#preview-sample")
+    shot(page, "operation-form")
+    page.click("#create-operation")
+
+    page.wait_for_url(re.compile(r"/admin/operations/operation/[0-9a-f-]+/change/$"))
+    operation = Operation.objects.get()
+    assert operation.operation_type == "INSTALL_APP" and operation.arguments == {
+        "package": "com.example.shop"
+    }
+    # The worker dispatches; the page follows without a reload.
+    page.wait_for_function(
+        "document.getElementById('live-state').textContent === 'DISPATCHED'", timeout=60_000
+    )
+    assert "0 ok / 0 failed / 6 pending of 6" in text(page, "#live-bar")
+    for command in CommandStatus.objects.filter(operation=operation).order_by("pk")[:2]:
+        for state in (CommandState.ACKNOWLEDGED, CommandState.IN_PROGRESS, CommandState.SUCCESS):
+            command, _ = report(command, state, actor="device")
+    page.wait_for_function(
+        "document.getElementById('live-bar').textContent.includes('2 ok / 0 failed / 4 pending')"
+    )
+    assert text(page, "#live-state") == "PROCESSING"
+    shot(page, "operation-progress")
+
+    page.click("#cancel-operation")
+    page.wait_for_function("document.getElementById('live-state').textContent === 'CANCELLED'")
+    operation.refresh_from_db()
+    assert operation.cancelled_count == 4 and operation.success_count == 2
+    assert page.locator("#cancel-tool").is_hidden()
+    shot(page, "operation-cancelled")
+
+
+def test_upload_a_device_file_with_a_rejected_row_report(page: Any, tenant: Tenant) -> None:
+    page.goto("/admin/inventory/device/")
+    page.click("#import-devices")
+    page.select_option("#id_tenant", str(tenant.pk))
+    bad = (
+        b"id,name,os,timezone,tags\nshop-1,Till 1,android,Europe/Berlin,till\nno spaces,Till 2,android,UTC,\n"
+    )
+    page.set_input_files("#id_file", {"name": "devices.csv", "mimeType": "text/csv", "buffer": bad})
+    page.click("#import-form input[type=submit]")
+    page.wait_for_selector("#import-report")
+    assert "1 of 2 row(s) rejected" in text(page, "#import-report")
+    assert "no spaces" in text(page, "#import-report")
+    assert not Device.objects.exists()
+    shot(page, "device-import-rejected")
+
+    good = b"id,name,os,timezone,tags\nshop-1,Till 1,android,Europe/Berlin,till\nshop-2,Till 2,android,UTC,\n"
+    page.select_option("#id_tenant", str(tenant.pk))
+    page.set_input_files("#id_file", {"name": "devices.csv", "mimeType": "text/csv", "buffer": good})
+    page.click("#import-form input[type=submit]")
+    page.wait_for_selector("#import-done")
+    assert "Imported 2 device(s)" in text(page, "#import-done")
+    assert Device.objects.filter(tenant=tenant).count() == 2
+    assert "shop-1," in page.locator("#import-tokens").input_value()
+    shot(page, "device-import-done")
+
+
+def test_issue_a_key_shown_once_with_a_copy_button(page: Any, tenant: Tenant) -> None:
+    page.goto("/admin/inventory/apikey/add/")
+    page.select_option("#id_tenant", str(tenant.pk))
+    page.fill("#id_name", "deploy bot")
+    page.select_option("#id_role", "operator")
+    page.click("input[name=_save]")
+
+    page.wait_for_selector("#secret-value")
+    plain = text(page, "#secret-value").strip()
+    key = ApiKey.objects.get(name="deploy bot")
+    assert plain.startswith(f"dok_{key.prefix}_")
+    page.click("#copy-secret")
+    page.wait_for_function("document.getElementById('copy-status').textContent !== ''")
+    if text(page, "#copy-status") == "Copied.":
+        assert page.evaluate("navigator.clipboard.readText()") == plain
+    shot(page, "api-key-issued")
+
+    page.goto(f"/admin/inventory/apikey/{key.pk}/change/")
+    assert plain not in page.content()
+    page.click("#revoke-key")
+    page.wait_for_selector(".messagelist .success")
+    key.refresh_from_db()
+    assert key.revoked_at is not None
+
+
+def test_dashboard(page: Any, tenant: Tenant) -> None:
+    bulk_import_devices(
+        tenant.pk,
+        [{"device_id": f"k-{i}", "os": ["android", "linux", "ios"][i % 3]} for i in range(12)]
+        + [{"device_id": "old-1", "os": "windows", "state": "inactive"}],
+    )
+    from operations.fanout import fan_out
+    from operations.services import create_operation
+
+    for operation_type, os_name in (("REBOOT", "android"), ("INSTALL_APP", "linux")):
+        operation = create_operation(
+            tenant.pk,
+            {"operation_type": operation_type, "operation_device_query": {"filters": {"os": os_name}}},
+            "demo",
+        )
+        fan_out(operation.pk)
+        for index, command in enumerate(CommandStatus.objects.filter(operation=operation).order_by("pk")):
+            if index == 3:
+                continue  # still pending
+            for state in (CommandState.ACKNOWLEDGED, CommandState.IN_PROGRESS):
+                command, _ = report(command, state, actor="device")
+            report(command, CommandState.FAILURE if index == 2 else CommandState.SUCCESS, actor="device")
+
+    page.goto("/admin/")
+    page.wait_for_selector("#command-chart[data-rendered=true]")
+    assert "13" in text(page, "#fleet-size")
+    assert "windows: 1" in text(page, "#fleet-os")
+    assert text(page, "#active-operations").count("of 4") == 2
+    path = shot(page, "dashboard")
+    if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
+        docs = ROOT / "docs" / "screenshots"
+        docs.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, docs / "dashboard.png")
