@@ -86,7 +86,7 @@ class ApiKeyAdmin(TenantScopedAdmin):
     list_filter = ["role", "tenant", ("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "prefix"]
     readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
-    actions = ["revoke"]
+    actions = ["revoke", "rotate"]
     change_form_template = "admin/inventory/apikey/change_form.html"
 
     @admin.display(description="key")
@@ -144,6 +144,16 @@ class ApiKeyAdmin(TenantScopedAdmin):
         services.revoke_api_key(key)
         messages.success(request, f"Revoked {key}.")
         return HttpResponseRedirect(reverse("admin:inventory_apikey_change", args=[key.pk]))
+
+    @admin.action(
+        description="Rotate the selected keys (new keys shown once; old ones revoked)", permissions=["change"]
+    )
+    def rotate(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset.filter(revoked_at__isnull=True)[:50]:
+            new_key, plain = services.rotate_api_key(key)
+            messages.warning(
+                request, f"New key for {new_key.name or new_key.prefix} ({new_key.role}): {plain}"
+            )
 
     @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:

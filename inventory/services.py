@@ -3,6 +3,7 @@ the management commands alike."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -45,6 +46,26 @@ def create_api_key(tenant: Tenant, role: str, name: str = "") -> tuple[ApiKey, s
 def revoke_api_key(key: ApiKey) -> None:
     ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
     forget_token(key.prefix)
+
+
+@transaction.atomic
+def rotate_api_key(key: ApiKey, grace_seconds: int = 0) -> tuple[ApiKey, str]:
+    """A new key with the same tenant, role, name and expiry; the old one stops at once, or
+    expires after ``grace_seconds`` so its clients can move over. The plain key is returned once."""
+    if key.revoked_at is not None:
+        raise ValueError(f"{key} is revoked; make a new key instead")
+    new_key, plain = create_api_key(key.tenant, key.role, key.name)
+    if key.expires_at is not None:
+        ApiKey.objects.filter(pk=new_key.pk).update(expires_at=key.expires_at)
+        new_key.expires_at = key.expires_at
+    if grace_seconds <= 0:
+        revoke_api_key(key)
+    else:
+        until = timezone.now() + dt.timedelta(seconds=grace_seconds)
+        if key.expires_at is None or until < key.expires_at:
+            ApiKey.objects.filter(pk=key.pk).update(expires_at=until)
+        forget_token(key.prefix)  # the cached lookup carries the old expiry
+    return new_key, plain
 
 
 # --- devices ------------------------------------------------------------------------------------
