@@ -127,7 +127,7 @@ CELERY_BROKER_URL = (
     env_url("CELERY_BROKER_URL", {"redis", "rediss", "amqp", "filesystem", "memory"}) or REDIS_URL
 )
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {"default": {"BACKEND": "config.cache.ReusingRedisCache", "LOCATION": REDIS_URL}}
 else:
     # Shared by web, worker and beat processes on one machine, unlike the local-memory cache.
     CACHES = {
@@ -196,9 +196,9 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    "ENUM_NAME_OVERRIDES": {"DeviceStateEnum": "inventory.models.devices.DeviceState"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-    "ENUM_NAME_OVERRIDES": {"DeviceStateEnum": "inventory.models.devices.DeviceState"},
         "commands.inbox_schema.add_inbox_path",
     ],
 }
