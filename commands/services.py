@@ -56,24 +56,26 @@ def counter_deltas(old: int, new: int, was_dispatched: bool = True) -> dict[str,
 
 
 def report(
-    command: CommandStatus,
+    command: CommandStatus | int,
     target: CommandState,
     reason: str = "",
     details: Any = None,
     expected_version: int | None = None,
     actor: str = "",
+    scope: QuerySet[CommandStatus] | None = None,
 ) -> tuple[CommandStatus, bool]:
     """A device's (or operator's) PUT. Returns the command and whether it changed.
 
     Repeating the current state is a no-op (devices retry); a stale ``expected_version``
     is a 409; a move outside the table, or out of a finished state, is a 400 naming both.
+    ``scope`` is the caller's view of the commands (its tenant, its device): a command
+    outside it is ``CommandStatus.DoesNotExist``. Reading and locking the row is one query,
+    which is all the hot path needs before its UPDATE and history INSERT.
     """
+    pk = command.pk if isinstance(command, CommandStatus) else command
+    commands = scope if scope is not None else CommandStatus.objects.all()
     with transaction.atomic():
-        current = (
-            CommandStatus.objects.select_for_update(of=("self",))
-            .select_related("operation")
-            .get(pk=command.pk)
-        )
+        current = commands.select_for_update(of=("self",)).select_related("operation").get(pk=pk)
         if current.state == target:
             return current, False
         if expected_version is not None and expected_version != current.version:
@@ -112,8 +114,9 @@ def report(
             operation = current.operation
             assert operation is not None
             # Skip the conditional UPDATEs when they cannot match: the hot path stays short.
-            if operation.state == progress.S.DISPATCHED or target in TERMINAL_STATES:
-                progress.advance(current.operation_id, reported=True, actor=actor)
+            first_report = operation.state == progress.S.DISPATCHED
+            if first_report or target in TERMINAL_STATES:
+                progress.advance(current.operation_id, reported=first_report, actor=actor)
     return current, True
 
 

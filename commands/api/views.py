@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import F, QuerySet
+from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins
 from rest_framework.request import Request
@@ -38,16 +39,19 @@ class CommandStatusViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
     )
     def update(self, request: Request, pk: str) -> Response:
         """Report a command's new state. Repeating the current state is a no-op (200)."""
-        command = self.get_object()
         serializer = CommandStatusUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        services.report(
-            command,
-            data["state"],
-            reason=data["reason"],
-            details=data.get("details"),
-            expected_version=data.get("expected_version"),
-            actor=self.principal.label,
-        )
-        return Response(CommandStatusSerializer(self.get_queryset().get(pk=command.pk)).data)
+        try:
+            command, _ = services.report(
+                int(pk),
+                data["state"],
+                reason=data["reason"],
+                details=data.get("details"),
+                expected_version=data.get("expected_version"),
+                actor=self.principal.label,
+                scope=self.get_queryset(),
+            )
+        except CommandStatus.DoesNotExist:
+            raise Http404 from None
+        return Response(CommandStatusSerializer(command).data)
