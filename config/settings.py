@@ -74,6 +74,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # A database that is down: 503 JSON from plain views too (the inbox), not Django's 500.
     "config.api.unavailable.DatabaseUnavailableMiddleware",
+    # The audit log of the console's writes (the API's are recorded by its base view).
+    "inventory.audit.ConsoleAuditMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

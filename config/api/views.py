@@ -60,7 +60,11 @@ class ApiViewMixin:
                 response.data, response.status_code, getattr(response, "envelope_message", None)
             )
             response.enveloped = True  # type: ignore[attr-defined]
-        return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        from inventory.audit import record_api_write  # the apps are loaded by the first request
+
+        record_api_write(request, self, response, kwargs)  # the audit log: writes by API keys
+        return response
 
 
 class TenantScopedViewSet(ApiViewMixin, viewsets.GenericViewSet):
