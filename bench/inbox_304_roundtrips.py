@@ -29,12 +29,12 @@ def main() -> None:
     from inventory.services import create_device, get_or_create_tenant
 
     setup_test_environment()
-    old = setup_databases(verbosity=0, interactive=False, aliases=["default"])
+    old = setup_databases(verbosity=0, interactive=False)
     try:
         tenant, _ = get_or_create_tenant("bench")
         _, token = create_device(tenant.pk, {"device_id": "bench-1"})
         client = Client()
-        headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+        headers: dict[str, Any] = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
         params = {"device_id": "bench-1"}
         etag = client.get("/v2/command-inbox/", params, **headers)["ETag"]
 
