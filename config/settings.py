@@ -227,7 +227,9 @@ LOGGING = {
 MAX_QUERY_DEVICES = env_int("MAX_QUERY_DEVICES", 10_000, minimum=1)
 # Device key range per fan-out transaction (operations/fanout.py), and how long a fan-out may
 # stand still before ``recover_stuck_fan_outs`` hands it to a worker again (it runs twice as often).
-FANOUT_CHUNK_SIZE = env_int("FANOUT_CHUNK_SIZE", 100_000, minimum=1)
+FANOUT_CHUNK_SIZE = env_int("FANOUT_CHUNK_SIZE", 50_000, minimum=1)
+# Chunks of one fan-out written at the same time, each on its own database connection.
+FANOUT_PARALLELISM = env_int("FANOUT_PARALLELISM", 2, minimum=1)
 FANOUT_STUCK_SECONDS = env_int("FANOUT_STUCK_SECONDS", 60, minimum=1)
 # Seconds a handed-out command may wait for its acknowledgement before it is handed out again.
 INBOX_REDELIVERY_SECONDS = env_int("INBOX_REDELIVERY_SECONDS", 120, minimum=1)
