@@ -15,7 +15,7 @@ from operations import fanout
 from operations.choices import OperationState
 from operations.models import Operation
 from operations.services import cancel_operation, create_operation
-from tests.conftest import Org
+from tests.conftest import Org, make_org
 
 S = OperationState
 
@@ -159,3 +159,23 @@ def test_device_time_window_schedules_each_zone_at_its_own_instant(org: Org) -> 
     assert operation.dispatched_count == 1
     states = dict(CommandStatus.objects.filter(operation=operation).values_list("device__device_id", "state"))
     assert states == {"tokyo": CommandState.QUEUED, "ny": CommandState.SCHEDULED}
+
+
+def test_parallel_chunks_on_their_own_connections_write_each_device_once(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    # Outside a test transaction the chunks run in threads, each on its own connection.
+    org = make_org("parallel")
+    monkeypatch.setattr(fanout, "CHUNK_SIZE", 10)
+    settings.FANOUT_PARALLELISM = 2
+    load_devices(org, 95)
+    operation = new_operation(org)
+
+    fanout.fan_out(operation.pk)
+    fanout.fan_out(operation.pk)  # and again, as a duplicated message would
+
+    operation.refresh_from_db()
+    assert operation.state == S.DISPATCHED
+    assert operation.resolved_count == operation.dispatched_count == 95
+    assert CommandStatus.objects.filter(operation=operation).count() == 95
+    assert activity(operation).count("DISPATCHED") == 1
