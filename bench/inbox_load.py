@@ -213,7 +213,7 @@ class Bench:
 
     def prime_etags(self) -> Path:
         """Each device's empty-inbox ETag, as its last empty poll left it: made in this process
-        by the inbox's own functions (``remember_empty``), with the token lookup cached as a
+        by the inbox's own functions (``generations``, ``empty_etag``), with the token lookup cached as a
         poll leaves it (``resolve_token``); one of them is then checked to answer 304."""
         from commands import inbox_cache
         from config.api.authentication import resolve_token
@@ -222,8 +222,8 @@ class Bench:
         rows = []
         for device_id, token, pk in self.devices:
             assert resolve_token(token) is not None
-            _, generation = inbox_cache.cached_empty_etag(self.tenant_id, pk)
-            rows.append((device_id, token, inbox_cache.remember_empty(pk, generation)))
+            generation = inbox_cache.generations(self.tenant_id, pk)
+            rows.append((device_id, token, inbox_cache.empty_etag(self.tenant_id, pk, generation)))
         device_id, token, etag = rows[0]
         check = requests.get(
             f"{self.base}/v2/command-inbox/",

@@ -1,37 +1,40 @@
-"""What the inbox remembers between polls, so an empty poll can answer 304 from the cache.
+"""What lets an empty poll answer 304 from the cache, in one Redis round trip.
 
-An empty answer's ETag is stored per device together with the generation it was computed
-at: the tenant's inbox generation and the device's own. Anything that may put new commands
-in front of devices bumps the tenant's (fan-out, windows opening, redelivery) or the one
-device's (a single internal command). A poll whose ``If-None-Match`` equals the stored
-ETag, at an unchanged generation, answers 304 with one cache round trip and no database
-query.
+Two generation counters say when a device must look at its commands again: its tenant's
+(bumped by a fan-out, windows opening, redelivery) and its own (bumped by a single
+internal command). An empty answer's ETag carries the tenant, the device, both
+generations as read *before* the answer's query, and the minute it was made. A poll that
+sends it back as ``If-None-Match`` gets a 304 when both generations are unchanged: the
+generations are read in the same pipeline as the token lookup, so the 304 costs one round
+trip and no database query. A command committed while a poll runs always makes that
+poll's ETag stale, because its generation was read before the query.
 
-A generation is read before the poll's query and stored with its answer, so a command
-committed while a poll runs always makes that answer stale. (Deleting the stored answer
-instead would not: a poll that queried before the commit stores it again afterwards.)
+An ETag is trusted for ``EMPTY_TTL_SECONDS`` at most, and a device's generation lives
+twice as long after its last bump, so its expiry cannot revive an old ETag.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
+from dataclasses import dataclass
 
+from django.conf import settings
 from django.core.cache import cache
 
-#: A safety net: an empty-inbox ETag is trusted at most this long.
 EMPTY_TTL_SECONDS = 300
 
 
-def _gen_key(tenant_id: int) -> str:
-    return f"inbox:gen:{tenant_id}"
+@dataclass(frozen=True)
+class EmptyTag:
+    tenant_id: int
+    device_pk: int
+    generations: tuple[int, int]
+    minute: int
 
 
-def _device_gen_key(device_pk: int) -> str:
-    return f"inbox:devgen:{device_pk}"
-
-
-def _empty_key(device_pk: int) -> str:
-    return f"inbox:empty:{device_pk}"
+def generation_keys(tenant_id: int, device_pk: int) -> list[str]:
+    return [f"inbox:gen:{tenant_id}", f"inbox:devgen:{device_pk}"]
 
 
 def _bump(key: str, timeout: int | None = None) -> None:
@@ -44,36 +47,47 @@ def _bump(key: str, timeout: int | None = None) -> None:
 
 def bump_tenant(tenant_id: int) -> None:
     """Every device of the tenant must look at its commands again on its next poll."""
-    _bump(_gen_key(tenant_id))
+    _bump(generation_keys(tenant_id, 0)[0])
 
 
 def forget_device(device_pk: int) -> None:
     """The device must look at its commands again on its next poll."""
-    # A device's generation may expire (there are many devices): once every empty answer
-    # stored before its first bump has expired, falling back to 0 cannot revive one.
-    _bump(_device_gen_key(device_pk), 2 * EMPTY_TTL_SECONDS)
+    _bump(generation_keys(0, device_pk)[1], 2 * EMPTY_TTL_SECONDS)
 
 
-def cached_empty_etag(tenant_id: int, device_pk: int) -> tuple[str | None, str]:
-    """(ETag of the device's last empty answer if still valid, current generation)."""
-    keys = [_gen_key(tenant_id), _device_gen_key(device_pk), _empty_key(device_pk)]
+def as_generations(values: list[object]) -> tuple[int, int]:
+    tenant, device = (int(value or 0) for value in values)  # type: ignore[call-overload]
+    return tenant, device
+
+
+def generations(tenant_id: int, device_pk: int) -> tuple[int, int]:
+    keys = generation_keys(tenant_id, device_pk)
     values = cache.get_many(keys)
-    generation = f"{int(values.get(keys[0]) or 0)}.{int(values.get(keys[1]) or 0)}"
-    stored = values.get(keys[2])
-    if not stored:
-        return None, generation
-    stored_gen, etag = stored.split(":", 1)
-    return (etag if stored_gen == generation else None), generation
+    return as_generations([values.get(key) for key in keys])
 
 
-def remember_empty(device_pk: int, generation: str) -> str:
-    etag = empty_etag(device_pk, generation)
-    cache.set(_empty_key(device_pk), f"{generation}:{etag}", EMPTY_TTL_SECONDS)
-    return etag
+def _checksum(body: str) -> str:
+    return hashlib.sha256(f"{settings.SECRET_KEY}:{body}".encode()).hexdigest()[:12]
 
 
-def empty_etag(device_pk: int, generation: str) -> str:
-    return '"' + hashlib.sha1(f"empty:{device_pk}:{generation}".encode()).hexdigest()[:20] + '"'
+def empty_etag(tenant_id: int, device_pk: int, generation: tuple[int, int]) -> str:
+    body = f"{tenant_id}.{device_pk}.{generation[0]}.{generation[1]}.{int(time.time() // 60)}"
+    return f'"{body}.{_checksum(body)}"'
+
+
+def parse_empty_etag(header: str) -> EmptyTag | None:
+    """The empty-answer ETag in ``If-None-Match``, if it is one of ours and still fresh."""
+    text = header.strip().removeprefix("W/").strip('"')
+    parts = text.split(".")
+    if len(parts) != 6 or not all(part.isdigit() for part in parts[:5]):
+        return None
+    body = ".".join(parts[:5])
+    if parts[5] != _checksum(body):
+        return None
+    tenant, device, tenant_gen, device_gen, minute = (int(part) for part in parts[:5])
+    if time.time() // 60 - minute > EMPTY_TTL_SECONDS // 60:
+        return None
+    return EmptyTag(tenant, device, (tenant_gen, device_gen), minute)
 
 
 def content_etag(parts: list[str]) -> str:

@@ -13,20 +13,21 @@ def health(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok", "docs": "/api/docs/", "schema": "/api/schema/"})
 
 
-# A path no view matches answers the API's JSON 404 (config.api.exceptions.not_found).
-handler404 = "config.api.exceptions.not_found"
-
 # Any error Django catches outside a DRF view: JSON, and 503 when the database is down.
 handler500 = "config.api.unavailable.server_error"
 
+# A path no view matches answers the API's JSON 404 (config.api.exceptions.not_found).
+handler404 = "config.api.exceptions.not_found"
+
 urlpatterns = [
     path("", health, name="health"),
+    # The device endpoints first: URLs are tried in order, and these carry most requests.
+    path("", include("commands.api.urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include("inventory.api.urls")),
     path("", include("operations.api.urls")),
-    path("", include("commands.api.urls")),
     path("", include("maintenance.api.urls")),
     path("", include("inventory.api.headless_urls")),
 ]

@@ -10,7 +10,8 @@ router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
 router.register("commands/v0/status", CommandStatusViewSet, basename="command-status")
 
+# The inbox first: URLs are tried in order, and every device polls it.
 urlpatterns = [
-    *router.urls,
     path("v2/command-inbox/", command_inbox, name="command-inbox"),
+    *router.urls,
 ]

@@ -8,6 +8,7 @@ token deletes its cache entry at once (:func:`forget_token`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
@@ -83,12 +84,17 @@ def resolve_token(plain: str) -> Principal | None:
 
     Raises :class:`~config.api.ratelimit.RateLimited` when the token spent this minute's requests.
     """
+    return resolve_token_reading(plain)[0]
+
+
+def resolve_token_reading(plain: str, also: Sequence[str] = ()) -> tuple[Principal | None, list[Any]]:
+    """:func:`resolve_token`, also reading the cache keys ``also`` in the same round trip."""
     parsed = tokens.split(plain)
     if parsed is None:
-        return None
+        return None, [None] * len(also)
     kind, prefix = parsed
-    # One cache round trip: the cached lookup and this token's request count (ratelimit).
-    entry, count = ratelimit.lookup_and_count(_cache_key(prefix), kind, prefix)
+    # One cache round trip: the cached lookup, this token's request count (ratelimit), ``also``.
+    entry, count, extras = ratelimit.lookup_and_count(_cache_key(prefix), kind, prefix, also)
     if entry is None:
         entry = _load(kind, prefix) or _NOT_FOUND
         # Misses are cached briefly too, so a flood of bad tokens cannot hammer the database.
@@ -96,14 +102,14 @@ def resolve_token(plain: str) -> Principal | None:
         if timeout:
             cache.set(_cache_key(prefix), entry, timeout)
     if entry == _NOT_FOUND or not tokens.matches(plain, entry["hash"]):
-        return None
+        return None, extras
     if entry["expires"] is not None and entry["expires"] <= timezone.now().timestamp():
-        return None
+        return None, extras
     ratelimit.check(kind, count)  # only a valid token hears 429; an invalid one, 401
     principal = Principal(**entry["principal"])
     if principal.key_id is not None:
         _touch_key(principal.key_id)
-    return principal
+    return principal, extras
 
 
 def _touch_key(key_id: str) -> None:
