@@ -11,7 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from commands.choices import CommandState
@@ -105,6 +105,25 @@ def time_out_overdue(now: dt.datetime | None = None, tenant_id: int | None = Non
     return move_and_settle(overdue, C.TIMEOUT, "deadline passed")
 
 
+def complete_finished_operations() -> int:
+    """Operations whose every command is finished but that are still open move on.
+
+    A report commits its row and counters in one statement and moves the operation on
+    right after; a process that died in between leaves this for the sweep to finish.
+    """
+    finished = F("success_count") + F("failed_count") + F("dispatch_failed_count") + F("cancelled_count")
+    stuck = Operation.objects.filter(
+        state__in=progress.sources_of(OperationState.COMPLETED),
+        resolved_count__gt=0,
+        resolved_count__lte=finished,
+    ).values_list("pk", flat=True)
+    count = 0
+    for operation_id in stuck:
+        progress.advance(operation_id)
+        count += 1
+    return count
+
+
 def run_all() -> dict[str, Any]:
     """Every sweep once, in the order that keeps each command's story consistent."""
     now = timezone.now()
@@ -113,4 +132,5 @@ def run_all() -> dict[str, Any]:
         "redelivery": redeliver_unacknowledged(now),
         "closed": close_windows(now),
         "opened": open_windows(now),
+        "completed": complete_finished_operations(),
     }

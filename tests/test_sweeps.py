@@ -403,3 +403,25 @@ def test_two_window_closings_at_once_reschedule_once(org: Org) -> None:
     assert CommandHistory.objects.filter(command__operation=operation, to_state=C.SCHEDULED).count() == 30
     assert states(operation) == [C.SCHEDULED] * 30
     assert_counters(operation, resolved_count=30, dispatched_count=30)
+
+
+def test_an_operation_left_open_after_its_last_report_is_completed_by_the_sweep(org: Org) -> None:
+    # given an operation whose counters say every device succeeded, left PROCESSING
+    # (as a process dying between a report's statement and the state move would leave it)
+    operation = Operation.objects.create(
+        tenant=org.tenant,
+        operation_type="REBOOT",
+        device_query={"all": True},
+        state=OperationState.PROCESSING,
+        resolved_count=2,
+        dispatched_count=2,
+        success_count=2,
+    )
+
+    # when the sweep runs (twice: it is idempotent)
+    assert sweeps.complete_finished_operations() == 1
+    assert sweeps.complete_finished_operations() == 0
+
+    # then it completed and succeeded
+    operation.refresh_from_db()
+    assert operation.state == OperationState.SUCCESS

@@ -50,7 +50,9 @@ class CommandStatusViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
                 details=data.get("details"),
                 expected_version=data.get("expected_version"),
                 actor=self.principal.label,
-                scope=self.get_queryset(),
+                # The scope of get_queryset(): the caller's tenant and, for a device token, its device.
+                tenant_id=self.tenant_id,
+                device_pk=self.principal.device_pk if self.principal.is_device else None,
             )
         except CommandStatus.DoesNotExist:
             raise Http404 from None
