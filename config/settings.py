@@ -48,7 +48,7 @@ if SECURE_HTTPS:
     CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [f"https://{host}" for host in ALLOWED_HOSTS])
 
 INSTALLED_APPS = [
-    "console.apps.ConsoleAdminConfig",  # django.contrib.admin with the console's site
+    "config.console.apps.ConsoleAdminConfig",  # django.contrib.admin with the console's site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

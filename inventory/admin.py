@@ -24,7 +24,7 @@ from rest_framework.exceptions import ValidationError
 
 from commands.models import CommandStatus
 from config.api.authentication import forget_token
-from console.scoping import (
+from config.console.scoping import (
     SuperuserOnlyAdmin,
     TenantScopedAdmin,
     restrict_to_superusers,

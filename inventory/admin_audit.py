@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from console.scoping import SuperuserOnlyAdmin
+from config.console.scoping import SuperuserOnlyAdmin
 from inventory.models import AuditEntry
 
 

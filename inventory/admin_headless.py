@@ -12,7 +12,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from console.scoping import TenantScopedAdmin
+from config.console.scoping import TenantScopedAdmin
 from inventory import headless
 from inventory.models import HeadlessOperation, HeadlessStatus, UpcomingHeadlessRun
 
