@@ -4,4 +4,4 @@ from django.contrib.admin.apps import AdminConfig
 
 
 class ConsoleAdminConfig(AdminConfig):
-    default_site = "console.site.ConsoleAdminSite"
+    default_site = "config.console.site.ConsoleAdminSite"

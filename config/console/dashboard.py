@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from commands.choices import CommandState
 from commands.models import CommandHistory
-from console.scoping import scope_of, scope_queryset
+from config.console.scoping import scope_of, scope_queryset
 from inventory.models import Device
 from operations.admin import progress_bar
 from operations.choices import TERMINAL_STATES, OperationState

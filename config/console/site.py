@@ -15,7 +15,7 @@ class ConsoleAdminSite(admin.AdminSite):
     index_title = "Fleet dashboard"
 
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
-        from console.dashboard import dashboard  # imports the apps' models
+        from config.console.dashboard import dashboard  # imports the apps' models
 
         context = {**dashboard(request), **(extra_context or {})}
         return super().index(request, context)
