@@ -113,11 +113,11 @@ def test_create_watch_and_cancel_an_operation(
     page.select_option("#id_operation_type", "INSTALL_APP")
     page.fill("#id_arguments", '{"package": "com.example.shop"}')
     page.select_option("#id_os", ["android"])
-    page.wait_for_function("document.getElementById('preview-count').textContent === '6 devices match'")
+    page.wait_for_function("document.getElementById('preview-count')?.textContent === '6 devices match'")
     page.fill("#id_devices", "and-1 and-2 ghost")
-    page.wait_for_function("document.getElementById('preview-errors').textContent.includes('ghost')")
+    page.wait_for_function("document.getElementById('preview-errors')?.textContent?.includes('ghost')")
     page.fill("#id_devices", "")
-    page.wait_for_function("document.getElementById('preview-count').textContent === '6 devices match'")
+    page.wait_for_function("document.getElementById('preview-count')?.textContent === '6 devices match'")
     assert "and-0" in text(page, "#preview-sample")
     shot(page, "operation-form")
     page.click("#create-operation")
@@ -129,20 +129,20 @@ def test_create_watch_and_cancel_an_operation(
     }
     # The worker dispatches; the page follows without a reload.
     page.wait_for_function(
-        "document.getElementById('live-state').textContent === 'DISPATCHED'", timeout=60_000
+        "document.getElementById('live-state')?.textContent === 'DISPATCHED'", timeout=60_000
     )
     assert "0 ok / 0 failed / 6 pending of 6" in text(page, "#live-bar")
     for command in CommandStatus.objects.filter(operation=operation).order_by("pk")[:2]:
         for state in (CommandState.ACKNOWLEDGED, CommandState.IN_PROGRESS, CommandState.SUCCESS):
             command, _ = report(command, state, actor="device")
     page.wait_for_function(
-        "document.getElementById('live-bar').textContent.includes('2 ok / 0 failed / 4 pending')"
+        "document.getElementById('live-bar')?.textContent?.includes('2 ok / 0 failed / 4 pending')"
     )
     assert text(page, "#live-state") == "PROCESSING"
     shot(page, "operation-progress")
 
     page.click("#cancel-operation")
-    page.wait_for_function("document.getElementById('live-state').textContent === 'CANCELLED'")
+    page.wait_for_function("document.getElementById('live-state')?.textContent === 'CANCELLED'")
     operation.refresh_from_db()
     assert operation.cancelled_count == 4 and operation.success_count == 2
     assert page.locator("#cancel-tool").is_hidden()
@@ -187,7 +187,7 @@ def test_issue_a_key_shown_once_with_a_copy_button(page: Any, tenant: Tenant) ->
     key = ApiKey.objects.get(name="deploy bot")
     assert plain.startswith(f"dok_{key.prefix}_")
     page.click("#copy-secret")
-    page.wait_for_function("document.getElementById('copy-status').textContent !== ''")
+    page.wait_for_function("(document.getElementById('copy-status')?.textContent ?? '') !== ''")
     if text(page, "#copy-status") == "Copied.":
         assert page.evaluate("navigator.clipboard.readText()") == plain
     shot(page, "api-key-issued")
