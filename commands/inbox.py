@@ -29,6 +29,7 @@ from config.api.authentication import resolve_token_reading
 from config.api.envelopes import DEFAULT_ENVELOPE
 from config.api.principal import Principal
 from config.api.ratelimit import RateLimited
+from inventory.device_rows import DEVICE_ID_RE
 from inventory.models import Device
 from inventory.presence import record_seen
 
@@ -106,7 +107,7 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
     device_id = request.GET.get("device_id", "")
     if not device_id:
         return _error(400, "This query parameter is required.", "device_id")
-    if "\x00" in device_id or len(device_id) > 128:
+    if not DEVICE_ID_RE.match(device_id):  # no device has such an id; keeps cache keys clean
         return _error(400, "is not a valid device id.", "device_id")
     device_pk = _device_pk(principal, device_id)
     if device_pk is None:
