@@ -250,3 +250,10 @@ def test_a_body_too_large_is_413(org: Org, settings: Any) -> None:
 
     assert_4xx_naming(response, None, status=413)
     assert not Device.objects.exists()
+
+
+def test_a_device_id_with_a_trailing_newline_is_refused(org: Org) -> None:
+    response = org.admin.post("/v0/devices/", {"id": "dev-1\n"})
+
+    assert response.status_code == 400
+    assert "id" in response.json()["errors"]
