@@ -17,19 +17,20 @@ import argparse
 import csv
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
-import psycopg
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import support  # noqa: E402  (the repository root is on the path only now)
+
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_import"
 OSES = ["android", "ios", "windows", "linux"]
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "America/Sao_Paulo"]
@@ -66,62 +67,21 @@ def write_csv(devices: list[dict[str, object]], path: Path) -> None:
             writer.writerow(row)
 
 
-class Database:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        parsed = urlparse(url)
-        self.name = parsed.path.lstrip("/")
-        self.admin_url = parsed._replace(path="/postgres").geturl()
-
-    def recreate(self) -> None:
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{self.name}"')
-
-    def drop(self) -> None:
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+class Database(support.Database):
+    """The scratch database, and the device table this benchmark empties and counts."""
 
     def empty_devices(self) -> None:
-        with psycopg.connect(self.url, autocommit=True) as conn:
+        with self.connect() as conn:
             conn.execute("TRUNCATE inventory_device CASCADE")
             conn.execute("VACUUM ANALYZE inventory_device")
 
     def count_devices(self) -> int:
-        with psycopg.connect(self.url) as conn:
+        with self.connect() as conn:
             row = conn.execute("SELECT count(*) FROM inventory_device").fetchone()
             return int(row[0]) if row else 0
 
 
-def manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def machine(db: Database) -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    with psycopg.connect(db.admin_url) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    pg = row[0] if row else "?"
-    python = sys.version.split()[0]
-    return (
-        f"{os.cpu_count()} CPUs ({cpu}), {mem_kb // 1024 // 1024} GiB RAM, PostgreSQL {pg}, Python {python}"
-    )
+manage, free_port = support.manage, support.free_port
 
 
 def main() -> None:
@@ -149,7 +109,7 @@ def main() -> None:
     env.pop("CELERY_BROKER_URL", None)
     env["VAR_DIR"] = tempfile.mkdtemp(prefix="bench-import-var-")
 
-    print(f"machine: {machine(db)}")
+    print(f"machine: {support.machine(db.admin_url)}")
     print(f"database: {db.url}; {options.devices:,} devices per run, {options.runs} run(s)")
     db.recreate()
     server = None
