@@ -24,7 +24,7 @@ from django.views.decorators.csrf import csrf_exempt
 from commands import inbox_cache
 from commands.choices import CommandState
 from commands.models import CommandHistory, CommandStatus
-from commands.payload import command_payload
+from commands.payload import PAYLOAD_COLUMNS, command_payload
 from config.api.authentication import resolve_token_reading
 from config.api.envelopes import DEFAULT_ENVELOPE
 from config.api.principal import Principal
@@ -143,23 +143,6 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
     return response
 
 
-_RETURNED = (
-    "id",
-    "operation_id",
-    "request_ref",
-    "command",
-    "arguments",
-    "state",
-    "reason",
-    "details",
-    "is_internal",
-    "priority",
-    "version",
-    "created_on",
-    "updated_on",
-)
-
-
 def hand_out(device_pk: int, device_id: str, limit: int, actor: str) -> list[dict[str, Any]]:
     """Move up to ``limit`` of the device's queued commands to Initiated and return them,
     highest priority first, then oldest. Concurrent polls never hand out a row twice."""
@@ -175,7 +158,7 @@ def hand_out(device_pk: int, device_id: str, limit: int, actor: str) -> list[dic
 def _hand_out_postgresql(device_pk: int, limit: int, actor: str, now: dt.datetime) -> list[dict[str, Any]]:
     table = CommandStatus._meta.db_table
     history = CommandHistory._meta.db_table
-    returned = ", ".join(f"cs.{column}" for column in _RETURNED)
+    returned = ", ".join(f"cs.{column}" for column in PAYLOAD_COLUMNS)
     sql = f"""
         WITH picked AS (
             SELECT id FROM {table}
@@ -208,7 +191,7 @@ def _hand_out_postgresql(device_pk: int, limit: int, actor: str, now: dt.datetim
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        rows = [dict(zip(_RETURNED, row, strict=True)) for row in cursor.fetchall()]
+        rows = [dict(zip(PAYLOAD_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
     for row in rows:  # Django leaves jsonb undecoded on raw cursors
         for column in ("arguments", "details"):
             if isinstance(row[column], str):
@@ -236,4 +219,4 @@ def _hand_out_portable(device_pk: int, limit: int, actor: str, now: dt.datetime)
                 for c in picked
             ]
         )
-    return [{column: getattr(c, column) for column in _RETURNED} for c in picked]
+    return [{column: getattr(c, column) for column in PAYLOAD_COLUMNS} for c in picked]

@@ -8,6 +8,24 @@ from typing import Any
 
 from commands.choices import CommandState, Priority
 
+#: The command status columns :func:`command_payload` is built from (with the device's id),
+#: for the raw statements of the hot paths that return rows instead of model instances.
+PAYLOAD_COLUMNS = (
+    "id",
+    "operation_id",
+    "request_ref",
+    "command",
+    "arguments",
+    "state",
+    "reason",
+    "details",
+    "is_internal",
+    "priority",
+    "version",
+    "created_on",
+    "updated_on",
+)
+
 
 def _ts(value: dt.datetime | None) -> str | None:
     if value is None:

@@ -23,6 +23,7 @@ from rest_framework.exceptions import ValidationError
 from commands import inbox_cache
 from commands.choices import TERMINAL_STATES, UNDELIVERED_STATES, CommandState, Priority, can_move
 from commands.models import CommandHistory, CommandStatus
+from commands.payload import PAYLOAD_COLUMNS
 from operations import progress
 
 C = CommandState
@@ -108,23 +109,7 @@ def report(
     return current, True
 
 
-_REPORT_COLUMNS = (
-    "id",
-    "tenant_id",
-    "operation_id",
-    "request_ref",
-    "device_id",
-    "command",
-    "arguments",
-    "state",
-    "reason",
-    "details",
-    "is_internal",
-    "priority",
-    "version",
-    "created_on",
-    "updated_on",
-)
+_REPORT_COLUMNS = ("tenant_id", "device_id", *PAYLOAD_COLUMNS)  # enough to rebuild the model
 _DETAILS = CommandStatus._meta.get_field("details")
 _ARGUMENTS = CommandStatus._meta.get_field("arguments")
 
