@@ -73,6 +73,15 @@ def test_two_beats_run_each_maintenance_fire_and_each_headless_run_once(
         return MaintenanceExecution.objects.filter(job_id__in=jobs).values("job_id").distinct().count() == 3
 
     wait_until(fired, timeout=80, interval=1, what="a fire of every maintenance job")
+
+    def both_beats_sent_every_job() -> bool:
+        # A beat that loaded a job's schedule after one of its minutes sends it the next minute.
+        return all(
+            sum(celery_processes.log(name).count(f"{SEND} maintenance-job:{job}") for job in jobs) >= 3
+            for name in ("beat-a", "beat-b")
+        )
+
+    wait_until(both_beats_sent_every_job, timeout=75, interval=1, what="both beats sending every job")
     time.sleep(5)  # more sweeps from both beats
     celery_processes.kill("beat-a")
     celery_processes.kill("beat-b")
