@@ -15,7 +15,6 @@ import random
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
@@ -59,17 +58,13 @@ def _device_pk(principal: Principal, device_id: str) -> int | None:
     """The device a caller may poll for: a device token only its own; a key, its tenant's."""
     if principal.is_device:
         return principal.device_pk if device_id == principal.device_id else None
-    key = f"inbox:device:{principal.tenant_id}:{device_id}"
-    pk = cache.get(key)
-    if pk is None:
-        pk = (
-            Device.objects.filter(tenant_id=principal.tenant_id, device_id=device_id)
-            .values_list("pk", flat=True)
-            .first()
-        )
-        if pk is not None:
-            cache.set(key, pk, 3600)
-    return pk
+    # Not cached: nothing would drop the entry when the device is deleted or its id reused,
+    # and devices poll with their own tokens, which carry their key already.
+    return (
+        Device.objects.filter(tenant_id=principal.tenant_id, device_id=device_id)
+        .values_list("pk", flat=True)
+        .first()
+    )
 
 
 def next_poll_seconds() -> int:

@@ -371,3 +371,19 @@ def test_a_poll_writes_nothing_to_the_device_row(device: DeviceActor) -> None:
         content(poll(device))
 
     assert not [q["sql"] for q in queries.captured_queries if Device._meta.db_table in q["sql"]]
+
+
+def test_a_key_polling_a_deleted_and_recreated_device_id_reaches_the_new_device(org: Org) -> None:
+    # given a key that polled a device, which is then deleted and its id reused
+    old = add_device(org.tenant, "reused")
+    assert org.admin.get("/v2/command-inbox/", {"device_id": "reused"}).status_code == 200
+    old.device.delete()
+    assert org.admin.get("/v2/command-inbox/", {"device_id": "reused"}).status_code == 400
+    new = add_device(org.tenant, "reused")
+    issue_internal_command(org.tenant.pk, new.device.pk, "PING", {}, "test:reused")
+
+    # when the key polls it again
+    response = org.admin.get("/v2/command-inbox/", {"device_id": "reused"})
+
+    # then it gets the new device's command
+    assert [c["command"] for c in response.json()["content"]["results"]] == ["PING"]
