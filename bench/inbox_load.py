@@ -216,7 +216,7 @@ class Bench:
         by the inbox's own functions (``generations``, ``empty_etag``), with the token lookup cached as a
         poll leaves it (``resolve_token``); one of them is then checked to answer 304."""
         from commands import inbox_cache
-        from config.api.authentication import resolve_token
+        from inventory.authentication import resolve_token
 
         start = time.perf_counter()
         rows = []

@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from commands.models import CommandHistory, CommandStatus
-from config.console.scoping import TenantScopedAdmin
+from inventory.scoping import TenantScopedAdmin
 
 
 class HistoryInline(admin.TabularInline):

@@ -15,7 +15,7 @@ import random
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -24,13 +24,13 @@ from commands import inbox_cache
 from commands.choices import CommandState
 from commands.models import CommandHistory, CommandStatus
 from commands.payload import PAYLOAD_COLUMNS, command_payload
-from config.api.authentication import resolve_token_reading
 from config.api.envelopes import DEFAULT_ENVELOPE
 from config.api.principal import Principal
-from config.api.ratelimit import RateLimited
+from inventory.authentication import resolve_token_reading
 from inventory.device_rows import DEVICE_ID_RE
 from inventory.models import Device
 from inventory.presence import record_seen
+from inventory.ratelimit import RateLimited
 
 C = CommandState
 HANDED_OUT = "handed out to the device"
@@ -142,15 +142,12 @@ def hand_out(device_pk: int, device_id: str, limit: int, actor: str) -> list[dic
     """Move up to ``limit`` of the device's queued commands to Initiated and return them,
     highest priority first, then oldest. Concurrent polls never hand out a row twice."""
     now = timezone.now()
-    if connection.vendor == "postgresql":
-        rows = _hand_out_postgresql(device_pk, limit, actor, now)
-    else:
-        rows = _hand_out_portable(device_pk, limit, actor, now)
+    rows = _hand_out_statement(device_pk, limit, actor, now)
     rows.sort(key=lambda row: (-row["priority"], row["id"]))
     return [command_payload(device=device_id, **row) for row in rows]
 
 
-def _hand_out_postgresql(device_pk: int, limit: int, actor: str, now: dt.datetime) -> list[dict[str, Any]]:
+def _hand_out_statement(device_pk: int, limit: int, actor: str, now: dt.datetime) -> list[dict[str, Any]]:
     table = CommandStatus._meta.db_table
     history = CommandHistory._meta.db_table
     returned = ", ".join(f"cs.{column}" for column in PAYLOAD_COLUMNS)
@@ -192,26 +189,3 @@ def _hand_out_postgresql(device_pk: int, limit: int, actor: str, now: dt.datetim
             if isinstance(row[column], str):
                 row[column] = json.loads(row[column])
     return rows
-
-
-def _hand_out_portable(device_pk: int, limit: int, actor: str, now: dt.datetime) -> list[dict[str, Any]]:
-    with transaction.atomic():
-        picked = list(
-            CommandStatus.objects.select_for_update()
-            .filter(device_id=device_pk, state=C.QUEUED)
-            .order_by("-priority", "id")[:limit]
-        )
-        for command in picked:
-            command.state, command.delivered_at, command.updated_on = C.INITIATED, now, now
-            command.delivery_count += 1
-            command.version += 1
-            command.save(update_fields=["state", "delivered_at", "delivery_count", "version", "updated_on"])
-        CommandHistory.objects.bulk_create(
-            [
-                CommandHistory(
-                    command=c, from_state=C.QUEUED, to_state=C.INITIATED, reason=HANDED_OUT, actor=actor
-                )
-                for c in picked
-            ]
-        )
-    return [{column: getattr(c, column) for column in PAYLOAD_COLUMNS} for c in picked]

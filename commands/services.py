@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
@@ -76,15 +76,9 @@ def report(
     """
     pk = command.pk if isinstance(command, CommandStatus) else command
     sources = [int(s) for s in C if can_move(s, target, by_client=True)]
-    if connection.vendor == "postgresql":
-        row = _report_postgresql(
-            pk, target, sources, reason, details, expected_version, actor, tenant_id, device_pk
-        )
-    else:
-        row = _report_portable(
-            pk, target, sources, reason, details, expected_version, actor, tenant_id, device_pk
-        )
-    current, old, moved, operation_state = row
+    current, old, moved, operation_state = _report_statement(
+        pk, target, sources, reason, details, expected_version, actor, tenant_id, device_pk
+    )
     if not moved:
         if old == target:
             return current, False
@@ -124,7 +118,7 @@ def _row_to_command(values: dict[str, Any], device_ref: str) -> CommandStatus:
     return command
 
 
-def _report_postgresql(
+def _report_statement(
     pk: int,
     target: CommandState,
     sources: list[int],
@@ -214,44 +208,6 @@ def _report_postgresql(
 _UNDELIVERED_SQL = "(" + ", ".join(str(int(s)) for s in sorted(UNDELIVERED_STATES)) + ")"
 
 
-def _report_portable(
-    pk: int,
-    target: CommandState,
-    sources: list[int],
-    reason: str,
-    details: Any,
-    expected_version: int | None,
-    actor: str,
-    tenant_id: int | None,
-    device_pk: int | None,
-) -> tuple[CommandStatus, int, bool, int | None]:
-    """The same report through the ORM, for SQLite (development), one transaction."""
-    commands = CommandStatus.objects.select_related("operation", "device")
-    if tenant_id is not None:
-        commands = commands.filter(tenant_id=tenant_id)
-    if device_pk is not None:
-        commands = commands.filter(device_id=device_pk)
-    with transaction.atomic():
-        current = commands.select_for_update().get(pk=pk)
-        current.device_ref = current.device.device_id  # type: ignore[attr-defined]
-        old = current.state
-        operation_state = current.operation.state if current.operation else None
-        if old not in sources or (expected_version is not None and expected_version != current.version):
-            return current, old, False, operation_state
-        current.state, current.reason, current.version = target, reason, current.version + 1
-        fields = ["state", "reason", "version", "updated_on"]
-        if details is not None:
-            current.details = details
-            fields.append("details")
-        current.save(update_fields=fields)
-        CommandHistory.objects.create(
-            command=current, from_state=old, to_state=target, reason=reason, actor=actor
-        )
-        if current.operation_id:
-            progress.add_counts(current.operation_id, **counter_deltas(old, target))
-    return current, old, True, operation_state
-
-
 @dataclass(frozen=True)
 class Moved:
     operation_id: Any
@@ -278,12 +234,10 @@ def move_commands(
     sources = [int(s) for s in C if can_move(s, target)]
     now = timezone.now()
     candidates = commands.filter(state__in=sources)
-    if connection.vendor == "postgresql":
-        return _move_postgresql(candidates, target, reason, actor, now, extra or {})
-    return _move_portable(candidates, target, reason, actor, now, extra or {})
+    return _move_statement(candidates, target, reason, actor, now, extra or {})
 
 
-def _move_postgresql(
+def _move_statement(
     candidates: QuerySet[CommandStatus],
     target: CommandState,
     reason: str,
@@ -324,43 +278,6 @@ def _move_postgresql(
     with connection.cursor() as cursor:
         cursor.execute(sql, [*select_params, *params, int(target), reason, actor, now])
         return [Moved(row[0], row[1], int(target), *row[2:]) for row in cursor.fetchall()]
-
-
-def _move_portable(
-    candidates: QuerySet[CommandStatus],
-    target: CommandState,
-    reason: str,
-    actor: str,
-    now: dt.datetime,
-    extra: dict[str, Any],
-) -> list[Moved]:
-    """The same move for SQLite (development), which has no UPDATE ... FROM ... RETURNING CTEs."""
-    rows = list(
-        candidates.order_by().values_list("id", "state", "operation_id", "tenant_id", "dispatched_at")
-    )
-    groups: dict[tuple[Any, int, int, bool], int] = defaultdict(int)
-    for start in range(0, len(rows), 500):
-        chunk = rows[start : start + 500]
-        ids = [row[0] for row in chunk]
-        fields: dict[str, Any] = {
-            "state": int(target),
-            "reason": reason,
-            "version": F("version") + 1,
-            "updated_on": now,
-        }
-        fields.update(extra)
-        CommandStatus.objects.filter(pk__in=ids).update(**fields)
-        if target == C.QUEUED:
-            CommandStatus.objects.filter(pk__in=ids, dispatched_at__isnull=True).update(dispatched_at=now)
-        CommandHistory.objects.bulk_create(
-            [
-                CommandHistory(command_id=r[0], from_state=r[1], to_state=target, reason=reason, actor=actor)
-                for r in chunk
-            ]
-        )
-        for _, old, operation_id, tenant_id, dispatched_at in chunk:
-            groups[(operation_id, tenant_id, old, dispatched_at is not None)] += 1
-    return [Moved(op, tenant, int(target), old, was, n) for (op, tenant, old, was), n in groups.items()]
 
 
 def settle(moved: list[Moved], actor: str = "system") -> None:

@@ -79,6 +79,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "config.urls"
+# The console's index page: counts and charts over every app (the top floor, like the URLconf).
+CONSOLE_DASHBOARD = "config.console.dashboard.dashboard"
 WSGI_APPLICATION = "config.wsgi.application"
 
 TEMPLATES = [
@@ -173,7 +175,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 
 # --- API ----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["config.api.authentication.BearerTokenAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["inventory.authentication.BearerTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["config.api.permissions.RolePermission"],
     "DEFAULT_PAGINATION_CLASS": "config.api.pagination.LimitOffsetPagination",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -209,7 +211,7 @@ SPECTACULAR_SETTINGS = {
 API_KEY_LAST_USED_RESOLUTION = env_int("API_KEY_LAST_USED_RESOLUTION", 60, minimum=1)
 # How long a resolved token is kept in the cache; revocation clears it at once.
 AUTH_CACHE_SECONDS = env_int("AUTH_CACHE_SECONDS", 60, minimum=0)
-# Requests per minute per API key and per device token (config/api/ratelimit.py); past it, 429
+# Requests per minute per API key and per device token (inventory/ratelimit.py); past it, 429
 # with Retry-After. Generous, so benchmarks are not throttled; 0 turns a limit off.
 RATE_LIMIT_KEY_PER_MINUTE = env_int("RATE_LIMIT_KEY_PER_MINUTE", 6000, minimum=0)
 RATE_LIMIT_DEVICE_PER_MINUTE = env_int("RATE_LIMIT_DEVICE_PER_MINUTE", 600, minimum=0)

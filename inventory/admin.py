@@ -23,16 +23,16 @@ from django.views.decorators.http import require_POST
 from rest_framework.exceptions import ValidationError
 
 from commands.models import CommandStatus
-from config.api.authentication import forget_token
-from config.console.scoping import (
+from inventory import device_files, services, tokens
+from inventory.authentication import forget_token
+from inventory.models import ApiKey, ConsoleUser, Device, Group, Tenant
+from inventory.scoping import (
     SuperuserOnlyAdmin,
     TenantScopedAdmin,
     restrict_to_superusers,
     scope_of,
     scope_queryset,
 )
-from inventory import device_files, services, tokens
-from inventory.models import ApiKey, ConsoleUser, Device, Group, Tenant
 
 #: Latest command statuses shown on a device's page (newest first).
 DEVICE_COMMANDS_SHOWN = 20

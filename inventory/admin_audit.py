@@ -7,8 +7,8 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from config.console.scoping import SuperuserOnlyAdmin
 from inventory.models import AuditEntry
+from inventory.scoping import SuperuserOnlyAdmin
 
 
 @admin.register(AuditEntry)

@@ -4,3 +4,11 @@ from django.apps import AppConfig
 class InventoryConfig(AppConfig):
     name = "inventory"
     verbose_name = "Inventory: tenants, keys, devices"
+
+    def ready(self) -> None:
+        from config.api import views
+        from inventory.audit import record_api_write
+
+        # The audit log records every write an API key makes through the API's base view.
+        if record_api_write not in views.response_observers:
+            views.response_observers.append(record_api_write)

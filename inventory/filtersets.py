@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import uuid
 
-from django.db import connection
 from django.db.models import Q, QuerySet
 from django_filters import rest_framework as filters
 
@@ -13,11 +12,8 @@ from inventory.models import Device, DeviceState, Group
 
 
 def tags_contain(queryset: QuerySet[Device], tag: str) -> QuerySet[Device]:
-    """Devices whose tags include ``tag``: JSONB containment on PostgreSQL (index-friendly),
-    a text match on SQLite, which has no JSON containment operator."""
-    if connection.vendor == "postgresql":
-        return queryset.filter(tags__contains=[tag])
-    return queryset.filter(tags__icontains=f'"{tag}"')
+    """Devices whose tags include ``tag``: JSONB containment (``@>``, index-friendly)."""
+    return queryset.filter(tags__contains=[tag])
 
 
 class DeviceFilterSet(filters.FilterSet):

@@ -9,7 +9,6 @@ those seconds of sightings, which the devices' next polls record again. Without 
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import threading
 import time
@@ -83,19 +82,13 @@ def flush_seen() -> int:
     updated = 0
     for start in range(0, len(rows), 5000):
         chunk = rows[start : start + 5000]
-        if connection.vendor == "postgresql":
-            values = ", ".join(["(%s, to_timestamp(%s))"] * len(chunk))
-            params = [p for row in chunk for p in row]
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    f"UPDATE {table} d SET last_seen = GREATEST(COALESCE(d.last_seen, v.ts), v.ts) "
-                    f"FROM (VALUES {values}) AS v(id, ts) WHERE d.id = v.id",
-                    params,
-                )
-                updated += cursor.rowcount
-        else:
-            for device_pk, ts in chunk:
-                updated += Device.objects.filter(pk=device_pk).update(
-                    last_seen=dt.datetime.fromtimestamp(ts, tz=dt.UTC)
-                )
+        values = ", ".join(["(%s, to_timestamp(%s))"] * len(chunk))
+        params = [p for row in chunk for p in row]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} d SET last_seen = GREATEST(COALESCE(d.last_seen, v.ts), v.ts) "
+                f"FROM (VALUES {values}) AS v(id, ts) WHERE d.id = v.id",
+                params,
+            )
+            updated += cursor.rowcount
     return updated  # devices deleted since they were seen are not counted

@@ -15,13 +15,13 @@ from django.db.models import Q
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
-from config.api.authentication import forget_token
 from inventory import tokens
+from inventory.authentication import forget_token
 from inventory.device_rows import clean_device_row
 from inventory.models import ApiKey, Device, Group, Role, Tenant
 
-# Rows per progress report of a bulk import (and per INSERT batch on SQLite). On PostgreSQL
-# the rows stream in one COPY, so the size does not change the speed there.
+# Rows per progress report of a bulk import. The rows stream in one COPY, so the size does
+# not change the speed.
 BULK_BATCH_SIZE = 5_000
 
 
@@ -247,41 +247,23 @@ def bulk_import_devices(
 
 
 def _existing_device_ids(tenant_id: int, device_ids: list[str]) -> set[str]:
-    if connection.vendor == "postgresql":
-        # One array parameter: Django's __in would bind 100,000 parameters, ~10x slower.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT device_id FROM {Device._meta.db_table} WHERE tenant_id = %s AND device_id = ANY(%s)",
-                [tenant_id, device_ids],
-            )
-            return {device_id for (device_id,) in cursor.fetchall()}
-    existing: set[str] = set()
-    for start in range(0, len(device_ids), 500):  # SQLite's limit on bound parameters
-        chunk = device_ids[start : start + 500]
-        existing.update(
-            Device.objects.filter(tenant_id=tenant_id, device_id__in=chunk).values_list(
-                "device_id", flat=True
-            )
+    # One array parameter: Django's __in would bind 100,000 parameters, ~10x slower.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT device_id FROM {Device._meta.db_table} WHERE tenant_id = %s AND device_id = ANY(%s)",
+            [tenant_id, device_ids],
         )
-    return existing
+        return {device_id for (device_id,) in cursor.fetchall()}
 
 
 def _add_to_group(tenant_id: int, group_id: str, device_ids: list[str]) -> None:
     through = Device.groups.through
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {through._meta.db_table} (device_id, group_id) "
-                f"SELECT id, %s FROM {Device._meta.db_table} WHERE tenant_id = %s AND device_id = ANY(%s) "
-                "ON CONFLICT DO NOTHING",
-                [group_id, tenant_id, device_ids],
-            )
-        return
-    for start in range(0, len(device_ids), 500):
-        pks = Device.objects.filter(tenant_id=tenant_id, device_id__in=device_ids[start : start + 500])
-        through.objects.bulk_create(
-            [through(device_id=pk, group_id=group_id) for pk in pks.values_list("pk", flat=True)],
-            ignore_conflicts=True,
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {through._meta.db_table} (device_id, group_id) "
+            f"SELECT id, %s FROM {Device._meta.db_table} WHERE tenant_id = %s AND device_id = ANY(%s) "
+            "ON CONFLICT DO NOTHING",
+            [group_id, tenant_id, device_ids],
         )
 
 
@@ -294,42 +276,13 @@ _COLUMNS = (
 def _write_devices(records: Iterable[tuple[Any, ...]], progress: Callable[[int], object] | None) -> None:
     """Insert the records; ``progress`` is told every BULK_BATCH_SIZE rows."""
     done = 0
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            raw = cursor.cursor  # psycopg 3 cursor: one COPY is ~5x faster than INSERTs for 100k rows
-            with raw.copy(f"COPY {Device._meta.db_table} ({_COLUMNS}) FROM STDIN") as copy:
-                for record in records:
-                    copy.write_row((*record[:9], json.dumps(record[9]), *record[10:], record[12], False))
-                    done += 1
-                    if progress is not None and done % BULK_BATCH_SIZE == 0:
-                        progress(BULK_BATCH_SIZE)
-        if progress is not None and done % BULK_BATCH_SIZE:
-            progress(done % BULK_BATCH_SIZE)
-        return
-    batch: list[Device] = []
-    for r in records:
-        batch.append(
-            Device(
-                tenant_id=r[0],
-                device_id=r[1],
-                name=r[2],
-                serial=r[3],
-                model=r[4],
-                os=r[5],
-                os_version=r[6],
-                state=r[7],
-                timezone=r[8],
-                tags=r[9],
-                token_prefix=r[10],
-                token_hash=r[11],
-            )
-        )
-        if len(batch) == BULK_BATCH_SIZE:
-            Device.objects.bulk_create(batch, batch_size=500)
-            if progress is not None:
-                progress(len(batch))
-            batch = []
-    if batch:
-        Device.objects.bulk_create(batch, batch_size=500)
-        if progress is not None:
-            progress(len(batch))
+    with connection.cursor() as cursor:
+        raw = cursor.cursor  # psycopg 3 cursor: one COPY is ~5x faster than INSERTs for 100k rows
+        with raw.copy(f"COPY {Device._meta.db_table} ({_COLUMNS}) FROM STDIN") as copy:
+            for record in records:
+                copy.write_row((*record[:9], json.dumps(record[9]), *record[10:], record[12], False))
+                done += 1
+                if progress is not None and done % BULK_BATCH_SIZE == 0:
+                    progress(BULK_BATCH_SIZE)
+    if progress is not None and done % BULK_BATCH_SIZE:
+        progress(done % BULK_BATCH_SIZE)

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 from django.views.decorators.http import require_POST
 
-from config.console.scoping import TenantScopedAdmin
+from inventory.scoping import TenantScopedAdmin
 from maintenance import services
 from maintenance.models import MaintenanceExecution, MaintenanceJob, Outcome
 from maintenance.quartz import QuartzError, QuartzExpression

@@ -20,8 +20,8 @@ from django.views.decorators.http import require_POST
 from rest_framework.exceptions import ValidationError
 
 from config.api.exceptions import first_message
-from config.console.scoping import TenantScopedAdmin, scope_of, scope_queryset
 from inventory.models import Tenant
+from inventory.scoping import TenantScopedAdmin, scope_of, scope_queryset
 from operations import services
 from operations.admin_forms import OperationForm, device_query
 from operations.api.serializers import OperationCreateSerializer

@@ -46,11 +46,8 @@ CHUNK_SIZE: int = settings.FANOUT_CHUNK_SIZE
 
 @contextmanager
 def exclusive(operation_id: Any) -> Iterator[bool]:
-    """A session advisory lock per operation (PostgreSQL), so two workers given the same
+    """A session advisory lock per operation, so two workers given the same
     message do not both scan the fleet; the lock dies with a crashed worker's connection."""
-    if connection.vendor != "postgresql":
-        yield True
-        return
     key = zlib.crc32(str(operation_id).encode()) - 2**31
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
@@ -119,12 +116,10 @@ def _still_resolving(operation_id: Any) -> bool:
     """Whether to go on, holding a lock on the operation row until the chunk commits.
 
     A cancel takes ``FOR UPDATE`` on the row, so it waits for chunks in flight, and chunks
-    that start after it see CANCELLED and stop. On PostgreSQL the lock is ``FOR KEY SHARE``:
+    that start after it see CANCELLED and stop. The lock is ``FOR KEY SHARE``:
     parallel chunks, and devices reporting (whose counter UPDATEs need only ``FOR NO KEY
     UPDATE``), do not wait for each other.
     """
-    if connection.vendor != "postgresql":
-        return Operation.objects.select_for_update().filter(pk=operation_id, state=S.RESOLVING).exists()
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT 1 FROM {Operation._meta.db_table} WHERE id = %s AND state = %s FOR KEY SHARE",
@@ -141,7 +136,7 @@ def _run_chunks(starts: range, write_chunk: Callable[[int], bool]) -> bool:
     transaction (tests), other connections could not see its rows: one at a time then.
     """
     parallelism = min(settings.FANOUT_PARALLELISM, len(starts))
-    if parallelism <= 1 or connection.vendor != "postgresql" or connection.in_atomic_block:
+    if parallelism <= 1 or connection.in_atomic_block:
         return all(write_chunk(start) for start in starts)
 
     def in_thread(start: int) -> bool:
@@ -189,13 +184,12 @@ def _insert(
     ops = connection.ops
     sub_sql, sub_params = devices.order_by().values_list("pk").query.sql_with_params()
     now = ops.adapt_datetimefield_value(timezone.now())
-    json_cast = "::jsonb" if connection.vendor == "postgresql" else ""
     table = CommandStatus._meta.db_table
     sql = f"""
         INSERT INTO {table} (tenant_id, operation_id, request_ref, device_id, command, arguments, state,
             reason, is_internal, priority, not_before, window_closes_at, deadline, dispatched_at,
             delivery_count, version, created_on, updated_on)
-        SELECT %s, %s, '', sub.pk, %s, %s{json_cast}, %s, %s, %s, %s, %s, %s, %s, %s, 0, 1, %s, %s
+        SELECT %s, %s, '', sub.pk, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, 0, 1, %s, %s
         FROM ({sub_sql}) AS sub WHERE true
         ON CONFLICT DO NOTHING
     """

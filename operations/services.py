@@ -95,8 +95,6 @@ def _lock_unfinished_commands(operation: Operation) -> None:
     the commands are locked here before the operation row, in the same order, and the two
     can never deadlock.
     """
-    if connection.vendor != "postgresql":
-        return  # SQLite serialises writers; there is nothing to wait for
     table = CommandStatus._meta.db_table
     unfinished = [int(state) for state in UNFINISHED_STATES]
     with connection.cursor() as cursor:

@@ -20,7 +20,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from commands.models import CommandStatus
-from config.console.scoping import SuperuserOnlyAdmin, TenantScopedAdmin
 from inventory.models import (
     ApiKey,
     ConsoleUser,
@@ -30,6 +29,7 @@ from inventory.models import (
     Tenant,
     UpcomingHeadlessRun,
 )
+from inventory.scoping import SuperuserOnlyAdmin, TenantScopedAdmin
 from inventory.services import create_api_key, create_device, get_or_create_tenant
 from maintenance import services as maintenance
 from maintenance.models import MaintenanceJob
@@ -106,7 +106,7 @@ def test_every_registered_admin_is_tenant_scoped_or_superuser_only(model: type[m
     model_admin = admin.site._registry[model]
 
     assert isinstance(model_admin, TenantScopedAdmin | SuperuserOnlyAdmin), (
-        f"{type(model_admin).__name__} must derive from config.config.console.scoping.TenantScopedAdmin "
+        f"{type(model_admin).__name__} must derive from config.inventory.scoping.TenantScopedAdmin "
         "(or SuperuserOnlyAdmin)"
     )
     if isinstance(model_admin, TenantScopedAdmin):

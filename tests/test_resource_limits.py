@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from config.api import ratelimit
+from inventory import ratelimit
 from inventory.models import Device
 from inventory.services import create_api_key
 from tests.conftest import Api, DeviceActor, Org, add_device

@@ -14,7 +14,7 @@ from config.api.envelopes import DEFAULT_ENVELOPE, Envelope
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):
-    target_class = "config.api.authentication.BearerTokenAuthentication"
+    target_class = "inventory.authentication.BearerTokenAuthentication"
     name = "bearerAuth"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:

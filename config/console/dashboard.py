@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from commands.choices import CommandState
 from commands.models import CommandHistory
-from config.console.scoping import scope_of, scope_queryset
 from inventory.models import Device
+from inventory.scoping import scope_of, scope_queryset
 from operations.admin import progress_bar
 from operations.choices import TERMINAL_STATES, OperationState
 from operations.models import Operation

@@ -19,9 +19,8 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.request import Request
 
-from config.api import ratelimit
 from config.api.principal import Principal
-from inventory import tokens
+from inventory import ratelimit, tokens
 
 _NOT_FOUND = "__none__"
 
@@ -82,7 +81,7 @@ def _load(kind: str, prefix: str) -> dict[str, Any] | None:
 def resolve_token(plain: str) -> Principal | None:
     """The principal a bearer token stands for, or None if it is unknown, revoked or expired.
 
-    Raises :class:`~config.api.ratelimit.RateLimited` when the token spent this minute's requests.
+    Raises :class:`~inventory.ratelimit.RateLimited` when the token spent this minute's requests.
     """
     return resolve_token_reading(plain)[0]
 
