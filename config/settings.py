@@ -247,7 +247,7 @@ SWEEP_SECONDS = env_int("SWEEP_SECONDS", 10, minimum=1)
 
 # --- Headless operations (docs/headless.md) -----------------------------------------------------
 # Called with the listed operations when a GET asks for update_status=true, in this order.
-HEADLESS_STATUS_HELPERS = env_list("HEADLESS_STATUS_HELPERS", ["inventory.headless.update_from_commands"])
+HEADLESS_STATUS_HELPERS = env_list("HEADLESS_STATUS_HELPERS", ["operations.headless.update_from_commands"])
 # A pending or running headless operation this long after it ran is failed as overdue.
 HEADLESS_OVERDUE_SECONDS = env_int("HEADLESS_OVERDUE_SECONDS", 3600, minimum=1)
 
@@ -259,6 +259,6 @@ CELERY_BEAT_SCHEDULE.update(
             "task": "operations.tasks.recover_stuck_fan_outs",
             "schedule": FANOUT_STUCK_SECONDS / 2,
         },
-        "run-due-headless": {"task": "inventory.tasks.run_due_headless", "schedule": float(SWEEP_SECONDS)},
+        "run-due-headless": {"task": "operations.tasks.run_due_headless", "schedule": float(SWEEP_SECONDS)},
     }
 )

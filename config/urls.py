@@ -29,5 +29,5 @@ urlpatterns = [
     path("", include("inventory.api.urls")),
     path("", include("operations.api.urls")),
     path("", include("maintenance.api.urls")),
-    path("", include("inventory.api.headless_urls")),
+    path("", include("operations.api.headless_urls")),
 ]

@@ -398,4 +398,4 @@ class ConsoleUserAdmin(SuperuserOnlyAdmin):
 # Users and beat's tables span every tenant: superusers only.
 restrict_to_superusers(admin.site, {"auth", "django_celery_beat"})
 
-from inventory import admin_audit, admin_headless  # noqa: E402,F401
+from inventory import admin_audit  # noqa: E402,F401

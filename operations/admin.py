@@ -266,3 +266,6 @@ def api_messages(detail: Any) -> list[str]:
                 lines.append(first_message({field: problem}))
         return lines
     return [first_message(detail)]
+
+
+from operations import admin_headless  # noqa: E402,F401  (registers the headless screens)

@@ -8,7 +8,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from operations import fanout
+from operations import fanout, headless
 from operations.choices import OperationState
 from operations.models import Operation
 
@@ -38,3 +38,9 @@ def recover_stuck_fan_outs() -> int:
         fan_out_operation.delay(str(operation_id))
         count += 1
     return count
+
+
+@shared_task(ignore_result=True)
+def run_due_headless() -> dict[str, int]:
+    """Run due headless operations and sync the active ones' statuses (idempotent)."""
+    return headless.sweep()

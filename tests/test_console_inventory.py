@@ -123,7 +123,7 @@ def test_upcoming_headless_runs_soonest_first(console: Client, org: Org, device:
             {"device_id": "dev-1", "operation_type": "sync", "scheduled_at": when},
         )
 
-    html = console.get("/admin/inventory/upcomingheadlessrun/").content.decode()
+    html = console.get("/admin/operations/upcomingheadlessrun/").content.decode()
 
     assert html.index("Jan. 1, 2099") < html.index("March 1, 2099")
 

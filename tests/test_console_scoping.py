@@ -25,16 +25,14 @@ from inventory.models import (
     ConsoleUser,
     Device,
     Group,
-    HeadlessOperation,
     Tenant,
-    UpcomingHeadlessRun,
 )
 from inventory.scoping import SuperuserOnlyAdmin, TenantScopedAdmin
 from inventory.services import create_api_key, create_device, get_or_create_tenant
 from maintenance import services as maintenance
 from maintenance.models import MaintenanceJob
 from operations.choices import OperationState
-from operations.models import Operation
+from operations.models import HeadlessOperation, Operation, UpcomingHeadlessRun
 
 OTHER = "zz-other"  # every object of the other tenant carries this, so a leak shows in the HTML
 

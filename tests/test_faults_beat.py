@@ -16,9 +16,9 @@ import pytest
 from django.db.models import Count
 
 from commands.models import CommandStatus
-from inventory import headless
-from inventory.models import HeadlessOperation
 from maintenance.models import MaintenanceExecution
+from operations import headless
+from operations.models import HeadlessOperation
 from tests.conftest import CeleryProcesses, add_device, make_org, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]

@@ -21,11 +21,10 @@ import pytest
 import requests
 
 from commands.models import CommandStatus
-from inventory.models import HeadlessOperation
 from inventory.services import bulk_import_devices, create_api_key, get_or_create_tenant
 from operations.aggregates import true_counts
 from operations.choices import OperationState
-from operations.models import Operation, OperationActivity
+from operations.models import HeadlessOperation, Operation, OperationActivity
 from tests.conftest import wait_until
 from tests.faults import Processes, RedisServer, free_port, wait_port
 

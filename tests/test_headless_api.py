@@ -10,8 +10,8 @@ import pytest
 
 from commands.choices import CommandState
 from commands.models import CommandStatus
-from inventory import headless
-from inventory.models import HeadlessOperation, HeadlessStatus
+from operations import headless
+from operations.models import HeadlessOperation, HeadlessStatus
 from tests.conftest import add_device
 
 URL = "/api/v1/inventory_device_headless_operation/"

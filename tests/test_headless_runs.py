@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from commands.choices import CommandState, Priority
 from commands.models import CommandStatus
-from inventory import headless
-from inventory.models import HeadlessOperation, HeadlessStatus
+from operations import headless
+from operations.models import HeadlessOperation, HeadlessStatus
 from tests.conftest import add_device
 
 C = CommandState
@@ -292,7 +292,7 @@ def broken_helper(operations: QuerySet[HeadlessOperation]) -> None:
 
 def test_custom_helpers_run_over_exactly_the_returned_operations(org, device, settings):
     settings.HEADLESS_STATUS_HELPERS = [
-        "inventory.headless.update_from_commands",
+        "operations.headless.update_from_commands",
         "tests.test_headless_runs.record_helper",
     ]
     helper_calls.clear()
@@ -334,7 +334,7 @@ def test_admin_lists_shows_and_cancels(device, admin_client):
     running = schedule(device.device, ago(1))
     headless.run_due()
     done = schedule(device.device, ago(-3600), status=H.COMPLETED)
-    base = "/admin/inventory/headlessoperation/"
+    base = "/admin/operations/headlessoperation/"
 
     assert admin_client.get(base).status_code == 200
     assert admin_client.get(base, {"status__exact": "scheduled", "q": "dev-1"}).status_code == 200

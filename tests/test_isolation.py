@@ -18,9 +18,9 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from commands.models import CommandStatus
-from inventory.models import Device, Group, HeadlessOperation
+from inventory.models import Device, Group
 from maintenance.models import MaintenanceJob
-from operations.models import Operation
+from operations.models import HeadlessOperation, Operation
 from tests.conftest import Org
 from tests.world import World, build_world, fill, path_parameters, shape
 

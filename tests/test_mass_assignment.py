@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from commands.models import CommandStatus
-from inventory.models import Device, Group, HeadlessOperation
+from inventory.models import Device, Group
 from maintenance.models import MaintenanceJob
 from operations.choices import OperationState
-from operations.models import Operation
+from operations.models import HeadlessOperation, Operation
 from tests.conftest import Org
 from tests.test_isolation import OPERATIONS
 from tests.world import World, build_world, fill, path_parameters

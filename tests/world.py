@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from commands.models import CommandStatus
-from inventory import headless
-from inventory.models import Group, HeadlessOperation
+from inventory.models import Group
 from maintenance import services as maintenance
 from maintenance.models import MaintenanceJob
-from operations.models import Operation
+from operations import headless
+from operations.models import HeadlessOperation, Operation
 from tests.command_factories import command_of, dispatched_operation
 from tests.conftest import DeviceActor, Org, add_device
 

@@ -2,8 +2,14 @@
 
 import django.core.validators
 import django.db.models.deletion
-import inventory.models.headless
+import uuid
+
 from django.db import migrations, models
+
+
+def new_headless_id():
+    """The model's id default when this migration was made; the model now lives in operations."""
+    return f"op_{uuid.uuid4().hex}"
 
 
 class Migration(migrations.Migration):
@@ -17,7 +23,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='HeadlessOperation',
             fields=[
-                ('id', models.CharField(default=inventory.models.headless.new_headless_id, editable=False, max_length=40, primary_key=True, serialize=False)),
+                ('id', models.CharField(default=new_headless_id, editable=False, max_length=40, primary_key=True, serialize=False)),
                 ('operation_type', models.CharField(max_length=64, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9_.\\-]{1,64}$', "must be 1 to 64 letters, digits, '_', '-' or '.' (for example 'firmware_update')")])),
                 ('scheduled_at', models.DateTimeField()),
                 ('parameters', models.JSONField(blank=True, default=dict)),

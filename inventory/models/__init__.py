@@ -3,7 +3,6 @@
 from inventory.models.audit import AuditEntry
 from inventory.models.console import ConsoleUser
 from inventory.models.devices import Device, DeviceState, Group
-from inventory.models.headless import HeadlessOperation, HeadlessStatus, UpcomingHeadlessRun
 from inventory.models.tenants import ApiKey, Role, Tenant
 
 __all__ = [
@@ -13,9 +12,6 @@ __all__ = [
     "Device",
     "DeviceState",
     "Group",
-    "HeadlessOperation",
-    "HeadlessStatus",
     "Role",
     "Tenant",
-    "UpcomingHeadlessRun",
 ]

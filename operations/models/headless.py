@@ -1,7 +1,7 @@
 """Headless operations (seed 001): one named task for one device, run at ``scheduled_at``.
 
 A run is an internal command (``commands.CommandStatus``) sent through the device's inbox;
-the operation's status then follows that command (``inventory.headless``).
+the operation's status then follows that command (``operations.headless``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 
 from commands.choices import Priority
-from inventory.models.devices import Device
-from inventory.models.tenants import Tenant
+from inventory.models import Device, Tenant
 
 OPERATION_TYPE_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 validate_operation_type = RegexValidator(
@@ -89,14 +88,14 @@ class HeadlessOperation(models.Model):
         indexes = [
             models.Index(fields=["tenant", "-created_at"], name="headless_tenant_created"),
             # The due sweep: WHERE status = 'scheduled' AND scheduled_at <= now
-            # ORDER BY priority DESC, scheduled_at (inventory.headless.run_due).
+            # ORDER BY priority DESC, scheduled_at (operations.headless.run_due).
             models.Index(
                 fields=["scheduled_at"],
                 name="headless_due",
                 condition=models.Q(status=HeadlessStatus.SCHEDULED),
             ),
             # The status sync of every sweep: operations whose command has not finished
-            # (inventory.headless.sync_statuses over status IN ('pending', 'running')).
+            # (operations.headless.sync_statuses over status IN ('pending', 'running')).
             models.Index(
                 fields=["command"],
                 name="headless_active",
@@ -113,7 +112,7 @@ class HeadlessOperation(models.Model):
 
 
 class UpcomingHeadlessRun(HeadlessOperation):
-    """The console's list of scheduled runs, soonest first (``inventory.admin_headless``)."""
+    """The console's list of scheduled runs, soonest first (``operations.admin_headless``)."""
 
     class Meta:
         proxy = True

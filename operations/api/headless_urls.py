@@ -1,6 +1,6 @@
 from rest_framework.routers import DefaultRouter
 
-from inventory.api.headless import HeadlessOperationViewSet
+from operations.api.headless import HeadlessOperationViewSet
 
 app_name = "headless"
 

@@ -25,9 +25,10 @@ from rest_framework.response import Response
 
 from config.api.envelopes import BareEnvelope
 from config.api.views import TenantScopedViewSet
-from inventory import headless
-from inventory.models import Device, HeadlessOperation, HeadlessStatus
-from inventory.models.headless import OPERATION_TYPE_PATTERN, PRIORITY_BY_NAME
+from inventory.models import Device
+from operations import headless
+from operations.models import HeadlessOperation, HeadlessStatus
+from operations.models.headless import OPERATION_TYPE_PATTERN, PRIORITY_BY_NAME
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}

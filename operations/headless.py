@@ -32,8 +32,9 @@ from rest_framework.exceptions import ValidationError
 from commands.choices import TERMINAL_STATES, CommandState
 from commands.models import CommandStatus
 from commands.services import issue_internal_command, move_and_settle, report
-from inventory.models import Device, HeadlessOperation
-from inventory.models.headless import TERMINAL_STATUSES, HeadlessStatus, sources_of
+from inventory.models import Device
+from operations.models import HeadlessOperation
+from operations.models.headless import TERMINAL_STATUSES, HeadlessStatus, sources_of
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def create_operation(
 
 def _kick_sweep() -> None:
     """A shortcut for operations due now; the periodic sweep is the guarantee."""
-    from inventory.tasks import run_due_headless
+    from operations.tasks import run_due_headless
 
     try:
         run_due_headless.delay()

@@ -12,9 +12,9 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from inventory import headless
-from inventory.models import HeadlessOperation, HeadlessStatus, UpcomingHeadlessRun
 from inventory.scoping import TenantScopedAdmin
+from operations import headless
+from operations.models import HeadlessOperation, HeadlessStatus, UpcomingHeadlessRun
 
 
 @admin.register(HeadlessOperation)

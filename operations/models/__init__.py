@@ -1,0 +1,6 @@
+"""Operations with their activity and counters, and headless operations (seed 001)."""
+
+from operations.models.headless import HeadlessOperation, HeadlessStatus, UpcomingHeadlessRun
+from operations.models.operations import Operation, OperationActivity
+
+__all__ = ["HeadlessOperation", "HeadlessStatus", "Operation", "OperationActivity", "UpcomingHeadlessRun"]
