@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, OuterRef, QuerySet, Subquery, Value
@@ -37,6 +38,8 @@ from operations.models import HeadlessOperation
 from operations.models.headless import TERMINAL_STATUSES, HeadlessStatus, sources_of
 
 logger = logging.getLogger(__name__)
+#: ``operations.tasks.run_due_headless``, sent when an operation is due at once.
+RUN_DUE_TASK = "operations.tasks.run_due_headless"
 
 H = HeadlessStatus
 C = CommandState
@@ -90,11 +93,10 @@ def create_operation(
 
 
 def _kick_sweep() -> None:
-    """A shortcut for operations due now; the periodic sweep is the guarantee."""
-    from operations.tasks import run_due_headless
-
+    """A shortcut for operations due now; the periodic sweep is the guarantee. The task is
+    sent by name: the tasks module imports this one, never the reverse."""
     try:
-        run_due_headless.delay()
+        current_app.send_task(RUN_DUE_TASK)
     except Exception:  # a broker that is down must not fail the request that scheduled it
         logger.warning("could not send run_due_headless; the next sweep will run it", exc_info=True)
 

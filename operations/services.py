@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -22,6 +23,8 @@ from operations.models import Operation
 
 S = OperationState
 logger = logging.getLogger(__name__)
+#: ``operations.tasks.fan_out_operation``, sent after the operation commits.
+FAN_OUT_TASK = "operations.tasks.fan_out_operation"
 
 
 def create_operation(tenant_id: int, data: dict[str, Any], actor: str) -> Operation:
@@ -51,11 +54,10 @@ def create_operation(tenant_id: int, data: dict[str, Any], actor: str) -> Operat
 def _send_fan_out(operation_id: Any) -> None:
     """Hand the fan-out to a worker. The operation is stored already: a broker that is down
     must not fail the request (a client would retry and create it twice);
-    ``recover_stuck_fan_outs`` sends it again later."""
-    from operations.tasks import fan_out_operation
-
+    ``recover_stuck_fan_outs`` sends it again later. The task is sent by name:
+    the tasks module imports this one, never the reverse."""
     try:
-        fan_out_operation.delay(str(operation_id))
+        current_app.send_task(FAN_OUT_TASK, args=[str(operation_id)])
     except Exception:
         logger.warning("fan-out of %s not sent; the recovery sweep will send it", operation_id, exc_info=True)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
-from unittest import mock
 
 from django.db import connection
 
@@ -19,7 +18,6 @@ from inventory.models import Tenant
 from operations.fanout import fan_out
 from operations.models import Operation
 from operations.services import create_operation
-from operations.tasks import fan_out_operation
 from tests.conftest import DeviceActor
 
 
@@ -30,16 +28,15 @@ def dispatched_operation(
     **data: Any,
 ) -> Operation:
     """An operation on ``devices``, fanned out (IMMEDIATE: DISPATCHED, WINDOW: SCHEDULED)."""
-    with mock.patch.object(fan_out_operation, "delay"):
-        operation = create_operation(
-            tenant.pk,
-            {
-                "operation_type": operation_type,
-                "operation_device_query": {"devices": [d.device.device_id for d in devices]},
-                **data,
-            },
-            "tests",
-        )
+    operation = create_operation(
+        tenant.pk,
+        {
+            "operation_type": operation_type,
+            "operation_device_query": {"devices": [d.device.device_id for d in devices]},
+            **data,
+        },
+        "tests",
+    )
     fan_out(operation.pk)
     operation.refresh_from_db()
     return operation
