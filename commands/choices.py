@@ -38,6 +38,10 @@ ALLOWED_TRANSITIONS: dict[CommandState, frozenset[CommandState]] = {
     C.CANCELLED: frozenset(),
 }
 
+#: Handing a command out to its device (the inbox), the one move a poll makes.
+HAND_OUT = (C.QUEUED, C.INITIATED)
+assert HAND_OUT[1] in ALLOWED_TRANSITIONS[HAND_OUT[0]]
+
 #: Moves only the server makes (handing out, redelivery, a window closing); a PUT asking
 #: for one of them is refused like any move outside the table.
 SYSTEM_ONLY_MOVES = frozenset({(C.QUEUED, C.INITIATED), (C.INITIATED, C.QUEUED), (C.QUEUED, C.SCHEDULED)})

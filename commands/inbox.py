@@ -9,21 +9,15 @@ Figures are in docs/performance.md.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import random
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from commands import inbox_cache
-from commands.choices import CommandState
-from commands.models import CommandHistory, CommandStatus
-from commands.payload import PAYLOAD_COLUMNS, command_payload
+from commands import inbox_cache, services
+from commands.payload import command_payload
 from config.api.envelopes import DEFAULT_ENVELOPE
 from config.api.principal import Principal
 from inventory.authentication import resolve_token_reading
@@ -32,7 +26,6 @@ from inventory.models import Device
 from inventory.presence import record_seen
 from inventory.ratelimit import RateLimited
 
-C = CommandState
 HANDED_OUT = "handed out to the device"
 
 
@@ -139,53 +132,7 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
 
 
 def hand_out(device_pk: int, device_id: str, limit: int, actor: str) -> list[dict[str, Any]]:
-    """Move up to ``limit`` of the device's queued commands to Initiated and return them,
-    highest priority first, then oldest. Concurrent polls never hand out a row twice."""
-    now = timezone.now()
-    rows = _hand_out_statement(device_pk, limit, actor, now)
-    rows.sort(key=lambda row: (-row["priority"], row["id"]))
+    """Hand out up to ``limit`` of the device's queued commands (``services.hand_out``) and
+    return them as the API shows command statuses."""
+    rows = services.hand_out(device_pk, limit, actor, HANDED_OUT)
     return [command_payload(device=device_id, **row) for row in rows]
-
-
-def _hand_out_statement(device_pk: int, limit: int, actor: str, now: dt.datetime) -> list[dict[str, Any]]:
-    table = CommandStatus._meta.db_table
-    history = CommandHistory._meta.db_table
-    returned = ", ".join(f"cs.{column}" for column in PAYLOAD_COLUMNS)
-    sql = f"""
-        WITH picked AS (
-            SELECT id FROM {table}
-            WHERE device_id = %s AND state = %s
-            ORDER BY priority DESC, id LIMIT %s
-            FOR UPDATE SKIP LOCKED
-        ), moved AS (
-            UPDATE {table} cs SET state = %s, delivered_at = %s, delivery_count = cs.delivery_count + 1,
-                version = cs.version + 1, updated_on = %s
-            FROM picked WHERE cs.id = picked.id
-            RETURNING {returned}
-        ), logged AS (
-            INSERT INTO {history} (command_id, from_state, to_state, reason, actor, created_at)
-            SELECT id, %s, %s, %s, %s, %s FROM moved
-        )
-        SELECT * FROM moved
-    """
-    params: list[Any] = [
-        device_pk,
-        int(C.QUEUED),
-        limit,
-        int(C.INITIATED),
-        now,
-        now,
-        int(C.QUEUED),
-        int(C.INITIATED),
-        HANDED_OUT,
-        actor,
-        now,
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = [dict(zip(PAYLOAD_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
-    for row in rows:  # Django leaves jsonb undecoded on raw cursors
-        for column in ("arguments", "details"):
-            if isinstance(row[column], str):
-                row[column] = json.loads(row[column])
-    return rows

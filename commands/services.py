@@ -1,59 +1,33 @@
-"""What happens to command statuses: a device's report, set-based moves, hand-outs.
+"""The one writer of a command's state: a device's report, set-based moves, hand-outs.
 
-Every change goes through the state table in ``commands.choices`` and, for commands of an
-operation, moves the operation's counters in the same transaction (``counter_deltas``), so
-the counts stay exact under any number of concurrent reports.
+Every change is decided by the table in ``commands.choices`` and written here, with a
+history row in the same statement. What a move means to the floors above (an operation's
+counters and state) is theirs: the followers they registered (``commands.followers``) run
+in the same statement (a report) or the same transaction (a set move), so the counts stay
+exact under any number of concurrent reports.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections import defaultdict
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
-from rest_framework import status
-from rest_framework.exceptions import ValidationError
 
 from commands import inbox_cache
-from commands.choices import TERMINAL_STATES, UNDELIVERED_STATES, CommandState, Priority, can_move
+from commands.choices import HAND_OUT, CommandState, Priority, can_move
+from commands.followers import Moved, followers
 from commands.models import CommandHistory, CommandStatus
 from commands.payload import PAYLOAD_COLUMNS
-from operations import progress
+from config.errors import Conflict, DomainError
+from inventory.models import Device
 
 C = CommandState
-
-
-class VersionConflict(ValidationError):
-    """``expected_version`` did not match: someone else changed the command first (409).
-
-    A ``ValidationError`` so that the API's error handler keeps its fields (``errors``
-    names the current state and version) rather than flattening the detail to a string.
-    """
-
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "version_conflict"
-
-
-def counter_deltas(old: int, new: int, was_dispatched: bool = True) -> dict[str, int]:
-    """Which operation counter one command's move changes."""
-    target = C(new)
-    if target == C.SUCCESS:
-        return {"success_count": 1}
-    if target == C.FAILURE:
-        return {"failed_count": 1}
-    if target == C.TIMEOUT:
-        return {"dispatch_failed_count": 1} if old in UNDELIVERED_STATES else {"failed_count": 1}
-    if target == C.CANCELLED:
-        return {"cancelled_count": 1}
-    if target == C.QUEUED and old == C.SCHEDULED and not was_dispatched:
-        return {"dispatched_count": 1}
-    return {}
 
 
 def report(
@@ -69,21 +43,22 @@ def report(
     """A device's (or operator's) PUT. Returns the command and whether it changed.
 
     Repeating the current state is a no-op (devices retry); a stale ``expected_version``
-    is a 409; a move outside the table, or out of a finished state, is a 400 naming both.
+    is a :class:`~config.errors.Conflict` (409); a move outside the table, or out of a
+    finished state, is a :class:`~config.errors.DomainError` (400) naming both.
     ``tenant_id`` and ``device_pk`` scope the lookup as the API view scopes its queryset (the
     caller's tenant, and a device token's own device): a command outside them is
     ``CommandStatus.DoesNotExist``, answered 404 like one that does not exist.
     """
     pk = command.pk if isinstance(command, CommandStatus) else command
     sources = [int(s) for s in C if can_move(s, target, by_client=True)]
-    current, old, moved, operation_state = _report_statement(
+    current, old, moved, values = _report_statement(
         pk, target, sources, reason, details, expected_version, actor, tenant_id, device_pk
     )
     if not moved:
         if old == target:
             return current, False
         if expected_version is not None and expected_version != current.version:
-            raise VersionConflict(
+            raise Conflict(
                 {
                     "expected_version": [
                         f"is {expected_version} but the command is at version {current.version} "
@@ -93,17 +68,14 @@ def report(
                     "version": [str(current.version)],
                 }
             )
-        raise ValidationError({"state": [f"cannot move from '{C(old).label}' to '{target.label}'"]})
-    if current.operation_id:
-        # The counters moved with the row; the operation's state follows, each step a
-        # conditional UPDATE, skipped when it cannot match: the hot path stays short.
-        first_report = operation_state == progress.S.DISPATCHED
-        if first_report or target in TERMINAL_STATES:
-            progress.advance(current.operation_id, reported=first_report, actor=actor)
+        raise DomainError({"state": [f"cannot move from '{C(old).label}' to '{target.label}'"]})
+    for follower, value in zip(followers(), values, strict=True):
+        follower.reported(current, old, value, actor)
     return current, True
 
 
-_REPORT_COLUMNS = ("tenant_id", "device_id", *PAYLOAD_COLUMNS)  # enough to rebuild the model
+#: The columns of ``cur`` and ``moved`` in the report statement: enough to rebuild the model.
+REPORT_COLUMNS = ("tenant_id", "device_id", *PAYLOAD_COLUMNS)
 _DETAILS = CommandStatus._meta.get_field("details")
 _ARGUMENTS = CommandStatus._meta.get_field("arguments")
 
@@ -128,38 +100,26 @@ def _report_statement(
     actor: str,
     tenant_id: int | None,
     device_pk: int | None,
-) -> tuple[CommandStatus, int, bool, int | None]:
+) -> tuple[CommandStatus, int, bool, list[Any]]:
     """The whole report as one statement: lock and read the row, move it if the table and
-    ``expected_version`` allow, write its history and its operation's counters.
+    ``expected_version`` allow, write its history, and run the followers' parts (an
+    operation's counters). Returns the command, its old state, whether it moved, and the
+    value each follower's part read.
 
     One round trip and no explicit transaction, instead of six statements built by the
     ORM: this is the path every device takes for every command (docs/performance.md).
     """
     table = CommandStatus._meta.db_table
-    # Which counter a move changes depends only on the target, but for TimeOut (below).
-    deltas = counter_deltas(int(C.IN_PROGRESS), target)
-    counter_sets = [f"{name} = o.{name} + {int(delta)}" for name, delta in deltas.items()]
-    if target == C.TIMEOUT:  # a dispatch failure or a device failure, by the state it left
-        counter_sets = [
-            f"dispatch_failed_count = o.dispatch_failed_count + (cur.state IN {_UNDELIVERED_SQL})::int",
-            f"failed_count = o.failed_count + (cur.state NOT IN {_UNDELIVERED_SQL})::int",
-        ]
-    columns = ", ".join(f"cs.{c}" for c in _REPORT_COLUMNS)
+    columns = ", ".join(f"cs.{c}" for c in REPORT_COLUMNS)
     details_set = ", details = %(details)s" if details is not None else ""
-    counted = (
-        f""", counted AS (
-            UPDATE operations_operation o SET {", ".join(counter_sets)}, updated_at = %(now)s
-            FROM moved JOIN cur USING (id) WHERE o.id = cur.operation_id
-        )"""
-        if counter_sets
-        else ""
-    )
+    parts = [follower.report_sql(target) for follower in followers()]
+    ctes = "".join(f", {part.ctes}" for part in parts if part.ctes)
+    values = "".join(f", {part.value}" for part in parts)
     sql = f"""
         WITH cur AS (
-            SELECT {columns}, d.device_id AS device_ref, o.state AS operation_state
+            SELECT {columns}, d.device_id AS device_ref
             FROM {table} cs
-            JOIN inventory_device d ON d.id = cs.device_id
-            LEFT JOIN operations_operation o ON o.id = cs.operation_id
+            JOIN {Device._meta.db_table} d ON d.id = cs.device_id
             WHERE cs.id = %(pk)s
               AND (%(tenant)s::bigint IS NULL OR cs.tenant_id = %(tenant)s)
               AND (%(device)s::bigint IS NULL OR cs.device_id = %(device)s)
@@ -176,8 +136,8 @@ def _report_statement(
             INSERT INTO {CommandHistory._meta.db_table}
                 (command_id, from_state, to_state, reason, actor, created_at)
             SELECT id, cur.state, %(target)s, %(reason)s, %(actor)s, %(now)s FROM moved JOIN cur USING (id)
-        ){counted}
-        SELECT cur.*, moved.* FROM cur LEFT JOIN moved USING (id)
+        ){ctes}
+        SELECT cur.*, moved.*{values} FROM cur LEFT JOIN moved USING (id)
     """
     params = {
         "pk": pk,
@@ -196,26 +156,13 @@ def _report_statement(
         found = cursor.fetchone()
     if found is None:
         raise CommandStatus.DoesNotExist(f"no command status {pk}")
-    width = len(_REPORT_COLUMNS)
-    before = dict(zip(_REPORT_COLUMNS, found[:width], strict=True))
-    device_ref, operation_state = found[width], found[width + 1]
-    after = found[width + 2 :]
+    width = len(REPORT_COLUMNS)
+    before = dict(zip(REPORT_COLUMNS, found[:width], strict=True))
+    device_ref = found[width]
+    after = found[width + 1 : 2 * width + 1]
     moved = after[0] is not None
-    values = dict(zip(_REPORT_COLUMNS, after, strict=True)) if moved else dict(before)
-    return _row_to_command(values, device_ref), before["state"], moved, operation_state
-
-
-_UNDELIVERED_SQL = "(" + ", ".join(str(int(s)) for s in sorted(UNDELIVERED_STATES)) + ")"
-
-
-@dataclass(frozen=True)
-class Moved:
-    operation_id: Any
-    tenant_id: int
-    new_state: int
-    old_state: int
-    was_dispatched: bool
-    count: int
+    row = dict(zip(REPORT_COLUMNS, after, strict=True)) if moved else dict(before)
+    return _row_to_command(row, device_ref), before["state"], moved, list(found[2 * width + 1 :])
 
 
 def move_commands(
@@ -226,7 +173,7 @@ def move_commands(
     extra: dict[str, Any] | None = None,
 ) -> list[Moved]:
     """Move every command of ``commands`` (a filtered queryset) that the table allows to
-    ``target`` as one set: one UPDATE, one INSERT of history, counters per operation.
+    ``target`` as one set: one UPDATE, one INSERT of history.
 
     Rows locked by a concurrent mover are skipped, never moved twice. Call inside a
     transaction; the caller then calls :func:`settle` with the result.
@@ -281,17 +228,9 @@ def _move_statement(
 
 
 def settle(moved: list[Moved], actor: str = "system") -> None:
-    """Apply a set move's counters to its operations, then let each operation advance."""
-    deltas: dict[Any, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for group in moved:
-        if group.operation_id is None:
-            continue
-        for name, delta in counter_deltas(group.old_state, group.new_state, group.was_dispatched).items():
-            deltas[group.operation_id][name] += delta * group.count
-    for operation_id, changes in sorted(deltas.items(), key=lambda item: str(item[0])):
-        progress.add_counts(operation_id, **changes)
-    for operation_id in sorted({str(g.operation_id) for g in moved if g.operation_id is not None}):
-        progress.advance(operation_id, actor=actor)
+    """Tell the followers (an operation's counters and state) what a set move moved."""
+    for follower in followers():
+        follower.moved(moved, actor)
 
 
 def move_and_settle(
@@ -335,3 +274,46 @@ def issue_internal_command(
     )
     transaction.on_commit(lambda: inbox_cache.forget_device(device_pk))
     return status_row
+
+
+def hand_out(device_pk: int, limit: int, actor: str, reason: str) -> list[dict[str, Any]]:
+    """Move up to ``limit`` of the device's queued commands to Initiated (:data:`HAND_OUT`)
+    and return their rows (``PAYLOAD_COLUMNS``), highest priority first, then oldest.
+
+    One statement: pick with ``FOR UPDATE SKIP LOCKED`` (concurrent polls never hand out a
+    row twice), move, count the delivery, write history. It changes no counter of an
+    operation, so no follower runs: the inbox's hot path stays one round trip.
+    """
+    source, target = HAND_OUT
+    now = timezone.now()
+    table = CommandStatus._meta.db_table
+    history = CommandHistory._meta.db_table
+    returned = ", ".join(f"cs.{column}" for column in PAYLOAD_COLUMNS)
+    sql = f"""
+        WITH picked AS (
+            SELECT id FROM {table}
+            WHERE device_id = %s AND state = %s
+            ORDER BY priority DESC, id LIMIT %s
+            FOR UPDATE SKIP LOCKED
+        ), moved AS (
+            UPDATE {table} cs SET state = %s, delivered_at = %s, delivery_count = cs.delivery_count + 1,
+                version = cs.version + 1, updated_on = %s
+            FROM picked WHERE cs.id = picked.id
+            RETURNING {returned}
+        ), logged AS (
+            INSERT INTO {history} (command_id, from_state, to_state, reason, actor, created_at)
+            SELECT id, %s, %s, %s, %s, %s FROM moved
+        )
+        SELECT * FROM moved
+    """
+    params: list[Any] = [device_pk, int(source), limit, int(target), now, now]
+    params += [int(source), int(target), reason, actor, now]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = [dict(zip(PAYLOAD_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
+    for row in rows:  # Django leaves jsonb undecoded on raw cursors
+        for column in ("arguments", "details"):
+            if isinstance(row[column], str):
+                row[column] = json.loads(row[column])
+    rows.sort(key=lambda row: (-row["priority"], row["id"]))
+    return rows

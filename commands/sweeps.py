@@ -1,4 +1,5 @@
-"""Periodic sweeps over command statuses (``CELERY_BEAT_SCHEDULE``).
+"""Periodic sweeps of delivery (``CELERY_BEAT_SCHEDULE`` through ``operations.sweeps.run_all``):
+redelivery of commands not acknowledged in time, and timeouts past a command's deadline.
 
 Each is one set-based move (see ``services.move_and_settle``): idempotent, and safe when
 two run at once because rows another sweep has locked are skipped, never moved twice.
@@ -7,20 +8,13 @@ two run at once because rows another sweep has locked are skipped, never moved t
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
-from typing import Any
 
 from django.conf import settings
-from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from commands.choices import CommandState
 from commands.models import CommandStatus
-from commands.services import Moved, move_and_settle
-from operations import progress
-from operations.choices import OperationState
-from operations.models import Operation
-from operations.windows import Window
+from commands.services import move_and_settle
 
 C = CommandState
 
@@ -43,59 +37,6 @@ def redeliver_unacknowledged(now: dt.datetime | None = None) -> dict[str, int]:
     return {"requeued": requeued, "timed_out": timed_out}
 
 
-def open_windows(now: dt.datetime | None = None, operation_id: Any = None) -> int:
-    """Release scheduled commands whose window has opened; their operation is dispatched."""
-    now = now or timezone.now()
-    due = CommandStatus.objects.filter(state=C.SCHEDULED, not_before__lte=now)
-    if operation_id is not None:
-        due = due.filter(operation_id=operation_id)
-    return move_and_settle(due, C.QUEUED, "window opened", after=_mark_dispatched)
-
-
-def _mark_dispatched(moved: list[Moved]) -> None:
-    for operation_id in {group.operation_id for group in moved if group.operation_id is not None}:
-        progress.move(operation_id, OperationState.DISPATCHING, only_from=[OperationState.SCHEDULED])
-        if progress.move(operation_id, OperationState.DISPATCHED, only_from=[OperationState.DISPATCHING]):
-            progress.advance(operation_id)
-
-
-def close_windows(now: dt.datetime | None = None) -> dict[str, int]:
-    """Commands still queued when their daily window closes wait for the next window, or
-    time out if there is none before the operation's end."""
-    now = now or timezone.now()
-    return reschedule(CommandStatus.objects.filter(state=C.QUEUED, window_closes_at__lte=now), now)
-
-
-def reschedule(
-    closed: QuerySet[CommandStatus], now: dt.datetime, reason: str = "window closed"
-) -> dict[str, int]:
-    """Send queued window commands back to Scheduled for their next window (per device
-    zone), or to TimeOut when no window is left."""
-    groups = (
-        closed.exclude(operation=None)
-        .values_list("operation_id", "device__timezone")
-        .distinct()
-        .order_by("operation_id")
-    )
-    counts: dict[str, int] = defaultdict(int)
-    windows: dict[Any, Window] = {}
-    for operation_id, zone in groups:
-        if operation_id not in windows:
-            windows[operation_id] = Window.from_args(Operation.objects.get(pk=operation_id).schedule_args)
-        opening = windows[operation_id].next_opening(zone, now)
-        subset = closed.filter(operation_id=operation_id, device__timezone=zone)
-        if opening is None:
-            counts["timed_out"] += move_and_settle(subset, C.TIMEOUT, f"{reason}; no later window")
-        else:
-            counts["rescheduled"] += move_and_settle(
-                subset,
-                C.SCHEDULED,
-                f"{reason}; waiting for the next window",
-                extra={"not_before": opening[0], "window_closes_at": opening[1]},
-            )
-    return dict(counts)
-
-
 def time_out_overdue(now: dt.datetime | None = None, tenant_id: int | None = None) -> int:
     """Unfinished commands past their deadline (the window's end) become Command TimeOut."""
     now = now or timezone.now()
@@ -103,34 +44,3 @@ def time_out_overdue(now: dt.datetime | None = None, tenant_id: int | None = Non
     if tenant_id is not None:
         overdue = overdue.filter(tenant_id=tenant_id)
     return move_and_settle(overdue, C.TIMEOUT, "deadline passed")
-
-
-def complete_finished_operations() -> int:
-    """Operations whose every command is finished but that are still open move on.
-
-    A report commits its row and counters in one statement and moves the operation on
-    right after; a process that died in between leaves this for the sweep to finish.
-    """
-    finished = F("success_count") + F("failed_count") + F("dispatch_failed_count") + F("cancelled_count")
-    stuck = Operation.objects.filter(
-        state__in=progress.sources_of(OperationState.COMPLETED),
-        resolved_count__gt=0,
-        resolved_count__lte=finished,
-    ).values_list("pk", flat=True)
-    count = 0
-    for operation_id in stuck:
-        progress.advance(operation_id)
-        count += 1
-    return count
-
-
-def run_all() -> dict[str, Any]:
-    """Every sweep once, in the order that keeps each command's story consistent."""
-    now = timezone.now()
-    return {
-        "timed_out": time_out_overdue(now),
-        "redelivery": redeliver_unacknowledged(now),
-        "closed": close_windows(now),
-        "opened": open_windows(now),
-        "completed": complete_finished_operations(),
-    }

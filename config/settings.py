@@ -253,7 +253,7 @@ HEADLESS_OVERDUE_SECONDS = env_int("HEADLESS_OVERDUE_SECONDS", 3600, minimum=1)
 
 CELERY_BEAT_SCHEDULE.update(
     {
-        "sweep-commands": {"task": "commands.tasks.sweep_commands", "schedule": float(SWEEP_SECONDS)},
+        "sweep-commands": {"task": "operations.tasks.sweep_commands", "schedule": float(SWEEP_SECONDS)},
         "flush-last-seen": {"task": "commands.tasks.flush_last_seen", "schedule": float(SWEEP_SECONDS)},
         "recover-stuck-fan-outs": {
             "task": "operations.tasks.recover_stuck_fan_outs",

@@ -17,9 +17,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
-from rest_framework.exceptions import ValidationError
 
-from config.api.exceptions import first_message
+from config.console.errors import REFUSALS, refusal_messages
 from inventory.models import Tenant
 from inventory.scoping import TenantScopedAdmin, scope_of, scope_queryset
 from operations import services
@@ -133,8 +132,8 @@ class OperationAdmin(TenantScopedAdmin):
                 operation = services.create_operation(
                     form.cleaned_data["tenant"].pk, serializer.validated_data, self._actor(request)
                 )
-            except ValidationError as error:
-                api_errors = api_messages(error.detail)
+            except REFUSALS as error:
+                api_errors = refusal_messages(error)
             else:
                 messages.success(request, f"Created {operation.operation_type} operation {operation.pk}.")
                 return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))
@@ -175,8 +174,8 @@ class OperationAdmin(TenantScopedAdmin):
             return JsonResponse({"errors": ["tenant: pick a tenant"]}, status=400)
         try:
             count, sample = services.preview(tenant.pk, device_query(request.POST))
-        except ValidationError as error:
-            return JsonResponse({"errors": api_messages(error.detail)}, status=400)
+        except REFUSALS as error:
+            return JsonResponse({"errors": refusal_messages(error)}, status=400)
         return JsonResponse({"device_count": count, "devices": [device.device_id for device in sample]})
 
     def _operation(self, request: HttpRequest, object_id: str) -> Operation:
@@ -204,8 +203,8 @@ class OperationAdmin(TenantScopedAdmin):
         try:
             cancel_operation(operation, "cancelled from the console", self._actor(request))
             messages.success(request, f"Cancelled operation {operation.pk}.")
-        except ValidationError as error:
-            messages.error(request, "; ".join(api_messages(error.detail)))
+        except REFUSALS as error:
+            messages.error(request, "; ".join(refusal_messages(error)))
         return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))
 
     def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -214,8 +213,8 @@ class OperationAdmin(TenantScopedAdmin):
             raise PermissionDenied
         try:
             retry = services.retry_failed(operation, self._actor(request))
-        except ValidationError as error:
-            messages.error(request, "; ".join(api_messages(error.detail)))
+        except REFUSALS as error:
+            messages.error(request, "; ".join(refusal_messages(error)))
             return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))
         messages.success(request, f"Retrying the failed devices of {operation.pk} as operation {retry.pk}.")
         return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[retry.pk]))
@@ -239,8 +238,8 @@ class OperationAdmin(TenantScopedAdmin):
             try:
                 cancel_operation(operation, "cancelled from the console", self._actor(request))
                 done += 1
-            except ValidationError as error:
-                messages.error(request, f"{operation.pk}: {error.detail}")
+            except REFUSALS as error:
+                messages.error(request, f"{operation.pk}: " + "; ".join(refusal_messages(error)))
         messages.success(request, f"Cancelled {done} operation(s).")
 
     @admin.action(description="Retry the failed devices (a new operation for each selected)")
@@ -249,23 +248,12 @@ class OperationAdmin(TenantScopedAdmin):
             try:
                 retry = services.retry_failed(operation, self._actor(request))
                 messages.success(request, f"{operation.pk}: retrying as {retry.pk}.")
-            except ValidationError as error:
-                messages.error(request, f"{operation.pk}: " + "; ".join(api_messages(error.detail)))
+            except REFUSALS as error:
+                messages.error(request, f"{operation.pk}: " + "; ".join(refusal_messages(error)))
 
 
 def _retryable(operation: Operation) -> bool:
     return operation.state in TERMINAL_STATES and operation.failed_count + operation.dispatch_failed_count > 0
-
-
-def api_messages(detail: Any) -> list[str]:
-    """The API's error body as lines: ``field: message``, as a client of the API reads them."""
-    if isinstance(detail, dict):
-        lines = []
-        for field, problems in detail.items():
-            for problem in problems if isinstance(problems, list) else [problems]:
-                lines.append(first_message({field: problem}))
-        return lines
-    return [first_message(detail)]
 
 
 from operations import admin_headless  # noqa: E402,F401  (registers the headless screens)

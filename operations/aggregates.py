@@ -14,14 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Count, Exists, OuterRef, Q
 
-from commands.choices import CommandState
-from commands.models import CommandHistory, CommandStatus
-from operations import progress
+from operations import counters, progress
 from operations.models import Operation
-
-C = CommandState
 
 
 @dataclass(frozen=True)
@@ -33,25 +28,8 @@ class Repair:
 
 
 def true_counts(operation_id: uuid.UUID | str) -> dict[str, int]:
-    """The counters as the command rows say they should be.
-
-    A TimeOut counts as a device failure if the device had acknowledged the command, and
-    as a dispatch failure otherwise, as ``commands.services.counter_deltas`` decides.
-    """
-    acknowledged = CommandHistory.objects.filter(
-        command=OuterRef("pk"), to_state__in=[C.ACKNOWLEDGED, C.IN_PROGRESS]
-    )
-    commands = CommandStatus.objects.filter(operation_id=operation_id).annotate(acked=Exists(acknowledged))
-    timeout = Q(state=C.TIMEOUT)
-    counts = commands.aggregate(
-        resolved_count=Count("pk"),
-        dispatched_count=Count("pk", filter=Q(dispatched_at__isnull=False)),
-        success_count=Count("pk", filter=Q(state=C.SUCCESS)),
-        failed_count=Count("pk", filter=Q(state=C.FAILURE) | (timeout & Q(acked=True))),
-        dispatch_failed_count=Count("pk", filter=timeout & Q(acked=False)),
-        cancelled_count=Count("pk", filter=Q(state=C.CANCELLED)),
-    )
-    return {name: int(value or 0) for name, value in counts.items()}
+    """The counters as the command rows say they should be (``operations.counters.recount``)."""
+    return counters.recount(operation_id)
 
 
 def repair(operation_ids: Iterable[uuid.UUID | str]) -> list[Repair]:

@@ -26,12 +26,12 @@ from rest_framework.exceptions import ValidationError
 from commands import inbox_cache
 from commands.choices import CommandState, Priority
 from commands.models import CommandStatus
-from commands.sweeps import open_windows
 from inventory.models import Device
 from operations import progress
 from operations.choices import OperationState, ScheduleType
 from operations.device_query import DeviceQuery
 from operations.models import Operation
+from operations.sweeps import open_windows
 from operations.windows import Window
 
 logger = logging.getLogger(__name__)

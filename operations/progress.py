@@ -1,8 +1,10 @@
 """How an operation's state and counters move: only here, only in SQL.
 
-Every state change is a conditional UPDATE (``WHERE state IN allowed sources``) that
+:func:`move` is the one writer of ``Operation.state``: every state change is a conditional
+UPDATE (``WHERE state IN`` the sources the table in ``operations.choices`` allows) that
 appends an activity row only if it won, so concurrent workers and reports cannot apply a
-move twice. Counters change by ``F()`` increments in the caller's transaction.
+move twice. Counters change by ``F()`` increments in the caller's transaction; which
+counter a command's move changes is ``operations.counters``.
 """
 
 from __future__ import annotations
@@ -10,22 +12,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
+from operations import counters
 from operations.choices import ACTIVITY_NAMES, ALLOWED_TRANSITIONS, OperationState
 from operations.models import Operation, OperationActivity
 
 S = OperationState
 OperationId = uuid.UUID | str
-COUNTERS = (
-    "resolved_count",
-    "dispatched_count",
-    "dispatch_failed_count",
-    "failed_count",
-    "success_count",
-    "cancelled_count",
-)
+COUNTERS = counters.COUNTERS
 
 
 def sources_of(target: OperationState) -> list[int]:
@@ -39,10 +35,13 @@ def move(
     reason: str = "",
     actor: str = "system",
     only_from: Iterable[OperationState] | None = None,
+    when: Q | None = None,
 ) -> bool:
     """Move the operation to ``target`` if the table allows it from its current state.
 
-    Returns whether this call made the move. ``only_from`` narrows the allowed sources.
+    Returns whether this call made the move. ``only_from`` narrows the allowed sources;
+    ``when`` adds a condition on the row, checked in the same UPDATE (e.g. "every command
+    finished"), so the move and its reason cannot be split by a concurrent writer.
     """
     sources = sources_of(target)
     if only_from is not None:
@@ -50,7 +49,10 @@ def move(
     fields: dict[str, object] = {"state": int(target), "updated_at": timezone.now(), "updated_by": actor}
     if reason:
         fields["reason"] = reason
-    won = Operation.objects.filter(pk=operation_id, state__in=sources).update(**fields)
+    candidates = Operation.objects.filter(pk=operation_id, state__in=sources)
+    if when is not None:
+        candidates = candidates.filter(when)
+    won = candidates.update(**fields)
     if won:
         record_activity(operation_id, target, reason, actor)
     return bool(won)
@@ -86,15 +88,9 @@ def advance(operation_id: OperationId, reported: bool = False, actor: str = "sys
     """
     if reported:
         move(operation_id, S.PROCESSING, actor=actor, only_from=[S.DISPATCHED])
-    finished = F("success_count") + F("failed_count") + F("dispatch_failed_count") + F("cancelled_count")
-    done = (
-        Operation.objects.filter(pk=operation_id, state__in=sources_of(S.COMPLETED), resolved_count__gt=0)
-        .filter(resolved_count__lte=finished)
-        .update(state=int(S.COMPLETED), updated_at=timezone.now(), updated_by=actor)
-    )
-    if not done:
+    every_command_finished = Q(resolved_count__gt=0, resolved_count__lte=counters.finished())
+    if not move(operation_id, S.COMPLETED, actor=actor, when=every_command_finished):
         return
-    record_activity(operation_id, S.COMPLETED, actor=actor)
     succeeded = Operation.objects.filter(pk=operation_id, success_count=F("resolved_count")).exists()
     if succeeded:
         move(operation_id, S.SUCCESS, actor=actor)

@@ -14,12 +14,12 @@ from rest_framework.exceptions import ValidationError
 from commands.choices import UNFINISHED_STATES, CommandState
 from commands.models import CommandStatus
 from commands.services import move_and_settle
-from commands.sweeps import reschedule
 from inventory.models import Device
 from operations import progress
 from operations.choices import TERMINAL_STATES, OperationState, ScheduleType, can_move
 from operations.device_query import DeviceQuery
 from operations.models import Operation
+from operations.sweeps import reschedule
 
 S = OperationState
 logger = logging.getLogger(__name__)

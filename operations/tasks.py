@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from operations import fanout, headless
+from operations import fanout, headless, sweeps
 from operations.choices import OperationState
 from operations.models import Operation
 
@@ -44,3 +45,9 @@ def recover_stuck_fan_outs() -> int:
 def run_due_headless() -> dict[str, int]:
     """Run due headless operations and sync the active ones' statuses (idempotent)."""
     return headless.sweep()
+
+
+@shared_task(ignore_result=True)
+def sweep_commands() -> dict[str, Any]:
+    """Every sweep of commands and operations once (``operations.sweeps.run_all``)."""
+    return sweeps.run_all()

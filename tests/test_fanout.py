@@ -9,12 +9,12 @@ import pytest
 
 from commands.choices import CommandState
 from commands.models import CommandStatus
-from commands.sweeps import open_windows
 from inventory.services import bulk_import_devices
 from operations import fanout
 from operations.choices import OperationState
 from operations.models import Operation
 from operations.services import cancel_operation, create_operation
+from operations.sweeps import open_windows
 from tests.conftest import Org, make_org
 
 S = OperationState

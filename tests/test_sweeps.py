@@ -15,6 +15,7 @@ from django.utils import timezone
 from commands import sweeps
 from commands.choices import CommandState
 from commands.models import CommandHistory, CommandStatus
+from operations import sweeps as operation_sweeps
 from operations.aggregates import true_counts
 from operations.choices import OperationState
 from operations.models import Operation, OperationActivity
@@ -236,7 +237,7 @@ def test_a_window_operation_waits_scheduled_and_is_not_handed_out(org: Org, devi
     assert (command.state, command.not_before, command.deadline) == (C.SCHEDULED, start, end)
     assert command.window_closes_at == start + dt.timedelta(hours=2)
     assert poll(device) == []
-    assert sweeps.open_windows(start - dt.timedelta(seconds=1)) == 0
+    assert operation_sweeps.open_windows(start - dt.timedelta(seconds=1)) == 0
     assert_counters(operation, resolved_count=1)
 
 
@@ -246,7 +247,7 @@ def test_opening_a_window_queues_and_dispatches_once(org: Org) -> None:
     operation, start, _ = window_operation(org, devices)
 
     # when the window opens
-    assert sweeps.open_windows(start + dt.timedelta(minutes=1)) == 2
+    assert operation_sweeps.open_windows(start + dt.timedelta(minutes=1)) == 2
 
     # then the commands are queued, the operation dispatched, each device counted once
     assert states(operation) == [C.QUEUED, C.QUEUED]
@@ -257,7 +258,7 @@ def test_opening_a_window_queues_and_dispatches_once(org: Org) -> None:
     assert [poll(actor) for actor in devices] == [[command_of(operation, a).pk] for a in devices]
 
     # and a second run changes nothing
-    assert sweeps.open_windows(start + dt.timedelta(minutes=1)) == 0
+    assert operation_sweeps.open_windows(start + dt.timedelta(minutes=1)) == 0
     assert activity(operation).count("DISPATCHED") == 1
     assert_counters(operation, resolved_count=2, dispatched_count=2)
 
@@ -266,27 +267,27 @@ def test_a_closing_window_reschedules_then_times_out_after_the_last(org: Org) ->
     # given a window operation whose first window opened
     devices = fleet(org, 2)
     operation, start, end = window_operation(org, devices)
-    sweeps.open_windows(start + dt.timedelta(minutes=1))
+    operation_sweeps.open_windows(start + dt.timedelta(minutes=1))
 
     # when the first window closes with the commands still queued
     closed = start + dt.timedelta(hours=2, minutes=1)
-    assert sweeps.close_windows(closed) == {"rescheduled": 2}
+    assert operation_sweeps.close_windows(closed) == {"rescheduled": 2}
 
     # then they wait for the next day's window
     tomorrow = start + dt.timedelta(days=1)
     for command in CommandStatus.objects.filter(operation=operation):
         assert (command.state, command.not_before) == (C.SCHEDULED, tomorrow)
         assert command.window_closes_at == tomorrow + dt.timedelta(hours=2)
-    assert sweeps.close_windows(closed) == {}  # idempotent
+    assert operation_sweeps.close_windows(closed) == {}  # idempotent
 
     # when the next window opens, they are queued again but not counted twice
-    assert sweeps.open_windows(tomorrow + dt.timedelta(minutes=1)) == 2
+    assert operation_sweeps.open_windows(tomorrow + dt.timedelta(minutes=1)) == 2
     assert_counters(operation, resolved_count=2, dispatched_count=2)
 
     # when the last window (the third day's) closes with them still queued
-    sweeps.close_windows(tomorrow + dt.timedelta(hours=2, minutes=1))
-    sweeps.open_windows(end - dt.timedelta(minutes=30))
-    assert sweeps.close_windows(end + dt.timedelta(minutes=1)) == {"timed_out": 2}
+    operation_sweeps.close_windows(tomorrow + dt.timedelta(hours=2, minutes=1))
+    operation_sweeps.open_windows(end - dt.timedelta(minutes=30))
+    assert operation_sweeps.close_windows(end + dt.timedelta(minutes=1)) == {"timed_out": 2}
 
     # then they time out undelivered and the operation fails
     assert states(operation) == [C.TIMEOUT, C.TIMEOUT]
@@ -298,10 +299,10 @@ def test_a_closing_window_reschedules_then_times_out_after_the_last(org: Org) ->
 
 def test_a_delivered_command_is_not_rescheduled_when_its_window_closes(org: Org, device: DeviceActor) -> None:
     operation, start, _ = window_operation(org, [device])
-    sweeps.open_windows(start + dt.timedelta(minutes=1))
+    operation_sweeps.open_windows(start + dt.timedelta(minutes=1))
     assert len(poll(device)) == 1
 
-    assert sweeps.close_windows(start + dt.timedelta(hours=2, minutes=1)) == {}
+    assert operation_sweeps.close_windows(start + dt.timedelta(hours=2, minutes=1)) == {}
 
     assert states(operation) == [C.INITIATED]
 
@@ -379,7 +380,7 @@ def test_two_window_openings_at_once_dispatch_once(org: Org) -> None:
     operation, start, _ = window_operation(org, devices)
 
     # when two sweeps open its window at once
-    results = _twice_at_once(lambda: sweeps.open_windows(start + dt.timedelta(minutes=1)))
+    results = _twice_at_once(lambda: operation_sweeps.open_windows(start + dt.timedelta(minutes=1)))
 
     # then
     assert sum(results) == 30
@@ -395,9 +396,9 @@ def test_two_window_openings_at_once_dispatch_once(org: Org) -> None:
 def test_two_window_closings_at_once_reschedule_once(org: Org) -> None:
     devices = fleet(org, 30)
     operation, start, _ = window_operation(org, devices)
-    sweeps.open_windows(start + dt.timedelta(minutes=1))
+    operation_sweeps.open_windows(start + dt.timedelta(minutes=1))
 
-    results = _twice_at_once(lambda: sweeps.close_windows(start + dt.timedelta(hours=2, minutes=1)))
+    results = _twice_at_once(lambda: operation_sweeps.close_windows(start + dt.timedelta(hours=2, minutes=1)))
 
     assert sum(r.get("rescheduled", 0) for r in results) == 30
     assert CommandHistory.objects.filter(command__operation=operation, to_state=C.SCHEDULED).count() == 30
@@ -419,8 +420,8 @@ def test_an_operation_left_open_after_its_last_report_is_completed_by_the_sweep(
     )
 
     # when the sweep runs (twice: it is idempotent)
-    assert sweeps.complete_finished_operations() == 1
-    assert sweeps.complete_finished_operations() == 0
+    assert operation_sweeps.complete_finished_operations() == 1
+    assert operation_sweeps.complete_finished_operations() == 0
 
     # then it completed and succeeded
     operation.refresh_from_db()

@@ -21,6 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from config.api.envelopes import DEFAULT_ENVELOPE
+from config.errors import DomainError
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     envelope = getattr(view, "envelope", DEFAULT_ENVELOPE)
     headers: dict[str, str] = {}
 
-    if isinstance(exc, RequestDataTooBig):
+    if isinstance(exc, DomainError):  # a service refused: the one place the API translates it
+        refused = exceptions.ValidationError(exc.errors)
+        refused.status_code = exc.status
+        exc = refused
+    elif isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLarge()
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) if str(exc) else "Not found.")

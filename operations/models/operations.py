@@ -7,14 +7,16 @@ import uuid
 from django.db import models
 
 from operations.choices import OperationState, OperationType, ScheduleType
+from operations.counters import FINISHED
 
 
 class Operation(models.Model):
     """One request to run a command on the devices a query picks.
 
     The counters are moved only by SQL (``F()`` and conditional updates in
-    ``operations.counters``) in the same transaction as the command rows they count, so they
-    are exact at every moment, whatever number of devices report at once.
+    ``operations.progress``, by the rule of ``operations.counters``) in the same transaction
+    as the command rows they count, so they are exact at every moment, whatever number of
+    devices report at once.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -61,7 +63,7 @@ class Operation(models.Model):
 
     @property
     def finished_count(self) -> int:
-        return self.success_count + self.failed_count + self.dispatch_failed_count + self.cancelled_count
+        return sum(getattr(self, name) for name in FINISHED)
 
     @property
     def pending_count(self) -> int:

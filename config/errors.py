@@ -1,0 +1,40 @@
+"""The project's own errors: what a service raises when it refuses to do something.
+
+Services speak the domain's language, not the HTTP library's: they raise these, naming the
+field at fault and the reason, and each way in translates them in one place, the API in
+``config.api.exceptions.exception_handler`` (a 4xx in the view's envelope) and the console
+in ``config.console.errors`` (messages on the page).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+
+class DomainError(Exception):
+    """A refusal: ``errors`` maps each field at fault to its reasons. The API answers 400."""
+
+    status = 400
+
+    def __init__(self, errors: Mapping[str, Sequence[str] | str] | str, field: str = "detail") -> None:
+        if isinstance(errors, str):
+            errors = {field: [errors]}
+        self.errors: dict[str, list[str]] = {
+            name: [reasons] if isinstance(reasons, str) else [str(reason) for reason in reasons]
+            for name, reasons in errors.items()
+        }
+        super().__init__("; ".join(self.messages()))
+
+    def messages(self) -> list[str]:
+        """Every reason as ``field: reason`` (the reason alone for ``detail``)."""
+        return [
+            reason if name in ("detail", "non_field_errors") else f"{name}: {reason}"
+            for name, reasons in self.errors.items()
+            for reason in reasons
+        ]
+
+
+class Conflict(DomainError):
+    """Someone else changed the object first (a stale version). The API answers 409."""
+
+    status = 409
