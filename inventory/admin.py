@@ -1,23 +1,31 @@
 """The console screens for tenants, API keys, devices, groups and console users.
 
-Every action calls ``inventory.services``, as the API does. A plain token or key is shown
-once, on a page of its own with a copy button, and stored nowhere (not in messages, which
-may live in a cookie).
+Every action calls ``inventory.services``, as the API does. A plain token or key never goes
+into ``django.contrib.messages`` (its storage may be a cookie, and messages end up in logs
+and screenshots). The view that makes it keeps it in the user's server-side session under a
+random one-time id and redirects to ``…/secret/<id>/``, which shows it once, with a copy
+button, and drops it; a second visit, another user or a page left unopened for
+``SECRET_PAGE_TTL`` gets a page saying so.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import io
-from typing import Any
+from secrets import token_urlsafe
+from typing import Any, TypedDict
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.cache import patch_cache_control
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 from rest_framework.exceptions import ValidationError
@@ -38,23 +46,126 @@ from inventory.scoping import (
 DEVICE_COMMANDS_SHOWN = 20
 #: Rejected rows listed by the CSV import report; the count says how many there were.
 IMPORT_ERRORS_SHOWN = 100
+#: Keys or device tokens one rotate action renews; the rest of a larger selection is left as it
+#: is (the message says so), which keeps the one-time page and the session small.
+ROTATE_AT_ONCE = 50
+#: How long a one-time page waits to be opened. The redirect opens it at once; one never opened
+#: (a dropped connection) should not keep a plain key in the session table for the session's life.
+SECRET_PAGE_TTL = dt.timedelta(minutes=10)
+#: The session key under which one-time pages wait: {one-time id: PendingSecrets}.
+PENDING_SECRETS = "console_secrets_once"
 
 
-def show_secret_once(
-    request: HttpRequest, model_admin: admin.ModelAdmin, title: str, secret: str, back: str, note: str
-) -> TemplateResponse:
-    """A page with a plain key or token and a copy button; nothing else keeps the value."""
-    context = {
-        **model_admin.admin_site.each_context(request),
-        "title": title,
-        "secret": secret,
-        "back_url": back,
-        "note": note,
-        "opts": model_admin.model._meta,
-    }
-    response = TemplateResponse(request, "admin/console/secret_once.html", context)
-    response["Cache-Control"] = "no-store"
-    return response
+class PendingSecrets(TypedDict):
+    """A one-time page kept in the session (JSON, as the session serializer wants it)."""
+
+    user: int | None  # the pk of the user who made it (a console view: never None)
+    model: str  # "app_label.model_name" of the admin whose URL shows it
+    title: str
+    note: str
+    back: str
+    secrets: list[list[str]]  # [what it is for, plain key or token]
+    at: float  # POSIX time it was made
+
+
+def _adopt(obj: Model, saved: Model) -> None:
+    """Make the add form's unsaved instance the row a service created: Django's add view goes
+    on with the instance it holds (the form's many-to-many fields, the log entry, the redirect),
+    so that one must carry the service's primary key and fields."""
+    for field in saved._meta.concrete_fields:
+        setattr(obj, field.attname, getattr(saved, field.attname))
+    obj._state.adding = False
+    obj._state.db = saved._state.db
+
+
+class ShowsSecretsOnce(TenantScopedAdmin):
+    """A ModelAdmin whose views make plain keys or tokens: they hand them to
+    :meth:`show_secrets_once`, which answers a redirect to a page that shows them once."""
+
+    def get_urls(self) -> list[Any]:
+        opts = self.opts
+        return [
+            path(
+                "secret/<str:once_id>/",
+                self.admin_site.admin_view(self.secret_view),
+                name=f"{opts.app_label}_{opts.model_name}_secret",
+            ),
+            *super().get_urls(),
+        ]
+
+    def show_secrets_once(
+        self, request: HttpRequest, title: str, secrets: list[tuple[str, str]], back: str, note: str
+    ) -> HttpResponseRedirect:
+        """Keep ``secrets`` (what each is for, the plain value) in the session for one visit of
+        the redirect's target; nothing else keeps them."""
+        if settings.SESSION_ENGINE == "django.contrib.sessions.backends.signed_cookies":
+            # That session lives in the browser's cookie: the very place the secret must not go.
+            raise ImproperlyConfigured("one-time pages of keys and tokens need a server-side SESSION_ENGINE")
+        pending = _pending_secrets(request)
+        once_id = token_urlsafe(24)
+        pending[once_id] = PendingSecrets(
+            user=request.user.pk,
+            model=self.opts.label_lower,
+            title=title,
+            note=note,
+            back=back,
+            secrets=[[label, value] for label, value in secrets],
+            at=timezone.now().timestamp(),
+        )
+        request.session[PENDING_SECRETS] = pending
+        opts = self.opts
+        return HttpResponseRedirect(
+            reverse(f"admin:{opts.app_label}_{opts.model_name}_secret", args=[once_id])
+        )
+
+    def secret_view(self, request: HttpRequest, once_id: str) -> TemplateResponse:
+        """The one-time page: shown once to the user who made it, then gone (410)."""
+        pending = _pending_secrets(request)
+        entry = pending.get(once_id)
+        if entry is not None and entry["model"] == self.opts.label_lower:
+            del pending[once_id]
+            _keep_pending(request, pending)
+            if request.user.pk is None or entry["user"] != request.user.pk:
+                entry = None
+        else:
+            entry = None
+        context: dict[str, Any] = {**self.admin_site.each_context(request), "opts": self.opts}
+        if entry is None:
+            context.update(
+                title="Already shown or expired",
+                gone=True,
+                ttl_minutes=int(SECRET_PAGE_TTL.total_seconds() // 60),
+                back_url=reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"),
+            )
+        else:
+            context.update(
+                title=entry["title"],
+                note=entry["note"],
+                back_url=entry["back"],
+                secrets=[{"label": label, "value": value} for label, value in entry["secrets"]],
+            )
+        response = TemplateResponse(
+            request, "admin/console/secret_once.html", context, status=410 if entry is None else 200
+        )
+        patch_cache_control(response, no_store=True, private=True)
+        return response
+
+
+def _pending_secrets(request: HttpRequest) -> dict[str, PendingSecrets]:
+    """The session's one-time pages not yet expired; expired ones are dropped from the session."""
+    stored: dict[str, PendingSecrets] = request.session.get(PENDING_SECRETS, {})
+    oldest = (timezone.now() - SECRET_PAGE_TTL).timestamp()
+    fresh = {once_id: entry for once_id, entry in stored.items() if entry["at"] > oldest}
+    if len(fresh) != len(stored):
+        _keep_pending(request, fresh)
+    return fresh
+
+
+def _keep_pending(request: HttpRequest, pending: dict[str, PendingSecrets]) -> None:
+    if pending:
+        request.session[PENDING_SECRETS] = pending
+    else:
+        request.session.pop(PENDING_SECRETS, None)
 
 
 @admin.register(Tenant)
@@ -70,8 +181,9 @@ class TenantAdmin(TenantScopedAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(TenantScopedAdmin):
-    """A key is made here like anywhere else (the service); its plain value is shown once."""
+class ApiKeyAdmin(ShowsSecretsOnce):
+    """A key is made and rotated here like anywhere else (the services); its plain value is
+    shown once."""
 
     list_display = [
         "name",
@@ -117,20 +229,19 @@ class ApiKeyAdmin(TenantScopedAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        issued = tokens.issue(tokens.API_KEY_KIND)
-        obj.prefix, obj.key_hash = issued.prefix, issued.hashed
-        super().save_model(request, obj, form, change)
-        obj.plain_key = issued.plain  # type: ignore[attr-defined]  # for response_add, this request only
+        key, plain = services.create_api_key(obj.tenant, obj.role, obj.name, expires_at=obj.expires_at)
+        _adopt(obj, key)
+        obj.plain_key = plain  # type: ignore[attr-defined]  # for response_add, this request only
 
     def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> Any:
         plain = getattr(obj, "plain_key", None)
         if plain is None:
             return super().response_add(request, obj, post_url_continue)
-        return show_secret_once(
+        messages.success(request, f"The API key “{obj}” was added successfully.")
+        return self.show_secrets_once(
             request,
-            self,
             f"New API key: {obj.name or obj.prefix} ({obj.role}, tenant {obj.tenant})",
-            plain,
+            [(obj.name or obj.prefix, plain)],
             reverse("admin:inventory_apikey_changelist"),
             "Copy the key now: it is stored only as a hash and is not shown again.",
         )
@@ -148,12 +259,31 @@ class ApiKeyAdmin(TenantScopedAdmin):
     @admin.action(
         description="Rotate the selected keys (new keys shown once; old ones revoked)", permissions=["change"]
     )
-    def rotate(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        for key in queryset.filter(revoked_at__isnull=True)[:50]:
+    def rotate(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> HttpResponse | None:
+        active = queryset.filter(revoked_at__isnull=True)
+        selected, rotatable = queryset.count(), active.count()
+        renewed = []
+        for key in active.select_related("tenant")[:ROTATE_AT_ONCE]:
             new_key, plain = services.rotate_api_key(key)
+            renewed.append((f"{new_key.name or new_key.prefix} ({new_key.role}, tenant {key.tenant})", plain))
+        if selected > rotatable:
+            messages.info(request, f"Skipped {selected - rotatable} revoked key(s): make a new key instead.")
+        if rotatable > len(renewed):
             messages.warning(
-                request, f"New key for {new_key.name or new_key.prefix} ({new_key.role}): {plain}"
+                request,
+                f"Rotated {len(renewed)} of the {rotatable} selected keys (at most {ROTATE_AT_ONCE} at a "
+                "time): select the rest and run the action again.",
             )
+        if not renewed:
+            return None
+        return self.show_secrets_once(
+            request,
+            f"New API key{'s' if len(renewed) > 1 else ''}",
+            renewed,
+            reverse("admin:inventory_apikey_changelist"),
+            "The old keys stopped working. Copy the new ones now: they are stored only as hashes "
+            "and are not shown again.",
+        )
 
     @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
@@ -182,7 +312,7 @@ class DeviceImportForm(forms.Form):
 
 
 @admin.register(Device)
-class DeviceAdmin(TenantScopedAdmin):
+class DeviceAdmin(ShowsSecretsOnce):
     list_display = ["device_id", "name", "tenant", "os", "model", "state", "timezone", "last_seen"]
     list_filter = ["state", "os", "tenant", "token_revoked"]
     search_fields = ["device_id", "name", "serial"]
@@ -246,23 +376,29 @@ class DeviceAdmin(TenantScopedAdmin):
         )
 
     def save_model(self, request: HttpRequest, obj: Device, form: Any, change: bool) -> None:
+        """A new device is made by the API's service (a blank name becomes the id, as there);
+        its groups are then set by the form's many-to-many save, on the adopted instance."""
         if change:
             super().save_model(request, obj, form, change)
             return
-        issued = tokens.issue(tokens.DEVICE_TOKEN_KIND)
-        obj.token_prefix, obj.token_hash = issued.prefix, issued.hashed
-        super().save_model(request, obj, form, change)
-        obj.plain_token = issued.plain  # type: ignore[attr-defined]  # for response_add, this request only
+        fields = {
+            field.name: getattr(obj, field.attname)
+            for field in Device._meta.concrete_fields
+            if field.name in form.cleaned_data and field.name != "tenant"
+        }
+        device, plain = services.create_device(obj.tenant_id, fields)
+        _adopt(obj, device)
+        obj.plain_token = plain  # type: ignore[attr-defined]  # for response_add, this request only
 
     def response_add(self, request: HttpRequest, obj: Device, post_url_continue: str | None = None) -> Any:
         plain = getattr(obj, "plain_token", None)
         if plain is None:
             return super().response_add(request, obj, post_url_continue)
-        return show_secret_once(
+        messages.success(request, f"The device “{obj}” was added successfully.")
+        return self.show_secrets_once(
             request,
-            self,
             f"Device token of {obj.device_id}",
-            plain,
+            [(obj.device_id, plain)],
             reverse("admin:inventory_device_change", args=[obj.pk]),
             "Copy the token now: it is stored only as a hash and is not shown again.",
         )
@@ -287,11 +423,10 @@ class DeviceAdmin(TenantScopedAdmin):
     def rotate_token_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         device = self._device_for_change(request, object_id)
         token = services.rotate_device_token(device)
-        return show_secret_once(
+        return self.show_secrets_once(
             request,
-            self,
             f"New device token of {device.device_id}",
-            token,
+            [(device.device_id, token)],
             reverse("admin:inventory_device_change", args=[device.pk]),
             "The old token stopped working. Copy this one now: it is not shown again.",
         )
@@ -303,10 +438,27 @@ class DeviceAdmin(TenantScopedAdmin):
         return HttpResponseRedirect(reverse("admin:inventory_device_change", args=[device.pk]))
 
     @admin.action(description="Rotate the device token (shows the new one once)", permissions=["change"])
-    def rotate_token(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
-        for device in queryset[:50]:
-            token = services.rotate_device_token(device)
-            messages.warning(request, f"New token for {device.device_id}: {token}")
+    def rotate_token(self, request: HttpRequest, queryset: QuerySet[Device]) -> HttpResponse | None:
+        selected = queryset.count()
+        renewed = [
+            (device.device_id, services.rotate_device_token(device)) for device in queryset[:ROTATE_AT_ONCE]
+        ]
+        if selected > len(renewed):
+            messages.warning(
+                request,
+                f"Rotated the tokens of {len(renewed)} of the {selected} selected devices (at most "
+                f"{ROTATE_AT_ONCE} at a time): select the rest and run the action again.",
+            )
+        if not renewed:
+            return None
+        return self.show_secrets_once(
+            request,
+            f"New device token{'s' if len(renewed) > 1 else ''}",
+            renewed,
+            reverse("admin:inventory_device_changelist"),
+            "The old tokens stopped working. Copy the new ones now: they are stored only as hashes "
+            "and are not shown again.",
+        )
 
     @admin.action(description="Revoke the device token", permissions=["change"])
     def revoke_token(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:

@@ -32,13 +32,21 @@ def get_or_create_tenant(slug: str, name: str = "") -> tuple[Tenant, bool]:
     return Tenant.objects.get_or_create(slug=slug, defaults={"name": name or slug})
 
 
-def create_api_key(tenant: Tenant, role: str, name: str = "") -> tuple[ApiKey, str]:
-    """Make a key; the plain key is returned once and never stored."""
+def create_api_key(
+    tenant: Tenant, role: str, name: str = "", expires_at: dt.datetime | None = None
+) -> tuple[ApiKey, str]:
+    """Make a key (optionally one that stops at ``expires_at``); the plain key is returned
+    once and never stored."""
     if role not in Role.values:
         raise ValueError(f"role must be one of {', '.join(Role.values)}")
     issued = tokens.issue(tokens.API_KEY_KIND)
     key = ApiKey.objects.create(
-        tenant=tenant, role=role, name=name, prefix=issued.prefix, key_hash=issued.hashed
+        tenant=tenant,
+        role=role,
+        name=name,
+        expires_at=expires_at,
+        prefix=issued.prefix,
+        key_hash=issued.hashed,
     )
     return key, issued.plain
 
@@ -54,10 +62,7 @@ def rotate_api_key(key: ApiKey, grace_seconds: int = 0) -> tuple[ApiKey, str]:
     expires after ``grace_seconds`` so its clients can move over. The plain key is returned once."""
     if key.revoked_at is not None:
         raise ValueError(f"{key} is revoked; make a new key instead")
-    new_key, plain = create_api_key(key.tenant, key.role, key.name)
-    if key.expires_at is not None:
-        ApiKey.objects.filter(pk=new_key.pk).update(expires_at=key.expires_at)
-        new_key.expires_at = key.expires_at
+    new_key, plain = create_api_key(key.tenant, key.role, key.name, expires_at=key.expires_at)
     if grace_seconds <= 0:
         revoke_api_key(key)
     else:

@@ -182,22 +182,37 @@ def test_issue_a_key_shown_once_with_a_copy_button(page: Any, tenant: Tenant) ->
     page.select_option("#id_role", "operator")
     page.click("input[name=_save]")
 
-    page.wait_for_selector("#secret-value")
+    page.wait_for_url(re.compile(r"/admin/inventory/apikey/secret/[\w-]+/$"))
     plain = text(page, "#secret-value").strip()
     key = ApiKey.objects.get(name="deploy bot")
     assert plain.startswith(f"dok_{key.prefix}_")
+    assert plain not in text(page, ".messagelist")  # the message names the key, never its value
     page.click("#copy-secret")
     page.wait_for_function("(document.getElementById('copy-status')?.textContent ?? '') !== ''")
     if text(page, "#copy-status") == "Copied.":
         assert page.evaluate("navigator.clipboard.readText()") == plain
     shot(page, "api-key-issued")
 
-    page.goto(f"/admin/inventory/apikey/{key.pk}/change/")
+    page.reload()  # the one-time page is gone, and so is the key's value
+    page.wait_for_selector("#secret-gone")
     assert plain not in page.content()
+    shot(page, "api-key-already-shown")
+
+    page.goto("/admin/inventory/apikey/")  # the rotate action: the new key on a page of its own too
+    page.check(f"input[name=_selected_action][value='{key.pk}']")
+    page.select_option("select[name=action]", "rotate")
+    page.click("button[name=index]")
+    page.wait_for_url(re.compile(r"/admin/inventory/apikey/secret/[\w-]+/$"))
+    rotated = text(page, "#secret-value").strip()
+    new_key = ApiKey.objects.get(name="deploy bot", revoked_at__isnull=True)
+    assert rotated.startswith(f"dok_{new_key.prefix}_") and new_key.pk != key.pk
+
+    page.goto(f"/admin/inventory/apikey/{new_key.pk}/change/")
+    assert rotated not in page.content()
     page.click("#revoke-key")
     page.wait_for_selector(".messagelist .success")
-    key.refresh_from_db()
-    assert key.revoked_at is not None
+    new_key.refresh_from_db()
+    assert new_key.revoked_at is not None
 
 
 def test_dashboard(page: Any, tenant: Tenant) -> None:
