@@ -6,9 +6,16 @@ from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
 from commands.models import CommandHistory, CommandStatus
+from inventory.admin import device_panels
+from inventory.models import Device
 from inventory.scoping import TenantScopedAdmin
+
+#: Commands listed on a device's page, newest first.
+DEVICE_COMMANDS_SHOWN = 20
 
 
 class HistoryInline(admin.TabularInline):
@@ -59,3 +66,40 @@ class CommandStatusAdmin(TenantScopedAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # states move only through the service, which keeps the counters exact
+
+
+def latest_commands(device: Device) -> str:
+    """The device's newest commands, each linking to its status and history."""
+    commands = (CommandStatus.objects.filter(device=device).select_related("operation").order_by("-id"))[
+        :DEVICE_COMMANDS_SHOWN
+    ]
+    rows = format_html_join(
+        "",
+        '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+        (
+            (
+                reverse("admin:commands_commandstatus_change", args=[c.pk]),
+                c.command,
+                c.get_state_display(),
+                c.request or "-",
+                c.reason or "",
+                c.updated_on.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            )
+            for c in commands
+        ),
+    )
+    if not rows:
+        return "no commands yet"
+    listing = reverse("admin:commands_commandstatus_changelist")
+    return format_html(
+        '<table class="device-commands"><thead><tr><th>command</th><th>state</th><th>request</th>'
+        "<th>reason</th><th>updated</th></tr></thead><tbody>{}</tbody></table>"
+        '<p><a href="{}?q={}">all commands of this device</a></p>',
+        rows,
+        listing,
+        device.device_id,
+    )
+
+
+if latest_commands not in device_panels:
+    device_panels.append(latest_commands)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from collections.abc import Callable
 from secrets import token_urlsafe
 from typing import Any, TypedDict
 
@@ -26,11 +27,10 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.cache import patch_cache_control
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html_join
 from django.views.decorators.http import require_POST
 from rest_framework.exceptions import ValidationError
 
-from commands.models import CommandStatus
 from inventory import device_files, services, tokens
 from inventory.authentication import forget_token
 from inventory.models import ApiKey, ConsoleUser, Device, Group, Tenant
@@ -43,7 +43,10 @@ from inventory.scoping import (
 )
 
 #: Latest command statuses shown on a device's page (newest first).
-DEVICE_COMMANDS_SHOWN = 20
+#: Sections the floors above add to a device's page, each a function from the device to
+#: HTML (``commands.admin`` adds the device's latest commands): this floor knows no commands.
+DevicePanel = Callable[[Device], str]
+device_panels: list[DevicePanel] = []
 #: Rejected rows listed by the CSV import report; the count says how many there were.
 IMPORT_ERRORS_SHOWN = 100
 #: Keys or device tokens one rotate action renews; the rest of a larger selection is left as it
@@ -343,37 +346,10 @@ class DeviceAdmin(ShowsSecretsOnce):
 
     @admin.display(description="latest commands")
     def latest_commands(self, device: Device) -> str:
+        """What the floors above show on a device's page (``device_panels``)."""
         if device.pk is None:
             return "-"
-        commands = (CommandStatus.objects.filter(device=device).select_related("operation").order_by("-id"))[
-            :DEVICE_COMMANDS_SHOWN
-        ]
-        rows = format_html_join(
-            "",
-            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
-            (
-                (
-                    reverse("admin:commands_commandstatus_change", args=[c.pk]),
-                    c.command,
-                    c.get_state_display(),
-                    c.request or "-",
-                    c.reason or "",
-                    c.updated_on.strftime("%Y-%m-%d %H:%M:%S UTC"),
-                )
-                for c in commands
-            ),
-        )
-        if not rows:
-            return "no commands yet"
-        listing = reverse("admin:commands_commandstatus_changelist")
-        return format_html(
-            '<table class="device-commands"><thead><tr><th>command</th><th>state</th><th>request</th>'
-            "<th>reason</th><th>updated</th></tr></thead><tbody>{}</tbody></table>"
-            '<p><a href="{}?q={}">all commands of this device</a></p>',
-            rows,
-            listing,
-            device.device_id,
-        )
+        return format_html_join("", "{}", ((panel(device),) for panel in device_panels)) or "-"
 
     def save_model(self, request: HttpRequest, obj: Device, form: Any, change: bool) -> None:
         """A new device is made by the API's service (a blank name becomes the id, as there);
