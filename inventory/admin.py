@@ -29,8 +29,8 @@ from django.utils import timezone
 from django.utils.cache import patch_cache_control
 from django.utils.html import format_html_join
 from django.views.decorators.http import require_POST
-from rest_framework.exceptions import ValidationError
 
+from config.console.errors import REFUSALS, refusal_messages
 from inventory import device_files, services, tokens
 from inventory.authentication import forget_token
 from inventory.models import ApiKey, ConsoleUser, Device, Group, Tenant
@@ -496,15 +496,8 @@ class DeviceAdmin(ShowsSecretsOnce):
             }
         try:
             result = services.bulk_import_devices(data["tenant"].pk, cleaned, on_conflict=data["on_conflict"])
-        except ValidationError as error:
-            detail = error.detail
-            problems = detail.items() if isinstance(detail, dict) else [("file", detail)]
-            return {
-                "file_error": "; ".join(
-                    f"{field}: {' '.join(map(str, msg)) if isinstance(msg, list) else msg}"
-                    for field, msg in problems
-                )
-            }
+        except REFUSALS as error:
+            return {"file_error": "; ".join(refusal_messages(error))}
         return {
             "imported": len(result.created),
             "skipped": result.skipped,

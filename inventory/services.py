@@ -13,8 +13,8 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
 
+from config.errors import DomainError
 from inventory import tokens
 from inventory.authentication import forget_token
 from inventory.device_rows import clean_device_row
@@ -83,7 +83,7 @@ def resolve_groups(tenant_id: int, names_or_ids: Sequence[str]) -> list[Group]:
     known = {g.name for g in found} | {str(g.pk) for g in found}
     missing = [value for value in names_or_ids if value not in known]
     if missing:
-        raise ValidationError({"groups": [f"unknown group: {', '.join(missing[:20])}"]})
+        raise DomainError({"groups": [f"unknown group: {', '.join(missing[:20])}"]})
     return found
 
 
@@ -103,7 +103,7 @@ def create_device(tenant_id: int, data: dict[str, Any]) -> tuple[Device, str]:
     fields.setdefault("device_id", str(uuid.uuid4()))
     fields["name"] = fields.get("name") or fields["device_id"]
     if Device.objects.filter(tenant_id=tenant_id, device_id=fields["device_id"]).exists():
-        raise ValidationError({"id": [f"a device with id {fields['device_id']!r} already exists"]})
+        raise DomainError({"id": [f"a device with id {fields['device_id']!r} already exists"]})
     issued = tokens.issue(tokens.DEVICE_TOKEN_KIND)
     device = Device.objects.create(
         tenant_id=tenant_id, token_prefix=issued.prefix, token_hash=issued.hashed, **fields
@@ -123,7 +123,7 @@ def update_device(device: Device, data: dict[str, Any]) -> Device:
         and new_id != device.device_id
         and Device.objects.filter(tenant_id=device.tenant_id, device_id=new_id).exists()
     ):
-        raise ValidationError({"id": [f"a device with id {new_id!r} already exists"]})
+        raise DomainError({"id": [f"a device with id {new_id!r} already exists"]})
     for name, value in fields.items():
         setattr(device, name, value)
     device.save()
@@ -208,7 +208,7 @@ def bulk_import_devices(
     existing = _existing_device_ids(tenant_id, [row["device_id"] for row in rows])
     if existing and on_conflict == "error":
         shown = ", ".join(sorted(existing)[:20])
-        raise ValidationError({"id": [f"{len(existing)} device id(s) already exist: {shown}"]})
+        raise DomainError({"id": [f"{len(existing)} device id(s) already exist: {shown}"]})
     if existing:
         result.skipped = sorted(existing)
         rows = [row for row in rows if row["device_id"] not in existing]

@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 from django.views.decorators.http import require_POST
 
+from config.errors import DomainError
 from inventory.scoping import TenantScopedAdmin
 from maintenance import services
 from maintenance.models import MaintenanceExecution, MaintenanceJob, Outcome
@@ -59,8 +60,8 @@ class MaintenanceJobForm(forms.ModelForm):
         value = str(self.cleaned_data["time_expression"]).strip()
         try:
             services.parse_expression(value)
-        except ValidationError as err:
-            raise ValidationError(err.message_dict["time_expression"]) from None
+        except DomainError as err:
+            raise ValidationError(err.errors["time_expression"]) from None
         return value
 
 

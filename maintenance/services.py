@@ -17,13 +17,13 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from commands.sweeps import time_out_overdue
+from config.errors import DomainError
 from maintenance.models import MaintenanceExecution, MaintenanceJob, Outcome
 from maintenance.quartz import QuartzError, QuartzExpression
 from operations.aggregates import operations_to_check, repair
@@ -44,17 +44,17 @@ UTC = dt.UTC
 
 
 def parse_expression(text: str) -> QuartzExpression:
-    """The expression, or a ``ValidationError`` on ``time_expression`` naming the part at fault.
+    """The expression, or a ``DomainError`` on ``time_expression`` naming the part at fault.
 
     Also refuses what parses but beat cannot honour (a seconds field other than 0).
     """
     try:
         expression = QuartzExpression.parse(text)
     except QuartzError as err:
-        raise ValidationError({"time_expression": [f"{err.field}: {err.message}"]}) from None
+        raise DomainError({"time_expression": [f"{err.field}: {err.message}"]}) from None
     reason = expression.unsupported_reason()
     if reason is not None:
-        raise ValidationError({"time_expression": [reason]})
+        raise DomainError({"time_expression": [reason]})
     return expression
 
 

@@ -2,7 +2,7 @@
 
 ``devices``, ``groups``, ``device_type``, ``filters`` and ``all``, ANDed. Filters are an
 explicit allow-list of fields and lookups, so a query can never reach a column or a join
-it should not. Every problem is a ``ValidationError`` naming the key and the reason.
+it should not. Every problem is a :class:`~config.errors.DomainError` naming the key and the reason.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils.dateparse import parse_datetime
-from rest_framework.exceptions import ValidationError
 
+from config.errors import DomainError
 from inventory.filtersets import tags_contain
 from inventory.models import Device, DeviceState, Group
 
@@ -94,7 +94,7 @@ class DeviceQuery:
     def parse(cls, raw: Any) -> DeviceQuery:
         """Validate the query's shape and values (no database access)."""
         if not isinstance(raw, dict):
-            raise ValidationError({"operation_device_query": ["must be a JSON object"]})
+            raise DomainError({"operation_device_query": ["must be a JSON object"]})
         errors: dict[str, list[str]] = {}
         query = cls()
         unknown = sorted(set(raw) - set(KEYS))
@@ -139,7 +139,7 @@ class DeviceQuery:
                 "selects no devices: give devices, groups or filters, or all: true for the whole fleet"
             ]
         if errors:
-            raise ValidationError(errors)
+            raise DomainError(errors)
         return query
 
     def check_references(self, tenant_id: int) -> None:
@@ -166,7 +166,7 @@ class DeviceQuery:
             if missing:
                 errors["operation_device_query.groups"] = [f"unknown group(s): {', '.join(missing[:20])}"]
         if errors:
-            raise ValidationError(errors)
+            raise DomainError(errors)
 
     def _group_condition(self) -> Q:
         ids = []

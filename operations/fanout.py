@@ -21,11 +21,11 @@ from django.conf import settings
 from django.db import connection, connections, transaction
 from django.db.models import F, Max, Min, QuerySet
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
 
 from commands import inbox_cache
 from commands.choices import CommandState, Priority
 from commands.models import CommandStatus
+from config.errors import DomainError
 from inventory.models import Device
 from operations import progress
 from operations.choices import OperationState, ScheduleType
@@ -82,8 +82,8 @@ def fan_out(operation_id: Any) -> None:
 def _resolve(operation: Operation) -> None:
     try:
         query = DeviceQuery.parse(operation.device_query)
-    except ValidationError as error:
-        progress.move(operation.pk, S.FAILURE, f"invalid device query: {error.detail}")
+    except DomainError as error:
+        progress.move(operation.pk, S.FAILURE, f"invalid device query: {error}")
         return
     devices = query.queryset(operation.tenant_id)
     bounds = devices.aggregate(low=Min("pk"), high=Max("pk"))

@@ -28,11 +28,11 @@ from django.db.models import F, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 from django.utils.module_loading import import_string
-from rest_framework.exceptions import ValidationError
 
 from commands.choices import TERMINAL_STATES, CommandState
 from commands.models import CommandStatus
 from commands.services import issue_internal_command, move_and_settle, report
+from config.errors import DomainError
 from inventory.models import Device
 from operations.models import HeadlessOperation
 from operations.models.headless import TERMINAL_STATUSES, HeadlessStatus, sources_of
@@ -249,7 +249,7 @@ def cancel(operation: HeadlessOperation, reason: str = "", actor: str = "") -> H
             command = CommandStatus.objects.get(pk=current.command_id)
             if command.state not in TERMINAL_STATES:
                 # If it finished meanwhile, report refuses; the sync below tells how it ended.
-                with contextlib.suppress(ValidationError):
+                with contextlib.suppress(DomainError):
                     report(command, C.CANCELLED, reason=reason, actor=actor or "headless")
             sync_statuses(HeadlessOperation.objects.filter(pk=current.pk))
             current.refresh_from_db()
@@ -262,8 +262,8 @@ def cancel(operation: HeadlessOperation, reason: str = "", actor: str = "") -> H
     return current
 
 
-def _finished(operation: HeadlessOperation) -> ValidationError:
-    return ValidationError(
+def _finished(operation: HeadlessOperation) -> DomainError:
+    return DomainError(
         {"status": [f"operation {operation.id} is already {operation.status} and cannot be cancelled"]}
     )
 
@@ -275,6 +275,6 @@ def cancel_many(operations: Iterable[HeadlessOperation], reason: str = "", actor
         try:
             cancel(operation, reason, actor)
             counts["cancelled"] += 1
-        except ValidationError:
+        except DomainError:
             counts["refused"] += 1
     return counts

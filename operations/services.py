@@ -9,11 +9,11 @@ from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
 
 from commands.choices import UNFINISHED_STATES, CommandState
 from commands.models import CommandStatus
 from commands.services import move_and_settle
+from config.errors import DomainError
 from inventory.models import Device
 from operations import progress
 from operations.choices import TERMINAL_STATES, OperationState, ScheduleType, can_move
@@ -73,11 +73,11 @@ def request_state(operation: Operation, target: OperationState, reason: str, act
         current = Operation.objects.select_for_update().get(pk=operation.pk)
         name = S(current.state).name
         if current.state in TERMINAL_STATES:
-            raise ValidationError({"state": [f"the operation is already {name}, a final state"]})
+            raise DomainError({"state": [f"the operation is already {name}, a final state"]})
         if target == S.SCHEDULED and current.schedule_type != ScheduleType.WINDOW:
-            raise ValidationError({"state": ["only a WINDOW operation can go back to SCHEDULED"]})
+            raise DomainError({"state": ["only a WINDOW operation can go back to SCHEDULED"]})
         if not can_move(current.state, target):
-            raise ValidationError({"state": [f"cannot move from {name} to {target.name}"]})
+            raise DomainError({"state": [f"cannot move from {name} to {target.name}"]})
         progress.move(current.pk, target, reason, actor)
         commands = current.commands.all()
         if target == S.SCHEDULED:
@@ -135,7 +135,7 @@ def retry_failed(operation: Operation, actor: str) -> Operation:
     """
     if operation.state not in TERMINAL_STATES:
         name = S(operation.state).name
-        raise ValidationError(
+        raise DomainError(
             {"state": [f"the operation is {name}; retry its failed devices once it has finished"]}
         )
     limit = int(settings.MAX_QUERY_DEVICES)
@@ -145,11 +145,9 @@ def retry_failed(operation: Operation, actor: str) -> Operation:
         .values_list("device__device_id", flat=True)[: limit + 1]
     )
     if not failed:
-        raise ValidationError(
-            {"operation_device_query.devices": ["no device failed: there is nothing to retry"]}
-        )
+        raise DomainError({"operation_device_query.devices": ["no device failed: there is nothing to retry"]})
     if len(failed) > limit:
-        raise ValidationError(
+        raise DomainError(
             {
                 "operation_device_query.devices": [
                     f"more than {limit} devices failed (MAX_QUERY_DEVICES); retry them with groups or filters"

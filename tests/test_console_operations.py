@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
-from rest_framework.exceptions import ValidationError
 
 from commands.choices import CommandState
 from commands.models import CommandStatus
 from commands.services import report
+from config.errors import DomainError
 from inventory.models import Group
 from inventory.services import bulk_import_devices
 from operations.choices import OperationState
@@ -184,18 +184,18 @@ def test_retry_failed_targets_exactly_the_failed_devices(console: Client, fleet:
 
 def test_retry_refuses_unfinished_empty_and_oversized(fleet: Org, settings) -> None:
     running = dispatched(fleet, all=True)
-    with pytest.raises(ValidationError, match="once it has finished"):
+    with pytest.raises(DomainError, match="once it has finished"):
         retry_failed(running, "t")
 
     clean = dispatched(fleet, filters={"os": "linux"})
     finish(clean, {})
     clean.refresh_from_db()
-    with pytest.raises(ValidationError, match="nothing to retry"):
+    with pytest.raises(DomainError, match="nothing to retry"):
         retry_failed(clean, "t")
 
     settings.MAX_QUERY_DEVICES = 1
     failing = dispatched(fleet, filters={"os": "android"})
     finish(failing, {"and-1": CommandState.FAILURE, "and-2": CommandState.FAILURE})
     failing.refresh_from_db()
-    with pytest.raises(ValidationError, match=r"more than 1 devices failed \(MAX_QUERY_DEVICES\)"):
+    with pytest.raises(DomainError, match=r"more than 1 devices failed \(MAX_QUERY_DEVICES\)"):
         retry_failed(failing, "t")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from rest_framework.exceptions import ValidationError
 
+from config.errors import DomainError
 from inventory.models import Group
 from operations.device_query import DeviceQuery
 from tests.conftest import Org, add_device
@@ -52,10 +52,10 @@ from tests.conftest import Org, add_device
     ],
 )
 def test_bad_query_is_a_400_naming_the_problem(raw: Any, field: str, words: str) -> None:
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(DomainError) as caught:
         DeviceQuery.parse(raw)
 
-    detail = caught.value.detail
+    detail = caught.value.errors
     assert isinstance(detail, dict)
     assert field in detail, detail
     assert words in str(detail[field])
@@ -64,20 +64,20 @@ def test_bad_query_is_a_400_naming_the_problem(raw: Any, field: str, words: str)
 def test_too_many_explicit_devices_is_refused(settings: Any) -> None:
     settings.MAX_QUERY_DEVICES = 3
 
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(DomainError) as caught:
         DeviceQuery.parse({"devices": ["a", "b", "c", "d"]})
 
-    assert "at most 3" in str(caught.value.detail)
+    assert "at most 3" in str(caught.value.errors)
 
 
 def test_unknown_devices_and_groups_are_named(org: Org) -> None:
     add_device(org.tenant, "known")
     query = DeviceQuery.parse({"devices": ["known", "ghost-1", "ghost-2"], "groups": ["nowhere"]})
 
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(DomainError) as caught:
         query.check_references(org.tenant.pk)
 
-    detail = caught.value.detail
+    detail = caught.value.errors
     assert isinstance(detail, dict)
     assert "ghost-1, ghost-2" in str(detail["operation_device_query.devices"])
     assert "nowhere" in str(detail["operation_device_query.groups"])
@@ -86,7 +86,7 @@ def test_unknown_devices_and_groups_are_named(org: Org) -> None:
 def test_another_tenants_devices_are_unknown(org: Org, other_org: Org) -> None:
     add_device(other_org.tenant, "theirs")
 
-    with pytest.raises(ValidationError):
+    with pytest.raises(DomainError):
         DeviceQuery.parse({"devices": ["theirs"]}).check_references(org.tenant.pk)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
+from config.errors import DomainError
 from maintenance import services
 from maintenance.models import MaintenanceJob
 
@@ -85,8 +85,8 @@ class MaintenanceJobCreateSerializer(serializers.Serializer):
     def validate_time_expression(self, value: str) -> str:
         try:
             services.parse_expression(value)
-        except DjangoValidationError as err:
-            raise serializers.ValidationError(err.message_dict["time_expression"]) from None
+        except DomainError as err:
+            raise serializers.ValidationError(err.errors["time_expression"]) from None
         return value
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from rest_framework.exceptions import ValidationError
 from tqdm import tqdm
 
+from config.errors import DomainError
 from inventory import device_files
 from inventory.models import Tenant
 from inventory.services import bulk_import_devices, validate_device_rows
@@ -52,8 +52,8 @@ class Command(BaseCommand):
                 result = bulk_import_devices(
                     tenant.pk, cleaned, on_conflict=options["on_conflict"], progress=progress.update
                 )
-        except ValidationError as error:
-            raise CommandError(str(error.detail)) from None
+        except DomainError as error:
+            raise CommandError("; ".join(error.messages())) from None
         if options["tokens"]:
             with options["tokens"].open("w") as out:
                 out.writelines(f"{device_id},{token}\n" for device_id, token in result.created)
