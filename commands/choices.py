@@ -24,6 +24,8 @@ TERMINAL_STATES = frozenset({C.TIMEOUT, C.SUCCESS, C.FAILURE, C.CANCELLED})
 UNFINISHED_STATES = frozenset(set(C) - TERMINAL_STATES)
 #: Not yet received by the device: a timeout here is a dispatch failure, not a device failure.
 UNDELIVERED_STATES = frozenset({C.SCHEDULED, C.QUEUED, C.INITIATED})
+#: States only a device's report reaches: the device has the command and said so.
+REPORTED_STATES = frozenset({C.ACKNOWLEDGED, C.IN_PROGRESS, C.SUCCESS, C.FAILURE})
 
 #: The only place that decides which command state may follow which (contract section 5).
 ALLOWED_TRANSITIONS: dict[CommandState, frozenset[CommandState]] = {

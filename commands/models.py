@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from commands.choices import CommandState, Priority
+from commands.choices import UNFINISHED_STATES, CommandState, Priority
 
 
 class CommandStatus(models.Model):
@@ -97,7 +97,7 @@ class CommandStatus(models.Model):
             models.Index(
                 fields=["deadline"],
                 name="commands_deadline",
-                condition=models.Q(deadline__isnull=False, state__in=[1, 2, 3, 4, 8]),
+                condition=models.Q(deadline__isnull=False, state__in=sorted(UNFINISHED_STATES)),
             ),
             models.Index(
                 fields=["request_ref"], name="commands_request_ref", condition=~models.Q(request_ref="")

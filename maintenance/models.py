@@ -14,6 +14,15 @@ class Outcome(models.TextChoices):
     SKIPPED = "skipped", "Skipped"
 
 
+#: The only place that decides which outcome may follow which: a run is recorded RUNNING
+#: and finishes once (``maintenance.services._finish`` is the one writer).
+ALLOWED_TRANSITIONS: dict[Outcome, frozenset[Outcome]] = {
+    Outcome.RUNNING: frozenset({Outcome.SUCCESS, Outcome.FAILURE, Outcome.SKIPPED}),
+    Outcome.SUCCESS: frozenset(),
+    Outcome.FAILURE: frozenset(),
+    Outcome.SKIPPED: frozenset(),
+}
+
 #: Outcomes of a run that actually did (or is doing) the work; ``latest_execution`` shows these.
 EXECUTED_OUTCOMES = (Outcome.RUNNING, Outcome.SUCCESS, Outcome.FAILURE)
 

@@ -24,7 +24,7 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from commands.sweeps import time_out_overdue
 from config.errors import DomainError
-from maintenance.models import MaintenanceExecution, MaintenanceJob, Outcome
+from maintenance.models import ALLOWED_TRANSITIONS, MaintenanceExecution, MaintenanceJob, Outcome
 from maintenance.quartz import QuartzError, QuartzExpression
 from operations.aggregates import operations_to_check, repair
 
@@ -279,10 +279,16 @@ def execute(job: MaintenanceJob, execution: MaintenanceExecution) -> Maintenance
 
 
 def _finish(execution: MaintenanceExecution, outcome: Outcome, error: str = "") -> MaintenanceExecution:
-    execution.outcome = outcome
-    execution.error = error
-    execution.finished_at = timezone.now()
-    execution.save()
+    """The one writer of an execution's outcome: RUNNING to its end, once, as the table allows
+    (a conditional UPDATE, so a run recorded twice cannot finish twice)."""
+    sources = [str(old) for old, targets in ALLOWED_TRANSITIONS.items() if outcome in targets]
+    execution.outcome, execution.error, execution.finished_at = outcome, error, timezone.now()
+    fields = [f.attname for f in MaintenanceExecution._meta.concrete_fields if not f.primary_key]
+    finished = MaintenanceExecution.objects.filter(pk=execution.pk, outcome__in=sources).update(
+        **{name: getattr(execution, name) for name in fields}
+    )
+    if not finished:
+        raise DomainError({"outcome": [f"execution {execution.pk} has finished already"]})
     return execution
 
 

@@ -130,6 +130,8 @@ class OperationState(models.IntegerChoices):
 
 S = OperationState
 TERMINAL_STATES = frozenset({S.SUCCESS, S.FAILURE, S.CANCELLED, S.TIMEOUT})
+#: Before its commands reach the inbox: the fan-out's states, which the recovery sweep resumes.
+PRE_DISPATCH_STATES = frozenset({S.CREATED, S.RESOLVING, S.RESOLVED, S.DISPATCHING})
 #: Stopping moves, allowed from every state that is not terminal.
 _STOP = frozenset({S.CANCELLED, S.TIMEOUT, S.FAILURE})
 

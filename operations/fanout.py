@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, connections, transaction
-from django.db.models import F, Max, Min, QuerySet
+from django.db.models import Max, Min, QuerySet
 from django.utils import timezone
 
 from commands import inbox_cache
@@ -71,12 +71,14 @@ def fan_out(operation_id: Any) -> None:
         if operation.state == S.RESOLVING:
             _resolve(operation)
             operation.refresh_from_db()
-        if operation.state == S.RESOLVED:
-            if operation.schedule_type == ScheduleType.WINDOW:
-                progress.move(operation.pk, S.SCHEDULED, only_from=[S.RESOLVED])
-                open_windows(operation_id=operation.pk)
-            else:
-                _dispatch(operation)
+        window = operation.schedule_type == ScheduleType.WINDOW
+        if operation.state == S.RESOLVED and window:
+            progress.move(operation.pk, S.SCHEDULED, only_from=[S.RESOLVED])
+            open_windows(operation_id=operation.pk)
+        elif operation.state == S.DISPATCHING and window:  # a crash stopped a window opening there
+            progress.dispatch(operation.pk, only_from=S.SCHEDULED)
+        elif operation.state in (S.RESOLVED, S.DISPATCHING):  # DISPATCHING: a crash stopped it there
+            _dispatch(operation)
 
 
 def _resolve(operation: Operation) -> None:
@@ -220,14 +222,5 @@ def _insert(
 
 def _dispatch(operation: Operation) -> None:
     """IMMEDIATE: the commands were written Queued; count them dispatched and tell devices."""
-    if not progress.move(operation.pk, S.DISPATCHING, only_from=[S.RESOLVED]):
-        return
-    Operation.objects.filter(pk=operation.pk).update(dispatched_count=F("resolved_count"))
-    if progress.move(operation.pk, S.DISPATCHED, only_from=[S.DISPATCHING]):
+    if progress.dispatch(operation.pk, only_from=S.RESOLVED, count_dispatched=True):
         inbox_cache.bump_tenant(operation.tenant_id)
-        reported = (
-            CommandStatus.objects.filter(operation_id=operation.pk)
-            .exclude(state__in=[CommandState.QUEUED, CommandState.INITIATED])
-            .exists()
-        )
-        progress.advance(operation.pk, reported=reported)

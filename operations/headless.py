@@ -64,6 +64,20 @@ STATUS_OF_COMMAND: dict[CommandState, HeadlessStatus] = {
 StatusHelper = Callable[[QuerySet[HeadlessOperation]], None]
 
 
+def transition(operations: QuerySet[HeadlessOperation], target: HeadlessStatus, **fields: Any) -> int:
+    """The one writer of a headless operation's status.
+
+    Moves each of ``operations`` whose status the table (``ALLOWED_TRANSITIONS``) lets go to
+    ``target``, setting ``fields`` too, as one conditional UPDATE; returns how many moved.
+    The others are left as they are: a status never moves backwards or twice.
+    """
+    return (
+        operations.order_by()
+        .filter(status__in=sources_of(target))
+        .update(status=target, updated_at=timezone.now(), **fields)
+    )
+
+
 # --- scheduling ---------------------------------------------------------------------------------
 
 
@@ -129,8 +143,11 @@ def _run_batch(now: dt.datetime, batch_size: int) -> int:
         for row in due:
             # The row is locked, so this cannot lose; the condition keeps the claim honest
             # should the lock ever be dropped from the query above.
-            claimed = HeadlessOperation.objects.filter(pk=row["id"], status=H.SCHEDULED).update(
-                status=H.PENDING, claimed_at=now, attempts=F("attempts") + 1, updated_at=timezone.now()
+            claimed = transition(
+                HeadlessOperation.objects.filter(pk=row["id"]),
+                H.PENDING,
+                claimed_at=now,
+                attempts=F("attempts") + 1,
             )
             if not claimed:
                 continue
@@ -163,10 +180,10 @@ def sync_statuses(operations: QuerySet[HeadlessOperation]) -> int:
     changed = 0
     base = operations.filter(command__isnull=False).order_by()
     for target, states in by_target.items():
-        fields: dict[str, Any] = {"status": target, "updated_at": timezone.now()}
+        fields: dict[str, Any] = {}
         if target in (H.FAILED, H.CANCELLED):
             fields["reason"] = Coalesce(NullIf(command_reason, Value("")), F("reason"))
-        changed += base.filter(status__in=sources_of(target), command__state__in=states).update(**fields)
+        changed += transition(base.filter(command__state__in=states), target, **fields)
     return changed
 
 
@@ -190,8 +207,8 @@ def expire_overdue(operations: QuerySet[HeadlessOperation], now: dt.datetime | N
             move_and_settle(
                 CommandStatus.objects.filter(pk__in=command_ids), C.TIMEOUT, reason, actor="headless"
             )
-        return HeadlessOperation.objects.filter(pk__in=overdue.values("pk")).update(
-            status=H.FAILED, reason=reason, updated_at=timezone.now()
+        return transition(
+            HeadlessOperation.objects.filter(pk__in=overdue.values("pk")), H.FAILED, reason=reason
         )
 
 
@@ -241,9 +258,10 @@ def cancel(operation: HeadlessOperation, reason: str = "", actor: str = "") -> H
         current = HeadlessOperation.objects.select_for_update(of=("self",)).get(pk=operation.pk)
         if current.status in TERMINAL_STATUSES:
             raise _finished(current)
+        this = HeadlessOperation.objects.filter(pk=current.pk)
         if current.status == H.SCHEDULED:
-            current.status, current.reason = H.CANCELLED, reason
-            current.save(update_fields=["status", "reason", "updated_at"])
+            transition(this, H.CANCELLED, reason=reason)
+            current.refresh_from_db()
             return current
         if current.status in (H.PENDING, H.RUNNING) and current.command_id is not None:
             command = CommandStatus.objects.get(pk=current.command_id)
@@ -255,8 +273,8 @@ def cancel(operation: HeadlessOperation, reason: str = "", actor: str = "") -> H
             current.refresh_from_db()
         elif current.status in (H.PENDING, H.RUNNING):
             # Its command is gone (deleted by hand): nothing can run it any more.
-            current.status, current.reason = H.CANCELLED, reason
-            current.save(update_fields=["status", "reason", "updated_at"])
+            transition(this, H.CANCELLED, reason=reason)
+            current.refresh_from_db()
         if current.status != H.CANCELLED:
             raise _finished(current)
     return current

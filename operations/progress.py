@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from django.db.models import F, Q
 from django.utils import timezone
 
+from commands.choices import REPORTED_STATES
+from commands.models import CommandStatus
 from operations import counters
 from operations.choices import ACTIVITY_NAMES, ALLOWED_TRANSITIONS, OperationState
 from operations.models import Operation, OperationActivity
@@ -77,6 +79,26 @@ def add_counts(operation_id: OperationId, **deltas: int) -> None:
     changes = {name: F(name) + delta for name, delta in deltas.items() if delta}
     if changes:
         Operation.objects.filter(pk=operation_id).update(updated_at=timezone.now(), **changes)
+
+
+def dispatch(operation_id: OperationId, only_from: OperationState, count_dispatched: bool = False) -> bool:
+    """The dispatch sequence, written once: ``only_from`` → DISPATCHING → DISPATCHED, then on
+    (PROCESSING if a device already reported, COMPLETED if every command is finished).
+
+    ``count_dispatched``: every command was written Queued (IMMEDIATE), so all of them count
+    as dispatched. Resumable: an operation a crash left in DISPATCHING goes on from there.
+    Returns whether this call moved it to DISPATCHED.
+    """
+    move(operation_id, S.DISPATCHING, only_from=[only_from])
+    if count_dispatched:
+        Operation.objects.filter(pk=operation_id, state=S.DISPATCHING).update(
+            dispatched_count=F("resolved_count")
+        )
+    if not move(operation_id, S.DISPATCHED, only_from=[S.DISPATCHING]):
+        return False
+    reported = CommandStatus.objects.filter(operation_id=operation_id, state__in=REPORTED_STATES).exists()
+    advance(operation_id, reported=reported)
+    return True
 
 
 def advance(operation_id: OperationId, reported: bool = False, actor: str = "system") -> None:

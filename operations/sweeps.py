@@ -40,9 +40,7 @@ def open_windows(now: dt.datetime | None = None, operation_id: Any = None) -> in
 
 def _mark_dispatched(moved: list[Moved]) -> None:
     for operation_id in {group.operation_id for group in moved if group.operation_id is not None}:
-        progress.move(operation_id, OperationState.DISPATCHING, only_from=[OperationState.SCHEDULED])
-        if progress.move(operation_id, OperationState.DISPATCHED, only_from=[OperationState.DISPATCHING]):
-            progress.advance(operation_id)
+        progress.dispatch(operation_id, only_from=OperationState.SCHEDULED)
 
 
 def close_windows(now: dt.datetime | None = None) -> dict[str, int]:

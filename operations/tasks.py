@@ -10,7 +10,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from operations import fanout, headless, sweeps
-from operations.choices import OperationState
+from operations.choices import PRE_DISPATCH_STATES
 from operations.models import Operation
 
 #: An operation whose fan-out has not moved for this long is handed to a worker again.
@@ -26,12 +26,7 @@ def fan_out_operation(operation_id: str) -> None:
 def recover_stuck_fan_outs() -> int:
     """Resend fan-outs lost with a broker message or a killed worker (the fan-out resumes)."""
     stuck = Operation.objects.filter(
-        state__in=[
-            OperationState.CREATED,
-            OperationState.RESOLVING,
-            OperationState.RESOLVED,
-            OperationState.DISPATCHING,
-        ],
+        state__in=PRE_DISPATCH_STATES,
         updated_at__lt=timezone.now() - STUCK_AFTER,
     ).values_list("pk", flat=True)
     count = 0

@@ -6,7 +6,7 @@ import uuid
 
 from django.db import models
 
-from operations.choices import OperationState, OperationType, ScheduleType
+from operations.choices import PRE_DISPATCH_STATES, OperationState, OperationType, ScheduleType
 from operations.counters import FINISHED
 
 
@@ -50,7 +50,7 @@ class Operation(models.Model):
             models.Index(
                 fields=["updated_at"],
                 name="operations_unfinished_fanout",
-                condition=models.Q(state__in=[10, 20, 30, 40]),
+                condition=models.Q(state__in=sorted(PRE_DISPATCH_STATES)),
             ),
         ]
 
