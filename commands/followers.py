@@ -8,9 +8,10 @@ No Django signals: the moves call the followers directly, inside the mover's tra
 A device report is one SQL statement (the hottest write of the server), so a follower adds
 its part to that statement as common table expressions rather than as a second round
 trip: :meth:`CommandFollower.report_sql` gives SQL that may read ``cur`` (the command row
-before the move, with the columns of :data:`REPORT_COLUMNS`) and ``moved`` (the row after
-it, present only when the move was made), and one expression whose value the statement
-returns and hands back to :meth:`CommandFollower.reported`.
+before the move, with the columns of ``commands.services.REPORT_COLUMNS``) and ``moved``
+(the row after it, present only when the move was made), may use the statement's
+parameter ``%(now)s``, and gives one expression whose value the statement returns and hands
+back to :meth:`CommandFollower.reported`.
 """
 
 from __future__ import annotations

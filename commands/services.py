@@ -74,8 +74,9 @@ def report(
     return current, True
 
 
-#: The columns of ``cur`` and ``moved`` in the report statement: enough to rebuild the model.
-REPORT_COLUMNS = ("tenant_id", "device_id", *PAYLOAD_COLUMNS)
+#: The columns of ``cur`` and ``moved`` in the report statement: enough to rebuild the model,
+#: and what the followers' SQL may read of the row.
+REPORT_COLUMNS = ("tenant_id", "device_id", "dispatched_at", *PAYLOAD_COLUMNS)
 _DETAILS = CommandStatus._meta.get_field("details")
 _ARGUMENTS = CommandStatus._meta.get_field("arguments")
 
@@ -111,7 +112,9 @@ def _report_statement(
     """
     table = CommandStatus._meta.db_table
     columns = ", ".join(f"cs.{c}" for c in REPORT_COLUMNS)
-    details_set = ", details = %(details)s" if details is not None else ""
+    extra_sets = ", details = %(details)s" if details is not None else ""
+    if target == C.QUEUED:  # released: dispatched now, unless it was before (as a set move does)
+        extra_sets += ", dispatched_at = COALESCE(cs.dispatched_at, %(now)s)"
     parts = [follower.report_sql(target) for follower in followers()]
     ctes = "".join(f", {part.ctes}" for part in parts if part.ctes)
     values = "".join(f", {part.value}" for part in parts)
@@ -127,7 +130,7 @@ def _report_statement(
         ), moved AS (
             UPDATE {table} cs
             SET state = %(target)s, reason = %(reason)s, version = cs.version + 1, updated_on = %(now)s
-                {details_set}
+                {extra_sets}
             FROM cur
             WHERE cs.id = cur.id AND cur.state = ANY(%(sources)s)
               AND (%(expected)s::int IS NULL OR cur.version = %(expected)s)

@@ -60,16 +60,17 @@ def deltas(old: int, new: int, was_dispatched: bool = True) -> dict[str, int]:
     return {}
 
 
-def report_sets(target: CommandState, operation: str, old_state: str) -> list[str]:
+def report_sets(target: CommandState, operation: str, old: str) -> list[str]:
     """The ``SET`` items of the report statement's counter ``UPDATE`` for a move to ``target``.
 
-    ``operation`` is the alias of the operations table in that ``UPDATE``, ``old_state`` the
-    SQL expression of the state the command left. A report never releases a Scheduled
-    command (only the window sweep does, through :func:`deltas`), so ``dispatched_count``
-    never moves here. Empty when the move changes no counter.
+    ``operation`` is the alias of the operations table in that ``UPDATE``, ``old`` the alias
+    of the command row as it was before the move. Empty when the move changes no counter.
     """
+    if target == C.QUEUED:  # a Scheduled command released for the first time is dispatched
+        first = f"({old}.state = {int(C.SCHEDULED)} AND {old}.dispatched_at IS NULL)::int"
+        return [f"dispatched_count = {operation}.dispatched_count + {first}"]
     if target == C.TIMEOUT:  # a dispatch failure or a device failure, by the state it left
-        undelivered = f"({old_state} IN {_UNDELIVERED_SQL})::int"
+        undelivered = f"({old}.state IN {_UNDELIVERED_SQL})::int"
         return [
             f"dispatch_failed_count = {operation}.dispatch_failed_count + {undelivered}",
             f"failed_count = {operation}.failed_count + 1 - {undelivered}",

@@ -35,7 +35,7 @@ class OperationSettlement:
         """
         table = Operation._meta.db_table
         ctes = f"op AS (SELECT o.id, o.state FROM {table} o JOIN cur ON o.id = cur.operation_id)"
-        sets = counters.report_sets(target, "o", "cur.state")
+        sets = counters.report_sets(target, "o", "cur")
         if sets:
             ctes += f""", counted AS (
                 UPDATE {table} o SET {", ".join(sets)}, updated_at = %(now)s
