@@ -1,87 +1,95 @@
 """Devices' ``last_seen`` without a database write, or a round trip, on every poll.
 
-With Redis, each web process collects the polls it answers in memory and pushes them into
-a Redis hash at most every ``PUSH_SECONDS`` (one HSET for all of them); a periodic task
-flushes the hash into the device table as one UPDATE. A process that dies loses at most
-those seconds of sightings, which the devices' next polls record again. Without Redis
-(development), a poll writes at most once a minute per device.
+Each process that answers polls keeps, in memory, when it last saw each device
+(:func:`record_seen`, a dict write under a lock). A daemon thread of that process writes them
+to the device table every ``PRESENCE_FLUSH_SECONDS`` as one ``UPDATE ... FROM (VALUES ...)``
+per 5,000 devices, on its own database connection, so no poll waits for it. The same path
+runs whatever cache and broker are configured.
+
+What is kept in a web process, and what a crash loses: at most the last
+``PRESENCE_FLUSH_SECONDS`` of sightings of that process (a graceful stop writes them, see
+:func:`flush_buffered` at exit). A device's next poll records it again, so ``last_seen`` is
+late by at most one poll interval plus that period, never wrong.
 """
 
 from __future__ import annotations
 
-import functools
+import atexit
+import logging
+import os
 import threading
 import time
-import uuid
-from typing import Any
 
-import redis
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connection
-from django.utils import timezone
 
 from inventory.models import Device
 
-HASH = "presence:last_seen"
-FALLBACK_RESOLUTION = 60
+#: Devices per UPDATE statement of a flush.
+FLUSH_CHUNK = 5000
 
-
-@functools.cache
-def _client() -> Any:
-    return redis.Redis.from_url(settings.REDIS_URL) if settings.REDIS_URL else None
-
-
-PUSH_SECONDS = 5.0
+logger = logging.getLogger(__name__)
 _buffer: dict[int, float] = {}
 _buffer_lock = threading.Lock()
-_last_push = [0.0]
+_flusher_pid: list[int] = []  # the process whose thread runs; a forked child starts its own
 
 
 def record_seen(device_pk: int) -> None:
-    client = _client()
-    if client is None:
-        if cache.add(f"presence:{device_pk}", 1, FALLBACK_RESOLUTION):
-            Device.objects.filter(pk=device_pk).update(last_seen=timezone.now())
-        return
-    now = time.time()
+    """Note that the device polled now; the flusher thread writes it shortly."""
     with _buffer_lock:
-        _buffer[device_pk] = now
-        if now - _last_push[0] < PUSH_SECONDS:
-            return
-    push_buffered()
+        _buffer[device_pk] = time.time()
+        if _flusher_pid != [os.getpid()]:
+            _start_flusher()
 
 
-def push_buffered() -> None:
-    """Send this process's collected sightings to Redis (one HSET)."""
-    client = _client()
-    with _buffer_lock:
-        batch, _last_push[0] = dict(_buffer), time.time()
-        _buffer.clear()
-    if client is not None and batch:
-        client.hset(HASH, mapping={str(pk): repr(seen) for pk, seen in batch.items()})
+def _start_flusher() -> None:
+    """Start this process's flusher (called with the lock held, once per process)."""
+    _flusher_pid[:] = [os.getpid()]
+    threading.Thread(target=_flush_forever, name="presence-flush", daemon=True).start()
+    atexit.register(_flush_once)
 
 
-def flush_seen() -> int:
-    """Write the buffered ``last_seen`` times to the database; returns devices updated."""
-    client = _client()
-    if client is None:
-        return 0
-    push_buffered()
-    pending = f"{HASH}:flushing:{uuid.uuid4().hex}"  # each flush its own batch, even when two run at once
+def _flush_forever() -> None:
+    while True:
+        time.sleep(float(settings.PRESENCE_FLUSH_SECONDS))
+        _flush_once()
+
+
+def _flush_once() -> None:
     try:
-        client.rename(HASH, pending)
-    except redis.ResponseError:  # nothing buffered
-        return 0
-    seen = {int(k): float(v) for k, v in client.hgetall(pending).items()}
-    client.delete(pending)
-    if not seen:
-        return 0
+        flush_buffered()
+    except Exception:  # a database that is down: the sightings wait for the next round
+        logger.warning("last_seen flush failed; the sightings are kept for the next one", exc_info=True)
+    finally:
+        connection.close()  # this thread's own connection: nothing is held between flushes
+
+
+def flush_buffered() -> int:
+    """Write this process's collected sightings to the device table; returns devices updated.
+
+    Sightings that could not be written (the database is down) go back into the buffer,
+    unless a newer one came meanwhile.
+    """
+    with _buffer_lock:
+        batch = dict(_buffer)
+        _buffer.clear()
+    try:
+        return write_sightings(batch)
+    except Exception:
+        with _buffer_lock:
+            for device_pk, seen in batch.items():
+                _buffer[device_pk] = max(seen, _buffer.get(device_pk, seen))
+        raise
+
+
+def write_sightings(seen: dict[int, float]) -> int:
+    """Set ``last_seen`` from ``{device pk: Unix time}``, never moving it backwards
+    (``GREATEST``); returns devices updated (those deleted since are not counted)."""
     rows = sorted(seen.items())
     table = Device._meta.db_table
     updated = 0
-    for start in range(0, len(rows), 5000):
-        chunk = rows[start : start + 5000]
+    for start in range(0, len(rows), FLUSH_CHUNK):
+        chunk = rows[start : start + FLUSH_CHUNK]
         values = ", ".join(["(%s, to_timestamp(%s))"] * len(chunk))
         params = [p for row in chunk for p in row]
         with connection.cursor() as cursor:
@@ -91,4 +99,4 @@ def flush_seen() -> int:
                 params,
             )
             updated += cursor.rowcount
-    return updated  # devices deleted since they were seen are not counted
+    return updated

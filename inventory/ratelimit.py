@@ -7,8 +7,7 @@ with ``Retry-After`` (seconds until the window ends).
 
 The count is taken in the same Redis round trip as the cached token lookup
 (:func:`lookup_and_count`), so the device inbox's 304 answer costs no extra round trip
-(docs/performance.md). Without Redis (the file cache of ``make run``) it is ``add`` then
-``incr``, atomic enough for one machine.
+(docs/performance.md); how, is the cache backend's (``config.cache``).
 """
 
 from __future__ import annotations
@@ -18,8 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache, caches
-from django.core.cache.backends.redis import RedisCache
+from django.core.cache import cache
 
 from inventory import tokens
 
@@ -62,35 +60,9 @@ def lookup_and_count(
     costs about as much as the round trip.
     """
     limit = limit_for(kind)
-    backend = caches["default"]
-    if isinstance(backend, RedisCache):
-        client_cache = backend._cache
-        serializer: Any = client_cache._serializer  # type: ignore[attr-defined]
-        keys = [backend.make_and_validate_key(name) for name in (cache_key, *also)]
-        client = client_cache.get_client(keys[0], write=True)
-        pipe = client.pipeline(transaction=False)
-        pipe.mget(keys)
-        if limit:
-            rl_key = backend.make_and_validate_key(counter_key(prefix, _window(time.time())[0]))
-            pipe.incr(rl_key)
-        results = pipe.execute()
-        values = [None if raw is None else serializer.loads(raw) for raw in results[0]]
-        count = int(results[1]) if limit else None
-        if count == 1:  # this request opened the window's counter
-            client.expire(rl_key, WINDOW_SECONDS + 1)
-        return values[0], count, values[1:]
-    found = cache.get_many([cache_key, *also])
-    extras = [found.get(extra) for extra in also]
-    if not limit:
-        return found.get(cache_key), None, extras
-    counter = counter_key(prefix, _window(time.time())[0])
-    cache.add(counter, 0, WINDOW_SECONDS + 1)
-    try:
-        count = cache.incr(counter)
-    except ValueError:  # expired between add and incr: a fresh window
-        cache.add(counter, 1, WINDOW_SECONDS + 1)
-        count = 1
-    return found.get(cache_key), int(count), extras
+    counter = counter_key(prefix, _window(time.time())[0]) if limit else None
+    values, count = cache.read_and_count([cache_key, *also], counter, WINDOW_SECONDS + 1)  # type: ignore[attr-defined]
+    return values[0], count, values[1:]
 
 
 def check(kind: str, count: int | None) -> None:

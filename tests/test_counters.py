@@ -111,6 +111,7 @@ def test_deltas_sql_and_recount_agree(
     way: str,
 ) -> None:
     command = arrive(org)
+    assert command.operation_id is not None
     assert command.state == source
     was_dispatched = command.dispatched_at is not None
     before = _stored(command.operation_id)

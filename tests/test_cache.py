@@ -1,0 +1,47 @@
+"""Both cache backends answer ``read_and_count`` alike, so nothing above branches on which one
+is configured: Redis (production, one pipelined round trip) and files (the zero-config run)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from config.cache import CountingFileBasedCache, ReusingRedisCache
+from tests.conftest import wait_until
+
+
+@pytest.fixture(params=["files", "redis"])
+def backend(request: Any, tmp_path: Path) -> Any:
+    if request.param == "files":
+        return CountingFileBasedCache(str(tmp_path / "cache"), {})
+    return ReusingRedisCache(settings.REDIS_URL, {"KEY_PREFIX": f"test-{uuid.uuid4().hex}"})
+
+
+def test_reads_the_keys_and_counts_each_request(backend: Any) -> None:
+    backend.set("token", {"tenant": 1})
+    backend.set("generation", 7)
+
+    values, count = backend.read_and_count(["token", "missing", "generation"], "hits", 60)
+    assert values == [{"tenant": 1}, None, 7]
+    assert count == 1
+
+    _, count = backend.read_and_count(["token"], "hits", 60)
+    assert count == 2
+
+
+def test_no_counter_reads_only(backend: Any) -> None:
+    values, count = backend.read_and_count(["nothing"], None, 60)
+    assert values == [None] and count is None
+    _, count = backend.read_and_count(["nothing"], "hits", 60)
+    assert count == 1  # the read alone counted nothing
+
+
+def test_a_counter_expires_with_its_window(backend: Any) -> None:
+    _, count = backend.read_and_count(["x"], "window", 1)
+    assert count == 1 and backend.get("window") == 1
+
+    wait_until(lambda: backend.get("window") is None, timeout=10, what="the counter to expire")
