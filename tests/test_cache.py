@@ -18,6 +18,7 @@ from tests.conftest import wait_until
 def backend(request: Any, tmp_path: Path) -> Any:
     if request.param == "files":
         return CountingFileBasedCache(str(tmp_path / "cache"), {})
+    assert settings.REDIS_URL, "the tests run against a real Redis (REDIS_URL)"
     return ReusingRedisCache(settings.REDIS_URL, {"KEY_PREFIX": f"test-{uuid.uuid4().hex}"})
 
 
