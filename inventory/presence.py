@@ -15,6 +15,7 @@ late by at most one poll interval plus that period, never wrong.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import threading
@@ -46,13 +47,20 @@ def _start_flusher() -> None:
     """Start this process's flusher (called with the lock held, once per process)."""
     _flusher_pid[:] = [os.getpid()]
     threading.Thread(target=_flush_forever, name="presence-flush", daemon=True).start()
-    atexit.register(_flush_once)
+    atexit.register(_flush_at_exit)
 
 
 def _flush_forever() -> None:
     while True:
         time.sleep(float(settings.PRESENCE_FLUSH_SECONDS))
         _flush_once()
+
+
+def _flush_at_exit() -> None:
+    """A graceful stop writes what is buffered. Nothing is left to retry at exit, and logging
+    may be closed already: a failure here only loses these last sightings."""
+    with contextlib.suppress(Exception):
+        flush_buffered()
 
 
 def _flush_once() -> None:
