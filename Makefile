@@ -4,6 +4,8 @@ PY := $(VENV)/bin/python
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/devops
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
+# Where `make run` serves: `make run ADDR=127.0.0.1:8001` when 8000 is taken.
+ADDR ?= 127.0.0.1:8000
 # Settings refuse to start without SECRET_KEY when DEBUG is off; the tests run with DEBUG off.
 TEST_SECRET_KEY ?= test-only-secret-key-not-for-production-0123456789abcdef
 
@@ -15,11 +17,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
 	touch $@
 
-## Zero-configuration server: SQLite, filesystem broker, web + worker + beat, demo data.
+## Zero-configuration server: PostgreSQL from a wheel (data in var/postgres), filesystem broker,
+## web + worker + beat, demo data. The launcher starts PostgreSQL, runs the three steps with
+## DATABASE_URL set, and stops it when runstack ends (Ctrl-C).
 run: $(VENV)/.installed
-	env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL DEBUG=1 $(PY) manage.py migrate --noinput -v0
-	env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL DEBUG=1 $(PY) manage.py setup_demo
-	env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL DEBUG=1 $(PY) manage.py runstack 127.0.0.1:8000
+	env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL DEBUG=1 $(PY) -m config.embedded_postgres run -- \
+		sh -c '$(PY) manage.py migrate --noinput -v0 && $(PY) manage.py setup_demo && exec $(PY) manage.py runstack $(ADDR)'
 
 ## Starts PostgreSQL and Redis if they are down (installs them on a bare Debian machine).
 services:

@@ -7,7 +7,7 @@ deployment is caught when the process starts, not on the first request that need
 from __future__ import annotations
 
 import os
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -62,6 +62,8 @@ def env_url(name: str, schemes: set[str]) -> str | None:
     if parsed.scheme not in schemes:
         allowed = ", ".join(sorted(schemes))
         raise ImproperlyConfigured(f"{name}={raw!r} has scheme {parsed.scheme!r}; expected one of: {allowed}")
-    if parsed.scheme not in {"sqlite", "filesystem", "memory"} and not parsed.hostname:
+    # A PostgreSQL URL may name its host as libpq's `?host=/socket/dir` (the embedded server's).
+    has_host = bool(parsed.hostname or parse_qs(parsed.query).get("host"))
+    if parsed.scheme not in {"filesystem", "memory"} and not has_host:
         raise ImproperlyConfigured(f"{name}={raw!r} has no host")
     return raw

@@ -1,8 +1,12 @@
 """Settings for the device operations server, read from the environment.
 
-With nothing set it runs on SQLite under ``var/`` with a filesystem Celery broker, so a
-developer needs no server. ``DATABASE_URL`` and ``REDIS_URL`` switch it to PostgreSQL and
-Redis. See README.md, "Configuration".
+PostgreSQL everywhere. With ``DATABASE_URL`` unset they point at the embedded PostgreSQL of
+the zero-configuration run (``config/embedded_postgres.py``, data in ``var/postgres``), and
+without ``REDIS_URL`` or ``CELERY_BROKER_URL`` they use a file cache and a filesystem Celery
+broker under ``var/``, so a developer needs no server. ``DATABASE_URL`` and ``REDIS_URL``
+point them at any PostgreSQL and Redis. Importing them starts and creates nothing: the
+launcher (``make run``) starts the server and creates the folders. See README.md,
+"Configuration".
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config import embedded_postgres
 from config.env import env_bool, env_int, env_list, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR = embedded_postgres.var_dir()  # env VAR_DIR, else <repo>/var; made by `make run`
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY")
@@ -99,29 +104,25 @@ TEMPLATES = [
 ]
 
 # --- Database -----------------------------------------------------------------------------------
-DATABASE_URL = env_url("DATABASE_URL", {"postgres", "postgresql", "pgsql", "sqlite"})
-if DATABASE_URL:
-    _db = dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60, minimum=0))
-else:
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
-    _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "db.sqlite3")}
-if _db["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets the web server, worker and beat read while one of them writes.
-    _db["OPTIONS"] = {
-        "init_command": "PRAGMA journal_mode=WAL;",
-        "timeout": 20,
-        "transaction_mode": "IMMEDIATE",
-    }
+DATABASE_URL = env_url("DATABASE_URL", {"postgres", "postgresql", "pgsql"})
+_db = dj_database_url.parse(
+    # Unset: the embedded server of `make run` (the URL it wrote while it runs, else its socket).
+    DATABASE_URL or embedded_postgres.configured_url(VAR_DIR),
+    conn_max_age=env_int("DB_CONN_MAX_AGE", 60, minimum=0),
+)
+if not _db["HOST"] and "host" in _db.get("OPTIONS", {}):
+    # libpq's `?host=/socket/dir` (the embedded server's form) is Django's HOST.
+    _db["HOST"] = str(_db["OPTIONS"].pop("host"))
+    if not _db["OPTIONS"]:
+        del _db["OPTIONS"]
+_db["CONN_HEALTH_CHECKS"] = True
+if env_bool("DB_POOL", False):
+    # psycopg's pool inside each process; persistent connections must then be off.
     _db["CONN_MAX_AGE"] = 0
-else:
-    _db["CONN_HEALTH_CHECKS"] = True
-    if env_bool("DB_POOL", False):
-        # psycopg's pool inside each process; persistent connections must then be off.
-        _db["CONN_MAX_AGE"] = 0
-        _db.setdefault("OPTIONS", {})["pool"] = {
-            "min_size": env_int("DB_POOL_MIN", 2, minimum=1),
-            "max_size": env_int("DB_POOL_MAX", 10, minimum=1),
-        }
+    _db.setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("DB_POOL_MIN", 2, minimum=1),
+        "max_size": env_int("DB_POOL_MAX", 10, minimum=1),
+    }
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -144,14 +145,14 @@ else:
 if CELERY_BROKER_URL:
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 else:
-    _broker_dir = VAR_DIR / "broker"
-    for _sub in ("queue", "processed"):
-        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    # Folders made by the launcher (config/embedded_postgres.py), not here: only `make run` uses them.
+    _broker = embedded_postgres.broker_folders(VAR_DIR)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir / "queue"),
-        "data_folder_out": str(_broker_dir / "queue"),
-        "processed_folder": str(_broker_dir / "processed"),
+        "data_folder_in": str(_broker["queue"]),
+        "data_folder_out": str(_broker["queue"]),
+        "processed_folder": str(_broker["processed"]),
+        "control_folder": str(_broker["control"]),  # kombu's default: control/ in the current folder
         "store_processed": False,
     }
 CELERY_TASK_IGNORE_RESULT = True

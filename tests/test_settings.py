@@ -1,11 +1,14 @@
-"""Settings read from the environment fail at start-up, naming the variable at fault."""
+"""Settings read from the environment fail at start-up, naming the variable at fault; without
+``DATABASE_URL`` they point at the embedded PostgreSQL of ``make run`` and create nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -82,12 +85,21 @@ def test_env_url_accepts_its_schemes(monkeypatch: pytest.MonkeyPatch) -> None:
     assert env_url("SOME_URL", {"redis"}) is None
 
 
+def test_env_url_accepts_a_unix_socket_as_libpq_host_parameter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded server's URL: no host part, the socket directory in ``?host=``."""
+    monkeypatch.setenv("SOME_URL", "postgresql://postgres@/devops?host=/srv/var/postgres")
+
+    assert env_url("SOME_URL", {"postgresql"}) == "postgresql://postgres@/devops?host=/srv/var/postgres"
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
         ("mysql://x", "SOME_URL='mysql://x' has scheme 'mysql'; expected one of: postgres, redis"),
         ("127.0.0.1:6379", "SOME_URL='127.0.0.1:6379' has scheme"),
         ("redis://", "SOME_URL='redis://' has no host"),
+        ("postgres:///devops", "SOME_URL='postgres:///devops' has no host"),
+        ("sqlite:///var/db.sqlite3", "has scheme 'sqlite'; expected one of: postgres, redis"),
     ],
 )
 def test_env_url_refuses_bad_urls_naming_the_variable(
@@ -147,3 +159,62 @@ def test_good_settings_import(tmp_path: Path) -> None:
     )
 
     assert done.returncode == 0, done.stderr
+
+
+def _settings_of(tmp_path: Path, *names: str, **overrides: str) -> dict[str, Any]:
+    """Some settings as a fresh process sees them, imported from an empty working directory."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}}
+    env.update(PYTHONPATH=str(ROOT), SECRET_KEY="test-settings-secret-key", **overrides)
+    code = f"import json, config.settings as s; print(json.dumps({{n: getattr(s, n) for n in {names!r}}}))"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert list(cwd.iterdir()) == [], "importing the settings wrote into the working directory"
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_without_database_url_the_settings_point_at_the_embedded_server_and_create_nothing(
+    tmp_path: Path,
+) -> None:
+    var = tmp_path / "var"  # does not exist: `make run`'s launcher makes it
+
+    got = _settings_of(tmp_path, "DATABASES", "CELERY_BROKER_TRANSPORT_OPTIONS", VAR_DIR=str(var))
+
+    database = got["DATABASES"]["default"]
+    assert database["ENGINE"] == "django.db.backends.postgresql"
+    assert database["HOST"] == str(var / "postgres")
+    assert (database["NAME"], database["USER"]) == ("devops", "postgres")
+    assert "OPTIONS" not in database  # the socket moved from libpq's ?host= to HOST
+    assert got["CELERY_BROKER_TRANSPORT_OPTIONS"]["control_folder"] == str(var / "broker" / "control")
+    assert got["CELERY_BROKER_TRANSPORT_OPTIONS"]["data_folder_in"] == str(var / "broker" / "queue")
+    assert not var.exists()
+
+
+def test_without_database_url_the_settings_read_the_url_a_running_server_wrote(tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    var.mkdir()
+    (var / "postgres.url").write_text("postgresql://postgres@/devops?host=/run/elsewhere%20sock\n")
+
+    got = _settings_of(tmp_path, "DATABASES", VAR_DIR=str(var))
+
+    assert got["DATABASES"]["default"]["HOST"] == "/run/elsewhere sock"
+    assert sorted(p.name for p in var.iterdir()) == ["postgres.url"]
+
+
+def test_database_url_still_points_at_any_postgresql(tmp_path: Path) -> None:
+    got = _settings_of(tmp_path, "DATABASES", VAR_DIR=str(tmp_path / "var"), DATABASE_URL=PG, DB_POOL="1")
+
+    database = got["DATABASES"]["default"]
+    assert (database["HOST"], database["PORT"], database["NAME"]) == ("127.0.0.1", 5432, "anything")
+    assert database["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 10}
+    assert database["CONN_MAX_AGE"] == 0
