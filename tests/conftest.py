@@ -1,5 +1,6 @@
 """Shared fixtures: actors of two tenants (admin, operator, viewer, a device, a stranger),
-an API client per actor, and real Celery worker/beat processes for end-to-end tests.
+an API client per actor, logged-in console (Django admin) clients, and real Celery
+worker/beat processes for end-to-end tests.
 
 Tests run against PostgreSQL and Redis (``make test`` sets DATABASE_URL and REDIS_URL).
 """
@@ -19,9 +20,10 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 
-from inventory.models import Device, Tenant
+from inventory.models import ConsoleUser, Device, Tenant
 from inventory.services import create_api_key, create_device, get_or_create_tenant
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +116,11 @@ def add_device(tenant: Tenant, device_id: str, **fields: Any) -> DeviceActor:
     return DeviceActor(device=device, token=token, api=Api(token))
 
 
+def add_devices(tenant: Tenant, count: int) -> list[DeviceActor]:
+    """``count`` devices ``dev-000``, ``dev-001``, ... of ``tenant``, each with its token."""
+    return [add_device(tenant, f"dev-{i:03d}") for i in range(count)]
+
+
 @pytest.fixture
 def device(org: Org) -> DeviceActor:
     return add_device(org.tenant, "dev-1")
@@ -122,6 +129,34 @@ def device(org: Org) -> DeviceActor:
 @pytest.fixture
 def anonymous() -> Api:
     return Api(None)
+
+
+# --- the console (Django admin) --------------------------------------------------------------
+
+
+def superuser_console() -> Client:
+    """A client logged in to the console as the superuser ``root``: every tenant, every screen."""
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", "", "pw"))
+    return client
+
+
+def staff_console(username: str, tenant: Tenant | None) -> Client:
+    """A client logged in as a staff user with every model permission, linked to ``tenant``
+    (none: a staff user without a tenant), so that only the tenant scoping stands in the way."""
+    user = User.objects.create_user(username, password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.all())
+    if tenant is not None:
+        ConsoleUser.objects.create(user=user, tenant=tenant)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def console(db: None) -> Client:
+    """The console as the superuser (see :func:`superuser_console`)."""
+    return superuser_console()
 
 
 # --- real Celery processes ----------------------------------------------------------------------
@@ -153,6 +188,19 @@ class CeleryProcesses:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+        )
+
+    def beat(self, name: str = "beat") -> None:
+        """A beat with the database scheduler (django-celery-beat), logging what it sends."""
+        self.start(
+            name,
+            "beat",
+            "-l",
+            "info",
+            "-s",
+            str(self.tmp / f"{name}-schedule"),
+            "--scheduler",
+            "django_celery_beat.schedulers:DatabaseScheduler",
         )
 
     def log(self, name: str) -> str:

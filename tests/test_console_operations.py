@@ -4,7 +4,6 @@ the progress endpoint, cancel and retry of the failed devices."""
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
 from rest_framework.exceptions import ValidationError
 
@@ -21,13 +20,6 @@ from tests.conftest import Org
 
 ADD = "/admin/operations/operation/add/"
 PREVIEW = "/admin/operations/operation/preview/"
-
-
-@pytest.fixture
-def console(db: None) -> Client:
-    client = Client()
-    client.force_login(User.objects.create_superuser("root", "", "pw"))
-    return client
 
 
 @pytest.fixture
