@@ -22,6 +22,7 @@ from operations.choices import OperationState
 from operations.models import Operation, OperationActivity
 from tests.command_factories import command_of, dispatched_operation
 from tests.conftest import DeviceActor, Org, add_device
+from tests.helpers import content, error
 
 C = CommandState
 S = OperationState
@@ -62,20 +63,6 @@ SEED_STATES = {
     "Command Scheduled",
     "Command Cancelled",
 }
-
-
-def content(response: Any, status: int = 200) -> Any:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["code"] == 0 and body["message"] == "success"
-    return body["content"]
-
-
-def error(response: Any, status: int) -> Any:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["code"] == status
-    return body
 
 
 def url(command: CommandStatus) -> str:

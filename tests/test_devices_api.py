@@ -11,13 +11,7 @@ from django.utils import timezone
 from inventory.models import Device, Group
 from inventory.services import bulk_import_devices
 from tests.conftest import Api, DeviceActor, Org, add_device
-
-
-def content(response, status: int = 200):
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["code"] == 0 and body["message"] == "success"
-    return body["content"]
+from tests.helpers import content
 
 
 def ids(page) -> list[str]:
