@@ -59,7 +59,7 @@ def _broker() -> Any:
     return redis.Redis.from_url(str(settings.CELERY_BROKER_URL))
 
 
-def _fleet(count: int = DEVICES) -> Org:
+def _large_org(count: int = DEVICES) -> Org:
     org = make_org("acme")
     started = time.monotonic()
     bulk_import_devices(org.tenant.pk, [{"device_id": f"f-{i:06d}", "os": "android"} for i in range(count)])
@@ -113,7 +113,7 @@ def _children(pid: int) -> list[int]:
 
 
 def test_sigkill_of_the_whole_worker_mid_fan_out_is_recovered_by_the_stuck_sweep(procs: Processes) -> None:
-    org = _fleet()
+    org = _large_org()
     procs.worker(concurrency=1)
     operation_id = _create(org)
     before = _wait_mid_fan_out(operation_id, DEVICES)
@@ -154,7 +154,7 @@ def test_sigkill_of_the_whole_worker_mid_fan_out_is_recovered_by_the_stuck_sweep
 
 
 def test_sigkill_of_the_pool_child_mid_fan_out_is_redelivered_by_the_worker(procs: Processes) -> None:
-    org = _fleet()
+    org = _large_org()
     worker = procs.worker(concurrency=1)
     wait_until(lambda: "ready" in procs.log("worker"), timeout=30, what="the worker")
     [child] = _children(worker.pid)
@@ -183,7 +183,7 @@ def test_duplicated_fan_out_messages_on_two_workers_change_nothing(procs: Proces
     from operations.tasks import fan_out_operation
 
     total = 20_000
-    org = _fleet(total)
+    org = _large_org(total)
     procs.worker("worker-a", concurrency=2)
     procs.worker("worker-b", concurrency=2)
     for name in ("worker-a", "worker-b"):
