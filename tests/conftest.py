@@ -174,6 +174,32 @@ def _process_env() -> dict[str, str]:
     return env
 
 
+def beat_args(tmp: Path, name: str) -> list[str]:
+    """``celery beat``'s arguments: the database scheduler (django-celery-beat), logging each send."""
+    return [
+        "beat",
+        "-l",
+        "info",
+        "-s",
+        str(tmp / f"{name}-schedule"),
+        "--scheduler",
+        "django_celery_beat.schedulers:DatabaseScheduler",
+    ]
+
+
+def kill_group(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
+    """Signal a process started in a session of its own and its children (a worker and its
+    pool); SIGKILL them if they are still there after ``timeout`` seconds."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 class CeleryProcesses:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
@@ -191,30 +217,15 @@ class CeleryProcesses:
         )
 
     def beat(self, name: str = "beat") -> None:
-        """A beat with the database scheduler (django-celery-beat), logging what it sends."""
-        self.start(
-            name,
-            "beat",
-            "-l",
-            "info",
-            "-s",
-            str(self.tmp / f"{name}-schedule"),
-            "--scheduler",
-            "django_celery_beat.schedulers:DatabaseScheduler",
-        )
+        self.start(name, *beat_args(self.tmp, name))
 
     def log(self, name: str) -> str:
         return (self.tmp / f"{name}.log").read_text(errors="replace")
 
     def kill(self, name: str, sig: int = signal.SIGTERM) -> None:
         proc = self.procs.pop(name, None)
-        if proc and proc.poll() is None:
-            os.killpg(proc.pid, sig)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        if proc is not None:
+            kill_group(proc, sig, timeout=15)
 
     def stop_all(self) -> None:
         for name in list(self.procs):
@@ -230,7 +241,7 @@ def purge_broker() -> None:
 
 @pytest.fixture
 def celery_processes(transactional_db: None, tmp_path: Path) -> Iterator[CeleryProcesses]:
-    """Start with ``procs.start("worker", "worker", "-c", "2")`` or ``("beat", "beat", ...)``.
+    """Start with ``procs.start("worker", "worker", "-c", "2")`` or ``procs.beat()``.
 
     Needs ``transactional_db`` so that what the test writes is committed and visible to the
     worker, a separate process with its own connection.
