@@ -216,6 +216,11 @@ class CeleryProcesses:
             start_new_session=True,
         )
 
+    def worker(self, concurrency: int = 2, name: str = "worker") -> None:
+        self.start(
+            name, "worker", "-l", "info", "-c", str(concurrency), "--without-heartbeat", "--without-gossip"
+        )
+
     def beat(self, name: str = "beat") -> None:
         self.start(name, *beat_args(self.tmp, name))
 
@@ -241,7 +246,7 @@ def purge_broker() -> None:
 
 @pytest.fixture
 def celery_processes(transactional_db: None, tmp_path: Path) -> Iterator[CeleryProcesses]:
-    """Start with ``procs.start("worker", "worker", "-c", "2")`` or ``procs.beat()``.
+    """Start with ``procs.worker()`` and ``procs.beat()`` (or ``procs.start(name, *celery_args)``).
 
     Needs ``transactional_db`` so that what the test writes is committed and visible to the
     worker, a separate process with its own connection.
@@ -254,9 +259,7 @@ def celery_processes(transactional_db: None, tmp_path: Path) -> Iterator[CeleryP
 
 @pytest.fixture
 def celery_worker(celery_processes: CeleryProcesses) -> CeleryProcesses:
-    celery_processes.start(
-        "worker", "worker", "-l", "info", "-c", "2", "--without-heartbeat", "--without-gossip"
-    )
+    celery_processes.worker()
     return celery_processes
 
 

@@ -45,9 +45,7 @@ def test_two_beats_run_each_maintenance_fire_and_each_headless_run_once(
         for device in devices
     ]
 
-    celery_processes.start(
-        "worker", "worker", "-l", "info", "-c", "4", "--without-heartbeat", "--without-gossip"
-    )
+    celery_processes.worker(concurrency=4)
     for name in BEATS:
         celery_processes.beat(name)
 

@@ -20,9 +20,7 @@ def iso(when: dt.datetime) -> str:
 
 def test_due_operation_runs_through_the_inbox_and_completes(celery_processes, monkeypatch):
     monkeypatch.setenv("SWEEP_SECONDS", "1")
-    celery_processes.start(
-        "worker", "worker", "-l", "info", "-c", "2", "--without-heartbeat", "--without-gossip"
-    )
+    celery_processes.worker()
     celery_processes.beat()
     org = make_org("acme")
     device = add_device(org.tenant, "dev_67892")

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.e2e
 def test_an_every_minute_schedule_runs_and_shows_as_latest_execution(
     celery_processes: CeleryProcesses, org: Org
 ) -> None:
-    celery_processes.start("worker", "worker", "-l", "info", "-c", "1")
+    celery_processes.worker(concurrency=1)
     celery_processes.beat()
     path = "/aggregates/maintenance/scheduler/jobs/orgId/acme"
     created = org.admin.post(path, {"time_expression": "0 * * ? * *", "scheduler_type": "time-based"})
