@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import requests
+from django.conf import settings
 
 from commands.models import CommandStatus
 from inventory.models import HeadlessOperation
@@ -35,9 +36,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 DEVICES = 20_000
 HEADLESS = "/api/v1/inventory_device_headless_operation/"
-#: The recovery sweeps beat sends, and how many more runs of each give a lost message's work
-#: its chance to be done twice.
-SWEEPS = {"inventory.tasks.run_due_headless": 3, "operations.tasks.recover_stuck_fan_outs": 2}
+#: The recovery sweeps (beat entries), and how many more runs of each give the work of a lost
+#: message its chance to be done twice.
+SWEEPS = {"run-due-headless": 3, "recover-stuck-fan-outs": 2}
 
 
 class Stack:
@@ -162,12 +163,13 @@ def test_redis_restarts_lose_no_operation_and_no_headless_run(stack: Stack) -> N
     print(f"all recovered {time.monotonic() - restarted:.1f}s after the second restart; restarted {restarts}")
 
     # A few more runs of each recovery sweep: nothing may run twice.
-    ran = {task: task_events(stack.procs.log("worker"), "succeeded", task) for task in SWEEPS}
+    tasks = {str(settings.CELERY_BEAT_SCHEDULE[entry]["task"]): more for entry, more in SWEEPS.items()}
+    ran = {task: task_events(stack.procs.log("worker"), "succeeded", task) for task in tasks}
 
     def swept_again() -> bool:
         supervise()
         log = stack.procs.log("worker")
-        return all(task_events(log, "succeeded", task) >= ran[task] + more for task, more in SWEEPS.items())
+        return all(task_events(log, "succeeded", task) >= ran[task] + more for task, more in tasks.items())
 
     wait_until(swept_again, timeout=60, interval=0.5, what=f"more recovery sweeps {SWEEPS}")
 
