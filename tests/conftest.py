@@ -134,10 +134,10 @@ def anonymous() -> Api:
 # --- the console (Django admin) --------------------------------------------------------------
 
 
-def superuser_console() -> Client:
-    """A client logged in to the console as the superuser ``root``: every tenant, every screen."""
+def superuser_console(username: str = "root") -> Client:
+    """A client logged in to the console as a (new) superuser: every tenant, every screen."""
     client = Client()
-    client.force_login(User.objects.create_superuser("root", "", "pw"))
+    client.force_login(User.objects.create_superuser(username, "", "pw"))
     return client
 
 
