@@ -1,5 +1,6 @@
 """Shared fixtures: actors of two tenants (admin, operator, viewer, a device, a stranger),
-an API client per actor, and real Celery worker/beat processes for end-to-end tests.
+an API client per actor, logged-in console (Django admin) clients, and real Celery
+worker/beat processes for end-to-end tests.
 
 Tests run against PostgreSQL and Redis (``make test`` sets DATABASE_URL and REDIS_URL).
 """
@@ -19,9 +20,10 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 
-from inventory.models import Device, Tenant
+from inventory.models import ConsoleUser, Device, Tenant
 from inventory.services import create_api_key, create_device, get_or_create_tenant
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +116,11 @@ def add_device(tenant: Tenant, device_id: str, **fields: Any) -> DeviceActor:
     return DeviceActor(device=device, token=token, api=Api(token))
 
 
+def add_devices(tenant: Tenant, count: int) -> list[DeviceActor]:
+    """``count`` devices ``dev-000``, ``dev-001``, ... of ``tenant``, each with its token."""
+    return [add_device(tenant, f"dev-{i:03d}") for i in range(count)]
+
+
 @pytest.fixture
 def device(org: Org) -> DeviceActor:
     return add_device(org.tenant, "dev-1")
@@ -122,6 +129,34 @@ def device(org: Org) -> DeviceActor:
 @pytest.fixture
 def anonymous() -> Api:
     return Api(None)
+
+
+# --- the console (Django admin) --------------------------------------------------------------
+
+
+def superuser_console(username: str = "root") -> Client:
+    """A client logged in to the console as a (new) superuser: every tenant, every screen."""
+    client = Client()
+    client.force_login(User.objects.create_superuser(username, "", "pw"))
+    return client
+
+
+def staff_console(username: str, tenant: Tenant | None) -> Client:
+    """A client logged in as a staff user with every model permission, linked to ``tenant``
+    (none: a staff user without a tenant), so that only the tenant scoping stands in the way."""
+    user = User.objects.create_user(username, password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.all())
+    if tenant is not None:
+        ConsoleUser.objects.create(user=user, tenant=tenant)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def console(db: None) -> Client:
+    """The console as the superuser (see :func:`superuser_console`)."""
+    return superuser_console()
 
 
 # --- real Celery processes ----------------------------------------------------------------------
@@ -137,6 +172,32 @@ def _process_env() -> dict[str, str]:
     env["DB_CONN_MAX_AGE"] = "0"
     env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     return env
+
+
+def beat_args(tmp: Path, name: str) -> list[str]:
+    """``celery beat``'s arguments: the database scheduler (django-celery-beat), logging each send."""
+    return [
+        "beat",
+        "-l",
+        "info",
+        "-s",
+        str(tmp / f"{name}-schedule"),
+        "--scheduler",
+        "django_celery_beat.schedulers:DatabaseScheduler",
+    ]
+
+
+def kill_group(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
+    """Signal a process started in a session of its own and its children (a worker and its
+    pool); SIGKILL them if they are still there after ``timeout`` seconds."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 class CeleryProcesses:
@@ -155,18 +216,21 @@ class CeleryProcesses:
             start_new_session=True,
         )
 
+    def worker(self, concurrency: int = 2, name: str = "worker") -> None:
+        self.start(
+            name, "worker", "-l", "info", "-c", str(concurrency), "--without-heartbeat", "--without-gossip"
+        )
+
+    def beat(self, name: str = "beat") -> None:
+        self.start(name, *beat_args(self.tmp, name))
+
     def log(self, name: str) -> str:
         return (self.tmp / f"{name}.log").read_text(errors="replace")
 
     def kill(self, name: str, sig: int = signal.SIGTERM) -> None:
         proc = self.procs.pop(name, None)
-        if proc and proc.poll() is None:
-            os.killpg(proc.pid, sig)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        if proc is not None:
+            kill_group(proc, sig, timeout=15)
 
     def stop_all(self) -> None:
         for name in list(self.procs):
@@ -182,7 +246,7 @@ def purge_broker() -> None:
 
 @pytest.fixture
 def celery_processes(transactional_db: None, tmp_path: Path) -> Iterator[CeleryProcesses]:
-    """Start with ``procs.start("worker", "worker", "-c", "2")`` or ``("beat", "beat", ...)``.
+    """Start with ``procs.worker()`` and ``procs.beat()`` (or ``procs.start(name, *celery_args)``).
 
     Needs ``transactional_db`` so that what the test writes is committed and visible to the
     worker, a separate process with its own connection.
@@ -195,9 +259,7 @@ def celery_processes(transactional_db: None, tmp_path: Path) -> Iterator[CeleryP
 
 @pytest.fixture
 def celery_worker(celery_processes: CeleryProcesses) -> CeleryProcesses:
-    celery_processes.start(
-        "worker", "worker", "-l", "info", "-c", "2", "--without-heartbeat", "--without-gossip"
-    )
+    celery_processes.worker()
     return celery_processes
 
 

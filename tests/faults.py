@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.conftest import ROOT, _process_env
+from tests.conftest import ROOT, _process_env, beat_args, kill_group
 
 
 def free_port() -> int:
@@ -202,17 +202,7 @@ class Processes:
         )
 
     def beat(self, name: str = "beat", **env: str) -> subprocess.Popen[bytes]:
-        return self.celery(
-            name,
-            "beat",
-            "-l",
-            "info",
-            "-s",
-            str(self.tmp / f"{name}-schedule"),
-            "--scheduler",
-            "django_celery_beat.schedulers:DatabaseScheduler",
-            **env,
-        )
+        return self.celery(name, *beat_args(self.tmp, name), **env)
 
     def manage(self, *args: str) -> str:
         done = subprocess.run(
@@ -228,14 +218,8 @@ class Processes:
     def kill(self, name: str, sig: int = signal.SIGTERM) -> None:
         """Signal the whole process group (a worker and its pool children)."""
         proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc is not None:
+            kill_group(proc, sig, timeout=20)
 
     def stop_all(self) -> None:
         for name in list(self.procs):

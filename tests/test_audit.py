@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import User
 from django.test import Client
 
 from inventory.models import AuditEntry
@@ -51,16 +50,7 @@ def test_maintenance_writes_are_recorded(org: Org) -> None:
     assert entry.status_code == 200 and response.status_code == 200
 
 
-def _superuser() -> Client:
-    user = User.objects.create_superuser("root", "root@example.com", "pw")
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def test_console_writes_are_recorded(org: Org) -> None:
-    console = _superuser()
-
+def test_console_writes_are_recorded(org: Org, console: Client) -> None:
     console.post("/admin/inventory/group/add/", {"tenant": org.tenant.pk, "name": "from the console"})
 
     entry = AuditEntry.objects.get()
@@ -68,10 +58,9 @@ def test_console_writes_are_recorded(org: Org) -> None:
     assert (entry.method, entry.object_type) == ("POST", "inventory.group")
 
 
-def test_the_audit_log_is_read_only_in_the_console(org: Org) -> None:
+def test_the_audit_log_is_read_only_in_the_console(org: Org, console: Client) -> None:
     org.admin.post("/v0/groups/", {"name": "audited"})
     entry = AuditEntry.objects.get()
-    console = _superuser()
 
     assert console.get("/admin/inventory/auditentry/").status_code == 200
     assert console.get(f"/admin/inventory/auditentry/{entry.pk}/change/").status_code == 200

@@ -12,16 +12,9 @@ from django.utils import timezone
 from inventory.models import ApiKey, Group
 from inventory.services import create_api_key, revoke_api_key
 from tests.conftest import Api, DeviceActor, Org, add_device
+from tests.helpers import error
 
 LIST_PATHS = ["/v0/devices/", "/v0/groups/"]
-
-
-def assert_json_error(response, status: int) -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["code"] == status
-    assert body["message"]
-    return body
 
 
 # --- 401 ----------------------------------------------------------------------------------------
@@ -32,7 +25,7 @@ def assert_json_error(response, status: int) -> dict:
 def test_missing_token_is_401_with_json_body(anonymous: Api, path: str) -> None:
     response = anonymous.get(path)
 
-    assert_json_error(response, 401)
+    error(response, 401)
     assert response["WWW-Authenticate"].startswith("Bearer")
 
 
@@ -67,7 +60,7 @@ def test_unknown_or_malformed_token_is_401(org: Org, header: str) -> None:
 
     response = api.client.get("/v0/devices/", HTTP_AUTHORIZATION=header)
 
-    assert_json_error(response, 401)
+    error(response, 401)
 
 
 def test_a_known_prefix_with_a_wrong_secret_is_401(org: Org) -> None:
@@ -76,7 +69,7 @@ def test_a_known_prefix_with_a_wrong_secret_is_401(org: Org) -> None:
     forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
 
     assert org.admin.get("/v0/devices/").status_code == 200  # the prefix is now cached
-    assert_json_error(Api(forged).get("/v0/devices/"), 401)
+    error(Api(forged).get("/v0/devices/"), 401)
 
 
 def test_revoked_key_stops_working_at_once(org: Org) -> None:
@@ -86,8 +79,8 @@ def test_revoked_key_stops_working_at_once(org: Org) -> None:
 
     revoke_api_key(key)
 
-    assert_json_error(api.get("/v0/devices/"), 401)
-    assert_json_error(api.post("/v0/groups/", {"name": "after revoke"}), 401)
+    error(api.get("/v0/devices/"), 401)
+    error(api.post("/v0/groups/", {"name": "after revoke"}), 401)
     assert not Group.objects.filter(name="after revoke").exists()
 
 
@@ -95,7 +88,7 @@ def test_expired_key_is_401(org: Org) -> None:
     key, plain = create_api_key(org.tenant, "admin", "expired")
     ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
 
-    assert_json_error(Api(plain).get("/v0/devices/"), 401)
+    error(Api(plain).get("/v0/devices/"), 401)
 
 
 def test_key_expiring_while_cached_is_401(org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,7 +100,7 @@ def test_key_expiring_while_cached_is_401(org: Org, monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(timezone, "now", lambda: expires + dt.timedelta(seconds=1))
 
-    assert_json_error(api.get("/v0/devices/"), 401)
+    error(api.get("/v0/devices/"), 401)
 
 
 # --- 403 ----------------------------------------------------------------------------------------
@@ -136,7 +129,7 @@ def test_viewer_cannot_write(org: Org, device: DeviceActor, method: str, path: s
 
     response = api.delete(path) if method == "delete" else getattr(api, method)(path, body)
 
-    body_ = assert_json_error(response, 403)
+    body_ = error(response, 403)
     assert "viewer" in body_["message"]
     device.device.refresh_from_db()
     group.refresh_from_db()
@@ -153,12 +146,12 @@ def test_viewer_reads(org: Org, device: DeviceActor, path: str) -> None:
 
 @pytest.mark.parametrize("path", [*LIST_PATHS, "/v0/devices/dev-1/"])
 def test_device_token_cannot_reach_devices_or_groups(device: DeviceActor, path: str) -> None:
-    assert_json_error(device.api.get(path), 403)
+    error(device.api.get(path), 403)
 
 
 def test_device_token_cannot_create_devices(org: Org, device: DeviceActor) -> None:
-    assert_json_error(device.api.post("/v0/devices/", {"id": "sneaky"}), 403)
-    assert_json_error(device.api.post("/v0/groups/", {"name": "sneaky"}), 403)
+    error(device.api.post("/v0/devices/", {"id": "sneaky"}), 403)
+    error(device.api.post("/v0/groups/", {"name": "sneaky"}), 403)
 
 
 # --- tenants ------------------------------------------------------------------------------------
@@ -168,19 +161,19 @@ def test_other_tenants_device_is_404_like_a_missing_one(org: Org, other_org: Org
     add_device(other_org.tenant, "theirs")
 
     for path in ["/v0/devices/theirs/", "/v0/devices/does-not-exist/"]:
-        assert_json_error(org.admin.get(path), 404)
-    assert_json_error(org.admin.patch("/v0/devices/theirs/", {"name": "mine now"}), 404)
-    assert_json_error(org.admin.delete("/v0/devices/theirs/"), 404)
-    assert_json_error(org.admin.post("/v0/devices/theirs/rotate-token/"), 404)
+        error(org.admin.get(path), 404)
+    error(org.admin.patch("/v0/devices/theirs/", {"name": "mine now"}), 404)
+    error(org.admin.delete("/v0/devices/theirs/"), 404)
+    error(org.admin.post("/v0/devices/theirs/rotate-token/"), 404)
     assert other_org.admin.get("/v0/devices/theirs/").json()["content"]["name"] == "theirs"
 
 
 def test_other_tenants_group_is_404(org: Org, other_org: Org) -> None:
     theirs = Group.objects.create(tenant=other_org.tenant, name="theirs")
 
-    assert_json_error(org.admin.get(f"/v0/groups/{theirs.pk}/"), 404)
-    assert_json_error(org.admin.patch(f"/v0/groups/{theirs.pk}/", {"name": "x"}), 404)
-    assert_json_error(org.admin.delete(f"/v0/groups/{theirs.pk}/"), 404)
+    error(org.admin.get(f"/v0/groups/{theirs.pk}/"), 404)
+    error(org.admin.patch(f"/v0/groups/{theirs.pk}/", {"name": "x"}), 404)
+    error(org.admin.delete(f"/v0/groups/{theirs.pk}/"), 404)
     assert Group.objects.filter(pk=theirs.pk, name="theirs").exists()
 
 

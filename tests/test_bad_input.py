@@ -10,15 +10,14 @@ import pytest
 
 from inventory.models import Device, Group
 from tests.conftest import DeviceActor, Org
+from tests.helpers import error
 
 HUGE = 10**30
 
 
 def assert_4xx_naming(response: Any, field: str | None, status: int = 400) -> dict[str, Any]:
-    assert response.status_code == status, response.content
+    body = error(response, status)
     assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert body["code"] == status and body["message"]
     if field is not None:
         assert field in body["errors"] or f"{field}:" in body["message"], body
     return body

@@ -19,7 +19,7 @@ from operations.models import Operation, OperationActivity
 from operations.progress import COUNTERS
 from operations.services import cancel_operation
 from tests.command_factories import command_of, dispatched_operation, run_in_threads
-from tests.conftest import DeviceActor, Org, add_device
+from tests.conftest import DeviceActor, Org, add_device, add_devices
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,10 +27,6 @@ C = CommandState
 S = OperationState
 DEVICES = 50
 FAILING = frozenset(range(0, DEVICES, 7))  # every seventh device reports a failure
-
-
-def fleet(org: Org, size: int = DEVICES) -> list[DeviceActor]:
-    return [add_device(org.tenant, f"dev-{i:03d}") for i in range(size)]
 
 
 def reporter(actor: DeviceActor, command: CommandStatus, last: str) -> Callable[[], list[int]]:
@@ -61,7 +57,7 @@ def activity(operation: Operation) -> list[str]:
 
 def test_fifty_devices_reporting_at_once_leave_exact_counters(org: Org) -> None:
     # given one operation dispatched to 50 devices
-    devices = fleet(org)
+    devices = add_devices(org.tenant, DEVICES)
     operation = dispatched_operation(org.tenant, devices)
     commands = [command_of(operation, actor) for actor in devices]
 
@@ -93,7 +89,7 @@ def test_fifty_devices_reporting_at_once_leave_exact_counters(org: Org) -> None:
 
 
 def test_fifty_devices_all_succeeding_at_once_make_one_success(org: Org) -> None:
-    devices = fleet(org)
+    devices = add_devices(org.tenant, DEVICES)
     operation = dispatched_operation(org.tenant, devices)
     commands = [command_of(operation, actor) for actor in devices]
 
@@ -114,7 +110,7 @@ def test_fifty_devices_all_succeeding_at_once_make_one_success(org: Org) -> None
 
 def test_a_cancel_racing_with_reports_leaves_counters_that_match_the_rows(org: Org) -> None:
     # given one operation dispatched to 50 devices
-    devices = fleet(org)
+    devices = add_devices(org.tenant, DEVICES)
     operation = dispatched_operation(org.tenant, devices)
     commands = [command_of(operation, actor) for actor in devices]
 

@@ -4,6 +4,7 @@ history, optimistic versions, the operation's counters and state, filters and sc
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from operations.choices import OperationState
 from operations.models import Operation, OperationActivity
 from tests.command_factories import command_of, dispatched_operation
 from tests.conftest import DeviceActor, Org, add_device
+from tests.helpers import content, error
 
 C = CommandState
 S = OperationState
@@ -62,20 +64,6 @@ SEED_STATES = {
     "Command Scheduled",
     "Command Cancelled",
 }
-
-
-def content(response: Any, status: int = 200) -> Any:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["code"] == 0 and body["message"] == "success"
-    return body["content"]
-
-
-def error(response: Any, status: int) -> Any:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["code"] == status
-    return body
 
 
 def url(command: CommandStatus) -> str:
@@ -403,18 +391,27 @@ def test_unknown_id_is_404(org: Org) -> None:
     error(org.operator.put("/commands/v0/status/999999999/", {"state": "Command Cancelled"}), 404)
 
 
+@dataclass
+class Listing:
+    """What the list tests filter: two operations over three devices, one internal command."""
+
+    devices: tuple[DeviceActor, DeviceActor, DeviceActor]
+    first: Operation
+    second: Operation
+    internal: CommandStatus
+
+
 @pytest.fixture
-def fleet(org: Org) -> dict[str, Any]:
-    """Two operations over three devices, and one internal command."""
+def listing(org: Org) -> Listing:
     a, b, c = (add_device(org.tenant, name) for name in ("a", "b", "c"))
     first = dispatched_operation(org.tenant, [a, b])
     second = dispatched_operation(org.tenant, [b, c], operation_type="LOCK")
     internal = issue_internal_command(org.tenant.pk, c.device.pk, "SET_WALLPAPER", {}, "headless:7")
-    return {"devices": (a, b, c), "first": first, "second": second, "internal": internal}
+    return Listing(devices=(a, b, c), first=first, second=second, internal=internal)
 
 
-def test_list_filters_by_request_comma_separated(org: Org, fleet: dict[str, Any]) -> None:
-    first, second = fleet["first"], fleet["second"]
+def test_list_filters_by_request_comma_separated(org: Org, listing: Listing) -> None:
+    first, second = listing.first, listing.second
 
     only_first = content(org.viewer.get("/commands/v0/status/", {"request": str(first.pk)}))
     both = content(org.viewer.get("/commands/v0/status/", {"request": f"{first.pk},{second.pk}"}))
@@ -423,11 +420,11 @@ def test_list_filters_by_request_comma_separated(org: Org, fleet: dict[str, Any]
     assert ids(only_first) == set(first.commands.values_list("pk", flat=True))
     assert only_first["count"] == 2
     assert both["count"] == 4
-    assert ids(internal) == {fleet["internal"].pk}
+    assert ids(internal) == {listing.internal.pk}
     assert internal["results"][0]["request"] == "headless:7"
 
 
-def test_list_filters_by_device_comma_separated(org: Org, fleet: dict[str, Any]) -> None:
+def test_list_filters_by_device_comma_separated(org: Org, listing: Listing) -> None:
     one = content(org.viewer.get("/commands/v0/status/", {"device": "a"}))
     two = content(org.viewer.get("/commands/v0/status/", {"device": "a,c"}))
 
@@ -437,9 +434,9 @@ def test_list_filters_by_device_comma_separated(org: Org, fleet: dict[str, Any])
     assert {item["device"] for item in two["results"]} == {"a", "c"}
 
 
-def test_list_filters_by_state_label(org: Org, fleet: dict[str, Any]) -> None:
-    a = fleet["devices"][0]
-    content(a.api.put(url(command_of(fleet["first"], a)), {"state": "Command Acknowledged"}))
+def test_list_filters_by_state_label(org: Org, listing: Listing) -> None:
+    a = listing.devices[0]
+    content(a.api.put(url(command_of(listing.first, a)), {"state": "Command Acknowledged"}))
 
     acked = content(org.viewer.get("/commands/v0/status/", {"state": "Command Acknowledged"}))
     queued = content(org.viewer.get("/commands/v0/status/", {"state": "Command Queued"}))
@@ -449,25 +446,25 @@ def test_list_filters_by_state_label(org: Org, fleet: dict[str, Any]) -> None:
     assert {item["state"] for item in queued["results"]} == {"Command Queued"}
 
 
-def test_list_with_a_bad_state_is_400(org: Org, fleet: dict[str, Any]) -> None:
+def test_list_with_a_bad_state_is_400(org: Org, listing: Listing) -> None:
     body = error(org.viewer.get("/commands/v0/status/", {"state": "Queued"}), 400)
 
     assert "state" in body["errors"]
 
 
-def test_list_can_exclude_internal_commands(org: Org, fleet: dict[str, Any]) -> None:
+def test_list_can_exclude_internal_commands(org: Org, listing: Listing) -> None:
     everything = content(org.viewer.get("/commands/v0/status/"))
     external = content(org.viewer.get("/commands/v0/status/", {"exclude_internal_commands": "true"}))
     explicit_false = content(org.viewer.get("/commands/v0/status/", {"exclude_internal_commands": "false"}))
 
     assert everything["count"] == 5
     assert external["count"] == 4
-    assert fleet["internal"].pk not in ids(external)
+    assert listing.internal.pk not in ids(external)
     assert all(item["is_internal"] is False for item in external["results"])
     assert explicit_false["count"] == 5
 
 
-def test_list_pages_by_limit_and_offset(org: Org, fleet: dict[str, Any]) -> None:
+def test_list_pages_by_limit_and_offset(org: Org, listing: Listing) -> None:
     first = content(org.viewer.get("/commands/v0/status/", {"limit": 2}))
     second = content(org.viewer.get("/commands/v0/status/", {"limit": 2, "offset": 2}))
     last = content(org.viewer.get("/commands/v0/status/", {"limit": 2, "offset": 4}))

@@ -6,17 +6,16 @@ import json
 import re
 
 import pytest
-from django.contrib.auth.models import Permission, User
-from django.test import Client
 
 from commands.choices import CommandState
 from commands.models import CommandStatus
 from commands.services import report
-from inventory.models import ConsoleUser, Tenant
+from inventory.models import Tenant
 from inventory.services import bulk_import_devices, get_or_create_tenant
 from operations.fanout import fan_out
 from operations.models import Operation
 from operations.services import create_operation
+from tests.conftest import staff_console, superuser_console
 
 
 def run(tenant: Tenant, operation_type: str = "LOCK") -> Operation:
@@ -29,7 +28,7 @@ def run(tenant: Tenant, operation_type: str = "LOCK") -> Operation:
 
 
 @pytest.fixture
-def fleets(db: None) -> tuple[Tenant, Tenant]:
+def tenants_with_devices(db: None) -> tuple[Tenant, Tenant]:
     mine, _ = get_or_create_tenant("mine")
     other, _ = get_or_create_tenant("other")
     bulk_import_devices(mine.pk, [{"device_id": f"a-{i}", "os": "android"} for i in range(3)])
@@ -38,24 +37,12 @@ def fleets(db: None) -> tuple[Tenant, Tenant]:
     return mine, other
 
 
-def console_for(tenant: Tenant | None) -> Client:
-    client = Client()
-    if tenant is None:
-        client.force_login(User.objects.create_superuser("root", "", "pw"))
-        return client
-    user = User.objects.create_user("alice", password="pw", is_staff=True)
-    user.user_permissions.set(Permission.objects.all())
-    ConsoleUser.objects.create(user=user, tenant=tenant)
-    client.force_login(user)
-    return client
-
-
-def test_dashboard_counts_only_the_staff_users_tenant(fleets: tuple[Tenant, Tenant]) -> None:
-    mine, other = fleets
+def test_dashboard_counts_only_the_staff_users_tenant(tenants_with_devices: tuple[Tenant, Tenant]) -> None:
+    mine, other = tenants_with_devices
     active = run(mine)
     run(other, "REBOOT")
 
-    page = console_for(mine).get("/admin/")
+    page = staff_console("alice", mine).get("/admin/")
 
     assert page.status_code == 200
     board = page.context["dashboard"]
@@ -69,8 +56,8 @@ def test_dashboard_counts_only_the_staff_users_tenant(fleets: tuple[Tenant, Tena
     assert 'id="content-main"' in html or "app-inventory" in html  # the app list is kept
 
 
-def test_dashboard_rates_and_chart_from_command_history(fleets: tuple[Tenant, Tenant]) -> None:
-    mine, _ = fleets
+def test_dashboard_rates_and_chart_from_command_history(tenants_with_devices: tuple[Tenant, Tenant]) -> None:
+    mine, _ = tenants_with_devices
     operation = run(mine)
     commands = list(CommandStatus.objects.filter(operation=operation).order_by("pk"))
     for command in commands:
@@ -80,7 +67,7 @@ def test_dashboard_rates_and_chart_from_command_history(fleets: tuple[Tenant, Te
         final = CommandState.SUCCESS if command != commands[-1] else CommandState.FAILURE
         report(command, final, actor="device")
 
-    page = console_for(None).get("/admin/")
+    page = superuser_console().get("/admin/")
 
     board = page.context["dashboard"]
     assert board["failure"] == 1 and board["success"] == 0  # one failed device fails the operation
@@ -93,10 +80,7 @@ def test_dashboard_rates_and_chart_from_command_history(fleets: tuple[Tenant, Te
     assert len(chart["labels"]) == 24
 
 
-def test_staff_user_without_tenant_gets_no_dashboard(fleets: tuple[Tenant, Tenant]) -> None:
-    client = Client()
-    client.force_login(User.objects.create_user("nobody", password="pw", is_staff=True))
-
-    page = client.get("/admin/")
+def test_staff_user_without_tenant_gets_no_dashboard(tenants_with_devices: tuple[Tenant, Tenant]) -> None:
+    page = staff_console("nobody", None).get("/admin/")
 
     assert page.status_code == 200 and page.context["dashboard"] is None

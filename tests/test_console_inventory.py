@@ -3,8 +3,6 @@ rejected rows, keys and tokens shown once, device command history, maintenance r
 
 from __future__ import annotations
 
-import pytest
-from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
@@ -19,13 +17,6 @@ from tests.conftest import Api, DeviceActor, Org
 from tests.test_console_secrets import one_time_secrets
 
 IMPORT = "/admin/inventory/device/import/"
-
-
-@pytest.fixture
-def console(db: None) -> Client:
-    client = Client()
-    client.force_login(User.objects.create_superuser("root", "", "pw"))
-    return client
 
 
 def upload(console: Client, org: Org, text: str, on_conflict: str = "error") -> str:

@@ -4,7 +4,6 @@ the progress endpoint, cancel and retry of the failed devices."""
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
 
 from commands.choices import CommandState
@@ -24,14 +23,7 @@ PREVIEW = "/admin/operations/operation/preview/"
 
 
 @pytest.fixture
-def console(db: None) -> Client:
-    client = Client()
-    client.force_login(User.objects.create_superuser("root", "", "pw"))
-    return client
-
-
-@pytest.fixture
-def fleet(org: Org) -> Org:
+def org_with_devices(org: Org) -> Org:
     bulk_import_devices(
         org.tenant.pk,
         [{"device_id": f"and-{i}", "os": "android", "tags": ["shop"]} for i in range(5)]
@@ -55,7 +47,7 @@ def form(org: Org, **fields: object) -> dict[str, object]:
     }
 
 
-def test_the_form_offers_every_operation_type(console: Client, fleet: Org) -> None:
+def test_the_form_offers_every_operation_type(console: Client, org_with_devices: Org) -> None:
     page = console.get(ADD)
 
     assert page.status_code == 200
@@ -64,8 +56,10 @@ def test_the_form_offers_every_operation_type(console: Client, fleet: Org) -> No
     assert html.count('value="android"') == 1 and "berlin" in html
 
 
-def test_the_form_creates_through_the_service(console: Client, fleet: Org) -> None:
-    response = console.post(ADD, form(fleet, os=["android"], tags="shop", arguments='{"force": true}'))
+def test_the_form_creates_through_the_service(console: Client, org_with_devices: Org) -> None:
+    response = console.post(
+        ADD, form(org_with_devices, os=["android"], tags="shop", arguments='{"force": true}')
+    )
 
     assert response.status_code == 302
     operation = Operation.objects.get()
@@ -79,11 +73,11 @@ def test_the_form_creates_through_the_service(console: Client, fleet: Org) -> No
     assert operation.activity.filter(operation_state__isnull=False).exists()
 
 
-def test_a_window_operation_in_console_time(console: Client, fleet: Org) -> None:
+def test_a_window_operation_in_console_time(console: Client, org_with_devices: Org) -> None:
     response = console.post(
         ADD,
         form(
-            fleet,
+            org_with_devices,
             all_devices="on",
             schedule_type="WINDOW",
             start="2099-01-01T09:00",
@@ -112,22 +106,27 @@ def test_a_window_operation_in_console_time(console: Client, fleet: Org) -> None
         ({"all_devices": "on", "arguments": "[1]"}, "arguments: must be a JSON object"),
     ],
 )
-def test_errors_are_the_apis_messages(console: Client, fleet: Org, fields: dict, message: str) -> None:
-    response = console.post(ADD, form(fleet, **fields))
+def test_errors_are_the_apis_messages(
+    console: Client, org_with_devices: Org, fields: dict, message: str
+) -> None:
+    response = console.post(ADD, form(org_with_devices, **fields))
 
     assert response.status_code == 200
     assert message in response.content.decode()
     assert not Operation.objects.exists()
 
 
-def test_preview_counts_like_the_api(console: Client, fleet: Org) -> None:
-    by_form = console.post(PREVIEW, form(fleet, groups=[str(Group.objects.get().pk)])).json()
-    by_api = fleet.admin.post("/v0/operations/preview/", {"groups": ["berlin"]}).json()["content"]
+def test_preview_counts_like_the_api(console: Client, org_with_devices: Org) -> None:
+    by_form = console.post(PREVIEW, form(org_with_devices, groups=[str(Group.objects.get().pk)])).json()
+    by_api = org_with_devices.admin.post("/v0/operations/preview/", {"groups": ["berlin"]}).json()["content"]
 
     assert by_form == {"device_count": 2, "devices": ["and-0", "lin-0"]}
     assert by_api["device_count"] == 2
-    assert console.post(PREVIEW, form(fleet, os=["linux"], device_type="all")).json()["device_count"] == 3
-    bad = console.post(PREVIEW, form(fleet, devices="ghost"))
+    assert (
+        console.post(PREVIEW, form(org_with_devices, os=["linux"], device_type="all")).json()["device_count"]
+        == 3
+    )
+    bad = console.post(PREVIEW, form(org_with_devices, devices="ghost"))
     assert bad.status_code == 400
     assert bad.json() == {"errors": ["operation_device_query.devices: unknown device id(s): ghost"]}
 
@@ -141,8 +140,8 @@ def dispatched(org: Org, **query: object) -> Operation:
     return operation
 
 
-def test_progress_endpoint_and_cancel_button(console: Client, fleet: Org) -> None:
-    operation = dispatched(fleet, all=True)
+def test_progress_endpoint_and_cancel_button(console: Client, org_with_devices: Org) -> None:
+    operation = dispatched(org_with_devices, all=True)
     base = f"/admin/operations/operation/{operation.pk}/"
 
     page = console.get(f"{base}change/")
@@ -168,8 +167,8 @@ def finish(operation: Operation, failing: dict[str, CommandState]) -> None:
         report(command, target, actor="device")
 
 
-def test_retry_failed_targets_exactly_the_failed_devices(console: Client, fleet: Org) -> None:
-    operation = dispatched(fleet, filters={"os": "android"})
+def test_retry_failed_targets_exactly_the_failed_devices(console: Client, org_with_devices: Org) -> None:
+    operation = dispatched(org_with_devices, filters={"os": "android"})
     finish(operation, {"and-1": CommandState.FAILURE, "and-3": CommandState.TIMEOUT})
     operation.refresh_from_db()
     assert operation.state == OperationState.FAILURE
@@ -182,19 +181,19 @@ def test_retry_failed_targets_exactly_the_failed_devices(console: Client, fleet:
     assert retry.device_query == {"device_type": "all", "devices": ["and-1", "and-3"]}
 
 
-def test_retry_refuses_unfinished_empty_and_oversized(fleet: Org, settings) -> None:
-    running = dispatched(fleet, all=True)
+def test_retry_refuses_unfinished_empty_and_oversized(org_with_devices: Org, settings) -> None:
+    running = dispatched(org_with_devices, all=True)
     with pytest.raises(DomainError, match="once it has finished"):
         retry_failed(running, "t")
 
-    clean = dispatched(fleet, filters={"os": "linux"})
+    clean = dispatched(org_with_devices, filters={"os": "linux"})
     finish(clean, {})
     clean.refresh_from_db()
     with pytest.raises(DomainError, match="nothing to retry"):
         retry_failed(clean, "t")
 
     settings.MAX_QUERY_DEVICES = 1
-    failing = dispatched(fleet, filters={"os": "android"})
+    failing = dispatched(org_with_devices, filters={"os": "android"})
     finish(failing, {"and-1": CommandState.FAILURE, "and-2": CommandState.FAILURE})
     failing.refresh_from_db()
     with pytest.raises(DomainError, match=r"more than 1 devices failed \(MAX_QUERY_DEVICES\)"):

@@ -13,16 +13,13 @@ from typing import Any
 import pytest
 from django.contrib import admin
 from django.contrib.admin.utils import quote
-from django.contrib.auth.models import Permission, User
 from django.db import models
-from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from commands.models import CommandStatus
 from inventory.models import (
     ApiKey,
-    ConsoleUser,
     Device,
     Group,
     Tenant,
@@ -33,6 +30,7 @@ from maintenance import services as maintenance
 from maintenance.models import MaintenanceJob
 from operations.choices import OperationState
 from operations.models import HeadlessOperation, Operation, UpcomingHeadlessRun
+from tests.conftest import staff_console, superuser_console
 
 OTHER = "zz-other"  # every object of the other tenant carries this, so a leak shows in the HTML
 
@@ -89,16 +87,6 @@ def tenants(db: None) -> tuple[Tenant, Tenant]:
     return get_or_create_tenant("mine")[0], get_or_create_tenant(OTHER)[0]
 
 
-def staff(username: str, tenant: Tenant | None) -> Client:
-    user = User.objects.create_user(username, password="pw", is_staff=True)
-    user.user_permissions.set(Permission.objects.all())  # only the scoping stands in the way
-    if tenant is not None:
-        ConsoleUser.objects.create(user=user, tenant=tenant)
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 @pytest.mark.parametrize("model", [model for model, _ in REGISTRY], ids=label)
 def test_every_registered_admin_is_tenant_scoped_or_superuser_only(model: type[models.Model]) -> None:
     model_admin = admin.site._registry[model]
@@ -117,7 +105,7 @@ def test_staff_user_sees_only_their_tenant(model: type[models.Model], tenants: t
     mine_tenant, other_tenant = tenants
     mine = FACTORIES[model](mine_tenant, "mine")
     theirs = FACTORIES[model](other_tenant, OTHER)
-    console = staff("alice", mine_tenant)
+    console = staff_console("alice", mine_tenant)
 
     listing = console.get(url(model, "changelist"))
     own_page = console.get(url(model, "change", mine.pk))
@@ -145,7 +133,7 @@ def test_actions_ignore_another_tenants_objects(
 ) -> None:
     mine_tenant, other_tenant = tenants
     theirs = FACTORIES[model](other_tenant, OTHER)
-    console = staff("alice", mine_tenant)
+    console = staff_console("alice", mine_tenant)
     model_admin = admin.site._registry[model]
     request = console.get(url(model, "changelist")).wsgi_request
 
@@ -160,7 +148,7 @@ def test_actions_ignore_another_tenants_objects(
 def test_cancel_action_cannot_reach_another_tenants_operation(tenants: tuple[Tenant, Tenant]) -> None:
     mine_tenant, other_tenant = tenants
     theirs = _operation(other_tenant, OTHER)
-    console = staff("alice", mine_tenant)
+    console = staff_console("alice", mine_tenant)
 
     console.post(url(Operation, "changelist"), {"action": "cancel", "_selected_action": [str(theirs.pk)]})
 
@@ -172,8 +160,7 @@ def test_cancel_action_cannot_reach_another_tenants_operation(tenants: tuple[Ten
 def test_superuser_sees_every_tenant(model: type[models.Model], tenants: tuple[Tenant, Tenant]) -> None:
     mine = FACTORIES[model](tenants[0], "mine")
     theirs = FACTORIES[model](tenants[1], OTHER)
-    console = Client()
-    console.force_login(User.objects.create_superuser("root", "", "pw"))
+    console = superuser_console()
 
     html = console.get(url(model, "changelist")).content.decode()
 
@@ -184,7 +171,7 @@ def test_superuser_sees_every_tenant(model: type[models.Model], tenants: tuple[T
 def test_staff_user_without_a_tenant_sees_nothing(tenants: tuple[Tenant, Tenant]) -> None:
     for model in SCOPED:
         FACTORIES[model](tenants[0], f"mine-{model._meta.model_name}")
-    console = staff("nobody", None)
+    console = staff_console("nobody", None)
 
     index = console.get(reverse("admin:index"))
 
@@ -197,13 +184,13 @@ def test_staff_user_without_a_tenant_sees_nothing(tenants: tuple[Tenant, Tenant]
 def test_superuser_only_screens_refuse_staff(
     model: type[models.Model], tenants: tuple[Tenant, Tenant]
 ) -> None:
-    console = staff("alice", tenants[0])
+    console = staff_console("alice", tenants[0])
 
     assert console.get(url(model, "changelist")).status_code == 403
 
 
 def test_console_user_links_a_staff_user_to_one_tenant(tenants: tuple[Tenant, Tenant]) -> None:
-    console = staff("alice", tenants[0])
+    console = staff_console("alice", tenants[0])
 
     index = console.get(reverse("admin:index"))
 

@@ -11,13 +11,7 @@ from django.utils import timezone
 from inventory.models import Device, Group
 from inventory.services import bulk_import_devices
 from tests.conftest import Api, DeviceActor, Org, add_device
-
-
-def content(response, status: int = 200):
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["code"] == 0 and body["message"] == "success"
-    return body["content"]
+from tests.helpers import content
 
 
 def ids(page) -> list[str]:
@@ -158,7 +152,7 @@ def test_delete_removes_the_device_and_its_token(org: Org) -> None:
 
 
 @pytest.fixture
-def fleet(org: Org) -> dict[str, Device]:
+def filterable_devices(org: Org) -> dict[str, Device]:
     now = timezone.now()
     Group.objects.create(tenant=org.tenant, name="kiosks")
     rows = [
@@ -200,7 +194,7 @@ def fleet(org: Org) -> dict[str, Device]:
     ],
 )
 def test_device_filters(
-    org: Org, fleet: dict[str, Device], params: dict[str, str], expected: list[str]
+    org: Org, filterable_devices: dict[str, Device], params: dict[str, str], expected: list[str]
 ) -> None:
     page = content(org.viewer.get("/v0/devices/", params))
 
@@ -208,13 +202,13 @@ def test_device_filters(
     assert page["count"] == len(expected)
 
 
-def test_group_filter_by_id(org: Org, fleet: dict[str, Device]) -> None:
+def test_group_filter_by_id(org: Org, filterable_devices: dict[str, Device]) -> None:
     group = Group.objects.get(tenant=org.tenant, name="kiosks")
 
     assert ids(content(org.viewer.get("/v0/devices/", {"group": str(group.pk)}))) == ["k1"]
 
 
-def test_last_seen_filters(org: Org, fleet: dict[str, Device]) -> None:
+def test_last_seen_filters(org: Org, filterable_devices: dict[str, Device]) -> None:
     five_days_ago = (timezone.now() - dt.timedelta(days=5)).isoformat()
     twenty_days_ago = (timezone.now() - dt.timedelta(days=20)).isoformat()
 

@@ -9,8 +9,7 @@ exact counters are covered by tests/test_command_concurrency.py.
 from __future__ import annotations
 
 import datetime as dt
-import time
-from pathlib import Path
+from collections import Counter
 
 import pytest
 from django.db.models import Count
@@ -20,27 +19,15 @@ from maintenance.models import MaintenanceExecution
 from operations import headless
 from operations.models import HeadlessOperation
 from tests.conftest import CeleryProcesses, add_device, make_org, wait_until
+from tests.helpers import sends, tasks_finished, tasks_sent
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
-SEND = "Scheduler: Sending due task"
-
-
-def _beat(procs: CeleryProcesses, name: str, tmp: Path) -> None:
-    procs.start(
-        name,
-        "beat",
-        "-l",
-        "info",
-        "-s",
-        str(tmp / f"{name}-schedule"),
-        "--scheduler",
-        "django_celery_beat.schedulers:DatabaseScheduler",
-    )
+BEATS = ("beat-a", "beat-b")
 
 
 def test_two_beats_run_each_maintenance_fire_and_each_headless_run_once(
-    celery_processes: CeleryProcesses, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    celery_processes: CeleryProcesses, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SWEEP_SECONDS", "1")
     monkeypatch.setenv("FANOUT_STUCK_SECONDS", "2")
@@ -58,11 +45,9 @@ def test_two_beats_run_each_maintenance_fire_and_each_headless_run_once(
         for device in devices
     ]
 
-    celery_processes.start(
-        "worker", "worker", "-l", "info", "-c", "4", "--without-heartbeat", "--without-gossip"
-    )
-    _beat(celery_processes, "beat-a", tmp_path)
-    _beat(celery_processes, "beat-b", tmp_path)
+    celery_processes.worker(concurrency=4)
+    for name in BEATS:
+        celery_processes.beat(name)
 
     def ran() -> bool:
         return HeadlessOperation.objects.filter(pk__in=runs, command__isnull=False).count() == len(runs)
@@ -77,20 +62,33 @@ def test_two_beats_run_each_maintenance_fire_and_each_headless_run_once(
     def both_beats_sent_every_job() -> bool:
         # A beat that loaded a job's schedule after one of its minutes sends it the next minute.
         return all(
-            sum(celery_processes.log(name).count(f"{SEND} maintenance-job:{job}") for job in jobs) >= 3
-            for name in ("beat-a", "beat-b")
+            sum(sends(celery_processes.log(name), f"maintenance-job:{job}") for job in jobs) >= 3
+            for name in BEATS
         )
 
     wait_until(both_beats_sent_every_job, timeout=75, interval=1, what="both beats sending every job")
-    time.sleep(5)  # more sweeps from both beats
-    celery_processes.kill("beat-a")
-    celery_processes.kill("beat-b")
-    time.sleep(2)  # let the worker finish what was sent
 
-    for name in ("beat-a", "beat-b"):  # both beats really sent both schedules
+    # More sweeps from both beats, each a chance to run a headless operation again: three
+    # more from each, and the worker has run every task the beats had sent by then.
+    swept = {name: sends(celery_processes.log(name), "run-due-headless") for name in BEATS}
+
+    def more_sweeps_sent() -> bool:
+        return all(sends(celery_processes.log(name), "run-due-headless") >= swept[name] + 3 for name in BEATS)
+
+    wait_until(more_sweeps_sent, timeout=30, interval=0.5, what="three more headless sweeps from each beat")
+    sent = sum((tasks_sent(celery_processes.log(name)) for name in BEATS), Counter[str]())
+
+    def worker_ran_them() -> bool:
+        return not sent - tasks_finished(celery_processes.log("worker"))
+
+    wait_until(worker_ran_them, timeout=60, what=f"the worker to run every task the beats sent: {dict(sent)}")
+    for name in BEATS:
+        celery_processes.kill(name)
+
+    for name in BEATS:  # both beats really sent both schedules
         log = celery_processes.log(name)
-        assert f"{SEND} run-due-headless" in log, log[-2000:]
-        assert sum(log.count(f"{SEND} maintenance-job:{job}") for job in jobs) >= 3, log[-2000:]
+        assert sends(log, "run-due-headless") > 0, log[-2000:]
+        assert sum(sends(log, f"maintenance-job:{job}") for job in jobs) >= 3, log[-2000:]
 
     executions = MaintenanceExecution.objects.filter(job_id__in=jobs, manual=False)
     fires = executions.count()

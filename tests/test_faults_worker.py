@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import signal
 import threading
 import time
@@ -26,21 +25,15 @@ from inventory.services import bulk_import_devices
 from operations.aggregates import true_counts
 from operations.choices import OperationState
 from operations.models import Operation, OperationActivity
+from operations.progress import COUNTERS
 from tests.conftest import Org, make_org, purge_broker, wait_until
 from tests.faults import Processes
+from tests.helpers import task_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 OPS = "/v0/operations/"
 DEVICES = 50_000
-COUNTERS = (
-    "resolved_count",
-    "dispatched_count",
-    "dispatch_failed_count",
-    "failed_count",
-    "success_count",
-    "cancelled_count",
-)
 TASK = "operations.tasks.fan_out_operation"
 
 
@@ -59,7 +52,7 @@ def _broker() -> Any:
     return redis.Redis.from_url(str(settings.CELERY_BROKER_URL))
 
 
-def _fleet(count: int = DEVICES) -> Org:
+def _large_org(count: int = DEVICES) -> Org:
     org = make_org("acme")
     started = time.monotonic()
     bulk_import_devices(org.tenant.pk, [{"device_id": f"f-{i:06d}", "os": "android"} for i in range(count)])
@@ -98,11 +91,24 @@ def _dispatched(operation_id: str) -> bool:
 
 
 def _received(log: str) -> int:
-    return len(re.findall(rf"Task {re.escape(TASK)}\[[0-9a-f-]+\] received", log))
+    return task_events(log, "received", TASK)
 
 
 def _succeeded(log: str) -> int:
-    return len(re.findall(rf"Task {re.escape(TASK)}\[[0-9a-f-]+\] succeeded", log))
+    return task_events(log, "succeeded", TASK)
+
+
+def _consuming(procs: Processes, name: str) -> None:
+    """Wait until worker ``name`` has taken a message sent now from the queue and run it: it
+    reads the queue, so a message put back there before this one would have reached it first."""
+    from config.celery import app
+
+    probe = app.send_task("celery.accumulate", args=("probe",)).id
+    wait_until(
+        lambda: f"[{probe}] succeeded" in procs.log(name),
+        timeout=30,
+        what=f"{name} to run a probe task\n{procs.log(name)[-3000:]}",
+    )
 
 
 def _children(pid: int) -> list[int]:
@@ -113,7 +119,7 @@ def _children(pid: int) -> list[int]:
 
 
 def test_sigkill_of_the_whole_worker_mid_fan_out_is_recovered_by_the_stuck_sweep(procs: Processes) -> None:
-    org = _fleet()
+    org = _large_org()
     procs.worker(concurrency=1)
     operation_id = _create(org)
     before = _wait_mid_fan_out(operation_id, DEVICES)
@@ -130,7 +136,8 @@ def test_sigkill_of_the_whole_worker_mid_fan_out_is_recovered_by_the_stuck_sweep
     # A new worker alone does nothing: no message is redelivered before the visibility timeout.
     procs.worker("worker2", concurrency=1)
     wait_until(lambda: "ready" in procs.log("worker2"), timeout=30, what="the new worker")
-    time.sleep(3)
+    _consuming(procs, "worker2")
+    assert _received(procs.log("worker2")) == 0
     assert Operation.objects.get(pk=operation_id).resolved_count == killed.resolved_count
 
     # The recovery sweep (what beat runs every FANOUT_STUCK_SECONDS / 2) resends it once it
@@ -154,7 +161,7 @@ def test_sigkill_of_the_whole_worker_mid_fan_out_is_recovered_by_the_stuck_sweep
 
 
 def test_sigkill_of_the_pool_child_mid_fan_out_is_redelivered_by_the_worker(procs: Processes) -> None:
-    org = _fleet()
+    org = _large_org()
     worker = procs.worker(concurrency=1)
     wait_until(lambda: "ready" in procs.log("worker"), timeout=30, what="the worker")
     [child] = _children(worker.pid)
@@ -183,7 +190,7 @@ def test_duplicated_fan_out_messages_on_two_workers_change_nothing(procs: Proces
     from operations.tasks import fan_out_operation
 
     total = 20_000
-    org = _fleet(total)
+    org = _large_org(total)
     procs.worker("worker-a", concurrency=2)
     procs.worker("worker-b", concurrency=2)
     for name in ("worker-a", "worker-b"):

@@ -18,21 +18,10 @@ def iso(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def test_due_operation_runs_through_the_inbox_and_completes(celery_processes, tmp_path, monkeypatch):
+def test_due_operation_runs_through_the_inbox_and_completes(celery_processes, monkeypatch):
     monkeypatch.setenv("SWEEP_SECONDS", "1")
-    celery_processes.start(
-        "worker", "worker", "-l", "info", "-c", "2", "--without-heartbeat", "--without-gossip"
-    )
-    celery_processes.start(
-        "beat",
-        "beat",
-        "-l",
-        "info",
-        "-s",
-        str(tmp_path / "beat-schedule"),
-        "--scheduler",
-        "django_celery_beat.schedulers:DatabaseScheduler",
-    )
+    celery_processes.worker()
+    celery_processes.beat()
     org = make_org("acme")
     device = add_device(org.tenant, "dev_67892")
     now = dt.datetime.now(dt.UTC)

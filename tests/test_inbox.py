@@ -22,6 +22,7 @@ from inventory.presence import write_sightings
 from inventory.services import revoke_device_token
 from tests.command_factories import command_of, dispatched_operation
 from tests.conftest import DeviceActor, Org, add_device, wait_until
+from tests.helpers import content, error
 
 C = CommandState
 INBOX = "/v2/command-inbox/"
@@ -30,20 +31,6 @@ INBOX = "/v2/command-inbox/"
 def poll(actor: DeviceActor | Any, device_id: str = "dev-1", **headers: str) -> Any:
     api = actor.api if isinstance(actor, DeviceActor) else actor
     return api.get(INBOX, {"device_id": device_id}, **headers)
-
-
-def content(response: Any) -> Any:
-    assert response.status_code == 200, response.content
-    body = response.json()
-    assert body["code"] == 0 and body["message"] == "success"
-    return body["content"]
-
-
-def error(response: Any, status: int) -> Any:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["code"] == status
-    return body
 
 
 def handed_out(response: Any) -> list[int]:

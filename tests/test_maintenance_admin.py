@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
 from django_celery_beat.models import PeriodicTask
 
@@ -13,13 +12,6 @@ from maintenance.models import MaintenanceExecution, MaintenanceJob, Outcome
 from tests.conftest import Org
 
 CHANGELIST = "/admin/maintenance/maintenancejob/"
-
-
-@pytest.fixture
-def console(db: None) -> Client:
-    client = Client()
-    client.force_login(User.objects.create_superuser("root", "", "pw"))
-    return client
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from maintenance.models import MaintenanceExecution, Outcome
@@ -13,19 +11,10 @@ pytestmark = pytest.mark.e2e
 
 
 def test_an_every_minute_schedule_runs_and_shows_as_latest_execution(
-    celery_processes: CeleryProcesses, org: Org, tmp_path: Path
+    celery_processes: CeleryProcesses, org: Org
 ) -> None:
-    celery_processes.start("worker", "worker", "-l", "info", "-c", "1")
-    celery_processes.start(
-        "beat",
-        "beat",
-        "-l",
-        "info",
-        "-s",
-        str(tmp_path / "beat-schedule"),
-        "--scheduler",
-        "django_celery_beat.schedulers:DatabaseScheduler",
-    )
+    celery_processes.worker(concurrency=1)
+    celery_processes.beat()
     path = "/aggregates/maintenance/scheduler/jobs/orgId/acme"
     created = org.admin.post(path, {"time_expression": "0 * * ? * *", "scheduler_type": "time-based"})
     assert created.status_code == 200, created.content

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
 
 from commands.models import CommandStatus
@@ -13,13 +12,6 @@ from operations.fanout import fan_out
 from operations.models import Operation
 from operations.services import create_operation
 from tests.conftest import Org
-
-
-@pytest.fixture
-def console(db: None) -> Client:
-    client = Client()
-    client.force_login(User.objects.create_superuser("root", "", "pw"))
-    return client
 
 
 @pytest.fixture

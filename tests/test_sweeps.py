@@ -21,7 +21,7 @@ from operations.choices import OperationState
 from operations.models import Operation, OperationActivity
 from operations.progress import COUNTERS
 from tests.command_factories import command_of, dispatched_operation, run_in_threads
-from tests.conftest import DeviceActor, Org, add_device
+from tests.conftest import DeviceActor, Org, add_devices
 
 C = CommandState
 S = OperationState
@@ -65,10 +65,6 @@ def stale(seconds: int = 1) -> dt.datetime:
 
 def iso(moment: dt.datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
-
-
-def fleet(org: Org, size: int) -> list[DeviceActor]:
-    return [add_device(org.tenant, f"dev-{i:03d}") for i in range(size)]
 
 
 def window_operation(org: Org, devices: list[DeviceActor]) -> tuple[Operation, dt.datetime, dt.datetime]:
@@ -153,7 +149,7 @@ def test_after_the_last_delivery_the_command_times_out(org: Org, device: DeviceA
 def test_redelivery_is_idempotent(org: Org, settings: Any) -> None:
     # given four commands handed out, two of them for the last time
     settings.INBOX_MAX_DELIVERIES = 2
-    devices = fleet(org, 4)
+    devices = add_devices(org.tenant, 4)
     operation = dispatched_operation(org.tenant, devices)
     for actor in devices:
         poll(actor)
@@ -177,7 +173,7 @@ def test_redelivery_is_idempotent(org: Org, settings: Any) -> None:
 
 def test_unfinished_commands_past_their_deadline_time_out(org: Org) -> None:
     # given three commands with a deadline in an hour: one queued, one acknowledged, one done
-    queued, acked, done = fleet(org, 3)
+    queued, acked, done = add_devices(org.tenant, 3)
     operation = dispatched_operation(org.tenant, [queued, acked, done])
     CommandStatus.objects.filter(operation=operation).update(deadline=timezone.now() + dt.timedelta(hours=1))
     for actor, reports in (
@@ -243,7 +239,7 @@ def test_a_window_operation_waits_scheduled_and_is_not_handed_out(org: Org, devi
 
 def test_opening_a_window_queues_and_dispatches_once(org: Org) -> None:
     # given a scheduled window operation on two devices
-    devices = fleet(org, 2)
+    devices = add_devices(org.tenant, 2)
     operation, start, _ = window_operation(org, devices)
 
     # when the window opens
@@ -265,7 +261,7 @@ def test_opening_a_window_queues_and_dispatches_once(org: Org) -> None:
 
 def test_a_closing_window_reschedules_then_times_out_after_the_last(org: Org) -> None:
     # given a window operation whose first window opened
-    devices = fleet(org, 2)
+    devices = add_devices(org.tenant, 2)
     operation, start, end = window_operation(org, devices)
     operation_sweeps.open_windows(start + dt.timedelta(minutes=1))
 
@@ -317,7 +313,7 @@ def _twice_at_once(sweep: Callable[[], Any]) -> list[Any]:
 @pytest.mark.django_db(transaction=True)
 def test_two_redelivery_sweeps_at_once_requeue_each_command_once(org: Org) -> None:
     # given 30 commands handed out and not acknowledged
-    devices = fleet(org, 30)
+    devices = add_devices(org.tenant, 30)
     operation = dispatched_operation(org.tenant, devices)
     for actor in devices:
         poll(actor)
@@ -339,7 +335,7 @@ def test_two_redelivery_sweeps_at_once_requeue_each_command_once(org: Org) -> No
 def test_two_redelivery_sweeps_at_once_time_out_each_command_once(org: Org, settings: Any) -> None:
     # given 30 commands handed out for the last time
     settings.INBOX_MAX_DELIVERIES = 1
-    devices = fleet(org, 30)
+    devices = add_devices(org.tenant, 30)
     operation = dispatched_operation(org.tenant, devices)
     for actor in devices:
         poll(actor)
@@ -360,7 +356,7 @@ def test_two_redelivery_sweeps_at_once_time_out_each_command_once(org: Org, sett
 
 @pytest.mark.django_db(transaction=True)
 def test_two_deadline_sweeps_at_once_time_out_each_command_once(org: Org) -> None:
-    devices = fleet(org, 30)
+    devices = add_devices(org.tenant, 30)
     operation = dispatched_operation(org.tenant, devices)
     CommandStatus.objects.filter(operation=operation).update(deadline=timezone.now())
     later = timezone.now() + dt.timedelta(seconds=1)
@@ -376,7 +372,7 @@ def test_two_deadline_sweeps_at_once_time_out_each_command_once(org: Org) -> Non
 @pytest.mark.django_db(transaction=True)
 def test_two_window_openings_at_once_dispatch_once(org: Org) -> None:
     # given a scheduled window operation on 30 devices
-    devices = fleet(org, 30)
+    devices = add_devices(org.tenant, 30)
     operation, start, _ = window_operation(org, devices)
 
     # when two sweeps open its window at once
@@ -394,7 +390,7 @@ def test_two_window_openings_at_once_dispatch_once(org: Org) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_two_window_closings_at_once_reschedule_once(org: Org) -> None:
-    devices = fleet(org, 30)
+    devices = add_devices(org.tenant, 30)
     operation, start, _ = window_operation(org, devices)
     operation_sweeps.open_windows(start + dt.timedelta(minutes=1))
 

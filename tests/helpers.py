@@ -1,0 +1,56 @@
+"""Checks shared by the test modules: the API's JSON envelopes, and what Celery's logs say.
+
+The envelope of the JSON API (``config/api``): ``{"code": 0, "message": "success", "content": ...}``
+for a success, ``{"code": <HTTP status>, "message": ..., "errors": {...}}`` for an error.
+(The maintenance scheduler API has an envelope of its own; tests/test_maintenance_api.py
+checks it.)
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+SEND = "Scheduler: Sending due task"
+
+
+def content(response: Any, status: int = 200) -> Any:
+    """The ``content`` of a success envelope answered with ``status``."""
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["code"] == 0 and body["message"] == "success", body
+    return body["content"]
+
+
+def error(response: Any, status: int) -> dict[str, Any]:
+    """The body of an error envelope: its ``code`` is the HTTP status, with a message."""
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["code"] == status and body["message"], body
+    return dict(body)
+
+
+# --- Celery's logs (``-l info``) -----------------------------------------------------------------
+
+
+def task_events(log: str, event: str, task: str | None = None) -> int:
+    """How often a worker's log says ``Task <task>[<id>] <event>`` (``received``, ``succeeded``);
+    any task when ``task`` is None."""
+    name = re.escape(task) if task else r"[\w.:-]+"
+    return len(re.findall(rf"Task {name}\[[0-9a-f-]+\] {event}\b", log))
+
+
+def sends(log: str, entry: str = "") -> int:
+    """How often a beat's log says it sent a schedule entry whose name starts with ``entry``."""
+    return log.count(f"{SEND} {entry}")
+
+
+def tasks_sent(log: str) -> Counter[str]:
+    """The tasks a beat's log says it sent, by task name."""
+    return Counter(re.findall(rf"{SEND} \S+ \(([\w.:-]+)\)", log))
+
+
+def tasks_finished(log: str) -> Counter[str]:
+    """The tasks a worker's log says it finished (succeeded or raised), by task name."""
+    return Counter(re.findall(r"Task ([\w.:-]+)\[[0-9a-f-]+\] (?:succeeded|raised)\b", log))
