@@ -1,7 +1,9 @@
 """The cache backends: Redis in production, files for the zero-config run; one interface.
 
 Both offer :meth:`read_and_count`, the token lookup's "read these keys and count this
-request" (``inventory.ratelimit``), so no code above branches on which cache is configured.
+request" (``inventory.ratelimit``), and a hash that many processes add to and one takes
+whole (``hash_add``/``hash_take``: the devices' sightings, ``inventory.presence``), so no
+code above branches on which cache is configured.
 On Redis it is one pipeline (MGET + INCR): on the inbox's 304 path each round trip costs
 about as much as the work. Django's ``RedisCacheClient.get_client`` also builds a new
 ``redis.Redis`` object on every cache operation (~0.1-0.2 ms with redis-py 8, more than
@@ -11,9 +13,11 @@ shared pool, so here there is one per pool.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import redis
 from django.core.cache.backends.filebased import FileBasedCache
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 
@@ -35,6 +39,20 @@ class CountingFileBasedCache(FileBasedCache):
         count = int(found.get(counter) or 0) + 1
         self.set(counter, count, timeout)
         return values, count
+
+    def hash_add(self, name: str, mapping: dict[str, float]) -> None:
+        """Merge ``mapping`` into the hash ``name``, the greater value winning. A read and a
+        write: a concurrent add may be lost, which for sightings only delays a ``last_seen``."""
+        current = self.get(name) or {}
+        for key, value in mapping.items():
+            current[key] = max(value, current.get(key, value))
+        self.set(name, current, None)
+
+    def hash_take(self, name: str) -> dict[str, float]:
+        """The whole hash ``name``, removed."""
+        taken = self.get(name) or {}
+        self.delete(name)
+        return {key: float(value) for key, value in taken.items()}
 
 
 class ReusingRedisCacheClient(RedisCacheClient):
@@ -78,3 +96,26 @@ class ReusingRedisCache(RedisCache):
         if count == 1:  # this request made the counter
             client.expire(counter_name, timeout)
         return values, count
+
+    def hash_add(self, name: str, mapping: dict[str, float]) -> None:
+        """Merge ``mapping`` into the hash ``name`` (one HSET; a later write of a key wins)."""
+        if mapping:
+            key = self.make_and_validate_key(name)
+            client: Any = self._cache.get_client(key, write=True)
+            client.hset(key, mapping=mapping)
+
+    def hash_take(self, name: str) -> dict[str, float]:
+        """The whole hash ``name``, removed: RENAME to a name of its own first, so adds that
+        arrive meanwhile go to a new hash and two takers never share one."""
+        key = self.make_and_validate_key(name)
+        client = self._cache.get_client(key, write=True)
+        taken = f"{key}:taken:{uuid.uuid4().hex}"
+        try:
+            client.rename(key, taken)
+        except redis.ResponseError:  # no such hash: nothing was added
+            return {}
+        values = client.hgetall(taken)
+        client.delete(taken)
+        return {
+            raw.decode() if isinstance(raw, bytes) else raw: float(value) for raw, value in values.items()
+        }

@@ -243,11 +243,8 @@ INBOX_BATCH = env_int("INBOX_BATCH", 20, minimum=1)
 # Suggested poll interval and its jitter (a fraction of it), so a fleet does not poll in step.
 INBOX_POLL_SECONDS = env_int("INBOX_POLL_SECONDS", 30, minimum=1)
 INBOX_POLL_JITTER = 0.2
-# Period of the sweeps (redelivery, windows, timeouts).
+# Period of the sweeps (redelivery, windows, timeouts) and of the last_seen flush.
 SWEEP_SECONDS = env_int("SWEEP_SECONDS", 10, minimum=1)
-# How often each web process writes the devices it saw polling to last_seen (inventory/presence.py):
-# also the most a crashed process loses of them.
-PRESENCE_FLUSH_SECONDS = env_int("PRESENCE_FLUSH_SECONDS", 5, minimum=1)
 
 # --- Headless operations (docs/headless.md) -----------------------------------------------------
 # Called with the listed operations when a GET asks for update_status=true, in this order.
@@ -258,6 +255,7 @@ HEADLESS_OVERDUE_SECONDS = env_int("HEADLESS_OVERDUE_SECONDS", 3600, minimum=1)
 CELERY_BEAT_SCHEDULE.update(
     {
         "sweep-commands": {"task": "operations.tasks.sweep_commands", "schedule": float(SWEEP_SECONDS)},
+        "flush-last-seen": {"task": "inventory.tasks.flush_last_seen", "schedule": float(SWEEP_SECONDS)},
         "recover-stuck-fan-outs": {
             "task": "operations.tasks.recover_stuck_fan_outs",
             "schedule": FANOUT_STUCK_SECONDS / 2,

@@ -1,93 +1,65 @@
 """Devices' ``last_seen`` without a database write, or a round trip, on every poll.
 
-Each process that answers polls keeps, in memory, when it last saw each device
-(:func:`record_seen`, a dict write under a lock). A daemon thread of that process writes them
-to the device table every ``PRESENCE_FLUSH_SECONDS`` as one ``UPDATE ... FROM (VALUES ...)``
-per 5,000 devices, on its own database connection, so no poll waits for it. The same path
-runs whatever cache and broker are configured.
+Each web process collects the polls it answers in memory (:func:`record_seen`, a dict write
+under a lock) and adds them to a shared hash in the cache at most every ``PUSH_SECONDS``
+(one ``HSET`` on Redis for all of them). A periodic task (:func:`flush_seen`, beat entry
+``flush-last-seen``) takes the hash whole and writes it to the device table as one
+``UPDATE ... FROM (VALUES ...)`` per 5,000 devices. The same path runs whatever cache is
+configured (``config.cache``: Redis, or files for the zero-config run).
 
-What is kept in a web process, and what a crash loses: at most the last
-``PRESENCE_FLUSH_SECONDS`` of sightings of that process (a graceful stop writes them, see
-:func:`flush_buffered` at exit). A device's next poll records it again, so ``last_seen`` is
-late by at most one poll interval plus that period, never wrong.
+What is kept outside the database, and what a crash loses: a web process holds at most the
+last ``PUSH_SECONDS`` of its sightings (lost if it dies); the hash holds at most one flush
+period of everyone's (lost if Redis is). A device's next poll records it again, so
+``last_seen`` is late by at most one poll interval plus those periods, never wrong.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import logging
-import os
 import threading
 import time
 
-from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 
 from inventory.models import Device
 
+HASH = "presence:last_seen"
+#: Seconds a web process keeps its sightings before adding them to the shared hash.
+PUSH_SECONDS = 5.0
 #: Devices per UPDATE statement of a flush.
 FLUSH_CHUNK = 5000
 
-logger = logging.getLogger(__name__)
 _buffer: dict[int, float] = {}
 _buffer_lock = threading.Lock()
-_flusher_pid: list[int] = []  # the process whose thread runs; a forked child starts its own
+_last_push = [0.0]
 
 
 def record_seen(device_pk: int) -> None:
-    """Note that the device polled now; the flusher thread writes it shortly."""
+    """Note that the device polled now; pushed to the shared hash within ``PUSH_SECONDS``."""
+    now = time.time()
     with _buffer_lock:
-        _buffer[device_pk] = time.time()
-        if _flusher_pid != [os.getpid()]:
-            _start_flusher()
+        _buffer[device_pk] = now
+        if now - _last_push[0] < PUSH_SECONDS:
+            return
+    push_buffered()
 
 
-def _start_flusher() -> None:
-    """Start this process's flusher (called with the lock held, once per process)."""
-    _flusher_pid[:] = [os.getpid()]
-    threading.Thread(target=_flush_forever, name="presence-flush", daemon=True).start()
-    atexit.register(_flush_at_exit)
-
-
-def _flush_forever() -> None:
-    while True:
-        time.sleep(float(settings.PRESENCE_FLUSH_SECONDS))
-        _flush_once()
-
-
-def _flush_at_exit() -> None:
-    """A graceful stop writes what is buffered. Nothing is left to retry at exit, and logging
-    may be closed already: a failure here only loses these last sightings."""
-    with contextlib.suppress(Exception):
-        flush_buffered()
-
-
-def _flush_once() -> None:
-    try:
-        flush_buffered()
-    except Exception:  # a database that is down: the sightings wait for the next round
-        logger.warning("last_seen flush failed; the sightings are kept for the next one", exc_info=True)
-    finally:
-        connection.close()  # this thread's own connection: nothing is held between flushes
-
-
-def flush_buffered() -> int:
-    """Write this process's collected sightings to the device table; returns devices updated.
-
-    Sightings that could not be written (the database is down) go back into the buffer,
-    unless a newer one came meanwhile.
-    """
+def push_buffered() -> None:
+    """Add this process's collected sightings to the shared hash (one round trip)."""
     with _buffer_lock:
-        batch = dict(_buffer)
+        batch, _last_push[0] = dict(_buffer), time.time()
         _buffer.clear()
-    try:
-        return write_sightings(batch)
-    except Exception:
-        with _buffer_lock:
-            for device_pk, seen in batch.items():
-                _buffer[device_pk] = max(seen, _buffer.get(device_pk, seen))
-        raise
+    if batch:
+        cache.hash_add(HASH, {str(pk): seen for pk, seen in batch.items()})  # type: ignore[attr-defined]
+
+
+def flush_seen() -> int:
+    """Write everyone's pushed sightings (and this process's own) to the device table;
+    returns devices updated. Each flush takes the hash whole, so two at once never write
+    the same sightings twice."""
+    push_buffered()
+    seen = cache.hash_take(HASH)  # type: ignore[attr-defined]
+    return write_sightings({int(pk): ts for pk, ts in seen.items()})
 
 
 def write_sightings(seen: dict[int, float]) -> int:

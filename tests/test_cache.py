@@ -46,3 +46,11 @@ def test_a_counter_expires_with_its_window(backend: Any) -> None:
     assert count == 1 and backend.get("window") == 1
 
     wait_until(lambda: backend.get("window") is None, timeout=10, what="the counter to expire")
+
+
+def test_a_hash_collects_adds_and_is_taken_whole(backend: Any) -> None:
+    backend.hash_add("seen", {"1": 10.0, "2": 20.0})
+    backend.hash_add("seen", {"2": 25.0, "3": 30.0})
+
+    assert backend.hash_take("seen") == {"1": 10.0, "2": 25.0, "3": 30.0}
+    assert backend.hash_take("seen") == {}  # taken whole: a second taker gets nothing
