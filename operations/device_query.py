@@ -16,9 +16,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Q, QuerySet
-from django.utils.dateparse import parse_datetime
 
 from config.errors import DomainError
+from config.timestamps import parse_aware
 from inventory.filtersets import tags_contain
 from inventory.models import Device, DeviceState, Group
 
@@ -38,15 +38,6 @@ def _strings(value: Any) -> list[str]:
     return [_string(item) for item in value]
 
 
-def _timestamp(value: Any) -> dt.datetime:
-    parsed = parse_datetime(value) if isinstance(value, str) else None
-    if parsed is None:
-        raise ValueError("must be an ISO 8601 timestamp")
-    if parsed.tzinfo is None:
-        raise ValueError("must include a UTC offset (e.g. 2024-08-08T14:30:00Z)")
-    return parsed
-
-
 def _boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("must be true or false")
@@ -60,11 +51,12 @@ _TEXT: dict[str, Callable[[Any], Any]] = {
     "startswith": _string,
     "icontains": _string,
 }
+# parse_aware's TimestampError is a ValueError that carries the reason, like the others here.
 _TIME: dict[str, Callable[[Any], Any]] = {
-    "gte": _timestamp,
-    "lte": _timestamp,
-    "gt": _timestamp,
-    "lt": _timestamp,
+    "gte": parse_aware,
+    "lte": parse_aware,
+    "gt": parse_aware,
+    "lt": parse_aware,
     "isnull": _boolean,
 }
 

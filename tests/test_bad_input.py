@@ -1,14 +1,21 @@
-"""Hostile and broken input to /v0/devices/ and /v0/groups/: always a 4xx with a JSON body
-that names what is wrong, never a 500."""
+"""Hostile and broken input: always a 4xx with a JSON body that names what is wrong, never a
+500 and never the database's own words.
+
+First /v0/devices/ and /v0/groups/; then, across the API, timestamps no calendar has
+(``config.timestamps``), JSON nested past the parser's limit inside the headless ``data``
+string, and values PostgreSQL cannot store (NUL, non-finite numbers) in JSON and text fields.
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 import pytest
 
 from inventory.models import Device, Group
+from operations.models import HeadlessOperation, Operation
 from tests.conftest import DeviceActor, Org
 from tests.helpers import error
 
@@ -256,3 +263,113 @@ def test_a_device_id_with_a_trailing_newline_is_refused(org: Org) -> None:
 
     assert response.status_code == 400
     assert "id" in response.json()["errors"]
+
+
+# --- timestamps (issue 12, item 2) --------------------------------------------------------------
+
+NOT_A_DATE = "is not a valid date/time"
+NAIVE = "must include a UTC offset"
+OUT_OF_RANGE = "is out of range"
+
+#: Each with the reason every place that reads a timestamp gives for it (config.timestamps).
+IMPOSSIBLE_TIMESTAMPS = [
+    ("2024-13-45T25:61:61Z", NOT_A_DATE),
+    ("2024-02-30T00:00:00Z", NOT_A_DATE),
+    ("2024-01-01T24:00:00Z", NOT_A_DATE),
+    ("2030-01-01T00:00:00+24:00", NOT_A_DATE),
+    ("2030-01-01T00:00:00+99:00", NOT_A_DATE),
+    ("0001-01-01T00:00:00+14:00", OUT_OF_RANGE),
+    ("9999-12-31T23:00:00-05:00", OUT_OF_RANGE),
+    ("2030-01-01T00:00:00Z\x00junk", NOT_A_DATE),
+    ("2030-01-01T00:00:00", NAIVE),
+    ("tomorrow", NOT_A_DATE),
+]
+# In schedule_args and operation_device_query (JSON objects) a NUL is refused as such first.
+IMPOSSIBLE_TIMESTAMPS_IN_JSON = [case for case in IMPOSSIBLE_TIMESTAMPS if "\x00" not in case[0]]
+HEADLESS = "/api/v1/inventory_device_headless_operation/"
+LEAKS = ("LINE 1", "DETAIL", "CONTEXT", "::jsonb", "Traceback", "timedelta", "OverflowError")
+
+
+def assert_refused(response: Any, field: str, reason: str) -> None:
+    """A 400 naming ``field`` with ``reason`` and nothing of Python's or PostgreSQL's words."""
+    body = assert_4xx_naming(response, field)
+    assert field in body["errors"], body
+    assert any(reason in str(text) for text in body["errors"][field]), body
+    assert not any(leak in response.content.decode() for leak in LEAKS), body
+
+
+def window(start: str, end: str = "2999-01-01T00:00:00Z", **args: Any) -> dict[str, Any]:
+    return {
+        "operation_type": "REBOOT",
+        "schedule_type": "WINDOW",
+        "schedule_args": {"start_datetime": start, "end_datetime": end, **args},
+        "operation_device_query": {"all": True},
+    }
+
+
+@pytest.mark.parametrize(("value", "reason"), IMPOSSIBLE_TIMESTAMPS_IN_JSON)
+@pytest.mark.parametrize("time_type", ["console", "device"])
+def test_impossible_window_datetimes_are_400_naming_the_field(
+    org: Org, device: DeviceActor, value: str, reason: str, time_type: str
+) -> None:
+    starts = org.admin.post("/v0/operations/", window(value, time_type=time_type))
+    ends = org.admin.post("/v0/operations/", window("2030-01-01T00:00:00Z", value, time_type=time_type))
+
+    assert_refused(starts, "schedule_args.start_datetime", reason)
+    assert_refused(ends, "schedule_args.end_datetime", reason)
+    assert not Operation.objects.exists()
+
+
+@pytest.mark.parametrize(("value", "reason"), IMPOSSIBLE_TIMESTAMPS_IN_JSON)
+@pytest.mark.parametrize("lookup", ["last_seen__gte", "created_at__lt"])
+def test_impossible_datetimes_in_device_query_filters_are_400(
+    org: Org, device: DeviceActor, value: str, reason: str, lookup: str
+) -> None:
+    query = {"operation_type": "REBOOT", "operation_device_query": {"filters": {lookup: value}}}
+
+    assert_refused(
+        org.admin.post("/v0/operations/preview/", query), f"operation_device_query.filters.{lookup}", reason
+    )
+    assert_refused(
+        org.admin.post("/v0/operations/", query), f"operation_device_query.filters.{lookup}", reason
+    )
+    assert not Operation.objects.exists()
+
+
+@pytest.mark.parametrize(("value", "reason"), IMPOSSIBLE_TIMESTAMPS)
+def test_impossible_headless_scheduled_at_is_400(
+    org: Org, device: DeviceActor, value: str, reason: str
+) -> None:
+    made = {"device_id": "dev-1", "operation_type": "reboot", "scheduled_at": value}
+
+    assert_refused(org.admin.post(HEADLESS, made), "scheduled_at", reason)
+    assert_refused(org.admin.post(HEADLESS, {"data": json.dumps(made)}), "scheduled_at", reason)
+    assert not HeadlessOperation.objects.exists()
+
+
+@pytest.mark.parametrize(("value", "reason"), IMPOSSIBLE_TIMESTAMPS)
+@pytest.mark.parametrize(
+    ("path", "param"),
+    [
+        ("/v0/devices/", "last_seen_after"),
+        ("/v0/devices/", "last_seen_before"),
+        ("/v0/operations/", "created_after"),
+        ("/v0/operations/", "created_before"),
+    ],
+)
+def test_impossible_datetimes_in_list_filters_are_400(
+    org: Org, path: str, param: str, value: str, reason: str
+) -> None:
+    assert_refused(org.viewer.get(path, {param: value}), param, reason)
+
+
+def test_timestamps_with_an_offset_are_read_alike_everywhere(org: Org, device: DeviceActor) -> None:
+    """The one parser keeps what worked: any offset under a day, ``Z``, a space for ``T``."""
+    for value in ("2030-06-01T12:00:00+13:45", "2030-06-01 12:00:00Z", "2030-06-01T12:00:00.5-0930"):
+        created = org.admin.post("/v0/operations/", window(value))
+        assert created.status_code == 201, created.content
+        query = {"operation_type": "REBOOT", "operation_device_query": {"filters": {"last_seen__lt": value}}}
+        assert org.admin.post("/v0/operations/preview/", query).status_code == 200
+        made = {"device_id": "dev-1", "operation_type": "reboot", "scheduled_at": value}
+        assert org.admin.post(HEADLESS, made).status_code == 201
+        assert org.viewer.get("/v0/devices/", {"last_seen_before": value}).status_code == 200
