@@ -55,11 +55,10 @@ WRITES = [
         b"{bad json",
         b'{"name": "x",}',
         b"\xff\xfe{}",
-        b'{"name": NaN}',
         b'{"name": "unterminated',
         b"[" * 5000,
     ],
-    ids=["broken", "trailing-comma", "not-utf8", "nan", "unterminated", "deep-nesting"],
+    ids=["broken", "trailing-comma", "not-utf8", "unterminated", "deep-nesting"],
 )
 def test_malformed_json_is_400_naming_the_body(
     org: Org, device: DeviceActor, group: Group, method: str, path: str, raw: bytes
@@ -373,3 +372,79 @@ def test_timestamps_with_an_offset_are_read_alike_everywhere(org: Org, device: D
         made = {"device_id": "dev-1", "operation_type": "reboot", "scheduled_at": value}
         assert org.admin.post(HEADLESS, made).status_code == 201
         assert org.viewer.get("/v0/devices/", {"last_seen_before": value}).status_code == 200
+
+
+# --- JSON inside the headless ``data`` string (issue 12, item 4) --------------------------------
+
+DEEP = 100_000
+
+
+@pytest.mark.parametrize(
+    "inner",
+    ["[" * DEEP + "]" * DEEP, '{"a":' * DEEP + "1" + "}" * DEEP, "[" * DEEP],
+    ids=["lists", "objects", "unclosed"],
+)
+def test_json_nested_too_deeply_in_headless_data_is_400_naming_data(
+    org: Org, device: DeviceActor, inner: str
+) -> None:
+    response = org.admin.post(HEADLESS, {"data": inner})
+
+    assert_refused(response, "data", "is not valid JSON")
+    assert not HeadlessOperation.objects.exists()
+
+
+def test_headless_data_refuses_what_the_body_parser_refuses(org: Org, device: DeviceActor) -> None:
+    made = '{"device_id": "dev-1", "operation_type": "reboot", "parameters": {"level": %s}}'
+
+    assert_refused(
+        org.admin.post(HEADLESS, {"data": made % "NaN"}), "data.parameters.level", "NaN is not valid"
+    )
+    assert_refused(org.admin.post(HEADLESS, {"data": made % "-Infinity"}), "data.parameters.level", "finite")
+    assert_refused(org.admin.post(HEADLESS, {"data": made % "1e99999"}), "data.parameters.level", "finite")
+    assert_refused(
+        org.admin.post(HEADLESS, {"data": made % '"\\udc00"'}), "data.parameters.level", "surrogate"
+    )
+    assert not HeadlessOperation.objects.exists()
+
+
+# --- numbers that are not finite (issue 12, item 7) ---------------------------------------------
+
+FINITE_REASON = "numbers must be finite"
+
+
+def with_huge_number(body: Any) -> str:
+    """``body`` as JSON text with each ``"HUGE"`` written as ``1e99999``: valid JSON, which
+    Python reads as infinity and PostgreSQL's jsonb refuses."""
+    return json.dumps(body).replace('"HUGE"', "1e99999")
+
+
+def operation(**fields: Any) -> dict[str, Any]:
+    return {"operation_type": "REBOOT", "operation_device_query": {"all": True}, **fields}
+
+
+def headless(**fields: Any) -> dict[str, Any]:
+    return {"device_id": "dev-1", "operation_type": "reboot", **fields}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v0/operations/", operation(arguments={"level": "HUGE"}), "arguments.level"),
+        ("/v0/operations/", operation(arguments={"a": [1, {"b": "HUGE"}]}), "arguments.a[1].b"),
+        ("/v0/operations/preview/", operation(arguments={"level": "HUGE"}), "arguments.level"),
+        (HEADLESS, headless(parameters={"level": "HUGE"}), "parameters.level"),
+        ("/v0/devices/", {"id": "d-2", "name": "HUGE"}, "name"),
+        ("/v0/devices/bulk/", [{"id": "d-2", "name": "HUGE"}], "body[0].name"),
+        ("/v0/groups/", {"name": "HUGE"}, "name"),
+    ],
+)
+@pytest.mark.parametrize("literal", ["1e99999", "-1E+400", "NaN", "Infinity", "-Infinity"])
+def test_numbers_that_are_not_finite_are_400_naming_the_field(
+    org: Org, device: DeviceActor, path: str, body: Any, field: str, literal: str
+) -> None:
+    response = org.admin.post(path, raw=json.dumps(body).replace('"HUGE"', literal))
+
+    assert_refused(response, field, FINITE_REASON)
+    assert literal in response.json()["errors"][field][0]
+    assert not Operation.objects.exists() and not HeadlessOperation.objects.exists()
+    assert Device.objects.count() == 1 and not Group.objects.exists()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
-import json
 from typing import Any
 
 from django_filters import rest_framework as filters
@@ -23,6 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.api.envelopes import BareEnvelope
+from config.api.parsers import JSONRefused, loads
 from config.api.views import TenantScopedViewSet
 from config.timestamps import TimestampError, parse_aware
 from inventory.models import Device
@@ -130,9 +130,11 @@ def unwrap_body(body: Any) -> dict[str, Any]:
     if not isinstance(raw, str):
         raise ValidationError({"data": ["must be a string holding a JSON object"]})
     try:
-        parsed = json.loads(raw)
-    except ValueError as error:
-        raise ValidationError({"data": [f"is not valid JSON: {error}"]}) from None
+        parsed = loads(raw)  # the body parser's limits: nesting, non-finite numbers, surrogates
+    except JSONRefused as refused:
+        if refused.where is None:
+            raise ValidationError({"data": [f"is not valid JSON: {refused.reason}"]}) from None
+        raise ValidationError({refused.field("data"): [refused.reason]}) from None
     if not isinstance(parsed, dict):
         raise ValidationError({"data": ["must hold a JSON object"]})
     return parsed
