@@ -17,6 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Q, QuerySet
 
+from config.api.validators import NUL
 from config.errors import DomainError
 from config.timestamps import parse_aware
 from inventory.filtersets import tags_contain
@@ -27,8 +28,10 @@ DEVICE_TYPES = ("active", "inactive", "all")
 
 
 def _string(value: Any) -> str:
-    if not isinstance(value, str) or "\x00" in value or len(value) > 200:
+    if not isinstance(value, str) or len(value) > 200:
         raise ValueError("must be a string of at most 200 characters")
+    if "\x00" in value:  # PostgreSQL refuses it in a query parameter, with its own words
+        raise ValueError(NUL)
     return value
 
 
@@ -101,6 +104,8 @@ class DeviceQuery:
                 isinstance(d, str) and d and len(d) <= 128 for d in devices
             ):
                 errors["operation_device_query.devices"] = ["must be a list of device ids (strings)"]
+            elif any("\x00" in d for d in devices):  # as in _string
+                errors["operation_device_query.devices"] = [NUL]
             elif len(devices) > limit:
                 errors["operation_device_query.devices"] = [
                     f"at most {limit} device ids; use groups or filters"

@@ -13,9 +13,13 @@ import uuid
 from typing import Any
 
 import pytest
+from django.db import DataError, connection
 
+from commands.models import CommandStatus
+from config.api.exceptions import exception_handler
 from inventory.models import Device, Group
 from operations.models import HeadlessOperation, Operation
+from tests.command_factories import command_of, dispatched_operation
 from tests.conftest import DeviceActor, Org
 from tests.helpers import error
 
@@ -448,3 +452,119 @@ def test_numbers_that_are_not_finite_are_400_naming_the_field(
     assert literal in response.json()["errors"][field][0]
     assert not Operation.objects.exists() and not HeadlessOperation.objects.exists()
     assert Device.objects.count() == 1 and not Group.objects.exists()
+
+
+# --- NUL, and the database's own words (issue 12, item 7) ---------------------------------------
+
+NUL_REASON = "must not contain the NUL character (\\u0000)"
+
+
+NUL_IN_JSON_FIELDS = [
+    ("/v0/operations/", operation(arguments={"url": "x\x00y"}), "arguments", "(at url)"),
+    ("/v0/operations/", operation(arguments={"k\x00": 1}), "arguments", "(at k\\u0000)"),
+    ("/v0/operations/", operation(arguments={"a": [{"b": ["\x00"]}]}), "arguments", "(at a[0].b[0])"),
+    (
+        "/v0/operations/",
+        {**operation(), "operation_device_query": {"devices": ["a\x00"]}},
+        "operation_device_query",
+        "devices[0]",
+    ),
+    ("/v0/operations/", operation(schedule_args={"timezone": "UTC\x00"}), "schedule_args", "timezone"),
+    (HEADLESS, headless(parameters={"path": "/tmp/\x00"}), "parameters", "(at path)"),
+    (HEADLESS, {"data": json.dumps(headless(parameters={"\x00": 1}))}, "parameters", "(at \\u0000)"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "field", "where"), NUL_IN_JSON_FIELDS)
+def test_nul_in_json_fields_is_400_naming_the_field_not_the_database(
+    org: Org, device: DeviceActor, path: str, body: dict[str, Any], field: str, where: str
+) -> None:
+    response = org.admin.post(path, body)
+
+    assert_refused(response, field, NUL_REASON)
+    assert where in response.json()["errors"][field][0]
+    assert not Operation.objects.exists() and not HeadlessOperation.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"devices": ["dev-1", "a\x00"]}, "operation_device_query.devices"),
+        ({"groups": ["\x00"]}, "operation_device_query.groups"),
+        ({"filters": {"name": "\x00"}}, "operation_device_query.filters.name"),
+        ({"filters": {"tags__contains": ["ok", "\x00"]}}, "operation_device_query.filters.tags__contains"),
+    ],
+)
+def test_nul_in_a_previewed_device_query_is_400_naming_the_key(
+    org: Org, device: DeviceActor, query: dict[str, Any], field: str
+) -> None:
+    """Preview reads only the query (no serializer field): the query's own checks refuse it."""
+    response = org.admin.post("/v0/operations/preview/", {"operation_device_query": query})
+
+    assert_refused(response, field, "NUL character")
+
+
+@pytest.fixture
+def command(org: Org, device: DeviceActor) -> CommandStatus:
+    return command_of(dispatched_operation(org.tenant, [device]), device)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "reason"),
+    [
+        (json.dumps({"state": "Command Failure", "details": {"log": "a\x00b"}}), "details", NUL_REASON),
+        (json.dumps({"state": "Command Failure", "details": "\x00"}), "details", NUL_REASON),
+        (json.dumps({"state": "Command Failure", "details": ["\x00"]}), "details", NUL_REASON),
+        (json.dumps({"state": "Command Failure", "details": {"\x00": 1}}), "details", NUL_REASON),
+        (
+            with_huge_number({"state": "Command Failure", "details": {"t": "HUGE"}}),
+            "details.t",
+            FINITE_REASON,
+        ),
+        (with_huge_number({"state": "Command Failure", "details": "HUGE"}), "details", FINITE_REASON),
+        (
+            json.dumps({"state": "Command Failure", "reason": "disk\x00full"}),
+            "reason",
+            "Null characters are not allowed",
+        ),
+        ('{"state": "Command Failure", "details": {"t": NaN}}', "details.t", "NaN is not valid JSON"),
+        ('{"state": "Command Failure", "details": [1, -Infinity]}', "details[1]", "Infinity is not valid"),
+    ],
+)
+@pytest.mark.parametrize("who", ["device", "admin"])
+def test_unstorable_status_reports_are_400_and_change_nothing(
+    org: Org, device: DeviceActor, command: CommandStatus, raw: str, field: str, reason: str, who: str
+) -> None:
+    client = device.api if who == "device" else org.admin
+    before = (command.state, command.details, command.version)
+
+    response = client.put(f"/commands/v0/status/{command.pk}/", raw=raw)
+
+    assert_refused(response, field, reason)
+    command.refresh_from_db()
+    assert (command.state, command.details, command.version) == before
+
+
+def test_nul_in_text_fields_of_operations_and_headless_writes_is_400(org: Org, device: DeviceActor) -> None:
+    created = org.admin.post("/v0/operations/", operation()).json()["content"]
+    made = org.admin.post(HEADLESS, headless()).json()
+
+    cancelled = org.admin.put(f"/v0/operations/{created['id']}/", {"state": "CANCELLED", "reason": "\x00"})
+    stopped = org.admin.post(f"{HEADLESS}{made['id']}/cancel/", {"reason": "no\x00"})
+
+    assert_refused(cancelled, "reason", "Null characters are not allowed")
+    assert_refused(stopped, "reason", "Null characters are not allowed")
+    assert Operation.objects.get().state_name == "CREATED"
+
+
+def test_a_data_error_the_validators_missed_answers_without_the_databases_words(db: None) -> None:
+    """The net under the validators (config/api/exceptions.py): a real DataError, generic 400."""
+    with pytest.raises(DataError) as caught, connection.cursor() as cursor:
+        cursor.execute("SELECT %s::jsonb", ['{"a": "\\u0000"}'])
+
+    response = exception_handler(caught.value, {})
+
+    assert response is not None and response.status_code == 400
+    text = json.dumps(response.data)
+    assert "out of range or cannot be stored" in text
+    assert not any(leak in text for leak in (*LEAKS, "u0000", "jsonb", "converted"))

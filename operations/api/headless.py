@@ -23,6 +23,7 @@ from rest_framework.response import Response
 
 from config.api.envelopes import BareEnvelope
 from config.api.parsers import JSONRefused, loads
+from config.api.validators import storable_json
 from config.api.views import TenantScopedViewSet
 from config.timestamps import TimestampError, parse_aware
 from inventory.models import Device
@@ -91,7 +92,7 @@ class HeadlessOperationCreateSerializer(serializers.Serializer):
     scheduled_at = AwareDateTimeField(
         required=False, help_text="ISO 8601 with an offset; in the past (or left out) means now."
     )
-    parameters = serializers.DictField(required=False, default=dict)
+    parameters = serializers.DictField(required=False, default=dict, validators=[storable_json])
     priority = serializers.ChoiceField(
         choices=list(PRIORITY_BY_NAME),
         default="normal",

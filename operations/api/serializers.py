@@ -9,6 +9,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.api.validators import storable_json
 from config.timestamps import TimestampError, parse_aware
 from inventory.models.devices import available_timezones
 from operations.choices import REQUESTABLE_STATES, OperationType, ScheduleType, TimeType
@@ -82,11 +83,12 @@ class ScheduleArgsSerializer(serializers.Serializer):
 class OperationCreateSerializer(serializers.Serializer):
     operation_type = serializers.ChoiceField(choices=OperationType.choices)
     schedule_type = serializers.ChoiceField(choices=ScheduleType.choices, default=ScheduleType.IMMEDIATE)
-    schedule_args = serializers.DictField(required=False, default=dict)
+    schedule_args = serializers.DictField(required=False, default=dict, validators=[storable_json])
     operation_device_query = serializers.DictField(
-        help_text="devices, groups, device_type, filters and all; ANDed. See the README."
+        help_text="devices, groups, device_type, filters and all; ANDed. See the README.",
+        validators=[storable_json],
     )
-    arguments = serializers.DictField(required=False, default=dict)
+    arguments = serializers.DictField(required=False, default=dict, validators=[storable_json])
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         args = ScheduleArgsSerializer(
