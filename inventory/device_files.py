@@ -7,9 +7,10 @@ Reading only turns the file into row dicts; every row is then validated by
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from typing import Any, TextIO
+
+from config.api.parsers import JSONRefused, loads
 
 LIST_FIELDS = ("tags", "groups")
 
@@ -29,9 +30,14 @@ def read_rows(handle: TextIO) -> Iterator[Any]:
         for number, line in enumerate(handle, start=1):
             if line.strip():
                 try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DeviceFileError(f"line {number}: not valid JSON ({error.msg})") from None
+                    yield loads(line)  # the API's limits: nesting, non-finite numbers, surrogates
+                except JSONRefused as refused:
+                    problem = (
+                        f"not valid JSON ({refused.reason})"
+                        if refused.where is None
+                        else f"{refused.field('row')}: {refused.reason}"
+                    )
+                    raise DeviceFileError(f"line {number}: {problem}") from None
         return
     try:
         for row in csv.DictReader(handle):

@@ -8,6 +8,7 @@ import uuid
 from django.db.models import Q, QuerySet
 from django_filters import rest_framework as filters
 
+from config.api.filters import AwareDateTimeFilter
 from inventory.models import Device, DeviceState, Group
 
 
@@ -26,8 +27,8 @@ class DeviceFilterSet(filters.FilterSet):
     name = filters.CharFilter(lookup_expr="icontains")
     tag = filters.CharFilter(method="filter_tag")
     group = filters.CharFilter(method="filter_group", help_text="A group id or name.")
-    last_seen_after = filters.IsoDateTimeFilter(field_name="last_seen", lookup_expr="gte")
-    last_seen_before = filters.IsoDateTimeFilter(field_name="last_seen", lookup_expr="lt")
+    last_seen_after = AwareDateTimeFilter(field_name="last_seen", lookup_expr="gte")
+    last_seen_before = AwareDateTimeFilter(field_name="last_seen", lookup_expr="lt")
 
     class Meta:
         model = Device

@@ -9,7 +9,6 @@ validated by the API's ``OperationCreateSerializer`` and created by
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import zoneinfo
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from django import forms
 from django.db.models import QuerySet
 
+from config.api.parsers import JSONRefused, loads
 from inventory.models import Group, Tenant
 from inventory.models.devices import available_timezones
 from operations.choices import OperationType, ScheduleType, TimeType
@@ -128,9 +128,11 @@ class OperationForm(forms.Form):
     def clean_arguments(self) -> dict[str, Any]:
         text = (self.cleaned_data.get("arguments") or "").strip() or "{}"
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise forms.ValidationError(f"not valid JSON: {error.msg}") from None
+            value = loads(text)  # the API's limits: nesting, non-finite numbers, surrogates
+        except JSONRefused as refused:
+            if refused.where is None:
+                raise forms.ValidationError(f"not valid JSON: {refused.reason}") from None
+            raise forms.ValidationError(f"{refused.field('arguments')}: {refused.reason}") from None
         if not isinstance(value, dict):
             raise forms.ValidationError("must be a JSON object")
         return value

@@ -6,6 +6,7 @@ from django.db.models import QuerySet
 from django_filters import rest_framework as filters
 from rest_framework.exceptions import ValidationError
 
+from config.api.filters import AwareDateTimeFilter
 from operations.choices import OperationType, state_from_param
 from operations.models import Operation
 
@@ -15,8 +16,8 @@ class OperationFilterSet(filters.FilterSet):
         method="filter_state", help_text="The integer (e.g. 50) or the name (DISPATCHED)."
     )
     operation_type = filters.ChoiceFilter(choices=OperationType.choices)
-    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = AwareDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = AwareDateTimeFilter(field_name="created_at", lookup_expr="lt")
     ordering = filters.OrderingFilter(fields=("created_at", "state", "updated_at"))
 
     class Meta:

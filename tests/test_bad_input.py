@@ -1,14 +1,25 @@
-"""Hostile and broken input to /v0/devices/ and /v0/groups/: always a 4xx with a JSON body
-that names what is wrong, never a 500."""
+"""Hostile and broken input: always a 4xx with a JSON body that names what is wrong, never a
+500 and never the database's own words.
+
+First /v0/devices/ and /v0/groups/; then, across the API, timestamps no calendar has
+(``config.timestamps``), JSON nested past the parser's limit inside the headless ``data``
+string, and values PostgreSQL cannot store (NUL, non-finite numbers) in JSON and text fields.
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 import pytest
+from django.db import DataError, connection
 
+from commands.models import CommandStatus
+from config.api.exceptions import exception_handler
 from inventory.models import Device, Group
+from operations.models import HeadlessOperation, Operation
+from tests.command_factories import command_of, dispatched_operation
 from tests.conftest import DeviceActor, Org
 from tests.helpers import error
 
@@ -48,11 +59,10 @@ WRITES = [
         b"{bad json",
         b'{"name": "x",}',
         b"\xff\xfe{}",
-        b'{"name": NaN}',
         b'{"name": "unterminated',
         b"[" * 5000,
     ],
-    ids=["broken", "trailing-comma", "not-utf8", "nan", "unterminated", "deep-nesting"],
+    ids=["broken", "trailing-comma", "not-utf8", "unterminated", "deep-nesting"],
 )
 def test_malformed_json_is_400_naming_the_body(
     org: Org, device: DeviceActor, group: Group, method: str, path: str, raw: bytes
@@ -256,3 +266,305 @@ def test_a_device_id_with_a_trailing_newline_is_refused(org: Org) -> None:
 
     assert response.status_code == 400
     assert "id" in response.json()["errors"]
+
+
+# --- timestamps (issue 12, item 2) --------------------------------------------------------------
+
+NOT_A_DATE = "is not a valid date/time"
+NAIVE = "must include a UTC offset"
+OUT_OF_RANGE = "is out of range"
+
+#: Each with the reason every place that reads a timestamp gives for it (config.timestamps).
+IMPOSSIBLE_TIMESTAMPS = [
+    ("2024-13-45T25:61:61Z", NOT_A_DATE),
+    ("2024-02-30T00:00:00Z", NOT_A_DATE),
+    ("2024-01-01T24:00:00Z", NOT_A_DATE),
+    ("2030-01-01T00:00:00+24:00", NOT_A_DATE),
+    ("2030-01-01T00:00:00+99:00", NOT_A_DATE),
+    ("0001-01-01T00:00:00+14:00", OUT_OF_RANGE),
+    ("9999-12-31T23:00:00-05:00", OUT_OF_RANGE),
+    ("2030-01-01T00:00:00Z\x00junk", NOT_A_DATE),
+    ("2030-01-01T00:00:00", NAIVE),
+    ("tomorrow", NOT_A_DATE),
+]
+# In schedule_args and operation_device_query (JSON objects) a NUL is refused as such first.
+IMPOSSIBLE_TIMESTAMPS_IN_JSON = [case for case in IMPOSSIBLE_TIMESTAMPS if "\x00" not in case[0]]
+HEADLESS = "/api/v1/inventory_device_headless_operation/"
+LEAKS = ("LINE 1", "DETAIL", "CONTEXT", "::jsonb", "Traceback", "timedelta", "OverflowError")
+
+
+def assert_refused(response: Any, field: str, reason: str) -> None:
+    """A 400 naming ``field`` with ``reason`` and nothing of Python's or PostgreSQL's words."""
+    body = assert_4xx_naming(response, field)
+    assert field in body["errors"], body
+    assert any(reason in str(text) for text in body["errors"][field]), body
+    assert not any(leak in response.content.decode() for leak in LEAKS), body
+
+
+def window(start: str, end: str = "2999-01-01T00:00:00Z", **args: Any) -> dict[str, Any]:
+    return {
+        "operation_type": "REBOOT",
+        "schedule_type": "WINDOW",
+        "schedule_args": {"start_datetime": start, "end_datetime": end, **args},
+        "operation_device_query": {"all": True},
+    }
+
+
+@pytest.mark.parametrize(("value", "reason"), IMPOSSIBLE_TIMESTAMPS_IN_JSON)
+@pytest.mark.parametrize("time_type", ["console", "device"])
+def test_impossible_window_datetimes_are_400_naming_the_field(
+    org: Org, device: DeviceActor, value: str, reason: str, time_type: str
+) -> None:
+    starts = org.admin.post("/v0/operations/", window(value, time_type=time_type))
+    ends = org.admin.post("/v0/operations/", window("2030-01-01T00:00:00Z", value, time_type=time_type))
+
+    assert_refused(starts, "schedule_args.start_datetime", reason)
+    assert_refused(ends, "schedule_args.end_datetime", reason)
+    assert not Operation.objects.exists()
+
+
+@pytest.mark.parametrize(("value", "reason"), IMPOSSIBLE_TIMESTAMPS_IN_JSON)
+@pytest.mark.parametrize("lookup", ["last_seen__gte", "created_at__lt"])
+def test_impossible_datetimes_in_device_query_filters_are_400(
+    org: Org, device: DeviceActor, value: str, reason: str, lookup: str
+) -> None:
+    query = {"operation_type": "REBOOT", "operation_device_query": {"filters": {lookup: value}}}
+
+    assert_refused(
+        org.admin.post("/v0/operations/preview/", query), f"operation_device_query.filters.{lookup}", reason
+    )
+    assert_refused(
+        org.admin.post("/v0/operations/", query), f"operation_device_query.filters.{lookup}", reason
+    )
+    assert not Operation.objects.exists()
+
+
+@pytest.mark.parametrize(("value", "reason"), IMPOSSIBLE_TIMESTAMPS)
+def test_impossible_headless_scheduled_at_is_400(
+    org: Org, device: DeviceActor, value: str, reason: str
+) -> None:
+    made = {"device_id": "dev-1", "operation_type": "reboot", "scheduled_at": value}
+
+    assert_refused(org.admin.post(HEADLESS, made), "scheduled_at", reason)
+    assert_refused(org.admin.post(HEADLESS, {"data": json.dumps(made)}), "scheduled_at", reason)
+    assert not HeadlessOperation.objects.exists()
+
+
+@pytest.mark.parametrize(("value", "reason"), IMPOSSIBLE_TIMESTAMPS)
+@pytest.mark.parametrize(
+    ("path", "param"),
+    [
+        ("/v0/devices/", "last_seen_after"),
+        ("/v0/devices/", "last_seen_before"),
+        ("/v0/operations/", "created_after"),
+        ("/v0/operations/", "created_before"),
+    ],
+)
+def test_impossible_datetimes_in_list_filters_are_400(
+    org: Org, path: str, param: str, value: str, reason: str
+) -> None:
+    assert_refused(org.viewer.get(path, {param: value}), param, reason)
+
+
+def test_timestamps_with_an_offset_are_read_alike_everywhere(org: Org, device: DeviceActor) -> None:
+    """The one parser keeps what worked: any offset under a day, ``Z``, a space for ``T``."""
+    for value in ("2030-06-01T12:00:00+13:45", "2030-06-01 12:00:00Z", "2030-06-01T12:00:00.5-0930"):
+        created = org.admin.post("/v0/operations/", window(value))
+        assert created.status_code == 201, created.content
+        query = {"operation_type": "REBOOT", "operation_device_query": {"filters": {"last_seen__lt": value}}}
+        assert org.admin.post("/v0/operations/preview/", query).status_code == 200
+        made = {"device_id": "dev-1", "operation_type": "reboot", "scheduled_at": value}
+        assert org.admin.post(HEADLESS, made).status_code == 201
+        assert org.viewer.get("/v0/devices/", {"last_seen_before": value}).status_code == 200
+
+
+# --- JSON inside the headless ``data`` string (issue 12, item 4) --------------------------------
+
+DEEP = 100_000
+
+
+@pytest.mark.parametrize(
+    "inner",
+    ["[" * DEEP + "]" * DEEP, '{"a":' * DEEP + "1" + "}" * DEEP, "[" * DEEP],
+    ids=["lists", "objects", "unclosed"],
+)
+def test_json_nested_too_deeply_in_headless_data_is_400_naming_data(
+    org: Org, device: DeviceActor, inner: str
+) -> None:
+    response = org.admin.post(HEADLESS, {"data": inner})
+
+    assert_refused(response, "data", "is not valid JSON")
+    assert not HeadlessOperation.objects.exists()
+
+
+def test_headless_data_refuses_what_the_body_parser_refuses(org: Org, device: DeviceActor) -> None:
+    made = '{"device_id": "dev-1", "operation_type": "reboot", "parameters": {"level": %s}}'
+
+    assert_refused(
+        org.admin.post(HEADLESS, {"data": made % "NaN"}), "data.parameters.level", "NaN is not valid"
+    )
+    assert_refused(org.admin.post(HEADLESS, {"data": made % "-Infinity"}), "data.parameters.level", "finite")
+    assert_refused(org.admin.post(HEADLESS, {"data": made % "1e99999"}), "data.parameters.level", "finite")
+    assert_refused(
+        org.admin.post(HEADLESS, {"data": made % '"\\udc00"'}), "data.parameters.level", "surrogate"
+    )
+    assert not HeadlessOperation.objects.exists()
+
+
+# --- numbers that are not finite (issue 12, item 7) ---------------------------------------------
+
+FINITE_REASON = "numbers must be finite"
+
+
+def with_huge_number(body: Any) -> str:
+    """``body`` as JSON text with each ``"HUGE"`` written as ``1e99999``: valid JSON, which
+    Python reads as infinity and PostgreSQL's jsonb refuses."""
+    return json.dumps(body).replace('"HUGE"', "1e99999")
+
+
+def operation(**fields: Any) -> dict[str, Any]:
+    return {"operation_type": "REBOOT", "operation_device_query": {"all": True}, **fields}
+
+
+def headless(**fields: Any) -> dict[str, Any]:
+    return {"device_id": "dev-1", "operation_type": "reboot", **fields}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v0/operations/", operation(arguments={"level": "HUGE"}), "arguments.level"),
+        ("/v0/operations/", operation(arguments={"a": [1, {"b": "HUGE"}]}), "arguments.a[1].b"),
+        ("/v0/operations/preview/", operation(arguments={"level": "HUGE"}), "arguments.level"),
+        (HEADLESS, headless(parameters={"level": "HUGE"}), "parameters.level"),
+        ("/v0/devices/", {"id": "d-2", "name": "HUGE"}, "name"),
+        ("/v0/devices/bulk/", [{"id": "d-2", "name": "HUGE"}], "body[0].name"),
+        ("/v0/groups/", {"name": "HUGE"}, "name"),
+    ],
+)
+@pytest.mark.parametrize("literal", ["1e99999", "-1E+400", "NaN", "Infinity", "-Infinity"])
+def test_numbers_that_are_not_finite_are_400_naming_the_field(
+    org: Org, device: DeviceActor, path: str, body: Any, field: str, literal: str
+) -> None:
+    response = org.admin.post(path, raw=json.dumps(body).replace('"HUGE"', literal))
+
+    assert_refused(response, field, FINITE_REASON)
+    assert literal in response.json()["errors"][field][0]
+    assert not Operation.objects.exists() and not HeadlessOperation.objects.exists()
+    assert Device.objects.count() == 1 and not Group.objects.exists()
+
+
+# --- NUL, and the database's own words (issue 12, item 7) ---------------------------------------
+
+NUL_REASON = "must not contain the NUL character (\\u0000)"
+
+
+NUL_IN_JSON_FIELDS = [
+    ("/v0/operations/", operation(arguments={"url": "x\x00y"}), "arguments", "(at url)"),
+    ("/v0/operations/", operation(arguments={"k\x00": 1}), "arguments", "(at k\\u0000)"),
+    ("/v0/operations/", operation(arguments={"a": [{"b": ["\x00"]}]}), "arguments", "(at a[0].b[0])"),
+    (
+        "/v0/operations/",
+        {**operation(), "operation_device_query": {"devices": ["a\x00"]}},
+        "operation_device_query",
+        "devices[0]",
+    ),
+    ("/v0/operations/", operation(schedule_args={"timezone": "UTC\x00"}), "schedule_args", "timezone"),
+    (HEADLESS, headless(parameters={"path": "/tmp/\x00"}), "parameters", "(at path)"),
+    (HEADLESS, {"data": json.dumps(headless(parameters={"\x00": 1}))}, "parameters", "(at \\u0000)"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "field", "where"), NUL_IN_JSON_FIELDS)
+def test_nul_in_json_fields_is_400_naming_the_field_not_the_database(
+    org: Org, device: DeviceActor, path: str, body: dict[str, Any], field: str, where: str
+) -> None:
+    response = org.admin.post(path, body)
+
+    assert_refused(response, field, NUL_REASON)
+    assert where in response.json()["errors"][field][0]
+    assert not Operation.objects.exists() and not HeadlessOperation.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"devices": ["dev-1", "a\x00"]}, "operation_device_query.devices"),
+        ({"groups": ["\x00"]}, "operation_device_query.groups"),
+        ({"filters": {"name": "\x00"}}, "operation_device_query.filters.name"),
+        ({"filters": {"tags__contains": ["ok", "\x00"]}}, "operation_device_query.filters.tags__contains"),
+    ],
+)
+def test_nul_in_a_previewed_device_query_is_400_naming_the_key(
+    org: Org, device: DeviceActor, query: dict[str, Any], field: str
+) -> None:
+    """Preview reads only the query (no serializer field): the query's own checks refuse it."""
+    response = org.admin.post("/v0/operations/preview/", {"operation_device_query": query})
+
+    assert_refused(response, field, "NUL character")
+
+
+@pytest.fixture
+def command(org: Org, device: DeviceActor) -> CommandStatus:
+    return command_of(dispatched_operation(org.tenant, [device]), device)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "reason"),
+    [
+        (json.dumps({"state": "Command Failure", "details": {"log": "a\x00b"}}), "details", NUL_REASON),
+        (json.dumps({"state": "Command Failure", "details": "\x00"}), "details", NUL_REASON),
+        (json.dumps({"state": "Command Failure", "details": ["\x00"]}), "details", NUL_REASON),
+        (json.dumps({"state": "Command Failure", "details": {"\x00": 1}}), "details", NUL_REASON),
+        (
+            with_huge_number({"state": "Command Failure", "details": {"t": "HUGE"}}),
+            "details.t",
+            FINITE_REASON,
+        ),
+        (with_huge_number({"state": "Command Failure", "details": "HUGE"}), "details", FINITE_REASON),
+        (
+            json.dumps({"state": "Command Failure", "reason": "disk\x00full"}),
+            "reason",
+            "Null characters are not allowed",
+        ),
+        ('{"state": "Command Failure", "details": {"t": NaN}}', "details.t", "NaN is not valid JSON"),
+        ('{"state": "Command Failure", "details": [1, -Infinity]}', "details[1]", "Infinity is not valid"),
+    ],
+)
+@pytest.mark.parametrize("who", ["device", "admin"])
+def test_unstorable_status_reports_are_400_and_change_nothing(
+    org: Org, device: DeviceActor, command: CommandStatus, raw: str, field: str, reason: str, who: str
+) -> None:
+    client = device.api if who == "device" else org.admin
+    before = (command.state, command.details, command.version)
+
+    response = client.put(f"/commands/v0/status/{command.pk}/", raw=raw)
+
+    assert_refused(response, field, reason)
+    command.refresh_from_db()
+    assert (command.state, command.details, command.version) == before
+
+
+def test_nul_in_text_fields_of_operations_and_headless_writes_is_400(org: Org, device: DeviceActor) -> None:
+    created = org.admin.post("/v0/operations/", operation()).json()["content"]
+    made = org.admin.post(HEADLESS, headless()).json()
+
+    cancelled = org.admin.put(f"/v0/operations/{created['id']}/", {"state": "CANCELLED", "reason": "\x00"})
+    stopped = org.admin.post(f"{HEADLESS}{made['id']}/cancel/", {"reason": "no\x00"})
+
+    assert_refused(cancelled, "reason", "Null characters are not allowed")
+    assert_refused(stopped, "reason", "Null characters are not allowed")
+    assert Operation.objects.get().state_name == "CREATED"
+
+
+def test_a_data_error_the_validators_missed_answers_without_the_databases_words(db: None) -> None:
+    """The net under the validators (config/api/exceptions.py): a real DataError, generic 400."""
+    with pytest.raises(DataError) as caught, connection.cursor() as cursor:
+        cursor.execute("SELECT %s::jsonb", ['{"a": "\\u0000"}'])
+
+    response = exception_handler(caught.value, {})
+
+    assert response is not None and response.status_code == 400
+    text = json.dumps(response.data)
+    assert "out of range or cannot be stored" in text
+    assert not any(leak in text for leak in (*LEAKS, "u0000", "jsonb", "converted"))

@@ -104,6 +104,9 @@ def test_a_window_operation_in_console_time(console: Client, org_with_devices: O
         ({"devices": "and-1, nope"}, "operation_device_query.devices: unknown device id(s): nope"),
         ({}, "operation_device_query: selects no devices"),
         ({"all_devices": "on", "arguments": "[1]"}, "arguments: must be a JSON object"),
+        ({"all_devices": "on", "arguments": "[" * 100_000}, "not valid JSON: nested too deeply"),
+        ({"all_devices": "on", "arguments": '{"a": 1e99999}'}, "arguments.a: numbers must be finite"),
+        ({"all_devices": "on", "arguments": '{"a": "\\u0000"}'}, "arguments: must not contain the NUL"),
     ],
 )
 def test_errors_are_the_apis_messages(

@@ -48,7 +48,7 @@ from tests.conftest import Org, add_device
             "operation_device_query.filters.last_seen__isnull",
             "true or false",
         ),
-        ({"filters": {"name": "a\x00b"}}, "operation_device_query.filters.name", "string"),
+        ({"filters": {"name": "a\x00b"}}, "operation_device_query.filters.name", "NUL character"),
     ],
 )
 def test_bad_query_is_a_400_naming_the_problem(raw: Any, field: str, words: str) -> None:

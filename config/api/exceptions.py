@@ -1,7 +1,8 @@
 """One exception handler for the whole API: every error is a 4xx/5xx JSON body in the
 view's envelope, naming the field and the reason. Database errors caused by input (a
-number out of range, a NUL byte) are the client's fault and answer 400; a database that
-is down answers 503 so clients and load balancers retry.
+number out of range, a NUL byte) are the client's fault and answer 400 with a generic
+reason (never the database's text); a database that is down answers 503 so clients and
+load balancers retry.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from config.api.envelopes import DEFAULT_ENVELOPE
 from config.errors import DomainError
 
 logger = logging.getLogger(__name__)
+
+DATA_ERROR = "a value in the request is out of range or cannot be stored"
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -72,9 +75,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
     elif isinstance(exc, DataError):
-        exc = exceptions.ValidationError(
-            {"detail": [f"A value is out of range or not storable: {exc}".strip()]}
-        )
+        # The validators should have named the field; this is the net under them. The
+        # database's words (the statement, "DETAIL: ...") are for the log, not the client.
+        logger.warning("input refused by the database: %s", exc)
+        exc = exceptions.ValidationError({"detail": [DATA_ERROR]})
     elif isinstance(exc, (OperationalError, InterfaceError)):
         logger.warning("database unavailable: %s", exc)
         set_rollback()

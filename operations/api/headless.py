@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
-import json
 from typing import Any
 
-from django.utils.dateparse import parse_datetime
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -24,7 +22,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.api.envelopes import BareEnvelope
+from config.api.parsers import JSONRefused, loads
+from config.api.validators import storable_json
 from config.api.views import TenantScopedViewSet
+from config.timestamps import TimestampError, parse_aware
 from inventory.models import Device
 from operations import headless
 from operations.models import HeadlessOperation, HeadlessStatus
@@ -36,26 +37,14 @@ _FALSE = {"false", "0", "no", "off", ""}
 
 @extend_schema_field(OpenApiTypes.DATETIME)
 class AwareDateTimeField(serializers.Field):
-    """ISO 8601 with an offset; a timestamp without one is a 400 (contract section 1)."""
-
-    default_error_messages = {
-        "invalid": "must be an ISO 8601 timestamp, e.g. 2024-01-16T02:00:00Z",
-        "naive": "must include a UTC offset, e.g. 2024-01-16T02:00:00Z",
-    }
+    """ISO 8601 with an offset (contract section 1), read by the project's one parser
+    (``config.timestamps``), answered in UTC."""
 
     def to_internal_value(self, data: Any) -> dt.datetime:
         try:
-            parsed = parse_datetime(data) if isinstance(data, str) else None
-        except ValueError:
-            parsed = None
-        if parsed is None:
-            self.fail("invalid")
-        if parsed.tzinfo is None:
-            self.fail("naive")
-        try:
-            return parsed.astimezone(dt.UTC)
-        except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past the last representable instant
-            self.fail("invalid")
+            return parse_aware(data).astimezone(dt.UTC)
+        except TimestampError as error:
+            raise serializers.ValidationError(str(error)) from None
 
     def to_representation(self, value: dt.datetime) -> str:
         return serializers.DateTimeField().to_representation(value)
@@ -103,7 +92,7 @@ class HeadlessOperationCreateSerializer(serializers.Serializer):
     scheduled_at = AwareDateTimeField(
         required=False, help_text="ISO 8601 with an offset; in the past (or left out) means now."
     )
-    parameters = serializers.DictField(required=False, default=dict)
+    parameters = serializers.DictField(required=False, default=dict, validators=[storable_json])
     priority = serializers.ChoiceField(
         choices=list(PRIORITY_BY_NAME),
         default="normal",
@@ -142,9 +131,11 @@ def unwrap_body(body: Any) -> dict[str, Any]:
     if not isinstance(raw, str):
         raise ValidationError({"data": ["must be a string holding a JSON object"]})
     try:
-        parsed = json.loads(raw)
-    except ValueError as error:
-        raise ValidationError({"data": [f"is not valid JSON: {error}"]}) from None
+        parsed = loads(raw)  # the body parser's limits: nesting, non-finite numbers, surrogates
+    except JSONRefused as refused:
+        if refused.where is None:
+            raise ValidationError({"data": [f"is not valid JSON: {refused.reason}"]}) from None
+        raise ValidationError({refused.field("data"): [refused.reason]}) from None
     if not isinstance(parsed, dict):
         raise ValidationError({"data": ["must hold a JSON object"]})
     return parsed

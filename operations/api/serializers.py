@@ -6,10 +6,11 @@ import datetime as dt
 import zoneinfo
 from typing import Any
 
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.api.validators import storable_json
+from config.timestamps import TimestampError, parse_aware
 from inventory.models.devices import available_timezones
 from operations.choices import REQUESTABLE_STATES, OperationType, ScheduleType, TimeType
 from operations.models import Operation, OperationActivity
@@ -17,14 +18,10 @@ from operations.windows import DAYS, Window
 
 
 def _aware(value: Any, field: str) -> dt.datetime:
-    parsed = parse_datetime(value) if isinstance(value, str) else None
-    if parsed is None:
-        raise serializers.ValidationError(
-            {field: ["must be an ISO 8601 timestamp, e.g. 2024-08-08T14:30:00Z"]}
-        )
-    if parsed.tzinfo is None:
-        raise serializers.ValidationError({field: ["must include a UTC offset, e.g. 2024-08-08T14:30:00Z"]})
-    return parsed
+    try:
+        return parse_aware(value)
+    except TimestampError as error:
+        raise serializers.ValidationError({field: [str(error)]}) from None
 
 
 class ScheduleArgsSerializer(serializers.Serializer):
@@ -86,11 +83,12 @@ class ScheduleArgsSerializer(serializers.Serializer):
 class OperationCreateSerializer(serializers.Serializer):
     operation_type = serializers.ChoiceField(choices=OperationType.choices)
     schedule_type = serializers.ChoiceField(choices=ScheduleType.choices, default=ScheduleType.IMMEDIATE)
-    schedule_args = serializers.DictField(required=False, default=dict)
+    schedule_args = serializers.DictField(required=False, default=dict, validators=[storable_json])
     operation_device_query = serializers.DictField(
-        help_text="devices, groups, device_type, filters and all; ANDed. See the README."
+        help_text="devices, groups, device_type, filters and all; ANDed. See the README.",
+        validators=[storable_json],
     )
-    arguments = serializers.DictField(required=False, default=dict)
+    arguments = serializers.DictField(required=False, default=dict, validators=[storable_json])
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         args = ScheduleArgsSerializer(

@@ -1,0 +1,63 @@
+"""Timestamps a client sends: ISO 8601 with a UTC offset (contract section 1), read in one place.
+
+An operation's window (``schedule_args``), the device query's time filters
+(``last_seen__gte``), a headless operation's ``scheduled_at`` and the list filters
+(``created_after``) all read them here, so that each gives the same answer to the same
+text. ``parse_datetime`` alone is not enough: on a string shaped like a timestamp it
+raises ``ValueError`` for values no calendar has (``2024-02-30``, hour 24, an offset of a
+day or more), and an aware datetime near the ends of the calendar raises
+``OverflowError`` the moment it is converted to UTC (``0001-01-01T00:00:00+14:00``).
+
+The accepted range stops a day short of both ends of Python's calendar, for the instant
+and for its wall-clock reading alike: a window of ``time_type`` ``device`` is read as wall
+clock in every device's zone, and any zone (offsets stay under 24 hours) can then turn it
+into an instant and back without leaving the calendar.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.utils.dateparse import parse_datetime
+
+EXAMPLE = "2024-08-08T14:30:00Z"
+EARLIEST = dt.datetime(1, 1, 2)
+LATEST = dt.datetime(9999, 12, 30, 23, 59, 59, 999999)
+
+NOT_A_TIMESTAMP = f"is not a valid date/time; use ISO 8601 with a UTC offset, e.g. {EXAMPLE}"
+NAIVE = f"must include a UTC offset, e.g. {EXAMPLE}"
+OUT_OF_RANGE = (
+    f"is out of range: a timestamp must lie between {EARLIEST.date()} and {LATEST.date()}, "
+    "as an instant in UTC and as a wall-clock time"
+)
+
+
+class TimestampError(ValueError):
+    """A refused timestamp; ``str()`` is the reason, written to follow the field's name."""
+
+
+def parse_aware(value: Any) -> dt.datetime:
+    """The aware datetime ``value`` spells, with its offset kept (a window of ``time_type``
+    ``device`` reads the wall clock); :class:`TimestampError` says why it is refused."""
+    # CPython's fromisoformat() stops reading at a NUL: "2024-01-01T00:00:00Z\x00junk" would pass.
+    if not isinstance(value, str) or "\x00" in value:
+        raise TimestampError(NOT_A_TIMESTAMP)
+    try:
+        parsed = parse_datetime(value)
+    except ValueError as error:  # the shape of a timestamp, with values no calendar has
+        if "offset" in str(error):  # +24:00 or more: no zone is a day or more away from UTC
+            raise TimestampError("is not a valid date/time: a UTC offset must be under 24:00") from None
+        raise TimestampError(f"is not a valid date/time ({error})") from None
+    if parsed is None:
+        raise TimestampError(NOT_A_TIMESTAMP)
+    if parsed.utcoffset() is None:
+        raise TimestampError(NAIVE)
+    try:
+        instant = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    except OverflowError:
+        raise TimestampError(OUT_OF_RANGE) from None
+    wall = parsed.replace(tzinfo=None)
+    if not (EARLIEST <= instant <= LATEST and EARLIEST <= wall <= LATEST):
+        raise TimestampError(OUT_OF_RANGE)
+    return parsed
