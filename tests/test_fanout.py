@@ -15,6 +15,7 @@ from operations.choices import OperationState
 from operations.models import Operation
 from operations.services import cancel_operation, create_operation
 from operations.sweeps import open_windows
+from operations.windows import LATEST
 from tests.conftest import Org, make_org
 
 S = OperationState
@@ -159,6 +160,39 @@ def test_device_time_window_schedules_each_zone_at_its_own_instant(org: Org) -> 
     assert operation.dispatched_count == 1
     states = dict(CommandStatus.objects.filter(operation=operation).values_list("device__device_id", "state"))
     assert states == {"tokyo": CommandState.QUEUED, "ny": CommandState.SCHEDULED}
+
+
+def test_a_device_time_window_to_the_end_of_year_9999_opens_in_the_extreme_zones(org: Org) -> None:
+    """Issue 12, item 1: at UTC-12 the wall clock 9999-12-31T23:59:59 is in year 10000 UTC; the
+    fan-out raised ``OverflowError`` on every attempt and the operation stayed RESOLVING."""
+    bulk_import_devices(
+        org.tenant.pk,
+        [
+            {"device_id": "kiritimati", "timezone": "Pacific/Kiritimati"},  # UTC+14
+            {"device_id": "baker", "timezone": "Etc/GMT+12"},  # UTC-12
+        ],
+    )
+    args = {
+        "start_datetime": "2020-01-01T02:00:00Z",
+        "end_datetime": "9999-12-31T23:59:59Z",
+        "time_type": "device",
+    }
+    operation = new_operation(org, schedule_type="WINDOW", schedule_args=args)
+
+    fanout.fan_out(operation.pk)
+
+    # The daily window is 02:00 to 23:59:59 in each device's zone: open now in one of them or not.
+    operation.refresh_from_db()
+    assert operation.state in (S.SCHEDULED, S.DISPATCHED), operation.reason
+    commands = CommandStatus.objects.filter(operation=operation)
+    assert commands.count() == operation.resolved_count == 2
+    now = dt.datetime.now(dt.UTC)
+    for command in commands:
+        assert command.deadline == LATEST  # the window's end, as late as every zone can read
+        assert command.not_before is not None and command.window_closes_at is not None
+        assert command.not_before < command.window_closes_at < command.not_before + dt.timedelta(days=1)
+        assert command.window_closes_at > now
+        assert command.state == (CommandState.QUEUED if command.not_before <= now else CommandState.SCHEDULED)
 
 
 def test_parallel_chunks_on_their_own_connections_write_each_device_once(

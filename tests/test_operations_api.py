@@ -186,6 +186,22 @@ def test_list_refuses_a_state_that_is_not_an_ascii_integer_or_a_name(org: Org, s
     assert errors["state"][0].startswith("unknown state"), errors
 
 
+def test_a_window_to_the_end_of_year_9999_in_kiritimati_is_created(org: Org, devices: None) -> None:
+    """Issue 12, item 1: ``9999-12-31T23:59:59Z`` is 13:59:59 on a day after year 9999 in
+    Kiritimati (UTC+14); reading its time of day there overflowed."""
+    args = {
+        "start_datetime": "2030-01-07T02:00:00Z",
+        "end_datetime": "9999-12-31T23:59:59Z",
+        "timezone": "Pacific/Kiritimati",
+    }
+
+    response = org.admin.post(OPS, body(schedule_type="WINDOW", schedule_args=args))
+
+    assert response.status_code == 201, response.content
+    stored = response.json()["content"]["schedule_args"]
+    assert (stored["window_start_time"], stored["window_end_time"]) == ("16:00:00", "13:59:59")
+
+
 def test_put_cancels_and_answers_in_the_seed_shape(org: Org, devices: None) -> None:
     operation_id = org.admin.post(OPS, body()).json()["content"]["id"]
     fan_out(operation_id)
