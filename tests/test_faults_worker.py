@@ -188,11 +188,13 @@ def test_a_fan_out_that_raises_every_time_ends_as_failure_through_the_recovery_s
     )
     assert created.status_code == 201, created.content
     operation_id = str(created.json()["content"]["id"])
+    started = time.monotonic()
 
     def failed() -> bool:
         return Operation.objects.filter(pk=operation_id, state=OperationState.FAILURE).exists()
 
     wait_until(failed, timeout=120, what=f"FAILURE\n{procs.log('worker')[-3000:]}")
+    print(f"FAILURE {time.monotonic() - started:.1f}s after the create")
     op = Operation.objects.get(pk=operation_id)
     assert op.fanout_attempts == 3
     assert op.reason.startswith("the fan-out failed 3 times; the last: ZoneInfoNotFoundError"), op.reason
