@@ -228,12 +228,18 @@ LOGGING = {
 # --- Operations and the inbox -------------------------------------------------------------------
 # Most device ids an operation may list explicitly; larger fleets are picked by groups or filters.
 MAX_QUERY_DEVICES = env_int("MAX_QUERY_DEVICES", 10_000, minimum=1)
-# Device key range per fan-out transaction (operations/fanout.py), and how long a fan-out may
-# stand still before ``recover_stuck_fan_outs`` hands it to a worker again (it runs twice as often).
+# Device key range per fan-out transaction (operations/fanout.py).
 FANOUT_CHUNK_SIZE = env_int("FANOUT_CHUNK_SIZE", 50_000, minimum=1)
 # Chunks of one fan-out written at the same time, each on its own database connection.
 FANOUT_PARALLELISM = env_int("FANOUT_PARALLELISM", 2, minimum=1)
+# Period of ``recover_stuck_fan_outs``. It resends at once a started fan-out that runs nowhere
+# (its advisory lock is free: the worker died or the run raised), and, after
+# FANOUT_STUCK_SECONDS of standing still, one never started (its broker message was lost).
+FANOUT_RECOVERY_SECONDS = env_int("FANOUT_RECOVERY_SECONDS", 5, minimum=1)
 FANOUT_STUCK_SECONDS = env_int("FANOUT_STUCK_SECONDS", 60, minimum=1)
+# Runs of one operation's fan-out that may start: one that raises or dies every time ends as
+# FAILURE with the reason, instead of being resent forever.
+FANOUT_MAX_ATTEMPTS = env_int("FANOUT_MAX_ATTEMPTS", 5, minimum=1)
 # Seconds a handed-out command may wait for its acknowledgement before it is handed out again.
 INBOX_REDELIVERY_SECONDS = env_int("INBOX_REDELIVERY_SECONDS", 120, minimum=1)
 # Hand-outs without acknowledgement before the command becomes Command TimeOut.
@@ -258,7 +264,7 @@ CELERY_BEAT_SCHEDULE.update(
         "flush-last-seen": {"task": "inventory.tasks.flush_last_seen", "schedule": float(SWEEP_SECONDS)},
         "recover-stuck-fan-outs": {
             "task": "operations.tasks.recover_stuck_fan_outs",
-            "schedule": FANOUT_STUCK_SECONDS / 2,
+            "schedule": float(FANOUT_RECOVERY_SECONDS),
         },
         "run-due-headless": {"task": "operations.tasks.run_due_headless", "schedule": float(SWEEP_SECONDS)},
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from django.db import models
 
 
@@ -182,8 +184,13 @@ def can_move(current: OperationState | int, target: OperationState | int) -> boo
 
 
 def state_from_param(value: str) -> OperationState | None:
-    """``?state=`` takes the integer, the name, or the name with its ``OPERATION_`` prefix."""
+    """``?state=`` takes the integer, the name, or the name with its ``OPERATION_`` prefix.
+
+    The integer is ASCII digits only, and short: ``str.isdigit`` also accepts superscripts
+    such as ``²`` (which ``int`` refuses), other scripts' digits would be read as numbers
+    nobody typed, and ``int`` refuses more than 4,300 digits. Anything else is unknown (None).
+    """
     text = value.strip().upper().removeprefix("OPERATION_")
-    if text.isdigit():
+    if re.fullmatch(r"[0-9]{1,4}", text):
         return OperationState(int(text)) if int(text) in OperationState.values else None
     return OperationState.__members__.get(text)

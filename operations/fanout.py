@@ -4,6 +4,10 @@ per device as a set (INSERT ... SELECT), chunked by device key ranges.
 It is idempotent and resumable: the unique (operation, device) constraint with ON CONFLICT
 DO NOTHING means a retried, duplicated or crashed run never writes a second status, and
 each chunk adds to ``resolved_count`` exactly the rows it inserted, in its own transaction.
+
+It is also finite: each run counts itself on the operation row (``fanout_attempts``), and
+the run after ``FANOUT_MAX_ATTEMPTS`` (or the last one, if it raises) ends the operation as
+FAILURE, so no input can have it resent forever by ``recover_stuck_fan_outs``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, connections, transaction
-from django.db.models import Max, Min, QuerySet
+from django.db.models import F, Max, Min, QuerySet
 from django.utils import timezone
 
 from commands import inbox_cache
@@ -28,9 +32,10 @@ from commands.models import CommandStatus
 from config.errors import DomainError
 from inventory.models import Device
 from operations import progress
-from operations.choices import OperationState, ScheduleType
+from operations.choices import PRE_DISPATCH_STATES, OperationState, ScheduleType
 from operations.device_query import DeviceQuery
 from operations.models import Operation
+from operations.services import request_state
 from operations.sweeps import open_windows
 from operations.windows import Window
 
@@ -44,11 +49,16 @@ S = OperationState
 CHUNK_SIZE: int = settings.FANOUT_CHUNK_SIZE
 
 
+def lock_key(operation_id: Any) -> int:
+    """The key of the operation's advisory lock (PostgreSQL's bigint key space)."""
+    return zlib.crc32(str(operation_id).encode()) - 2**31
+
+
 @contextmanager
 def exclusive(operation_id: Any) -> Iterator[bool]:
     """A session advisory lock per operation, so two workers given the same
     message do not both scan the fleet; the lock dies with a crashed worker's connection."""
-    key = zlib.crc32(str(operation_id).encode()) - 2**31
+    key = lock_key(operation_id)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
         got = bool(cursor.fetchone()[0])
@@ -60,25 +70,87 @@ def exclusive(operation_id: Any) -> Iterator[bool]:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
 
 
+def abandoned(operation_id: Any) -> bool:
+    """Whether the operation's fan-out has work left and runs nowhere, so it may be sent again now.
+
+    A running fan-out holds :func:`exclusive` for its whole run, and a killed worker's lock
+    goes with its connection: if the lock can be taken, no run is under way. The state is
+    read while holding it, so a run that just finished is not mistaken for a dead one.
+    """
+    with exclusive(operation_id) as got:
+        return got and Operation.objects.filter(pk=operation_id, state__in=PRE_DISPATCH_STATES).exists()
+
+
 def fan_out(operation_id: Any) -> None:
-    """Take the operation from CREATED as far as it can go now (DISPATCHED, or SCHEDULED)."""
+    """Take the operation from CREATED as far as it can go now (DISPATCHED, or SCHEDULED).
+
+    Each run is counted on the row: the run after ``FANOUT_MAX_ATTEMPTS`` ends the operation
+    as FAILURE (the earlier ones died without finishing), and so does the ``FANOUT_MAX_ATTEMPTS``-th
+    if it raises. A message that finds the lock taken runs nothing and counts nothing.
+    """
     with exclusive(operation_id) as got:
         if not got:
             logger.info("fan-out of %s is running elsewhere", operation_id)
             return
-        progress.move(operation_id, S.RESOLVING, only_from=[S.CREATED])
-        operation = Operation.objects.get(pk=operation_id)
-        if operation.state == S.RESOLVING:
-            _resolve(operation)
-            operation.refresh_from_db()
-        window = operation.schedule_type == ScheduleType.WINDOW
-        if operation.state == S.RESOLVED and window:
-            progress.move(operation.pk, S.SCHEDULED, only_from=[S.RESOLVED])
-            open_windows(operation_id=operation.pk)
-        elif operation.state == S.DISPATCHING and window:  # a crash stopped a window opening there
-            progress.dispatch(operation.pk, only_from=S.SCHEDULED)
-        elif operation.state in (S.RESOLVED, S.DISPATCHING):  # DISPATCHING: a crash stopped it there
-            _dispatch(operation)
+        attempt = _count_attempt(operation_id)
+        if attempt is None:  # past the fan-out already (a duplicated message), or deleted
+            return
+        limit = int(settings.FANOUT_MAX_ATTEMPTS)
+        if attempt > limit:
+            _give_up(operation_id, f"the fan-out was started {limit} times without finishing")
+            return
+        try:
+            _run(operation_id)
+        except Exception as error:
+            if attempt >= limit:
+                _give_up(
+                    operation_id,
+                    f"the fan-out failed {attempt} times; the last: {type(error).__name__}: {error}",
+                )
+            raise
+
+
+def _count_attempt(operation_id: Any) -> int | None:
+    """Count a run on the row if the operation is still before dispatch; this run's number.
+
+    Under :func:`exclusive`, so no two runs count at once; ``updated_at`` moves with it.
+    """
+    counted = Operation.objects.filter(pk=operation_id, state__in=PRE_DISPATCH_STATES).update(
+        fanout_attempts=F("fanout_attempts") + 1, updated_at=timezone.now()
+    )
+    if not counted:
+        return None
+    return int(Operation.objects.values_list("fanout_attempts", flat=True).get(pk=operation_id))
+
+
+def _give_up(operation_id: Any, reason: str) -> None:
+    """FAILURE with ``reason``, as an operator's FAILURE: the commands written so far are
+    cancelled, so no device runs a part of an operation that failed. Best effort (the run's
+    own error stays the one raised); if it cannot be written, the next run gives up again."""
+    logger.error("fan-out of %s: %s", operation_id, reason)
+    try:
+        request_state(Operation.objects.get(pk=operation_id), S.FAILURE, reason[:2000], actor="system")
+    except DomainError:  # final already: cancelled or failed meanwhile
+        pass
+    except Exception:
+        logger.exception("fan-out of %s could not be failed", operation_id)
+
+
+def _run(operation_id: Any) -> None:
+    """One run of the fan-out, from wherever the last one stopped."""
+    progress.move(operation_id, S.RESOLVING, only_from=[S.CREATED])
+    operation = Operation.objects.get(pk=operation_id)
+    if operation.state == S.RESOLVING:
+        _resolve(operation)
+        operation.refresh_from_db()
+    window = operation.schedule_type == ScheduleType.WINDOW
+    if operation.state == S.RESOLVED and window:
+        progress.move(operation.pk, S.SCHEDULED, only_from=[S.RESOLVED])
+        open_windows(operation_id=operation.pk)
+    elif operation.state == S.DISPATCHING and window:  # a crash stopped a window opening there
+        progress.dispatch(operation.pk, only_from=S.SCHEDULED)
+    elif operation.state in (S.RESOLVED, S.DISPATCHING):  # DISPATCHING: a crash stopped it there
+        _dispatch(operation)
 
 
 def _resolve(operation: Operation) -> None:

@@ -7,14 +7,12 @@ from typing import Any
 
 from celery import shared_task
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from operations import fanout, headless, sweeps
-from operations.choices import PRE_DISPATCH_STATES
+from operations.choices import PRE_DISPATCH_STATES, OperationState
 from operations.models import Operation
-
-#: An operation whose fan-out has not moved for this long is handed to a worker again.
-STUCK_AFTER = dt.timedelta(seconds=settings.FANOUT_STUCK_SECONDS)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
@@ -24,15 +22,23 @@ def fan_out_operation(operation_id: str) -> None:
 
 @shared_task
 def recover_stuck_fan_outs() -> int:
-    """Resend fan-outs lost with a broker message or a killed worker (the fan-out resumes)."""
-    stuck = Operation.objects.filter(
-        state__in=PRE_DISPATCH_STATES,
-        updated_at__lt=timezone.now() - STUCK_AFTER,
-    ).values_list("pk", flat=True)
+    """Resend fan-outs that run nowhere (every ``FANOUT_RECOVERY_SECONDS``); the fan-out resumes.
+
+    A started one (past CREATED, or counted a run) whose advisory lock is free lost its
+    worker (killed: its message waits out the broker's visibility timeout) or raised: it is
+    resent at once, and ``FANOUT_MAX_ATTEMPTS`` ends one that never finishes. One never
+    started may still have its first message on the way, so it waits ``FANOUT_STUCK_SECONDS``
+    (a lost broker message). Only an operation whose lock was free is sent, so a running
+    fan-out is never given a second worker.
+    """
+    started = ~Q(state=OperationState.CREATED) | Q(fanout_attempts__gt=0)
+    still_too_long = Q(updated_at__lt=timezone.now() - dt.timedelta(seconds=settings.FANOUT_STUCK_SECONDS))
+    candidates = Operation.objects.filter(started | still_too_long, state__in=PRE_DISPATCH_STATES)
     count = 0
-    for operation_id in stuck:
-        fan_out_operation.delay(str(operation_id))
-        count += 1
+    for operation_id in candidates.values_list("pk", flat=True):
+        if fanout.abandoned(operation_id):
+            fan_out_operation.delay(str(operation_id))
+            count += 1
     return count
 
 

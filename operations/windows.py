@@ -10,6 +10,12 @@ the creator gives one; ``device`` reads the datetimes' wall-clock values in each
 own zone, so one operation opens at different instants around the world. Wall times are
 resolved with zoneinfo: a time in a spring-forward gap is shifted forward by the gap, and
 a time that occurs twice in a fall-back overlap means its first occurrence.
+
+Any datetime the API accepts can be read: ``9999-12-31T23:59:59Z`` is a common "no end",
+and in a zone west of UTC its wall clock is an instant after year 9999, which Python's
+``datetime`` cannot hold (``OverflowError``). The overall start and end are therefore kept
+between :data:`EARLIEST` and :data:`LATEST`, two days inside ``datetime``'s range: every zone
+can read such an instant, and a day either side of it, without overflow.
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ from typing import Any
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 UTC = dt.UTC
+#: The first and last instants a window's bounds take: two days inside ``datetime``'s range,
+#: more than any UTC offset (under 24 h) plus the day before and after that ``next_opening`` reads.
+EARLIEST = dt.datetime.min.replace(tzinfo=UTC) + dt.timedelta(days=2)
+LATEST = dt.datetime.max.replace(tzinfo=UTC) - dt.timedelta(days=2)
 
 
 @dataclass(frozen=True)
@@ -46,13 +56,13 @@ class Window:
         """The overall start and end as instants for a reader in ``zone``."""
         if self.time_type == "device":
             return _wall(self.start.replace(tzinfo=None), zone), _wall(self.end.replace(tzinfo=None), zone)
-        return self.start, self.end
+        return _within_range(self.start), _within_range(self.end)
 
     def daily_times(self, zone: zoneinfo.ZoneInfo) -> tuple[dt.time, dt.time]:
         """``window_start_time`` and ``window_end_time``: the datetimes' times of day."""
         if self.time_type == "device":
             return self.start.time().replace(tzinfo=None), self.end.time().replace(tzinfo=None)
-        return self.start.astimezone(zone).time(), self.end.astimezone(zone).time()
+        return _time_of_day(self.start, zone), _time_of_day(self.end, zone)
 
     def next_opening(self, zone_name: str, after: dt.datetime) -> tuple[dt.datetime, dt.datetime] | None:
         """The first daily window that has not closed by ``after``: (opens, closes) in UTC."""
@@ -76,6 +86,33 @@ class Window:
 
 
 def _wall(naive: dt.datetime, zone: zoneinfo.ZoneInfo) -> dt.datetime:
-    """A wall-clock time in ``zone`` as an instant (fold=0: first occurrence, gaps shift forward)."""
+    """A wall-clock time in ``zone`` as an instant (fold=0: first occurrence, gaps shift forward),
+    kept between :data:`EARLIEST` and :data:`LATEST`.
+
+    A wall clock within a day of year 1 or year 9999 may be an instant outside them
+    (``9999-12-31 23:59:59`` at UTC-12 is in year 10000 in UTC): that is past the range's end.
+    """
     aware = naive.replace(tzinfo=zone, fold=0)
-    return aware.astimezone(UTC).astimezone(zone)
+    try:
+        instant = aware.astimezone(UTC)
+    except OverflowError:
+        instant = LATEST if naive.year == dt.MAXYEAR else EARLIEST
+    return _within_range(instant).astimezone(zone)
+
+
+def _within_range(instant: dt.datetime) -> dt.datetime:
+    """``instant`` moved into [:data:`EARLIEST`, :data:`LATEST`] (comparing aware datetimes
+    never overflows; converting them may)."""
+    return min(max(instant, EARLIEST), LATEST).astimezone(UTC)
+
+
+def _time_of_day(instant: dt.datetime, zone: zoneinfo.ZoneInfo) -> dt.time:
+    """The time of day of ``instant`` in ``zone``, also where that day is after year 9999 or
+    before year 1 (``9999-12-31T23:59:59Z`` in Kiritimati, UTC+14): read two days nearer the
+    middle of the calendar (two offsets, the instant's own and ``zone``'s, are each under a
+    day), the same time of day unless ``zone`` changes its offset in those days."""
+    try:
+        return instant.astimezone(zone).time()
+    except OverflowError:
+        step = dt.timedelta(days=-2 if instant > EARLIEST else 2)
+        return (instant + step).astimezone(zone).time()

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import zoneinfo
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.db import connections
 
 from commands.choices import CommandState
 from commands.models import CommandStatus
+from inventory.models import Device
 from inventory.services import bulk_import_devices
 from operations import fanout
 from operations.choices import OperationState
 from operations.models import Operation
 from operations.services import cancel_operation, create_operation
 from operations.sweeps import open_windows
-from tests.conftest import Org, make_org
+from operations.tasks import recover_stuck_fan_outs
+from operations.windows import LATEST
+from tests.conftest import Org, make_org, purge_broker
 
 S = OperationState
 
@@ -161,6 +168,39 @@ def test_device_time_window_schedules_each_zone_at_its_own_instant(org: Org) -> 
     assert states == {"tokyo": CommandState.QUEUED, "ny": CommandState.SCHEDULED}
 
 
+def test_a_device_time_window_to_the_end_of_year_9999_opens_in_the_extreme_zones(org: Org) -> None:
+    """Issue 12, item 1: at UTC-12 the wall clock 9999-12-31T23:59:59 is in year 10000 UTC; the
+    fan-out raised ``OverflowError`` on every attempt and the operation stayed RESOLVING."""
+    bulk_import_devices(
+        org.tenant.pk,
+        [
+            {"device_id": "kiritimati", "timezone": "Pacific/Kiritimati"},  # UTC+14
+            {"device_id": "baker", "timezone": "Etc/GMT+12"},  # UTC-12
+        ],
+    )
+    args = {
+        "start_datetime": "2020-01-01T02:00:00Z",
+        "end_datetime": "9999-12-31T23:59:59Z",
+        "time_type": "device",
+    }
+    operation = new_operation(org, schedule_type="WINDOW", schedule_args=args)
+
+    fanout.fan_out(operation.pk)
+
+    # The daily window is 02:00 to 23:59:59 in each device's zone: open now in one of them or not.
+    operation.refresh_from_db()
+    assert operation.state in (S.SCHEDULED, S.DISPATCHED), operation.reason
+    commands = CommandStatus.objects.filter(operation=operation)
+    assert commands.count() == operation.resolved_count == 2
+    now = dt.datetime.now(dt.UTC)
+    for command in commands:
+        assert command.deadline == LATEST  # the window's end, as late as every zone can read
+        assert command.not_before is not None and command.window_closes_at is not None
+        assert command.not_before < command.window_closes_at < command.not_before + dt.timedelta(days=1)
+        assert command.window_closes_at > now
+        assert command.state == (CommandState.QUEUED if command.not_before <= now else CommandState.SCHEDULED)
+
+
 def test_parallel_chunks_on_their_own_connections_write_each_device_once(
     transactional_db: None, monkeypatch: pytest.MonkeyPatch, settings: Any
 ) -> None:
@@ -179,3 +219,116 @@ def test_parallel_chunks_on_their_own_connections_write_each_device_once(
     assert operation.resolved_count == operation.dispatched_count == 95
     assert CommandStatus.objects.filter(operation=operation).count() == 95
     assert activity(operation).count("DISPATCHED") == 1
+
+
+@pytest.fixture
+def broker() -> Iterator[None]:
+    """``recover_stuck_fan_outs`` sends to this run's Redis, where no worker takes the messages."""
+    yield
+    purge_broker()
+
+
+def window_args(time_type: str = "device") -> dict[str, str]:
+    start = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    end = start + dt.timedelta(hours=2)
+    return {"start_datetime": start.isoformat(), "end_datetime": end.isoformat(), "time_type": time_type}
+
+
+def test_a_fan_out_that_raises_every_time_fails_at_its_last_attempt(
+    org: Org, monkeypatch: pytest.MonkeyPatch, settings: Any, broker: None
+) -> None:
+    """Issue 12, item 1: a fan-out that raised on every run was resent every 30 s forever.
+
+    The input here: a device whose zone the server's tz database does not know (a row
+    written before a tzdata update, say), read in the third chunk, after two were written.
+    """
+    settings.FANOUT_MAX_ATTEMPTS = 3
+    settings.FANOUT_STUCK_SECONDS = 3600  # resent at once, not after standing still
+    monkeypatch.setattr(fanout, "CHUNK_SIZE", 2)
+    load_devices(org, 5)
+    Device.objects.filter(tenant=org.tenant, device_id="d00004").update(timezone="Mars/Olympus")
+    operation = new_operation(org, schedule_type="WINDOW", schedule_args=window_args())
+
+    with pytest.raises(zoneinfo.ZoneInfoNotFoundError):
+        fanout.fan_out(operation.pk)  # the message create sent
+    for _ in range(2):
+        assert recover_stuck_fan_outs() == 1  # started, and its lock is free: no worker runs it
+        with pytest.raises(zoneinfo.ZoneInfoNotFoundError):
+            fanout.fan_out(operation.pk)  # the message the sweep sent
+
+    operation.refresh_from_db()
+    assert operation.state == S.FAILURE
+    assert operation.fanout_attempts == 3
+    assert operation.reason.startswith("the fan-out failed 3 times; the last: ZoneInfoNotFoundError"), (
+        operation
+    )
+    assert "Mars/Olympus" in operation.reason
+    assert activity(operation)[-1] == "FAILURE"
+    # What the first two chunks wrote is cancelled, not left for devices to run.
+    commands = CommandStatus.objects.filter(operation=operation)
+    assert commands.count() == operation.resolved_count == operation.cancelled_count == 4
+    assert set(commands.values_list("state", flat=True)) == {CommandState.CANCELLED}
+    assert recover_stuck_fan_outs() == 0
+
+
+def test_a_fan_out_started_max_attempts_times_fails_at_the_next_run(
+    org: Org, settings: Any, broker: None
+) -> None:
+    """Runs that die without raising (a worker killed on every attempt) count as well."""
+    settings.FANOUT_MAX_ATTEMPTS = 5
+    load_devices(org, 3)
+    operation = new_operation(org)
+    # As five killed workers leave it: RESOLVING, five runs counted, none running.
+    Operation.objects.filter(pk=operation.pk).update(state=S.RESOLVING, fanout_attempts=5)
+
+    assert recover_stuck_fan_outs() == 1
+    fanout.fan_out(operation.pk)
+
+    operation.refresh_from_db()
+    assert operation.state == S.FAILURE
+    assert operation.reason == "the fan-out was started 5 times without finishing"
+    assert not CommandStatus.objects.filter(operation=operation).exists()
+    assert recover_stuck_fan_outs() == 0
+
+
+def test_the_sweep_resends_a_dead_fan_out_at_once_and_never_a_running_one(
+    org: Org, settings: Any, broker: None
+) -> None:
+    """Issue 12, item 12: a killed worker's fan-out was resent only after FANOUT_STUCK_SECONDS.
+    The sweep now tries its advisory lock: free means no worker runs it (a killed worker's
+    session lock goes with its connection)."""
+    settings.FANOUT_STUCK_SECONDS = 3600
+    load_devices(org, 3)
+    waiting = new_operation(org)  # CREATED: its first message may still be on its way
+    dead = new_operation(org)
+    Operation.objects.filter(pk=dead.pk).update(state=S.RESOLVING)  # its worker died, lock and all
+    held, release = threading.Event(), threading.Event()
+
+    def another_worker() -> None:
+        """Runs the fan-out of ``dead`` (holds its lock) on its own connection until released."""
+        try:
+            with fanout.exclusive(dead.pk) as got:
+                if got:
+                    held.set()
+                    release.wait(30)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=another_worker)
+    thread.start()
+    try:
+        assert held.wait(30)
+        assert recover_stuck_fan_outs() == 0  # it runs: never a second worker on it
+    finally:
+        release.set()
+        thread.join()
+
+    assert recover_stuck_fan_outs() == 1  # nothing runs it: resent at once
+    fanout.fan_out(dead.pk)
+    assert Operation.objects.get(pk=dead.pk).state == S.DISPATCHED
+    assert recover_stuck_fan_outs() == 0
+
+    # One never started is resent once it has stood still FANOUT_STUCK_SECONDS (a lost message).
+    ago = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=3601)
+    Operation.objects.filter(pk=waiting.pk).update(updated_at=ago)
+    assert recover_stuck_fan_outs() == 1

@@ -173,6 +173,35 @@ def test_list_filters_by_state_integer_or_name_and_orders(org: Org, devices: Non
         assert set(bad) <= set(response.json()["errors"])
 
 
+@pytest.mark.parametrize("state", ["\u00b2", "\u0665\u0660", "\uff15\uff10", "5" * 5000, "-50", "5 0"])
+def test_list_refuses_a_state_that_is_not_an_ascii_integer_or_a_name(org: Org, state: str) -> None:
+    """``str.isdigit`` is true for superscript two (``int('\u00b2')`` raises), ``isdecimal`` for
+    Arabic-Indic and fullwidth digits; 5,000 digits pass both and overflow ``int``'s string
+    limit. Each is a 400 naming ``state``, as an unknown state is, never a 500."""
+    response = org.admin.get(OPS, {"state": state})
+
+    assert response.status_code == 400, response.content
+    errors = response.json()["errors"]
+    assert list(errors) == ["state"]
+    assert errors["state"][0].startswith("unknown state"), errors
+
+
+def test_a_window_to_the_end_of_year_9999_in_kiritimati_is_created(org: Org, devices: None) -> None:
+    """Issue 12, item 1: ``9999-12-31T23:59:59Z`` is 13:59:59 on a day after year 9999 in
+    Kiritimati (UTC+14); reading its time of day there overflowed."""
+    args = {
+        "start_datetime": "2030-01-07T02:00:00Z",
+        "end_datetime": "9999-12-31T23:59:59Z",
+        "timezone": "Pacific/Kiritimati",
+    }
+
+    response = org.admin.post(OPS, body(schedule_type="WINDOW", schedule_args=args))
+
+    assert response.status_code == 201, response.content
+    stored = response.json()["content"]["schedule_args"]
+    assert (stored["window_start_time"], stored["window_end_time"]) == ("16:00:00", "13:59:59")
+
+
 def test_put_cancels_and_answers_in_the_seed_shape(org: Org, devices: None) -> None:
     operation_id = org.admin.post(OPS, body()).json()["content"]["id"]
     fan_out(operation_id)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import zoneinfo
 
-from operations.windows import Window
+import pytest
+
+from operations.windows import EARLIEST, LATEST, Window
 
 UTC = dt.UTC
 
@@ -109,3 +113,65 @@ def test_console_timezone_reads_days_in_the_creators_zone() -> None:
     opening = w.next_opening("UTC", at("2030-01-07T00:00:00Z"))
 
     assert opening == (at("2030-01-13T04:30:00Z"), at("2030-01-13T05:30:00Z"))
+
+
+#: Zones at both ends of the UTC offsets (Etc/GMT+12 is UTC-12; Etc/GMT-14 is UTC+14), one with
+#: a 30-minute DST shift, and the edges of the calendar the API accepts, with extreme offsets.
+EDGE_ZONES = ["Pacific/Kiritimati", "Etc/GMT+12", "Etc/GMT-14", "Australia/Lord_Howe", "UTC"]
+EDGE_DATETIMES = [
+    "0001-01-01T00:00:00Z",
+    "0001-01-01T00:00:00+14:00",
+    "0001-01-01T00:00:00-12:00",
+    "2030-01-07T02:00:00Z",
+    "9999-12-30T10:00:00Z",
+    "9999-12-31T12:00:00+14:00",
+    "9999-12-31T23:59:59Z",
+    "9999-12-31T23:59:59-12:00",
+]
+
+
+def test_a_window_to_the_end_of_year_9999_opens_in_every_zone() -> None:
+    """Issue 12, item 1: ``9999-12-31T23:59:59Z`` read as a wall clock at UTC-12 is an instant in
+    year 10000, and the fan-out raised ``OverflowError`` on every attempt. Its end is now the
+    last instant every zone can read; each zone's daily window opens as usual."""
+    w = window("2030-01-05T02:00:00Z", "9999-12-31T23:59:59Z", time_type="device")
+    after = at("2030-01-06T00:00:00Z")
+
+    assert w.next_opening("Pacific/Kiritimati", after) == (  # 02:00 and 23:59:59 at UTC+14
+        at("2030-01-05T12:00:00Z"),
+        at("2030-01-06T09:59:59Z"),
+    )
+    assert w.next_opening("Etc/GMT+12", after) == (  # 02:00 and 23:59:59 at UTC-12
+        at("2030-01-05T14:00:00Z"),
+        at("2030-01-06T11:59:59Z"),
+    )
+    for zone in ("Pacific/Kiritimati", "Etc/GMT+12"):
+        assert w.bounds(w.zone_for(zone))[1] == LATEST
+    assert w.next_opening("Etc/GMT+12", LATEST) is None
+
+
+def test_console_times_of_day_past_the_end_of_the_calendar() -> None:
+    """23:59:59 UTC on 9999-12-31 is 13:59:59 on a day Kiritimati's calendar cannot hold."""
+    w = window("2030-01-07T02:00:00Z", "9999-12-31T23:59:59Z", timezone="Pacific/Kiritimati")
+
+    assert w.daily_times(zoneinfo.ZoneInfo("Pacific/Kiritimati")) == (dt.time(16, 0), dt.time(13, 59, 59))
+    assert w.bounds(w.zone_for("UTC")) == (at("2030-01-07T02:00:00Z"), LATEST)
+    assert (
+        window("0001-01-01T00:00:00-12:00", "2030-01-07T02:00:00Z").bounds(w.zone_for("UTC"))[0] == EARLIEST
+    )
+
+
+@pytest.mark.parametrize("time_type", ["console", "device"])
+@pytest.mark.parametrize("days", [None, ["Monday"]])
+def test_no_window_the_api_accepts_overflows_in_any_zone(time_type: str, days: list[str] | None) -> None:
+    afters = [at("2030-01-06T00:00:00Z"), EARLIEST, LATEST]
+    for start, end in itertools.combinations(EDGE_DATETIMES, 2):
+        for console_zone in EDGE_ZONES:
+            w = window(start, end, time_type, days, timezone=console_zone)
+            w.daily_times(zoneinfo.ZoneInfo(console_zone))
+            for zone in EDGE_ZONES:
+                opens, closes = w.bounds(w.zone_for(zone))
+                assert EARLIEST <= opens <= closes <= LATEST, (start, end, zone)
+                for after in afters:
+                    opening = w.next_opening(zone, after)
+                    assert opening is None or after < opening[1] <= closes, (start, end, zone, after)

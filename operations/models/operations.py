@@ -34,6 +34,9 @@ class Operation(models.Model):
     updated_by = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    #: Runs of the fan-out started (``operations.fanout``): past ``FANOUT_MAX_ATTEMPTS`` the
+    #: operation fails instead of being resent forever.
+    fanout_attempts = models.PositiveSmallIntegerField(default=0, editable=False)
 
     resolved_count = models.PositiveIntegerField(default=0)
     dispatched_count = models.PositiveIntegerField(default=0)
