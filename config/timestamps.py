@@ -8,10 +8,10 @@ raises ``ValueError`` for values no calendar has (``2024-02-30``, hour 24, an of
 day or more), and an aware datetime near the ends of the calendar raises
 ``OverflowError`` the moment it is converted to UTC (``0001-01-01T00:00:00+14:00``).
 
-The accepted range stops a day short of both ends of Python's calendar, for the instant
-and for its wall-clock reading alike: a window of ``time_type`` ``device`` is read as wall
-clock in every device's zone, and any zone (offsets stay under 24 hours) can then turn it
-into an instant and back without leaving the calendar.
+The accepted range is Python's whole calendar, for the instant and for its wall-clock
+reading alike (``9999-12-31T23:59:59Z`` is a common way of saying "no end"). A window of
+``time_type`` ``device`` is read as wall clock in every device's zone, which near the ends
+of the calendar leaves it: ``operations.windows`` keeps its bounds inside for that.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 from django.utils.dateparse import parse_datetime
 
 EXAMPLE = "2024-08-08T14:30:00Z"
-EARLIEST = dt.datetime(1, 1, 2)
-LATEST = dt.datetime(9999, 12, 30, 23, 59, 59, 999999)
+EARLIEST = dt.datetime.min
+LATEST = dt.datetime.max
 
 NOT_A_TIMESTAMP = f"is not a valid date/time; use ISO 8601 with a UTC offset, e.g. {EXAMPLE}"
 NAIVE = f"must include a UTC offset, e.g. {EXAMPLE}"
