@@ -44,7 +44,7 @@ class DeviceViewSet(
         # An id no device can have (a NUL byte, a space) cannot exist: 404 without asking the
         # database, which would refuse a NUL byte with an error.
         if not DEVICE_ID_RE.match(self.kwargs[self.lookup_url_kwarg]):
-            raise NotFound("No Device matches the given query.")
+            raise NotFound("Not found.")
         return super().get_object()
 
     @extend_schema(responses={201: DeviceWithTokenSerializer})
