@@ -7,6 +7,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.api.limits import max_text_length
 from inventory.device_rows import DEVICE_ID_PATTERN, clean_device_row
 from inventory.models import Device, DeviceState, Group
 
@@ -83,7 +84,7 @@ class StrictCharField(serializers.CharField):
 
 class GroupSerializer(serializers.ModelSerializer):
     name = StrictCharField(max_length=200)
-    description = StrictCharField(required=False, allow_blank=True)
+    description = StrictCharField(required=False, allow_blank=True, validators=[max_text_length()])
     device_count = serializers.IntegerField(read_only=True)
 
     class Meta:

@@ -26,6 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.api.envelopes import BareEnvelope
+from config.api.limits import JSON_FIELD_HELP, max_json_size, max_text_length
 from config.api.parsers import FormParser, JSONParser, MultiPartParser
 from config.api.views import TenantScopedViewSet
 from inventory.models import Device
@@ -106,7 +107,9 @@ class HeadlessOperationCreateSerializer(serializers.Serializer):
     scheduled_at = AwareDateTimeField(
         required=False, help_text="ISO 8601 with an offset; in the past (or left out) means now."
     )
-    parameters = serializers.DictField(required=False, default=dict)
+    parameters = serializers.DictField(
+        required=False, default=dict, validators=[max_json_size()], help_text=JSON_FIELD_HELP
+    )
     priority = serializers.ChoiceField(
         choices=list(PRIORITY_BY_NAME),
         default="normal",
@@ -115,7 +118,7 @@ class HeadlessOperationCreateSerializer(serializers.Serializer):
 
 
 class CancelSerializer(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=1000)
+    reason = serializers.CharField(required=False, allow_blank=True, validators=[max_text_length()])
 
 
 class HeadlessOperationFilterSet(filters.FilterSet):

@@ -10,6 +10,7 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.api.limits import JSON_FIELD_HELP, max_json_size, max_text_length
 from inventory.models.devices import available_timezones
 from operations.choices import REQUESTABLE_STATES, OperationType, ScheduleType, TimeType
 from operations.models import Operation, OperationActivity
@@ -90,7 +91,9 @@ class OperationCreateSerializer(serializers.Serializer):
     operation_device_query = serializers.DictField(
         help_text="devices, groups, device_type, filters and all; ANDed. See the README."
     )
-    arguments = serializers.DictField(required=False, default=dict)
+    arguments = serializers.DictField(
+        required=False, default=dict, validators=[max_json_size()], help_text=JSON_FIELD_HELP
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         args = ScheduleArgsSerializer(
@@ -103,7 +106,9 @@ class OperationCreateSerializer(serializers.Serializer):
 
 class OperationStateSerializer(serializers.Serializer):
     state = serializers.ChoiceField(choices=sorted({"FAILED", "CANCELLED", "TIMEOUT", "SCHEDULED"}))
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    reason = serializers.CharField(
+        required=False, allow_blank=True, default="", validators=[max_text_length()]
+    )
 
     def validate_state(self, value: str) -> Any:
         return REQUESTABLE_STATES[value]
