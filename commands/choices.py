@@ -28,11 +28,19 @@ UNDELIVERED_STATES = frozenset({C.SCHEDULED, C.QUEUED, C.INITIATED})
 REPORTED_STATES = frozenset({C.ACKNOWLEDGED, C.IN_PROGRESS, C.SUCCESS, C.FAILURE})
 
 #: The only place that decides which command state may follow which (contract section 5).
+#: A device climbs the ladder Queued/Initiated → Acknowledged → In Progress → Success | Failure
+#: and may skip rungs forward (Initiated → Success, Acknowledged → Failure), as agents written
+#: to seed 002 do; it never goes down.
 ALLOWED_TRANSITIONS: dict[CommandState, frozenset[CommandState]] = {
     C.SCHEDULED: frozenset({C.QUEUED, C.CANCELLED, C.TIMEOUT}),
-    C.QUEUED: frozenset({C.INITIATED, C.ACKNOWLEDGED, C.SCHEDULED, C.CANCELLED, C.TIMEOUT}),
-    C.INITIATED: frozenset({C.ACKNOWLEDGED, C.QUEUED, C.CANCELLED, C.TIMEOUT}),
-    C.ACKNOWLEDGED: frozenset({C.IN_PROGRESS, C.CANCELLED, C.TIMEOUT}),
+    C.QUEUED: frozenset(
+        {C.INITIATED, C.ACKNOWLEDGED, C.IN_PROGRESS, C.SUCCESS, C.FAILURE}
+        | {C.SCHEDULED, C.CANCELLED, C.TIMEOUT}
+    ),
+    C.INITIATED: frozenset(
+        {C.ACKNOWLEDGED, C.IN_PROGRESS, C.SUCCESS, C.FAILURE, C.QUEUED, C.CANCELLED, C.TIMEOUT}
+    ),
+    C.ACKNOWLEDGED: frozenset({C.IN_PROGRESS, C.SUCCESS, C.FAILURE, C.CANCELLED, C.TIMEOUT}),
     C.IN_PROGRESS: frozenset({C.SUCCESS, C.FAILURE, C.TIMEOUT, C.CANCELLED}),
     C.SUCCESS: frozenset(),
     C.FAILURE: frozenset(),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from typing import Any
 
+from django import forms
 from django.db.models import Q, QuerySet
 from django_filters import rest_framework as filters
 from rest_framework.exceptions import ValidationError
@@ -22,13 +24,42 @@ def _values(field: str, raw: str) -> list[str]:
     return values
 
 
+class StrictBooleanField(forms.Field):
+    """``true`` or ``false`` (any case; ``1`` and ``0`` too, as before), as the schema's
+    boolean says. django-filter's widget took anything else (``699258333846731751424``,
+    ``yes``, an empty value) as "no filter", answering as if the parameter were not there."""
+
+    _VALUES = {"true": True, "1": True, "false": False, "0": False}
+
+    def to_python(self, value: Any) -> bool | None:
+        if value is None:
+            return None
+        parsed = self._VALUES.get(str(value).strip().lower())
+        if parsed is None:
+            raise forms.ValidationError(f"must be true or false, got {str(value)[:40]!r}")
+        return parsed
+
+    def validate(self, value: Any) -> None:
+        """Absent is fine (no filter); anything present was checked by :meth:`to_python`."""
+
+
+class StrictBooleanFilter(filters.BooleanFilter):
+    """A boolean filter (so the schema says boolean) that refuses what is no boolean."""
+
+    field_class = StrictBooleanField
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["widget"] = forms.TextInput  # the raw string, not the boolean widget's guess
+        super().__init__(*args, **kwargs)
+
+
 class CommandStatusFilterSet(filters.FilterSet):
     request = filters.CharFilter(
         method="filter_request", help_text="Operation (request) ids, comma-separated."
     )
     device = filters.CharFilter(method="filter_device", help_text="Device ids, comma-separated.")
     state = filters.ChoiceFilter(choices=[(label, label) for label in BY_LABEL], method="filter_state")
-    exclude_internal_commands = filters.BooleanFilter(method="filter_internal")
+    exclude_internal_commands = StrictBooleanFilter(method="filter_internal")
 
     class Meta:
         model = CommandStatus

@@ -10,6 +10,7 @@ from typing import Any
 
 from config.api.envelopes import ERROR_ENVELOPE_SCHEMA
 from config.api.schema import ERROR_DESCRIPTIONS
+from inventory.device_rows import DEVICE_ID_PATTERN
 
 
 def _error() -> dict[str, Any]:
@@ -53,7 +54,19 @@ def add_inbox_path(result: dict[str, Any], generator: Any, request: Any, public:
             ),
             "tags": ["commands"],
             "parameters": [
-                {"name": "device_id", "in": "query", "required": True, "schema": {"type": "string"}},
+                {
+                    "name": "device_id",
+                    "in": "query",
+                    "required": True,
+                    # What a device id can be (inventory.device_rows.DEVICE_ID_RE): an empty
+                    # one is a 400, so the schema says so.
+                    "schema": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 128,
+                        "pattern": DEVICE_ID_PATTERN,
+                    },
+                },
                 {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}},
             ],
             "security": [{"bearerAuth": []}],

@@ -35,6 +35,7 @@ class DomainError(Exception):
 
 
 class Conflict(DomainError):
-    """Someone else changed the object first (a stale version). The API answers 409."""
+    """Someone else changed the object first (a stale version), or the request clashes with
+    an object that exists (a device id taken). The API answers 409."""
 
     status = 409

@@ -73,6 +73,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Below CommonMiddleware, so APPEND_SLASH still redirects: unmatched paths answer JSON 404s.
+    "config.api.exceptions.UnmatchedPathMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -191,6 +193,11 @@ API_PAGE_SIZE_MAX = env_int("API_PAGE_SIZE_MAX", 1000, minimum=1)
 # Largest request body. A bulk import of 100,000 devices is about 25 MB of JSON; Django's
 # default of 2.5 MB would refuse it. A larger body answers 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_BODY_MB", 100, minimum=1) * 1024 * 1024
+# Largest free-form field of a body (config/api/limits.py): a JSON blob (a command's details,
+# an operation's arguments, headless parameters) in KB of compact JSON, free text (reasons, a
+# group's description) in characters. Past them, 400 naming the field.
+API_MAX_JSON_FIELD_KB = env_int("API_MAX_JSON_FIELD_KB", 64, minimum=1)
+API_MAX_TEXT_FIELD_CHARS = env_int("API_MAX_TEXT_FIELD_CHARS", 2000, minimum=1)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Device Operations Server API",

@@ -12,7 +12,9 @@ from typing import Any
 
 from inventory.models.devices import DeviceState, available_timezones
 
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}\Z")  # \Z: no trailing newline
+#: A device id, as the OpenAPI document states it (ECMA-262 ``$`` is the end of the string).
+DEVICE_ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN[:-1] + r"\Z")  # \Z: Python's $ also takes a trailing newline
 TEXT_FIELDS = {"name": 200, "serial": 128, "model": 128, "os": 32, "os_version": 64}
 MAX_TAGS = 50
 MAX_TAG_LENGTH = 64

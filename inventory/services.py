@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from config.errors import DomainError
+from config.errors import Conflict, DomainError
 from inventory import tokens
 from inventory.authentication import forget_token
 from inventory.device_rows import clean_device_row
@@ -103,7 +103,7 @@ def create_device(tenant_id: int, data: dict[str, Any]) -> tuple[Device, str]:
     fields.setdefault("device_id", str(uuid.uuid4()))
     fields["name"] = fields.get("name") or fields["device_id"]
     if Device.objects.filter(tenant_id=tenant_id, device_id=fields["device_id"]).exists():
-        raise DomainError({"id": [f"a device with id {fields['device_id']!r} already exists"]})
+        raise Conflict({"id": [f"a device with id {fields['device_id']!r} already exists"]})
     issued = tokens.issue(tokens.DEVICE_TOKEN_KIND)
     device = Device.objects.create(
         tenant_id=tenant_id, token_prefix=issued.prefix, token_hash=issued.hashed, **fields
@@ -123,7 +123,7 @@ def update_device(device: Device, data: dict[str, Any]) -> Device:
         and new_id != device.device_id
         and Device.objects.filter(tenant_id=device.tenant_id, device_id=new_id).exists()
     ):
-        raise DomainError({"id": [f"a device with id {new_id!r} already exists"]})
+        raise Conflict({"id": [f"a device with id {new_id!r} already exists"]})
     for name, value in fields.items():
         setattr(device, name, value)
     device.save()

@@ -57,6 +57,21 @@ _BOUNDS: dict[str, tuple[int, int]] = {
 }
 _MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 _DAY_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+# In messages; not calendar.month_name, which follows the process's locale.
+_MONTH_FULL_NAMES = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 _NAMES: dict[str, dict[str, int]] = {
     "month": {name: index + 1 for index, name in enumerate(_MONTH_NAMES)},
     "day_of_week": {name: index + 1 for index, name in enumerate(_DAY_NAMES)},
@@ -505,6 +520,43 @@ class QuartzExpression:
         fires = self.next_fire_times(after, count=1, tz=tz)
         return fires[0] if fires else None
 
+    def never_fires_reason(self, after: datetime.datetime, tz: datetime.tzinfo | None = None) -> str | None:
+        """Why the expression has no fire after ``after``, or ``None`` when it fires again.
+
+        The search is :meth:`next_fire_time`'s, bounded by year 2199; a refusal then explains
+        the likely cause: days no selected month has (``30 FEB``), or years already past.
+        """
+        if self.next_fire_time(after, tz) is not None:
+            return None
+        missing = self._missing_days()
+        if missing is not None:
+            return f"never fires: {missing}"
+        year = after.astimezone(tz or _UTC).year
+        if self.years is not None and max(self.years) < year:
+            return f"never fires again: its last year, {max(self.years)}, is past"
+        last_year = MAX_YEAR if self.years is None else min(MAX_YEAR, max(self.years))
+        return f"never fires after {after:%Y-%m-%d}: no fire time up to the end of {last_year}"
+
+    def _missing_days(self) -> str | None:
+        """ "February has no day 30" when the day-of-month rule picks no day of any selected
+        month in any year (February taken with its 29 days), else ``None``."""
+        if self.days_of_month is None:
+            return None
+        months = sorted(self.months)
+        longest = {month: _CRONTAB_MONTH_DAYS[month - 1] for month in months}
+        if self.last_day_offset is not None:
+            offset = self.last_day_offset
+            if any(longest[month] - offset >= 1 for month in months):
+                return None
+            what = f"day {offset} days before its last"
+        else:
+            if any(day <= longest[month] for month in months for day in self.days_of_month):
+                return None
+            what = "day " + _english([str(day) for day in sorted(self.days_of_month)], "or")
+        names = [_MONTH_FULL_NAMES[month - 1] for month in months]
+        verb = "has" if len(names) == 1 else "have"
+        return f"{_english(names, 'and')} {verb} no {what}"
+
     # ------------------------------------------------------------------ celery beat bridge
 
     def unsupported_reason(self) -> str | None:
@@ -564,6 +616,13 @@ class QuartzExpression:
             "day_of_month": _compact(dom_days, 1, 31),
             "month_of_year": _compact(self.months, 1, 12),
         }
+
+
+def _english(items: list[str], conjunction: str) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    if len(items) == 1:
+        return items[0]
+    return f"{', '.join(items[:-1])} {conjunction} {items[-1]}"
 
 
 def _resolve(wall: datetime.datetime, zone: datetime.tzinfo) -> datetime.datetime | None:

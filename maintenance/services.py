@@ -46,13 +46,15 @@ UTC = dt.UTC
 def parse_expression(text: str) -> QuartzExpression:
     """The expression, or a ``DomainError`` on ``time_expression`` naming the part at fault.
 
-    Also refuses what parses but beat cannot honour (a seconds field other than 0).
+    The check of every expression a user gives (API, console, services). Also refuses what
+    parses but beat cannot honour (a seconds field other than 0), and what would never fire
+    (``0 0 0 30 FEB ?``, a year already past): a job that silently never runs is a mistake.
     """
     try:
         expression = QuartzExpression.parse(text)
     except QuartzError as err:
         raise DomainError({"time_expression": [f"{err.field}: {err.message}"]}) from None
-    reason = expression.unsupported_reason()
+    reason = expression.unsupported_reason() or expression.never_fires_reason(timezone.now())
     if reason is not None:
         raise DomainError({"time_expression": [reason]})
     return expression
@@ -111,7 +113,9 @@ def sync_periodic_task(job: MaintenanceJob) -> PeriodicTask:
     ``PeriodicTask.save()`` bumps ``PeriodicTasks.last_update``, which is how a running
     ``DatabaseScheduler`` notices the change (within its sync interval, a few seconds).
     """
-    crontab = _crontab_for(parse_expression(job.time_expression))
+    # Checked when it was given; a stored job whose last year has passed since is still synced
+    # (switched off, say), so no never-fires check here.
+    crontab = _crontab_for(QuartzExpression.parse(job.time_expression))
     task = job.periodic_task or PeriodicTask.objects.filter(name=job.periodic_task_name).first()
     old_crontab_id = task.crontab_id if task is not None else None
     if task is None:

@@ -11,6 +11,16 @@ from operations.choices import OperationType, state_from_param
 from operations.models import Operation
 
 
+class OrderingFilter(filters.OrderingFilter):
+    """django-filter's, refusing empty terms: ``ordering=,,,`` was taken as no ordering at
+    all, though the schema (an array of the field names) forbids it."""
+
+    def filter(self, qs: QuerySet[Operation], value: list[str] | None) -> QuerySet[Operation]:
+        if value and not all(value):
+            raise ValidationError({"ordering": ["an empty term between commas; use e.g. -created_at,state"]})
+        return super().filter(qs, value)
+
+
 class OperationFilterSet(filters.FilterSet):
     state = filters.CharFilter(
         method="filter_state", help_text="The integer (e.g. 50) or the name (DISPATCHED)."
@@ -18,7 +28,7 @@ class OperationFilterSet(filters.FilterSet):
     operation_type = filters.ChoiceFilter(choices=OperationType.choices)
     created_after = AwareDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = AwareDateTimeFilter(field_name="created_at", lookup_expr="lt")
-    ordering = filters.OrderingFilter(fields=("created_at", "state", "updated_at"))
+    ordering = OrderingFilter(fields=("created_at", "state", "updated_at"))
 
     class Meta:
         model = Operation

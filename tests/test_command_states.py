@@ -32,13 +32,14 @@ S = OperationState
 #: against the contract and not against itself.
 UNFINISHED = (C.SCHEDULED, C.QUEUED, C.INITIATED, C.ACKNOWLEDGED, C.IN_PROGRESS)
 FINISHED = (C.SUCCESS, C.FAILURE, C.TIMEOUT, C.CANCELLED)
+#: The ladder Queued/Initiated → Acknowledged → In Progress → Success | Failure, climbed one
+#: rung at a time or skipping rungs forward (agents written to seed 002 report Initiated →
+#: Success, Acknowledged → Failure).
 CONTRACT_MOVES = {
-    (C.QUEUED, C.ACKNOWLEDGED),
-    (C.INITIATED, C.ACKNOWLEDGED),
-    (C.ACKNOWLEDGED, C.IN_PROGRESS),
-    (C.IN_PROGRESS, C.SUCCESS),
-    (C.IN_PROGRESS, C.FAILURE),
-    (C.IN_PROGRESS, C.TIMEOUT),
+    *((state, C.ACKNOWLEDGED) for state in (C.QUEUED, C.INITIATED)),
+    *((state, C.IN_PROGRESS) for state in (C.QUEUED, C.INITIATED, C.ACKNOWLEDGED)),
+    *((state, C.SUCCESS) for state in (C.QUEUED, C.INITIATED, C.ACKNOWLEDGED, C.IN_PROGRESS)),
+    *((state, C.FAILURE) for state in (C.QUEUED, C.INITIATED, C.ACKNOWLEDGED, C.IN_PROGRESS)),
     (C.SCHEDULED, C.QUEUED),
     *((state, C.CANCELLED) for state in UNFINISHED),
     *((state, C.TIMEOUT) for state in UNFINISHED),
@@ -342,6 +343,29 @@ def test_one_failure_makes_the_operation_fail(org: Org) -> None:
     )
     assert names[-3:] == ["PROCESSING", "COMPLETED", "FAILURE"]
     assert names.count("COMPLETED") == 1
+
+
+def test_devices_may_skip_rungs_forward_and_the_operation_follows(org: Org) -> None:
+    """Agents written to seed 002 skip rungs: Initiated → Success, Acknowledged → Failure."""
+    # given a dispatched operation on two devices, both handed their command
+    one, two = add_device(org.tenant, "d1"), add_device(org.tenant, "d2")
+    operation = dispatched_operation(org.tenant, [one, two])
+    for actor in (one, two):
+        content(actor.api.get("/v2/command-inbox/", {"device_id": actor.device.device_id}))
+
+    # when one reports success straight from Initiated, the other failure straight after
+    # acknowledging
+    _report(one, operation, "Command Success")
+    _report(two, operation, "Command Acknowledged", "Command Failure")
+
+    # then each move is recorded as made and counted once, and the operation is finished
+    assert [
+        (row.from_state, row.to_state)
+        for row in CommandHistory.objects.filter(command=command_of(operation, one)).order_by("id")
+    ] == [(C.QUEUED, C.INITIATED), (C.INITIATED, C.SUCCESS)]
+    operation.refresh_from_db()
+    assert (operation.success_count, operation.failed_count) == (1, 1)
+    assert operation.state == S.FAILURE
 
 
 @pytest.mark.parametrize(

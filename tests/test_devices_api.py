@@ -63,10 +63,10 @@ def test_create_without_id_makes_a_uuid_and_defaults(org: Org) -> None:
     assert created["last_seen"] is None
 
 
-def test_create_with_a_taken_id_is_400_naming_id(org: Org, device: DeviceActor) -> None:
+def test_create_with_a_taken_id_is_409_naming_id(org: Org, device: DeviceActor) -> None:
     response = org.admin.post("/v0/devices/", {"id": "dev-1", "name": "again"})
 
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert "id" in response.json()["errors"]
     assert Device.objects.filter(tenant=org.tenant).count() == 1
 
@@ -119,13 +119,13 @@ def test_patch_can_move_a_device_into_groups_and_out(org: Org) -> None:
     assert content(org.admin.patch("/v0/devices/d1/", {"groups": []}))["groups"] == []
 
 
-def test_patch_to_a_taken_id_is_400(org: Org) -> None:
+def test_patch_to_a_taken_id_is_409(org: Org) -> None:
     add_device(org.tenant, "d1")
     add_device(org.tenant, "d2")
 
     response = org.admin.patch("/v0/devices/d1/", {"id": "d2"})
 
-    assert response.status_code == 400 and "id" in response.json()["errors"]
+    assert response.status_code == 409 and "id" in response.json()["errors"]
 
 
 def test_patch_with_a_bad_value_changes_nothing(org: Org) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -12,7 +13,7 @@ from commands.choices import CommandState
 from commands.models import CommandStatus
 from operations import headless
 from operations.models import HeadlessOperation, HeadlessStatus
-from tests.conftest import add_device
+from tests.conftest import Api, add_device
 
 URL = "/api/v1/inventory_device_headless_operation/"
 LATER = "2099-01-16T02:00:00Z"
@@ -55,6 +56,52 @@ def test_create_with_data_as_a_json_string(org, device):
     assert resp.status_code == 201, resp.content
     assert resp.json()["operation_type"] == "firmware_update"
     assert resp.json()["priority"] == "critical"
+
+
+def form_post(api: Api, fields: dict[str, str], encoding: str = "urlencoded") -> Any:
+    """POST ``fields`` as a form, urlencoded or multipart, with ``api``'s token."""
+    auth = f"Bearer {api.token}"
+    if encoding == "urlencoded":
+        form = urlencode(fields)
+        return api.client.post(
+            URL, form, content_type="application/x-www-form-urlencoded", HTTP_AUTHORIZATION=auth
+        )
+    return api.client.post(URL, fields, HTTP_AUTHORIZATION=auth)  # the client's default: multipart
+
+
+@pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
+def test_create_with_a_form_body_whose_data_field_holds_the_json(org, device, encoding):
+    """Seed 001 documents a form post (``-F data=...``) as well as JSON (contract section 6)."""
+    fields = {"data": json.dumps(body(operation_type="firmware_update", priority="high"))}
+
+    resp = form_post(org.operator, fields, encoding)
+
+    assert resp.status_code == 201, resp.content
+    made = resp.json()
+    assert (made["operation_type"], made["priority"]) == ("firmware_update", "high")
+    assert made["device_id"] == "dev-1"
+    assert made["parameters"] == body()["parameters"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [({"data": "{not json"}, "data"), ({"data": "[1, 2]"}, "data"), ({"other": "x"}, "device_id")],
+)
+def test_a_form_body_without_a_json_object_in_data_is_400(org, device, fields, field):
+    resp = form_post(org.operator, fields)
+
+    assert resp.status_code == 400, resp.content
+    assert field in resp.json()["errors"]
+
+
+@pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
+def test_a_form_body_with_too_many_fields_is_400_not_500(org, device, settings, encoding):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 5
+
+    resp = form_post(org.operator, {f"f{i}": "x" for i in range(10)}, encoding)
+
+    assert resp.status_code == 400, resp.content
+    assert "body" in resp.json()["errors"]
 
 
 def test_defaults_priority_normal_parameters_empty_and_scheduled_now(org, device):

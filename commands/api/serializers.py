@@ -9,6 +9,7 @@ from rest_framework import serializers
 from commands.choices import BY_LABEL, REQUESTABLE_STATES, CommandState
 from commands.models import CommandStatus
 from commands.payload import command_payload
+from config.api.limits import JSON_FIELD_HELP, max_json_size, max_text_length
 from config.api.validators import storable_json
 
 
@@ -62,8 +63,12 @@ class CommandStatusSerializer(serializers.ModelSerializer):
 
 class CommandStatusUpdateSerializer(serializers.Serializer):
     state = serializers.ChoiceField(choices=sorted(s.label for s in REQUESTABLE_STATES))
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
-    details = serializers.JSONField(required=False, validators=[storable_json])
+    reason = serializers.CharField(
+        required=False, allow_blank=True, default="", validators=[max_text_length()]
+    )
+    details = serializers.JSONField(
+        required=False, validators=[storable_json, max_json_size()], help_text=JSON_FIELD_HELP
+    )
     expected_version = serializers.IntegerField(required=False, min_value=1, max_value=2**31 - 1)
 
     def validate_state(self, value: str) -> CommandState:

@@ -8,6 +8,7 @@ load balancers retry.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -69,7 +70,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLarge()
     elif isinstance(exc, Http404):
-        exc = exceptions.NotFound(str(exc) if str(exc) else "Not found.")
+        # Never Django's text: "No CommandStatus matches the given query." names a model.
+        exc = exceptions.NotFound("Not found.")
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, DjangoValidationError):
@@ -119,3 +121,22 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     if request.path.startswith("/admin/"):
         return page_not_found(request, exception or Http404())
     return JsonResponse(DEFAULT_ENVELOPE.error(404, "Not found.", {}), status=404)
+
+
+class UnmatchedPathMiddleware:
+    """A path no URL pattern matches answers the API's JSON 404 also with ``DEBUG=1``, where
+    Django ignores ``handler404`` and answers its HTML debug page.
+
+    It must sit below ``CommonMiddleware`` in ``MIDDLEWARE``, so that ``APPEND_SLASH`` still
+    turns the JSON 404 of ``/v0/devices`` into a redirect to ``/v0/devices/``. The console
+    has a catch-all pattern of its own (``resolver_match`` is set): its 404s stay HTML.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.status_code == 404 and request.resolver_match is None:
+            return not_found(request)
+        return response

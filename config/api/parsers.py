@@ -12,6 +12,9 @@ database's error text; :func:`loads` refuses it with a reason and where it is:
 Every body of the API goes through :class:`JSONParser`; JSON held in a string of a body
 (the headless ``data`` form), typed in the console or read from a device file goes
 through :func:`loads` too, so they all refuse the same things with the same reasons.
+
+The form parsers are for the one endpoint whose seed posts a form (seed 001, headless
+operations); they turn Django's "too many fields" into such a 400 too.
 (orjson was tried for the 22 MB body of a 100,000-device import: 0.48 s of CPU against
 0.62 s, too little to be worth a dependency; building the Python objects is the cost.)
 """
@@ -24,6 +27,7 @@ import re
 from collections.abc import Callable
 from typing import IO, Any
 
+from django.core.exceptions import SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
@@ -164,3 +168,29 @@ class JSONParser(parsers.JSONParser):
     ) -> Any:
         raw = stream.read() if stream is not None else b""
         return parse_json(raw)
+
+
+def _refuse_suspicious(error: SuspiciousOperation) -> ParseError:
+    """Too many fields or files is the client's fault (400); too large a body stays a 413."""
+    return ParseError(f"Form parse error - {error}")
+
+
+class FormParser(parsers.FormParser):
+    """``application/x-www-form-urlencoded`` (seed 001's ``data`` field), with more fields than
+    ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` a 400 rather than the unhandled error Django raises."""
+
+    def parse(self, stream: IO[Any], media_type: str | None = None, parser_context: Any = None) -> Any:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except (TooManyFieldsSent, TooManyFilesSent) as error:
+            raise _refuse_suspicious(error) from None
+
+
+class MultiPartParser(parsers.MultiPartParser):
+    """``multipart/form-data``, with too many fields or files a 400 (see :class:`FormParser`)."""
+
+    def parse(self, stream: IO[Any], media_type: str | None = None, parser_context: Any = None) -> Any:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except (TooManyFieldsSent, TooManyFilesSent) as error:
+            raise _refuse_suspicious(error) from None

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from inventory.device_rows import clean_device_row
+from config.api.limits import max_text_length
+from inventory.device_rows import DEVICE_ID_PATTERN, clean_device_row
 from inventory.models import Device, DeviceState, Group
+
+
+@extend_schema_field({"type": "string", "minLength": 1, "maxLength": 128, "pattern": DEVICE_ID_PATTERN})
+class DeviceIdField(serializers.CharField):
+    """A device's ``id``, described with the pattern :func:`clean_device_row` holds it to, so
+    the schema does not promise ids the server refuses."""
 
 
 class DeviceSerializer(serializers.ModelSerializer):
     """Input goes through :func:`clean_device_row`, the one validator of device fields."""
 
-    id = serializers.CharField(source="device_id", required=False, max_length=128)
+    id = DeviceIdField(source="device_id", required=False, max_length=128)
     state = serializers.ChoiceField(choices=DeviceState.choices, required=False)
     tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
     groups = serializers.SerializerMethodField()
@@ -76,7 +84,7 @@ class StrictCharField(serializers.CharField):
 
 class GroupSerializer(serializers.ModelSerializer):
     name = StrictCharField(max_length=200)
-    description = StrictCharField(required=False, allow_blank=True)
+    description = StrictCharField(required=False, allow_blank=True, validators=[max_text_length()])
     device_count = serializers.IntegerField(read_only=True)
 
     class Meta:

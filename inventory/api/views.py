@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import Count, QuerySet
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
@@ -25,6 +25,9 @@ from inventory.filtersets import DeviceFilterSet, GroupFilterSet
 from inventory.models import Device, Group
 
 MAX_BULK_DEVICES = 100_000
+#: A create or rename to an id another device of the tenant has: a clash with what exists,
+#: not a malformed body.
+ID_TAKEN = OpenApiResponse(description="Another device of the tenant has that id.")
 
 
 class DeviceViewSet(
@@ -44,10 +47,10 @@ class DeviceViewSet(
         # An id no device can have (a NUL byte, a space) cannot exist: 404 without asking the
         # database, which would refuse a NUL byte with an error.
         if not DEVICE_ID_RE.match(self.kwargs[self.lookup_url_kwarg]):
-            raise NotFound("No Device matches the given query.")
+            raise NotFound("Not found.")
         return super().get_object()
 
-    @extend_schema(responses={201: DeviceWithTokenSerializer})
+    @extend_schema(responses={201: DeviceWithTokenSerializer, 409: ID_TAKEN})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = DeviceSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -55,14 +58,18 @@ class DeviceViewSet(
         body = DeviceWithTokenSerializer(device, context={"token": token}).data
         return Response(body, status=status.HTTP_201_CREATED)
 
+    @extend_schema(responses={200: DeviceSerializer, 409: ID_TAKEN})
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Replace a device's fields; an ``id`` other than its own renames it."""
         partial = kwargs.pop("partial", False)
         device = self.get_object()
         serializer = DeviceSerializer(device, data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
         services.update_device(device, serializer.validated_data)
-        return Response(DeviceSerializer(self.get_object()).data)
+        # Read again by primary key: after a rename the path's id is no longer the device's.
+        return Response(DeviceSerializer(self.get_queryset().get(pk=device.pk)).data)
 
+    @extend_schema(responses={200: DeviceSerializer, 409: ID_TAKEN})
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return self.update(request, *args, partial=True, **kwargs)
 

@@ -18,12 +18,23 @@ def validate_timezone(value: str) -> None:
 
 
 _ZONES: frozenset[str] | None = None
+#: Files of the zone database that are no place on Earth: ``Factory`` is tzdata's "zone not
+#: set yet" (``-00``), ``localtime`` a link some systems add to whatever the machine's clock
+#: is set to (so it differs from server to server), ``posixrules`` the POSIX TZ default rule.
+PSEUDO_ZONES = frozenset({"Factory", "localtime", "posixrules"})
+#: Copies of the whole database under another name (POSIX-only, and leap-second "right" time).
+_PSEUDO_PREFIXES = ("posix/", "right/")
 
 
 def available_timezones() -> frozenset[str]:
+    """The IANA zone names a device, an operation or the console may use, read once."""
     global _ZONES
     if _ZONES is None:
-        _ZONES = frozenset(zoneinfo.available_timezones())
+        _ZONES = frozenset(
+            zone
+            for zone in zoneinfo.available_timezones()
+            if zone not in PSEUDO_ZONES and not zone.startswith(_PSEUDO_PREFIXES)
+        )
     return _ZONES
 
 

@@ -6,6 +6,7 @@ import builtins
 import datetime as dt
 from typing import Any
 
+from django.http import QueryDict
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -14,6 +15,7 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_field,
     extend_schema_view,
+    inline_serializer,
 )
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
@@ -22,7 +24,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.api.envelopes import BareEnvelope
-from config.api.parsers import JSONRefused, loads
+from config.api.limits import JSON_FIELD_HELP, max_json_size, max_text_length
+from config.api.parsers import FormParser, JSONParser, JSONRefused, MultiPartParser, loads
 from config.api.validators import storable_json
 from config.api.views import TenantScopedViewSet
 from config.timestamps import TimestampError, parse_aware
@@ -92,7 +95,9 @@ class HeadlessOperationCreateSerializer(serializers.Serializer):
     scheduled_at = AwareDateTimeField(
         required=False, help_text="ISO 8601 with an offset; in the past (or left out) means now."
     )
-    parameters = serializers.DictField(required=False, default=dict, validators=[storable_json])
+    parameters = serializers.DictField(
+        required=False, default=dict, validators=[storable_json, max_json_size()], help_text=JSON_FIELD_HELP
+    )
     priority = serializers.ChoiceField(
         choices=list(PRIORITY_BY_NAME),
         default="normal",
@@ -101,7 +106,7 @@ class HeadlessOperationCreateSerializer(serializers.Serializer):
 
 
 class CancelSerializer(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=1000)
+    reason = serializers.CharField(required=False, allow_blank=True, validators=[max_text_length()])
 
 
 class HeadlessOperationFilterSet(filters.FilterSet):
@@ -153,6 +158,12 @@ def parse_update_status(request: Request) -> bool:
     raise ValidationError({"update_status": [f"must be true or false, got {raw[:40]!r}"]})
 
 
+#: A form body (urlencoded or multipart), as seed 001 documents it: one field, ``data``.
+FORM_BODY = inline_serializer(
+    "HeadlessOperationForm",
+    {"data": serializers.CharField(help_text="The operation as a JSON object, written as a string.")},
+)
+
 UPDATE_STATUS = OpenApiParameter(
     "update_status",
     OpenApiTypes.BOOL,
@@ -173,6 +184,8 @@ class HeadlessOperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
     filterset_class = HeadlessOperationFilterSet
     envelope = BareEnvelope()
     lookup_value_regex = "[^/]+"
+    # Seed 001's POST takes a form whose ``data`` field holds the JSON (contract section 6).
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         update = parse_update_status(request)
@@ -200,17 +213,25 @@ class HeadlessOperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         return [fresh[pk] for pk in pks if pk in fresh]
 
     @extend_schema(
-        request=HeadlessOperationCreateSerializer,
+        request={
+            "application/json": HeadlessOperationCreateSerializer,
+            "application/x-www-form-urlencoded": FORM_BODY,
+            "multipart/form-data": FORM_BODY,
+        },
         responses={
             201: HeadlessOperationSerializer,
             400: OpenApiResponse(description="Invalid parameters or malformed JSON (in the body or `data`)."),
             404: OpenApiResponse(description="The device does not exist in the tenant."),
         },
         description="Schedule a headless operation. The body is the operation as a JSON object, "
-        'or `{"data": "<the same object as a JSON string>"}`.',
+        'or `{"data": "<the same object as a JSON string>"}`, or a form (urlencoded or multipart) '
+        "whose field `data` holds that JSON string.",
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        serializer = HeadlessOperationCreateSerializer(data=unwrap_body(request.data))
+        body = request.data
+        if isinstance(body, QueryDict):  # a form: one value per field, the last if repeated
+            body = body.dict()
+        serializer = HeadlessOperationCreateSerializer(data=unwrap_body(body))
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         device = Device.objects.filter(tenant_id=self.tenant_id, device_id=data["device_id"]).first()

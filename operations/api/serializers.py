@@ -9,6 +9,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.api.limits import JSON_FIELD_HELP, max_json_size, max_text_length
 from config.api.validators import storable_json
 from config.timestamps import TimestampError, parse_aware
 from inventory.models.devices import available_timezones
@@ -88,7 +89,9 @@ class OperationCreateSerializer(serializers.Serializer):
         help_text="devices, groups, device_type, filters and all; ANDed. See the README.",
         validators=[storable_json],
     )
-    arguments = serializers.DictField(required=False, default=dict, validators=[storable_json])
+    arguments = serializers.DictField(
+        required=False, default=dict, validators=[storable_json, max_json_size()], help_text=JSON_FIELD_HELP
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         args = ScheduleArgsSerializer(
@@ -101,7 +104,9 @@ class OperationCreateSerializer(serializers.Serializer):
 
 class OperationStateSerializer(serializers.Serializer):
     state = serializers.ChoiceField(choices=sorted({"FAILED", "CANCELLED", "TIMEOUT", "SCHEDULED"}))
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    reason = serializers.CharField(
+        required=False, allow_blank=True, default="", validators=[max_text_length()]
+    )
 
     def validate_state(self, value: str) -> Any:
         return REQUESTABLE_STATES[value]

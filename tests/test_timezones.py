@@ -1,0 +1,79 @@
+"""Only real IANA zones are time zones (issue 12, item 8 b).
+
+``zoneinfo.available_timezones()`` lists what the zone database ships, which includes
+``Factory`` (tzdata's "time zone not yet set", abbreviation ``-00``) and, on machines whose
+zone directory has the link, ``localtime`` (whatever the server's clock is set to): neither
+says where a device is. Every timezone field reads ``inventory.models.devices``'s set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from inventory.device_rows import clean_device_row
+from inventory.models.devices import available_timezones, validate_timezone
+from tests.conftest import Org, add_device
+from tests.helpers import error
+
+PSEUDO = ["Factory", "localtime", "posixrules", "posix/Europe/Berlin", "right/UTC"]
+REAL = ["UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires", "Etc/GMT+5", "Asia/Kolkata"]
+
+
+def test_the_set_has_the_real_zones_and_none_of_the_pseudo_ones() -> None:
+    zones = available_timezones()
+
+    assert set(REAL) <= zones
+    assert not set(PSEUDO) & zones
+    assert len(zones) > 500
+
+
+@pytest.mark.parametrize("zone", PSEUDO)
+def test_the_model_validator_and_the_row_check_refuse_a_pseudo_zone(zone: str) -> None:
+    with pytest.raises(ValidationError):
+        validate_timezone(zone)
+    _, errors = clean_device_row({"timezone": zone})
+    assert "timezone" in errors
+
+
+@pytest.mark.parametrize("zone", ["Factory", "localtime"])
+def test_the_device_api_refuses_a_pseudo_zone(org: Org, zone: str) -> None:
+    add_device(org.tenant, "d1")
+
+    for response in (
+        org.admin.post("/v0/devices/", {"id": "d2", "timezone": zone}),
+        org.admin.put("/v0/devices/d1/", {"timezone": zone}),
+        org.admin.patch("/v0/devices/d1/", {"timezone": zone}),
+        org.admin.post("/v0/devices/bulk/", [{"id": "d3", "timezone": zone}]),
+    ):
+        body = error(response, 400)
+        assert "timezone" in str(body["errors"]), body
+
+
+@pytest.mark.parametrize("zone", ["Factory", "localtime"])
+def test_an_operations_console_timezone_refuses_a_pseudo_zone(org: Org, zone: str) -> None:
+    add_device(org.tenant, "d1")
+    body: dict[str, Any] = {
+        "operation_type": "REBOOT",
+        "operation_device_query": {"devices": ["d1"]},
+        "schedule_type": "WINDOW",
+        "schedule_args": {
+            "start_datetime": "2030-01-01T10:00:00Z",
+            "end_datetime": "2030-01-02T10:00:00Z",
+            "timezone": zone,
+        },
+    }
+
+    response = org.admin.post("/v0/operations/", body)
+
+    assert "schedule_args.timezone" in error(response, 400)["errors"]
+
+
+@pytest.mark.parametrize("zone", REAL)
+def test_real_zones_are_taken(org: Org, zone: str) -> None:
+    response = org.admin.post("/v0/devices/", {"timezone": zone})
+
+    assert response.status_code == 201, response.content
+    assert response.json()["content"]["timezone"] == zone
