@@ -1,7 +1,8 @@
 """The cache backends: Redis in production, files for the zero-config run; one interface.
 
 Both offer :meth:`read_and_count`, the token lookup's "read these keys and count this
-request" (``inventory.ratelimit``), so no code above branches on which cache is configured.
+request", and :meth:`count`, a counter alone (failed token checks per address), both for
+``inventory.ratelimit``, so no code above branches on which cache is configured.
 On Redis it is one pipeline (MGET + INCR): on the inbox's 304 path each round trip costs
 about as much as the work. Django's ``RedisCacheClient.get_client`` also builds a new
 ``redis.Redis`` object on every cache operation (~0.1-0.2 ms with redis-py 8, more than
@@ -35,6 +36,10 @@ class CountingFileBasedCache(FileBasedCache):
         count = int(found.get(counter) or 0) + 1
         self.set(counter, count, timeout)
         return values, count
+
+    def count(self, counter: str, timeout: int) -> int:
+        """Add one to ``counter`` and return it (as in :meth:`read_and_count`)."""
+        return self.read_and_count([], counter, timeout)[1] or 0
 
 
 class ReusingRedisCacheClient(RedisCacheClient):
@@ -78,3 +83,13 @@ class ReusingRedisCache(RedisCache):
         if count == 1:  # this request made the counter
             client.expire(counter_name, timeout)
         return values, count
+
+    def count(self, counter: str, timeout: int) -> int:
+        """Add one to ``counter`` and return it: one round trip (INCR), plus the EXPIRE after
+        the INCR that made it."""
+        name = self.make_and_validate_key(counter)
+        client = self._cache.get_client(name, write=True)
+        count = int(client.incr(name))
+        if count == 1:
+            client.expire(name, timeout)
+        return count

@@ -52,6 +52,12 @@ if SECURE_HTTPS:
     CSRF_COOKIE_SECURE = True
     CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [f"https://{host}" for host in ALLOWED_HOSTS])
 
+# How many reverse proxies in front of the server append to X-Forwarded-For; the client's
+# address is the N-th from its right (config/client.py). 0: the connection's peer, and the
+# header, which anyone can send, is ignored. Read by the login lockout, the per-address limit
+# of failed token checks and the audit log.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+
 INSTALLED_APPS = [
     "config.console.apps.ConsoleAdminConfig",  # django.contrib.admin with the console's site
     "django.contrib.auth",
@@ -216,6 +222,9 @@ AUTH_CACHE_SECONDS = env_int("AUTH_CACHE_SECONDS", 60, minimum=0)
 # with Retry-After. Generous, so benchmarks are not throttled; 0 turns a limit off.
 RATE_LIMIT_KEY_PER_MINUTE = env_int("RATE_LIMIT_KEY_PER_MINUTE", 6000, minimum=0)
 RATE_LIMIT_DEVICE_PER_MINUTE = env_int("RATE_LIMIT_DEVICE_PER_MINUTE", 600, minimum=0)
+# Failed token checks per minute per client address; past it those failures answer 429 (a valid
+# token from the same address still passes). 0 turns it off.
+RATE_LIMIT_AUTH_FAILURES_PER_MINUTE = env_int("RATE_LIMIT_AUTH_FAILURES_PER_MINUTE", 60, minimum=0)
 
 LOGGING = {
     "version": 1,

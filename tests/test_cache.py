@@ -46,3 +46,11 @@ def test_a_counter_expires_with_its_window(backend: Any) -> None:
     assert count == 1 and backend.get("window") == 1
 
     wait_until(lambda: backend.get("window") is None, timeout=10, what="the counter to expire")
+
+
+def test_count_adds_one_and_expires_with_its_window(backend: Any) -> None:
+    """The counter alone (failed token checks per address, ``inventory.ratelimit``)."""
+    assert [backend.count("failures", 1) for _ in range(3)] == [1, 2, 3]
+
+    wait_until(lambda: backend.get("failures") is None, timeout=10, what="the counter to expire")
+    assert backend.count("failures", 60) == 1

@@ -34,7 +34,8 @@ ERROR_DESCRIPTIONS = {
     "409": "The object changed since the version the request expected.",
     "413": "The request body is larger than API_MAX_BODY_MB.",
     "415": "The body is not application/json.",
-    "429": "Too many requests with this token this minute; see Retry-After.",
+    "429": "Too many requests with this token, or failed token checks from this address, this "
+    "minute; see Retry-After.",
     "503": "The database is unavailable; retry after Retry-After.",
 }
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
