@@ -11,6 +11,7 @@ launcher (``make run``) starts the server and creates the folders. See README.md
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import dj_database_url
@@ -69,6 +70,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "django_celery_beat",
+    "axes",  # before inventory, whose admin makes axes' screens superuser-only
     "inventory",
     "operations",
     "commands",
@@ -87,7 +89,27 @@ MIDDLEWARE = [
     "config.api.unavailable.DatabaseUnavailableMiddleware",
     # The audit log of the console's writes (the API's are recorded by its base view).
     "inventory.audit.ConsoleAuditMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# --- The console's login: brute-force lockout (django-axes; README, "Console") ------------------
+# Axes' backend first: it refuses a locked-out user or address before the password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# After this many failed logins a username is locked out (from every address) and so is a
+# client address (for every username), for the cool-off; each failure meanwhile starts it again.
+CONSOLE_LOGIN_FAILURE_LIMIT = env_int("CONSOLE_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+CONSOLE_LOGIN_COOLOFF_MINUTES = env_int("CONSOLE_LOGIN_COOLOFF_MINUTES", 15, minimum=1)
+AXES_FAILURE_LIMIT = CONSOLE_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = datetime.timedelta(minutes=CONSOLE_LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True  # a successful login forgets that user's earlier failures
+AXES_CLIENT_IP_CALLABLE = "config.client.client_address"  # TRUSTED_PROXY_COUNT, as everywhere
+AXES_LOCKOUT_TEMPLATE = "admin/login_locked.html"  # answered with 429
+AXES_VERBOSE = False  # no log line per request; lockouts are in the console (Access attempts)
 
 ROOT_URLCONF = "config.urls"
 # The console's index page: counts and charts over every app (the top floor, like the URLconf).
