@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here: /api/docs/ needs no internet
     "django_celery_beat",
     "axes",  # before inventory, whose admin makes axes' screens superuser-only
     "inventory",
@@ -79,6 +80,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The static files (the console's CSS and scripts, Chart.js, Swagger UI) from the web process.
+    "config.static.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -199,8 +202,11 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# The web process serves the static files itself (WhiteNoise), found where they are (static/ and
+# the installed apps') when it starts: no collectstatic step, no web server to configure, and
+# the same files in development, tests and production. So there is no STATIC_ROOT.
+WHITENOISE_USE_FINDERS = True
 
 # --- API ----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -229,6 +235,9 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    # Swagger UI from drf-spectacular-sidecar's static files, not a CDN: no internet needed.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {"DeviceStateEnum": "inventory.models.devices.DeviceState"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
