@@ -15,6 +15,7 @@ import datetime
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 from config import embedded_postgres
@@ -59,6 +60,28 @@ if SECURE_HTTPS:
 # of failed token checks and the audit log.
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 
+# Content-Security-Policy on every HTML page (django-csp; config/headers.py): scripts only
+# from this server's own files, never inline, never eval'd, never from another host, so an
+# injected <script> or onclick= does not run. The console's scripts are files under static/
+# and the admin's; Swagger UI's start-up script is a file too (SpectacularSwaggerSplitView in
+# config/urls.py). Inline *styles* are allowed: the admin's templates, the console's progress
+# bars and Swagger UI set style attributes, and a style cannot run code. Images may be data:
+# URIs (Swagger UI's icons). tests/test_console_browser.py fails on any violation Chromium reports.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],  # as X-Frame-Options: DENY
+    }
+}
+
 INSTALLED_APPS = [
     "config.console.apps.ConsoleAdminConfig",  # django.contrib.admin with the console's site
     "django.contrib.auth",
@@ -70,6 +93,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, served from here: /api/docs/ needs no internet
+    "csp",
     "django_celery_beat",
     "axes",  # before inventory, whose admin makes axes' screens superuser-only
     "inventory",
@@ -82,6 +106,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # The static files (the console's CSS and scripts, Chart.js, Swagger UI) from the web process.
     "config.static.StaticFilesMiddleware",
+    # Content-Security-Policy (django-csp) on HTML answers: the console and the docs.
+    "config.headers.PagePolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
