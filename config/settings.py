@@ -268,6 +268,9 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "commands.inbox_schema.add_inbox_path",
+        # OpenAPI links from each create to its object's operations (the stateful fuzz follows them).
+        "config.api.schema.add_item_links",
+        "maintenance.api.schema.add_job_links",
     ],
 }
 
