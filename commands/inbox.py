@@ -20,6 +20,7 @@ from commands import inbox_cache, services
 from commands.payload import command_payload
 from config.api.envelopes import DEFAULT_ENVELOPE
 from config.api.principal import Principal
+from config.client import client_address
 from inventory.authentication import resolve_token_reading
 from inventory.device_rows import DEVICE_ID_RE
 from inventory.models import Device
@@ -39,12 +40,13 @@ def _error(status: int, message: str, field: str | None = None) -> JsonResponse:
 
 
 def _principal(request: HttpRequest, also: list[str]) -> tuple[Principal | None, list[Any]]:
-    """The caller and the cache keys ``also``, in one round trip; raises :class:`RateLimited`
-    past the caller's requests per minute."""
+    """The caller and the cache keys ``also``, in one round trip for a valid token; raises
+    :class:`RateLimited` past the caller's requests per minute, or past its address's failed
+    token checks."""
     header = request.META.get("HTTP_AUTHORIZATION", "").split()
     if len(header) != 2 or header[0].lower() != "bearer" or not header[1].isascii():
         return None, [None] * len(also)
-    return resolve_token_reading(header[1], also)
+    return resolve_token_reading(header[1], also, client_address(request))
 
 
 def _device_pk(principal: Principal, device_id: str) -> int | None:

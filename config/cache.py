@@ -1,10 +1,12 @@
 """The cache backends: Redis in production, files for the zero-config run; one interface.
 
 Both offer :meth:`read_and_count`, the token lookup's "read these keys and count this
-request" (``inventory.ratelimit``), and a hash that many processes add to and one takes
-whole (``hash_add``/``hash_take``: the devices' sightings, ``inventory.presence``), so no
-code above branches on which cache is configured.
-On Redis it is one pipeline (MGET + INCR): on the inbox's 304 path each round trip costs
+request", and :meth:`count`, a counter alone (failed token checks per address), both for
+``inventory.ratelimit``, and a hash that many processes add to and one takes whole
+(``hash_add``/``hash_take``: the devices' sightings, ``inventory.presence``), so no code
+above branches on which cache is configured.
+
+On Redis the token lookup is one pipeline (MGET + INCR): on the inbox's 304 path each round trip costs
 about as much as the work. Django's ``RedisCacheClient.get_client`` also builds a new
 ``redis.Redis`` object on every cache operation (~0.1-0.2 ms with redis-py 8, more than
 the round trip itself; bench/inbox_load.py); a client is thread-safe and only wraps the
@@ -53,6 +55,10 @@ class CountingFileBasedCache(FileBasedCache):
         taken = self.get(name) or {}
         self.delete(name)
         return {key: float(value) for key, value in taken.items()}
+
+    def count(self, counter: str, timeout: int) -> int:
+        """Add one to ``counter`` and return it (as in :meth:`read_and_count`)."""
+        return self.read_and_count([], counter, timeout)[1] or 0
 
 
 class ReusingRedisCacheClient(RedisCacheClient):
@@ -119,3 +125,13 @@ class ReusingRedisCache(RedisCache):
         return {
             raw.decode() if isinstance(raw, bytes) else raw: float(value) for raw, value in values.items()
         }
+
+    def count(self, counter: str, timeout: int) -> int:
+        """Add one to ``counter`` and return it: one round trip (INCR), plus the EXPIRE after
+        the INCR that made it."""
+        name = self.make_and_validate_key(counter)
+        client = self._cache.get_client(name, write=True)
+        count = int(client.incr(name))
+        if count == 1:
+            client.expire(name, timeout)
+        return count

@@ -11,9 +11,11 @@ launcher (``make run``) starts the server and creates the folders. See README.md
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 from config import embedded_postgres
@@ -52,6 +54,34 @@ if SECURE_HTTPS:
     CSRF_COOKIE_SECURE = True
     CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [f"https://{host}" for host in ALLOWED_HOSTS])
 
+# How many reverse proxies in front of the server append to X-Forwarded-For; the client's
+# address is the N-th from its right (config/client.py). 0: the connection's peer, and the
+# header, which anyone can send, is ignored. Read by the login lockout, the per-address limit
+# of failed token checks and the audit log.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+
+# Content-Security-Policy on every HTML page (django-csp; config/headers.py): scripts only
+# from this server's own files, never inline, never eval'd, never from another host, so an
+# injected <script> or onclick= does not run. The console's scripts are files under static/
+# and the admin's; Swagger UI's start-up script is a file too (SpectacularSwaggerSplitView in
+# config/urls.py). Inline *styles* are allowed: the admin's templates, the console's progress
+# bars and Swagger UI set style attributes, and a style cannot run code. Images may be data:
+# URIs (Swagger UI's icons). tests/test_console_browser.py fails on any violation Chromium reports.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],  # as X-Frame-Options: DENY
+    }
+}
+
 INSTALLED_APPS = [
     "config.console.apps.ConsoleAdminConfig",  # django.contrib.admin with the console's site
     "django.contrib.auth",
@@ -62,7 +92,10 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here: /api/docs/ needs no internet
+    "csp",
     "django_celery_beat",
+    "axes",  # before inventory, whose admin makes axes' screens superuser-only
     "inventory",
     "operations",
     "commands",
@@ -71,6 +104,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The static files (the console's CSS and scripts, Chart.js, Swagger UI) from the web process.
+    "config.static.StaticFilesMiddleware",
+    # Content-Security-Policy (django-csp) on HTML answers: the console and the docs.
+    "config.headers.PagePolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     # Below CommonMiddleware, so APPEND_SLASH still redirects: unmatched paths answer JSON 404s.
@@ -83,7 +120,27 @@ MIDDLEWARE = [
     "config.api.unavailable.DatabaseUnavailableMiddleware",
     # The audit log of the console's writes (the API's are recorded by its base view).
     "inventory.audit.ConsoleAuditMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# --- The console's login: brute-force lockout (django-axes; README, "Console") ------------------
+# Axes' backend first: it refuses a locked-out user or address before the password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# After this many failed logins a username is locked out (from every address) and so is a
+# client address (for every username), for the cool-off; each failure meanwhile starts it again.
+CONSOLE_LOGIN_FAILURE_LIMIT = env_int("CONSOLE_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+CONSOLE_LOGIN_COOLOFF_MINUTES = env_int("CONSOLE_LOGIN_COOLOFF_MINUTES", 15, minimum=1)
+AXES_FAILURE_LIMIT = CONSOLE_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = datetime.timedelta(minutes=CONSOLE_LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True  # a successful login forgets that user's earlier failures
+AXES_CLIENT_IP_CALLABLE = "config.client.client_address"  # TRUSTED_PROXY_COUNT, as everywhere
+AXES_LOCKOUT_TEMPLATE = "admin/login_locked.html"  # answered with 429
+AXES_VERBOSE = False  # no log line per request; lockouts are in the console (Access attempts)
 
 ROOT_URLCONF = "config.urls"
 # The console's index page: counts and charts over every app (the top floor, like the URLconf).
@@ -173,8 +230,11 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# The web process serves the static files itself (WhiteNoise), found where they are (static/ and
+# the installed apps') when it starts: no collectstatic step, no web server to configure, and
+# the same files in development, tests and production. So there is no STATIC_ROOT.
+WHITENOISE_USE_FINDERS = True
 
 # --- API ----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -208,10 +268,16 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    # Swagger UI from drf-spectacular-sidecar's static files, not a CDN: no internet needed.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {"DeviceStateEnum": "inventory.models.devices.DeviceState"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "commands.inbox_schema.add_inbox_path",
+        # OpenAPI links from each create to its object's operations (the stateful fuzz follows them).
+        "config.api.schema.add_item_links",
+        "maintenance.api.schema.add_job_links",
     ],
 }
 
@@ -223,6 +289,9 @@ AUTH_CACHE_SECONDS = env_int("AUTH_CACHE_SECONDS", 60, minimum=0)
 # with Retry-After. Generous, so benchmarks are not throttled; 0 turns a limit off.
 RATE_LIMIT_KEY_PER_MINUTE = env_int("RATE_LIMIT_KEY_PER_MINUTE", 6000, minimum=0)
 RATE_LIMIT_DEVICE_PER_MINUTE = env_int("RATE_LIMIT_DEVICE_PER_MINUTE", 600, minimum=0)
+# Failed token checks per minute per client address; past it those failures answer 429 (a valid
+# token from the same address still passes). 0 turns it off.
+RATE_LIMIT_AUTH_FAILURES_PER_MINUTE = env_int("RATE_LIMIT_AUTH_FAILURES_PER_MINUTE", 60, minimum=0)
 
 LOGGING = {
     "version": 1,

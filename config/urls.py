@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 import config.api.schema  # noqa: F401  (registers the bearer scheme with drf-spectacular)
 
@@ -25,7 +25,9 @@ urlpatterns = [
     path("", include("commands.api.urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # Swagger UI; its start-up script is a file of its own (/api/docs/?script=), not an inline
+    # one, so the Content-Security-Policy can forbid inline scripts (config/settings.py).
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="docs"),
     path("", include("inventory.api.urls")),
     path("", include("operations.api.urls")),
     path("", include("maintenance.api.urls")),

@@ -516,7 +516,7 @@ class ConsoleUserAdmin(SuperuserOnlyAdmin):
     autocomplete_fields = ["user"]
 
 
-# Users and beat's tables span every tenant: superusers only.
-restrict_to_superusers(admin.site, {"auth", "django_celery_beat"})
+# Users, beat's tables and django-axes' login attempts span every tenant: superusers only.
+restrict_to_superusers(admin.site, {"auth", "django_celery_beat", "axes"})
 
 from inventory import admin_audit  # noqa: E402,F401

@@ -18,6 +18,7 @@ from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse
 
 from config.api.principal import Principal
+from config.client import client_address
 from inventory.models import AuditEntry
 
 logger = logging.getLogger(__name__)
@@ -26,8 +27,8 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS", "TRACE"}
 
 
 def _client(request: HttpRequest) -> tuple[str | None, str]:
-    # REMOTE_ADDR is the proxy's behind one; gunicorn/uvicorn's forwarded-allow-ips sets it right.
-    return request.META.get("REMOTE_ADDR") or None, request.META.get("HTTP_USER_AGENT", "")
+    # Behind proxies, X-Forwarded-For as far as TRUSTED_PROXY_COUNT says (config/client.py).
+    return client_address(request), request.META.get("HTTP_USER_AGENT", "")
 
 
 def _text(value: str, limit: int) -> str:

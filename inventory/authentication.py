@@ -20,6 +20,7 @@ from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.request import Request
 
 from config.api.principal import Principal
+from config.client import client_address
 from inventory import ratelimit, tokens
 
 _NOT_FOUND = "__none__"
@@ -78,33 +79,40 @@ def _load(kind: str, prefix: str) -> dict[str, Any] | None:
     }
 
 
-def resolve_token(plain: str) -> Principal | None:
+def resolve_token(plain: str, client: str | None = None) -> Principal | None:
     """The principal a bearer token stands for, or None if it is unknown, revoked or expired.
 
-    Raises :class:`~inventory.ratelimit.RateLimited` when the token spent this minute's requests.
+    Raises :class:`~inventory.ratelimit.RateLimited` when the token spent this minute's
+    requests, or when it fails and its ``client`` address failed too often this minute.
     """
-    return resolve_token_reading(plain)[0]
+    return resolve_token_reading(plain, client=client)[0]
 
 
-def resolve_token_reading(plain: str, also: Sequence[str] = ()) -> tuple[Principal | None, list[Any]]:
+def resolve_token_reading(
+    plain: str, also: Sequence[str] = (), client: str | None = None
+) -> tuple[Principal | None, list[Any]]:
     """:func:`resolve_token`, also reading the cache keys ``also`` in the same round trip."""
     parsed = tokens.split(plain)
-    if parsed is None:
+    if parsed is None:  # not a token at all: nothing looked up, nothing to count
         return None, [None] * len(also)
     kind, prefix = parsed
-    # One cache round trip: the cached lookup, this token's request count (ratelimit), ``also``.
-    entry, count, extras = ratelimit.lookup_and_count(_cache_key(prefix), kind, prefix, also)
+    digest = tokens.hash_token(plain)
+    # One cache round trip: the cached lookup, the presented token's request count, ``also``.
+    entry, count, extras = ratelimit.lookup_and_count(_cache_key(prefix), kind, prefix, digest, also)
     if entry is None:
         entry = _load(kind, prefix) or _NOT_FOUND
         # Misses are cached briefly too, so a flood of bad tokens cannot hammer the database.
         timeout = settings.AUTH_CACHE_SECONDS if entry != _NOT_FOUND else min(settings.AUTH_CACHE_SECONDS, 5)
         if timeout:
             cache.set(_cache_key(prefix), entry, timeout)
-    if entry == _NOT_FOUND or not tokens.matches(plain, entry["hash"]):
+    if (
+        entry == _NOT_FOUND
+        or not tokens.same_hash(digest, entry["hash"])
+        or (entry["expires"] is not None and entry["expires"] <= timezone.now().timestamp())
+    ):
+        ratelimit.count_failure(client)  # 401, or 429 past the address's failures
         return None, extras
-    if entry["expires"] is not None and entry["expires"] <= timezone.now().timestamp():
-        return None, extras
-    ratelimit.check(kind, count)  # only a valid token hears 429; an invalid one, 401
+    ratelimit.check(kind, count)  # a verified token's own requests only
     principal = Principal(**entry["principal"])
     if principal.key_id is not None:
         _touch_key(principal.key_id)
@@ -135,7 +143,7 @@ class BearerTokenAuthentication(BaseAuthentication):
         except UnicodeDecodeError:
             raise AuthenticationFailed("Invalid token.") from None
         try:
-            principal = resolve_token(plain)
+            principal = resolve_token(plain, client_address(request))
         except ratelimit.RateLimited as limited:
             raise Throttled(wait=limited.retry_after) from None
         if principal is None:

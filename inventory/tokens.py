@@ -66,5 +66,6 @@ def split(plain: str) -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
-def matches(plain: str, stored_hash: str) -> bool:
-    return hmac.compare_digest(hash_token(plain), stored_hash)
+def same_hash(digest: str, stored_hash: str) -> bool:
+    """Whether a presented token's :func:`hash_token` is the stored one, in constant time."""
+    return hmac.compare_digest(digest, stored_hash)

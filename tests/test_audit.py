@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.test import Client
 
 from inventory.models import AuditEntry
@@ -20,6 +22,15 @@ def test_an_api_write_is_recorded_with_who_what_when_and_where(org: Org) -> None
     assert entry.object_type == "inventory.Group" and entry.object_id == response.json()["content"]["id"]
     assert entry.ip == "127.0.0.1" and entry.user_agent == "fleet-cli/1.0"
     assert entry.created_at is not None
+
+
+def test_behind_trusted_proxies_the_address_is_the_forwarded_one(org: Org, settings: Any) -> None:
+    forwarded = {"HTTP_X_FORWARDED_FOR": "198.51.100.9, 203.0.113.4", "REMOTE_ADDR": "10.0.0.2"}
+    org.operator.post("/v0/groups/", {"name": "direct"}, **forwarded)
+    settings.TRUSTED_PROXY_COUNT = 1
+    org.operator.post("/v0/groups/", {"name": "proxied"}, **forwarded)
+
+    assert list(AuditEntry.objects.order_by("id").values_list("ip", flat=True)) == ["10.0.0.2", "203.0.113.4"]
 
 
 def test_updates_deletes_and_refused_writes_are_recorded_reads_are_not(org: Org, device: DeviceActor) -> None:

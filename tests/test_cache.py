@@ -54,3 +54,11 @@ def test_a_hash_collects_adds_and_is_taken_whole(backend: Any) -> None:
 
     assert backend.hash_take("seen") == {"1": 10.0, "2": 25.0, "3": 30.0}
     assert backend.hash_take("seen") == {}  # taken whole: a second taker gets nothing
+
+
+def test_count_adds_one_and_expires_with_its_window(backend: Any) -> None:
+    """The counter alone (failed token checks per address, ``inventory.ratelimit``)."""
+    assert [backend.count("failures", 1) for _ in range(3)] == [1, 2, 3]
+
+    wait_until(lambda: backend.get("failures") is None, timeout=10, what="the counter to expire")
+    assert backend.count("failures", 60) == 1

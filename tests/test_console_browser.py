@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django_celery_beat.models import CrontabSchedule
 
 from commands.choices import CommandState
 from commands.models import CommandStatus
@@ -33,6 +34,10 @@ SHOTS = ROOT / "var" / "screenshots"
 playwright_api = pytest.importorskip("playwright.sync_api")
 if not Path(CHROMIUM).exists():  # .ci/run installs it; a developer machine may lack it
     pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
+# Waits are locator assertions, never page.wait_for_function: that evaluates a string in the
+# page, which the Content-Security-Policy (no 'unsafe-eval') rightly refuses.
+expect = playwright_api.expect
+expect.set_options(timeout=20_000)
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +77,41 @@ def tenant(transactional_db: None) -> Tenant:
     return get_or_create_tenant("acme")[0]
 
 
+def watch_for_csp_violations(page: Any, violations: list[str]) -> None:
+    """Collect in ``violations`` what the browser reports as blocked by the
+    Content-Security-Policy, on any page this page object opens: Chromium's console message
+    ("... violates the following Content Security Policy directive ...") and the
+    ``securitypolicyviolation`` event, both."""
+    page.on(
+        "console",
+        lambda message: (
+            violations.append(f"console: {message.text}")
+            if "Content Security Policy" in message.text
+            else None
+        ),
+    )
+    page.expose_function("reportCspViolation", lambda text: violations.append(f"event: {text}"))
+    page.add_init_script(
+        """document.addEventListener("securitypolicyviolation", (e) =>
+            window.reportCspViolation(
+                `${e.violatedDirective} blocked ${e.blockedURI} at ${e.sourceFile}:${e.lineNumber}`));"""
+    )
+
+
 @pytest.fixture
-def page(browser: Any, live_server: Any, tenant: Tenant) -> Iterator[Any]:
-    """A logged-in console page (a superuser; the scoping has its own tests)."""
+def csp_violations() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def page(browser: Any, live_server: Any, tenant: Tenant, csp_violations: list[str]) -> Iterator[Any]:
+    """A logged-in console page (a superuser; the scoping has its own tests). Every test using
+    it fails if the browser reported a Content-Security-Policy violation (issue 12, item 10)."""
     User.objects.create_superuser("root", "", "secret-pw")
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=live_server.url)
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
     page = context.new_page()
+    watch_for_csp_violations(page, csp_violations)
     page.set_default_timeout(20_000)
     page.goto("/admin/login/?next=/admin/")
     page.fill("#id_username", "root")
@@ -87,6 +120,7 @@ def page(browser: Any, live_server: Any, tenant: Tenant) -> Iterator[Any]:
     page.wait_for_url(re.compile(r"/admin/$"))
     yield page
     context.close()
+    assert csp_violations == [], csp_violations
 
 
 def shot(page: Any, name: str) -> Path:
@@ -113,11 +147,11 @@ def test_create_watch_and_cancel_an_operation(
     page.select_option("#id_operation_type", "INSTALL_APP")
     page.fill("#id_arguments", '{"package": "com.example.shop"}')
     page.select_option("#id_os", ["android"])
-    page.wait_for_function("document.getElementById('preview-count')?.textContent === '6 devices match'")
+    expect(page.locator("#preview-count")).to_have_text("6 devices match")
     page.fill("#id_devices", "and-1 and-2 ghost")
-    page.wait_for_function("document.getElementById('preview-errors')?.textContent?.includes('ghost')")
+    expect(page.locator("#preview-errors")).to_contain_text("ghost")
     page.fill("#id_devices", "")
-    page.wait_for_function("document.getElementById('preview-count')?.textContent === '6 devices match'")
+    expect(page.locator("#preview-count")).to_have_text("6 devices match")
     assert "and-0" in text(page, "#preview-sample")
     shot(page, "operation-form")
     page.click("#create-operation")
@@ -128,21 +162,17 @@ def test_create_watch_and_cancel_an_operation(
         "package": "com.example.shop"
     }
     # The worker dispatches; the page follows without a reload.
-    page.wait_for_function(
-        "document.getElementById('live-state')?.textContent === 'DISPATCHED'", timeout=60_000
-    )
+    expect(page.locator("#live-state")).to_have_text("DISPATCHED", timeout=60_000)
     assert "0 ok / 0 failed / 6 pending of 6" in text(page, "#live-bar")
     for command in CommandStatus.objects.filter(operation=operation).order_by("pk")[:2]:
         for state in (CommandState.ACKNOWLEDGED, CommandState.IN_PROGRESS, CommandState.SUCCESS):
             command, _ = report(command, state, actor="device")
-    page.wait_for_function(
-        "document.getElementById('live-bar')?.textContent?.includes('2 ok / 0 failed / 4 pending')"
-    )
+    expect(page.locator("#live-bar")).to_contain_text("2 ok / 0 failed / 4 pending")
     assert text(page, "#live-state") == "PROCESSING"
     shot(page, "operation-progress")
 
     page.click("#cancel-operation")
-    page.wait_for_function("document.getElementById('live-state')?.textContent === 'CANCELLED'")
+    expect(page.locator("#live-state")).to_have_text("CANCELLED")
     operation.refresh_from_db()
     assert operation.cancelled_count == 4 and operation.success_count == 2
     assert page.locator("#cancel-tool").is_hidden()
@@ -188,7 +218,7 @@ def test_issue_a_key_shown_once_with_a_copy_button(page: Any, tenant: Tenant) ->
     assert plain.startswith(f"dok_{key.prefix}_")
     assert plain not in text(page, ".messagelist")  # the message names the key, never its value
     page.click("#copy-secret")
-    page.wait_for_function("(document.getElementById('copy-status')?.textContent ?? '') !== ''")
+    expect(page.locator("#copy-status")).to_have_text(re.compile(r"\S"))
     if text(page, "#copy-status") == "Copied.":
         assert page.evaluate("navigator.clipboard.readText()") == plain
     shot(page, "api-key-issued")
@@ -248,3 +278,68 @@ def test_dashboard(page: Any, tenant: Tenant) -> None:
         docs = ROOT / "docs" / "screenshots"
         docs.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, docs / "dashboard.png")
+
+
+def test_every_console_screen_and_the_docs_run_under_the_content_security_policy(
+    page: Any, tenant: Tenant
+) -> None:
+    """Each screen the index links to (lists and add forms), an object's page, the login
+    page and Swagger UI: the header is there and nothing is blocked (the fixture checks)."""
+    bulk_import_devices(tenant.pk, [{"device_id": "csp-1", "os": "android"}])
+    response = page.goto("/admin/")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    page.wait_for_selector("#command-chart[data-rendered=true]")
+    links = page.eval_on_selector_all(
+        "#content-main a[href^='/admin/'], #nav-sidebar a[href^='/admin/']",
+        "links => [...new Set(links.map(a => a.getAttribute('href')))]",
+    )
+    assert any("/operations/operation/add/" in link for link in links), links
+    device = Device.objects.get(device_id="csp-1")
+    for path in [*links, f"/admin/inventory/device/{device.pk}/change/"]:
+        answer = page.goto(path)
+        assert answer.status == 200, path
+        assert "content-security-policy" in answer.headers, path
+        page.wait_for_load_state("load")
+
+    # django-celery-beat's task form, whose inline script is a static file here: it still works.
+    crontab = CrontabSchedule.objects.create(minute="0", hour="4")
+    page.goto("/admin/django_celery_beat/periodictask/add/")
+    page.select_option("#id_crontab", str(crontab.pk))
+    expect(page.locator("#crontab-reading")).to_contain_text("04:00")
+
+    answer = page.goto("/api/docs/")
+    assert "script-src 'self'" in answer.headers["content-security-policy"]
+    page.wait_for_selector(".swagger-ui .information-container .title")
+    page.wait_for_selector(".opblock-tag-section")  # the operations, from /api/schema/
+    shot(page, "api-docs")
+
+    page.context.clear_cookies()  # and the login page, as someone not logged in sees it
+    answer = page.goto("/admin/login/")
+    assert "content-security-policy" in answer.headers
+    page.wait_for_selector("#id_username")
+
+
+def test_an_injected_inline_script_is_blocked_and_noticed(page: Any, csp_violations: list[str]) -> None:
+    """The check the fixture makes can fail: what an XSS would inject (an inline script, an
+    onload= handler) is refused by the browser and reported."""
+    page.goto("/admin/")
+    page.locator("body").evaluate(
+        """body => {
+            const script = document.createElement("script");
+            script.textContent = "window.pwned = 'by a script'";
+            body.appendChild(script);
+            body.insertAdjacentHTML("beforeend", '<img id="probe" '
+                + 'src="/static/admin/img/icon-yes.svg" onload="window.pwned = 1">');
+        }"""
+    )
+    expect(page.locator("#probe")).to_have_js_property("complete", True)  # loaded: onload was due
+    for _ in range(100):  # reports arrive as events; Playwright delivers them while it waits
+        if {"script-src-elem", "script-src-attr"} <= {v.split()[1] for v in csp_violations if "event:" in v}:
+            break
+        page.wait_for_timeout(50)
+
+    assert page.evaluate("window.pwned") is None
+    assert any("inline" in violation for violation in csp_violations), csp_violations
+    kinds = {violation.split()[1] for violation in csp_violations if violation.startswith("event:")}
+    assert {"script-src-elem", "script-src-attr"} <= kinds, csp_violations
+    csp_violations.clear()  # seen: the fixture's own check is for the pages, not for this

@@ -1,7 +1,9 @@
-"""OpenAPI: the bearer scheme and the envelopes, documented once for every endpoint."""
+"""OpenAPI: the bearer scheme and the envelopes, documented once for every endpoint, and the
+links from each create to the operations on what it made."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -34,7 +36,8 @@ ERROR_DESCRIPTIONS = {
     "409": "The object changed since the version the request expected.",
     "413": "The request body is larger than API_MAX_BODY_MB.",
     "415": "The body is not application/json.",
-    "429": "Too many requests with this token this minute; see Retry-After.",
+    "429": "Too many requests with this token, or failed token checks from this address, this "
+    "minute; see Retry-After.",
     "503": "The database is unavailable; retry after Retry-After.",
 }
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -94,3 +97,72 @@ def _is_enveloped(serializer: Any) -> bool:
         return False
     fields: Any = serializer.fields
     return "code" in fields and "message" in fields
+
+
+def add_item_links(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """OpenAPI links from each create to what can be done with what it made, and from each
+    operation on an object to the others on the same object.
+
+    For every ``POST`` on a collection path (``/v0/devices/``) whose success body has an ``id``
+    (in the envelope's ``content``, or at the top): a link to every operation on the paths
+    under it that take that id first (``/v0/devices/{id}/``, ``/v0/devices/{id}/rotate-token/``).
+    From every success of those operations: a link to each of the others, with the same id
+    (so a GET after a DELETE is a link too). Each link is named by its target's
+    ``operationId``. Clients (and Swagger UI) learn from them how to follow a create;
+    schemathesis' stateful phase chains requests along them (tests/test_schema_fuzz.py). Paths
+    that fit no such pattern add their own links in their own hooks (``maintenance.api.schema``).
+    """
+    paths = result.get("paths", {})
+    schemas = result.get("components", {}).get("schemas", {})
+    for collection, operations in paths.items():
+        create = operations.get("post")
+        if "{" in collection or create is None:
+            continue
+        items = [
+            (path, match.group(1), method, target)
+            for path, targets in paths.items()
+            if (match := re.match(re.escape(collection) + r"\{(\w+)\}/", path))
+            for method, target in targets.items()
+            if isinstance(target, dict) and "operationId" in target
+        ]
+        for status, response in create.get("responses", {}).items():
+            pointer = _id_pointer(response, schemas) if status.startswith("2") else None
+            if pointer is not None:
+                _link(response, items, f"$response.body#{pointer}")
+        for *_, operation in items:
+            others = [item for item in items if item[3] is not operation]
+            for status, response in operation.get("responses", {}).items():
+                if status.startswith("2"):
+                    _link(response, others, "$request.path.{name}")
+    return result
+
+
+def _link(response: dict[str, Any], targets: list[tuple[str, str, str, Any]], value: str) -> None:
+    """Links to ``targets`` (path, parameter name, method, operation), passing ``value``
+    (a runtime expression; ``{name}`` is the parameter's name) as their parameter."""
+    links = response.setdefault("links", {})
+    for path, name, method, target in targets:
+        links[target["operationId"]] = {
+            "operationId": target["operationId"],
+            "parameters": {name: value.format(name=name)},
+            "description": f"The same object, for {method.upper()} {path}.",
+        }
+
+
+def _id_pointer(response: dict[str, Any], schemas: dict[str, Any]) -> str | None:
+    """``/content/id`` or ``/id``: where a JSON success body carries the new object's id."""
+    body = response.get("content", {}).get("application/json", {}).get("schema")
+    if body is None:
+        return None
+    body = _resolve(body, schemas)
+    content = body.get("properties", {}).get("content")
+    if content is not None and "id" in _resolve(content, schemas).get("properties", {}):
+        return "/content/id"
+    return "/id" if "id" in body.get("properties", {}) else None
+
+
+def _resolve(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/components/schemas/"):
+        return dict(schemas.get(ref.rsplit("/", 1)[1], {}))
+    return schema
