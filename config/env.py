@@ -19,15 +19,24 @@ def env_str(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
 
-def env_bool(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
+def parse_bool(raw: str) -> bool | None:
+    """``1/0``, ``true/false``, ``yes/no``, ``on/off`` (any case, blank is false); None for
+    anything else. One reading of a boolean for settings and query parameters alike."""
     value = raw.strip().lower()
     if value in _TRUE:
         return True
     if value in _FALSE:
         return False
+    return None
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    parsed = parse_bool(raw)
+    if parsed is not None:
+        return parsed
     raise ImproperlyConfigured(
         f"{name}={raw!r} is not a boolean (use one of 1/0, true/false, yes/no, on/off)"
     )

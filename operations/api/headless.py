@@ -28,14 +28,12 @@ from config.api.limits import JSON_FIELD_HELP, max_json_size, max_text_length
 from config.api.parsers import FormParser, JSONParser, JSONRefused, MultiPartParser, loads
 from config.api.validators import storable_json
 from config.api.views import TenantScopedViewSet
+from config.env import parse_bool
 from config.timestamps import TimestampError, parse_aware
 from inventory.models import Device
 from operations import headless
 from operations.models import HeadlessOperation, HeadlessStatus
 from operations.models.headless import OPERATION_TYPE_PATTERN, PRIORITY_BY_NAME
-
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off", ""}
 
 
 @extend_schema_field(OpenApiTypes.DATETIME)
@@ -150,12 +148,10 @@ def parse_update_status(request: Request) -> bool:
     raw = request.query_params.get("update_status")
     if raw is None:
         return False
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValidationError({"update_status": [f"must be true or false, got {raw[:40]!r}"]})
+    parsed = parse_bool(raw)
+    if parsed is None:
+        raise ValidationError({"update_status": [f"must be true or false, got {raw[:40]!r}"]})
+    return parsed
 
 
 #: A form body (urlencoded or multipart), as seed 001 documents it: one field, ``data``.
