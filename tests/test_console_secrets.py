@@ -10,7 +10,6 @@ import re
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 from django.contrib.messages.storage.cookie import CookieStorage, MessageSerializer
 from django.core import signing
 from django.core.exceptions import ImproperlyConfigured
@@ -20,21 +19,10 @@ from django.utils import timezone
 from inventory import tokens
 from inventory.models import ApiKey, Device, Group
 from inventory.services import create_api_key, create_device
-from tests.conftest import Api, Org
+from tests.conftest import Api, Org, superuser_console
 
 SECRET_PAGE = re.compile(r"^/admin/inventory/(apikey|device)/secret/[\w-]+/$")
 INBOX = "/v2/command-inbox/"
-
-
-@pytest.fixture
-def console(db: None) -> Client:
-    return logged_in("root")
-
-
-def logged_in(username: str) -> Client:
-    client = Client()
-    client.force_login(User.objects.create_superuser(username, "", "pw"))
-    return client
 
 
 def message_texts(client: Client, page: Any) -> list[str]:
@@ -101,7 +89,7 @@ def test_another_user_cannot_open_the_page_and_does_not_use_it_up(console: Clien
     response = console.post("/admin/inventory/apikey/add/", {"tenant": org.tenant.pk, "role": "admin"})
     url = response["Location"]
 
-    other = logged_in("eve").get(url)
+    other = superuser_console("eve").get(url)
 
     assert other.status_code == 410 and 'id="secret-gone"' in other.content.decode()
     assert tokens.API_KEY_KIND + "_" not in other.content.decode()
@@ -197,7 +185,7 @@ def test_a_page_is_shown_only_under_the_screen_that_made_it(console: Client, org
 
 def test_a_session_kept_in_a_cookie_is_refused(db: None, org: Org, settings: Any) -> None:
     settings.SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
-    console = logged_in("root")
+    console = superuser_console("root")
 
     with pytest.raises(ImproperlyConfigured, match="server-side SESSION_ENGINE"):
         console.post("/admin/inventory/apikey/add/", {"tenant": org.tenant.pk, "name": "ci", "role": "admin"})
