@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.contrib import admin
@@ -9,10 +10,20 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from commands.choices import CommandState
 from commands.models import CommandHistory, CommandStatus
 from inventory.admin import device_panels
 from inventory.models import Device
 from inventory.scoping import TenantScopedAdmin
+
+#: How the console writes a time: one format, the zone shown (the console runs in UTC).
+CONSOLE_TIME = "%Y-%m-%d %H:%M:%S UTC"
+
+
+def console_time(value: dt.datetime | None) -> str:
+    """``value`` in UTC as :data:`CONSOLE_TIME`; empty for no time."""
+    return value.astimezone(dt.UTC).strftime(CONSOLE_TIME) if value is not None else ""
+
 
 #: Commands listed on a device's page, newest first.
 DEVICE_COMMANDS_SHOWN = 20
@@ -50,6 +61,7 @@ class CommandStatusAdmin(TenantScopedAdmin):
         "details",
         "is_internal",
         "priority",
+        "scheduled_for",
         "not_before",
         "window_closes_at",
         "deadline",
@@ -64,8 +76,20 @@ class CommandStatusAdmin(TenantScopedAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    @admin.display(description="window opens")
+    def scheduled_for(self, command: CommandStatus) -> str:
+        """What the API's ``scheduled_for`` says: when a Scheduled command will be handed out."""
+        return scheduled_for(command) or "-"
+
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # states move only through the service, which keeps the counters exact
+
+
+def scheduled_for(command: CommandStatus) -> str:
+    """When a Scheduled command's window opens, as the console writes times; empty otherwise."""
+    if command.state != CommandState.SCHEDULED or command.not_before is None:
+        return ""
+    return console_time(command.not_before)
 
 
 def latest_commands(device: Device) -> str:
@@ -83,7 +107,7 @@ def latest_commands(device: Device) -> str:
                 c.get_state_display(),
                 c.request or "-",
                 c.reason or "",
-                c.updated_on.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                console_time(c.updated_on),
             )
             for c in commands
         ),
