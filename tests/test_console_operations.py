@@ -153,7 +153,14 @@ def test_progress_endpoint_and_cancel_button(console: Client, org_with_devices: 
 
     assert 'id="live-progress"' in page.content.decode() and 'id="cancel-operation"' in page.content.decode()
     assert progress["state"] == "DISPATCHED" and progress["counts"]["resolved_device_count"] == 8
-    assert "0 ok / 0 failed / 8 pending of 8" in progress["progress"] and progress["terminal"] is False
+    assert {part["key"]: part["count"] for part in progress["bar"]} == {
+        "success": 0,
+        "failed": 0,
+        "pending": 8,
+        "cancelled": 0,
+        "timed_out": 0,
+    }
+    assert progress["resolved"] == 8 and progress["terminal"] is False
     assert cancelled.status_code == 302
     assert console.get(f"{base}progress/").json()["state"] == "CANCELLED"
     again = console.post(f"{base}cancel/", follow=True)
