@@ -5,8 +5,8 @@ that ``<id>/progress/`` answers with every poll, so the state, the reason, the c
 the bar can never contradict each other: before, the page drew its fields once (CREATED,
 "0 of 0") while the box above them followed the fan-out (DISPATCHED, 5 pending).
 
-The command list (:func:`command_page`) pages an operation's command statuses by key
-(``id > after``), never counting them: an operation may have a million.
+The command list (:func:`command_page`) pages an operation's command statuses by key, never
+counting them: an operation may have a million.
 """
 
 from __future__ import annotations
@@ -119,10 +119,16 @@ def _filtered(operation: Operation, state: str, device: str) -> QuerySet[Command
 
 def command_page(operation: Operation, query: QueryDict) -> CommandPage:
     """The page of command statuses ``query`` asks for: ``cmd_state`` (a state's number),
-    ``cmd_device`` (an exact device id) and ``cmd_after`` (the last id of the page before).
+    ``cmd_device`` (an exact device id) and ``cmd_after`` (the last device key of the page
+    before).
 
-    Ordered by id and cut by key: one more row than shown says whether there is a next page,
-    so nothing is ever counted. Unknown values are ignored, as the admin's filters do.
+    Ordered by the device's key and cut there (``device_id > after``): that is the order of
+    the unique (operation, device) index, so a page is one index range scan, whatever the
+    size of the operation or where its rows lie in the table. Ordered by ``id``, PostgreSQL
+    walks the primary key and filters: 150 ms for a small operation written after a big one,
+    against 0.05 ms (EXPLAIN ANALYZE, 1,040,000 rows). One more row than shown says whether
+    there is a next page, so nothing is ever counted. Unknown values are ignored, as the
+    admin's filters do.
     """
     states = [(int(state), state.label) for state in CommandState]
     state = query.get("cmd_state", "")
@@ -131,9 +137,9 @@ def command_page(operation: Operation, query: QueryDict) -> CommandPage:
     device = query.get("cmd_device", "").strip()[:128]
     after_text = query.get("cmd_after", "")
     after = int(after_text) if after_text.isdigit() and len(after_text) < 19 else None
-    commands = _filtered(operation, state, device).select_related("device").order_by("id")
+    commands = _filtered(operation, state, device).select_related("device").order_by("device_id")
     if after is not None:
-        commands = commands.filter(id__gt=after)
+        commands = commands.filter(device_id__gt=after)
     found = list(commands[: COMMANDS_PER_PAGE + 1])
     shown = found[:COMMANDS_PER_PAGE]
     rows = [
@@ -148,7 +154,7 @@ def command_page(operation: Operation, query: QueryDict) -> CommandPage:
         )
         for command in shown
     ]
-    next_after = shown[-1].pk if len(found) > COMMANDS_PER_PAGE else None
+    next_after = shown[-1].device_id if len(found) > COMMANDS_PER_PAGE else None
     return CommandPage(
         rows=rows, state=state, device=device, after=after, next_after=next_after, states=states
     )
