@@ -24,7 +24,7 @@ from inventory.models import Tenant
 from inventory.scoping import TenantScopedAdmin, scope_of, scope_queryset
 from operations import services
 from operations.admin_forms import OperationForm, device_query
-from operations.admin_live import activity_counts, command_page, live_data
+from operations.admin_live import activity_counts, command_page, live_data, schedule_summary
 from operations.api.serializers import OperationCreateSerializer
 from operations.choices import TERMINAL_STATES
 from operations.models import Operation, OperationActivity
@@ -89,7 +89,7 @@ class OperationAdmin(TenantScopedAdmin):
         "tenant",
         "operation_type",
         "schedule_type",
-        "schedule_args",
+        "schedule",
         "device_query",
         "arguments",
         "created_by",
@@ -230,6 +230,10 @@ class OperationAdmin(TenantScopedAdmin):
     @admin.display(description="created")
     def created(self, operation: Operation) -> str:
         return console_time(operation.created_at)
+
+    @admin.display(description="window")
+    def schedule(self, operation: Operation) -> str:
+        return schedule_summary(operation)
 
     @admin.action(description="Cancel the selected operations")
     def cancel(self, request: HttpRequest, queryset: QuerySet[Operation]) -> None:

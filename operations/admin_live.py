@@ -11,6 +11,7 @@ counting them: an operation may have a million.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +22,9 @@ from commands.admin import console_time, scheduled_for
 from commands.choices import CommandState
 from commands.models import CommandStatus
 from inventory.models import Device
-from operations.choices import TERMINAL_STATES
+from operations.choices import TERMINAL_STATES, ScheduleType, TimeType
 from operations.models import Operation
+from operations.windows import Window
 
 #: The bar's segments, in the order drawn: (key, label, the counter or None for pending).
 #: ``dispatch_failed_count`` counts the commands that timed out before the device got them;
@@ -65,6 +67,34 @@ def live_data(operation: Operation) -> dict[str, Any]:
         "bar": bar,
         "counts": operation.counts(),
     }
+
+
+def schedule_summary(operation: Operation) -> str:
+    """An operation's window in words, its times written as the rest of the page writes them.
+
+    ``schedule_args`` keeps the datetimes as the client sent them (any UTC offset); shown raw
+    they were the one place on the page with another format. A window in device time is wall
+    clock in each device's own zone, so it has no instant to convert: it says so instead.
+    """
+    args = operation.schedule_args or {}
+    if operation.schedule_type != ScheduleType.WINDOW:
+        return "now (immediate)"
+    try:
+        window = Window.from_args(args)
+    except (KeyError, TypeError, ValueError):
+        return json.dumps(args)
+    days = ", ".join(args.get("days") or ()) or "every day"
+    daily = f"{str(args.get('window_start_time', ''))[:5]} to {str(args.get('window_end_time', ''))[:5]}"
+    if window.time_type == TimeType.DEVICE:
+        wall = "%Y-%m-%d %H:%M:%S"
+        return (
+            f"from {window.start:{wall}} to {window.end:{wall}} in each device's own time, "
+            f"daily {daily}, {days}"
+        )
+    return (
+        f"from {console_time(window.start)} to {console_time(window.end)}, "
+        f"daily {daily} {window.console_zone}, {days}"
+    )
 
 
 def activity_counts(counts: dict[str, int]) -> str:

@@ -92,6 +92,11 @@ def test_a_window_operation_in_console_time(console: Client, org_with_devices: O
     assert args["start_datetime"] == "2099-01-01T09:00:00+01:00"
     assert args["days"] == ["Monday", "Friday"] and args["timezone"] == "Europe/Berlin"
     assert args["window_start_time"] == "09:00:00"
+    page = console.get(response["Location"]).content.decode()
+    assert (
+        "from 2099-01-01 08:00:00 UTC to 2099-01-10 16:00:00 UTC, daily 09:00 to 17:00 Europe/Berlin, "
+        "Monday, Friday"
+    ) in page
 
 
 @pytest.mark.parametrize(

@@ -211,7 +211,28 @@ def test_a_scheduled_command_shows_when_its_window_opens(console: Client, org: O
     assert command.state == CommandState.SCHEDULED
 
     listed = page_of(console, windowed)
+    window = f"from {console_time(start)} to {console_time(start + dt.timedelta(days=1))}, daily"
     detail = console.get(f"/admin/commands/commandstatus/{command.pk}/change/").content.decode()
 
-    assert console_time(start) in listed
+    assert console_time(start) in listed and window in listed
     assert "Window opens" in detail and console_time(start) in detail
+
+
+def test_a_window_in_device_time_says_so_instead_of_converting() -> None:
+    operation = Operation(
+        schedule_type="WINDOW",
+        schedule_args={
+            "start_datetime": "2099-03-01T22:00:00+00:00",
+            "end_datetime": "2099-03-05T02:00:00+00:00",
+            "time_type": "device",
+            "window_start_time": "22:00:00",
+            "window_end_time": "02:00:00",
+            "days": ["Saturday"],
+        },
+    )
+
+    assert admin_live.schedule_summary(operation) == (
+        "from 2099-03-01 22:00:00 to 2099-03-05 02:00:00 in each device's own time, "
+        "daily 22:00 to 02:00, Saturday"
+    )
+    assert admin_live.schedule_summary(Operation(schedule_type="IMMEDIATE")) == "now (immediate)"
