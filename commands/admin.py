@@ -29,12 +29,24 @@ def console_time(value: dt.datetime | None) -> str:
 DEVICE_COMMANDS_SHOWN = 20
 
 
+def _utc(name: str, label: str) -> Any:
+    """A read-only display of the datetime field ``name`` as :data:`CONSOLE_TIME` (Django's
+    own format would be "Dec. 1, 2026, 4:25 p.m.", without the zone)."""
+
+    @admin.display(description=label, ordering=name)
+    def show(self: Any, row: Any) -> str:
+        return console_time(getattr(row, name)) or "-"
+
+    return show
+
+
 class HistoryInline(admin.TabularInline):
     model = CommandHistory
     extra = 0
     can_delete = False
-    readonly_fields = ["created_at", "from_state", "to_state", "reason", "actor"]
+    readonly_fields = ["at", "from_state", "to_state", "reason", "actor"]
     fields = tuple(readonly_fields)
+    at = _utc("created_at", "at")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -62,16 +74,25 @@ class CommandStatusAdmin(TenantScopedAdmin):
         "is_internal",
         "priority",
         "scheduled_for",
-        "not_before",
-        "window_closes_at",
-        "deadline",
-        "dispatched_at",
-        "delivered_at",
+        "not_before_utc",
+        "window_closes_utc",
+        "deadline_utc",
+        "dispatched_utc",
+        "delivered_utc",
         "delivery_count",
         "version",
-        "created_on",
-        "updated_on",
+        "created_utc",
+        "updated_utc",
     ]
+    # Only these: view-only, the admin would add every model field again in its own format.
+    fields = tuple(readonly_fields)
+    not_before_utc = _utc("not_before", "not before")
+    window_closes_utc = _utc("window_closes_at", "window closes at")
+    deadline_utc = _utc("deadline", "deadline")
+    dispatched_utc = _utc("dispatched_at", "dispatched at")
+    delivered_utc = _utc("delivered_at", "delivered at")
+    created_utc = _utc("created_on", "created on")
+    updated_utc = _utc("updated_on", "updated on")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -78,6 +78,10 @@ def test_command_status_search_by_device_and_history_inline(console: Client, ope
         and f"/admin/commands/commandstatus/{command.pk}/change/" in listing.content.decode()
     )
     assert detail.status_code == 200
+    html = detail.content.decode()
+    assert console_time(command.created_on) in html and console_time(command.dispatched_at) in html
+    for localised in ("a.m.", "p.m."):
+        assert localised not in html  # Django's own datetime format, without the zone
 
 
 # --- the operation's page: one live view, the per-device list ---------------------------------
