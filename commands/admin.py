@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.contrib import admin
@@ -9,21 +10,43 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from commands.choices import CommandState
 from commands.models import CommandHistory, CommandStatus
 from inventory.admin import device_panels
 from inventory.models import Device
 from inventory.scoping import TenantScopedAdmin
 
+#: How the console writes a time: one format, the zone shown (the console runs in UTC).
+CONSOLE_TIME = "%Y-%m-%d %H:%M:%S UTC"
+
+
+def console_time(value: dt.datetime | None) -> str:
+    """``value`` in UTC as :data:`CONSOLE_TIME`; empty for no time."""
+    return value.astimezone(dt.UTC).strftime(CONSOLE_TIME) if value is not None else ""
+
+
 #: Commands listed on a device's page, newest first.
 DEVICE_COMMANDS_SHOWN = 20
+
+
+def _utc(name: str, label: str) -> Any:
+    """A read-only display of the datetime field ``name`` as :data:`CONSOLE_TIME` (Django's
+    own format would be "Dec. 1, 2026, 4:25 p.m.", without the zone)."""
+
+    @admin.display(description=label, ordering=name)
+    def show(self: Any, row: Any) -> str:
+        return console_time(getattr(row, name)) or "-"
+
+    return show
 
 
 class HistoryInline(admin.TabularInline):
     model = CommandHistory
     extra = 0
     can_delete = False
-    readonly_fields = ["created_at", "from_state", "to_state", "reason", "actor"]
+    readonly_fields = ["at", "from_state", "to_state", "reason", "actor"]
     fields = tuple(readonly_fields)
+    at = _utc("created_at", "at")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -50,22 +73,44 @@ class CommandStatusAdmin(TenantScopedAdmin):
         "details",
         "is_internal",
         "priority",
-        "not_before",
-        "window_closes_at",
-        "deadline",
-        "dispatched_at",
-        "delivered_at",
+        "scheduled_for",
+        "not_before_utc",
+        "window_closes_utc",
+        "deadline_utc",
+        "dispatched_utc",
+        "delivered_utc",
         "delivery_count",
         "version",
-        "created_on",
-        "updated_on",
+        "created_utc",
+        "updated_utc",
     ]
+    # Only these: view-only, the admin would add every model field again in its own format.
+    fields = tuple(readonly_fields)
+    not_before_utc = _utc("not_before", "not before")
+    window_closes_utc = _utc("window_closes_at", "window closes at")
+    deadline_utc = _utc("deadline", "deadline")
+    dispatched_utc = _utc("dispatched_at", "dispatched at")
+    delivered_utc = _utc("delivered_at", "delivered at")
+    created_utc = _utc("created_on", "created on")
+    updated_utc = _utc("updated_on", "updated on")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    @admin.display(description="window opens")
+    def scheduled_for(self, command: CommandStatus) -> str:
+        """What the API's ``scheduled_for`` says: when a Scheduled command will be handed out."""
+        return scheduled_for(command) or "-"
+
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # states move only through the service, which keeps the counters exact
+
+
+def scheduled_for(command: CommandStatus) -> str:
+    """When a Scheduled command's window opens, as the console writes times; empty otherwise."""
+    if command.state != CommandState.SCHEDULED or command.not_before is None:
+        return ""
+    return console_time(command.not_before)
 
 
 def latest_commands(device: Device) -> str:
@@ -83,7 +128,7 @@ def latest_commands(device: Device) -> str:
                 c.get_state_display(),
                 c.request or "-",
                 c.reason or "",
-                c.updated_on.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                console_time(c.updated_on),
             )
             for c in commands
         ),

@@ -24,6 +24,7 @@ PAYLOAD_COLUMNS = (
     "version",
     "created_on",
     "updated_on",
+    "not_before",
 )
 
 
@@ -49,7 +50,15 @@ def command_payload(
     version: int,
     created_on: dt.datetime,
     updated_on: dt.datetime,
+    not_before: dt.datetime | None = None,
 ) -> dict[str, Any]:
+    """The API's shape of a command status.
+
+    ``scheduled_for`` says when a Scheduled command's window opens (its ``not_before``), so a
+    client knows why nothing happens yet; it is null in every other state, where
+    ``not_before`` is history, not a promise.
+    """
+    scheduled = state == CommandState.SCHEDULED
     return {
         "id": str(id),
         "request": str(operation_id) if operation_id else request_ref,
@@ -64,4 +73,5 @@ def command_payload(
         "version": version,
         "created_on": _ts(created_on),
         "updated_on": _ts(updated_on),
+        "scheduled_for": _ts(not_before) if scheduled else None,
     }

@@ -18,11 +18,13 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
+from commands.admin import console_time
 from config.console.errors import REFUSALS, refusal_messages
 from inventory.models import Tenant
 from inventory.scoping import TenantScopedAdmin, scope_of, scope_queryset
 from operations import services
 from operations.admin_forms import OperationForm, device_query
+from operations.admin_live import activity_counts, command_page, live_data, schedule_summary
 from operations.api.serializers import OperationCreateSerializer
 from operations.choices import TERMINAL_STATES
 from operations.models import Operation, OperationActivity
@@ -33,11 +35,19 @@ class ActivityInline(admin.TabularInline):
     model = OperationActivity
     extra = 0
     can_delete = False
-    readonly_fields = ["created_at", "operation_state", "reason", "actor", "counts"]
+    readonly_fields = ["at", "operation_state", "reason", "actor", "counted"]
     fields = tuple(readonly_fields)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.display(description="at")
+    def at(self, activity: OperationActivity) -> str:
+        return console_time(activity.created_at)
+
+    @admin.display(description="counts")
+    def counted(self, activity: OperationActivity) -> str:
+        return activity_counts(activity.counts)
 
 
 def progress_bar(operation: Operation) -> str:
@@ -72,22 +82,19 @@ class OperationAdmin(TenantScopedAdmin):
     date_hierarchy = "created_at"
     inlines = [ActivityInline]
     actions = ["cancel", "retry_failed"]
+    # The state, reason, counts and progress are not among the fields: the live view above
+    # them shows them, from the same data as its polls (operations.admin_live).
     readonly_fields = [
         "id",
         "tenant",
         "operation_type",
-        "state_badge",
-        "progress",
         "schedule_type",
-        "schedule_args",
+        "schedule",
         "device_query",
         "arguments",
-        "reason",
-        "counts",
         "created_by",
         "updated_by",
-        "created_at",
-        "updated_at",
+        "created",
     ]
     fields = tuple(readonly_fields)
 
@@ -160,8 +167,8 @@ class OperationAdmin(TenantScopedAdmin):
             show_save_and_add_another=False,
         )
         if operation is not None:
-            context["live_progress"] = progress_bar(operation)
-            context["retryable"] = _retryable(operation)
+            context["live"] = live_data(operation)
+            context["command_page"] = command_page(operation, request.GET)
         return super().change_view(request, object_id, form_url, context)
 
     def preview_view(self, request: HttpRequest) -> JsonResponse:
@@ -185,16 +192,9 @@ class OperationAdmin(TenantScopedAdmin):
         return operation
 
     def progress_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
+        """The live view's data (:func:`live_data`), which the page's script polls."""
         operation = self._operation(request, object_id)
-        return JsonResponse(
-            {
-                "state": operation.state_name,
-                "terminal": operation.state in TERMINAL_STATES,
-                "progress": progress_bar(operation),
-                "counts": operation.counts(),
-                "retryable": _retryable(operation),
-            }
-        )
+        return JsonResponse(live_data(operation))
 
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         operation = self._operation(request, object_id)
@@ -227,9 +227,13 @@ class OperationAdmin(TenantScopedAdmin):
     def progress(self, operation: Operation) -> str:
         return progress_bar(operation)
 
-    @admin.display(description="counts")
-    def counts(self, operation: Operation) -> str:
-        return ", ".join(f"{name}: {value}" for name, value in operation.counts().items())
+    @admin.display(description="created")
+    def created(self, operation: Operation) -> str:
+        return console_time(operation.created_at)
+
+    @admin.display(description="window")
+    def schedule(self, operation: Operation) -> str:
+        return schedule_summary(operation)
 
     @admin.action(description="Cancel the selected operations")
     def cancel(self, request: HttpRequest, queryset: QuerySet[Operation]) -> None:
@@ -250,10 +254,6 @@ class OperationAdmin(TenantScopedAdmin):
                 messages.success(request, f"{operation.pk}: retrying as {retry.pk}.")
             except REFUSALS as error:
                 messages.error(request, f"{operation.pk}: " + "; ".join(refusal_messages(error)))
-
-
-def _retryable(operation: Operation) -> bool:
-    return operation.state in TERMINAL_STATES and operation.failed_count + operation.dispatch_failed_count > 0
 
 
 from operations import admin_headless  # noqa: E402,F401  (registers the headless screens)

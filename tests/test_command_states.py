@@ -3,11 +3,13 @@ history, optimistic versions, the operation's counters and state, filters and sc
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from commands.choices import (
     ALLOWED_TRANSITIONS,
@@ -18,7 +20,7 @@ from commands.choices import (
     can_move,
 )
 from commands.models import CommandHistory, CommandStatus
-from commands.services import issue_internal_command
+from commands.services import issue_internal_command, move_and_settle
 from operations.choices import OperationState
 from operations.models import Operation, OperationActivity
 from tests.command_factories import command_of, dispatched_operation
@@ -408,6 +410,38 @@ def test_get_by_id_shows_the_seed_fields(org: Org, queued: CommandStatus) -> Non
     for field in ("arguments", "reason", "details", "created_on", "updated_on"):
         assert field in shown
     assert shown["created_on"].endswith("Z")
+
+
+def test_a_scheduled_command_says_when_its_window_opens(org: Org, device: DeviceActor) -> None:
+    """``scheduled_for`` is the window's opening while Scheduled, null once it is queued:
+    in the status endpoint, the list, and the inbox (the same payload)."""
+    start = (timezone.now() + dt.timedelta(days=1)).replace(microsecond=0)
+    operation = dispatched_operation(
+        org.tenant,
+        [device],
+        schedule_type="WINDOW",
+        schedule_args={
+            "start_datetime": start.isoformat(),
+            "end_datetime": (start + dt.timedelta(days=1)).isoformat(),
+            "time_type": "console",
+        },
+    )
+    scheduled = command_of(operation, device)
+    assert scheduled.state == C.SCHEDULED and scheduled.not_before == start
+
+    expected = start.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    assert content(org.viewer.get(url(scheduled)))["scheduled_for"] == expected
+    listed = content(org.viewer.get(f"/commands/v0/status/?request={operation.pk}"))["results"]
+    assert [item["scheduled_for"] for item in listed] == [expected]
+
+    move_and_settle(CommandStatus.objects.filter(pk=scheduled.pk), C.QUEUED, "window opened")
+    assert content(org.viewer.get(url(scheduled)))["scheduled_for"] is None
+    handed = content(device.api.get("/v2/command-inbox/", {"device_id": device.device.device_id}))
+    assert [item["scheduled_for"] for item in handed["results"]] == [None]
+
+
+def test_a_queued_command_has_no_scheduled_for(org: Org, queued: CommandStatus) -> None:
+    assert content(org.viewer.get(url(queued)))["scheduled_for"] is None
 
 
 def test_unknown_id_is_404(org: Org) -> None:

@@ -163,11 +163,13 @@ def test_create_watch_and_cancel_an_operation(
     }
     # The worker dispatches; the page follows without a reload.
     expect(page.locator("#live-state")).to_have_text("DISPATCHED", timeout=60_000)
-    assert "0 ok / 0 failed / 6 pending of 6" in text(page, "#live-bar")
+    expect(page.locator('#live-counts [data-count="pending"]')).to_have_text("6")
+    assert text(page, "#live-resolved") == "6"
     for command in CommandStatus.objects.filter(operation=operation).order_by("pk")[:2]:
         for state in (CommandState.ACKNOWLEDGED, CommandState.IN_PROGRESS, CommandState.SUCCESS):
             command, _ = report(command, state, actor="device")
-    expect(page.locator("#live-bar")).to_contain_text("2 ok / 0 failed / 4 pending")
+    expect(page.locator('#live-counts [data-count="success"]')).to_have_text("2")
+    assert text(page, '#live-counts [data-count="pending"]') == "4"
     assert text(page, "#live-state") == "PROCESSING"
     shot(page, "operation-progress")
 
@@ -177,6 +179,69 @@ def test_create_watch_and_cancel_an_operation(
     assert operation.cancelled_count == 4 and operation.success_count == 2
     assert page.locator("#cancel-tool").is_hidden()
     shot(page, "operation-cancelled")
+
+
+def test_the_operation_page_is_one_live_view_with_a_device_list(
+    page: Any, tenant: Tenant, celery_worker: CeleryProcesses
+) -> None:
+    """Issue 16, item 1 and 2: right after creating an operation the page shows its state
+    once, and the counts and the stacked bar follow it from the same data; the per-device
+    list filters by state and leads to the failed device's command history."""
+    bulk_import_devices(tenant.pk, [{"device_id": f"phone-{i}", "os": "android"} for i in range(5)])
+
+    page.goto("/admin/operations/operation/add/")
+    page.select_option("#id_operation_type", "REBOOT")
+    page.select_option("#id_os", ["android"])
+    expect(page.locator("#preview-count")).to_have_text("5 devices match")
+    page.click("#create-operation")
+    page.wait_for_url(re.compile(r"/admin/operations/operation/[0-9a-f-]+/change/$"))
+    operation = Operation.objects.get()
+
+    # One live view: no field below repeats the state or the counts as the page drew them.
+    fields = page.locator("fieldset.module .form-row")
+    expect(fields.first).to_be_visible()
+    assert fields.filter(has_text=re.compile("state|progress|counts|reason", re.I)).count() == 0
+    expect(page.locator("#live-state")).to_have_text("DISPATCHED", timeout=60_000)
+    counts = page.locator("#live-counts")
+    expect(counts.locator('[data-count="pending"]')).to_have_text("5")
+    assert text(page, "#live-resolved") == "5"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", text(page, "#live-updated"))
+
+    commands = list(CommandStatus.objects.filter(operation=operation).order_by("pk"))
+    for command, last in ((commands[0], CommandState.SUCCESS), (commands[1], CommandState.FAILURE)):
+        for state in (CommandState.ACKNOWLEDGED, CommandState.IN_PROGRESS, last):
+            command, _ = report(command, state, actor="device")
+    expect(counts.locator('[data-count="failed"]')).to_have_text("1")
+    assert text(page, "#live-state") == "PROCESSING"
+    assert text(page, '#live-counts [data-count="success"]') == "1"
+    assert text(page, '#live-counts [data-count="pending"]') == "3"
+    # One stacked bar: each segment as wide as its share of the 5 devices.
+    expect(page.locator('#live-bar [data-part="failed"]')).to_have_attribute(
+        "style", re.compile(r"width: 20%")
+    )
+    bar = page.locator("#live-bar").bounding_box()
+    pending = page.locator('#live-bar [data-part="pending"]').bounding_box()
+    assert bar and pending and abs(pending["width"] - 0.6 * bar["width"]) < 2
+
+    page.select_option("#cmd-state", label="Command Failure")
+    page.click("#cmd-filter")
+    rows = page.locator("#device-commands-table .command-row")
+    expect(rows).to_have_count(1)
+    failed = CommandStatus.objects.select_related("device").get(pk=commands[1].pk)
+    expect(rows.locator(".device-link")).to_have_text(failed.device.device_id)
+    assert "/admin/inventory/device/" in str(rows.locator(".device-link").get_attribute("href"))
+    expect(page.locator("#live-state")).to_have_text("PROCESSING")
+    path = shot(page, "operation-page")
+    if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
+        docs = ROOT / "docs" / "screenshots"
+        docs.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, docs / "operation.png")
+
+    rows.locator(".command-link").click()
+    page.wait_for_url(re.compile(rf"/admin/commands/commandstatus/{failed.pk}/change/$"))
+    history = page.locator("#history-group")
+    expect(history).to_contain_text("Command In Progress")
+    expect(history).to_contain_text("Command Failure")
 
 
 def test_upload_a_device_file_with_a_rejected_row_report(page: Any, tenant: Tenant) -> None:

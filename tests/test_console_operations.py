@@ -92,6 +92,11 @@ def test_a_window_operation_in_console_time(console: Client, org_with_devices: O
     assert args["start_datetime"] == "2099-01-01T09:00:00+01:00"
     assert args["days"] == ["Monday", "Friday"] and args["timezone"] == "Europe/Berlin"
     assert args["window_start_time"] == "09:00:00"
+    page = console.get(response["Location"]).content.decode()
+    assert (
+        "from 2099-01-01 08:00:00 UTC to 2099-01-10 16:00:00 UTC, daily 09:00 to 17:00 Europe/Berlin, "
+        "Monday, Friday"
+    ) in page
 
 
 @pytest.mark.parametrize(
@@ -153,7 +158,14 @@ def test_progress_endpoint_and_cancel_button(console: Client, org_with_devices: 
 
     assert 'id="live-progress"' in page.content.decode() and 'id="cancel-operation"' in page.content.decode()
     assert progress["state"] == "DISPATCHED" and progress["counts"]["resolved_device_count"] == 8
-    assert "0 ok / 0 failed / 8 pending of 8" in progress["progress"] and progress["terminal"] is False
+    assert {part["key"]: part["count"] for part in progress["bar"]} == {
+        "success": 0,
+        "failed": 0,
+        "pending": 8,
+        "cancelled": 0,
+        "timed_out": 0,
+    }
+    assert progress["resolved"] == 8 and progress["terminal"] is False
     assert cancelled.status_code == 302
     assert console.get(f"{base}progress/").json()["state"] == "CANCELLED"
     again = console.post(f"{base}cancel/", follow=True)

@@ -23,6 +23,11 @@ class CommandStatusSerializer(serializers.ModelSerializer):
     priority = serializers.CharField()
     arguments = serializers.JSONField()
     details = serializers.JSONField(allow_null=True)
+    scheduled_for = serializers.DateTimeField(
+        allow_null=True,
+        read_only=True,
+        help_text="When the window of a Command Scheduled command opens; null in every other state.",
+    )
 
     class Meta:
         model = CommandStatus
@@ -40,6 +45,7 @@ class CommandStatusSerializer(serializers.ModelSerializer):
             "version",
             "created_on",
             "updated_on",
+            "scheduled_for",
         ]
 
     def to_representation(self, instance: CommandStatus) -> dict[str, Any]:
@@ -58,6 +64,7 @@ class CommandStatusSerializer(serializers.ModelSerializer):
             version=instance.version,
             created_on=instance.created_on,
             updated_on=instance.updated_on,
+            not_before=instance.not_before,
         )
 
 

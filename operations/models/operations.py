@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 from django.db import models
@@ -101,4 +102,5 @@ class OperationActivity(models.Model):
         verbose_name_plural = "operation activity"
 
     def __str__(self) -> str:
-        return f"{self.operation_state} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+        # As the console writes every time: UTC, and says so.
+        return f"{self.operation_state} at {self.created_at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC"
