@@ -135,14 +135,17 @@ def ensure_demo(
         ).values_list("device_id", flat=True)
     )
     new_rows = [dict(row, tags=["demo"]) for row in DEMO_DEVICES if row["device_id"] not in existing]
-    device_tokens = {
+    known = {
         device_id: saved[f"device:{device_id}"]
-        for device_id in sorted(existing)
+        for device_id in existing
         if f"device:{device_id}" in saved
         and _device_token_works(saved[f"device:{device_id}"], tenant, device_id)
     }
     if new_rows:
-        device_tokens.update(bulk_import_devices(tenant.pk, new_rows).created)
+        known.update(bulk_import_devices(tenant.pk, new_rows).created)
+    device_tokens = {
+        row["device_id"]: known[row["device_id"]] for row in DEMO_DEVICES if row["device_id"] in known
+    }
 
     user_model = get_user_model()
     user = user_model.objects.filter(username=username).first()
@@ -188,11 +191,10 @@ def render(credentials: DemoCredentials) -> str:
         f"password    {credentials.password or '(unknown: see below)'}",
         "",
         f"api-key     {credentials.api_key}",
-        "            admin key of tenant default, for example:",
-        f'            curl -H "Authorization: Bearer {credentials.api_key}" {url}/v0/devices/',
+        "            (admin key of tenant default: the example under this box)",
     ]
     if credentials.device_tokens:
-        lines += ["", "Device tokens (Authorization: Bearer ... on /v2/command-inbox/):"]
+        lines += ["", "Device tokens (Bearer, on /v2/command-inbox/?device_id=<id>):"]
         width = max(len(device_id) for device_id in credentials.device_tokens)
         lines += [
             f"device {device_id:<{width}}  {token}" for device_id, token in credentials.device_tokens.items()
@@ -200,12 +202,22 @@ def render(credentials: DemoCredentials) -> str:
     lines += ["", *credentials.notes] if credentials.notes else []
     lines += [
         "",
-        f"Kept in {credentials_file()} (mode 0600) and shown on every make run.",
+        f"Kept in {_shown_path(credentials_file())} (mode 0600) and shown on every make run.",
         f"New console password: {RESET_PASSWORD}",
     ]
     width = max(len(line) for line in lines)
     rule = "+" + "-" * (width + 2) + "+"
-    return "\n".join([rule, *(f"| {line:<{width}} |" for line in lines), rule]) + "\n"
+    # The example stays out of the box: with the whole key it is wider than most terminals.
+    example = f'curl -H "Authorization: Bearer {credentials.api_key}" {url}/v0/devices/'
+    return "\n".join([rule, *(f"| {line:<{width}} |" for line in lines), rule, example]) + "\n"
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the current folder when it is inside it (``var/credentials.txt``)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def save(credentials: DemoCredentials) -> str:
