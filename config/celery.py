@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import beat_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -14,12 +14,21 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-@worker_ready.connect
-def _touch_ready_file(**_: Any) -> None:
-    """Create ``CELERY_READY_FILE`` when the worker is ready to take tasks, if it is set.
+def _announce(name: str) -> None:
+    """Create the file ``name`` in ``CELERY_READY_DIR``, if that is set.
 
-    ``manage.py runstack`` sets it to learn when the worker it started is up, so that what it
-    prints then (the demo's credentials) comes after the worker's start-up lines."""
-    path = os.environ.get("CELERY_READY_FILE")
-    if path:
-        Path(path).touch()
+    ``manage.py runstack`` sets it to learn when the worker and beat it started are up, so
+    that what it prints then (the demo's credentials) comes after their start-up lines."""
+    folder = os.environ.get("CELERY_READY_DIR")
+    if folder:
+        (Path(folder) / name).touch()
+
+
+@worker_ready.connect
+def _worker_ready(**_: Any) -> None:
+    _announce("worker")
+
+
+@beat_init.connect
+def _beat_ready(**_: Any) -> None:
+    _announce("beat")

@@ -271,6 +271,7 @@ def test_runstack_prints_the_block_after_the_servers_start_and_stops_on_ctrl_c(
     at = output.index(block)
     assert output.index("Quit the server with CONTROL-C.") < at
     assert output.index("[queues]") < at  # the worker's banner
+    assert output.index("Configuration ->") < at  # beat's banner
     assert "No hostname was supplied" not in output
     assert "superuser privileges" not in output
     assert "Traceback" not in output

@@ -1,14 +1,16 @@
 """Run the whole server on one machine: the web server, a Celery worker and celery beat.
 
 For development and demos (``make run``); production runs the three as separate services
-(see README.md, "Scaling out"). Once the web server answers and the worker is ready, it can
-print the demo's credentials (``--show-credentials``), so they come after the start-up
-lines of the three processes instead of scrolling away under them.
+(see README.md, "Scaling out"). Once the web server answers and the worker and beat are
+up, it can print the demo's credentials (``--show-credentials``), so they come after the
+start-up lines of the three processes instead of scrolling away under them. The worker and beat say
+when they are up by creating files in ``CELERY_READY_DIR`` (``config/celery.py``).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,8 +64,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         python = sys.executable
         level = options["celery_loglevel"]
-        ready = Path(tempfile.mkdtemp(prefix="runstack-")) / "worker-ready"
-        celery_env = {**os.environ, "CELERY_READY_FILE": str(ready)}
+        ready = Path(tempfile.mkdtemp(prefix="runstack-"))  # config/celery.py: worker and beat say when up
+        # Unbuffered, so the three processes' lines reach the terminal (or a log file) in order.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        celery_env = {**env, "CELERY_READY_DIR": str(ready)}
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             warnings = os.environ.get("PYTHONWARNINGS")
             celery_env["PYTHONWARNINGS"] = f"{warnings},{ROOT_WARNING}" if warnings else ROOT_WARNING
@@ -76,7 +80,7 @@ class Command(BaseCommand):
                 env=celery_env,
             ),
         ]
-        web = subprocess.Popen([python, "manage.py", "runserver", "--noreload", options["addrport"]])
+        web = subprocess.Popen([python, "manage.py", "runserver", "--noreload", options["addrport"]], env=env)
         children.append(web)
 
         def stop(*_: Any) -> None:
@@ -98,15 +102,14 @@ class Command(BaseCommand):
                     child.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     child.kill()
-            ready.unlink(missing_ok=True)
-            ready.parent.rmdir()
+            shutil.rmtree(ready, ignore_errors=True)
 
     def _show_credentials_when_up(self, addrport: str, web: subprocess.Popen[bytes], ready: Path) -> None:
-        """Wait until the web server answers and the worker is ready, then print the block."""
+        """Wait until the web server answers and the worker and beat are up, then print the block."""
         url = f"http://{demo.browsable_addr(addrport)}/"
         deadline = time.monotonic() + READY_TIMEOUT
         while web.poll() is None and time.monotonic() < deadline:
-            if ready.exists() and _answers(url):
+            if (ready / "worker").exists() and (ready / "beat").exists() and _answers(url):
                 break
             time.sleep(0.25)
         if web.poll() is not None:
