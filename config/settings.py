@@ -34,8 +34,9 @@ if not SECRET_KEY and not env_str("DATABASE_URL"):
 if not SECRET_KEY:
     # Only a developer's machine (DEBUG=1) may run on a known key.
     if not DEBUG:
+        hint = "" if env_str("DATABASE_URL") else "; make run writes one to var/secret_key"
         raise ImproperlyConfigured(
-            "SECRET_KEY must be set when DEBUG is off (DEBUG=1 for development; `make run` makes one in var/)"
+            f"SECRET_KEY must be set when DEBUG is off (DEBUG=1 for development{hint})"
         )
     SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
