@@ -114,6 +114,7 @@ class Command(BaseCommand):
             time.sleep(0.25)
         if web.poll() is not None:
             return  # it failed to start (address in use, ...): its own message says why
+        time.sleep(0.3)  # runserver logs the probe's request after answering it: before the block
         path = demo.credentials_file()
         try:
             block = path.read_text()
