@@ -6,6 +6,8 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 # Where `make run` serves: `make run ADDR=127.0.0.1:8001` when 8000 is taken.
 ADDR ?= 127.0.0.1:8000
+# Log level of make run's Celery worker and beat: `make run CELERY_LOG_LEVEL=info` logs every task.
+CELERY_LOG_LEVEL ?= warning
 # Settings refuse to start without SECRET_KEY when DEBUG is off; the tests run with DEBUG off.
 TEST_SECRET_KEY ?= test-only-secret-key-not-for-production-0123456789abcdef
 
@@ -19,10 +21,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 ## Zero-configuration server: PostgreSQL from a wheel (data in var/postgres), filesystem broker,
 ## web + worker + beat, demo data. The launcher starts PostgreSQL, runs the three steps with
-## DATABASE_URL set, and stops it when runstack ends (Ctrl-C).
+## DATABASE_URL set, and stops it when runstack ends (Ctrl-C). runstack prints the demo's
+## credentials (var/credentials.txt, kept by setup_demo) once the servers are up.
 run: $(VENV)/.installed
 	env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL DEBUG=1 $(PY) -m config.embedded_postgres run -- \
-		sh -c '$(PY) manage.py migrate --noinput -v0 && $(PY) manage.py setup_demo && exec $(PY) manage.py runstack $(ADDR)'
+		sh -c '$(PY) manage.py migrate --noinput -v0 && $(PY) manage.py setup_demo --quiet --addr $(ADDR) \
+		&& exec $(PY) manage.py runstack --show-credentials --celery-loglevel $(CELERY_LOG_LEVEL) $(ADDR)'
 
 ## Starts PostgreSQL and Redis if they are down (installs them on a bare Debian machine).
 services:

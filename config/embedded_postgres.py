@@ -98,11 +98,52 @@ def configured_url(var: Path) -> str:
     return written or socket_url(pgdata_dir(var))
 
 
+def secret_key_file(var: Path) -> Path:
+    """The development ``SECRET_KEY`` of the zero-configuration run, made once by the launcher.
+
+    The settings read it when neither ``SECRET_KEY`` nor ``DATABASE_URL`` is set, so that
+    ``manage.py`` commands in a second terminal (``DEBUG`` off) run beside ``make run``."""
+    return var / "secret_key"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by its owner only (mode 0600), replacing it whole.
+
+    The file is *created* 0600 (a temporary file opened with that mode, then renamed over
+    ``path``), so the secret is never readable by others, not even between a write and a
+    chmod; a reader sees the old file or the new one, never half of one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def read_secret_key(var: Path) -> str:
+    """The development key written by :func:`prepare_var`, or ``""`` if there is none."""
+    try:
+        return secret_key_file(var).read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
 def prepare_var(var: Path) -> None:
-    """Create ``VAR_DIR`` and the broker's folders: only the zero-configuration run uses them."""
+    """Create ``VAR_DIR``, the broker's folders and, once, the development ``SECRET_KEY``.
+
+    Only the zero-configuration run uses them. The key is random per checkout (not a key
+    known to everyone, as the ``DEBUG`` fallback of the settings is) and kept from one run to
+    the next, so console sessions survive a restart."""
     var.mkdir(parents=True, exist_ok=True)
     for folder in broker_folders(var).values():
         folder.mkdir(parents=True, exist_ok=True)
+    if not read_secret_key(var):
+        import secrets
+
+        write_private(secret_key_file(var), secrets.token_urlsafe(50) + "\n")
 
 
 def _import_pgserver() -> None:

@@ -26,10 +26,18 @@ VAR_DIR = embedded_postgres.var_dir()  # env VAR_DIR, else <repo>/var; made by `
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY and not env_str("DATABASE_URL"):
+    # The zero-configuration run (no DATABASE_URL: the embedded PostgreSQL of `make run`): the
+    # random key its launcher wrote, 0600, into var/, so `manage.py` runs beside it with DEBUG
+    # off. A deployment sets DATABASE_URL, so it still must set SECRET_KEY.
+    SECRET_KEY = embedded_postgres.read_secret_key(VAR_DIR)
 if not SECRET_KEY:
-    # Only a developer's machine (DEBUG=1, as `make run` sets) may run on a known key.
+    # Only a developer's machine (DEBUG=1) may run on a known key.
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (DEBUG=1 for development)")
+        hint = "" if env_str("DATABASE_URL") else "; make run writes one to var/secret_key"
+        raise ImproperlyConfigured(
+            f"SECRET_KEY must be set when DEBUG is off (DEBUG=1 for development{hint})"
+        )
     SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 
@@ -206,7 +214,8 @@ if CELERY_BROKER_URL:
 else:
     # Folders made by the launcher (config/embedded_postgres.py), not here: only `make run` uses them.
     _broker = embedded_postgres.broker_folders(VAR_DIR)
-    CELERY_BROKER_URL = "filesystem://"
+    # A host, which the transport ignores: without one kombu warns "No hostname was supplied".
+    CELERY_BROKER_URL = "filesystem://localhost/"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker["queue"]),
         "data_folder_out": str(_broker["queue"]),

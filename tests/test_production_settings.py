@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
+from config import embedded_postgres
 from tests.test_settings import import_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,3 +113,40 @@ def test_https_settings_switch_on_together(tmp_path: Path) -> None:
         "DENY",
         "True",
     ]
+
+
+def _secret_key_of(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from django.conf import settings; print(settings.SECRET_KEY)"],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "config.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_zero_config_run_makes_a_private_key_once_and_manage_py_reads_it(tmp_path: Path) -> None:
+    """`make run`'s launcher writes var/secret_key (0600, kept); `manage.py` in a second
+    terminal (DEBUG off, no DATABASE_URL: the embedded PostgreSQL) runs on it."""
+    var = tmp_path / "var"
+    embedded_postgres.prepare_var(var)
+    key = (var / "secret_key").read_text().strip()
+    embedded_postgres.prepare_var(var)
+
+    assert stat.S_IMODE((var / "secret_key").stat().st_mode) == 0o600
+    assert (var / "secret_key").read_text().strip() == key and len(key) >= 50
+    done = _secret_key_of(_clean_env(VAR_DIR=str(var)))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == key
+
+
+def test_a_deployment_refuses_to_start_without_secret_key_even_with_a_key_in_var(tmp_path: Path) -> None:
+    """DATABASE_URL set is a deployment: var/'s development key is never its key."""
+    embedded_postgres.prepare_var(tmp_path)
+
+    done = _secret_key_of(_clean_env(VAR_DIR=str(tmp_path), DATABASE_URL=PRODUCTION_ENV["DATABASE_URL"]))
+
+    assert done.returncode != 0
+    assert "ImproperlyConfigured: SECRET_KEY must be set when DEBUG is off" in done.stderr

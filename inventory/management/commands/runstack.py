@@ -1,33 +1,86 @@
 """Run the whole server on one machine: the web server, a Celery worker and celery beat.
 
 For development and demos (``make run``); production runs the three as separate services
-(see README.md, "Scaling out").
+(see README.md, "Scaling out"). Once the web server answers and the worker and beat are
+up, it can print the demo's credentials (``--show-credentials``), so they come after the
+start-up lines of the three processes instead of scrolling away under them. The worker and beat say
+when they are up by creating files in ``CELERY_READY_DIR`` (``config/celery.py``).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
+
+from inventory import demo
+
+#: Celery warns, on every start as root, that the worker runs as root. A local run as root
+#: (a container, a VM) is the user's choice; runstack says so in one line instead.
+ROOT_WARNING = "ignore:You're running the worker with superuser privileges"
+#: Longest wait for the web server and the worker before the credentials are printed anyway.
+READY_TIMEOUT = 90.0
+
+
+def _answers(url: str) -> bool:
+    """Whether the web server answers ``url`` with anything at all (any HTTP status)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
 
 
 class Command(BaseCommand):
     help = "Run runserver, a Celery worker and celery beat together until interrupted."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000")
+        parser.add_argument("addrport", nargs="?", default=demo.DEFAULT_ADDR)
+        parser.add_argument(
+            "--celery-loglevel",
+            default="warning",
+            help="log level of the worker and beat (default warning: no line per periodic task; "
+            "info shows every task)",
+        )
+        parser.add_argument(
+            "--show-credentials",
+            action="store_true",
+            help=f"print {demo.credentials_file().name} (written by setup_demo) once the servers are up",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         python = sys.executable
+        level = options["celery_loglevel"]
+        ready = Path(tempfile.mkdtemp(prefix="runstack-"))  # config/celery.py: worker and beat say when up
+        # Unbuffered, so the three processes' lines reach the terminal (or a log file) in order.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        celery_env = {**env, "CELERY_READY_DIR": str(ready)}
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            warnings = os.environ.get("PYTHONWARNINGS")
+            celery_env["PYTHONWARNINGS"] = f"{warnings},{ROOT_WARNING}" if warnings else ROOT_WARNING
+            self.stdout.write("runstack: running as root, so the Celery worker runs as root too.")
         celery = [python, "-m", "celery", "-A", "config"]
         children = [
-            subprocess.Popen([*celery, "worker", "-l", "info", "-c", "2"]),
-            subprocess.Popen([*celery, "beat", "-l", "info", "-s", "var/celerybeat-schedule"]),
+            subprocess.Popen([*celery, "worker", "-l", level, "-c", "2"], env=celery_env),
+            subprocess.Popen(
+                [*celery, "beat", "-l", level, "-s", str(Path(settings.VAR_DIR) / "celerybeat-schedule")],
+                env=celery_env,
+            ),
         ]
-        web = subprocess.Popen([python, "manage.py", "runserver", "--noreload", options["addrport"]])
+        web = subprocess.Popen([python, "manage.py", "runserver", "--noreload", options["addrport"]], env=env)
         children.append(web)
 
         def stop(*_: Any) -> None:
@@ -37,6 +90,8 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, stop)
         try:
+            if options["show_credentials"]:
+                self._show_credentials_when_up(options["addrport"], web, ready)
             web.wait()
         except KeyboardInterrupt:
             pass
@@ -47,3 +102,23 @@ class Command(BaseCommand):
                     child.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     child.kill()
+            shutil.rmtree(ready, ignore_errors=True)
+
+    def _show_credentials_when_up(self, addrport: str, web: subprocess.Popen[bytes], ready: Path) -> None:
+        """Wait until the web server answers and the worker and beat are up, then print the block."""
+        url = f"http://{demo.browsable_addr(addrport)}/"
+        deadline = time.monotonic() + READY_TIMEOUT
+        while web.poll() is None and time.monotonic() < deadline:
+            if (ready / "worker").exists() and (ready / "beat").exists() and _answers(url):
+                break
+            time.sleep(0.25)
+        if web.poll() is not None:
+            return  # it failed to start (address in use, ...): its own message says why
+        time.sleep(0.3)  # runserver logs the probe's request after answering it: before the block
+        path = demo.credentials_file()
+        try:
+            block = path.read_text()
+        except FileNotFoundError:
+            block = f"No {path}: run manage.py setup_demo for the demo's credentials.\n"
+        self.stdout.write("\n" + block, ending="")
+        self.stdout.flush()
