@@ -343,3 +343,93 @@ def test_an_injected_inline_script_is_blocked_and_noticed(page: Any, csp_violati
     kinds = {violation.split()[1] for violation in csp_violations if violation.startswith("event:")}
     assert {"script-src-elem", "script-src-attr"} <= kinds, csp_violations
     csp_violations.clear()  # seen: the fixture's own check is for the pages, not for this
+
+
+def _rows_for_every_list(tenant: Tenant) -> None:
+    """A few rows behind every list the index links to, with values as long as real ones
+    (long names, paths, user agents), so that every column renders at its real width."""
+    from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+    from django.contrib.auth.models import Group as AuthGroup
+    from django_celery_beat.models import ClockedSchedule, IntervalSchedule, PeriodicTask, SolarSchedule
+
+    from inventory.models import AuditEntry, ConsoleUser
+    from tests.conftest import Org, make_org
+    from tests.world import build_world
+
+    org: Org = make_org(tenant.slug)
+    world = build_world(org)
+    bulk_import_devices(
+        tenant.pk,
+        [
+            {
+                "device_id": "kiosk-berlin-hauptbahnhof-entrance-north-0001",
+                "name": "Ticket kiosk, Berlin Hauptbahnhof, north entrance, second from the left",
+                "os": "android",
+                "model": "Zebra ET40 enterprise tablet, 10 inch",
+                "timezone": "America/Argentina/ComodRivadavia",
+            }
+        ],
+    )
+    for state in (CommandState.ACKNOWLEDGED, CommandState.IN_PROGRESS, CommandState.SUCCESS):
+        report(CommandStatus.objects.get(pk=world.command.pk), state, actor="device")
+    user = User.objects.create_user("operator-with-a-rather-long-name@example.com", is_staff=True)
+    ConsoleUser.objects.create(user=user, tenant=tenant)
+    AuthGroup.objects.create(name="Night-shift operators, Europe and Middle East")
+    AuditEntry.objects.create(
+        tenant=tenant,
+        actor_kind="key",
+        actor="deploy bot for the shop fleet (rotated 2026-11)",
+        method="POST",
+        path="/api/1.0/aggregates/maintenance-schedule/jobs/orgId/acme/jobId/" + "0" * 36,
+        status_code=201,
+        ip="2001:db8:85a3:0000:0000:8a2e:0370:7334",
+        user_agent="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131",
+    )
+    agent = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0"
+    attempt = {"username": "someone@example.com", "ip_address": "2001:db8::1", "user_agent": agent}
+    AccessAttempt.objects.create(
+        **attempt, http_accept="text/html", path_info="/admin/login/", failures_since_start=3
+    )
+    AccessLog.objects.create(**attempt, http_accept="text/html", path_info="/admin/login/")
+    AccessFailureLog.objects.create(**attempt, http_accept="text/html", path_info="/admin/login/")
+    interval = IntervalSchedule.objects.create(every=15, period=IntervalSchedule.MINUTES)
+    SolarSchedule.objects.create(event="sunrise", latitude=52.52, longitude=13.405)
+    clocked = ClockedSchedule.objects.create(clocked_time=world.operation.created_at)
+    PeriodicTask.objects.create(
+        name="a one-off clean-up of the old command history", task="x.y", clocked=clocked, one_off=True
+    )
+    PeriodicTask.objects.create(name="every quarter of an hour", task="x.y", interval=interval)
+
+
+def test_every_list_fits_a_1366_by_768_screen(page: Any, tenant: Tenant) -> None:
+    """Issue 16: every list the index links to, with rows in it, fits a laptop's screen:
+    neither the page nor the list's table scrolls sideways (Django's changelist puts the
+    table in a box that scrolls, so the page alone would not tell)."""
+    _rows_for_every_list(tenant)
+    page.set_viewport_size({"width": 1366, "height": 768})
+    page.goto("/admin/")
+    links = page.eval_on_selector_all(
+        "#content-main a[href^='/admin/'], #nav-sidebar a[href^='/admin/']",
+        "links => [...new Set(links.map(a => a.getAttribute('href')))]",
+    )
+    lists = sorted(link for link in links if not link.endswith("/add/") and link.count("/") == 4)
+    assert len(lists) >= 15, lists
+    too_wide: dict[str, str] = {}
+    for path in lists:
+        answer = page.goto(path)
+        assert answer.status == 200, path
+        expect(page.locator("#changelist")).to_be_visible()
+        widths = page.evaluate(
+            """() => {
+                const table = document.querySelector('#result_list');
+                const box = table && table.closest('.results');
+                return {page: document.documentElement.scrollWidth, window: window.innerWidth,
+                        table: table ? table.scrollWidth : 0, box: box ? box.clientWidth : 0,
+                        rows: table ? table.tBodies[0].rows.length : 0};
+            }"""
+        )
+        assert widths["rows"] > 0, f"{path}: no rows, so no column was measured"
+        if widths["page"] > widths["window"] or widths["table"] > widths["box"]:
+            too_wide[path] = f"table {widths['table']} px in {widths['box']}, page {widths['page']}"
+        shot(page, "list-1366-" + path.strip("/").replace("/", "-"))
+    assert too_wide == {}, "\n".join(f"{path}: {why}" for path, why in too_wide.items())
