@@ -12,6 +12,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from config.console.filters import ValuesDropdownFilter
 from inventory.admin import device_link
 from inventory.scoping import TenantScopedAdmin
 from operations import headless
@@ -89,7 +90,11 @@ class UpcomingHeadlessRunAdmin(HeadlessOperationAdmin):
         "priority",
         "created_by",
     ]
-    list_filter = ["priority", "operation_type", ("device__tenant", admin.RelatedOnlyFieldListFilter)]
+    list_filter = [
+        "priority",
+        ("operation_type", ValuesDropdownFilter),
+        ("device__tenant", admin.RelatedOnlyFieldListFilter),
+    ]
     ordering = ["scheduled_at", "id"]
     date_hierarchy = None  # type: ignore[assignment]
 

@@ -433,3 +433,27 @@ def test_every_list_fits_a_1366_by_768_screen(page: Any, tenant: Tenant) -> None
             too_wide[path] = f"table {widths['table']} px in {widths['box']}, page {widths['page']}"
         shot(page, "list-1366-" + path.strip("/").replace("/", "-"))
     assert too_wide == {}, "\n".join(f"{path}: {why}" for path, why in too_wide.items())
+
+
+def test_the_operation_type_filter_is_a_drop_down(page: Any, tenant: Tenant) -> None:
+    """Issue 16: the operation types are one <select> (the filter column fits the screen's
+    height); choosing one opens the list filtered, by a static script the policy allows."""
+    from operations.services import create_operation
+
+    for operation_type in ("LOCK", "REBOOT"):
+        create_operation(
+            tenant.pk, {"operation_type": operation_type, "operation_device_query": {"all": True}}, "t"
+        )
+    page.set_viewport_size({"width": 1366, "height": 768})
+    page.goto("/admin/operations/operation/")
+    expect(page.locator("#result_list tbody tr")).to_have_count(2)
+    assert page.locator("#changelist-filter").bounding_box()["height"] < 768
+
+    page.select_option("select[data-filter-select][aria-label='operation type']", label="Lock")
+
+    page.wait_for_url(re.compile(r"\?operation_type__exact=LOCK$"))
+    expect(page.locator("#result_list tbody tr")).to_have_count(1)
+    expect(page.locator("select[data-filter-select][aria-label='operation type']")).to_have_value(
+        "?operation_type__exact=LOCK"
+    )
+    shot(page, "operation-type-filter")
