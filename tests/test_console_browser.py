@@ -267,12 +267,22 @@ def test_dashboard(page: Any, tenant: Tenant) -> None:
             for state in (CommandState.ACKNOWLEDGED, CommandState.IN_PROGRESS):
                 command, _ = report(command, state, actor="device")
             report(command, CommandState.FAILURE if index == 2 else CommandState.SUCCESS, actor="device")
+    from operations.services import cancel_operation
+
+    cancelled = create_operation(
+        tenant.pk, {"operation_type": "LOCK", "operation_device_query": {"filters": {"os": "ios"}}}, "demo"
+    )
+    fan_out(cancelled.pk)
+    cancel_operation(cancelled, "not needed after all", "demo")
 
     page.goto("/admin/")
     page.wait_for_selector("#command-chart[data-rendered=true]")
+    # The chart takes the page's width (Django's index is 600 px wide), less the recent actions.
+    assert page.locator("#command-chart").bounding_box()["width"] > 900
     assert "13" in text(page, "#fleet-size")
     assert "windows: 1" in text(page, "#fleet-os")
     assert text(page, "#active-operations").count("of 4") == 2
+    assert "cancelled: 1 (100.0%)" in text(page, "#rates")
     path = shot(page, "dashboard")
     if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
         docs = ROOT / "docs" / "screenshots"
