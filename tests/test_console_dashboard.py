@@ -101,7 +101,8 @@ def test_the_chart_and_the_rates_show_every_outcome(tenants_with_devices: tuple[
     failed ones, and cancelled or timed-out operations count in the rates card."""
     mine, _ = tenants_with_devices
     timing_out, cancelled = run(mine), run(mine, "REBOOT")
-    CommandStatus.objects.filter(operation=timing_out).update(deadline=timezone.now() - dt.timedelta(minutes=1))
+    overdue = timezone.now() - dt.timedelta(minutes=1)
+    CommandStatus.objects.filter(operation=timing_out).update(deadline=overdue)
     assert time_out_overdue(tenant_id=mine.pk) == 3
     cancel_operation(cancelled, "no longer needed", "t")
 
