@@ -122,4 +122,3 @@ def test_the_chart_and_the_rates_show_every_outcome(tenants_with_devices: tuple[
     assert named == {"success": 0, "failure": 1, "cancelled": 1, "timeout": 0}
     assert board["success_rate"] == 0
     assert 'class="outcome-cancelled">cancelled: <b>1</b> (50.0%)' in page.content.decode()
-
