@@ -1,5 +1,7 @@
 """The console in a real browser: headless Chromium (Debian's) driven by Playwright, the app
-served by ``live_server`` and operations dispatched by a real Celery worker.
+served by gunicorn with ``DEBUG`` off, as in production (``config.wsgi`` on the test database;
+its static files from WhiteNoise alone, which ``live_server``'s own static handler would hide),
+and operations dispatched by a real Celery worker.
 
 Screenshots go to ``var/screenshots/`` (CI keeps them); ``UPDATE_DOCS_SCREENSHOTS=1`` also
 refreshes ``docs/screenshots/dashboard.png`` for the README.
@@ -10,6 +12,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,11 +31,13 @@ from commands.services import report
 from inventory.models import ApiKey, Device, Tenant
 from inventory.services import bulk_import_devices, get_or_create_tenant
 from operations.models import Operation
-from tests.conftest import ROOT, CeleryProcesses
+from tests.conftest import ROOT, CeleryProcesses, _process_env, kill_group, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 CHROMIUM = "/usr/bin/chromium"
+#: Threads, so that the operation page's polling and the test's own requests do not queue.
+GUNICORN_OPTIONS = ["--worker-class=gthread", "--workers=2", "--threads=4", "--graceful-timeout=5"]
 SHOTS = ROOT / "var" / "screenshots"
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -72,6 +81,47 @@ def _launch() -> Iterator[Any]:
         browser.close()
 
 
+def _listening_at(log: Path, server: subprocess.Popen[bytes]) -> str | None:
+    """The address gunicorn says it listens at (it picks a free port: ``-b 127.0.0.1:0``)."""
+    found = re.search(r"Listening at: (http://[\d.]+:\d+)", log.read_text(errors="replace"))
+    if found is None and server.poll() is not None:
+        raise AssertionError(f"gunicorn exited with {server.returncode}:\n{log.read_text(errors='replace')}")
+    return found.group(1) if found else None
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/admin/login/", timeout=5) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, ConnectionError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def web_server(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """gunicorn serving ``config.wsgi`` with ``DEBUG`` off, as in production, on the test
+    database (what a test writes is committed: ``transactional_db``) and this run's Redis; its
+    base URL. One for the module: a test's rows are gone after it (the database is flushed)."""
+    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    env = {**_process_env(), "DEBUG": "0"}
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", "127.0.0.1:0", *GUNICORN_OPTIONS],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = wait_until(lambda: _listening_at(log, server), timeout=60, what="gunicorn to listen")
+        wait_until(lambda: _answers(url), timeout=60, what=f"gunicorn to answer at {url}")
+        yield url
+    finally:
+        kill_group(server, signal.SIGTERM, timeout=15)
+
+
 @pytest.fixture
 def tenant(transactional_db: None) -> Tenant:
     return get_or_create_tenant("acme")[0]
@@ -104,12 +154,12 @@ def csp_violations() -> list[str]:
 
 
 @pytest.fixture
-def page(browser: Any, live_server: Any, tenant: Tenant, csp_violations: list[str]) -> Iterator[Any]:
+def page(browser: Any, web_server: str, tenant: Tenant, csp_violations: list[str]) -> Iterator[Any]:
     """A logged-in console page (a superuser; the scoping has its own tests). Every test using
     it fails if the browser reported a Content-Security-Policy violation (issue 12, item 10)."""
     User.objects.create_superuser("root", "", "secret-pw")
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=live_server.url)
-    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=web_server)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=web_server)
     page = context.new_page()
     watch_for_csp_violations(page, csp_violations)
     page.set_default_timeout(20_000)
