@@ -12,7 +12,7 @@ from django.utils.html import format_html, format_html_join
 
 from commands.choices import CommandState
 from commands.models import CommandHistory, CommandStatus
-from inventory.admin import device_panels
+from inventory.admin import device_link, device_panels
 from inventory.models import Device
 from inventory.scoping import TenantScopedAdmin
 
@@ -54,18 +54,28 @@ class HistoryInline(admin.TabularInline):
 
 @admin.register(CommandStatus)
 class CommandStatusAdmin(TenantScopedAdmin):
-    list_display = ["id", "command", "device", "operation", "state", "is_internal", "priority", "updated_on"]
+    list_display = [
+        "id",
+        "command",
+        "device_column",
+        "operation",
+        "state",
+        "is_internal",
+        "priority",
+        "updated_on",
+    ]
     list_filter = ["state", "is_internal", "priority", "tenant"]
     search_fields = ["=device__device_id", "=operation__id", "=request_ref", "command"]
-    list_select_related = ["device"]
-    raw_id_fields = ["device", "operation"]
+    list_select_related = ["device__tenant"]
+    raw_id_fields = ["operation"]
+    exclude = ["device"]  # shown as a link by the device's id (device_column), not its integer key
     inlines = [HistoryInline]
     show_full_result_count = False  # a COUNT(*) over millions of rows on every page is too slow
     readonly_fields = [
         "tenant",
         "operation",
         "request_ref",
-        "device",
+        "device_column",
         "command",
         "arguments",
         "state",
@@ -93,6 +103,10 @@ class CommandStatusAdmin(TenantScopedAdmin):
     delivered_utc = _utc("delivered_at", "delivered at")
     created_utc = _utc("created_on", "created on")
     updated_utc = _utc("updated_on", "updated on")
+
+    @admin.display(description="device", ordering="device__device_id")
+    def device_column(self, command: CommandStatus) -> str:
+        return device_link(command.device)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

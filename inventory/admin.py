@@ -15,19 +15,21 @@ import io
 from collections.abc import Callable
 from secrets import token_urlsafe
 from typing import Any, TypedDict
+from urllib.parse import urlencode
 
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.utils import quote, unquote
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
-from django.db.models import Model, QuerySet
+from django.db.models import Count, Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.cache import patch_cache_control
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from config.console.errors import REFUSALS, refusal_messages
@@ -314,6 +316,47 @@ class DeviceImportForm(forms.Form):
     )
 
 
+def device_url(device: Device, view: str = "change", qualified: bool = False) -> str:
+    """The console's address of a device's page by the device's own id (``…/device/kiosk-berlin-01/
+    change/``), which operators read on the device and type, rather than the row's integer key.
+
+    ``qualified`` puts the tenant's slug in front (``acme/kiosk-berlin-01``): a device id is
+    unique only within a tenant, so a superuser needs it for an id two tenants use.
+    """
+    key = f"{device.tenant.slug}/{device.device_id}" if qualified else device.device_id
+    return reverse(f"admin:inventory_device_{view}", args=[quote(key)])
+
+
+def device_link(device: Device | None) -> str:
+    """A link to a device's page, for the screens of other objects that name a device."""
+    if device is None:
+        return "-"
+    return format_html('<a href="{}">{}</a>', device_url(device), device.device_id)
+
+
+class DeviceChangeList(ChangeList):
+    """The device list, each row linking to the device's page by its device id."""
+
+    def url_for_result(self, result: Model) -> str:
+        assert isinstance(result, Device)
+        return device_url(result, qualified=result.device_id in self._shared_ids())
+
+    def _shared_ids(self) -> set[str]:
+        """Ids on this page that more than one tenant uses (only a superuser sees two tenants):
+        those rows link with the tenant's slug. One query per page."""
+        shared = getattr(self, "_shared", None)
+        if shared is None:
+            ids = {device.device_id for device in self.result_list}
+            shared = self._shared = set(
+                self.root_queryset.filter(device_id__in=ids)
+                .values("device_id")
+                .annotate(tenants=Count("tenant", distinct=True))
+                .filter(tenants__gt=1)
+                .values_list("device_id", flat=True)
+            )
+        return shared
+
+
 @admin.register(Device)
 class DeviceAdmin(ShowsSecretsOnce):
     list_display = ["device_id", "name", "tenant", "os", "model", "state", "timezone", "last_seen"]
@@ -343,6 +386,43 @@ class DeviceAdmin(ShowsSecretsOnce):
             ),
             *super().get_urls(),
         ]
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return DeviceChangeList
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        """The device whose page the URL names, among those the request's scope shows: by its
+        device id (``kiosk-berlin-01``), by tenant slug and device id (``acme/kiosk-berlin-01``),
+        or, for links made before device ids were used, by the integer key. An id that two of
+        the scope's tenants use names no single device (:meth:`change_view` then lists them)."""
+        if from_field is not None:
+            return super().get_object(request, object_id, from_field)
+        slug, _, device_id = object_id.rpartition("/")
+        matches = self.get_queryset(request).filter(device_id=device_id)
+        if slug:
+            matches = matches.filter(tenant__slug=slug)
+        found = list(matches[:2])
+        if len(found) == 1:
+            return found[0]
+        if not found and object_id.isdigit():
+            return super().get_object(request, object_id)
+        return None
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        """An id several tenants use (a superuser's console) names no single device: say so and
+        link each one, rather than answer that it does not exist."""
+        device_id = unquote(object_id)
+        same_id = list(self.get_queryset(request).filter(device_id=device_id).select_related("tenant")[:10])
+        if len(same_id) < 2:
+            return super().change_view(request, object_id, form_url, extra_context)
+        links = format_html_join(
+            ", ", '<a href="{}">{}</a>', ((device_url(d, qualified=True), d.tenant.slug) for d in same_id)
+        )
+        messages.warning(request, format_html("Several tenants have a device “{}”: {}.", device_id, links))
+        listing = reverse("admin:inventory_device_changelist")
+        return HttpResponseRedirect(f"{listing}?{urlencode({'q': device_id})}")
 
     @admin.display(description="latest commands")
     def latest_commands(self, device: Device) -> str:
@@ -375,7 +455,7 @@ class DeviceAdmin(ShowsSecretsOnce):
             request,
             f"Device token of {obj.device_id}",
             [(obj.device_id, plain)],
-            reverse("admin:inventory_device_change", args=[obj.pk]),
+            device_url(obj),
             "Copy the token now: it is stored only as a hash and is not shown again.",
         )
 
@@ -403,7 +483,7 @@ class DeviceAdmin(ShowsSecretsOnce):
             request,
             f"New device token of {device.device_id}",
             [(device.device_id, token)],
-            reverse("admin:inventory_device_change", args=[device.pk]),
+            reverse("admin:inventory_device_change", args=[object_id]),
             "The old token stopped working. Copy this one now: it is not shown again.",
         )
 
@@ -411,7 +491,7 @@ class DeviceAdmin(ShowsSecretsOnce):
         device = self._device_for_change(request, object_id)
         services.revoke_device_token(device)
         messages.success(request, f"Revoked the token of {device.device_id}.")
-        return HttpResponseRedirect(reverse("admin:inventory_device_change", args=[device.pk]))
+        return HttpResponseRedirect(reverse("admin:inventory_device_change", args=[object_id]))
 
     @admin.action(description="Rotate the device token (shows the new one once)", permissions=["change"])
     def rotate_token(self, request: HttpRequest, queryset: QuerySet[Device]) -> HttpResponse | None:

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_POST
 
 from commands.admin import console_time
 from config.console.errors import REFUSALS, refusal_messages
+from config.console.filters import ChoicesDropdownFilter
 from inventory.models import Tenant
 from inventory.scoping import TenantScopedAdmin, scope_of, scope_queryset
 from operations import services
@@ -77,7 +78,7 @@ def progress_bar(operation: Operation) -> str:
 @admin.register(Operation)
 class OperationAdmin(TenantScopedAdmin):
     list_display = ["id", "operation_type", "tenant", "state_badge", "progress", "created_by", "created_at"]
-    list_filter = ["state", "operation_type", "schedule_type", "tenant"]
+    list_filter = ["state", ("operation_type", ChoicesDropdownFilter), "schedule_type", "tenant"]
     search_fields = ["id", "created_by", "reason"]
     date_hierarchy = "created_at"
     inlines = [ActivityInline]

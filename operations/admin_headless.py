@@ -12,6 +12,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from config.console.filters import ValuesDropdownFilter
+from inventory.admin import device_link
 from inventory.scoping import TenantScopedAdmin
 from operations import headless
 from operations.models import HeadlessOperation, HeadlessStatus, UpcomingHeadlessRun
@@ -21,7 +23,7 @@ from operations.models import HeadlessOperation, HeadlessStatus, UpcomingHeadles
 class HeadlessOperationAdmin(TenantScopedAdmin):
     list_display = [
         "id",
-        "device",
+        "device_column",
         "tenant",
         "operation_type",
         "status",
@@ -31,14 +33,14 @@ class HeadlessOperationAdmin(TenantScopedAdmin):
     ]
     list_filter = ["status", "priority", ("device__tenant", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["=id", "device__device_id"]
-    list_select_related = ["device", "tenant"]
+    list_select_related = ["device__tenant", "tenant"]
     date_hierarchy = "scheduled_at"
     ordering = ["-created_at"]
     actions = ["cancel"]
     readonly_fields = [
         "id",
         "tenant",
-        "device",
+        "device_column",
         "operation_type",
         "scheduled_at",
         "parameters",
@@ -52,6 +54,12 @@ class HeadlessOperationAdmin(TenantScopedAdmin):
         "updated_at",
         "created_by",
     ]
+
+    exclude = ["device"]  # shown as a link by the device's id (device_column), not its integer key
+
+    @admin.display(description="device", ordering="device__device_id")
+    def device_column(self, operation: HeadlessOperation) -> str:
+        return device_link(operation.device)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -73,8 +81,20 @@ class HeadlessOperationAdmin(TenantScopedAdmin):
 class UpcomingHeadlessRunAdmin(HeadlessOperationAdmin):
     """Scheduled runs only, the soonest first: what the sweep will hand to devices next."""
 
-    list_display = ["id", "device", "tenant", "operation_type", "scheduled_at", "priority", "created_by"]
-    list_filter = ["priority", "operation_type", ("device__tenant", admin.RelatedOnlyFieldListFilter)]
+    list_display = [
+        "id",
+        "device_column",
+        "tenant",
+        "operation_type",
+        "scheduled_at",
+        "priority",
+        "created_by",
+    ]
+    list_filter = [
+        "priority",
+        ("operation_type", ValuesDropdownFilter),
+        ("device__tenant", admin.RelatedOnlyFieldListFilter),
+    ]
     ordering = ["scheduled_at", "id"]
     date_hierarchy = None  # type: ignore[assignment]
 

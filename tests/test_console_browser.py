@@ -1,5 +1,7 @@
 """The console in a real browser: headless Chromium (Debian's) driven by Playwright, the app
-served by ``live_server`` and operations dispatched by a real Celery worker.
+served by gunicorn with ``DEBUG`` off, as in production (``config.wsgi`` on the test database;
+its static files from WhiteNoise alone, which ``live_server``'s own static handler would hide),
+and operations dispatched by a real Celery worker.
 
 Screenshots go to ``var/screenshots/`` (CI keeps them); ``UPDATE_DOCS_SCREENSHOTS=1`` also
 refreshes ``docs/screenshots/dashboard.png`` for the README.
@@ -10,6 +12,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,11 +31,13 @@ from commands.services import report
 from inventory.models import ApiKey, Device, Tenant
 from inventory.services import bulk_import_devices, get_or_create_tenant
 from operations.models import Operation
-from tests.conftest import ROOT, CeleryProcesses
+from tests.conftest import ROOT, CeleryProcesses, _process_env, kill_group, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 CHROMIUM = "/usr/bin/chromium"
+#: Threads, so that the operation page's polling and the test's own requests do not queue.
+GUNICORN_OPTIONS = ["--worker-class=gthread", "--workers=2", "--threads=4", "--graceful-timeout=5"]
 SHOTS = ROOT / "var" / "screenshots"
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -72,6 +81,47 @@ def _launch() -> Iterator[Any]:
         browser.close()
 
 
+def _listening_at(log: Path, server: subprocess.Popen[bytes]) -> str | None:
+    """The address gunicorn says it listens at (it picks a free port: ``-b 127.0.0.1:0``)."""
+    found = re.search(r"Listening at: (http://[\d.]+:\d+)", log.read_text(errors="replace"))
+    if found is None and server.poll() is not None:
+        raise AssertionError(f"gunicorn exited with {server.returncode}:\n{log.read_text(errors='replace')}")
+    return found.group(1) if found else None
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/admin/login/", timeout=5) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, ConnectionError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def web_server(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """gunicorn serving ``config.wsgi`` with ``DEBUG`` off, as in production, on the test
+    database (what a test writes is committed: ``transactional_db``) and this run's Redis; its
+    base URL. One for the module: a test's rows are gone after it (the database is flushed)."""
+    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    env = {**_process_env(), "DEBUG": "0"}
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", "127.0.0.1:0", *GUNICORN_OPTIONS],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = wait_until(lambda: _listening_at(log, server), timeout=60, what="gunicorn to listen")
+        wait_until(lambda: _answers(url), timeout=60, what=f"gunicorn to answer at {url}")
+        yield url
+    finally:
+        kill_group(server, signal.SIGTERM, timeout=15)
+
+
 @pytest.fixture
 def tenant(transactional_db: None) -> Tenant:
     return get_or_create_tenant("acme")[0]
@@ -104,12 +154,12 @@ def csp_violations() -> list[str]:
 
 
 @pytest.fixture
-def page(browser: Any, live_server: Any, tenant: Tenant, csp_violations: list[str]) -> Iterator[Any]:
+def page(browser: Any, web_server: str, tenant: Tenant, csp_violations: list[str]) -> Iterator[Any]:
     """A logged-in console page (a superuser; the scoping has its own tests). Every test using
     it fails if the browser reported a Content-Security-Policy violation (issue 12, item 10)."""
     User.objects.create_superuser("root", "", "secret-pw")
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=live_server.url)
-    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=web_server)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=web_server)
     page = context.new_page()
     watch_for_csp_violations(page, csp_violations)
     page.set_default_timeout(20_000)
@@ -332,12 +382,22 @@ def test_dashboard(page: Any, tenant: Tenant) -> None:
             for state in (CommandState.ACKNOWLEDGED, CommandState.IN_PROGRESS):
                 command, _ = report(command, state, actor="device")
             report(command, CommandState.FAILURE if index == 2 else CommandState.SUCCESS, actor="device")
+    from operations.services import cancel_operation
+
+    cancelled = create_operation(
+        tenant.pk, {"operation_type": "LOCK", "operation_device_query": {"filters": {"os": "ios"}}}, "demo"
+    )
+    fan_out(cancelled.pk)
+    cancel_operation(cancelled, "not needed after all", "demo")
 
     page.goto("/admin/")
     page.wait_for_selector("#command-chart[data-rendered=true]")
+    # The chart takes the page's width (Django's index is 600 px wide), less the recent actions.
+    assert page.locator("#command-chart").bounding_box()["width"] > 900
     assert "13" in text(page, "#fleet-size")
     assert "windows: 1" in text(page, "#fleet-os")
     assert text(page, "#active-operations").count("of 4") == 2
+    assert "cancelled: 1 (100.0%)" in text(page, "#rates")
     path = shot(page, "dashboard")
     if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
         docs = ROOT / "docs" / "screenshots"
@@ -359,8 +419,7 @@ def test_every_console_screen_and_the_docs_run_under_the_content_security_policy
         "links => [...new Set(links.map(a => a.getAttribute('href')))]",
     )
     assert any("/operations/operation/add/" in link for link in links), links
-    device = Device.objects.get(device_id="csp-1")
-    for path in [*links, f"/admin/inventory/device/{device.pk}/change/"]:
+    for path in [*links, "/admin/inventory/device/csp-1/change/"]:
         answer = page.goto(path)
         assert answer.status == 200, path
         assert "content-security-policy" in answer.headers, path
@@ -408,3 +467,117 @@ def test_an_injected_inline_script_is_blocked_and_noticed(page: Any, csp_violati
     kinds = {violation.split()[1] for violation in csp_violations if violation.startswith("event:")}
     assert {"script-src-elem", "script-src-attr"} <= kinds, csp_violations
     csp_violations.clear()  # seen: the fixture's own check is for the pages, not for this
+
+
+def _rows_for_every_list(tenant: Tenant) -> None:
+    """A few rows behind every list the index links to, with values as long as real ones
+    (long names, paths, user agents), so that every column renders at its real width."""
+    from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+    from django.contrib.auth.models import Group as AuthGroup
+    from django_celery_beat.models import ClockedSchedule, IntervalSchedule, PeriodicTask, SolarSchedule
+
+    from inventory.models import AuditEntry, ConsoleUser
+    from tests.conftest import Org, make_org
+    from tests.world import build_world
+
+    org: Org = make_org(tenant.slug)
+    world = build_world(org)
+    bulk_import_devices(
+        tenant.pk,
+        [
+            {
+                "device_id": "kiosk-berlin-hauptbahnhof-entrance-north-0001",
+                "name": "Ticket kiosk, Berlin Hauptbahnhof, north entrance, second from the left",
+                "os": "android",
+                "model": "Zebra ET40 enterprise tablet, 10 inch",
+                "timezone": "America/Argentina/ComodRivadavia",
+            }
+        ],
+    )
+    for state in (CommandState.ACKNOWLEDGED, CommandState.IN_PROGRESS, CommandState.SUCCESS):
+        report(CommandStatus.objects.get(pk=world.command.pk), state, actor="device")
+    user = User.objects.create_user("operator-with-a-rather-long-name@example.com", is_staff=True)
+    ConsoleUser.objects.create(user=user, tenant=tenant)
+    AuthGroup.objects.create(name="Night-shift operators, Europe and Middle East")
+    AuditEntry.objects.create(
+        tenant=tenant,
+        actor_kind="key",
+        actor="deploy bot for the shop fleet (rotated 2026-11)",
+        method="POST",
+        path="/api/1.0/aggregates/maintenance-schedule/jobs/orgId/acme/jobId/" + "0" * 36,
+        status_code=201,
+        ip="2001:db8:85a3:0000:0000:8a2e:0370:7334",
+        user_agent="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131",
+    )
+    agent = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0"
+    attempt = {"username": "someone@example.com", "ip_address": "2001:db8::1", "user_agent": agent}
+    AccessAttempt.objects.create(
+        **attempt, http_accept="text/html", path_info="/admin/login/", failures_since_start=3
+    )
+    AccessLog.objects.create(**attempt, http_accept="text/html", path_info="/admin/login/")
+    AccessFailureLog.objects.create(**attempt, http_accept="text/html", path_info="/admin/login/")
+    interval = IntervalSchedule.objects.create(every=15, period=IntervalSchedule.MINUTES)
+    SolarSchedule.objects.create(event="sunrise", latitude=52.52, longitude=13.405)
+    clocked = ClockedSchedule.objects.create(clocked_time=world.operation.created_at)
+    PeriodicTask.objects.create(
+        name="a one-off clean-up of the old command history", task="x.y", clocked=clocked, one_off=True
+    )
+    PeriodicTask.objects.create(name="every quarter of an hour", task="x.y", interval=interval)
+
+
+def test_every_list_fits_a_1366_by_768_screen(page: Any, tenant: Tenant) -> None:
+    """Issue 16: every list the index links to, with rows in it, fits a laptop's screen:
+    neither the page nor the list's table scrolls sideways (Django's changelist puts the
+    table in a box that scrolls, so the page alone would not tell)."""
+    _rows_for_every_list(tenant)
+    page.set_viewport_size({"width": 1366, "height": 768})
+    page.goto("/admin/")
+    links = page.eval_on_selector_all(
+        "#content-main a[href^='/admin/'], #nav-sidebar a[href^='/admin/']",
+        "links => [...new Set(links.map(a => a.getAttribute('href')))]",
+    )
+    lists = sorted(link for link in links if not link.endswith("/add/") and link.count("/") == 4)
+    assert len(lists) >= 15, lists
+    too_wide: dict[str, str] = {}
+    for path in lists:
+        answer = page.goto(path)
+        assert answer.status == 200, path
+        expect(page.locator("#changelist")).to_be_visible()
+        widths = page.evaluate(
+            """() => {
+                const table = document.querySelector('#result_list');
+                const box = table && table.closest('.results');
+                return {page: document.documentElement.scrollWidth, window: window.innerWidth,
+                        table: table ? table.scrollWidth : 0, box: box ? box.clientWidth : 0,
+                        rows: table ? table.tBodies[0].rows.length : 0};
+            }"""
+        )
+        assert widths["rows"] > 0, f"{path}: no rows, so no column was measured"
+        if widths["page"] > widths["window"] or widths["table"] > widths["box"]:
+            too_wide[path] = f"table {widths['table']} px in {widths['box']}, page {widths['page']}"
+        shot(page, "list-1366-" + path.strip("/").replace("/", "-"))
+    assert too_wide == {}, "\n".join(f"{path}: {why}" for path, why in too_wide.items())
+
+
+def test_the_operation_type_filter_is_a_drop_down(page: Any, tenant: Tenant) -> None:
+    """Issue 16: the operation types are one <select> (the filter column fits the screen's
+    height); choosing one opens the list filtered, by a static script the policy allows."""
+    from operations.services import create_operation
+
+    for operation_type in ("LOCK", "REBOOT"):
+        create_operation(
+            tenant.pk, {"operation_type": operation_type, "operation_device_query": {"all": True}}, "t"
+        )
+    page.set_viewport_size({"width": 1366, "height": 768})
+    page.goto("/admin/operations/operation/")
+    expect(page.locator("#result_list tbody tr")).to_have_count(2)
+    assert page.locator("#changelist-filter").bounding_box()["height"] < 768
+
+    page.select_option("select[data-filter-select][aria-label='operation type']", label="Lock")
+
+    page.wait_for_url(re.compile(r"\?operation_type__exact=LOCK$"))
+    expect(page.locator("#result_list tbody tr")).to_have_count(1)
+    expect(page.locator("select[data-filter-select][aria-label='operation type']")).to_have_value(
+        "?operation_type__exact=LOCK"
+    )
+    shot(page, "operation-type-filter")

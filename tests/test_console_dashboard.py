@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
+from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from commands.choices import CommandState
 from commands.models import CommandStatus
 from commands.services import report
+from commands.sweeps import time_out_overdue
 from inventory.models import Tenant
 from inventory.services import bulk_import_devices, get_or_create_tenant
 from operations.fanout import fan_out
 from operations.models import Operation
-from operations.services import create_operation
+from operations.services import cancel_operation, create_operation
 from tests.conftest import staff_console, superuser_console
 
 
@@ -84,3 +88,37 @@ def test_staff_user_without_tenant_gets_no_dashboard(tenants_with_devices: tuple
     page = staff_console("nobody", None).get("/admin/")
 
     assert page.status_code == 200 and page.context["dashboard"] is None
+
+
+def chart_of(page: Any) -> dict[str, Any]:
+    script = re.search(r'id="command-chart-data"[^>]*>(.*?)</script>', page.content.decode())
+    assert script is not None
+    return dict(json.loads(script.group(1)))
+
+
+def test_the_chart_and_the_rates_show_every_outcome(tenants_with_devices: tuple[Tenant, Tenant]) -> None:
+    """Issue 16: timed-out and cancelled commands are bars of their own next to succeeded and
+    failed ones, and cancelled or timed-out operations count in the rates card."""
+    mine, _ = tenants_with_devices
+    timing_out, cancelled = run(mine), run(mine, "REBOOT")
+    overdue = timezone.now() - dt.timedelta(minutes=1)
+    CommandStatus.objects.filter(operation=timing_out).update(deadline=overdue)
+    assert time_out_overdue(tenant_id=mine.pk) == 3
+    cancel_operation(cancelled, "no longer needed", "t")
+
+    page = superuser_console().get("/admin/")
+
+    chart = chart_of(page)
+    totals = {series["label"]: sum(series["data"]) for series in chart["datasets"]}
+    assert totals["Command TimeOut"] == 3 and totals["Command Cancelled"] == 3
+    assert totals["Command Success"] == 0 and totals["Command Failure"] == 0  # shown, at zero
+    outcomes = [series["label"] for series in chart["datasets"] if series["outcome"]]
+    assert outcomes == ["Command Success", "Command Failure", "Command TimeOut", "Command Cancelled"]
+    board = page.context["dashboard"]
+    timing_out.refresh_from_db()
+    assert timing_out.state_name == "FAILURE"  # its commands timed out: the operation failed
+    assert board["finished"] == 2
+    named = {outcome["name"]: outcome["count"] for outcome in board["outcomes"]}
+    assert named == {"success": 0, "failure": 1, "cancelled": 1, "timeout": 0}
+    assert board["success_rate"] == 0
+    assert 'class="outcome-cancelled">cancelled: <b>1</b> (50.0%)' in page.content.decode()

@@ -13,7 +13,7 @@ from maintenance import services as maintenance
 from maintenance.models import MaintenanceExecution
 from operations.fanout import fan_out
 from operations.services import create_operation
-from tests.conftest import Api, DeviceActor, Org
+from tests.conftest import Api, DeviceActor, Org, add_device, make_org, staff_console, superuser_console
 from tests.test_console_secrets import one_time_secrets
 
 IMPORT = "/admin/inventory/device/import/"
@@ -91,7 +91,7 @@ def test_device_page_lists_commands_and_rotates_and_revokes_the_token(
         org.tenant.pk, {"operation_type": "LOCK", "operation_device_query": {"all": True}}, "t"
     )
     fan_out(operation.pk)
-    base = f"/admin/inventory/device/{device.device.pk}/"
+    base = "/admin/inventory/device/dev-1/"
 
     page = console.get(f"{base}change/").content.decode()
     rotated = console.post(f"{base}rotate-token/")
@@ -127,3 +127,61 @@ def test_maintenance_run_now_button(console: Client, org: Org) -> None:
     assert response.status_code == 302
     assert MaintenanceExecution.objects.filter(job=job, manual=True).count() == 1
     assert "success at" in console.get("/admin/maintenance/maintenancejob/").content.decode()
+
+
+def test_a_devices_page_opens_by_its_own_id(org: Org) -> None:
+    """Issue 16: ``/admin/inventory/device/kiosk-berlin-01/change/``, the id an operator reads
+    on the device, opens its page; the lists link there; old links by integer key still work."""
+    kiosk = add_device(org.tenant, "kiosk-berlin-01", name="Kiosk Berlin").device
+    operation = create_operation(
+        org.tenant.pk, {"operation_type": "LOCK", "operation_device_query": {"all": True}}, "t"
+    )
+    fan_out(operation.pk)
+    console = staff_console("alice", org.tenant)
+
+    page = console.get("/admin/inventory/device/kiosk-berlin-01/change/")
+    old_link = console.get(f"/admin/inventory/device/{kiosk.pk}/change/")
+    listing = console.get("/admin/inventory/device/").content.decode()
+    commands = console.get("/admin/commands/commandstatus/").content.decode()
+    command = console.get(f"/admin/commands/commandstatus/{CommandStatus.objects.get().pk}/change/")
+
+    assert page.status_code == 200 and page.context["original"] == kiosk
+    assert "Kiosk Berlin" in page.content.decode()
+    assert 'action="/admin/inventory/device/kiosk-berlin-01/rotate-token/"' in page.content.decode()
+    assert old_link.status_code == 200 and old_link.context["original"] == kiosk
+    assert 'href="/admin/inventory/device/kiosk-berlin-01/change/' in listing
+    assert f'href="/admin/inventory/device/{kiosk.pk}/change/' not in listing
+    assert '<a href="/admin/inventory/device/kiosk-berlin-01/change/">kiosk-berlin-01</a>' in commands
+    assert '<a href="/admin/inventory/device/kiosk-berlin-01/change/">kiosk-berlin-01</a>' in (
+        command.content.decode()
+    )
+    assert console.post("/admin/inventory/device/kiosk-berlin-01/revoke-token/").status_code == 302
+    kiosk.refresh_from_db()
+    assert kiosk.token_revoked
+
+
+def test_a_device_id_is_looked_up_in_the_users_tenant_only(org: Org) -> None:
+    """Device ids are unique per tenant: a staff user gets their tenant's device, another
+    tenant's id (or integer key) does not exist; a superuser sees both and is asked to pick."""
+    other = make_org("globex")
+    mine = add_device(org.tenant, "till-1", name="mine").device
+    theirs = add_device(other.tenant, "till-1", name="theirs").device
+    add_device(other.tenant, "only-theirs")
+    alice = staff_console("alice", org.tenant)
+
+    assert alice.get("/admin/inventory/device/till-1/change/").context["original"] == mine
+    for path in ("only-theirs", str(theirs.pk), f"{other.tenant.slug}/till-1"):
+        answer = alice.get(f"/admin/inventory/device/{path}/change/", follow=True)
+        assert answer.redirect_chain[-1][0] == "/admin/", path
+        assert "doesn\N{RIGHT SINGLE QUOTATION MARK}t exist" in answer.content.decode(), path
+
+    root = superuser_console()
+    ambiguous = root.get("/admin/inventory/device/till-1/change/", follow=True)
+    assert ambiguous.redirect_chain[-1][0] == "/admin/inventory/device/?q=till-1"
+    assert "Several tenants have a device “till-1”" in ambiguous.content.decode()
+    assert 'href="/admin/inventory/device/globex_2Ftill-1/change/"' in ambiguous.content.decode()
+    assert root.get("/admin/inventory/device/globex_2Ftill-1/change/").context["original"] == theirs
+    assert root.get("/admin/inventory/device/acme/till-1/change/").context["original"] == mine
+    listing = root.get("/admin/inventory/device/").content.decode()
+    assert 'href="/admin/inventory/device/acme_2Ftill-1/change/' in listing
+    assert 'href="/admin/inventory/device/only-theirs/change/' in listing

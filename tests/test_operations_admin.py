@@ -240,3 +240,21 @@ def test_a_window_in_device_time_says_so_instead_of_converting() -> None:
         "daily 22:00 to 02:00, Saturday"
     )
     assert admin_live.schedule_summary(Operation(schedule_type="IMMEDIATE")) == "now (immediate)"
+
+
+def test_the_operation_type_filter_is_one_drop_down(console: Client, operation: Operation) -> None:
+    """Issue 16: the ~90 operation types are the options of one <select>, not a link each
+    (a 2,800 px tall page); an option's value is the list's address with that filter."""
+    from operations.choices import OperationType
+
+    html = console.get("/admin/operations/operation/").content.decode()
+    filtered = console.get("/admin/operations/operation/?operation_type__exact=REBOOT")
+
+    select = html.split('<select class="filter-select" data-filter-select aria-label="operation type">')[1]
+    select = select.split("</select>")[0]
+    assert select.count("<option") == len(OperationType.choices) + 1  # and "All"
+    assert '<option value="?operation_type__exact=LOCK">Lock</option>' in select
+    assert 'href="?operation_type__exact=LOCK"' not in html
+    assert "console/select_filter.js" in html
+    assert filtered.status_code == 200 and list(filtered.context["cl"].result_list) == []
+    assert '<option value="?operation_type__exact=REBOOT" selected>' in filtered.content.decode()

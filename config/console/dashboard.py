@@ -22,6 +22,18 @@ from operations.models import Operation
 ACTIVE_SHOWN = 10
 #: Finished operations over which the success and failure rates are counted.
 RATE_DAYS = 7
+#: How an operation can end, as the rates card names them: every way, so that cancelled and
+#: timed-out operations count against the rate instead of vanishing from it.
+OUTCOMES = [
+    ("success", OperationState.SUCCESS, "succeeded"),
+    ("failure", OperationState.FAILURE, "failed"),
+    ("cancelled", OperationState.CANCELLED, "cancelled"),
+    ("timeout", OperationState.TIMEOUT, "timed out"),
+]
+#: The command states a command ends in: the chart always has a series for each (even when
+#: none happened in the last 24 hours), so a timed-out or cancelled hour shows, and the legend
+#: names every outcome.
+COMMAND_OUTCOMES = [CommandState.SUCCESS, CommandState.FAILURE, CommandState.TIMEOUT, CommandState.CANCELLED]
 
 
 def dashboard(request: HttpRequest) -> dict[str, Any]:
@@ -39,13 +51,9 @@ def dashboard(request: HttpRequest) -> dict[str, Any]:
     )
     active = operations.exclude(state__in=TERMINAL_STATES).order_by("-created_at")
     finished = operations.filter(
-        state__in=[OperationState.SUCCESS, OperationState.FAILURE],
-        updated_at__gte=now - dt.timedelta(days=RATE_DAYS),
-    ).aggregate(
-        success=Count("pk", filter=Q(state=OperationState.SUCCESS)),
-        failure=Count("pk", filter=Q(state=OperationState.FAILURE)),
-    )
-    done = finished["success"] + finished["failure"]
+        state__in=TERMINAL_STATES, updated_at__gte=now - dt.timedelta(days=RATE_DAYS)
+    ).aggregate(**{name: Count("pk", filter=Q(state=state)) for name, state, _ in OUTCOMES})
+    done = sum(finished.values())
     return {
         "dashboard": {
             "device_total": sum(by_state.values()),
@@ -61,13 +69,26 @@ def dashboard(request: HttpRequest) -> dict[str, Any]:
             "failure": finished["failure"],
             "success_rate": round(100 * finished["success"] / done, 1) if done else None,
             "failure_rate": round(100 * finished["failure"] / done, 1) if done else None,
+            "finished": done,
+            "outcomes": [
+                {
+                    "name": name,
+                    "label": label,
+                    "count": finished[name],
+                    "rate": round(100 * finished[name] / done, 1),
+                }
+                for name, _, label in OUTCOMES
+            ]
+            if done
+            else [],
             "chart": command_chart(request, now),
         }
     }
 
 
 def command_chart(request: HttpRequest, now: dt.datetime) -> dict[str, Any]:
-    """Command state changes per hour over the last 24 hours, one series per state entered.
+    """Command state changes per hour over the last 24 hours, one series per state entered,
+    and one per outcome (Success, Failure, TimeOut, Cancelled) even when there was none.
 
     Counts ``CommandHistory`` rows (one per accepted change), so a command that went
     Queued → Success in the hour counts once under each state it entered.
@@ -89,10 +110,19 @@ def command_chart(request: HttpRequest, now: dt.datetime) -> dict[str, Any]:
         slot = index.get(hour)
         if slot is not None:
             series.setdefault(state, [0] * 24)[slot] += n
+    for outcome in COMMAND_OUTCOMES:
+        series.setdefault(outcome, [0] * 24)
+    # The way there (queued, acknowledged, ...) first, then the outcomes, always in one order.
+    order = sorted(state for state in series if state not in COMMAND_OUTCOMES) + COMMAND_OUTCOMES
     return {
         "labels": [hour.strftime("%H:00") for hour in hours],
         "datasets": [
-            {"label": CommandState(state).label, "data": data, "state": int(state)}
-            for state, data in sorted(series.items())
+            {
+                "label": CommandState(state).label,
+                "data": series[state],
+                "state": int(state),
+                "outcome": state in COMMAND_OUTCOMES,
+            }
+            for state in order
         ],
     }
