@@ -345,3 +345,8 @@ CELERY_BEAT_SCHEDULE.update(
         "run-due-headless": {"task": "operations.tasks.run_due_headless", "schedule": float(SWEEP_SECONDS)},
     }
 )
+
+# --- Observability (docs/observability.md): probes, metrics, logs ----------------------------------
+if SECURE_HTTPS:
+    # The probes, which load balancers and orchestrators call over plain HTTP, are not redirected.
+    SECURE_REDIRECT_EXEMPT = [*SECURE_REDIRECT_EXEMPT, r"^healthz$", r"^readyz$"]

@@ -6,6 +6,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 import config.api.schema  # noqa: F401  (registers the bearer scheme with drf-spectacular)
+from config import health as probes
 
 
 def health(request: HttpRequest) -> JsonResponse:
@@ -21,6 +22,9 @@ handler404 = "config.api.exceptions.not_found"
 
 urlpatterns = [
     path("", health, name="health"),
+    # Liveness and readiness for orchestrators (config/health.py); no authentication.
+    path("healthz", probes.healthz, name="healthz"),
+    path("readyz", probes.readyz, name="readyz"),
     # The device endpoints first: URLs are tried in order, and these carry most requests.
     path("", include("commands.api.urls")),
     path("admin/", admin.site.urls),
