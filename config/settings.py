@@ -350,3 +350,6 @@ CELERY_BEAT_SCHEDULE.update(
 if SECURE_HTTPS:
     # The probes, which load balancers and orchestrators call over plain HTTP, are not redirected.
     SECURE_REDIRECT_EXEMPT = [*SECURE_REDIRECT_EXEMPT, r"^healthz$", r"^readyz$"]
+# Every answer counted by route and status, with its time (Prometheus, GET /metrics): first
+# of all middleware, so static files and early refusals are counted too.
+MIDDLEWARE = ["config.metrics.RequestMetricsMiddleware", *MIDDLEWARE]
