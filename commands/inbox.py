@@ -95,6 +95,7 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
             if has_header
             else "Authentication credentials were not provided.",
         )
+    request.auth = principal  # type: ignore[attr-defined]  # as DRF does: the request log's tenant
     device_id = request.GET.get("device_id", "")
     if not device_id:
         return _error(400, "This query parameter is required.", "device_id")
