@@ -4,13 +4,15 @@ hand-out, an empty poll and its 304, a device's status PUT, a fan-out."""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import metrics
 from tests.command_factories import command_of, dispatched_operation
-from tests.conftest import DeviceActor, Org
+from tests.conftest import ROOT, DeviceActor, Org
 from tests.helpers import content
 
 INBOX = "/v2/command-inbox/"
@@ -102,3 +104,16 @@ def test_a_failing_scrape_collector_leaves_the_rest(org: Org) -> None:
     finally:
         metrics.scrape_collectors.remove(broken)
     assert "dos_operations" in families and "dos_http_requests" in families
+
+
+def test_the_grafana_dashboard_reads_only_metrics_the_server_serves(org: Org, device: DeviceActor) -> None:
+    dispatched_operation(org.tenant, [device])  # so the labelled fan-out histogram has samples
+    device.api.get(INBOX, {"device_id": "dev-1"})
+    served = {sample.name for family in scrape(org.viewer).values() for sample in family.samples}
+
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {name for query in queries for name in re.findall(r"\bdos_\w+", query)}
+
+    assert used, "the dashboard has no queries"
+    assert used - served == set()
