@@ -117,3 +117,28 @@ def test_the_grafana_dashboard_reads_only_metrics_the_server_serves(org: Org, de
 
     assert used, "the dashboard has no queries"
     assert used - served == set()
+
+
+def test_queue_length_with_the_filesystem_broker(org: Org, tmp_path: Any, settings: Any) -> None:
+    """``make run``'s broker: messages are files in a folder; two real ones are counted."""
+    from kombu import Connection
+
+    folder = tmp_path / "queue"
+    folder.mkdir()
+    options = {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+        "control_folder": str(tmp_path / "control"),
+    }
+    settings.CELERY_BROKER_URL = "filesystem://"
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = options
+    with Connection("filesystem://", transport_options=options) as conn:
+        queue = conn.SimpleQueue("celery")
+        queue.put({"n": 1})
+        queue.put({"n": 2})
+        other = conn.SimpleQueue("another")
+        other.put({"n": 3})
+
+    families = scrape(org.viewer)
+
+    assert value(families, "dos_celery_queue_length", "dos_celery_queue_length", queue="celery") == 2
