@@ -21,6 +21,7 @@ from commands.payload import command_payload
 from config.api.envelopes import DEFAULT_ENVELOPE
 from config.api.principal import Principal
 from config.client import client_address
+from config.metrics import INBOX_EMPTY, INBOX_HANDED_OUT, INBOX_NOT_MODIFIED
 from inventory.authentication import resolve_token_reading
 from inventory.device_rows import DEVICE_ID_RE
 from inventory.models import Device
@@ -94,6 +95,7 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
             if has_header
             else "Authentication credentials were not provided.",
         )
+    request.auth = principal  # type: ignore[attr-defined]  # as DRF does: the request log's tenant
     device_id = request.GET.get("device_id", "")
     if not device_id:
         return _error(400, "This query parameter is required.", "device_id")
@@ -111,6 +113,7 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
     ):
         response = HttpResponse(status=304)
         response["ETag"] = request.headers["If-None-Match"].strip()
+        INBOX_NOT_MODIFIED.inc()  # in memory (or a memory-mapped file): no I/O on the hot path
         return response
 
     # Read before the query: a command committed meanwhile makes this answer's ETag stale.
@@ -118,8 +121,10 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
     commands = hand_out(device_pk, device_id, settings.INBOX_BATCH, principal.label)
     if commands:
         etag = inbox_cache.content_etag([f"{c['id']}@{c['version']}" for c in commands])
+        INBOX_HANDED_OUT.inc()
     else:
         etag = inbox_cache.empty_etag(principal.tenant_id, device_pk, generation)
+        INBOX_EMPTY.inc()
     content = {
         "count": len(commands),
         "next": None,

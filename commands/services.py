@@ -25,9 +25,15 @@ from commands.followers import Moved, followers
 from commands.models import CommandHistory, CommandStatus
 from commands.payload import PAYLOAD_COLUMNS
 from config.errors import Conflict, DomainError
+from config.metrics import COMMAND_STATE_CHANGES
 from inventory.models import Device
 
 C = CommandState
+
+#: The counter of state changes by target state, one child per state made once (GET /metrics).
+#: Counted after the statement that moved the rows; a set move's transaction that rolls back
+#: later has been counted all the same (rare: a metric, not a ledger).
+_CHANGED_TO = {state: COMMAND_STATE_CHANGES.labels(state.name.lower()) for state in C}
 
 
 def report(
@@ -69,6 +75,7 @@ def report(
                 }
             )
         raise DomainError({"state": [f"cannot move from '{C(old).label}' to '{target.label}'"]})
+    _CHANGED_TO[target].inc()
     for follower, value in zip(followers(), values, strict=True):
         follower.reported(current, old, value, actor)
     return current, True
@@ -227,7 +234,10 @@ def _move_statement(
     """
     with connection.cursor() as cursor:
         cursor.execute(sql, [*select_params, *params, int(target), reason, actor, now])
-        return [Moved(row[0], row[1], int(target), *row[2:]) for row in cursor.fetchall()]
+        moved = [Moved(row[0], row[1], int(target), *row[2:]) for row in cursor.fetchall()]
+    if moved:
+        _CHANGED_TO[target].inc(sum(group.count for group in moved))
+    return moved
 
 
 def settle(moved: list[Moved], actor: str = "system") -> None:
@@ -314,6 +324,8 @@ def hand_out(device_pk: int, limit: int, actor: str, reason: str) -> list[dict[s
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = [dict(zip(PAYLOAD_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
+    if rows:
+        _CHANGED_TO[target].inc(len(rows))
     for row in rows:  # Django leaves jsonb undecoded on raw cursors
         for column in ("arguments", "details"):
             if isinstance(row[column], str):

@@ -354,3 +354,40 @@ CELERY_BEAT_SCHEDULE.update(
         "run-due-headless": {"task": "operations.tasks.run_due_headless", "schedule": float(SWEEP_SECONDS)},
     }
 )
+
+# --- Observability (docs/observability.md): probes, metrics, logs ----------------------------------
+if SECURE_HTTPS:
+    # The probes, which load balancers and orchestrators call over plain HTTP, are not redirected.
+    SECURE_REDIRECT_EXEMPT = [*SECURE_REDIRECT_EXEMPT, r"^healthz$", r"^readyz$"]
+# Every answer counted by route and status, with its time (Prometheus, GET /metrics): first
+# of all middleware, so static files and early refusals are counted too.
+MIDDLEWARE = ["config.metrics.RequestMetricsMiddleware", *MIDDLEWARE]
+# A request id on every log line and in X-Request-ID, one line per answer (config/logs.py);
+# before the metrics, so the id is known everywhere.
+MIDDLEWARE = ["config.logs.RequestLogMiddleware", *MIDDLEWARE]
+
+# LOG_FORMAT: `text` (readable lines, the default) or `json` (one JSON object a line, for log
+# collectors). LOG_REQUESTS: `all` answers logged (default), `errors` (status >= 400) or `off`.
+LOG_FORMAT = env_str("LOG_FORMAT", "text").strip().lower() or "text"
+LOG_REQUESTS = env_str("LOG_REQUESTS", "all").strip().lower() or "all"
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: expected text or json")
+if LOG_REQUESTS not in ("all", "errors", "off"):
+    raise ImproperlyConfigured(f"LOG_REQUESTS={LOG_REQUESTS!r}: expected all, errors or off")
+_LOG_FORMATTERS: dict[str, dict[str, object]] = {
+    "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    "json": {
+        "()": "pythonjsonlogger.json.JsonFormatter",
+        "fmt": "%(levelname)s %(name)s %(message)s",
+        "rename_fields": {"levelname": "level", "name": "logger"},
+        "timestamp": True,
+    },
+}
+LOGGING["filters"] = {"request_id": {"()": "config.logs.RequestIdFilter"}}
+LOGGING["formatters"] = {LOG_FORMAT: _LOG_FORMATTERS[LOG_FORMAT]}
+LOGGING["handlers"] = {
+    "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]}
+}
+if LOG_FORMAT == "json":
+    # Celery workers log through the root handler above (JSON), not their own format.
+    CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -6,6 +6,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 import config.api.schema  # noqa: F401  (registers the bearer scheme with drf-spectacular)
+from config import health as probes
+from config.api.metrics import MetricsView
 
 
 def health(request: HttpRequest) -> JsonResponse:
@@ -21,6 +23,11 @@ handler404 = "config.api.exceptions.not_found"
 
 urlpatterns = [
     path("", health, name="health"),
+    # Liveness and readiness for orchestrators (config/health.py); no authentication.
+    path("healthz", probes.healthz, name="healthz"),
+    path("readyz", probes.readyz, name="readyz"),
+    # Prometheus metrics (config/metrics.py), for an API key of any role.
+    path("metrics", MetricsView.as_view(), name="metrics"),
     # The device endpoints first: URLs are tried in order, and these carry most requests.
     path("", include("commands.api.urls")),
     path("admin/", admin.site.urls),

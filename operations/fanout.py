@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from commands import inbox_cache
 from commands.choices import CommandState, Priority
 from commands.models import CommandStatus
 from config.errors import DomainError
+from config.metrics import FANOUT_DURATION, FANOUT_ROWS
 from inventory.models import Device
 from operations import progress
 from operations.choices import PRE_DISPATCH_STATES, OperationState, ScheduleType
@@ -99,15 +101,18 @@ def fan_out(operation_id: Any) -> None:
         if attempt > limit:
             _give_up(operation_id, f"the fan-out was started {limit} times without finishing")
             return
+        started = time.monotonic()
         try:
             _run(operation_id)
         except Exception as error:
+            FANOUT_DURATION.labels("error").observe(time.monotonic() - started)
             if attempt >= limit:
                 _give_up(
                     operation_id,
                     f"the fan-out failed {attempt} times; the last: {type(error).__name__}: {error}",
                 )
             raise
+        FANOUT_DURATION.labels("ok").observe(time.monotonic() - started)
 
 
 def _count_attempt(operation_id: Any) -> int | None:
@@ -176,6 +181,7 @@ def _resolve(operation: Operation) -> None:
                     return False
                 inserted = _insert_chunk(operation, chunk, window)
                 progress.add_counts(operation.pk, resolved_count=inserted)
+            FANOUT_ROWS.inc(inserted)  # committed
             return True
 
         if not _run_chunks(range(bounds["low"], bounds["high"] + 1, CHUNK_SIZE), write_chunk):

@@ -25,7 +25,7 @@ from tests.conftest import Org
 from tests.world import World, build_world, fill, path_parameters, shape
 
 #: Paths of the URL map that are not API endpoints.
-NOT_API = {"", "admin/", "api/schema/", "api/docs/"}
+NOT_API = {"", "admin/", "api/schema/", "api/docs/", "healthz", "readyz", "metrics"}
 
 
 def _schema() -> dict[str, Any]:
