@@ -33,7 +33,10 @@ services:
 	bash .ci/services.sh
 
 ## The test suite, against real PostgreSQL and Redis, with real Celery processes.
+## The static files are collected first, as production serves them (compressed, hashed names):
+## the tests run with DEBUG off.
 test: $(VENV)/.installed services
+	SECRET_KEY=$${SECRET_KEY:-$(TEST_SECRET_KEY)} $(PY) manage.py collectstatic --noinput -v0
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL) \
 		SECRET_KEY=$${SECRET_KEY:-$(TEST_SECRET_KEY)} $(VENV)/bin/pytest $(PYTEST_ARGS)
 

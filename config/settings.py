@@ -240,9 +240,20 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-# The web process serves the static files itself (WhiteNoise), found where they are (static/ and
-# the installed apps') when it starts: no collectstatic step, no web server to configure, and
-# the same files in development, tests and production. So there is no STATIC_ROOT.
+# The web process serves the static files itself (WhiteNoise, config/static.py): no web server to
+# configure. `manage.py collectstatic` writes them into STATIC_ROOT compressed (gzip) with hashed
+# names; with DEBUG off, pages then name the hashed files, served with a year's cache headers (a
+# changed file gets a new name). Files not collected (development, or collectstatic not run yet)
+# are served where they are found (static/, the installed apps'), with short cache headers.
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "config.static.CollectedOrFoundStorage"
+    },
+}
 WHITENOISE_USE_FINDERS = True
 
 # --- API ----------------------------------------------------------------------------------------
