@@ -54,3 +54,13 @@ def tasks_sent(log: str) -> Counter[str]:
 def tasks_finished(log: str) -> Counter[str]:
     """The tasks a worker's log says it finished (succeeded or raised), by task name."""
     return Counter(re.findall(r"Task ([\w.:-]+)\[[0-9a-f-]+\] (?:succeeded|raised)\b", log))
+
+
+def names_static_file(html: str, name: str) -> bool:
+    """Whether the page loads the static file ``name`` (``console/copy.js``), by its plain name
+    or, once ``collectstatic`` ran (``make test``), by its hashed one (``console/copy.1a2b3c4d5e6f.js``)."""
+    stem, _, extension = name.rpartition(".")
+    return (
+        re.search(rf"/static/{re.escape(stem)}(\.[0-9a-f]{{12}})?\.{re.escape(extension)}\b", html)
+        is not None
+    )
