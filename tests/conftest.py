@@ -7,12 +7,16 @@ Tests run against PostgreSQL and Redis (``make test`` sets DATABASE_URL and REDI
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +202,43 @@ def kill_group(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+@contextlib.contextmanager
+def gunicorn(env: dict[str, str], log: Path, *options: str) -> Iterator[str]:
+    """gunicorn serving ``config.wsgi`` with ``env`` on a free port (``-b 127.0.0.1:0``, read back
+    from its log) until the block ends; yields its base URL once ``/admin/login/`` answers 200."""
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", "127.0.0.1:0", *options],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def listening_at() -> str | None:
+        found = re.search(r"Listening at: (http://[\d.]+:\d+)", log.read_text(errors="replace"))
+        if found is None and server.poll() is not None:
+            raise AssertionError(
+                f"gunicorn exited with {server.returncode}:\n{log.read_text(errors='replace')}"
+            )
+        return found.group(1) if found else None
+
+    def answers(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/admin/login/", timeout=5) as answer:
+                return bool(answer.status == 200)
+        except (urllib.error.URLError, ConnectionError):
+            return False
+
+    try:
+        url = wait_until(listening_at, timeout=60, what="gunicorn to listen")
+        wait_until(lambda: answers(url), timeout=60, what=f"gunicorn to answer at {url}")
+        yield url
+    finally:
+        kill_group(server, signal.SIGTERM, timeout=15)
 
 
 class CeleryProcesses:

@@ -12,11 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +26,7 @@ from commands.services import report
 from inventory.models import ApiKey, Device, Tenant
 from inventory.services import bulk_import_devices, get_or_create_tenant
 from operations.models import Operation
-from tests.conftest import ROOT, CeleryProcesses, _process_env, kill_group, wait_until
+from tests.conftest import ROOT, CeleryProcesses, _process_env, gunicorn
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -81,45 +76,15 @@ def _launch() -> Iterator[Any]:
         browser.close()
 
 
-def _listening_at(log: Path, server: subprocess.Popen[bytes]) -> str | None:
-    """The address gunicorn says it listens at (it picks a free port: ``-b 127.0.0.1:0``)."""
-    found = re.search(r"Listening at: (http://[\d.]+:\d+)", log.read_text(errors="replace"))
-    if found is None and server.poll() is not None:
-        raise AssertionError(f"gunicorn exited with {server.returncode}:\n{log.read_text(errors='replace')}")
-    return found.group(1) if found else None
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/admin/login/", timeout=5) as answer:
-            return bool(answer.status == 200)
-    except (urllib.error.URLError, ConnectionError):
-        return False
-
-
 @pytest.fixture(scope="module")
 def web_server(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """gunicorn serving ``config.wsgi`` with ``DEBUG`` off, as in production, on the test
     database (what a test writes is committed: ``transactional_db``) and this run's Redis; its
     base URL. One for the module: a test's rows are gone after it (the database is flushed)."""
-    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
     env = {**_process_env(), "DEBUG": "0"}
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", "127.0.0.1:0", *GUNICORN_OPTIONS],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        url = wait_until(lambda: _listening_at(log, server), timeout=60, what="gunicorn to listen")
-        wait_until(lambda: _answers(url), timeout=60, what=f"gunicorn to answer at {url}")
+    with gunicorn(env, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log", *GUNICORN_OPTIONS) as url:
         yield url
-    finally:
-        kill_group(server, signal.SIGTERM, timeout=15)
 
 
 @pytest.fixture

@@ -5,21 +5,14 @@ name those hashed files, so a changed file is fetched anew."""
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, _process_env, kill_group, wait_until
-
-
-def _listening_at(log: Path) -> str | None:
-    found = re.search(r"Listening at: (http://[\d.]+:\d+)", log.read_text(errors="replace"))
-    return found.group(1) if found else None
+from tests.conftest import ROOT, _process_env, gunicorn
 
 
 def _get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
@@ -36,24 +29,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True
     )
-    log = work / "gunicorn.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", "127.0.0.1:0", "-w", "1"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield wait_until(lambda: _listening_at(log), timeout=60, what="gunicorn to listen")
-    finally:
-        kill_group(server, signal.SIGTERM, timeout=15)
+    with gunicorn(env, work / "gunicorn.log", "-w", "1") as url:
+        yield url
 
 
 def test_pages_name_hashed_files_served_compressed_for_a_year(served: str) -> None:
-    status, _, page = wait_until(lambda: _get(f"{served}/admin/login/"), timeout=30, what="the login page")
+    status, _, page = _get(f"{served}/admin/login/")
     assert status == 200
     hashed = re.findall(r'/static/([\w/.-]+\.[0-9a-f]{12}\.(?:css|js))"', page.decode())
     assert hashed, "the login page names no hashed static file"
