@@ -27,11 +27,6 @@ class Repair:
     now: int
 
 
-def true_counts(operation_id: uuid.UUID | str) -> dict[str, int]:
-    """The counters as the command rows say they should be (``operations.counters.recount``)."""
-    return counters.recount(operation_id)
-
-
 def repair(operation_ids: Iterable[uuid.UUID | str]) -> list[Repair]:
     """Recount each operation and fix the counters that drifted; returns what was fixed."""
     repairs: list[Repair] = []
@@ -40,7 +35,7 @@ def repair(operation_ids: Iterable[uuid.UUID | str]) -> list[Repair]:
             operation = Operation.objects.select_for_update().filter(pk=operation_id).first()
             if operation is None:
                 continue
-            truth = true_counts(operation_id)
+            truth = counters.recount(operation_id)
             wrong = {name: value for name, value in truth.items() if getattr(operation, name) != value}
             if wrong:
                 repairs.extend(Repair(operation.pk, n, getattr(operation, n), v) for n, v in wrong.items())

@@ -23,7 +23,6 @@ from operations.models import Operation, OperationActivity
 
 S = OperationState
 OperationId = uuid.UUID | str
-COUNTERS = counters.COUNTERS
 
 
 def sources_of(target: OperationState) -> list[int]:
@@ -63,7 +62,7 @@ def move(
 def record_activity(
     operation_id: OperationId, state: OperationState, reason: str = "", actor: str = "system"
 ) -> None:
-    operation = Operation.objects.only(*COUNTERS).get(pk=operation_id)
+    operation = Operation.objects.only(*counters.COUNTERS).get(pk=operation_id)
     OperationActivity.objects.create(
         operation_id=operation_id,
         state=int(state),

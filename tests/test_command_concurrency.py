@@ -13,10 +13,9 @@ from django.db import transaction
 
 from commands.choices import TERMINAL_STATES, CommandState
 from commands.models import CommandHistory, CommandStatus
-from operations.aggregates import true_counts
+from operations import counters
 from operations.choices import OperationState
 from operations.models import Operation, OperationActivity
-from operations.progress import COUNTERS
 from operations.services import cancel_operation
 from tests.command_factories import command_of, dispatched_operation, run_in_threads
 from tests.conftest import DeviceActor, Org, add_device, add_devices
@@ -44,9 +43,9 @@ def reporter(actor: DeviceActor, command: CommandStatus, last: str) -> Callable[
     return run
 
 
-def counters(operation: Operation) -> dict[str, int]:
+def stored_counts(operation: Operation) -> dict[str, int]:
     operation.refresh_from_db()
-    return {name: getattr(operation, name) for name in COUNTERS}
+    return {name: getattr(operation, name) for name in counters.COUNTERS}
 
 
 def activity(operation: Operation) -> list[str]:
@@ -73,12 +72,12 @@ def test_fifty_devices_reporting_at_once_leave_exact_counters(org: Org) -> None:
     assert results == [[200, 200, 200]] * DEVICES
 
     # and the counters are exact and match the rows
-    got = counters(operation)
+    got = stored_counts(operation)
     rows = CommandStatus.objects.filter(operation=operation)
     assert got["success_count"] == rows.filter(state=C.SUCCESS).count() == DEVICES - len(FAILING)
     assert got["failed_count"] == rows.filter(state=C.FAILURE).count() == len(FAILING)
     assert got["success_count"] + got["failed_count"] == DEVICES
-    assert got == true_counts(operation.pk)
+    assert got == counters.recount(operation.pk)
     assert CommandHistory.objects.filter(command__operation=operation).count() == 3 * DEVICES
 
     # and the operation processed, completed and failed exactly once
@@ -102,8 +101,8 @@ def test_fifty_devices_all_succeeding_at_once_make_one_success(org: Org) -> None
 
     operation.refresh_from_db()
     assert operation.state == S.SUCCESS
-    assert counters(operation)["success_count"] == DEVICES
-    assert counters(operation) == true_counts(operation.pk)
+    assert stored_counts(operation)["success_count"] == DEVICES
+    assert stored_counts(operation) == counters.recount(operation.pk)
     names = activity(operation)
     assert (names.count("COMPLETED"), names.count("SUCCESS")) == (1, 1)
 
@@ -132,8 +131,8 @@ def test_a_cancel_racing_with_reports_leaves_counters_that_match_the_rows(org: O
     # and the operation is cancelled, with counters that agree with the rows
     operation.refresh_from_db()
     assert operation.state == S.CANCELLED
-    got = counters(operation)
-    assert got == true_counts(operation.pk)
+    got = stored_counts(operation)
+    assert got == counters.recount(operation.pk)
     rows = CommandStatus.objects.filter(operation=operation)
     finished = rows.filter(state__in=TERMINAL_STATES).count()
     assert (

@@ -25,10 +25,9 @@ from django.conf import settings
 from commands.models import CommandStatus
 from inventory.models import Device
 from inventory.services import bulk_import_devices
-from operations.aggregates import true_counts
+from operations import counters
 from operations.choices import OperationState
 from operations.models import Operation, OperationActivity
-from operations.progress import COUNTERS
 from tests.conftest import Org, make_org, purge_broker, wait_until
 from tests.faults import Processes
 from tests.helpers import task_events
@@ -83,7 +82,7 @@ def _assert_exact(operation_id: str, total: int) -> None:
     assert op.state == OperationState.DISPATCHED
     assert CommandStatus.objects.filter(operation_id=operation_id).count() == total
     assert op.resolved_count == op.dispatched_count == total
-    assert true_counts(operation_id) == {name: getattr(op, name) for name in COUNTERS}
+    assert counters.recount(operation_id) == {name: getattr(op, name) for name in counters.COUNTERS}
     states = list(OperationActivity.objects.filter(operation_id=operation_id).values_list("state", flat=True))
     for state in (OperationState.RESOLVING, OperationState.RESOLVED, OperationState.DISPATCHED):
         assert states.count(state) == 1, states

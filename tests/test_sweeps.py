@@ -15,11 +15,10 @@ from django.utils import timezone
 from commands import sweeps
 from commands.choices import CommandState
 from commands.models import CommandHistory, CommandStatus
+from operations import counters
 from operations import sweeps as operation_sweeps
-from operations.aggregates import true_counts
 from operations.choices import OperationState
 from operations.models import Operation, OperationActivity
-from operations.progress import COUNTERS
 from tests.command_factories import command_of, dispatched_operation, run_in_threads
 from tests.conftest import DeviceActor, Org, add_devices
 
@@ -28,16 +27,16 @@ S = OperationState
 INBOX = "/v2/command-inbox/"
 
 
-def counters(operation: Operation) -> dict[str, int]:
+def stored_counts(operation: Operation) -> dict[str, int]:
     operation.refresh_from_db()
-    return {name: getattr(operation, name) for name in COUNTERS}
+    return {name: getattr(operation, name) for name in counters.COUNTERS}
 
 
 def assert_counters(operation: Operation, **expected: int) -> None:
     """The counters are exactly ``expected`` (others zero) and agree with the command rows."""
-    got = counters(operation)
-    assert got == {name: expected.get(name, 0) for name in COUNTERS}
-    assert got == true_counts(operation.pk)
+    got = stored_counts(operation)
+    assert got == {name: expected.get(name, 0) for name in counters.COUNTERS}
+    assert got == counters.recount(operation.pk)
 
 
 def activity(operation: Operation) -> list[str]:
