@@ -39,6 +39,10 @@ if not SECRET_KEY:
             f"SECRET_KEY must be set when DEBUG is off (DEBUG=1 for development{hint})"
         )
     SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
+# Keys that seal secrets kept at rest (webhook secrets, kept idempotent answers holding a token
+# or key): Fernet keys, newest first, comma-separated. Unset: one derived from SECRET_KEY
+# (config/encryption.py; README, "Production").
+ENCRYPTION_KEYS = env_list("ENCRYPTION_KEYS", [])
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 
 # --- HTTPS and security headers (README, "Production") -----------------------------------------
