@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from commands import inbox_cache
-from commands.choices import UNFINISHED_STATES, CommandState
+from commands.choices import REPORTED_STATES, UNFINISHED_STATES, CommandState
 from commands.models import CommandStatus
 from commands.services import move_and_settle
 from config.errors import DomainError
@@ -124,8 +124,9 @@ def resume(operation: Operation, reason: str, actor: str) -> Operation:
         transaction.on_commit(functools.partial(inbox_cache.bump_tenant, current.tenant_id))
         if back in PRE_DISPATCH_STATES:
             transaction.on_commit(functools.partial(_send_fan_out, current.pk))
-    if back not in PRE_DISPATCH_STATES:
-        progress.advance(current.pk, actor=actor)
+    if back not in PRE_DISPATCH_STATES:  # reports that came in while paused move it on now
+        reported = current.commands.filter(state__in=REPORTED_STATES).exists()
+        progress.advance(current.pk, reported=reported, actor=actor)
     current.refresh_from_db()
     return current
 
