@@ -345,7 +345,7 @@ def test_retries_under_duplicated_and_reordered_reports_never_exceed_the_budget(
 
     def storm(command: CommandStatus) -> Any:
         def run() -> list[Any]:
-            seen = []
+            seen: list[Any] = []
             for state in (C.IN_PROGRESS, C.FAILURE, C.FAILURE, C.ACKNOWLEDGED, C.FAILURE, C.FAILURE):
                 try:
                     seen.append(report(command.pk, state, "storm", actor="device")[0].attempt)
