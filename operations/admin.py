@@ -66,14 +66,17 @@ def progress_bar(operation: Operation) -> str:
         '<span title="{} {}" style="display:inline-block;height:10px;width:{}%;background:{}"></span>',
         ((count, label, round(100 * count / total, 2), colour) for colour, count, label in parts if count),
     )
+    # A rollout's wave, from the row alone (no query per line of a list).
+    planned = len((operation.rollout or {}).get("waves") or ())
     return format_html(
         '<span class="op-progress" style="display:inline-block;width:160px;background:#e0e0e0">{}</span> '
-        "{} ok / {} failed / {} pending of {}",
+        "{} ok / {} failed / {} pending of {}{}",
         segments,
         operation.success_count,
         operation.failed_count + operation.dispatch_failed_count,
         operation.pending_count,
         operation.resolved_count,
+        f", wave {operation.current_wave} of {planned}" if planned else "",
     )
 
 

@@ -420,6 +420,7 @@ def test_resume_after_a_wave_below_its_threshold_opens_the_next(console: Client,
 
     assert '<span class="op-badge op-badge-paused">PAUSED</span>' in listed
     assert "wave 1 closed with 50.0% succeeded, below wave_success_percent 60%" in listed
+    assert "1 ok / 1 failed / 8 pending of 10, wave 1 of 2" in listed
     assert 'data-wave="1" data-state="DONE"' in html and 'data-wave="2" data-state="WAITING"' in html
 
     console.post(f"{LIST}{operation.pk}/resume/")
