@@ -190,11 +190,12 @@ class OperationForm(forms.Form):
         self.fields["os"].choices = [(os, os) for os in sorted(systems)]  # type: ignore[attr-defined]
 
         for row in range(1, RULE_ROWS + 1):
-            self.fields[f"abort_{row}_failure_type"] = _failure_type_field()
-            self.fields[f"abort_{row}_threshold_percent"] = _short_field("threshold %")
-            self.fields[f"abort_{row}_min_executed"] = _short_field("min executed")
-            self.fields[f"retry_{row}_failure_type"] = _failure_type_field()
-            self.fields[f"retry_{row}_max_attempts"] = _short_field("max attempts")
+            # In a table, under its column's header: each says which rule it is to a screen reader.
+            self.fields[f"abort_{row}_failure_type"] = _failure_type_field(f"abort rule {row}")
+            self.fields[f"abort_{row}_threshold_percent"] = _short_field("threshold %", f"abort rule {row}")
+            self.fields[f"abort_{row}_min_executed"] = _short_field("min executed", f"abort rule {row}")
+            self.fields[f"retry_{row}_failure_type"] = _failure_type_field(f"retry rule {row}")
+            self.fields[f"retry_{row}_max_attempts"] = _short_field("max attempts", f"retry rule {row}")
         #: The validated rollout's body (None: no rollout), set by ``clean``.
         self.rollout: dict[str, Any] | None = None
 
@@ -311,18 +312,24 @@ class OperationForm(forms.Form):
         return body
 
 
-def _failure_type_field() -> forms.CharField:
+def _failure_type_field(rule: str) -> forms.CharField:
     """A drop-down, but a text field underneath: a value the choices lack reaches
     ``rollouts.parse``, which refuses it as the API does ("must be one of FAILED, ...")."""
     return forms.CharField(
-        required=False, max_length=16, label="failure type", widget=forms.Select(choices=FAILURE_TYPE_CHOICES)
+        required=False,
+        max_length=16,
+        label="failure type",
+        widget=forms.Select(choices=FAILURE_TYPE_CHOICES, attrs={"aria-label": f"{rule}: failure type"}),
     )
 
 
-def _short_field(label: str) -> forms.CharField:
+def _short_field(label: str, rule: str) -> forms.CharField:
     """A number as text (``number`` reads it), so the API's messages refuse what is wrong."""
     return forms.CharField(
-        required=False, max_length=24, label=label, widget=forms.TextInput(attrs={"size": 6})
+        required=False,
+        max_length=24,
+        label=label,
+        widget=forms.TextInput(attrs={"size": 6, "aria-label": f"{rule}: {label}"}),
     )
 
 

@@ -455,10 +455,8 @@ def test_a_viewer_can_neither_pause_nor_resume(fleet: Org) -> None:
     assert viewer.post(f"{LIST}{paused.pk}/resume/").status_code == 403
     actions = viewer.get(LIST).content.decode()
     assert 'value="pause"' not in actions and 'value="cancel"' not in actions
-    refused = viewer.post(
-        LIST, {"action": "pause", "_selected_action": [str(running.pk)], "index": "0"}, follow=True
-    )
-    assert refused.status_code == 200
+    for action in ("pause", "cancel"):  # the list's actions need the change permission too
+        viewer.post(LIST, {"action": action, "_selected_action": [str(running.pk)], "index": "0"})
 
     running.refresh_from_db()
     paused.refresh_from_db()
