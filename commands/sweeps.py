@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from commands.choices import CommandState
@@ -19,12 +20,18 @@ from commands.services import move_and_settle
 C = CommandState
 
 
-def redeliver_unacknowledged(now: dt.datetime | None = None) -> dict[str, int]:
-    """Hand out again commands not acknowledged in time; time out those handed out too often."""
+def redeliver_unacknowledged(now: dt.datetime | None = None, held: Q | None = None) -> dict[str, int]:
+    """Hand out again commands not acknowledged in time; time out those handed out too often.
+
+    ``held``: commands the floor above holds back (those of a stopped operation, whose stop
+    moves them): they are neither queued again nor timed out here.
+    """
     now = now or timezone.now()
     stale = CommandStatus.objects.filter(
         state=C.INITIATED, delivered_at__lt=now - dt.timedelta(seconds=settings.INBOX_REDELIVERY_SECONDS)
     )
+    if held is not None:
+        stale = stale.exclude(held)
     limit = settings.INBOX_MAX_DELIVERIES
     timed_out = move_and_settle(
         stale.filter(delivery_count__gte=limit),

@@ -134,6 +134,9 @@ S = OperationState
 TERMINAL_STATES = frozenset({S.SUCCESS, S.FAILURE, S.CANCELLED, S.TIMEOUT})
 #: Before its commands reach the inbox: the fan-out's states, which the recovery sweep resumes.
 PRE_DISPATCH_STATES = frozenset({S.CREATED, S.RESOLVING, S.RESOLVED, S.DISPATCHING})
+#: States whose commands are handed out no more and re-queued by no sweep (the stopped ones:
+#: their stop moves the unfinished commands, ``operations.stopping``).
+HOLDING_STATES = TERMINAL_STATES
 #: Stopping moves, allowed from every state that is not terminal.
 _STOP = frozenset({S.CANCELLED, S.TIMEOUT, S.FAILURE})
 

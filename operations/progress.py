@@ -37,6 +37,7 @@ def move(
     actor: str = "system",
     only_from: Iterable[OperationState] | None = None,
     when: Q | None = None,
+    also: dict[str, object] | None = None,
 ) -> bool:
     """Move the operation to ``target`` if the table allows it from its current state.
 
@@ -50,6 +51,8 @@ def move(
     fields: dict[str, object] = {"state": int(target), "updated_at": timezone.now(), "updated_by": actor}
     if reason:
         fields["reason"] = reason
+    if also:
+        fields.update(also)
     candidates = Operation.objects.filter(pk=operation_id, state__in=sources)
     if when is not None:
         candidates = candidates.filter(when)

@@ -13,7 +13,7 @@ import datetime as dt
 from collections import defaultdict
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from commands import sweeps as delivery
@@ -22,17 +22,24 @@ from commands.followers import Moved
 from commands.models import CommandStatus
 from commands.services import move_and_settle
 from operations import counters, progress
-from operations.choices import OperationState
+from operations.choices import HOLDING_STATES, OperationState
 from operations.models import Operation
 from operations.windows import Window
 
 C = CommandState
 
 
+def held() -> Q:
+    """Commands of an operation that hands nothing out (stopped: its stop moves them), which
+    no sweep queues again, releases or reschedules."""
+    holding = Operation.objects.filter(pk=OuterRef("operation_id"), state__in=sorted(HOLDING_STATES))
+    return Q(Exists(holding))
+
+
 def open_windows(now: dt.datetime | None = None, operation_id: Any = None) -> int:
     """Release scheduled commands whose window has opened; their operation is dispatched."""
     now = now or timezone.now()
-    due = CommandStatus.objects.filter(state=C.SCHEDULED, not_before__lte=now)
+    due = CommandStatus.objects.filter(state=C.SCHEDULED, not_before__lte=now).exclude(held())
     if operation_id is not None:
         due = due.filter(operation_id=operation_id)
     return move_and_settle(due, C.QUEUED, "window opened", after=_mark_dispatched)
@@ -47,7 +54,8 @@ def close_windows(now: dt.datetime | None = None) -> dict[str, int]:
     """Commands still queued when their daily window closes wait for the next window, or
     time out if there is none before the operation's end."""
     now = now or timezone.now()
-    return reschedule(CommandStatus.objects.filter(state=C.QUEUED, window_closes_at__lte=now), now)
+    closed = CommandStatus.objects.filter(state=C.QUEUED, window_closes_at__lte=now).exclude(held())
+    return reschedule(closed, now)
 
 
 def reschedule(
@@ -103,7 +111,7 @@ def run_all() -> dict[str, Any]:
     now = timezone.now()
     return {
         "timed_out": delivery.time_out_overdue(now),
-        "redelivery": delivery.redeliver_unacknowledged(now),
+        "redelivery": delivery.redeliver_unacknowledged(now, held=held()),
         "closed": close_windows(now),
         "opened": open_windows(now),
         "completed": complete_finished_operations(),

@@ -127,6 +127,16 @@ class OperationSerializer(serializers.ModelSerializer):
     operation_device_query = serializers.JSONField(source="device_query")
     operation_activity = serializers.SerializerMethodField()
     operation_stats = serializers.SerializerMethodField()
+    commands_stop = serializers.ChoiceField(
+        choices=["in_progress", "done"],
+        read_only=True,
+        allow_null=True,
+        help_text=(
+            "After a stop (CANCELLED, TIMEOUT, FAILED by PUT): in_progress while a worker still moves "
+            "the unfinished commands (none of them is handed out meanwhile), done once it has; "
+            "null for an operation never stopped."
+        ),
+    )
 
     class Meta:
         model = Operation
@@ -147,6 +157,7 @@ class OperationSerializer(serializers.ModelSerializer):
             "updated_by",
             "operation_activity",
             "operation_stats",
+            "commands_stop",
         ]
 
     @extend_schema_field(ActivitySerializer(many=True))
