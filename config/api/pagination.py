@@ -203,9 +203,13 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
                 ("next", self.get_next_link()),
                 ("previous", self.get_previous_link()),
                 ("results", data),
-                ("count_estimated", self.count_estimated),
             ]
         )
+        # Added keys only, and only where they say something: a list not in key order (the
+        # headless list of seed 001, say) keeps exactly the seeds' four keys unless its count
+        # had to be estimated.
+        if self.keyset or self.count_estimated:
+            body["count_estimated"] = self.count_estimated
         if self.keyset:
             body["next_cursor"] = self.next_cursor
         return Response(body)
@@ -214,7 +218,10 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
         paged = super().get_paginated_response_schema(schema)
         paged["properties"]["count_estimated"] = {
             "type": "boolean",
-            "description": "count is the planner's estimate (more than COUNT_ESTIMATE_THRESHOLD rows).",
+            "description": (
+                "count is the planner's estimate (more than COUNT_ESTIMATE_THRESHOLD rows). Always "
+                "present on lists in key order; on others only when true."
+            ),
         }
         paged["properties"]["next_cursor"] = {
             "type": "string",
