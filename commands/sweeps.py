@@ -20,18 +20,17 @@ from commands.services import move_and_settle
 C = CommandState
 
 
-def redeliver_unacknowledged(now: dt.datetime | None = None, held: Q | None = None) -> dict[str, int]:
+def redeliver_unacknowledged(now: dt.datetime | None = None, exclude: Q | None = None) -> dict[str, int]:
     """Hand out again commands not acknowledged in time; time out those handed out too often.
 
-    ``held``: commands the floor above holds back (those of a stopped operation, whose stop
-    moves them): they are neither queued again nor timed out here.
+    ``exclude``: commands the floors above hold (those of a paused operation wait as they are).
     """
     now = now or timezone.now()
     stale = CommandStatus.objects.filter(
         state=C.INITIATED, delivered_at__lt=now - dt.timedelta(seconds=settings.INBOX_REDELIVERY_SECONDS)
     )
-    if held is not None:
-        stale = stale.exclude(held)
+    if exclude is not None:
+        stale = stale.exclude(exclude)
     limit = settings.INBOX_MAX_DELIVERIES
     timed_out = move_and_settle(
         stale.filter(delivery_count__gte=limit),
@@ -51,3 +50,14 @@ def time_out_overdue(now: dt.datetime | None = None, tenant_id: int | None = Non
     if tenant_id is not None:
         overdue = overdue.filter(tenant_id=tenant_id)
     return move_and_settle(overdue, C.TIMEOUT, "deadline passed")
+
+
+def time_out_in_progress(now: dt.datetime | None = None) -> int:
+    """Commands Acknowledged or In Progress past their in-progress timeout (a rollout's
+    ``in_progress_timeout_minutes``) become Command TimeOut, or go back to the queue if
+    their retry budget allows."""
+    now = now or timezone.now()
+    overdue = CommandStatus.objects.filter(
+        progress_deadline__lte=now, state__in=[C.ACKNOWLEDGED, C.IN_PROGRESS]
+    )
+    return move_and_settle(overdue, C.TIMEOUT, "in progress for longer than its timeout", retry=True)

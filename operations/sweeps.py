@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
@@ -22,17 +23,18 @@ from commands.followers import Moved
 from commands.models import CommandStatus
 from commands.services import move_and_settle
 from operations import counters, progress
-from operations.choices import HOLDING_STATES, OperationState
+from operations.choices import HOLDING_STATES, TERMINAL_STATES, OperationState
 from operations.models import Operation
 from operations.windows import Window
 
 C = CommandState
 
 
-def held() -> Q:
-    """Commands of an operation that hands nothing out (stopped: its stop moves them), which
-    no sweep queues again, releases or reschedules."""
-    holding = Operation.objects.filter(pk=OuterRef("operation_id"), state__in=sorted(HOLDING_STATES))
+def held(states: Iterable[OperationState] = HOLDING_STATES) -> Q:
+    """Commands of an operation in ``states``: by default those that hand nothing out (paused:
+    its commands wait as they are; stopped: its stop moves them), which no sweep queues
+    again or releases."""
+    holding = Operation.objects.filter(pk=OuterRef("operation_id"), state__in=sorted(states))
     return Q(Exists(holding))
 
 
@@ -54,7 +56,9 @@ def close_windows(now: dt.datetime | None = None) -> dict[str, int]:
     """Commands still queued when their daily window closes wait for the next window, or
     time out if there is none before the operation's end."""
     now = now or timezone.now()
-    closed = CommandStatus.objects.filter(state=C.QUEUED, window_closes_at__lte=now).exclude(held())
+    # A stopped operation's commands are its stop's; a paused one's still follow their windows.
+    stopped = held(TERMINAL_STATES)
+    closed = CommandStatus.objects.filter(state=C.QUEUED, window_closes_at__lte=now).exclude(stopped)
     return reschedule(closed, now)
 
 
@@ -111,7 +115,8 @@ def run_all() -> dict[str, Any]:
     now = timezone.now()
     return {
         "timed_out": delivery.time_out_overdue(now),
-        "redelivery": delivery.redeliver_unacknowledged(now, held=held()),
+        "in_progress_timed_out": delivery.time_out_in_progress(now),
+        "redelivery": delivery.redeliver_unacknowledged(now, exclude=held()),
         "closed": close_windows(now),
         "opened": open_windows(now),
         "completed": complete_finished_operations(),

@@ -25,7 +25,7 @@ from operations.fanout import fan_out
 from operations.models import Operation
 from operations.services import create_operation, request_state
 from operations.sweeps import run_all
-from tests.conftest import CeleryProcesses, Org, purge_broker, wait_until
+from tests.conftest import CeleryProcesses, Org, add_devices, purge_broker, wait_until
 from tests.helpers import content
 
 C = CommandState
@@ -92,6 +92,27 @@ def test_cancel_answers_with_the_new_state_before_the_commands_move(org: Org) ->
     assert stored(operation.pk) == counters.recount(operation.pk)
     # and a second message for the same stop finds nothing to do
     assert stopping.stop_commands(operation.pk) == 0
+
+
+def test_a_poll_right_after_the_cancel_gets_none_of_its_commands(org: Org) -> None:
+    # given three devices with a queued command each
+    devices = add_devices(org.tenant, 3)
+    operation = create_operation(
+        org.tenant.pk,
+        {"operation_type": "WIPE", "operation_device_query": {"devices": [d.device.device_id for d in devices]}},
+        "tester",
+    )
+    fan_out(operation.pk)
+
+    # when an operator cancels it, before its worker has moved a single command
+    content(org.admin.put(f"{OPS}{operation.pk}/", {"state": "CANCELLED", "reason": "bad WIPE"}))
+    assert unfinished(operation.pk) == 3
+
+    # then no device gets its command any more (the hand-out checks the operation)
+    for actor in devices:
+        inbox = content(actor.api.get("/v2/command-inbox/", {"device_id": actor.device.device_id}))
+        assert inbox["results"] == []
+    assert set(CommandStatus.objects.filter(operation=operation).values_list("state", flat=True)) == {C.QUEUED}
 
 
 def test_an_operation_never_stopped_says_so(org: Org) -> None:

@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ('commands', '0004_no_fk_constraints'),
+        ('commands', '0005_rollouts'),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('operations', '0003_fanout_attempts'),
+        ('operations', '0004_rollouts'),
     ]
 
     operations = [
