@@ -98,15 +98,17 @@ def test_a_rollout_runs_wave_by_wave_with_a_real_worker(org: Org, celery_worker:
         org.admin.put(f"/commands/v0/status/{command['id']}/", {"state": "Command Failure"})
     body = org.admin.get(f"{OPS}{operation_id}/").json()["content"]
     assert body["state"] == "CANCELLED"
-    # after 4 failures 6 devices had finished, 66.7% of them failed: the later reports are refused
+    # after 4 failures 6 devices had finished, 66.7% of them failed
     assert body["reason"] == "abort: FAILED 66.7% >= 50% after 6 devices"
+
+    # the worker cancels the unfinished commands in batches (operations.stopping); the two
+    # later failures raced it: each is counted as a failure or refused and cancelled
+    def stopped() -> dict[str, Any] | None:
+        shown = org.admin.get(f"{OPS}{operation_id}/").json()["content"]
+        return shown if shown["commands_stop"] == "done" else None
+
+    body = wait_until(stopped, timeout=60, what="the abort's commands cancelled")
     counts = body["operation_stats"]["device_operation_statuses_count"]
-    assert (
-        counts["success_device_count"],
-        counts["failed_device_count"],
-        counts["cancelled_device_count"],
-    ) == (
-        2,
-        4,
-        14,
-    )
+    failed = counts["failed_device_count"]
+    assert 4 <= failed <= 6
+    assert (counts["success_device_count"], counts["cancelled_device_count"]) == (2, 18 - failed)

@@ -97,10 +97,9 @@ def test_cancel_answers_with_the_new_state_before_the_commands_move(org: Org) ->
 def test_a_poll_right_after_the_cancel_gets_none_of_its_commands(org: Org) -> None:
     # given three devices with a queued command each
     devices = add_devices(org.tenant, 3)
+    query = {"devices": [d.device.device_id for d in devices]}
     operation = create_operation(
-        org.tenant.pk,
-        {"operation_type": "WIPE", "operation_device_query": {"devices": [d.device.device_id for d in devices]}},
-        "tester",
+        org.tenant.pk, {"operation_type": "WIPE", "operation_device_query": query}, "tester"
     )
     fan_out(operation.pk)
 
@@ -112,7 +111,7 @@ def test_a_poll_right_after_the_cancel_gets_none_of_its_commands(org: Org) -> No
     for actor in devices:
         inbox = content(actor.api.get("/v2/command-inbox/", {"device_id": actor.device.device_id}))
         assert inbox["results"] == []
-    assert set(CommandStatus.objects.filter(operation=operation).values_list("state", flat=True)) == {C.QUEUED}
+    assert states(operation) == {C.QUEUED}
 
 
 def test_an_operation_never_stopped_says_so(org: Org) -> None:
