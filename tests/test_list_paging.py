@@ -181,3 +181,19 @@ def test_the_schema_documents_the_new_keys(org: Org) -> None:
     assert "in_progress" in str(operation["commands_stop"]) and "done" in str(operation["commands_stop"])
     paged = schema["components"]["schemas"]["PaginatedCommandStatusList"]["properties"]
     assert {"count_estimated", "next_cursor"} <= set(paged)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_big_fan_out_leaves_fresh_statistics_and_an_all_visible_table(org: Org, settings: Any) -> None:
+    """Right after a fan-out the planner knows the rows (ANALYZE) and the new pages are
+    all-visible (VACUUM), so deep pages and counts are index-only scans (commands.planner)."""
+    settings.FANOUT_ANALYZE_ROWS = 20
+
+    operation_on(org, 40)
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples, relallvisible FROM pg_class WHERE relname = %s", [CommandStatus._meta.db_table]
+        )
+        tuples, all_visible = cursor.fetchone()
+    assert tuples >= 40 and all_visible > 0
