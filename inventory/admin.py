@@ -23,6 +23,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.db import connection
 from django.db.models import Count, Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -358,10 +359,50 @@ class DeviceChangeList(ChangeList):
         return shared
 
 
+class OsFilter(admin.SimpleListFilter):
+    """The device list's OS filter, its values read by a loose index scan of (tenant, os).
+
+    Django's field filter asks ``SELECT DISTINCT os`` of every device on every page of the
+    list: a scan of a million rows, most of the list's time at a million devices (issue 17).
+    A recursive query steps from one (tenant, os) pair to the next through the index instead,
+    one probe per pair. Same parameter as the field filter (``os__exact``), so links keep working.
+    """
+
+    title = "os"
+    parameter_name = "os__exact"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        scope = scope_of(request)
+        if scope.nothing:
+            return []
+        table = Device._meta.db_table
+        only = "" if scope.everything else "WHERE tenant_id = %(tenant)s"
+        also = "" if scope.everything else "AND d.tenant_id = %(tenant)s"
+        sql = f"""
+            WITH RECURSIVE pairs(tenant_id, os) AS (
+                (SELECT tenant_id, os FROM {table} {only} ORDER BY tenant_id, os LIMIT 1)
+                UNION ALL
+                SELECT found.tenant_id, found.os FROM pairs, LATERAL (
+                    SELECT d.tenant_id, d.os FROM {table} d
+                    WHERE (d.tenant_id, d.os) > (pairs.tenant_id, pairs.os) {also}
+                    ORDER BY d.tenant_id, d.os LIMIT 1
+                ) found
+            )
+            SELECT DISTINCT os FROM pairs ORDER BY os
+        """
+        with connection.cursor() as cursor:
+            cursor.execute(sql, {"tenant": scope.tenant_id})
+            return [(os_name, os_name or "(empty)") for (os_name,) in cursor.fetchall()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset if value is None else queryset.filter(os=value)
+
+
 @admin.register(Device)
 class DeviceAdmin(ShowsSecretsOnce):
     list_display = ["device_id", "name", "tenant", "os", "model", "state", "timezone", "last_seen"]
-    list_filter = ["state", "os", "tenant", "token_revoked"]
+    list_filter = ["state", OsFilter, "tenant", "token_revoked"]
     search_fields = ["device_id", "name", "serial"]
     readonly_fields = ["token_prefix", "last_seen", "created_at", "updated_at", "latest_commands"]
     exclude = ["token_hash"]

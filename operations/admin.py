@@ -232,7 +232,11 @@ class OperationAdmin(TenantScopedAdmin):
             raise PermissionDenied
         try:
             cancel_operation(operation, "cancelled from the console", self._actor(request))
-            messages.success(request, f"Cancelled operation {operation.pk}.")
+            messages.success(
+                request,
+                f"Cancelled operation {operation.pk}: nothing more of it is handed out; "
+                "a worker is cancelling its unfinished commands.",
+            )
         except REFUSALS as error:
             messages.error(request, "; ".join(refusal_messages(error)))
         return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))

@@ -159,9 +159,11 @@ def stop_commands(operation_id: Any) -> int:
         for extra_pass in range(MAX_EXTRA_PASSES + 1):
             after = 0
             while True:
-                ids = list(
-                    unfinished.filter(pk__gt=after).order_by("pk").values_list("pk", flat=True)[:batch_size]
-                )
+                # Ordered by (operation, id): the planner must walk this operation's index,
+                # not the primary key through every other operation's rows (see
+                # commands.filtersets.CommandStatusFilterSet.filter_request).
+                following = unfinished.filter(pk__gt=after).order_by("operation_id", "pk")
+                ids = list(following.values_list("pk", flat=True)[:batch_size])
                 if not ids:
                     break
                 batch = unfinished.filter(pk__gte=ids[0], pk__lte=ids[-1])

@@ -185,3 +185,34 @@ def test_a_device_id_is_looked_up_in_the_users_tenant_only(org: Org) -> None:
     listing = root.get("/admin/inventory/device/").content.decode()
     assert 'href="/admin/inventory/device/acme_2Ftill-1/change/' in listing
     assert 'href="/admin/inventory/device/only-theirs/change/' in listing
+
+
+def test_the_os_filter_lists_the_tenants_systems_and_filters_by_one(org: Org, other_org: Org) -> None:
+    """Its values come from a walk of the (tenant, os) index, not a scan of every device (issue 17)."""
+    from inventory.services import bulk_import_devices
+
+    bulk_import_devices(
+        org.tenant.pk, [{"device_id": f"a{i}", "os": ["android", "linux"][i % 2]} for i in range(4)]
+    )
+    bulk_import_devices(other_org.tenant.pk, [{"device_id": "w1", "os": "windows"}])
+    staff = staff_console("acme-staff", org.tenant)
+
+    listing = staff.get("/admin/inventory/device/")
+    filtered = staff.get("/admin/inventory/device/", {"os__exact": "linux"})
+    everyone = superuser_console().get("/admin/inventory/device/")
+
+    choices = [
+        c["display"]
+        for spec in listing.context["cl"].filter_specs
+        if spec.title == "os"
+        for c in spec.choices(listing.context["cl"])
+    ]
+    assert choices == ["All", "android", "linux"]
+    assert sorted(d.device_id for d in filtered.context["cl"].result_list) == ["a1", "a3"]
+    every = [
+        c["display"]
+        for spec in everyone.context["cl"].filter_specs
+        if spec.title == "os"
+        for c in spec.choices(everyone.context["cl"])
+    ]
+    assert every == ["All", "android", "linux", "windows"]

@@ -181,3 +181,36 @@ def test_the_schema_documents_the_new_keys(org: Org) -> None:
     assert "in_progress" in str(operation["commands_stop"]) and "done" in str(operation["commands_stop"])
     paged = schema["components"]["schemas"]["PaginatedCommandStatusList"]["properties"]
     assert {"count_estimated", "next_cursor"} <= set(paged)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_big_fan_out_leaves_fresh_statistics_and_an_all_visible_table(org: Org, settings: Any) -> None:
+    """Right after a fan-out the planner knows the rows (ANALYZE) and the new pages are
+    all-visible (VACUUM), so deep pages and counts are index-only scans (commands.planner)."""
+    settings.FANOUT_ANALYZE_ROWS = 20
+
+    operation_on(org, 40)
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples, relallvisible FROM pg_class WHERE relname = %s", [CommandStatus._meta.db_table]
+        )
+        tuples, all_visible = cursor.fetchone()
+    assert tuples >= 40 and all_visible > 0
+
+
+def test_one_operations_list_pages_by_cursor_in_its_own_index_order(org: Org) -> None:
+    """``request`` of one operation orders by (operation, id) so the planner walks that
+    operation's index; it is still the key order, so cursors work and agree with offsets."""
+    mine = operation_on(org, 7)
+    operation_on(org, 5, prefix="o")  # another operation's rows interleave by key
+
+    first = content(org.viewer.get(LIST, {"request": str(mine.pk), "limit": 4}))
+    second = content(
+        org.viewer.get(LIST, {"request": str(mine.pk), "limit": 4, "cursor": first["next_cursor"]})
+    )
+    by_offset = content(org.viewer.get(LIST, {"request": str(mine.pk), "limit": 4, "offset": 4}))
+
+    ids = [int(item["id"]) for item in first["results"] + second["results"]]
+    assert ids == sorted(CommandStatus.objects.filter(operation=mine).values_list("id", flat=True))
+    assert second["results"] == by_offset["results"] and second["next_cursor"] is None

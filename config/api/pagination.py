@@ -95,6 +95,19 @@ def estimated_rows(queryset: QuerySet[Any]) -> int:
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
+def _fixed_columns(queryset: QuerySet[Any]) -> set[str]:
+    """Columns the queryset's top-level AND holds equal to one value (``col = value``)."""
+    where = queryset.query.where
+    if where.connector != "AND" or where.negated:
+        return set()
+    fixed = set()
+    for child in where.children:
+        target = getattr(getattr(child, "lhs", None), "target", None)
+        if getattr(child, "lookup_name", None) == "exact" and target is not None:
+            fixed.add(target.attname)
+    return fixed
+
+
 class LimitOffsetPagination(pagination.LimitOffsetPagination):
     """Unlike DRF's default, a malformed ``limit`` or ``offset`` is a 400, not silently ignored."""
 
@@ -131,9 +144,13 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
 
     @staticmethod
     def keyset_allowed(queryset: QuerySet[Any]) -> bool:
-        """Keyset paging needs the list in primary key order, which the view must have asked for."""
+        """Keyset paging needs the list in primary key order, which the view must have asked
+        for: ``id`` alone, or after columns the filter holds to one value (``operation_id``
+        of one operation, ordered so that the planner walks that operation's index)."""
         ordering = tuple(queryset.query.order_by) or tuple(queryset.model._meta.ordering or ())
-        return ordering in {("id",), ("pk",)} and queryset.model._meta.pk.name == "id"
+        if not ordering or ordering[-1] not in {"id", "pk"} or queryset.model._meta.pk.name != "id":
+            return False
+        return set(ordering[:-1]) <= _fixed_columns(queryset)
 
     def count_rows(self, queryset: QuerySet[Any]) -> int:
         """Exact up to ``COUNT_ESTIMATE_THRESHOLD``, the planner's estimate beyond (flagged)."""
