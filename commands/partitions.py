@@ -140,14 +140,11 @@ def delete_commands(commands: QuerySet[CommandStatus], limit: int) -> int:
     Rows another transaction holds (a device's report of a finished command) are skipped,
     never waited for: the next batch takes them.
     """
-    picked_sql, picked_params = (
-        commands.order_by().values("id").select_for_update(skip_locked=True)[:limit].query.sql_with_params()
-    )
     table = CommandStatus._meta.db_table
     history = CommandHistory._meta.db_table
     sql = f"""
         WITH gone AS (
-            DELETE FROM {table} WHERE id IN ({picked_sql}) RETURNING id, created_on
+            DELETE FROM {table} WHERE id IN ({{picked}}) RETURNING id, created_on
         ), history AS (
             DELETE FROM {history} h USING gone
             WHERE h.command_id = gone.id AND h.created_at >= gone.created_on
@@ -155,7 +152,9 @@ def delete_commands(commands: QuerySet[CommandStatus], limit: int) -> int:
         SELECT count(*) FROM gone
     """
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(sql, picked_params)
+        picked = commands.order_by().values("id").select_for_update(skip_locked=True)[:limit]
+        picked_sql, picked_params = picked.query.sql_with_params()
+        cursor.execute(sql.replace("{picked}", picked_sql), picked_params)
         return int(cursor.fetchone()[0])
 
 

@@ -82,9 +82,9 @@ def _expire_headless(cutoff: dt.datetime, state: Run) -> None:
     expired = HeadlessOperation.objects.filter(
         status__in=sorted(HEADLESS_TERMINAL_STATUSES), updated_at__lt=cutoff
     )
-    while state.spend():
+    while True:
         ids = list(expired.order_by().values_list("pk", flat=True)[: settings.RETENTION_BATCH_SIZE])
-        if not ids:
+        if not ids or not state.spend():
             return
         deleted, _ = HeadlessOperation.objects.filter(pk__in=ids).delete()
         state.removed["headless_runs"] += deleted
