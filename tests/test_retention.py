@@ -7,6 +7,7 @@ nothing alive and makes no device wait a second."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -261,10 +262,10 @@ def device_story(actor: DeviceActor) -> Callable[[], list[int]]:
         statuses = [polled.status_code]
         for command in polled.json()["content"]["results"]:
             for state in ("Command Acknowledged", "Command In Progress", "Command Success"):
-                path = f"/commands/v0/status/{command['id']}/"
-                statuses.append(
-                    bounded(lambda path=path, state=state: actor.api.put(path, {"state": state})).status_code
+                report = functools.partial(
+                    actor.api.put, f"/commands/v0/status/{command['id']}/", {"state": state}
                 )
+                statuses.append(bounded(report).status_code)
         return statuses
 
     return run
