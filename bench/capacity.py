@@ -1,0 +1,370 @@
+"""The capacity benchmark: a command table of OPERATIONS x DEVICES rows (20 x 1,000,000 by
+default), and what the hot paths, the operation's page, the device's list and retention cost
+at that size (docs/scaling.md).
+
+    flock /tmp/bench.lock .venv/bin/python bench/capacity.py [--operations 20] [--devices 1000000]
+        [--project PATH] [--database-url postgres://postgres@127.0.0.1:5432/bench_capacity]
+        [--redis-url redis://127.0.0.1:6379/14] [--samples 200] [--reuse] [--keep] [--output FILE]
+
+``--project`` is the checkout whose code is measured (default: this one). Point it at a
+checkout of an older commit, with its own database, to measure "before" with the same
+script: the script only calls functions both have (``operations.fanout._insert`` and
+``fan_out``, the HTTP views), and uses ``commands.partitions`` when the checkout has it.
+
+The build (not measured as a hot path; its time is printed): a tenant with DEVICES devices
+(one ``INSERT ... SELECT generate_series``), then OPERATIONS operations on every device, one
+per week back from now (so that with partitions each has its own week). All but the newest
+are finished: their commands are written Command Success by the fan-out's own INSERT ...
+SELECT, with one history row each (the final report; a real command has four), and the
+operation row is SUCCESS. The newest is fanned out for real (``fan_out``: Queued, DISPATCHED).
+
+Measured in this process through Django's test client (the whole view stack, real
+PostgreSQL and Redis, no HTTP socket), on devices picked at random:
+
+- the inbox hand-out (a poll that hands out the device's queued command),
+- the status PUT (Command Acknowledged),
+- the 304 poll (If-None-Match of the empty answer that follows),
+- GET of the newest operation and of the oldest one, with their stats,
+- a device's command list (``GET /commands/v0/status/?device=``: one command per operation),
+- table and index sizes,
+- retention of the oldest operation: dropping its week's partition (when partitioned) against
+  deleting its rows and their history in batches of RETENTION_BATCH (5,000) (the second
+  oldest operation is the one deleted by rows when partitioned).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.fanout import LOAD_DEVICES
+from bench.support import Database, machine, percentile, project_env
+
+RETENTION_BATCH = 5000
+
+
+def ms(values: list[float]) -> dict[str, float]:
+    scaled = [v * 1000 for v in values]
+    return {
+        "median_ms": round(statistics.median(scaled), 2),
+        "p95_ms": round(percentile(scaled, 0.95), 2),
+        "max_ms": round(max(scaled), 2),
+        "n": len(scaled),
+    }
+
+
+class Capacity:
+    def __init__(self, options: argparse.Namespace) -> None:
+        self.options = options
+        self.project = Path(options.project).resolve()
+        self.db = Database(options.database_url)
+        self.env = project_env(
+            options.database_url,
+            options.redis_url,
+            RATE_LIMIT_KEY_PER_MINUTE="0",
+            RATE_LIMIT_DEVICE_PER_MINUTE="0",
+            PYTHONPATH=str(self.project),
+        )
+        self.results: dict[str, Any] = {"project": str(self.project), "options": vars(options)}
+
+    def manage(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=self.project,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    def sql(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+        with self.db.connect() as conn:
+            cursor = conn.execute(statement, params)
+            return cursor.fetchall() if cursor.description else []
+
+    # --- build ----------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        if not self.options.reuse:
+            self.db.recreate()
+            redis.Redis.from_url(self.options.redis_url).flushdb()
+            started = time.perf_counter()
+            self.manage("migrate", "--noinput", "-v0")
+            self.manage("create_tenant", "bench")
+            tenant = self.sql("SELECT id FROM inventory_tenant WHERE slug = 'bench'")[0][0]
+            self.sql(LOAD_DEVICES, {"tenant": tenant, "count": self.options.devices})
+            self.sql("VACUUM ANALYZE inventory_device")
+            took = time.perf_counter() - started
+            print(f"migrated and loaded {self.options.devices:,} devices in {took:.0f} s")
+        key = self.manage("create_api_key", "--tenant", "bench", "--role", "admin").strip().splitlines()[-1]
+        self.headers = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+        os.environ.update(self.env)
+        sys.path.insert(0, str(self.project))
+        for name in [n for n in sys.modules if n.split(".")[0] in {"config", "commands", "operations"}]:
+            del sys.modules[name]
+        import django
+
+        django.setup()
+        from django.test import Client
+
+        self.client = Client()
+        from inventory.models import Tenant
+
+        self.tenant = Tenant.objects.get(slug="bench")
+
+    def build(self) -> None:
+        from django.db import connection
+        from django.utils import timezone
+
+        from commands.choices import CommandState
+        from inventory.models import Device
+        from operations.choices import OperationState
+        from operations.fanout import _insert, fan_out
+        from operations.models import Operation
+        from operations.services import create_operation
+
+        try:
+            from commands import partitions
+        except ImportError:
+            partitions = None  # type: ignore[assignment]
+        self.results["partitioned"] = partitions is not None
+        count = self.options.operations
+        existing = Operation.objects.count()
+        now = timezone.now()
+        devices = Device.objects.filter(tenant=self.tenant)
+        timings = []
+        for index in range(existing, count):
+            created = now - dt.timedelta(weeks=count - 1 - index)
+            started = time.perf_counter()
+            operation = create_operation(
+                self.tenant.pk, {"operation_type": "REBOOT", "operation_device_query": {"all": True}}, "bench"
+            )
+            Operation.objects.filter(pk=operation.pk).update(created_at=created)
+            operation.refresh_from_db()
+            if partitions is not None:
+                partitions.make_ahead(created, weeks=0)
+            if index == count - 1:
+                fan_out(operation.pk)  # the live one, the real way
+            else:
+                written = _insert(operation, devices, CommandState.SUCCESS, None, None, None, created)
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "INSERT INTO commands_commandhistory (command_id, from_state, to_state, reason, "
+                        "actor, created_at) SELECT id, 4, 6, '', 'bench', %s FROM commands_commandstatus "
+                        "WHERE operation_id = %s",
+                        [created + dt.timedelta(hours=1), operation.pk],
+                    )
+                Operation.objects.filter(pk=operation.pk).update(
+                    state=OperationState.SUCCESS,
+                    resolved_count=written,
+                    dispatched_count=written,
+                    success_count=written,
+                    updated_at=created + dt.timedelta(days=1),
+                )
+            elapsed = time.perf_counter() - started
+            timings.append(elapsed)
+            print(f"  operation {index + 1}/{count}: {elapsed:.1f} s", flush=True)
+        redis.Redis.from_url(self.options.redis_url).delete("celery")  # fan-out messages nobody runs
+        if timings:
+            self.results["build_seconds_per_operation"] = [round(t, 1) for t in timings]
+            started = time.perf_counter()
+            connection.close()
+            self.sql("VACUUM ANALYZE commands_commandstatus")
+            self.sql("VACUUM ANALYZE commands_commandhistory")
+            print(f"  vacuum analyze {time.perf_counter() - started:.0f} s")
+
+    # --- measurements ---------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, **extra: Any) -> tuple[Any, float]:
+        started = time.perf_counter()
+        response = getattr(self.client, method)(path, **self.headers, **extra)
+        return response, time.perf_counter() - started
+
+    def hot_paths(self) -> None:
+        from operations.models import Operation
+
+        rng = random.Random(17)
+        samples = self.options.samples
+        picked = rng.sample(range(1, self.options.devices + 1), samples)
+        hand_out, puts, not_modified, lists = [], [], [], []
+        for number in picked:
+            device_id = f"dev_{number:07d}"
+            response, elapsed = self.request("get", "/v2/command-inbox/", data={"device_id": device_id})
+            assert response.status_code == 200, response.content
+            results = response.json()["content"]["results"]
+            assert len(results) == 1, results
+            hand_out.append(elapsed)
+            response, elapsed = self.request(
+                "put",
+                f"/commands/v0/status/{results[0]['id']}/",
+                data=json.dumps({"state": "Command Acknowledged"}),
+                content_type="application/json",
+            )
+            assert response.status_code == 200, response.content
+            puts.append(elapsed)
+            empty, _ = self.request("get", "/v2/command-inbox/", data={"device_id": device_id})
+            assert empty.status_code == 200 and not empty.json()["content"]["results"]
+            response, elapsed = self.request(
+                "get", "/v2/command-inbox/", data={"device_id": device_id}, HTTP_IF_NONE_MATCH=empty["ETag"]
+            )
+            assert response.status_code == 304, response.status_code
+            not_modified.append(elapsed)
+            response, elapsed = self.request("get", "/commands/v0/status/", data={"device": device_id})
+            assert response.status_code == 200, response.content
+            lists.append(elapsed)
+        operations = list(Operation.objects.order_by("created_at").values_list("pk", flat=True))
+        gets: dict[str, list[float]] = {"newest": [], "oldest": []}
+        for _ in range(min(samples, 50)):
+            for name, pk in (("newest", operations[-1]), ("oldest", operations[0])):
+                response, elapsed = self.request("get", f"/v0/operations/{pk}/")
+                assert response.status_code == 200, response.content
+                gets[name].append(elapsed)
+        self.results["hot_paths"] = {
+            "inbox_hand_out": ms(hand_out),
+            "status_put": ms(puts),
+            "inbox_304": ms(not_modified),
+            "device_command_list": ms(lists),
+            "get_newest_operation": ms(gets["newest"]),
+            "get_oldest_operation": ms(gets["oldest"]),
+        }
+
+    def sizes(self) -> None:
+        sizes: dict[str, Any] = {}
+        for table in ("commands_commandstatus", "commands_commandhistory"):
+            rows = self.sql(
+                """
+                SELECT
+                  (SELECT coalesce(sum(pg_table_size(relid)), 0) FROM pg_partition_tree(%(t)s::regclass)),
+                  (SELECT coalesce(sum(pg_indexes_size(relid)), 0) FROM pg_partition_tree(%(t)s::regclass)),
+                  (SELECT reltuples::bigint FROM pg_class WHERE oid = %(t)s::regclass)
+                """,
+                {"t": table},
+            )
+            heap, indexes, _ = rows[0]
+            count = self.sql(f"SELECT count(*) FROM {table}")[0][0]
+            per_index = self.sql(
+                """
+                SELECT i.indexrelid::regclass::text, pg_relation_size(i.indexrelid)
+                FROM pg_index i WHERE i.indrelid = %(t)s::regclass
+                """,
+                {"t": table},
+            )
+            by_index = {}
+            for name, size in per_index:  # a partitioned table's index: the sum of its partitions'
+                tree = self.sql(
+                    "SELECT coalesce(sum(pg_relation_size(relid)), 0) FROM pg_partition_tree(%s::regclass)",
+                    [name],
+                )
+                by_index[name] = int(tree[0][0]) or int(size)
+            sizes[table] = {
+                "rows": int(count),
+                "table_bytes": int(heap),
+                "index_bytes": int(indexes),
+                "bytes_per_million_rows": int((heap + indexes) / max(count, 1) * 1_000_000),
+                "indexes": by_index,
+            }
+        self.results["sizes"] = sizes
+
+    def retention(self) -> None:
+        from django.db import connection
+
+        from operations.models import Operation
+
+        oldest, second = list(Operation.objects.order_by("created_at")[:2])
+        result: dict[str, Any] = {}
+        if self.results["partitioned"]:
+            from commands import partitions
+            from commands.models import CommandHistory, CommandStatus
+
+            week = partitions.week_start(oldest.created_at)
+            commands = next(p for p in partitions.partitions(CommandStatus) if p.start == week)
+            history = next(p for p in partitions.partitions(CommandHistory) if p.start == week)
+            started = time.perf_counter()
+            assert partitions.drop(CommandStatus, commands)
+            assert partitions.drop(CommandHistory, history)
+            result["partition_drop_seconds"] = round(time.perf_counter() - started, 3)
+            Operation.objects.filter(pk=oldest.pk).delete()
+            target = second
+        else:
+            target = oldest
+        batches = []
+        started = time.perf_counter()
+        connection.close()
+        while True:
+            begun = time.perf_counter()
+            rows = self.sql(
+                """
+                WITH gone AS (
+                    DELETE FROM commands_commandstatus WHERE id IN (
+                        SELECT id FROM commands_commandstatus WHERE operation_id = %s LIMIT %s
+                        FOR UPDATE SKIP LOCKED)
+                    RETURNING id
+                ), history AS (
+                    DELETE FROM commands_commandhistory h USING gone WHERE h.command_id = gone.id
+                )
+                SELECT count(*) FROM gone
+                """,
+                [target.pk, RETENTION_BATCH],
+            )
+            batches.append(time.perf_counter() - begun)
+            if rows[0][0] < RETENTION_BATCH:
+                break
+        result["row_delete_seconds"] = round(time.perf_counter() - started, 1)
+        result["row_delete_batch"] = ms(batches)
+        self.results["retention"] = result
+
+    def run(self) -> None:
+        self.setup()
+        self.results["machine_before"] = machine(self.db.admin_url)
+        self.build()
+        self.hot_paths()
+        self.sizes()
+        self.retention()
+        self.results["machine_after"] = machine(self.db.admin_url)
+        text = json.dumps(self.results, indent=2, default=str)
+        print(text)
+        if self.options.output:
+            Path(self.options.output).write_text(text)
+        if not self.options.keep:
+            from django.db import connection
+
+            connection.close()
+            self.db.drop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--operations", type=int, default=20)
+    parser.add_argument("--devices", type=int, default=1_000_000)
+    parser.add_argument("--project", default=str(Path(__file__).resolve().parent.parent))
+    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/bench_capacity")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the database's rows; build only what is missing"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument("--output", help="also write the results as JSON here")
+    Capacity(parser.parse_args()).run()
+
+
+if __name__ == "__main__":
+    main()
