@@ -12,11 +12,17 @@ before the move, with the columns of ``commands.services.REPORT_COLUMNS``) and `
 (the row after it, present only when the move was made), may use the statement's
 parameter ``%(now)s``, and gives one expression whose value the statement returns and hands
 back to :meth:`CommandFollower.reported`.
+
+The inbox's hand-out is one statement too. A floor above that holds some commands back (an
+operation paused or stopped, a rollout's wave not open yet, its rate spent) registers a
+:class:`HandOutGate`: its SQL narrows which queued rows a poll may pick, in the same
+statement, and :meth:`HandOutGate.admit` may hold back rows after the statement (a rate
+shared by every process, kept outside the database), which go back to the queue.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from commands.choices import CommandState
@@ -47,6 +53,34 @@ class ReportSql:
     value: str = "NULL"
 
 
+@dataclass(frozen=True)
+class HandOutSql:
+    """A gate's part of the hand-out statement, over ``cs`` (the command rows).
+
+    ``joins`` is added to the FROM of the pick; ``condition`` to its WHERE; ``columns`` are
+    ``(expression, name)`` pairs read with each picked row and returned to
+    :meth:`HandOutGate.admit`; ``held``, if given, is a condition on the device's queued rows
+    that the gate holds back for a while (the poll's answer must then not be cached as
+    empty); ``params`` are the named parameters the SQL uses.
+    """
+
+    joins: str = ""
+    condition: str = "true"
+    columns: tuple[tuple[str, str], ...] = ()
+    held: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class HandOutGate(Protocol):
+    def hand_out_sql(self) -> HandOutSql:
+        """SQL that narrows the rows a poll may hand out."""
+        ...
+
+    def admit(self, rows: list[dict[str, Any]]) -> set[int]:
+        """The ids of handed-out ``rows`` to hold back after all; they go back to the queue."""
+        ...
+
+
 class CommandFollower(Protocol):
     def report_sql(self, target: CommandState) -> ReportSql:
         """SQL run in the same statement as a report moving a command to ``target``."""
@@ -74,3 +108,16 @@ def register(follower: CommandFollower) -> None:
 
 def followers() -> list[CommandFollower]:
     return list(_followers)
+
+
+_gates: list[HandOutGate] = []
+
+
+def register_gate(gate: HandOutGate) -> None:
+    """Add a hand-out gate (once, as :func:`register`)."""
+    if not any(type(known) is type(gate) for known in _gates):
+        _gates.append(gate)
+
+
+def gates() -> list[HandOutGate]:
+    return list(_gates)

@@ -13,7 +13,7 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import connection, transaction
 from django.db.models import QuerySet
@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from commands import inbox_cache
 from commands.choices import HAND_OUT, CommandState, Priority, can_move
-from commands.followers import Moved, followers
+from commands.followers import Moved, followers, gates
 from commands.models import CommandHistory, CommandStatus
 from commands.payload import PAYLOAD_COLUMNS
 from config.errors import Conflict, DomainError
@@ -289,46 +289,121 @@ def issue_internal_command(
     return status_row
 
 
-def hand_out(device_pk: int, limit: int, actor: str, reason: str) -> list[dict[str, Any]]:
+class HandedOut(NamedTuple):
+    """A poll's hand-out: the rows (``PAYLOAD_COLUMNS``) and whether a gate held back some of
+    the device's queued commands for a while (then "nothing new" must not be cached)."""
+
+    rows: list[dict[str, Any]]
+    held: bool
+
+
+def hand_out(device_pk: int, limit: int, actor: str, reason: str) -> HandedOut:
     """Move up to ``limit`` of the device's queued commands to Initiated (:data:`HAND_OUT`)
-    and return their rows (``PAYLOAD_COLUMNS``), highest priority first, then oldest.
+    and return their rows, highest priority first, then oldest.
 
     One statement: pick with ``FOR UPDATE SKIP LOCKED`` (concurrent polls never hand out a
-    row twice), move, count the delivery, write history. It changes no counter of an
-    operation, so no follower runs: the inbox's hot path stays one round trip.
+    row twice) among the rows the gates let through (``commands.followers.HandOutGate``: an
+    operation paused or stopped, a wave not open), move, count the delivery, write history.
+    It changes no counter of an operation, so no follower runs. A gate may then hold back
+    rows it admitted in SQL (a rate spent meanwhile by another process): those go back to
+    the queue at once, with their history.
     """
     source, target = HAND_OUT
     now = timezone.now()
     table = CommandStatus._meta.db_table
     history = CommandHistory._meta.db_table
+    parts = [gate.hand_out_sql() for gate in gates()]
+    joins = " ".join(part.joins for part in parts if part.joins)
+    condition = " AND ".join(f"({part.condition})" for part in parts) or "true"
+    extra = [column for part in parts for column in part.columns]
+    picked_columns = "".join(f", {expression} AS {name}" for expression, name in extra)
     returned = ", ".join(f"cs.{column}" for column in PAYLOAD_COLUMNS)
+    returned += "".join(f", picked.{name}" for _expression, name in extra)
+    held = " OR ".join(f"({part.held})" for part in parts if part.held)
+    params: dict[str, Any] = {
+        "device": device_pk,
+        "source": int(source),
+        "target": int(target),
+        "limit": limit,
+        "now": now,
+        "reason": reason,
+        "actor": actor,
+    }
+    for part in parts:
+        params.update(part.params)
+    result = "SELECT * FROM moved"
+    if held:
+        result = f"""SELECT moved.*, h.held FROM (
+            SELECT EXISTS (
+                SELECT 1 FROM {table} cs {joins}
+                WHERE cs.device_id = %(device)s AND cs.state = %(source)s AND ({held})
+            ) AS held
+        ) h LEFT JOIN moved ON true"""
     sql = f"""
         WITH picked AS (
-            SELECT id FROM {table}
-            WHERE device_id = %s AND state = %s
-            ORDER BY priority DESC, id LIMIT %s
-            FOR UPDATE SKIP LOCKED
+            SELECT cs.id{picked_columns} FROM {table} cs {joins}
+            WHERE cs.device_id = %(device)s AND cs.state = %(source)s AND {condition}
+            ORDER BY cs.priority DESC, cs.id LIMIT %(limit)s
+            FOR UPDATE OF cs SKIP LOCKED
         ), moved AS (
-            UPDATE {table} cs SET state = %s, delivered_at = %s, delivery_count = cs.delivery_count + 1,
-                version = cs.version + 1, updated_on = %s
+            UPDATE {table} cs SET state = %(target)s, delivered_at = %(now)s,
+                delivery_count = cs.delivery_count + 1, version = cs.version + 1, updated_on = %(now)s
             FROM picked WHERE cs.id = picked.id
             RETURNING {returned}
         ), logged AS (
             INSERT INTO {history} (command_id, from_state, to_state, reason, actor, created_at)
-            SELECT id, %s, %s, %s, %s, %s FROM moved
+            SELECT id, %(source)s, %(target)s, %(reason)s, %(actor)s, %(now)s FROM moved
         )
-        SELECT * FROM moved
+        {result}
     """
-    params: list[Any] = [device_pk, int(source), limit, int(target), now, now]
-    params += [int(source), int(target), reason, actor, now]
+    names = [*PAYLOAD_COLUMNS, *(name for _expression, name in extra)]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        rows = [dict(zip(PAYLOAD_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
+        found = cursor.fetchall()
+    was_held = bool(held) and bool(found) and bool(found[0][-1])
+    width = len(names)
+    rows = [dict(zip(names, row[:width], strict=True)) for row in found if row[0] is not None]
+    for gate in gates():
+        back = gate.admit(rows) if rows else set()
+        if back:
+            _put_back(sorted(back), actor)
+            rows = [row for row in rows if row["id"] not in back]
+            was_held = True
     if rows:
         _CHANGED_TO[target].inc(len(rows))
     for row in rows:  # Django leaves jsonb undecoded on raw cursors
         for column in ("arguments", "details"):
             if isinstance(row[column], str):
                 row[column] = json.loads(row[column])
+        for _expression, name in extra:
+            row.pop(name, None)
     rows.sort(key=lambda row: (-row["priority"], row["id"]))
-    return rows
+    return HandedOut(rows, was_held)
+
+
+#: The reason written when a gate holds back a command it had let a poll pick.
+HELD_BACK = "held back by its operation's rate; back in the queue"
+
+
+def _put_back(ids: list[int], actor: str) -> None:
+    """Undo a hand-out of ``ids`` (still Initiated by this poll): back to Queued, the
+    delivery uncounted, with a history row saying why."""
+    source, target = HAND_OUT
+    now = timezone.now()
+    table = CommandStatus._meta.db_table
+    history = CommandHistory._meta.db_table
+    sql = f"""
+        WITH moved AS (
+            UPDATE {table} cs SET state = %(source)s, delivered_at = NULL,
+                delivery_count = GREATEST(cs.delivery_count - 1, 0), version = cs.version + 1,
+                updated_on = %(now)s
+            WHERE cs.id = ANY(%(ids)s) AND cs.state = %(target)s
+            RETURNING cs.id
+        )
+        INSERT INTO {history} (command_id, from_state, to_state, reason, actor, created_at)
+        SELECT id, %(target)s, %(source)s, %(reason)s, %(actor)s, %(now)s FROM moved
+    """
+    params: dict[str, Any] = {"source": int(source), "target": int(target), "ids": ids, "now": now}
+    params |= {"reason": HELD_BACK, "actor": actor}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
