@@ -142,9 +142,9 @@ def forward(apps: Any, schema_editor: Any) -> None:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("commands", "0004_no_fk_constraints"),
+        ("commands", "0005_rollouts"),
         ("inventory", "0008_headless_moves_to_operations"),
-        ("operations", "0004_headless_command_without_constraint"),
+        ("operations", "0005_headless_command_without_constraint"),
     ]
 
     operations = [

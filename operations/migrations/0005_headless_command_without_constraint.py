@@ -3,12 +3,12 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    """Before the command table is partitioned (commands 0005): a foreign key cannot point
+    """Before the command table is partitioned (commands 0006): a foreign key cannot point
     at it, since its unique key becomes (id, created_on)."""
 
     dependencies = [
-        ("commands", "0004_no_fk_constraints"),
-        ("operations", "0003_fanout_attempts"),
+        ("commands", "0005_rollouts"),
+        ("operations", "0004_rollouts"),
     ]
 
     operations = [
