@@ -3,13 +3,13 @@ default), and what the hot paths, the operation's page, the device's list and re
 at that size (docs/scaling.md).
 
     flock /tmp/bench.lock .venv/bin/python bench/capacity.py [--operations 20] [--devices 1000000]
-        [--project PATH] [--database-url postgres://postgres@127.0.0.1:5432/bench_capacity]
+        [--database-url postgres://postgres@127.0.0.1:5432/bench_capacity]
         [--redis-url redis://127.0.0.1:6379/14] [--samples 200] [--reuse] [--keep] [--output FILE]
 
-``--project`` is the checkout whose code is measured (default: this one). Point it at a
-checkout of an older commit, with its own database, to measure "before" with the same
-script: the script only calls functions both have (``operations.fanout._insert`` and
-``fan_out``, the HTTP views), and uses ``commands.partitions`` when the checkout has it.
+The code measured is the checkout the script is in. To measure an older commit ("before"),
+copy this file into that checkout's bench/ and run it there with its own database: it only
+calls functions both have (``operations.fanout._insert`` and ``fan_out``, the HTTP views)
+and uses ``commands.partitions`` when the checkout has it.
 
 The build (not measured as a hot path; its time is printed): a tenant with DEVICES devices
 (one ``INSERT ... SELECT generate_series``), then OPERATIONS operations on every device, one
@@ -69,14 +69,13 @@ def ms(values: list[float]) -> dict[str, float]:
 class Capacity:
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
-        self.project = Path(options.project).resolve()
+        self.project = Path(__file__).resolve().parent.parent
         self.db = Database(options.database_url)
         self.env = project_env(
             options.database_url,
             options.redis_url,
             RATE_LIMIT_KEY_PER_MINUTE="0",
             RATE_LIMIT_DEVICE_PER_MINUTE="0",
-            PYTHONPATH=str(self.project),
         )
         self.results: dict[str, Any] = {"project": str(self.project), "options": vars(options)}
 
@@ -115,9 +114,6 @@ class Capacity:
         key = self.manage("create_api_key", "--tenant", "bench", "--role", "admin").strip().splitlines()[-1]
         self.headers = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
         os.environ.update(self.env)
-        sys.path.insert(0, str(self.project))
-        for name in [n for n in sys.modules if n.split(".")[0] in {"config", "commands", "operations"}]:
-            del sys.modules[name]
         import django
 
         django.setup()
@@ -250,9 +246,11 @@ class Capacity:
             rows = self.sql(
                 """
                 SELECT
-                  (SELECT coalesce(sum(pg_table_size(relid)), 0) FROM pg_partition_tree(%(t)s::regclass)),
-                  (SELECT coalesce(sum(pg_indexes_size(relid)), 0) FROM pg_partition_tree(%(t)s::regclass)),
-                  (SELECT reltuples::bigint FROM pg_class WHERE oid = %(t)s::regclass)
+                  (SELECT coalesce(sum(pg_table_size(relid)), 0) FROM pg_partition_tree(%(t)s::regclass))
+                    + pg_table_size(%(t)s::regclass),
+                  (SELECT coalesce(sum(pg_indexes_size(relid)), 0) FROM pg_partition_tree(%(t)s::regclass)
+                    WHERE relid <> %(t)s::regclass) + pg_indexes_size(%(t)s::regclass),
+                  0
                 """,
                 {"t": table},
             )
@@ -354,7 +352,6 @@ def main() -> None:
     )
     parser.add_argument("--operations", type=int, default=20)
     parser.add_argument("--devices", type=int, default=1_000_000)
-    parser.add_argument("--project", default=str(Path(__file__).resolve().parent.parent))
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/bench_capacity")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--samples", type=int, default=200)
