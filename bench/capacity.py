@@ -4,32 +4,37 @@ at that size (docs/scaling.md).
 
     flock /tmp/bench.lock .venv/bin/python bench/capacity.py [--operations 20] [--devices 1000000]
         [--database-url postgres://postgres@127.0.0.1:5432/bench_capacity]
-        [--redis-url redis://127.0.0.1:6379/14] [--samples 200] [--reuse] [--keep] [--output FILE]
+        [--redis-url redis://127.0.0.1:6379/14] [--samples 200] [--keep] [--output FILE]
 
 The code measured is the checkout the script is in. To measure an older commit ("before"),
 copy this file into that checkout's bench/ and run it there with its own database: it only
 calls functions both have (``operations.fanout._insert`` and ``fan_out``, the HTTP views)
 and uses ``commands.partitions`` when the checkout has it.
 
-The build (not measured as a hot path; its time is printed): a tenant with DEVICES devices
-(one ``INSERT ... SELECT generate_series``), then OPERATIONS operations on every device, one
-per week back from now (so that with partitions each has its own week). All but the newest
-are finished: their commands are written Command Success by the fan-out's own INSERT ...
-SELECT, with one history row each (the final report; a real command has four), and the
-operation row is SUCCESS. The newest is fanned out for real (``fan_out``: Queued, DISPATCHED).
+The build (its time is printed, not a result): a tenant with DEVICES devices (one ``INSERT ...
+SELECT generate_series``), then OPERATIONS operations on every device, one per week back
+from now (so that with partitions each has its own week). The first, the newest, is fanned
+out for real (``fan_out``: Queued, DISPATCHED): the live one devices poll. The older ones are
+finished: their commands are written Command Success by the fan-out's own INSERT ... SELECT,
+with one history row each (the final report; a real command has four), and their operation
+row is SUCCESS.
 
-Measured in this process through Django's test client (the whole view stack, real
-PostgreSQL and Redis, no HTTP socket), on devices picked at random:
+Measured twice, with the live operation alone (DEVICES rows) and with all of them, in this
+process through Django's test client (the whole view stack, real PostgreSQL and Redis, no
+HTTP socket), one request at a time, on devices picked at random (each once):
 
+- the ceilings of the same run: ``GET /`` (the health answer, the project's middleware and
+  nothing else) and ``SELECT 1`` on the same connection,
 - the inbox hand-out (a poll that hands out the device's queued command),
 - the status PUT (Command Acknowledged),
 - the 304 poll (If-None-Match of the empty answer that follows),
-- GET of the newest operation and of the oldest one, with their stats,
 - a device's command list (``GET /commands/v0/status/?device=``: one command per operation),
-- table and index sizes,
-- retention of the oldest operation: dropping its week's partition (when partitioned) against
-  deleting its rows and their history in batches of RETENTION_BATCH (5,000) (the second
-  oldest operation is the one deleted by rows when partitioned).
+- GET of the newest operation and of the oldest one, with their stats;
+
+then, at the full size, table and index sizes, and retention of the oldest operation:
+dropping its week's partitions (when partitioned) against deleting its rows and their
+history in batches of RETENTION_BATCH (5,000) (the second oldest is the one deleted by rows
+when partitioned).
 """
 
 from __future__ import annotations
@@ -100,17 +105,16 @@ class Capacity:
     # --- build ----------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        if not self.options.reuse:
-            self.db.recreate()
-            redis.Redis.from_url(self.options.redis_url).flushdb()
-            started = time.perf_counter()
-            self.manage("migrate", "--noinput", "-v0")
-            self.manage("create_tenant", "bench")
-            tenant = self.sql("SELECT id FROM inventory_tenant WHERE slug = 'bench'")[0][0]
-            self.sql(LOAD_DEVICES, {"tenant": tenant, "count": self.options.devices})
-            self.sql("VACUUM ANALYZE inventory_device")
-            took = time.perf_counter() - started
-            print(f"migrated and loaded {self.options.devices:,} devices in {took:.0f} s")
+        self.db.recreate()
+        redis.Redis.from_url(self.options.redis_url).flushdb()
+        started = time.perf_counter()
+        self.manage("migrate", "--noinput", "-v0")
+        self.manage("create_tenant", "bench")
+        tenant = self.sql("SELECT id FROM inventory_tenant WHERE slug = 'bench'")[0][0]
+        self.sql(LOAD_DEVICES, {"tenant": tenant, "count": self.options.devices})
+        self.sql("VACUUM ANALYZE inventory_device")
+        took = time.perf_counter() - started
+        print(f"migrated and loaded {self.options.devices:,} devices in {took:.0f} s")
         key = self.manage("create_api_key", "--tenant", "bench", "--role", "admin").strip().splitlines()[-1]
         self.headers = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
         os.environ.update(self.env)
@@ -124,7 +128,8 @@ class Capacity:
 
         self.tenant = Tenant.objects.get(slug="bench")
 
-    def build(self) -> None:
+    def build(self, upto: int) -> None:
+        """Operations up to ``upto`` (the first is the live one), one week apart, newest first."""
         from django.db import connection
         from django.utils import timezone
 
@@ -140,13 +145,13 @@ class Capacity:
         except ImportError:
             partitions = None  # type: ignore[assignment]
         self.results["partitioned"] = partitions is not None
-        count = self.options.operations
         existing = Operation.objects.count()
-        now = timezone.now()
+        if not hasattr(self, "now"):
+            self.now = timezone.now()
         devices = Device.objects.filter(tenant=self.tenant)
-        timings = []
-        for index in range(existing, count):
-            created = now - dt.timedelta(weeks=count - 1 - index)
+        timings = self.results.setdefault("build_seconds_per_operation", [])
+        for index in range(existing, upto):
+            created = self.now - dt.timedelta(weeks=index)
             started = time.perf_counter()
             operation = create_operation(
                 self.tenant.pk, {"operation_type": "REBOOT", "operation_device_query": {"all": True}}, "bench"
@@ -155,7 +160,7 @@ class Capacity:
             operation.refresh_from_db()
             if partitions is not None:
                 partitions.make_ahead(created, weeks=0)
-            if index == count - 1:
+            if index == 0:
                 fan_out(operation.pk)  # the live one, the real way
             else:
                 written = _insert(operation, devices, CommandState.SUCCESS, None, None, None, created)
@@ -174,16 +179,14 @@ class Capacity:
                     updated_at=created + dt.timedelta(days=1),
                 )
             elapsed = time.perf_counter() - started
-            timings.append(elapsed)
-            print(f"  operation {index + 1}/{count}: {elapsed:.1f} s", flush=True)
+            timings.append(round(elapsed, 1))
+            print(f"  operation {index + 1}/{upto}: {elapsed:.1f} s", flush=True)
         redis.Redis.from_url(self.options.redis_url).delete("celery")  # fan-out messages nobody runs
-        if timings:
-            self.results["build_seconds_per_operation"] = [round(t, 1) for t in timings]
-            started = time.perf_counter()
-            connection.close()
-            self.sql("VACUUM ANALYZE commands_commandstatus")
-            self.sql("VACUUM ANALYZE commands_commandhistory")
-            print(f"  vacuum analyze {time.perf_counter() - started:.0f} s")
+        started = time.perf_counter()
+        connection.close()
+        self.sql("VACUUM ANALYZE commands_commandstatus")
+        self.sql("VACUUM ANALYZE commands_commandhistory")
+        print(f"  vacuum analyze {time.perf_counter() - started:.0f} s", flush=True)
 
     # --- measurements ---------------------------------------------------------------------------
 
@@ -192,20 +195,40 @@ class Capacity:
         response = getattr(self.client, method)(path, **self.headers, **extra)
         return response, time.perf_counter() - started
 
-    def hot_paths(self) -> None:
+    def hot_paths(self, label: str, picked: list[int]) -> None:
+        from django.db import connection
+
         from operations.models import Operation
 
-        rng = random.Random(17)
-        samples = self.options.samples
-        picked = rng.sample(range(1, self.options.devices + 1), samples)
-        hand_out, puts, not_modified, lists = [], [], [], []
-        for number in picked:
+        found: dict[str, list[float]] = {
+            name: []
+            for name in (
+                "ceiling_get_root",
+                "ceiling_select_1",
+                "inbox_hand_out",
+                "status_put",
+                "inbox_304",
+                "device_command_list",
+                "get_newest_operation",
+                "get_oldest_operation",
+            )
+        }
+        operations = list(Operation.objects.order_by("created_at").values_list("pk", flat=True))
+        for position, number in enumerate(picked):
             device_id = f"dev_{number:07d}"
+            response, elapsed = self.request("get", "/")
+            assert response.status_code == 200, response.content
+            found["ceiling_get_root"].append(elapsed)
+            with connection.cursor() as cursor:
+                started = time.perf_counter()
+                cursor.execute("SELECT 1")
+                cursor.fetchone()
+                found["ceiling_select_1"].append(time.perf_counter() - started)
             response, elapsed = self.request("get", "/v2/command-inbox/", data={"device_id": device_id})
             assert response.status_code == 200, response.content
             results = response.json()["content"]["results"]
             assert len(results) == 1, results
-            hand_out.append(elapsed)
+            found["inbox_hand_out"].append(elapsed)
             response, elapsed = self.request(
                 "put",
                 f"/commands/v0/status/{results[0]['id']}/",
@@ -213,32 +236,25 @@ class Capacity:
                 content_type="application/json",
             )
             assert response.status_code == 200, response.content
-            puts.append(elapsed)
+            found["status_put"].append(elapsed)
             empty, _ = self.request("get", "/v2/command-inbox/", data={"device_id": device_id})
             assert empty.status_code == 200 and not empty.json()["content"]["results"]
             response, elapsed = self.request(
                 "get", "/v2/command-inbox/", data={"device_id": device_id}, HTTP_IF_NONE_MATCH=empty["ETag"]
             )
             assert response.status_code == 304, response.status_code
-            not_modified.append(elapsed)
+            found["inbox_304"].append(elapsed)
             response, elapsed = self.request("get", "/commands/v0/status/", data={"device": device_id})
             assert response.status_code == 200, response.content
-            lists.append(elapsed)
-        operations = list(Operation.objects.order_by("created_at").values_list("pk", flat=True))
-        gets: dict[str, list[float]] = {"newest": [], "oldest": []}
-        for _ in range(min(samples, 50)):
-            for name, pk in (("newest", operations[-1]), ("oldest", operations[0])):
-                response, elapsed = self.request("get", f"/v0/operations/{pk}/")
-                assert response.status_code == 200, response.content
-                gets[name].append(elapsed)
-        self.results["hot_paths"] = {
-            "inbox_hand_out": ms(hand_out),
-            "status_put": ms(puts),
-            "inbox_304": ms(not_modified),
-            "device_command_list": ms(lists),
-            "get_newest_operation": ms(gets["newest"]),
-            "get_oldest_operation": ms(gets["oldest"]),
-        }
+            found["device_command_list"].append(elapsed)
+            if position < 50:
+                ends = (("get_newest_operation", operations[-1]), ("get_oldest_operation", operations[0]))
+                for name, pk in ends:
+                    response, elapsed = self.request("get", f"/v0/operations/{pk}/")
+                    assert response.status_code == 200, response.content
+                    found[name].append(elapsed)
+        self.results.setdefault("hot_paths", {})[label] = {name: ms(values) for name, values in found.items()}
+        print(f"  measured at {label}", flush=True)
 
     def sizes(self) -> None:
         sizes: dict[str, Any] = {}
@@ -330,8 +346,12 @@ class Capacity:
     def run(self) -> None:
         self.setup()
         self.results["machine_before"] = machine(self.db.admin_url)
-        self.build()
-        self.hot_paths()
+        samples = self.options.samples
+        picked = random.Random(17).sample(range(1, self.options.devices + 1), 2 * samples)
+        self.build(1)
+        self.hot_paths(f"{self.options.devices:,} rows", picked[:samples])
+        self.build(self.options.operations)
+        self.hot_paths(f"{self.options.devices * self.options.operations:,} rows", picked[samples:])
         self.sizes()
         self.retention()
         self.results["machine_after"] = machine(self.db.admin_url)
@@ -355,9 +375,6 @@ def main() -> None:
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/bench_capacity")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--samples", type=int, default=200)
-    parser.add_argument(
-        "--reuse", action="store_true", help="keep the database's rows; build only what is missing"
-    )
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--output", help="also write the results as JSON here")
     Capacity(parser.parse_args()).run()
