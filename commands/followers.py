@@ -9,7 +9,8 @@ A device report is one SQL statement (the hottest write of the server), so a fol
 its part to that statement as common table expressions rather than as a second round
 trip: :meth:`CommandFollower.report_sql` gives SQL that may read ``cur`` (the command row
 before the move, with the columns of ``commands.services.REPORT_COLUMNS``) and ``moved``
-(the row after it, present only when the move was made), may use the statement's
+(the row after it, present only when the move was made; its ``state`` is where the command
+went, which is the queue again instead of the target for a retried failure), may use the statement's
 parameter ``%(now)s``, and gives one expression whose value the statement returns and hands
 back to :meth:`CommandFollower.reported`.
 
@@ -33,8 +34,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Moved:
-    """One group of a set move: ``count`` commands of one operation and tenant that went from
-    ``old_state`` to ``new_state`` (``was_dispatched``: they had been dispatched before)."""
+    """One group of a set move: ``count`` commands of one operation, tenant and rollout wave
+    that went from ``old_state`` to ``new_state`` (``was_dispatched``: they had been
+    dispatched before). ``new_state`` is where they went: a retried failure goes back to the
+    queue instead of the move's target."""
 
     operation_id: Any
     tenant_id: int
@@ -42,6 +45,7 @@ class Moved:
     old_state: int
     was_dispatched: bool
     count: int
+    wave: int = 1
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ class Rollout:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "waves": [_number(p) for p in self.waves],
+            "waves": [_number(p) for p in self.waves] or None,
             "wave_success_percent": _number(self.wave_success_percent),
             "max_per_minute": self.max_per_minute,
             "abort": [
