@@ -5,6 +5,7 @@ at that size (docs/scaling.md).
     flock /tmp/bench.lock .venv/bin/python bench/capacity.py [--operations 20] [--devices 1000000]
         [--database-url postgres://postgres@127.0.0.1:5432/bench_capacity]
         [--redis-url redis://127.0.0.1:6379/14] [--samples 200] [--keep] [--output FILE]
+        [--retention-only]
 
 The code measured is the checkout the script is in. To measure an older commit ("before"),
 copy this file into that checkout's bench/ and run it there with its own database: it only
@@ -105,16 +106,8 @@ class Capacity:
     # --- build ----------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        self.db.recreate()
-        redis.Redis.from_url(self.options.redis_url).flushdb()
-        started = time.perf_counter()
-        self.manage("migrate", "--noinput", "-v0")
-        self.manage("create_tenant", "bench")
-        tenant = self.sql("SELECT id FROM inventory_tenant WHERE slug = 'bench'")[0][0]
-        self.sql(LOAD_DEVICES, {"tenant": tenant, "count": self.options.devices})
-        self.sql("VACUUM ANALYZE inventory_device")
-        took = time.perf_counter() - started
-        print(f"migrated and loaded {self.options.devices:,} devices in {took:.0f} s")
+        if not self.options.retention_only:
+            self.build_database()
         key = self.manage("create_api_key", "--tenant", "bench", "--role", "admin").strip().splitlines()[-1]
         self.headers = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
         os.environ.update(self.env)
@@ -127,6 +120,18 @@ class Capacity:
         from inventory.models import Tenant
 
         self.tenant = Tenant.objects.get(slug="bench")
+
+    def build_database(self) -> None:
+        self.db.recreate()
+        redis.Redis.from_url(self.options.redis_url).flushdb()
+        started = time.perf_counter()
+        self.manage("migrate", "--noinput", "-v0")
+        self.manage("create_tenant", "bench")
+        tenant = self.sql("SELECT id FROM inventory_tenant WHERE slug = 'bench'")[0][0]
+        self.sql(LOAD_DEVICES, {"tenant": tenant, "count": self.options.devices})
+        self.sql("VACUUM ANALYZE inventory_device")
+        took = time.perf_counter() - started
+        print(f"migrated and loaded {self.options.devices:,} devices in {took:.0f} s")
 
     def build(self, upto: int) -> None:
         """Operations up to ``upto`` (the first is the live one), one week apart, newest first."""
@@ -301,17 +306,21 @@ class Capacity:
         from operations.models import Operation
 
         oldest, second = list(Operation.objects.order_by("created_at")[:2])
-        result: dict[str, Any] = {}
-        if self.results["partitioned"]:
+        result: dict[str, Any] = {"operations_before": Operation.objects.count()}
+        try:
             from commands import partitions
+        except ImportError:
+            partitions = None  # type: ignore[assignment]
+        self.results["partitioned"] = partitions is not None
+        if partitions is not None:
             from commands.models import CommandHistory, CommandStatus
 
             week = partitions.week_start(oldest.created_at)
-            commands = next(p for p in partitions.partitions(CommandStatus) if p.start == week)
-            history = next(p for p in partitions.partitions(CommandHistory) if p.start == week)
+            week_of_commands = next(p for p in partitions.partitions(CommandStatus) if p.start == week)
+            week_of_history = next(p for p in partitions.partitions(CommandHistory) if p.start == week)
             started = time.perf_counter()
-            assert partitions.drop(CommandStatus, commands)
-            assert partitions.drop(CommandHistory, history)
+            assert partitions.drop(CommandStatus, week_of_commands)
+            assert partitions.drop(CommandHistory, week_of_history)
             result["partition_drop_seconds"] = round(time.perf_counter() - started, 3)
             Operation.objects.filter(pk=oldest.pk).delete()
             target = second
@@ -320,7 +329,17 @@ class Capacity:
         batches = []
         started = time.perf_counter()
         connection.close()
-        while True:
+        while partitions is not None:  # the project's own batched delete
+            from commands.models import CommandStatus
+
+            begun = time.perf_counter()
+            deleted = partitions.delete_commands(
+                CommandStatus.objects.filter(operation_id=target.pk), RETENTION_BATCH
+            )
+            batches.append(time.perf_counter() - begun)
+            if deleted < RETENTION_BATCH:
+                break
+        while partitions is None:  # what a retention would run on the unpartitioned table
             begun = time.perf_counter()
             rows = self.sql(
                 """
@@ -346,6 +365,13 @@ class Capacity:
     def run(self) -> None:
         self.setup()
         self.results["machine_before"] = machine(self.db.admin_url)
+        if self.options.retention_only:
+            self.retention()
+            self.results["machine_after"] = machine(self.db.admin_url)
+            print(json.dumps(self.results, indent=2, default=str))
+            if self.options.output:
+                Path(self.options.output).write_text(json.dumps(self.results, indent=2, default=str))
+            return
         samples = self.options.samples
         picked = random.Random(17).sample(range(1, self.options.devices + 1), 2 * samples)
         self.build(1)
@@ -376,6 +402,11 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--retention-only",
+        action="store_true",
+        help="on a database kept by an earlier run: measure retention only (the oldest two operations)",
+    )
     parser.add_argument("--output", help="also write the results as JSON here")
     Capacity(parser.parse_args()).run()
 
