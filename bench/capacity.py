@@ -5,7 +5,7 @@ at that size (docs/scaling.md).
     flock /tmp/bench.lock .venv/bin/python bench/capacity.py [--operations 20] [--devices 1000000]
         [--database-url postgres://postgres@127.0.0.1:5432/bench_capacity]
         [--redis-url redis://127.0.0.1:6379/14] [--samples 200] [--keep] [--output FILE]
-        [--retention-only]
+        [--retention-only | --hot-only [--label NAME]]
 
 The code measured is the checkout the script is in. To measure an older commit ("before"),
 copy this file into that checkout's bench/ and run it there with its own database: it only
@@ -106,7 +106,7 @@ class Capacity:
     # --- build ----------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        if not self.options.retention_only:
+        if not (self.options.retention_only or self.options.hot_only):
             self.build_database()
         key = self.manage("create_api_key", "--tenant", "bench", "--role", "admin").strip().splitlines()[-1]
         self.headers = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
@@ -220,7 +220,7 @@ class Capacity:
         }
         operations = list(Operation.objects.order_by("created_at").values_list("pk", flat=True))
         for position, number in enumerate(picked):
-            device_id = f"dev_{number:07d}"
+            device_id = f"dev_{number:07d}"  # the n-th device loaded has pk n (a new database)
             response, elapsed = self.request("get", "/")
             assert response.status_code == 200, response.content
             found["ceiling_get_root"].append(elapsed)
@@ -365,6 +365,19 @@ class Capacity:
     def run(self) -> None:
         self.setup()
         self.results["machine_before"] = machine(self.db.admin_url)
+        if self.options.hot_only:
+            # Devices not handed out yet (each measurement hands out one command per device).
+            from commands.models import CommandStatus
+
+            queued = CommandStatus.objects.filter(state=1).values_list("device_id", flat=True)
+            rng = random.Random()
+            picked = [int(pk) for pk in queued.order_by("?")[: self.options.samples]] if rng else []
+            self.hot_paths(self.options.label or "hot paths", picked)
+            self.results["machine_after"] = machine(self.db.admin_url)
+            print(json.dumps(self.results, indent=2, default=str))
+            if self.options.output:
+                Path(self.options.output).write_text(json.dumps(self.results, indent=2, default=str))
+            return
         if self.options.retention_only:
             self.retention()
             self.results["machine_after"] = machine(self.db.admin_url)
@@ -402,6 +415,12 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--hot-only",
+        action="store_true",
+        help="on a database kept by an earlier run: measure the hot paths only, on devices still queued",
+    )
+    parser.add_argument("--label", default="", help="the name of a --hot-only measurement")
     parser.add_argument(
         "--retention-only",
         action="store_true",
