@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from commands import partitions
-from operations import fanout, headless, sweeps
+from operations import fanout, headless, stopping, sweeps
 from operations.choices import PRE_DISPATCH_STATES, OperationState
 from operations.models import Operation
 
@@ -60,3 +60,15 @@ def make_partitions() -> list[str]:
     """Weekly partitions of command statuses and history, ``COMMAND_PARTITIONS_AHEAD`` ahead
     (hourly: one missed run changes nothing)."""
     return partitions.make_ahead(timezone.now())
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def stop_commands(operation_id: str) -> int:
+    """Move a stopped operation's unfinished commands in batches (``operations.stopping``)."""
+    return stopping.stop_commands(operation_id)
+
+
+@shared_task(ignore_result=True)
+def resume_stops() -> int:
+    """Send again stops whose commands are still unfinished and whose worker is gone."""
+    return stopping.resume_stops()

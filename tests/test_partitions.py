@@ -24,7 +24,7 @@ from tests.conftest import Org, add_devices
 
 pytestmark = pytest.mark.django_db
 
-migration: Any = importlib.import_module("commands.migrations.0006_partition_by_time")
+migration: Any = importlib.import_module("commands.migrations.0007_partition_by_time")
 
 
 def partition_of(table: str, pk: int) -> str:

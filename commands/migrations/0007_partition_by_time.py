@@ -142,9 +142,9 @@ def forward(apps: Any, schema_editor: Any) -> None:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("commands", "0005_rollouts"),
+        ("commands", "0006_operation_id_index"),
         ("inventory", "0008_headless_moves_to_operations"),
-        ("operations", "0005_headless_command_without_constraint"),
+        ("operations", "0006_headless_command_without_constraint"),
     ]
 
     operations = [

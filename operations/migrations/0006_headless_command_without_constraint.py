@@ -3,12 +3,12 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    """Before the command table is partitioned (commands 0006): a foreign key cannot point
+    """Before the command table is partitioned (commands 0007): a foreign key cannot point
     at it, since its unique key becomes (id, created_on)."""
 
     dependencies = [
-        ("commands", "0005_rollouts"),
-        ("operations", "0004_rollouts"),
+        ("commands", "0006_operation_id_index"),
+        ("operations", "0005_stop_requested"),
     ]
 
     operations = [
