@@ -72,6 +72,9 @@ class CommandStatus(models.Model):
     progress_timeout = models.PositiveIntegerField(null=True, blank=True)
     progress_deadline = models.DateTimeField(null=True, blank=True)
     version = models.PositiveIntegerField(default=1)
+    #: The partition key (commands.partitions): weekly partitions by this time, so retention
+    #: drops whole weeks. A fan-out sets it to its operation's ``created_at``, so one
+    #: operation's commands share one partition; internal commands get the time of issue.
     created_on = models.DateTimeField(auto_now_add=True)
     updated_on = models.DateTimeField(auto_now=True)
 
@@ -80,8 +83,13 @@ class CommandStatus(models.Model):
         verbose_name = "command status"
         verbose_name_plural = "command statuses"
         constraints = [
+            # With the partition key: PostgreSQL wants it in every unique constraint of a
+            # partitioned table. A fan-out writes ``created_on`` = its operation's
+            # ``created_at`` (the same value on every retry), so this is still one row per
+            # (operation, device) for ON CONFLICT DO NOTHING (operations.fanout._insert).
             models.UniqueConstraint(
-                fields=["operation", "device"], name="%(app_label)s_%(class)s_unique_operation_device"
+                fields=["operation", "device", "created_on"],
+                name="%(app_label)s_%(class)s_unique_operation_device",
             )
         ]
         indexes = [
@@ -143,11 +151,17 @@ class CommandStatus(models.Model):
 class CommandHistory(models.Model):
     """Every accepted change of a command's state: from, to, reason, who, when."""
 
-    command = models.ForeignKey(CommandStatus, on_delete=models.CASCADE, related_name="history")
+    # No database constraint: a foreign key must point at a unique key, and the partitioned
+    # command table's is (id, created_on). History is written only next to the move it
+    # records (commands.services), in the same statement.
+    command = models.ForeignKey(
+        CommandStatus, on_delete=models.CASCADE, related_name="history", db_constraint=False
+    )
     from_state = models.PositiveSmallIntegerField(choices=CommandState.choices)
     to_state = models.PositiveSmallIntegerField(choices=CommandState.choices)
     reason = models.TextField(blank=True)
     actor = models.CharField(max_length=200, blank=True)
+    #: The partition key (commands.partitions): weekly partitions, dropped whole by retention.
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

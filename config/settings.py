@@ -370,8 +370,33 @@ HEADLESS_STATUS_HELPERS = env_list("HEADLESS_STATUS_HELPERS", ["operations.headl
 # A pending or running headless operation this long after it ran is failed as overdue.
 HEADLESS_OVERDUE_SECONDS = env_int("HEADLESS_OVERDUE_SECONDS", 3600, minimum=1)
 
+# --- Retention and partitions (docs/retention.md) ----------------------------------------------
+# Finished operations whose last change is older than this go, with their command statuses and
+# history; so do internal commands, headless runs and maintenance executions of that age.
+# 0 keeps them forever.
+OPERATION_RETENTION_DAYS = env_int("OPERATION_RETENTION_DAYS", 90, minimum=0)
+# Command history rows older than this go (whole weekly partitions). 0 keeps them forever.
+COMMAND_HISTORY_RETENTION_DAYS = env_int("COMMAND_HISTORY_RETENTION_DAYS", 90, minimum=0)
+# Period of the retention run (purge-expired) and rows deleted per batch (one transaction each)
+# where a partition cannot be dropped whole; a run stops after RETENTION_MAX_BATCHES batches
+# and the next one goes on.
+RETENTION_INTERVAL_SECONDS = env_int("RETENTION_INTERVAL_SECONDS", 3600, minimum=1)
+RETENTION_BATCH_SIZE = env_int("RETENTION_BATCH_SIZE", 5000, minimum=1)
+RETENTION_MAX_BATCHES = env_int("RETENTION_MAX_BATCHES", 200, minimum=1)
+# Milliseconds the retention run waits for the table lock that detaching a partition takes
+# (and the partition maker for the one that creating one takes): it gives up and tries again
+# on the next run rather than make the inbox wait behind it.
+PARTITION_LOCK_TIMEOUT_MS = env_int("PARTITION_LOCK_TIMEOUT_MS", 500, minimum=1)
+# Weekly partitions of command statuses and history made ahead (make-partitions, hourly).
+COMMAND_PARTITIONS_AHEAD = env_int("COMMAND_PARTITIONS_AHEAD", 4, minimum=1)
+
 CELERY_BEAT_SCHEDULE.update(
     {
+        "make-partitions": {"task": "operations.tasks.make_partitions", "schedule": 3600.0},
+        "purge-expired": {
+            "task": "maintenance.tasks.purge_expired",
+            "schedule": float(RETENTION_INTERVAL_SECONDS),
+        },
         "sweep-commands": {"task": "operations.tasks.sweep_commands", "schedule": float(SWEEP_SECONDS)},
         "flush-last-seen": {"task": "inventory.tasks.flush_last_seen", "schedule": float(SWEEP_SECONDS)},
         "recover-stuck-fan-outs": {

@@ -309,7 +309,10 @@ def _insert(
         ops.adapt_datetimefield_value(window_closes_at),
         ops.adapt_datetimefield_value(deadline),
         ops.adapt_datetimefield_value(dispatched_at),
-        now,
+        # created_on: the operation's creation time, the partition key (commands.partitions).
+        # The same on every retry of a chunk, so the unique (operation, device, created_on)
+        # still stops a second row, and all of an operation's commands share one partition.
+        ops.adapt_datetimefield_value(operation.created_at),
         now,
         *delivery.values(),
     ]

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from commands import partitions
 from operations import fanout, headless, stopping, sweeps
 from operations.choices import PRE_DISPATCH_STATES, OperationState
 from operations.models import Operation
@@ -52,6 +53,13 @@ def run_due_headless() -> dict[str, int]:
 def sweep_commands() -> dict[str, Any]:
     """Every sweep of commands and operations once (``operations.sweeps.run_all``)."""
     return sweeps.run_all()
+
+
+@shared_task(ignore_result=True)
+def make_partitions() -> list[str]:
+    """Weekly partitions of command statuses and history, ``COMMAND_PARTITIONS_AHEAD`` ahead
+    (hourly: one missed run changes nothing)."""
+    return partitions.make_ahead(timezone.now())
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)

@@ -71,8 +71,15 @@ class HeadlessOperation(models.Model):
     parameters = models.JSONField(default=dict, blank=True)
     priority = models.PositiveSmallIntegerField(choices=Priority.choices, default=Priority.NORMAL)
     status = models.CharField(max_length=16, choices=HeadlessStatus.choices, default=HeadlessStatus.SCHEDULED)
+    # No database constraint: the command table is partitioned (its unique key is
+    # (id, created_on)), and a foreign key needs a unique key to point at.
     command = models.ForeignKey(
-        "commands.CommandStatus", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        "commands.CommandStatus",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
     )
     reason = models.TextField(blank=True)
     #: How many times a sweep claimed it (1 in practice: the claim and the command commit together).
