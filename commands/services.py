@@ -23,10 +23,11 @@ from commands import inbox_cache
 from commands.choices import HAND_OUT, CommandState, Priority, can_move
 from commands.followers import Moved, followers
 from commands.models import CommandHistory, CommandStatus
-from commands.payload import PAYLOAD_COLUMNS
+from commands.payload import PAYLOAD_COLUMNS, event_data_sql, label_sql, ts_sql
 from config.errors import Conflict, DomainError
 from config.metrics import COMMAND_STATE_CHANGES
-from inventory.models import Device
+from inventory.events import outbox_cte
+from inventory.models import Device, EventType
 
 C = CommandState
 
@@ -79,6 +80,17 @@ def report(
     for follower, value in zip(followers(), values, strict=True):
         follower.reported(current, old, value, actor)
     return current, True
+
+
+#: ``command.state_changed`` in the report's own statement: written only when an endpoint of the
+#: tenant subscribes (decided inside the INSERT), so the report stays one round trip either way.
+_REPORT_EVENT = outbox_cte(
+    "emitted",
+    EventType.COMMAND_STATE_CHANGED,
+    "SELECT moved.tenant_id, "
+    + event_data_sql("moved", "cur.device_ref", "cur.state")
+    + " AS data, %(now)s AS created_at FROM moved JOIN cur USING (id)",
+)
 
 
 #: The columns of ``cur`` and ``moved`` in the report statement: enough to rebuild the model,
@@ -146,7 +158,7 @@ def _report_statement(
             INSERT INTO {CommandHistory._meta.db_table}
                 (command_id, from_state, to_state, reason, actor, created_at)
             SELECT id, cur.state, %(target)s, %(reason)s, %(actor)s, %(now)s FROM moved JOIN cur USING (id)
-        ){ctes}
+        ), {_REPORT_EVENT}{ctes}
         SELECT cur.*, moved.*{values} FROM cur LEFT JOIN moved USING (id)
     """
     params = {
@@ -229,15 +241,33 @@ def _move_statement(
         logged AS (
             INSERT INTO {history} (command_id, from_state, to_state, reason, actor, created_at)
             SELECT id, old_state, %s, %s, %s, %s FROM moved
-        )
+        ), {_moved_event(table)}
         SELECT operation_id, tenant_id, old_state, was_dispatched, count(*) FROM moved GROUP BY 1, 2, 3, 4
     """
+    event_params: list[Any] = [int(target), reason, now, now]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*select_params, *params, int(target), reason, actor, now])
+        cursor.execute(sql, [*select_params, *params, int(target), reason, actor, now, *event_params])
         moved = [Moved(row[0], row[1], int(target), *row[2:]) for row in cursor.fetchall()]
     if moved:
         _CHANGED_TO[target].inc(sum(group.count for group in moved))
     return moved
+
+
+def _moved_event(table: str) -> str:
+    """``command.state_changed`` for each row of a set move, in the move's statement. The
+    statement's snapshot shows the rows as they were, so the new state, reason, version and
+    time are laid over them (parameters: target, reason, now, now)."""
+    devices = Device._meta.db_table
+    data = (
+        event_data_sql("c", "d.device_id", "m.old_state")
+        + f" || jsonb_build_object('state', {label_sql('%s::int', CommandState)}, 'reason', %s::text, "
+        + f"'version', c.version + 1, 'updated_on', {ts_sql('%s::timestamptz')})"
+    )
+    select = (
+        f"SELECT m.tenant_id, {data} AS data, %s::timestamptz AS created_at FROM moved m "
+        f"JOIN {table} c ON c.id = m.id JOIN {devices} d ON d.id = c.device_id"
+    )
+    return outbox_cte("emitted", EventType.COMMAND_STATE_CHANGED, select)
 
 
 def settle(moved: list[Moved], actor: str = "system") -> None:
@@ -289,6 +319,17 @@ def issue_internal_command(
     return status_row
 
 
+#: ``command.state_changed`` for each command a poll hands out, in the hand-out's statement
+#: (parameters: the device's key, the source state, now).
+_HAND_OUT_EVENT = outbox_cte(
+    "emitted",
+    EventType.COMMAND_STATE_CHANGED,
+    "SELECT moved.tenant_id, "
+    + event_data_sql("moved", f"(SELECT device_id FROM {Device._meta.db_table} WHERE id = %s)", "%s::int")
+    + " AS data, %s::timestamptz AS created_at FROM moved",
+)
+
+
 def hand_out(device_pk: int, limit: int, actor: str, reason: str) -> list[dict[str, Any]]:
     """Move up to ``limit`` of the device's queued commands to Initiated (:data:`HAND_OUT`)
     and return their rows (``PAYLOAD_COLUMNS``), highest priority first, then oldest.
@@ -312,15 +353,15 @@ def hand_out(device_pk: int, limit: int, actor: str, reason: str) -> list[dict[s
             UPDATE {table} cs SET state = %s, delivered_at = %s, delivery_count = cs.delivery_count + 1,
                 version = cs.version + 1, updated_on = %s
             FROM picked WHERE cs.id = picked.id
-            RETURNING {returned}
+            RETURNING {returned}, cs.tenant_id
         ), logged AS (
             INSERT INTO {history} (command_id, from_state, to_state, reason, actor, created_at)
             SELECT id, %s, %s, %s, %s, %s FROM moved
-        )
-        SELECT * FROM moved
+        ), {_HAND_OUT_EVENT}
+        SELECT {", ".join(PAYLOAD_COLUMNS)} FROM moved
     """
     params: list[Any] = [device_pk, int(source), limit, int(target), now, now]
-    params += [int(source), int(target), reason, actor, now]
+    params += [int(source), int(target), reason, actor, now, device_pk, int(source), now]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = [dict(zip(PAYLOAD_COLUMNS, row, strict=True)) for row in cursor.fetchall()]

@@ -14,10 +14,12 @@ from commands.choices import UNFINISHED_STATES, CommandState
 from commands.models import CommandStatus
 from commands.services import move_and_settle
 from config.errors import DomainError
-from inventory.models import Device
+from inventory.events import emit
+from inventory.models import Device, EventType
 from operations import progress
 from operations.choices import TERMINAL_STATES, OperationState, ScheduleType, can_move
 from operations.device_query import DeviceQuery
+from operations.events import operation_data
 from operations.models import Operation
 from operations.sweeps import reschedule
 
@@ -47,6 +49,7 @@ def create_operation(tenant_id: int, data: dict[str, Any], actor: str) -> Operat
             updated_by=actor,
         )
         progress.record_activity(operation.pk, S.CREATED, actor=actor)
+        emit(tenant_id, EventType.OPERATION_CREATED, operation_data(operation))
         transaction.on_commit(lambda: _send_fan_out(operation.pk))
     return operation
 
