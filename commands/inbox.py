@@ -141,5 +141,5 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
 def hand_out(device_pk: int, device_id: str, limit: int, actor: str) -> list[dict[str, Any]]:
     """Hand out up to ``limit`` of the device's queued commands (``services.hand_out``) and
     return them as the API shows command statuses."""
-    rows = services.hand_out(device_pk, limit, actor, HANDED_OUT)
+    rows = services.hand_out(device_pk, limit, actor, HANDED_OUT, device_ref=device_id)
     return [command_payload(device=device_id, **row) for row in rows]

@@ -319,18 +319,25 @@ def issue_internal_command(
     return status_row
 
 
-#: ``command.state_changed`` for each command a poll hands out, in the hand-out's statement
-#: (parameters: the device's key, the source state, now).
-_HAND_OUT_EVENT = outbox_cte(
-    "emitted",
-    EventType.COMMAND_STATE_CHANGED,
-    "SELECT moved.tenant_id, "
-    + event_data_sql("moved", f"(SELECT device_id FROM {Device._meta.db_table} WHERE id = %s)", "%s::int")
-    + " AS data, %s::timestamptz AS created_at FROM moved",
-)
+def _hand_out_event(device_known: bool) -> str:
+    """``command.state_changed`` for each command a poll hands out, in the hand-out's statement
+    (parameters: the device's public id, or its key to read it by; the source state; now).
+    The inbox knows the public id, so its poll reads nothing of the device table."""
+    device_ref = (
+        "%s::text" if device_known else f"(SELECT device_id FROM {Device._meta.db_table} WHERE id = %s)"
+    )
+    return outbox_cte(
+        "emitted",
+        EventType.COMMAND_STATE_CHANGED,
+        "SELECT moved.tenant_id, "
+        + event_data_sql("moved", device_ref, "%s::int")
+        + " AS data, %s::timestamptz AS created_at FROM moved",
+    )
 
 
-def hand_out(device_pk: int, limit: int, actor: str, reason: str) -> list[dict[str, Any]]:
+def hand_out(
+    device_pk: int, limit: int, actor: str, reason: str, device_ref: str | None = None
+) -> list[dict[str, Any]]:
     """Move up to ``limit`` of the device's queued commands to Initiated (:data:`HAND_OUT`)
     and return their rows (``PAYLOAD_COLUMNS``), highest priority first, then oldest.
 
@@ -357,11 +364,12 @@ def hand_out(device_pk: int, limit: int, actor: str, reason: str) -> list[dict[s
         ), logged AS (
             INSERT INTO {history} (command_id, from_state, to_state, reason, actor, created_at)
             SELECT id, %s, %s, %s, %s, %s FROM moved
-        ), {_HAND_OUT_EVENT}
+        ), {_hand_out_event(device_ref is not None)}
         SELECT {", ".join(PAYLOAD_COLUMNS)} FROM moved
     """
     params: list[Any] = [device_pk, int(source), limit, int(target), now, now]
-    params += [int(source), int(target), reason, actor, now, device_pk, int(source), now]
+    params += [int(source), int(target), reason, actor, now]
+    params += [device_pk if device_ref is None else device_ref, int(source), now]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = [dict(zip(PAYLOAD_COLUMNS, row, strict=True)) for row in cursor.fetchall()]

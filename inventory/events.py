@@ -5,9 +5,10 @@ one writer of its state machine, inside the transaction that makes the change, s
 that rolls back emits nothing and a change that commits cannot lose its event. Workers send
 the rows later (``inventory.webhooks.delivery``).
 
-The row is written only when an active endpoint of the tenant subscribes to the type, and
-that is decided inside the same INSERT (``INSERT ... SELECT ... WHERE EXISTS``): a tenant
-without webhooks pays no extra round trip, not even on the command report's one statement.
+The event row, and one pending delivery per subscribing endpoint, are written only when an
+active endpoint of the tenant subscribes to the type, and that is decided inside the same
+statement (``INSERT ... SELECT ... WHERE tenant IN (subscribers)``): a tenant without webhooks
+pays no extra round trip, not even on the command report's one statement.
 """
 
 from __future__ import annotations
@@ -19,56 +20,62 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 
-from inventory.models import Device, WebhookEndpoint, WebhookEvent
+from inventory.models import Device, PendingDelivery, WebhookEndpoint, WebhookEvent
 from inventory.models.webhooks import WILDCARD, WILDCARD_TYPES, EventType
 
 ENDPOINTS = WebhookEndpoint._meta.db_table
 OUTBOX = WebhookEvent._meta.db_table
+PENDING = PendingDelivery._meta.db_table
+
+
+def _subscribes(alias: str, event_type: EventType) -> str:
+    """SQL: the endpoint ``alias`` is active and takes ``event_type`` (by name, or by ``"*"``
+    for the types the wildcard covers)."""
+    wildcard = f" OR jsonb_exists({alias}.events, '{WILDCARD}')" if event_type.value in WILDCARD_TYPES else ""
+    return f"{alias}.active AND (jsonb_exists({alias}.events, '{event_type.value}'){wildcard})"
 
 
 def subscribed_sql(tenant_expr: str, event_type: EventType) -> str:
     """An SQL condition: an active endpoint of the tenant ``tenant_expr`` subscribes to
-    ``event_type`` (by name, or by ``"*"`` for the types the wildcard covers).
-
-    Written as ``IN (SELECT ...)`` so that PostgreSQL hashes the few subscribing tenants once
-    for a set of a million rows, instead of probing the endpoints for every row.
-    """
-    wildcard = f" OR jsonb_exists(e.events, '{WILDCARD}')" if event_type.value in WILDCARD_TYPES else ""
-    return (
-        f"{tenant_expr} IN (SELECT e.tenant_id FROM {ENDPOINTS} e WHERE e.active "
-        f"AND (jsonb_exists(e.events, '{event_type.value}'){wildcard}))"
-    )
+    ``event_type``. Written as ``IN (SELECT ...)`` so that PostgreSQL hashes the few
+    subscribing tenants once for a set of a million rows, instead of probing for every row."""
+    return f"{tenant_expr} IN (SELECT e.tenant_id FROM {ENDPOINTS} e WHERE {_subscribes('e', event_type)})"
 
 
 def outbox_cte(name: str, event_type: EventType, select: str) -> str:
-    """A CTE ``name AS (INSERT ...)`` for a caller's own statement: ``select`` gives rows of
-    ``(tenant_id, data jsonb, created_at)`` aliased ``t``; only the rows of tenants that
-    subscribe are written. The caller's statement and the outbox insert are one round trip."""
+    """CTEs for a caller's own statement (``{name}_event AS (...), {name} AS (...)``):
+    ``select`` gives rows of ``(tenant_id, data jsonb, created_at)``; the rows of tenants that
+    subscribe are written to the outbox, with one pending delivery per subscribing endpoint.
+    The caller's change and its events are one statement, one round trip."""
     return (
-        f"{name} AS (INSERT INTO {OUTBOX} (tenant_id, type, data, created_at) "
+        f"{name}_event AS (INSERT INTO {OUTBOX} (tenant_id, type, data, created_at) "
         f"SELECT t.tenant_id, '{event_type.value}', t.data, t.created_at FROM ({select}) t "
-        f"WHERE {subscribed_sql('t.tenant_id', event_type)})"
+        f"WHERE {subscribed_sql('t.tenant_id', event_type)} RETURNING id, tenant_id, created_at), "
+        f"{name} AS (INSERT INTO {PENDING} (endpoint_id, event_id, attempt, due_at) "
+        f"SELECT e.id, ev.id, 1, ev.created_at FROM {name}_event ev "
+        f"JOIN {ENDPOINTS} e ON e.tenant_id = ev.tenant_id AND {_subscribes('e', event_type)})"
     )
 
 
 def emit(tenant_id: int, event_type: EventType, data: dict[str, Any], endpoint_id: Any = None) -> None:
-    """Record one event in the caller's transaction (one INSERT, written only if subscribed).
+    """Record one event in the caller's transaction (one statement; nothing without a subscriber).
 
     ``endpoint_id``: an event for that endpoint alone (``webhook.ping``), written whatever
     it subscribes to.
     """
     payload = json.dumps(data, cls=DjangoJSONEncoder)
-    if endpoint_id is not None:
-        WebhookEvent.objects.create(
-            tenant_id=tenant_id, type=event_type.value, data=json.loads(payload), endpoint_id=endpoint_id
-        )
-        return
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {OUTBOX} (tenant_id, type, data, created_at) "
-            f"SELECT %s, %s, %s::jsonb, now() WHERE {subscribed_sql('%s', event_type)}",
-            [tenant_id, event_type.value, payload, tenant_id],
-        )
+        if endpoint_id is not None:
+            cursor.execute(
+                f"WITH ev AS (INSERT INTO {OUTBOX} (tenant_id, type, data, created_at, endpoint_id) "
+                "VALUES (%s, %s, %s::jsonb, now(), %s) RETURNING id, created_at) "
+                f"INSERT INTO {PENDING} (endpoint_id, event_id, attempt, due_at) "
+                "SELECT %s, id, 1, created_at FROM ev",
+                [tenant_id, event_type.value, payload, endpoint_id, endpoint_id],
+            )
+            return
+        select = "SELECT %s::bigint AS tenant_id, %s::jsonb AS data, now() AS created_at"
+        cursor.execute(f"WITH {outbox_cte('written', event_type, select)} SELECT 1", [tenant_id, payload])
 
 
 def any_subscriber(tenant_id: int, event_type: EventType) -> bool:

@@ -93,7 +93,9 @@ def test_hand_out_and_set_moves_write_one_event_per_command(org: Org) -> None:
     hand_out(actors[0].device.pk, 10, "dev-0", "handed out")
     move_and_settle(CommandStatus.objects.filter(operation=operation), CommandState.CANCELLED, "stop")
 
-    moves = [(d["device"], d["previous_state"], d["state"]) for d in events_of(EventType.COMMAND_STATE_CHANGED)]
+    moves = [
+        (d["device"], d["previous_state"], d["state"]) for d in events_of(EventType.COMMAND_STATE_CHANGED)
+    ]
     assert moves[0] == ("dev-0", "Command Queued", "Command Initiated")
     assert sorted(moves[1:]) == [
         ("dev-0", "Command Initiated", "Command Cancelled"),
@@ -120,7 +122,11 @@ def test_an_operators_cancel_is_one_state_change_with_the_reason(org: Org, devic
     request_state(operation, OperationState.CANCELLED, "wrong fleet", "alice")
 
     [data] = events_of(EventType.OPERATION_STATE_CHANGED)
-    assert (data["previous_state"], data["state"], data["reason"]) == ("DISPATCHED", "CANCELLED", "wrong fleet")
+    assert (data["previous_state"], data["state"], data["reason"]) == (
+        "DISPATCHED",
+        "CANCELLED",
+        "wrong fleet",
+    )
     assert data["state_code"] == OperationState.CANCELLED
 
 

@@ -6,10 +6,10 @@ from inventory.models.devices import Device, DeviceState, Group
 from inventory.models.tenants import ApiKey, Role, Tenant
 from inventory.models.webhooks import (
     EventType,
+    PendingDelivery,
     WebhookDelivery,
     WebhookEndpoint,
     WebhookEvent,
-    WebhookRetry,
 )
 
 __all__ = [
@@ -20,10 +20,10 @@ __all__ = [
     "DeviceState",
     "EventType",
     "Group",
+    "PendingDelivery",
     "Role",
     "Tenant",
     "WebhookDelivery",
     "WebhookEndpoint",
     "WebhookEvent",
-    "WebhookRetry",
 ]

@@ -1,10 +1,15 @@
 """Events out: a tenant's webhook endpoints, the outbox of events, and every delivery attempt.
 
-The outbox holds one row per event, written in the transaction of the change it reports
-(``inventory.events``); it is not fanned out to endpoints when written. Each endpoint reads
-the outbox after its own cursor at delivery time (``inventory.webhooks.delivery``), so a
-million command reports are a million small rows, not a million rows per endpoint nor a
-million Celery tasks.
+The outbox holds one row per event, and one small :class:`PendingDelivery` row per endpoint
+that subscribes, both written in the transaction of the change they report (``inventory
+.events``). Workers take an endpoint's pending rows in batches (``inventory.webhooks
+.delivery``), so a million command reports are a million small rows per subscribing
+endpoint, not a million Celery tasks.
+
+Why pending rows rather than a per-endpoint cursor over the outbox: transactions commit out of
+id order, so a cursor either waits for the oldest running transaction of the whole PostgreSQL
+cluster (``pg_snapshot_xmin``; any long transaction, of any database on the server, stalls
+every webhook) or skips events that commit late. A pending row is found whenever it commits.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import uuid
 from typing import Any
 
 from django.db import models
-from django.db.models import Func
 from django.db.models.functions import Now
 
 from inventory.models.tenants import Tenant
@@ -36,19 +40,6 @@ WILDCARD = "*"
 WILDCARD_TYPES = tuple(t.value for t in EventType if t != EventType.COMMAND_STATE_CHANGED)
 
 
-class CurrentTransactionId(Func):
-    """The writing transaction's id as a bigint, the column default of ``WebhookEvent.txid``.
-
-    The deliverer reads only events whose transaction id is below the oldest transaction still
-    running (``pg_snapshot_xmin``): those are all committed (or gone), so an endpoint's cursor
-    ``(txid, id)`` never passes an event a slower transaction commits later.
-    """
-
-    template = "(pg_current_xact_id()::text::bigint)"
-    output_field = models.BigIntegerField()
-    allowed_default = True
-
-
 class WebhookEndpoint(models.Model):
     """Where a tenant wants its events POSTed; the signing secret is sealed at rest."""
 
@@ -65,10 +56,8 @@ class WebhookEndpoint(models.Model):
     disabled_reason = models.CharField(max_length=500, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    # Delivery bookkeeping (inventory.webhooks.delivery): where the endpoint is in the outbox,
-    # its backoff after failures, and the lease of the worker delivering to it.
-    cursor_txid = models.BigIntegerField(default=0, editable=False)
-    cursor_id = models.BigIntegerField(default=0, editable=False)
+    # Delivery bookkeeping (inventory.webhooks.delivery): the backoff after failures, and the
+    # lease of the worker delivering to it.
     next_attempt_at = models.DateTimeField(null=True, blank=True, editable=False)
     consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
     locked_until = models.DateTimeField(null=True, blank=True, editable=False)
@@ -109,7 +98,6 @@ class WebhookEvent(models.Model):
     type = models.CharField(max_length=64, choices=EventType.choices)
     data = models.JSONField()
     created_at = models.DateTimeField(db_default=Now())
-    txid = models.BigIntegerField(db_default=CurrentTransactionId())
     endpoint = models.ForeignKey(
         WebhookEndpoint,
         null=True,
@@ -120,10 +108,8 @@ class WebhookEvent(models.Model):
     )
 
     class Meta:
-        ordering = ["txid", "id"]
+        ordering = ["id"]
         indexes = [
-            # The deliverer's read: a tenant's events after an endpoint's cursor, in order.
-            models.Index(fields=["tenant", "txid", "id"], name="inventory_wh_event_cursor"),
             # The retention purge: the oldest events first.
             models.Index(fields=["created_at"], name="inventory_wh_event_created"),
         ]
@@ -175,17 +161,20 @@ class WebhookDelivery(models.Model):
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-class WebhookRetry(models.Model):
-    """An event owed to an endpoint again: after a failed attempt, or asked for (redeliver).
+class PendingDelivery(models.Model):
+    """An event owed to an endpoint: new, after a failed attempt, or asked for again.
 
-    One row per (endpoint, event); deleted once delivered or given up. ``attempt`` is the
-    number the next attempt will carry.
+    One row per (endpoint, event), written with the event for every subscribing endpoint
+    (or by a redelivery), deleted once delivered or given up. ``attempt`` is the number the
+    next attempt will carry; ``due_at`` when it may be made.
     """
 
     id = models.BigAutoField(primary_key=True)
-    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="+")
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, db_constraint=False, related_name="+"
+    )
     event = models.ForeignKey(WebhookEvent, on_delete=models.CASCADE, db_constraint=False, related_name="+")
-    attempt = models.PositiveIntegerField()
+    attempt = models.PositiveIntegerField(default=1)
     due_at = models.DateTimeField()
 
     class Meta:
@@ -194,7 +183,12 @@ class WebhookRetry(models.Model):
                 fields=["endpoint", "event"], name="%(app_label)s_%(class)s_unique_endpoint_event"
             )
         ]
-        indexes = [models.Index(fields=["endpoint", "due_at"], name="inventory_wh_retry_due")]
+        indexes = [
+            # The deliverer's read: an endpoint's due rows, oldest first (delivery._work).
+            models.Index(fields=["endpoint", "due_at", "id"], name="inventory_wh_pending_due"),
+            # The purge: is an event still owed to anyone?
+            models.Index(fields=["event"], name="inventory_wh_pending_event"),
+        ]
 
     def __str__(self) -> str:
         return f"event {self.event_id} to {self.endpoint_id}, attempt {self.attempt} at {self.due_at}"

@@ -1,12 +1,12 @@
 """At-least-once delivery from the outbox, endpoint by endpoint, in batches.
 
-A beat task (:func:`kick_due`, every ``WEBHOOK_POLL_SECONDS``) marks the endpoints that may
-have work and sends one task per endpoint (:func:`deliver`). That task claims the endpoint
-with a lease (``locked_until``; a killed worker's claim simply expires and the next kick
-sends everything again), reads up to ``WEBHOOK_BATCH_SIZE`` due retries and new events after
-the endpoint's cursor, POSTs them on one kept-alive connection, and records the attempts, the
-retries and the new cursor in one transaction. A worker that dies before that transaction
-has recorded nothing: the events are sent again (at least once, never lost).
+A beat task (:func:`kick_due`, every ``WEBHOOK_POLL_SECONDS``) marks the endpoints that have
+due pending deliveries and sends one task per endpoint (:func:`deliver`). That task claims the
+endpoint with a lease (``locked_until``, taken with ``FOR UPDATE SKIP LOCKED``; a killed
+worker's claim simply expires and the next kick sends everything again), reads up to
+``WEBHOOK_BATCH_SIZE`` due rows, POSTs them on one kept-alive connection, and records the
+attempts and what is still owed in one transaction. A worker that dies before that
+transaction has recorded nothing: the events are sent again (at least once, never lost).
 
 Isolation: each endpoint is its own task with its own backoff (``next_attempt_at``). A batch
 stops at the first sign that the endpoint is down (no answer, 5xx, 408, 429) and the endpoint
@@ -27,14 +27,14 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from inventory.models import WebhookDelivery, WebhookEndpoint, WebhookEvent, WebhookRetry
+from inventory.models import PendingDelivery, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from inventory.webhooks import secrets, sender
 
 logger = logging.getLogger(__name__)
 
 ENDPOINTS = WebhookEndpoint._meta.db_table
 OUTBOX = WebhookEvent._meta.db_table
-RETRIES = WebhookRetry._meta.db_table
+PENDING = PendingDelivery._meta.db_table
 DELIVERIES = WebhookDelivery._meta.db_table
 
 
@@ -44,21 +44,12 @@ def retry_delay(attempt: int) -> float | None:
     return float(schedule[attempt - 1]) if attempt <= len(schedule) else None
 
 
-def current_xmin() -> int:
-    """The oldest transaction still running: every event with a smaller ``txid`` is final."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-        row = cursor.fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 # --- the beat's kick ------------------------------------------------------------------------------
 
 
 def kick_due() -> list[str]:
-    """Mark the endpoints that may have work and are neither leased, backing off nor kicked
-    lately, and return their ids (the task sends one delivery task for each).
+    """Mark the endpoints that have due deliveries and are neither leased, backing off nor
+    kicked lately, and return their ids (the task sends one delivery task for each).
 
     ``kicked_at`` keeps a slow queue from piling up tasks for one endpoint: an endpoint is
     kicked again only after a lease period, in case that message was lost.
@@ -73,14 +64,7 @@ def kick_due() -> list[str]:
               AND (e.locked_until IS NULL OR e.locked_until < %(now)s)
               AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= %(now)s)
               AND (e.kicked_at IS NULL OR e.kicked_at < %(stale)s)
-              AND (
-                EXISTS (SELECT 1 FROM {RETRIES} r WHERE r.endpoint_id = e.id AND r.due_at <= %(now)s)
-                OR EXISTS (
-                  SELECT 1 FROM {OUTBOX} ev
-                  WHERE ev.tenant_id = e.tenant_id AND (ev.txid, ev.id) > (e.cursor_txid, e.cursor_id)
-                    AND (ev.endpoint_id IS NULL OR ev.endpoint_id = e.id)
-                )
-              )
+              AND EXISTS (SELECT 1 FROM {PENDING} p WHERE p.endpoint_id = e.id AND p.due_at <= %(now)s)
             RETURNING e.id
             """,
             {"now": now, "stale": now - lease},
@@ -96,9 +80,7 @@ class _Claim:
     id: Any
     tenant_id: int
     url: str
-    types: list[str]
     secret: str
-    cursor: tuple[int, int]
     failures: int
 
 
@@ -110,7 +92,6 @@ class _Batch:
     delivered: list[int] = field(default_factory=list)
     retries: list[tuple[int, int, dt.datetime]] = field(default_factory=list)  # event, attempt, due
     given_up: list[int] = field(default_factory=list)
-    cursor: tuple[int, int] | None = None
     backoff_until: dt.datetime | None = None
     gone: bool = False
 
@@ -132,8 +113,7 @@ def _claim(endpoint_id: Any) -> _Claim | None:
                   AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)
                 FOR UPDATE SKIP LOCKED
             )
-            RETURNING e.tenant_id, e.url, e.events, e.secret_sealed, e.cursor_txid, e.cursor_id,
-                      e.consecutive_failures
+            RETURNING e.tenant_id, e.url, e.secret_sealed, e.consecutive_failures
             """,
             {
                 "id": endpoint_id,
@@ -144,45 +124,28 @@ def _claim(endpoint_id: Any) -> _Claim | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    events = row[2] if isinstance(row[2], list) else json.loads(row[2])
-    endpoint = WebhookEndpoint(events=events)
     return _Claim(
         id=endpoint_id,
         tenant_id=row[0],
         url=row[1],
-        types=endpoint.subscribed_types(),
-        secret=secrets.unseal_secret(row[3]),
-        cursor=(int(row[4]), int(row[5])),
-        failures=int(row[6]),
+        secret=secrets.unseal_secret(row[2]),
+        failures=int(row[3]),
     )
 
 
-def _work(claim: _Claim, limit: int) -> tuple[list[tuple[WebhookEvent, int]], list[WebhookEvent], int]:
-    """Due retries (with the attempt number each will carry), then new events after the
-    cursor in (txid, id) order, and the xmin that bounded them."""
-    now = timezone.now()
+def _work(claim: _Claim, limit: int) -> list[tuple[WebhookEvent, int]]:
+    """The endpoint's due deliveries, oldest first, each with the attempt number it carries.
+    A pending row whose event was purged meanwhile is dropped."""
     due = list(
-        WebhookRetry.objects.filter(endpoint_id=claim.id, due_at__lte=now)
+        PendingDelivery.objects.filter(endpoint_id=claim.id, due_at__lte=timezone.now())
         .order_by("due_at", "id")
         .values_list("event_id", "attempt")[:limit]
     )
     by_id = WebhookEvent.objects.in_bulk([event_id for event_id, _ in due])
-    retries = [(by_id[event_id], attempt) for event_id, attempt in due if event_id in by_id]
-    xmin = current_xmin()
-    fresh: list[WebhookEvent] = []
-    if len(retries) < limit:
-        fresh = list(
-            WebhookEvent.objects.raw(
-                f"""
-                SELECT * FROM {OUTBOX} ev
-                WHERE ev.tenant_id = %s AND (ev.txid, ev.id) > (%s, %s) AND ev.txid < %s
-                  AND ((ev.endpoint_id IS NULL AND ev.type = ANY(%s)) OR ev.endpoint_id = %s)
-                ORDER BY ev.txid, ev.id LIMIT %s
-                """,
-                [claim.tenant_id, *claim.cursor, xmin, claim.types, claim.id, limit - len(retries)],
-            )
-        )
-    return retries, fresh, xmin
+    missing = [event_id for event_id, _ in due if event_id not in by_id]
+    if missing:
+        PendingDelivery.objects.filter(endpoint_id=claim.id, event_id__in=missing).delete()
+    return [(by_id[event_id], attempt) for event_id, attempt in due if event_id in by_id]
 
 
 def _body(event: WebhookEvent) -> str:
@@ -228,24 +191,27 @@ def _attempt(claim: _Claim, batch: _Batch, event: WebhookEvent, attempt: int) ->
 
 
 def _save(claim: _Claim, batch: _Batch) -> None:
-    """The batch's outcome in one transaction: attempts, retries, cursor, backoff, lease."""
+    """The batch's outcome in one transaction: attempts, what is still owed, backoff, lease."""
     now = timezone.now()
     with transaction.atomic():
         WebhookDelivery.objects.bulk_create(batch.attempts)
         done = batch.delivered + batch.given_up
         if done:
-            WebhookRetry.objects.filter(endpoint_id=claim.id, event_id__in=done).delete()
+            PendingDelivery.objects.filter(endpoint_id=claim.id, event_id__in=done).delete()
         if batch.retries:
             with connection.cursor() as cursor:
-                cursor.executemany(
-                    f"INSERT INTO {RETRIES} (endpoint_id, event_id, attempt, due_at) VALUES (%s, %s, %s, %s) "
-                    "ON CONFLICT (endpoint_id, event_id) DO UPDATE SET attempt = EXCLUDED.attempt, "
-                    "due_at = EXCLUDED.due_at",
-                    [(claim.id, event_id, attempt, due) for event_id, attempt, due in batch.retries],
+                cursor.execute(
+                    f"UPDATE {PENDING} p SET attempt = r.attempt, due_at = r.due_at "
+                    "FROM unnest(%s::bigint[], %s::int[], %s::timestamptz[]) AS r(event_id, attempt, due_at) "
+                    "WHERE p.endpoint_id = %s AND p.event_id = r.event_id",
+                    [
+                        [event_id for event_id, _, _ in batch.retries],
+                        [attempt for _, attempt, _ in batch.retries],
+                        [due for _, _, due in batch.retries],
+                        claim.id,
+                    ],
                 )
         fields: dict[str, Any] = {"locked_until": None}
-        if batch.cursor is not None:
-            fields["cursor_txid"], fields["cursor_id"] = batch.cursor
         if batch.backoff_until is not None:
             fields["next_attempt_at"] = batch.backoff_until
             fields["consecutive_failures"] = claim.failures + 1
@@ -253,6 +219,8 @@ def _save(claim: _Claim, batch: _Batch) -> None:
             fields["next_attempt_at"] = None
             fields["consecutive_failures"] = 0
         if batch.gone:
+            # Gone for good: nothing more is owed to it (the attempts stay on record).
+            PendingDelivery.objects.filter(endpoint_id=claim.id).delete()
             fields.update(active=False, disabled_at=now, disabled_reason="the endpoint answered 410 Gone")
             logger.warning("webhook endpoint %s answered 410 Gone: disabled", claim.id)
         WebhookEndpoint.objects.filter(pk=claim.id).update(**fields)
@@ -260,31 +228,21 @@ def _save(claim: _Claim, batch: _Batch) -> None:
 
 def _run_batch(claim: _Claim, limit: int) -> tuple[_Batch, bool]:
     """One batch; returns it and whether more work may be waiting."""
-    retries, fresh, xmin = _work(claim, limit)
+    work = _work(claim, limit)
     batch = _Batch()
     going = True
-    for event, attempt in retries:
+    for event, attempt in work:
         going = _attempt(claim, batch, event, attempt)
         if not going:
             break
-    if going:
-        for event in fresh:
-            going = _attempt(claim, batch, event, 1)
-            batch.cursor = (event.txid, event.pk)  # sent, or owed as a retry: past the cursor
-            if not going:
-                break
-        if going and len(retries) + len(fresh) < limit:
-            # Everything final before xmin was read: the cursor may jump there, so events of
-            # types this endpoint does not take are never scanned again.
-            batch.cursor = max(batch.cursor or claim.cursor, (xmin, 0))
-    more = going and len(retries) + len(fresh) >= limit
-    return batch, more
+    return batch, going and len(work) >= limit
 
 
 def deliver(endpoint_id: Any) -> int:
     """Deliver what the endpoint is owed, batch after batch, for at most half a lease.
 
-    Returns how many attempts were made; 0 when another worker holds the endpoint.
+    Returns how many attempts were made; 0 when another worker holds the endpoint or it is
+    backing off.
     """
     claim = _claim(endpoint_id)
     if claim is None:
@@ -292,24 +250,12 @@ def deliver(endpoint_id: Any) -> int:
     limit = int(settings.WEBHOOK_BATCH_SIZE)
     budget = time.monotonic() + int(settings.WEBHOOK_LEASE_SECONDS) / 2
     made = 0
-    while True:
+    while claim is not None:
         batch, more = _run_batch(claim, limit)
         made += len(batch.attempts)
-        if more and not batch.gone and time.monotonic() < budget:
-            _save_keeping_lease(claim, batch)
-            continue
         _save(claim, batch)
-        return made
-
-
-def _save_keeping_lease(claim: _Claim, batch: _Batch) -> None:
-    """Save a batch and renew the lease for the next one."""
-    _save(claim, batch)
-    if batch.cursor is not None:
-        claim.cursor = batch.cursor
-    claim.failures = 0 if batch.delivered else claim.failures
-    until = timezone.now() + dt.timedelta(seconds=int(settings.WEBHOOK_LEASE_SECONDS))
-    WebhookEndpoint.objects.filter(pk=claim.id).update(locked_until=until)
+        claim = _claim(endpoint_id) if more and time.monotonic() < budget else None
+    return made
 
 
 # --- retention ------------------------------------------------------------------------------------
@@ -318,7 +264,7 @@ def _save_keeping_lease(claim: _Claim, batch: _Batch) -> None:
 def purge(now: dt.datetime | None = None) -> tuple[int, int]:
     """Delete attempts and delivered events older than ``WEBHOOK_EVENT_RETENTION_DAYS``, in
     batches of ``WEBHOOK_PURGE_BATCH_SIZE`` (short transactions, short locks). An event still
-    owed to an active endpoint (a retry, or not yet past its cursor) is kept."""
+    owed to an endpoint (a pending delivery) is kept."""
     cutoff = (now or timezone.now()) - dt.timedelta(days=int(settings.WEBHOOK_EVENT_RETENTION_DAYS))
     size = int(settings.WEBHOOK_PURGE_BATCH_SIZE)
     attempts = events = 0
@@ -337,11 +283,7 @@ def purge(now: dt.datetime | None = None) -> tuple[int, int]:
                 f"""
                 DELETE FROM {OUTBOX} WHERE id IN (
                     SELECT ev.id FROM {OUTBOX} ev WHERE ev.created_at < %s
-                      AND NOT EXISTS (SELECT 1 FROM {RETRIES} r WHERE r.event_id = ev.id)
-                      AND NOT EXISTS (
-                        SELECT 1 FROM {ENDPOINTS} e WHERE e.active AND e.tenant_id = ev.tenant_id
-                          AND (e.cursor_txid, e.cursor_id) < (ev.txid, ev.id)
-                      )
+                      AND NOT EXISTS (SELECT 1 FROM {PENDING} p WHERE p.event_id = ev.id)
                     ORDER BY ev.created_at LIMIT %s
                 )
                 """,

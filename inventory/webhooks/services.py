@@ -11,10 +11,9 @@ from django.utils import timezone
 
 from config.errors import DomainError
 from inventory.events import emit
-from inventory.models import EventType, WebhookDelivery, WebhookEndpoint, WebhookRetry
+from inventory.models import EventType, PendingDelivery, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from inventory.models.webhooks import WILDCARD
 from inventory.webhooks import guard, secrets
-from inventory.webhooks.delivery import current_xmin
 
 logger = logging.getLogger(__name__)
 #: ``inventory.tasks.deliver_webhooks``, sent by name (the tasks module imports this one).
@@ -50,8 +49,7 @@ def clean_url(url: str) -> str:
 def create_endpoint(
     tenant_id: int, url: str, events: Any, description: str = "", active: bool = True
 ) -> tuple[WebhookEndpoint, str]:
-    """A new endpoint and its secret, returned this once. Its cursor starts now: it is sent
-    what happens from here on, not the past."""
+    """A new endpoint and its secret, returned this once. It is sent what happens from now on."""
     secret = secrets.new_secret()
     endpoint = WebhookEndpoint.objects.create(
         tenant_id=tenant_id,
@@ -60,15 +58,14 @@ def create_endpoint(
         description=description,
         active=active,
         secret_sealed=secrets.seal_secret(secret),
-        cursor_txid=current_xmin(),
-        cursor_id=0,
     )
     return endpoint, secret
 
 
 def update_endpoint(endpoint: WebhookEndpoint, data: dict[str, Any]) -> WebhookEndpoint:
     """Change ``url``, ``events``, ``description`` or ``active``. Turning an endpoint back on
-    clears its disabled mark and backoff; what happened while it was off is not sent."""
+    clears its disabled mark and backoff; what happened while it was off is not sent (nothing
+    was written for it)."""
     if "url" in data:
         endpoint.url = clean_url(data["url"])
     if "events" in data:
@@ -79,7 +76,6 @@ def update_endpoint(endpoint: WebhookEndpoint, data: dict[str, Any]) -> WebhookE
         if data["active"] and not endpoint.active:
             endpoint.disabled_at, endpoint.disabled_reason = None, ""
             endpoint.next_attempt_at, endpoint.consecutive_failures = None, 0
-            endpoint.cursor_txid, endpoint.cursor_id = current_xmin(), 0
         endpoint.active = bool(data["active"])
     endpoint.save()
     return endpoint
@@ -121,6 +117,8 @@ def ping(endpoint: WebhookEndpoint) -> None:
 
 def redeliver(endpoint: WebhookEndpoint, delivery: WebhookDelivery) -> None:
     """Send the delivery's event to its endpoint again, now (as the next attempt)."""
+    if not WebhookEvent.objects.filter(pk=delivery.event_id).exists():
+        raise DomainError({"delivery_id": ["its event is past the retention period and was purged"]})
     with transaction.atomic():
         last = (
             WebhookDelivery.objects.filter(endpoint=endpoint, event_id=delivery.event_id)
@@ -128,7 +126,7 @@ def redeliver(endpoint: WebhookEndpoint, delivery: WebhookDelivery) -> None:
             .values_list("attempt", flat=True)
             .first()
         ) or delivery.attempt
-        WebhookRetry.objects.update_or_create(
+        PendingDelivery.objects.update_or_create(
             endpoint=endpoint,
             event_id=delivery.event_id,
             defaults={"attempt": last + 1, "due_at": timezone.now()},
