@@ -25,6 +25,8 @@ PAYLOAD_COLUMNS = (
     "created_on",
     "updated_on",
     "not_before",
+    "wave",
+    "attempt",
 )
 
 
@@ -51,6 +53,8 @@ def command_payload(
     created_on: dt.datetime,
     updated_on: dt.datetime,
     not_before: dt.datetime | None = None,
+    wave: int = 1,
+    attempt: int = 1,
 ) -> dict[str, Any]:
     """The API's shape of a command status.
 
@@ -74,6 +78,8 @@ def command_payload(
         "created_on": _ts(created_on),
         "updated_on": _ts(updated_on),
         "scheduled_for": _ts(not_before) if scheduled else None,
+        "wave": wave,
+        "attempt": attempt,
     }
 
 
@@ -103,5 +109,6 @@ def event_data_sql(row: str, device_ref: str, previous_state: str) -> str:
         f"'created_on', {ts_sql(f'{r}.created_on')}, 'updated_on', {ts_sql(f'{r}.updated_on')}, "
         f"'scheduled_for', CASE WHEN {r}.state = {int(CommandState.SCHEDULED)} "
         f"THEN {ts_sql(f'{r}.not_before')} END, "
+        f"'wave', {r}.wave, 'attempt', {r}.attempt, "
         f"'previous_state', {label_sql(previous_state, CommandState)})"
     )

@@ -31,6 +31,7 @@ def operation_data(operation: Operation, previous_state: int | None = None) -> d
         "updated_at": timestamp(operation.updated_at),
         "updated_by": operation.updated_by,
         "operation_stats": {"device_operation_statuses_count": operation.counts()},
+        "rollout": operation.rollout,
     }
     if previous_state is not None:
         data["previous_state"] = OperationState(previous_state).name

@@ -13,7 +13,7 @@ import datetime as dt
 from collections import defaultdict
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from commands import sweeps as delivery
@@ -32,7 +32,9 @@ C = CommandState
 def open_windows(now: dt.datetime | None = None, operation_id: Any = None) -> int:
     """Release scheduled commands whose window has opened; their operation is dispatched."""
     now = now or timezone.now()
-    due = CommandStatus.objects.filter(state=C.SCHEDULED, not_before__lte=now)
+    due = CommandStatus.objects.filter(state=C.SCHEDULED, not_before__lte=now).exclude(
+        operation__state=OperationState.PAUSED
+    )
     if operation_id is not None:
         due = due.filter(operation_id=operation_id)
     return move_and_settle(due, C.QUEUED, "window opened", after=_mark_dispatched)
@@ -103,7 +105,10 @@ def run_all() -> dict[str, Any]:
     now = timezone.now()
     return {
         "timed_out": delivery.time_out_overdue(now),
-        "redelivery": delivery.redeliver_unacknowledged(now),
+        "in_progress_timed_out": delivery.time_out_in_progress(now),
+        "redelivery": delivery.redeliver_unacknowledged(
+            now, exclude=Q(operation__state=OperationState.PAUSED)
+        ),
         "closed": close_windows(now),
         "opened": open_windows(now),
         "completed": complete_finished_operations(),

@@ -81,6 +81,8 @@ def test_a_report_writes_command_state_changed_as_the_api_shows_the_command(org:
         created_on=command.created_on,
         updated_on=command.updated_on,
         not_before=command.not_before,
+        wave=command.wave,
+        attempt=command.attempt,
     )
     assert data.pop("previous_state") == "Command Queued"
     assert _as_api(data) == _as_api(expected)
