@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from config.errors import Conflict, DomainError
@@ -158,6 +158,16 @@ def delete_device(device: Device) -> None:
         events.emit_devices(device.tenant_id, EventType.DEVICE_DELETED, pks=[device.pk])
         device.delete()
     forget_token(device.token_prefix)
+
+
+def emit_deleted_devices(devices: QuerySet[Device]) -> None:
+    """``device.deleted`` for each of ``devices`` (the console's bulk delete), before they go;
+    call in the deleting transaction."""
+    by_tenant: dict[int, list[int]] = {}
+    for pk, tenant_id in devices.values_list("pk", "tenant_id"):
+        by_tenant.setdefault(tenant_id, []).append(pk)
+    for tenant_id, pks in by_tenant.items():
+        events.emit_devices(tenant_id, EventType.DEVICE_DELETED, pks=pks)
 
 
 @dataclass
