@@ -14,7 +14,7 @@ from standardwebhooks.webhooks import Webhook
 from config.encryption import unseal
 from inventory.models import PendingDelivery, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from inventory.webhooks.services import create_endpoint
-from tests.conftest import Org, staff_console
+from tests.conftest import Org, add_device, staff_console
 from tests.test_console_secrets import one_time_secrets
 
 pytestmark = pytest.mark.django_db
@@ -106,3 +106,15 @@ def test_a_tenants_staff_sees_only_its_endpoints(org: Org, other_org: Org) -> No
     assert staff.post(f"{ADMIN}{theirs.pk}/ping/").status_code == 404
     assert not WebhookEvent.objects.exists()
     assert staff.get(f"{ADMIN}{mine.pk}/change/").status_code == 200
+
+
+def test_deleting_devices_in_the_console_emits_device_deleted(console: Client, org: Org) -> None:
+    create_endpoint(org.tenant.pk, PUBLIC, ["device.deleted"])
+    devices = [add_device(org.tenant, f"gone-{i}").device for i in range(3)]
+    response = console.post(
+        "/admin/inventory/device/",
+        {"action": "delete_selected", "_selected_action": [d.pk for d in devices], "post": "yes"},
+    )
+    assert response.status_code == 302
+    deleted = sorted(e.data["id"] for e in WebhookEvent.objects.filter(type="device.deleted"))
+    assert deleted == ["gone-0", "gone-1", "gone-2"]
