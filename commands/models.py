@@ -87,6 +87,11 @@ class CommandStatus(models.Model):
         indexes = [
             models.Index(fields=["tenant", "id"], name="commands_tenant_id"),
             models.Index(fields=["device", "id"], name="commands_device_id"),
+            # An operation's commands by key: GET /commands/v0/status/?request= (its pages,
+            # keyset and offset), and the stop's batches (operations.stopping.stop_commands).
+            # tenant_id is included so that the tenant scope is checked in the index: a deep
+            # offset and the count are index-only scans.
+            models.Index(fields=["operation", "id"], include=["tenant"], name="commands_operation_id"),
             # The inbox: a device's queued commands, highest priority first, then oldest.
             models.Index(
                 "device",

@@ -4,8 +4,9 @@ Evaluated at each settlement from the exact counters the settling statement left
 report's own statement returns them), and taken by the one conditional UPDATE of the
 operation's state (``progress.move``) whose WHERE re-checks the rule against the counters
 as they are then: a hundred reports that all see the threshold crossed abort it once, and
-the reason names the rule and the rate measured. The unfinished commands are then
-cancelled as a PUT ``CANCELLED`` cancels them (``services.stop_commands``).
+the reason names the rule and the rate measured. The abort is a stop as a PUT ``CANCELLED``
+is one (``operations.stopping.stop``, with the rule as its ``when``): the state at once, the
+unfinished commands by a worker in batches.
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from operations import progress
+from operations import stopping
 from operations.choices import TERMINAL_STATES, OperationState
 from operations.counters import COUNTERS
 from operations.models import Operation
 from operations.rollouts import Rollout
-from operations.services import stop_commands
 
 S = OperationState
 
@@ -48,10 +48,6 @@ def abort_if_met(operation_id: Any, counts: dict[str, int] | None, actor: str = 
         return False
     rule, rate, finished = met
     reason = f"abort: {rule.failure_type} {rate:.1f}% >= {rule.threshold_percent:g}% after {finished} devices"
-    aborted = progress.move(
+    return stopping.stop(
         operation_id, S.CANCELLED, reason, actor="rollout", when=rollout.abort_condition(rule)
     )
-    if not aborted:
-        return False
-    stop_commands(operation_id, S.CANCELLED, reason, actor="rollout")
-    return True

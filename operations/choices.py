@@ -142,7 +142,9 @@ _STOP = frozenset({S.CANCELLED, S.TIMEOUT, S.FAILURE})
 PAUSABLE_STATES = frozenset(
     {S.CREATED, S.RESOLVING, S.RESOLVED, S.SCHEDULED, S.DISPATCHING, S.DISPATCHED, S.PROCESSING}
 )
-#: The inbox hands out no command of an operation in these states (``commands.services.hand_out``).
+#: The inbox hands out no command of an operation in these states (``commands.services.hand_out``),
+#: and no sweep queues one of them again, releases or reschedules it (``operations.sweeps.held``):
+#: a paused one waits as it is, a stopped one's stop moves them (``operations.stopping``).
 HOLDING_STATES = frozenset({S.PAUSED}) | TERMINAL_STATES
 
 #: The only place that decides which state may follow which.

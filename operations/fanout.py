@@ -27,7 +27,7 @@ from django.db import connection, connections, transaction
 from django.db.models import F, Max, Min, QuerySet
 from django.utils import timezone
 
-from commands import inbox_cache
+from commands import inbox_cache, planner
 from commands.choices import CommandState, Priority
 from commands.models import CommandStatus
 from config.errors import DomainError
@@ -146,7 +146,8 @@ def _run(operation_id: Any) -> None:
     """One run of the fan-out, from wherever the last one stopped."""
     progress.move(operation_id, S.RESOLVING, only_from=[S.CREATED])
     operation = Operation.objects.get(pk=operation_id)
-    if operation.state == S.RESOLVING:
+    resolved_now = operation.state == S.RESOLVING
+    if resolved_now:
         _resolve(operation)
         operation.refresh_from_db()
     window = operation.schedule_type == ScheduleType.WINDOW
@@ -157,6 +158,9 @@ def _run(operation_id: Any) -> None:
         progress.dispatch(operation.pk, only_from=S.SCHEDULED)
     elif operation.state in (S.RESOLVED, S.DISPATCHING):  # DISPATCHING: a crash stopped it there
         _dispatch(operation)
+    if resolved_now and operation.resolved_count >= int(settings.FANOUT_ANALYZE_ROWS):
+        # After dispatch, so devices are not kept waiting for it (commands.planner).
+        planner.refresh_statistics()
 
 
 def _resolve(operation: Operation) -> None:

@@ -8,17 +8,15 @@ from typing import Any
 
 from celery import current_app
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from commands import inbox_cache
-from commands.choices import REPORTED_STATES, UNFINISHED_STATES, CommandState
-from commands.models import CommandStatus
-from commands.services import move_and_settle
+from commands.choices import REPORTED_STATES, CommandState
 from config.errors import DomainError
 from inventory.events import emit
 from inventory.models import Device, EventType
-from operations import progress, rollouts, waves
+from operations import progress, rollouts, stopping, waves
 from operations.choices import PRE_DISPATCH_STATES, TERMINAL_STATES, OperationState, ScheduleType, can_move
 from operations.device_query import DeviceQuery
 from operations.events import operation_data
@@ -74,35 +72,43 @@ def request_state(operation: Operation, target: OperationState, reason: str, act
     """An operator's PUT: CANCELLED, TIMEOUT, FAILURE, SCHEDULED or PAUSED (``resume`` is
     the way back from PAUSED).
 
-    Stopping moves every unfinished command in one set-based update: Command Cancelled
-    for CANCELLED and FAILURE, Command TimeOut for TIMEOUT. Pausing moves no command: the
-    inbox hands out nothing of a paused operation, and what devices have may still be reported.
+    Stopping (CANCELLED, TIMEOUT, FAILURE) moves the operation at once and leaves its
+    unfinished commands to a worker (``operations.stopping``: Command Cancelled, or Command
+    TimeOut for TIMEOUT), so the answer never waits for a million rows. SCHEDULED sends the
+    queued commands of a WINDOW operation back to wait for their window, in the request.
+    Pausing moves no command: the inbox hands out nothing of a paused operation, and what
+    devices have may still be reported.
     """
+    if target in stopping.COMMAND_TARGETS:
+        _check_move(Operation.objects.get(pk=operation.pk), target)
+        if not stopping.stop(operation.pk, target, reason, actor):
+            # Another writer moved it between the check and the move: say what it is now.
+            _check_move(Operation.objects.get(pk=operation.pk), target)
+            raise DomainError({"state": [f"the operation could not move to {target.name}; try again"]})
+        return Operation.objects.get(pk=operation.pk)
     with transaction.atomic():
-        if target != S.PAUSED:
-            _lock_unfinished_commands(operation.pk)
         current = Operation.objects.select_for_update().get(pk=operation.pk)
-        name = S(current.state).name
-        if current.state in TERMINAL_STATES:
-            raise DomainError({"state": [f"the operation is already {name}, a final state"]})
-        if target == S.PAUSED and current.state == S.PAUSED:
-            raise DomainError({"state": ["the operation is already PAUSED; resume it with RESUMED"]})
-        if target == S.SCHEDULED and current.schedule_type != ScheduleType.WINDOW:
-            raise DomainError({"state": ["only a WINDOW operation can go back to SCHEDULED"]})
-        if not can_move(current.state, target):
-            raise DomainError({"state": [f"cannot move from {name} to {target.name}"]})
+        _check_move(current, target)
         if target == S.PAUSED:
             progress.pause(current.pk, reason or "paused by an operator", actor)
         else:
             progress.move(current.pk, target, reason, actor)
-        commands = current.commands.all()
-        if target == S.SCHEDULED:
-            reschedule(commands.filter(state=CommandState.QUEUED), timezone.now(), reason or "rescheduled")
-        elif target != S.PAUSED:
-            command_target = CommandState.TIMEOUT if target == S.TIMEOUT else CommandState.CANCELLED
-            move_and_settle(commands, command_target, reason or f"operation {target.name.lower()}", actor)
-    current.refresh_from_db()
-    return current
+            queued = current.commands.filter(state=CommandState.QUEUED)
+            reschedule(queued, timezone.now(), reason or "rescheduled")
+    return Operation.objects.get(pk=operation.pk)
+
+
+def _check_move(current: Operation, target: OperationState) -> None:
+    """400 naming ``state`` when the operator's move is not allowed from where it stands."""
+    name = S(current.state).name
+    if current.state in TERMINAL_STATES:
+        raise DomainError({"state": [f"the operation is already {name}, a final state"]})
+    if target == S.PAUSED and current.state == S.PAUSED:
+        raise DomainError({"state": ["the operation is already PAUSED; resume it with RESUMED"]})
+    if target == S.SCHEDULED and current.schedule_type != ScheduleType.WINDOW:
+        raise DomainError({"state": ["only a WINDOW operation can go back to SCHEDULED"]})
+    if not can_move(current.state, target):
+        raise DomainError({"state": [f"cannot move from {name} to {target.name}"]})
 
 
 def resume(operation: Operation, reason: str, actor: str) -> Operation:
@@ -132,35 +138,6 @@ def resume(operation: Operation, reason: str, actor: str) -> Operation:
         progress.advance(current.pk, reported=reported, actor=actor)
     current.refresh_from_db()
     return current
-
-
-def stop_commands(operation_id: Any, target: OperationState, reason: str, actor: str) -> int:
-    """Move the unfinished commands of an operation that has just been stopped (an abort)
-    to Command Cancelled (Command TimeOut for TIMEOUT), waiting for rows that reports hold."""
-    with transaction.atomic():
-        _lock_unfinished_commands(operation_id)
-        command_target = CommandState.TIMEOUT if target == S.TIMEOUT else CommandState.CANCELLED
-        return move_and_settle(
-            CommandStatus.objects.filter(operation_id=operation_id), command_target, reason, actor
-        )
-
-
-def _lock_unfinished_commands(operation_id: Any) -> None:
-    """Wait for, and lock, every unfinished command of the operation, in key order.
-
-    The set move that follows skips rows locked by others (so sweeps never wait on each
-    other); a cancel must not skip any. Reports lock a command and then its operation, so
-    the commands are locked here before the operation row, in the same order, and the two
-    can never deadlock.
-    """
-    table = CommandStatus._meta.db_table
-    unfinished = [int(state) for state in UNFINISHED_STATES]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT count(*) FROM (SELECT id FROM {table} WHERE operation_id = %s AND state = ANY(%s) "
-            "ORDER BY id FOR UPDATE) locked",
-            [operation_id, unfinished],
-        )
 
 
 def cancel_operation(operation: Operation, reason: str, actor: str) -> Operation:

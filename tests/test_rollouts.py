@@ -22,6 +22,7 @@ from operations.choices import OperationState
 from operations.fanout import fan_out
 from operations.models import Operation, OperationActivity
 from operations.services import create_operation
+from operations.stopping import stop_commands
 from operations.sweeps import open_windows, run_all
 from tests.command_factories import command_of, dispatched_operation, run_in_threads
 from tests.conftest import DeviceActor, Org, add_device, add_devices
@@ -269,6 +270,8 @@ def test_an_abort_rule_cancels_the_operation_and_its_unfinished_commands(org: Or
     assert shown["state"] == "CANCELLED"
     assert shown["reason"] == "abort: FAILED 75.0% >= 50% after 4 devices"
     assert stored_counts(operation) == counters.recount(operation.pk)
+    stop_commands(operation.pk)  # the stop's worker (operations.stopping), after the answer
+    assert stored_counts(operation) == counters.recount(operation.pk)
     assert operation.cancelled_count == 6 and operation.failed_count == 3
     assert not any(poll(a) for a in devices[4:])
 
@@ -293,6 +296,7 @@ def test_an_abort_racing_32_reporters_happens_once_with_exact_counters(org: Org)
         return run
 
     run_in_threads([fail(c) for c in commands])
+    stop_commands(operation.pk)  # the stop's worker (operations.stopping), after the abort
 
     operation.refresh_from_db()
     assert operation.state == S.CANCELLED
@@ -434,6 +438,7 @@ def test_cancel_and_timeout_work_while_paused(
     content(org.operator.put(f"{OPS}{operation.pk}/", {"state": "PAUSED"}))
 
     stopped = content(org.operator.put(f"{OPS}{operation.pk}/", {"state": stop}))
+    stop_commands(operation.pk)  # the stop's worker (operations.stopping), after the answer
 
     assert stopped["state"] == stop
     assert command_of(operation, device).state == command_state
@@ -481,3 +486,24 @@ def test_a_paused_window_operation_releases_nothing(org: Org, device: DeviceActo
 
     content(org.operator.put(f"{OPS}{operation.pk}/", {"state": "RESUMED"}))
     assert open_windows(now + dt.timedelta(hours=1, minutes=1)) == 1
+
+
+def test_the_sweep_takes_a_rollout_step_a_dead_process_left(org: Org) -> None:
+    """A report commits its row and counters in one statement and takes the rollout's step
+    (here an abort) right after; if its process dies in between, the sweep takes it."""
+    devices = add_devices(org.tenant, 4)
+    operation = dispatched_operation(
+        org.tenant, devices, rollout={"abort": [{"failure_type": "FAILED", "threshold_percent": 50}]}
+    )
+    # what the report's statement alone leaves: the command failed and counted, nothing after
+    failed = command_of(operation, devices[0])
+    CommandStatus.objects.filter(pk=failed.pk).update(state=C.FAILURE)
+    Operation.objects.filter(pk=operation.pk).update(failed_count=1)
+
+    assert run_all()["rollouts"] == 1
+    stop_commands(operation.pk)  # the stop's worker (operations.stopping), after the abort
+
+    operation.refresh_from_db()
+    assert operation.state == S.CANCELLED
+    assert operation.reason == "abort: FAILED 100.0% >= 50% after 1 devices"
+    assert operation.cancelled_count == 3

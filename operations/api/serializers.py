@@ -101,6 +101,7 @@ class RolloutSerializer(serializers.Serializer):
     waves = serializers.ListField(
         child=serializers.FloatField(),
         required=False,
+        allow_null=True,
         max_length=MAX_WAVES,
         help_text="Strictly increasing cumulative percentages of the devices, the last one 100.",
     )
@@ -218,6 +219,16 @@ class OperationSerializer(serializers.ModelSerializer):
     operation_device_query = serializers.JSONField(source="device_query")
     operation_activity = serializers.SerializerMethodField()
     operation_stats = serializers.SerializerMethodField()
+    commands_stop = serializers.ChoiceField(
+        choices=["in_progress", "done"],
+        read_only=True,
+        allow_null=True,
+        help_text=(
+            "After a stop (CANCELLED, TIMEOUT, FAILED by PUT): in_progress while a worker still moves "
+            "the unfinished commands (none of them is handed out meanwhile), done once it has; "
+            "null for an operation never stopped."
+        ),
+    )
     rollout = RolloutField(read_only=True)
     rollout_status = serializers.SerializerMethodField()
 
@@ -240,6 +251,7 @@ class OperationSerializer(serializers.ModelSerializer):
             "updated_by",
             "operation_activity",
             "operation_stats",
+            "commands_stop",
             "rollout",
             "rollout_status",
         ]

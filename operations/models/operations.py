@@ -38,6 +38,12 @@ class Operation(models.Model):
     #: Runs of the fan-out started (``operations.fanout``): past ``FANOUT_MAX_ATTEMPTS`` the
     #: operation fails instead of being resent forever.
     fanout_attempts = models.PositiveSmallIntegerField(default=0, editable=False)
+    #: A stop (CANCELLED, TIMEOUT, an operator's FAILURE) moves the state at once and leaves the
+    #: unfinished commands to a worker (``operations.stopping``): set with that move, and
+    #: ``commands_stopped_at`` once none is left unfinished. Between the two the API shows
+    #: ``commands_stop: "in_progress"``.
+    stop_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
+    commands_stopped_at = models.DateTimeField(null=True, blank=True, editable=False)
     #: The rollout as given (``operations.rollouts``), defaults filled in; null without one.
     rollout = models.JSONField(null=True, blank=True)
     #: The open wave: the inbox hands out commands of waves up to it (1 without waves).
@@ -66,6 +72,12 @@ class Operation(models.Model):
                 name="operations_unfinished_fanout",
                 condition=models.Q(state__in=sorted(PRE_DISPATCH_STATES)),
             ),
+            # The stop's resume sweep (operations.sweeps.resume_stops): stops not finished.
+            models.Index(
+                fields=["stop_requested_at"],
+                name="operations_stopping",
+                condition=models.Q(stop_requested_at__isnull=False, commands_stopped_at__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -74,6 +86,14 @@ class Operation(models.Model):
     @property
     def state_name(self) -> str:
         return OperationState(self.state).name
+
+    @property
+    def commands_stop(self) -> str | None:
+        """``in_progress`` while a stop's worker is still moving unfinished commands, ``done``
+        once it has moved the last, ``None`` for an operation never stopped."""
+        if self.stop_requested_at is None:
+            return None
+        return "in_progress" if self.commands_stopped_at is None else "done"
 
     @property
     def finished_count(self) -> int:
