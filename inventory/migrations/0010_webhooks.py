@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('inventory', '0008_headless_moves_to_operations'),
+        ('inventory', '0009_device_tenant_id_index'),
     ]
 
     operations = [
