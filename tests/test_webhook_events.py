@@ -16,6 +16,7 @@ from commands.choices import CommandState
 from commands.models import CommandStatus
 from commands.payload import command_payload
 from commands.services import hand_out, move_and_settle, report
+from inventory import events
 from inventory.models import EventType, WebhookEvent
 from inventory.services import bulk_import_devices, delete_device
 from inventory.webhooks.services import create_endpoint
@@ -168,3 +169,22 @@ def test_an_inactive_endpoint_subscribes_to_nothing(org: Org) -> None:
     create_endpoint(org.tenant.pk, URL, ["device.created"], active=False)
     add_device(org.tenant, "dev-z")
     assert WebhookEvent.objects.count() == 0
+
+
+def test_the_device_paths_follow_the_cached_subscription_flag(org: Org, device: DeviceActor) -> None:
+    operation = dispatched_operation(org.tenant, [device])
+    command = command_of(operation, device)
+    path = f"/commands/v0/status/{command.pk}/"
+
+    # given no subscriber: the poll and the report read the flag ("no") and write nothing
+    assert device.api.get("/v2/command-inbox/", {"device_id": "dev-1"}).status_code == 200
+    assert device.api.put(path, {"state": "Command Acknowledged"}).status_code == 200
+    assert not events.subscribes(org.tenant.pk, EventType.COMMAND_STATE_CHANGED)
+    assert WebhookEvent.objects.count() == 0
+
+    # when an endpoint takes command.state_changed, the flag is forgotten at once
+    subscribe(org, "command.state_changed")
+    assert device.api.put(path, {"state": "Command In Progress"}).status_code == 200
+
+    [data] = events_of(EventType.COMMAND_STATE_CHANGED)
+    assert (data["previous_state"], data["state"]) == ("Command Acknowledged", "Command In Progress")
