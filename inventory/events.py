@@ -99,7 +99,7 @@ def subscribes(tenant_id: int, event_type: EventType) -> bool:
 
     For the device's report and the inbox's hand-out: measured in one run of
     bench/webhooks.py (docs/performance.md), the outbox CTEs cost a report 0.34 ms even with
-    no subscriber (the statement's planning), a cache read 0.03 ms. So those paths read the
+    no subscriber (nothing to write; a larger statement to plan), a cache read 0.03 ms. So those read the
     flag and add the CTEs only when it says yes; the CTEs still check inside the statement,
     so a stale "yes" writes nothing, and a stale "no" can only miss a change racing with the
     endpoint's own creation.
