@@ -28,7 +28,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from inventory.models import PendingDelivery, WebhookDelivery, WebhookEndpoint, WebhookEvent
-from inventory.webhooks import secrets, sender
+from inventory.webhooks import guard, secrets, sender
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,8 @@ class _Claim:
     url: str
     secret: str
     failures: int
+    target: guard.Target | str = ""
+    signer: Any = None
 
 
 @dataclass
@@ -154,7 +156,7 @@ def _body(event: WebhookEvent) -> str:
 
 def _attempt(claim: _Claim, batch: _Batch, event: WebhookEvent, attempt: int) -> bool:
     """Send one event, note the outcome in ``batch``; False when the batch must stop."""
-    outcome = sender.send(claim.url, claim.secret, event.webhook_id, _body(event))
+    outcome = sender.send(claim.target, claim.signer, event.webhook_id, _body(event))
     now = timezone.now()
     record = WebhookDelivery(
         endpoint_id=claim.id,
@@ -230,6 +232,9 @@ def _run_batch(claim: _Claim, limit: int) -> tuple[_Batch, bool]:
     """One batch; returns it and whether more work may be waiting."""
     work = _work(claim, limit)
     batch = _Batch()
+    if work:
+        claim.target = sender.resolve(claim.url)
+        claim.signer = sender.signer(claim.secret)
     going = True
     for event, attempt in work:
         going = _attempt(claim, batch, event, attempt)

@@ -44,15 +44,31 @@ class Outcome:
         return self.status_code is None or self.status_code >= 500 or self.status_code in (408, 429)
 
 
-def signature_headers(secret: str, msg_id: str, body: str, now: dt.datetime | None = None) -> dict[str, str]:
+def signature_headers(
+    signer: Webhook, msg_id: str, body: str, now: dt.datetime | None = None
+) -> dict[str, str]:
     """``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` (``v1,<base64>``), made by
     the ``standardwebhooks`` library so that it verifies them with the secret as given."""
     now = now or dt.datetime.now(dt.UTC)
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": Webhook(secret).sign(msg_id, now, body),
+        "webhook-signature": signer.sign(msg_id, now, body),
     }
+
+
+def signer(secret: str) -> Webhook:
+    """The signing key of an endpoint, decoded once for a whole batch."""
+    return Webhook(secret)
+
+
+def resolve(url: str) -> guard.Target | str:
+    """The URL's vetted target, or why it may not be called; checked once per batch, so a
+    batch goes to the addresses checked at its start (never re-resolved in between)."""
+    try:
+        return guard.resolve(url)
+    except guard.Refused as refused:
+        return f"refused: url {refused}"
 
 
 def _pool(target: guard.Target, address: str) -> urllib3.HTTPConnectionPool:
@@ -98,17 +114,16 @@ def _retry_after(value: str | None) -> float | None:
     return max((when - dt.datetime.now(dt.UTC)).total_seconds(), 0.0)
 
 
-def send(url: str, secret: str, msg_id: str, body: str) -> Outcome:
-    """POST ``body`` to ``url``; never raises for what the network or the receiver does."""
+def send(target: guard.Target | str, key: Webhook, msg_id: str, body: str) -> Outcome:
+    """POST ``body`` to ``target`` (from :func:`resolve`; a string is a refusal) signed with
+    ``key``; never raises for what the network or the receiver does."""
     started = time.monotonic()
 
     def took() -> int:
         return int((time.monotonic() - started) * 1000)
 
-    try:
-        target = guard.resolve(url)
-    except guard.Refused as refused:
-        return Outcome(None, f"refused: url {refused}", took())
+    if isinstance(target, str):
+        return Outcome(None, target, took())
     host_header = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
     if ":" in target.host and target.port not in (80, 443):
         host_header = f"[{target.host}]:{target.port}"
@@ -116,7 +131,7 @@ def send(url: str, secret: str, msg_id: str, body: str) -> Outcome:
         "content-type": "application/json",
         "user-agent": USER_AGENT,
         "host": host_header,
-        **signature_headers(secret, msg_id, body),
+        **signature_headers(key, msg_id, body),
     }
     try:
         response = _pool(target, target.addresses[0]).urlopen(
