@@ -118,7 +118,9 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
 
     # Read before the query: a command committed meanwhile makes this answer's ETag stale.
     generation = inbox_cache.generations(principal.tenant_id, device_pk)
-    commands, held = hand_out(device_pk, device_id, settings.INBOX_BATCH, principal.label)
+    commands, held = hand_out(
+        device_pk, device_id, settings.INBOX_BATCH, principal.label, principal.tenant_id
+    )
     etag: str | None = None
     if commands:
         etag = inbox_cache.content_etag([f"{c['id']}@{c['version']}" for c in commands])
@@ -141,8 +143,12 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def hand_out(device_pk: int, device_id: str, limit: int, actor: str) -> tuple[list[dict[str, Any]], bool]:
+def hand_out(
+    device_pk: int, device_id: str, limit: int, actor: str, tenant_id: int | None = None
+) -> tuple[list[dict[str, Any]], bool]:
     """Hand out up to ``limit`` of the device's queued commands (``services.hand_out``): them
     as the API shows command statuses, and whether some were held back for a while."""
-    rows, held = services.hand_out(device_pk, limit, actor, HANDED_OUT)
+    rows, held = services.hand_out(
+        device_pk, limit, actor, HANDED_OUT, device_ref=device_id, tenant_id=tenant_id
+    )
     return [command_payload(device=device_id, **row) for row in rows], held

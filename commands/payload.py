@@ -81,3 +81,34 @@ def command_payload(
         "wave": wave,
         "attempt": attempt,
     }
+
+
+def label_sql(expr: str, choices: type[CommandState] | type[Priority]) -> str:
+    cases = " ".join(f"WHEN {int(c)} THEN '{c.label}'" for c in choices)
+    return f"(CASE {expr} {cases} END)"
+
+
+def ts_sql(expr: str) -> str:
+    return f"to_char({expr} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+
+def event_data_sql(row: str, device_ref: str, previous_state: str) -> str:
+    """:func:`command_payload` with ``previous_state``, as one jsonb expression over the row
+    alias ``row`` (the columns of :data:`PAYLOAD_COLUMNS`): the ``data`` of a
+    ``command.state_changed`` event, built inside the statement that moves the command so
+    the hot paths stay one round trip. ``tests/test_webhook_events.py`` holds it equal to
+    :func:`command_payload`."""
+    r = row
+    return (
+        f"jsonb_build_object('id', {r}.id::text, "
+        f"'request', COALESCE({r}.operation_id::text, {r}.request_ref), 'device', {device_ref}, "
+        f"'command', {r}.command, 'arguments', {r}.arguments, "
+        f"'state', {label_sql(f'{r}.state', CommandState)}, 'reason', {r}.reason, "
+        f"'details', {r}.details, 'is_internal', {r}.is_internal, "
+        f"'priority', {label_sql(f'{r}.priority', Priority)}, 'version', {r}.version, "
+        f"'created_on', {ts_sql(f'{r}.created_on')}, 'updated_on', {ts_sql(f'{r}.updated_on')}, "
+        f"'scheduled_for', CASE WHEN {r}.state = {int(CommandState.SCHEDULED)} "
+        f"THEN {ts_sql(f'{r}.not_before')} END, "
+        f"'wave', {r}.wave, 'attempt', {r}.attempt, "
+        f"'previous_state', {label_sql(previous_state, CommandState)})"
+    )

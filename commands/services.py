@@ -23,10 +23,12 @@ from commands import inbox_cache
 from commands.choices import HAND_OUT, CommandState, Priority, can_move
 from commands.followers import Moved, followers, gates
 from commands.models import CommandHistory, CommandStatus
-from commands.payload import PAYLOAD_COLUMNS
+from commands.payload import PAYLOAD_COLUMNS, event_data_sql, label_sql, ts_sql
 from config.errors import Conflict, DomainError
 from config.metrics import COMMAND_STATE_CHANGES
-from inventory.models import Device
+from inventory import events
+from inventory.events import outbox_cte
+from inventory.models import Device, EventType
 
 C = CommandState
 
@@ -149,6 +151,15 @@ def moved_sets(
     ]
 
 
+#: ``command.state_changed`` in the report's own statement: written only when an endpoint of the
+#: tenant subscribes (decided inside the INSERT), so the report stays one round trip either way.
+_REPORT_EVENT = outbox_cte(
+    "emitted",
+    EventType.COMMAND_STATE_CHANGED,
+    "SELECT moved.tenant_id, "
+    + event_data_sql("moved", "cur.device_ref", "cur.state")
+    + " AS data, %(now)s AS created_at FROM moved JOIN cur USING (id)",
+)
 _DETAILS = CommandStatus._meta.get_field("details")
 _ARGUMENTS = CommandStatus._meta.get_field("arguments")
 
@@ -192,6 +203,10 @@ def _report_statement(
         duplicate = f"AND NOT (cur.state = {int(C.QUEUED)} AND cur.attempt > 1)"
     parts = [follower.report_sql(target) for follower in followers()]
     ctes = "".join(f", {part.ctes}" for part in parts if part.ctes)
+    # The event's CTEs only when the tenant may subscribe (events.subscribes: a cache read is
+    # cheaper than planning them); without a known tenant, always (they check inside).
+    subscribed = tenant_id is None or events.subscribes(tenant_id, EventType.COMMAND_STATE_CHANGED)
+    event = f", {_REPORT_EVENT}" if subscribed else ""
     values = "".join(f", {part.value}" for part in parts)
     sql = f"""
         WITH cur AS (
@@ -215,7 +230,7 @@ def _report_statement(
             INSERT INTO {CommandHistory._meta.db_table}
                 (command_id, from_state, to_state, reason, actor, created_at)
             SELECT id, cur.state, moved.state, moved.reason, %(actor)s, %(now)s FROM moved JOIN cur USING (id)
-        ){ctes}
+        ){event}{ctes}
         SELECT cur.*, moved.*{values} FROM cur LEFT JOIN moved USING (id)
     """
     params = {
@@ -303,7 +318,7 @@ def _move_statement(
         logged AS (
             INSERT INTO {history} (command_id, from_state, to_state, reason, actor, created_at)
             SELECT id, old_state, new_state, new_reason, %s, p.now FROM moved, p
-        )
+        ), {_moved_event(table)}
         SELECT operation_id, tenant_id, new_state, old_state, was_dispatched, count(*), wave
         FROM moved GROUP BY 1, 2, 3, 4, 5, 7
     """
@@ -313,6 +328,24 @@ def _move_statement(
     for group in moved:
         _CHANGED_TO[C(group.new_state)].inc(group.count)
     return moved
+
+
+def _moved_event(table: str) -> str:
+    """``command.state_changed`` for each row of a set move, in the move's statement. The
+    statement's snapshot shows the rows as they were, so the new state, reason, version and
+    time are laid over them."""
+    devices = Device._meta.db_table
+    data = (
+        event_data_sql("c", "d.device_id", "m.old_state")
+        + f" || jsonb_build_object('state', {label_sql('m.new_state', CommandState)}, "
+        + "'reason', m.new_reason, "
+        + f"'version', c.version + 1, 'updated_on', {ts_sql('p.now')})"
+    )
+    select = (
+        f"SELECT m.tenant_id, {data} AS data, p.now AS created_at FROM moved m "
+        f"JOIN {table} c ON c.id = m.id JOIN {devices} d ON d.id = c.device_id, p"
+    )
+    return outbox_cte("emitted", EventType.COMMAND_STATE_CHANGED, select)
 
 
 def settle(moved: list[Moved], actor: str = "system") -> None:
@@ -373,7 +406,30 @@ class HandedOut(NamedTuple):
     held: bool
 
 
-def hand_out(device_pk: int, limit: int, actor: str, reason: str) -> HandedOut:
+def _hand_out_event(device_ref: str, previous: str) -> str:
+    """``command.state_changed`` for each row of ``moved`` (``PAYLOAD_COLUMNS`` and
+    ``event_tenant_id``), moved from ``previous`` (SQL), at ``%(now)s``."""
+    return outbox_cte(
+        "emitted",
+        EventType.COMMAND_STATE_CHANGED,
+        "SELECT moved.event_tenant_id AS tenant_id, "
+        + event_data_sql("moved", device_ref, previous)
+        + " AS data, %(now)s AS created_at FROM moved",
+    )
+
+
+#: The device's public id, read by its key, for hand-outs whose caller did not give it.
+_DEVICE_REF = f"(SELECT device_id FROM {Device._meta.db_table} WHERE id = %(device)s)"
+
+
+def hand_out(
+    device_pk: int,
+    limit: int,
+    actor: str,
+    reason: str,
+    device_ref: str | None = None,
+    tenant_id: int | None = None,
+) -> HandedOut:
     """Move up to ``limit`` of the device's queued commands to Initiated (:data:`HAND_OUT`)
     and return their rows, highest priority first, then oldest.
 
@@ -395,6 +451,7 @@ def hand_out(device_pk: int, limit: int, actor: str, reason: str) -> HandedOut:
     picked_columns = "".join(f", {expression} AS {name}" for expression, name in extra)
     returned = ", ".join(f"cs.{column}" for column in PAYLOAD_COLUMNS)
     returned += "".join(f", picked.{name}" for _expression, name in extra)
+    returned += ", cs.tenant_id AS event_tenant_id"
     held = " OR ".join(f"({part.held})" for part in parts if part.held)
     params: dict[str, Any] = {
         "device": device_pk,
@@ -404,7 +461,14 @@ def hand_out(device_pk: int, limit: int, actor: str, reason: str) -> HandedOut:
         "now": now,
         "reason": reason,
         "actor": actor,
+        "device_ref": device_ref,
     }
+    # The inbox gives the device's public id, so its poll reads nothing of the device table, and
+    # its tenant, so the event's CTEs are left out when nobody subscribes (events.subscribes).
+    event = ""
+    if tenant_id is None or events.subscribes(tenant_id, EventType.COMMAND_STATE_CHANGED):
+        device = "%(device_ref)s::text" if device_ref is not None else _DEVICE_REF
+        event = f", {_hand_out_event(device, '%(source)s')}"
     for part in parts:
         params.update(part.params)
     result = "SELECT * FROM moved"
@@ -429,10 +493,10 @@ def hand_out(device_pk: int, limit: int, actor: str, reason: str) -> HandedOut:
         ), logged AS (
             INSERT INTO {history} (command_id, from_state, to_state, reason, actor, created_at)
             SELECT id, %(source)s, %(target)s, %(reason)s, %(actor)s, %(now)s FROM moved
-        )
+        ){event}
         {result}
     """
-    names = [*PAYLOAD_COLUMNS, *(name for _expression, name in extra)]
+    names = [*PAYLOAD_COLUMNS, *(name for _expression, name in extra), "event_tenant_id"]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         found = cursor.fetchall()
@@ -453,12 +517,18 @@ def hand_out(device_pk: int, limit: int, actor: str, reason: str) -> HandedOut:
                 row[column] = json.loads(row[column])
         for _expression, name in extra:
             row.pop(name, None)
+        row.pop("event_tenant_id", None)
     rows.sort(key=lambda row: (-row["priority"], row["id"]))
     return HandedOut(rows, was_held)
 
 
 #: The reason written when a gate holds back a command it had let a poll pick.
 HELD_BACK = "held back by its operation's rate; back in the queue"
+
+
+_PUT_BACK_EVENT = _hand_out_event(
+    f"(SELECT device_id FROM {Device._meta.db_table} WHERE id = moved.device_pk)", "%(target)s"
+)
 
 
 def _put_back(ids: list[int], actor: str) -> None:
@@ -474,8 +544,9 @@ def _put_back(ids: list[int], actor: str) -> None:
                 delivery_count = GREATEST(cs.delivery_count - 1, 0), version = cs.version + 1,
                 updated_on = %(now)s
             WHERE cs.id = ANY(%(ids)s) AND cs.state = %(target)s
-            RETURNING cs.id
-        )
+            RETURNING {", ".join(f"cs.{column}" for column in PAYLOAD_COLUMNS)}, cs.device_id AS device_pk,
+                cs.tenant_id AS event_tenant_id
+        ), {_PUT_BACK_EVENT}
         INSERT INTO {history} (command_id, from_state, to_state, reason, actor, created_at)
         SELECT id, %(target)s, %(source)s, %(reason)s, %(actor)s, %(now)s FROM moved
     """

@@ -389,6 +389,31 @@ RETENTION_MAX_BATCHES = env_int("RETENTION_MAX_BATCHES", 200, minimum=1)
 PARTITION_LOCK_TIMEOUT_MS = env_int("PARTITION_LOCK_TIMEOUT_MS", 500, minimum=1)
 # Weekly partitions of command statuses and history made ahead (make-partitions, hourly).
 COMMAND_PARTITIONS_AHEAD = env_int("COMMAND_PARTITIONS_AHEAD", 4, minimum=1)
+# --- Webhooks (CONTRACT §10, docs/events.md) -----------------------------------------------------
+# Seconds to wait after each failed attempt; one more attempt than entries, then it is given up.
+WEBHOOK_RETRY_SCHEDULE = [
+    int(step)
+    for step in env_list(
+        "WEBHOOK_RETRY_SCHEDULE",
+        ["5", "30", "120", "600", "1800", "3600", "10800", "21600", "43200", "86400"],
+    )
+]
+if not WEBHOOK_RETRY_SCHEDULE or min(WEBHOOK_RETRY_SCHEDULE) < 0:
+    raise ImproperlyConfigured("WEBHOOK_RETRY_SCHEDULE: a comma-separated list of seconds, each >= 0")
+# Deliver to loopback/private/link-local addresses too (tests, single-host set-ups only).
+WEBHOOK_ALLOW_PRIVATE_NETWORKS = env_bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", False)
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
+# Events sent per endpoint batch, between two writes of the attempts and the cursor.
+WEBHOOK_BATCH_SIZE = env_int("WEBHOOK_BATCH_SIZE", 500, minimum=1)
+# How long a worker holds an endpoint; a killed worker's claim expires after this.
+WEBHOOK_LEASE_SECONDS = env_int("WEBHOOK_LEASE_SECONDS", 60, minimum=2)
+# Period of the beat's kick of endpoints with work.
+WEBHOOK_POLL_SECONDS = env_int("WEBHOOK_POLL_SECONDS", 1, minimum=1)
+# How long a tenant's "does an endpoint take command.state_changed?" flag is cached for the report
+# and hand-out paths (inventory.events.subscribes); forgotten at once when an endpoint changes.
+WEBHOOK_SUBSCRIPTION_CACHE_SECONDS = env_int("WEBHOOK_SUBSCRIPTION_CACHE_SECONDS", 30, minimum=1)
+WEBHOOK_EVENT_RETENTION_DAYS = env_int("WEBHOOK_EVENT_RETENTION_DAYS", 7, minimum=1)
+WEBHOOK_PURGE_BATCH_SIZE = env_int("WEBHOOK_PURGE_BATCH_SIZE", 10_000, minimum=1)
 
 CELERY_BEAT_SCHEDULE.update(
     {
@@ -405,6 +430,8 @@ CELERY_BEAT_SCHEDULE.update(
         },
         "run-due-headless": {"task": "operations.tasks.run_due_headless", "schedule": float(SWEEP_SECONDS)},
         "resume-stops": {"task": "operations.tasks.resume_stops", "schedule": float(SWEEP_SECONDS)},
+        "kick-webhooks": {"task": "inventory.tasks.kick_webhooks", "schedule": float(WEBHOOK_POLL_SECONDS)},
+        "purge-webhook-events": {"task": "inventory.tasks.purge_webhook_events", "schedule": 3600.0},
     }
 )
 

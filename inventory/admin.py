@@ -23,7 +23,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count, Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -507,7 +507,9 @@ class DeviceAdmin(ShowsSecretsOnce):
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
         prefixes = list(queryset.values_list("token_prefix", flat=True))
-        super().delete_queryset(request, queryset)
+        with transaction.atomic():
+            services.emit_deleted_devices(queryset)
+            super().delete_queryset(request, queryset)
         for prefix in prefixes:
             forget_token(prefix)
 

@@ -7,6 +7,7 @@ class InventoryConfig(AppConfig):
 
     def ready(self) -> None:
         from config.api import views
+        from inventory import admin_webhooks  # noqa: F401  # registers its ModelAdmin (it extends inventory.admin's)
         from inventory.audit import record_api_write
 
         # The audit log records every write an API key makes through the API's base view.

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from config.errors import Conflict, DomainError
-from inventory import tokens
+from inventory import events, tokens
 from inventory.authentication import forget_token
 from inventory.device_rows import clean_device_row
-from inventory.models import ApiKey, Device, Group, Role, Tenant
+from inventory.models import ApiKey, Device, EventType, Group, Role, Tenant
 
 # Rows per progress report of a bulk import. The rows stream in one COPY, so the size does
 # not change the speed.
@@ -110,6 +110,7 @@ def create_device(tenant_id: int, data: dict[str, Any]) -> tuple[Device, str]:
     )
     if groups:
         device.groups.set(resolve_groups(tenant_id, groups))
+    events.emit_devices(tenant_id, EventType.DEVICE_CREATED, pks=[device.pk])
     return device, issued.plain
 
 
@@ -151,9 +152,22 @@ def revoke_device_token(device: Device) -> None:
 
 
 def delete_device(device: Device) -> None:
-    """Delete a device; its token stops working at once, not when its cached lookup expires."""
-    device.delete()
+    """Delete a device; its token stops working at once, not when its cached lookup expires.
+    ``device.deleted`` shows the device as it was, so it is written before the row goes."""
+    with transaction.atomic():
+        events.emit_devices(device.tenant_id, EventType.DEVICE_DELETED, pks=[device.pk])
+        device.delete()
     forget_token(device.token_prefix)
+
+
+def emit_deleted_devices(devices: QuerySet[Device]) -> None:
+    """``device.deleted`` for each of ``devices`` (the console's bulk delete), before they go;
+    call in the deleting transaction."""
+    by_tenant: dict[int, list[int]] = {}
+    for pk, tenant_id in devices.values_list("pk", "tenant_id"):
+        by_tenant.setdefault(tenant_id, []).append(pk)
+    for tenant_id, pks in by_tenant.items():
+        events.emit_devices(tenant_id, EventType.DEVICE_DELETED, pks=pks)
 
 
 @dataclass
@@ -248,6 +262,10 @@ def bulk_import_devices(
             members.setdefault(str(groups[name].pk), []).append(row["device_id"])
     for group_id, device_ids in members.items():
         _add_to_group(tenant_id, group_id, device_ids)
+    if rows:
+        events.emit_devices(
+            tenant_id, EventType.DEVICE_CREATED, device_ids=[row["device_id"] for row in rows]
+        )
     return result
 
 

@@ -24,6 +24,8 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from commands.sweeps import time_out_overdue
 from config.errors import DomainError
+from inventory.events import emit, timestamp
+from inventory.models import EventType
 from maintenance.models import ALLOWED_TRANSITIONS, MaintenanceExecution, MaintenanceJob, Outcome
 from maintenance.quartz import QuartzError, QuartzExpression
 from operations.aggregates import operations_to_check, repair
@@ -288,12 +290,33 @@ def _finish(execution: MaintenanceExecution, outcome: Outcome, error: str = "") 
     sources = [str(old) for old, targets in ALLOWED_TRANSITIONS.items() if outcome in targets]
     execution.outcome, execution.error, execution.finished_at = outcome, error, timezone.now()
     fields = [f.attname for f in MaintenanceExecution._meta.concrete_fields if not f.primary_key]
-    finished = MaintenanceExecution.objects.filter(pk=execution.pk, outcome__in=sources).update(
-        **{name: getattr(execution, name) for name in fields}
-    )
-    if not finished:
-        raise DomainError({"outcome": [f"execution {execution.pk} has finished already"]})
+    with transaction.atomic():
+        finished = MaintenanceExecution.objects.filter(pk=execution.pk, outcome__in=sources).update(
+            **{name: getattr(execution, name) for name in fields}
+        )
+        if not finished:
+            raise DomainError({"outcome": [f"execution {execution.pk} has finished already"]})
+        job = execution.job
+        emit(job.tenant_id, EventType.MAINTENANCE_EXECUTED, _execution_data(job, execution))
     return execution
+
+
+def _execution_data(job: MaintenanceJob, execution: MaintenanceExecution) -> dict[str, object]:
+    """``maintenance.executed``: the run as ``latest_execution`` shows it, with its job's ids."""
+    return {
+        "job_id": str(job.pk),
+        "execution_id": str(execution.pk),
+        "outcome": execution.outcome,
+        "manual": execution.manual,
+        "full_build": execution.full_build,
+        "scheduled_for": timestamp(execution.scheduled_for),
+        "started_at": timestamp(execution.started_at),
+        "finished_at": timestamp(execution.finished_at),
+        "operations_checked": execution.operations_checked,
+        "counts_fixed": execution.counts_fixed,
+        "commands_timed_out": execution.commands_timed_out,
+        "error": execution.error,
+    }
 
 
 class _Counter:

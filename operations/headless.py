@@ -33,7 +33,8 @@ from commands.choices import TERMINAL_STATES, CommandState
 from commands.models import CommandStatus
 from commands.services import issue_internal_command, move_and_settle, report
 from config.errors import DomainError
-from inventory.models import Device
+from inventory import events
+from inventory.models import Device, EventType
 from operations.models import HeadlessOperation
 from operations.models.headless import TERMINAL_STATUSES, HeadlessStatus, sources_of
 
@@ -69,13 +70,48 @@ def transition(operations: QuerySet[HeadlessOperation], target: HeadlessStatus, 
 
     Moves each of ``operations`` whose status the table (``ALLOWED_TRANSITIONS``) lets go to
     ``target``, setting ``fields`` too, as one conditional UPDATE; returns how many moved.
-    The others are left as they are: a status never moves backwards or twice.
+    The others are left as they are: a status never moves backwards or twice. Each move
+    emits ``headless.state_changed`` in the same transaction.
     """
-    return (
-        operations.order_by()
-        .filter(status__in=sources_of(target))
-        .update(status=target, updated_at=timezone.now(), **fields)
-    )
+    candidates = operations.order_by().filter(status__in=sources_of(target))
+    with transaction.atomic():
+        previous = dict(candidates.select_for_update(of=("self",)).values_list("pk", "status"))
+        if not previous:
+            return 0
+        moved = HeadlessOperation.objects.filter(pk__in=list(previous), status__in=sources_of(target)).update(
+            status=target, updated_at=timezone.now(), **fields
+        )
+        _emit_moves(previous)
+    return moved
+
+
+def _emit_moves(previous: dict[str, str]) -> None:
+    """``headless.state_changed`` for each moved operation, read back as the API shows it;
+    nothing is read for tenants without a subscriber."""
+    rows = list(HeadlessOperation.objects.filter(pk__in=list(previous)).select_related("device"))
+    tenants = {row.tenant_id for row in rows}
+    subscribed = {t for t in tenants if events.any_subscriber(t, EventType.HEADLESS_STATE_CHANGED)}
+    for row in rows:
+        if row.tenant_id in subscribed:
+            data = {**headless_data(row), "previous_state": previous[row.pk]}
+            events.emit(row.tenant_id, EventType.HEADLESS_STATE_CHANGED, data)
+
+
+def headless_data(row: HeadlessOperation) -> dict[str, Any]:
+    """A headless operation as ``/api/v1/inventory_device_headless_operation/`` shows it."""
+    return {
+        "id": row.pk,
+        "device_id": row.device.device_id,
+        "operation_type": row.operation_type,
+        "status": row.status,
+        "scheduled_at": events.timestamp(row.scheduled_at),
+        "created_at": events.timestamp(row.created_at),
+        "updated_at": events.timestamp(row.updated_at),
+        "parameters": row.parameters,
+        "priority": row.priority_name,
+        "reason": row.reason,
+        "command_id": str(row.command_id) if row.command_id else None,
+    }
 
 
 # --- scheduling ---------------------------------------------------------------------------------

@@ -13,13 +13,17 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from commands.choices import REPORTED_STATES
 from commands.models import CommandStatus
+from inventory.events import emit
+from inventory.models import EventType
 from operations import counters
 from operations.choices import ACTIVITY_NAMES, ALLOWED_TRANSITIONS, OperationState
+from operations.events import operation_data
 from operations.models import Operation, OperationActivity
 
 S = OperationState
@@ -57,10 +61,23 @@ def move(
     candidates = Operation.objects.filter(pk=operation_id, state__in=sources)
     if when is not None:
         candidates = candidates.filter(when)
-    won = candidates.update(**fields)
-    if won:
-        record_activity(operation_id, target, reason, actor)
-    return bool(won)
+    # A move that cannot be made costs one read, as the conditional UPDATE it replaces did:
+    # advance() tries COMPLETED on every terminal report, and almost always cannot.
+    if not candidates.exists():
+        return False
+    with transaction.atomic():
+        # The row is locked by the read, so the UPDATE below cannot lose; the state change, its
+        # activity row and its event (operation.state_changed, naming the state it left) commit
+        # together or not at all.
+        previous = candidates.select_for_update().values_list("state", flat=True).first()
+        if previous is None:
+            return False
+        Operation.objects.filter(pk=operation_id).update(**fields)
+        operation = Operation.objects.get(pk=operation_id)
+        _record(operation, target, reason, actor)
+        data = {**operation_data(operation, previous), "reason": reason or operation.reason}
+        emit(operation.tenant_id, EventType.OPERATION_STATE_CHANGED, data)
+    return True
 
 
 def pause(operation_id: OperationId, reason: str, actor: str = "system", when: Q | None = None) -> bool:
@@ -71,9 +88,12 @@ def pause(operation_id: OperationId, reason: str, actor: str = "system", when: Q
 def record_activity(
     operation_id: OperationId, state: OperationState, reason: str = "", actor: str = "system"
 ) -> None:
-    operation = Operation.objects.only(*counters.COUNTERS).get(pk=operation_id)
+    _record(Operation.objects.only(*counters.COUNTERS).get(pk=operation_id), state, reason, actor)
+
+
+def _record(operation: Operation, state: OperationState, reason: str, actor: str) -> None:
     OperationActivity.objects.create(
-        operation_id=operation_id,
+        operation_id=operation.pk,
         state=int(state),
         operation_state=ACTIVITY_NAMES[state],
         reason=reason,

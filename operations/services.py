@@ -14,10 +14,12 @@ from django.utils import timezone
 from commands import inbox_cache
 from commands.choices import REPORTED_STATES, CommandState
 from config.errors import DomainError
-from inventory.models import Device
+from inventory.events import emit
+from inventory.models import Device, EventType
 from operations import progress, rollouts, stopping, waves
 from operations.choices import PRE_DISPATCH_STATES, TERMINAL_STATES, OperationState, ScheduleType, can_move
 from operations.device_query import DeviceQuery
+from operations.events import operation_data
 from operations.models import Operation
 from operations.sweeps import reschedule
 
@@ -50,6 +52,7 @@ def create_operation(tenant_id: int, data: dict[str, Any], actor: str) -> Operat
             max_per_minute=rollout.max_per_minute if rollout else None,
         )
         progress.record_activity(operation.pk, S.CREATED, actor=actor)
+        emit(tenant_id, EventType.OPERATION_CREATED, operation_data(operation))
         transaction.on_commit(lambda: _send_fan_out(operation.pk))
     return operation
 

@@ -23,9 +23,11 @@ from inventory.models import (
     Device,
     Group,
     Tenant,
+    WebhookEndpoint,
 )
 from inventory.scoping import SuperuserOnlyAdmin, TenantScopedAdmin
 from inventory.services import create_api_key, create_device, get_or_create_tenant
+from inventory.webhooks.services import create_endpoint
 from maintenance import services as maintenance
 from maintenance.models import MaintenanceJob
 from operations.choices import OperationState
@@ -66,6 +68,9 @@ FACTORIES: dict[type[models.Model], Callable[[Tenant, str], models.Model]] = {
         tenant=tenant, operation=_operation(tenant, name), device=_device(tenant, name), command="REBOOT"
     ),
     MaintenanceJob: lambda tenant, name: maintenance.create_job(tenant.pk, "0 0 4 ? * *", created_by=name),
+    WebhookEndpoint: lambda tenant, name: create_endpoint(tenant.pk, f"https://93.184.216.34/{name}", ["*"])[
+        0
+    ],
 }
 
 REGISTRY = sorted(admin.site._registry.items(), key=lambda item: item[0]._meta.label)

@@ -21,7 +21,7 @@ from inventory.models import ApiKey, Device, Group
 from inventory.services import create_api_key, create_device
 from tests.conftest import Api, Org, superuser_console
 
-SECRET_PAGE = re.compile(r"^/admin/inventory/(apikey|device)/secret/[\w-]+/$")
+SECRET_PAGE = re.compile(r"^/admin/inventory/(apikey|device|webhookendpoint)/secret/[\w-]+/$")
 INBOX = "/v2/command-inbox/"
 
 

@@ -18,7 +18,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from commands.models import CommandStatus
-from inventory.models import Device, Group
+from inventory.models import Device, Group, PendingDelivery, WebhookEndpoint
 from maintenance.models import MaintenanceJob
 from operations.models import HeadlessOperation, Operation
 from tests.conftest import Org
@@ -96,6 +96,8 @@ def _object_counts() -> tuple[int, ...]:
         CommandStatus.objects.count(),
         HeadlessOperation.objects.count(),
         MaintenanceJob.objects.count(),
+        WebhookEndpoint.objects.count(),
+        PendingDelivery.objects.count(),
     )
 
 
@@ -131,6 +133,7 @@ COLLECTION_WRITES: dict[tuple[str, str], Any] = {
     ("/v0/devices/", "POST"): lambda w: ({"id": w.device.device.device_id, "groups": [str(w.group.pk)]}, 400),
     ("/v0/devices/bulk/", "POST"): lambda w: ([{"id": "x-1", "groups": [w.group.name]}], 400),
     ("/v0/groups/", "POST"): None,  # makes a group in the caller's own tenant: nothing to reach
+    ("/v0/webhooks/", "POST"): None,  # an endpoint of the caller's own tenant: it gets only its events
     ("/v0/operations/", "POST"): lambda w: (
         {"operation_type": "REBOOT", "operation_device_query": {"devices": [w.device.device.device_id]}},
         400,

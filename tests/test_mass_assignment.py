@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from commands.models import CommandStatus
-from inventory.models import Device, Group
+from inventory.models import Device, Group, PendingDelivery, WebhookEndpoint, WebhookEvent
 from maintenance.models import MaintenanceJob
 from operations.choices import OperationState
 from operations.models import HeadlessOperation, Operation
@@ -22,6 +22,7 @@ from tests.world import World, build_world, fill, path_parameters
 
 PAST = "2001-01-01T00:00:00Z"
 FAKE_UUID = "00000000-0000-4000-8000-000000000001"
+STOLEN_SECRET = "whsec_c3RvbGVuc3RvbGVuc3RvbGVuc3RvbGVu"
 
 
 def hostile(other: Org) -> dict[str, Any]:
@@ -130,6 +131,34 @@ def _token(w: World, response: Any) -> None:
     assert Device.objects.get(pk=w.second_device.device.pk).token_prefix != "0000000000000000"
 
 
+def _created_webhook(w: World, response: Any) -> None:
+    body = response.json()["content"]
+    endpoint = WebhookEndpoint.objects.get(pk=body["id"])
+    assert str(endpoint.pk) != FAKE_UUID and endpoint.tenant_id == w.org.tenant.pk
+    assert body["secret"] != STOLEN_SECRET and body["disabled_reason"] == ""
+    assert endpoint.disabled_at is None and endpoint.locked_until is None
+
+
+def _webhook(w: World, response: Any) -> None:
+    endpoint = WebhookEndpoint.objects.get(pk=w.webhook.pk)
+    assert endpoint.secret_sealed == w.webhook.secret_sealed and endpoint.disabled_reason == ""
+    assert endpoint.tenant_id == w.org.tenant.pk and endpoint.consecutive_failures == 0
+
+
+def _rotated(w: World, response: Any) -> None:
+    assert response.json()["content"]["secret"] != STOLEN_SECRET
+
+
+def _pinged(w: World, _: Any) -> None:
+    event = WebhookEvent.objects.filter(endpoint=w.webhook).order_by("-id").first()
+    assert event is not None and event.type == "webhook.ping" and event.tenant_id == w.org.tenant.pk
+
+
+def _redelivered(w: World, _: Any) -> None:
+    pending = PendingDelivery.objects.get(endpoint=w.webhook, event_id=w.delivery.event_id)
+    assert pending.attempt == 2
+
+
 def _preview(w: World, _: Any) -> None:
     assert Operation.objects.filter(tenant=w.org.tenant).count() == 1
 
@@ -162,6 +191,35 @@ CASES: dict[tuple[str, str], tuple[Callable[[World], Any], int, Callable[[World,
         _operation,
     ),
     ("POST", "/v0/operations/preview/"): (lambda w: {"operation_device_query": {"all": True}}, 200, _preview),
+    ("POST", "/v0/webhooks/"): (
+        lambda w: {
+            "url": "https://93.184.216.34/new",
+            "events": ["*"],
+            "id": FAKE_UUID,
+            "secret": STOLEN_SECRET,
+            "disabled_reason": "x",
+            "locked_until": "2999-01-01T00:00:00Z",
+        },
+        201,
+        _created_webhook,
+    ),
+    ("PATCH", "/v0/webhooks/{id}/"): (
+        lambda w: {
+            "id": FAKE_UUID,
+            "secret": STOLEN_SECRET,
+            "disabled_reason": "x",
+            "consecutive_failures": 9,
+        },
+        200,
+        _webhook,
+    ),
+    ("POST", "/v0/webhooks/{id}/rotate-secret/"): (lambda w: {"secret": STOLEN_SECRET}, 200, _rotated),
+    ("POST", "/v0/webhooks/{id}/ping/"): (lambda w: {"type": "device.deleted"}, 202, _pinged),
+    ("POST", "/v0/webhooks/{id}/deliveries/{delivery_id}/redeliver/"): (
+        lambda w: {"attempt": 99},
+        202,
+        _redelivered,
+    ),
     ("PUT", "/commands/v0/status/{id}/"): (
         lambda w: {
             "state": "Command Acknowledged",

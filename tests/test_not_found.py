@@ -57,6 +57,7 @@ def _ids(kind: str) -> str:
         ("/commands/v0/status/{}/", "int"),
         ("/v0/devices/{}/", "text"),
         ("/v0/groups/{}/", "uuid"),
+        ("/v0/webhooks/{}/", "uuid"),
         ("/v0/operations/{}/", "uuid"),
         ("/api/v1/inventory_device_headless_operation/{}/", "text"),
     ],

@@ -12,8 +12,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from django.utils import timezone
+
 from commands.models import CommandStatus
-from inventory.models import Group
+from inventory.models import Group, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from inventory.webhooks.services import create_endpoint
 from maintenance import services as maintenance
 from maintenance.models import MaintenanceJob
 from operations import headless
@@ -33,6 +36,8 @@ class World:
     second_command: CommandStatus
     headless: HeadlessOperation
     job: MaintenanceJob
+    webhook: WebhookEndpoint
+    delivery: WebhookDelivery
 
     def ids(self) -> set[str]:
         """Every id of this world that a list could show."""
@@ -45,6 +50,7 @@ class World:
             str(self.second_command.pk),
             str(self.headless.pk),
             str(self.job.pk),
+            str(self.webhook.pk),
         }
 
 
@@ -64,6 +70,17 @@ def build_world(org: Org, prefix: str = "w") -> World:
         actor="tests",
     )
     job = maintenance.create_job(org.tenant.pk, "0 0 3 ? * MON", created_by="tests")
+    # A public address literal: the SSRF guard lets it through without DNS, and no test sends to it.
+    webhook, _ = create_endpoint(org.tenant.pk, "https://93.184.216.34/hooks", ["*"])
+    event = WebhookEvent.objects.create(tenant=org.tenant, type="webhook.ping", data={}, endpoint=webhook)
+    delivery = WebhookDelivery.objects.create(
+        endpoint=webhook,
+        event=event,
+        event_type=event.type,
+        attempt=1,
+        status_code=500,
+        created_at=timezone.now(),
+    )
     return World(
         org=org,
         device=device,
@@ -74,6 +91,8 @@ def build_world(org: Org, prefix: str = "w") -> World:
         second_command=command_of(operation, second),
         headless=operation_headless,
         job=job,
+        webhook=webhook,
+        delivery=delivery,
     )
 
 
@@ -83,6 +102,14 @@ _FILLERS: list[tuple[str, Any]] = [
     ("/v0/devices/{}/rotate-token/", lambda w: {"id": w.second_device.device.device_id}),
     ("/v0/devices/{}/revoke-token/", lambda w: {"id": w.second_device.device.device_id}),
     ("/v0/groups/{}/", lambda w: {"id": str(w.group.pk)}),
+    ("/v0/webhooks/{}/", lambda w: {"id": str(w.webhook.pk)}),
+    ("/v0/webhooks/{}/rotate-secret/", lambda w: {"id": str(w.webhook.pk)}),
+    ("/v0/webhooks/{}/ping/", lambda w: {"id": str(w.webhook.pk)}),
+    ("/v0/webhooks/{}/deliveries/", lambda w: {"id": str(w.webhook.pk)}),
+    (
+        "/v0/webhooks/{}/deliveries/{}/redeliver/",
+        lambda w: {"id": str(w.webhook.pk), "delivery_id": str(w.delivery.pk)},
+    ),
     ("/v0/operations/{}/", lambda w: {"id": str(w.operation.pk)}),
     ("/commands/v0/status/{}/", lambda w: {"id": str(w.command.pk)}),
     ("/api/v1/inventory_device_headless_operation/{}/", lambda w: {"id": str(w.headless.pk)}),

@@ -1,6 +1,7 @@
 from rest_framework.routers import DefaultRouter
 
 from inventory.api.views import DeviceViewSet, GroupViewSet
+from inventory.api.webhooks import WebhookEndpointViewSet
 
 app_name = "inventory"
 
@@ -8,5 +9,6 @@ router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
 router.register("v0/devices", DeviceViewSet, basename="device")
 router.register("v0/groups", GroupViewSet, basename="group")
+router.register("v0/webhooks", WebhookEndpointViewSet, basename="webhook")
 
 urlpatterns = router.urls

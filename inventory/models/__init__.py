@@ -4,6 +4,13 @@ from inventory.models.audit import AuditEntry
 from inventory.models.console import ConsoleUser
 from inventory.models.devices import Device, DeviceState, Group
 from inventory.models.tenants import ApiKey, Role, Tenant
+from inventory.models.webhooks import (
+    EventType,
+    PendingDelivery,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 
 __all__ = [
     "ApiKey",
@@ -11,7 +18,12 @@ __all__ = [
     "ConsoleUser",
     "Device",
     "DeviceState",
+    "EventType",
     "Group",
+    "PendingDelivery",
     "Role",
     "Tenant",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
 ]

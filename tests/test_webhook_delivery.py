@@ -1,0 +1,258 @@
+"""Delivery from the outbox to a real HTTP receiver on 127.0.0.1, run in this process.
+
+Signatures are checked with the ``standardwebhooks`` library; retries carry the same
+``webhook-id``; ``Retry-After``, 410, redirects, timeouts and the SSRF guard are exercised
+against real sockets. ``transactional_db``: the deliverer reads only committed events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from standardwebhooks.webhooks import Webhook
+
+from inventory.models import PendingDelivery, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from inventory.webhooks import delivery, guard
+from inventory.webhooks.services import create_endpoint, ping, redeliver
+from tests.conftest import Org, add_device, make_org
+from tests.webhook_receiver import Receiver, receiver
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _settings(settings: Any) -> None:
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
+    settings.WEBHOOK_RETRY_SCHEDULE = [0, 0, 0]
+    settings.WEBHOOK_TIMEOUT_SECONDS = 1
+
+
+@pytest.fixture
+def org(transactional_db: None) -> Org:
+    return make_org("acme")
+
+
+def endpoint_for(org: Org, hook: Receiver, *events: str) -> tuple[WebhookEndpoint, str]:
+    return create_endpoint(org.tenant.pk, hook.url, list(events or ["device.created"]))
+
+
+def attempts(endpoint: WebhookEndpoint) -> list[tuple[int, int | None]]:
+    return [
+        (d.attempt, d.status_code) for d in WebhookDelivery.objects.filter(endpoint=endpoint).order_by("id")
+    ]
+
+
+def test_an_event_is_posted_signed_so_that_standardwebhooks_verifies_it(org: Org) -> None:
+    with receiver() as hook:
+        endpoint, secret = endpoint_for(org, hook)
+        add_device(org.tenant, "dev-1", os="linux")
+        assert delivery.deliver(endpoint.pk) == 1
+
+    [request] = hook.requests
+    payload = Webhook(secret).verify(request.body, request.headers)
+    assert payload["type"] == "device.created"
+    assert payload["data"]["id"] == "dev-1" and payload["data"]["os"] == "linux"
+    assert dt.datetime.fromisoformat(payload["timestamp"].replace("Z", "+00:00"))
+    event = WebhookEvent.objects.get()
+    assert request.headers["webhook-id"] == event.webhook_id
+    assert request.headers["content-type"] == "application/json"
+    assert request.path == "/hooks"
+    assert attempts(endpoint) == [(1, 200)]
+    with pytest.raises(Exception, match="signature"):
+        Webhook(secret).verify(request.body.replace(b"dev-1", b"dev-2"), request.headers)
+
+
+def test_a_failing_receiver_gets_the_same_webhook_id_until_it_succeeds(org: Org) -> None:
+    with receiver(fail_first=2) as hook:
+        endpoint, secret = endpoint_for(org, hook)
+        add_device(org.tenant, "dev-1")
+        for _ in range(3):
+            delivery.deliver(endpoint.pk)
+    assert len(set(hook.ids())) == 1 and hook.count() == 3
+    for request in hook.requests:
+        Webhook(secret).verify(request.body, request.headers)
+    assert attempts(endpoint) == [(1, 500), (2, 500), (3, 200)]
+    failed = WebhookDelivery.objects.filter(endpoint=endpoint, status_code=500)
+    assert all(d.next_retry_at is not None for d in failed)
+    assert not PendingDelivery.objects.exists()
+
+
+def test_retries_follow_the_schedule_and_give_up_after_it(org: Org, settings: Any) -> None:
+    settings.WEBHOOK_RETRY_SCHEDULE = [0]
+    with receiver(status=500) as hook:
+        endpoint, _ = endpoint_for(org, hook)
+        add_device(org.tenant, "dev-1")
+        delivery.deliver(endpoint.pk)
+        delivery.deliver(endpoint.pk)
+        assert delivery.deliver(endpoint.pk) == 0  # nothing owed any more
+    assert attempts(endpoint) == [(1, 500), (2, 500)]
+    last = WebhookDelivery.objects.filter(endpoint=endpoint).order_by("id").last()
+    assert last is not None and last.next_retry_at is None and "retries exhausted" in last.error
+
+
+def test_retry_after_is_honoured(org: Org, settings: Any) -> None:
+    with receiver(status=429, headers={"Retry-After": "120"}) as hook:
+        endpoint, _ = endpoint_for(org, hook)
+        add_device(org.tenant, "dev-1")
+        started = timezone.now()
+        delivery.deliver(endpoint.pk)
+        assert delivery.deliver(endpoint.pk) == 0  # the endpoint waits: no second attempt now
+    retry = PendingDelivery.objects.get()
+    assert retry.due_at >= started + dt.timedelta(seconds=119)
+    endpoint.refresh_from_db()
+    assert endpoint.next_attempt_at == retry.due_at and endpoint.consecutive_failures == 1
+    assert hook.count() == 1
+
+
+def test_410_disables_the_endpoint(org: Org) -> None:
+    with receiver(status=410) as hook:
+        endpoint, _ = endpoint_for(org, hook)
+        add_device(org.tenant, "dev-1")
+        delivery.deliver(endpoint.pk)
+        add_device(org.tenant, "dev-2")
+        assert delivery.deliver(endpoint.pk) == 0
+    endpoint.refresh_from_db()
+    assert not endpoint.active and endpoint.disabled_at is not None and "410" in endpoint.disabled_reason
+    assert hook.count() == 1 and not PendingDelivery.objects.exists()
+    assert WebhookEvent.objects.count() == 1  # a disabled endpoint subscribes to nothing
+
+
+def test_redirects_are_not_followed(org: Org) -> None:
+    with receiver() as target, receiver(status=302, headers={"Location": "TARGET"}) as hook:
+        hook.headers["Location"] = target.url
+        endpoint, _ = endpoint_for(org, hook)
+        add_device(org.tenant, "dev-1")
+        delivery.deliver(endpoint.pk)
+    assert target.count() == 0
+    assert attempts(endpoint) == [(1, 302)]
+    assert PendingDelivery.objects.filter(endpoint=endpoint).count() == 1
+
+
+def test_a_dead_endpoint_costs_one_timeout_then_backs_off(org: Org, settings: Any) -> None:
+    settings.WEBHOOK_RETRY_SCHEDULE = [300]
+    with receiver(delay=3) as dead, receiver() as alive:
+        slow, _ = endpoint_for(org, dead)
+        fine, _ = endpoint_for(org, alive)
+        for i in range(5):
+            add_device(org.tenant, f"dev-{i}")
+        delivery.deliver(slow.pk)
+        delivery.deliver(fine.pk)
+    [(attempt, status)] = attempts(slow)
+    error = WebhookDelivery.objects.get(endpoint=slow).error
+    assert (attempt, status) == (1, None) and "timed out" in error
+    assert attempts(fine) == [(1, 200)] * 5
+    slow.refresh_from_db()
+    assert slow.next_attempt_at is not None and slow.next_attempt_at > timezone.now()
+
+
+def test_batches_deliver_everything_in_order(org: Org, settings: Any) -> None:
+    settings.WEBHOOK_BATCH_SIZE = 7
+    with receiver() as hook:
+        endpoint, _ = endpoint_for(org, hook)
+        for i in range(30):
+            add_device(org.tenant, f"dev-{i:02d}")
+        assert delivery.deliver(endpoint.pk) == 30
+        assert delivery.deliver(endpoint.pk) == 0
+    devices = [json.loads(r.body)["data"]["id"] for r in hook.requests]
+    assert devices == [f"dev-{i:02d}" for i in range(30)]
+
+
+def test_only_subscribed_types_and_own_tenant_reach_an_endpoint(org: Org) -> None:
+    other = make_org("globex")
+    with receiver() as hook, receiver() as others:
+        endpoint, _ = endpoint_for(org, hook, "device.deleted")
+        endpoint_for(other, others, "device.created")
+        add_device(org.tenant, "dev-1")
+        add_device(other.tenant, "dev-2")
+        delivery.deliver(endpoint.pk)
+    assert hook.count() == 0
+
+
+def test_ping_and_redeliver(org: Org) -> None:
+    with receiver() as hook:
+        endpoint, secret = endpoint_for(org, hook)
+        ping(endpoint)
+        delivery.deliver(endpoint.pk)
+        first = WebhookDelivery.objects.get(endpoint=endpoint)
+        redeliver(endpoint, first)
+        delivery.deliver(endpoint.pk)
+    assert [json.loads(r.body)["type"] for r in hook.requests] == ["webhook.ping"] * 2
+    assert len(set(hook.ids())) == 1
+    assert attempts(endpoint) == [(1, 200), (2, 200)]
+    Webhook(secret).verify(hook.requests[1].body, hook.requests[1].headers)
+
+
+def test_a_ping_reaches_only_its_endpoint(org: Org) -> None:
+    with receiver() as hook, receiver() as other:
+        endpoint, _ = endpoint_for(org, hook)
+        neighbour, _ = endpoint_for(org, other)
+        ping(endpoint)
+        delivery.deliver(neighbour.pk)
+        delivery.deliver(endpoint.pk)
+    assert (hook.count(), other.count()) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/hook",
+        "http://10.1.2.3/hook",
+        "http://172.16.0.1/hook",
+        "http://192.168.1.1/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/hook",
+        "http://localhost/hook",
+        "http://0.0.0.0/hook",
+        "http://224.0.0.1/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "ftp://example.com/hook",
+        "http://user:pw@93.184.216.34/hook",
+    ],
+)
+def test_the_guard_refuses_private_addresses_and_other_schemes(url: str) -> None:
+    with pytest.raises(guard.Refused):
+        guard.resolve(url, allow_private=False)
+
+
+def test_the_guard_lets_a_public_address_through() -> None:
+    assert guard.resolve("https://93.184.216.34:8443/x?y=1", allow_private=False).addresses == (
+        "93.184.216.34",
+    )
+
+
+def test_nothing_is_sent_to_a_private_address_unless_allowed(org: Org, settings: Any) -> None:
+    with receiver() as hook:
+        endpoint, _ = endpoint_for(org, hook)
+        add_device(org.tenant, "dev-1")
+        settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = False
+        delivery.deliver(endpoint.pk)
+    assert hook.count() == 0
+    assert "refused" in WebhookDelivery.objects.get(endpoint=endpoint).error
+
+
+def test_purge_keeps_what_is_owed_and_recent(org: Org, settings: Any) -> None:
+    settings.WEBHOOK_EVENT_RETENTION_DAYS = 7
+    with receiver(fail_first=1) as hook:
+        endpoint, _ = endpoint_for(org, hook)
+        add_device(org.tenant, "dev-1")
+        add_device(org.tenant, "dev-2")
+        delivery.deliver(endpoint.pk)  # the first fails: owed again; the batch stops
+    old = timezone.now() - dt.timedelta(days=8)
+    WebhookEvent.objects.update(created_at=old)
+    WebhookDelivery.objects.update(created_at=old)
+    add_device(org.tenant, "dev-3")
+
+    attempts_purged, events_purged = delivery.purge()
+    assert attempts_purged == 1
+    # dev-1 is owed again (a retry), dev-2 not yet sent (the batch stopped), dev-3 is recent.
+    assert events_purged == 0 and WebhookEvent.objects.count() == 3
+    with receiver() as hook2:
+        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(url=hook2.url, next_attempt_at=None)
+        assert delivery.deliver(endpoint.pk) == 3
+    WebhookEvent.objects.update(created_at=old)
+    assert delivery.purge() == (0, 3)
+    assert not WebhookEvent.objects.exists() and WebhookDelivery.objects.count() == 3
