@@ -11,9 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import http.client
+import json
+import os
+import re
+import signal
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import psycopg
 import pytest
@@ -32,7 +41,7 @@ from config.idempotency.tasks import purge_expired_keys
 from inventory.models import ApiKey, AuditEntry, Device, Group
 from maintenance.models import MaintenanceJob
 from operations.models import HeadlessOperation, Operation
-from tests.conftest import Api, Org, add_device, wait_until
+from tests.conftest import Api, Org, _process_env, add_device, gunicorn, wait_until
 from tests.helpers import content, error
 from tests.world import World, build_world, fill, path_parameters, shape
 
@@ -119,6 +128,29 @@ def test_a_replayed_token_rotation_rotates_once(org: Org) -> None:
     assert content(again)["token"] == token
     # The token of the first answer is the device's: no second rotation replaced it.
     assert Api(token).get("/v2/command-inbox/", {"device_id": "dev-r"}).status_code == 200
+
+
+def test_a_form_body_is_fingerprinted_by_its_bytes_and_replayed(org: Org) -> None:
+    """Seed 001's form POST: the body is read for its fingerprint and still parsed by the view."""
+    add_device(org.tenant, "dev-h")
+    fields = {"data": json.dumps({"device_id": "dev-h", "operation_type": "reboot"})}
+    url = "/api/v1/inventory_device_headless_operation/"
+    auth = f"Bearer {org.admin.token}"
+
+    def send(form: dict[str, str]) -> Any:
+        return org.admin.client.post(
+            url,
+            urlencode(form),
+            content_type="application/x-www-form-urlencoded",
+            HTTP_AUTHORIZATION=auth,
+            **{KEY: "form"},
+        )
+
+    first = send(fields)
+    assert first.status_code == 201, first.content
+    assert send(fields).content == first.content
+    assert send({**fields, "extra": "1"}).status_code == 422
+    assert HeadlessOperation.objects.count() == 1
 
 
 def test_a_replay_is_audited_like_any_write(org: Org) -> None:
@@ -603,3 +635,56 @@ def test_every_post_route_goes_through_the_base_view_that_claims_keys() -> None:
     assert len({route for route, _ in routes if "(?P<format>" not in route}) >= len(POSTS)
     outside = [(route, view.__name__) for route, view in routes if not issubclass(view, ApiViewMixin)]
     assert outside == [], "POST routes that bypass config.api.views.ApiViewMixin (and its keys)"
+
+
+# --- a request whose worker is killed ------------------------------------------------------------
+
+
+def _http_post(url: str, token: str, key: str, body: Any) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": key,
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, dict(answer.headers), answer.read()
+    except urllib.error.HTTPError as refused:
+        return refused.code, dict(refused.headers), refused.read()
+
+
+@pytest.mark.faults
+def test_the_claim_of_a_killed_worker_blocks_its_key_only_until_its_lease_ends(
+    org: Org, transactional_db: None, tmp_path: Path
+) -> None:
+    table = Device._meta.db_table
+    log = tmp_path / "gunicorn.log"
+    body = {"name": "No id: each run would make a new device"}
+    token = org.admin.token
+    assert token is not None
+    with gunicorn({**_process_env(), "DEBUG": "0"}, log, "-w", "1") as url:
+        (worker,) = re.findall(r"Booting worker with pid: (\d+)", log.read_text())
+        with table_locked(table):
+            dying = Background(lambda: _http_post(f"{url}{DEVICES}", token, "killed", body))
+            wait_until(lambda: waiting_on_locks(table) == 1, what="the request to wait in its transaction")
+            os.kill(int(worker), signal.SIGKILL)
+            with pytest.raises((ConnectionError, urllib.error.URLError, http.client.HTTPException)):
+                dying.answer()
+        # The killed worker's backend finds its client gone and rolls back.
+        wait_until(lambda: waiting_on_locks(table) == 0, what="the dead request's statement to end")
+        (claim,) = kept_rows()
+        assert claim.status_code is None
+
+        status, headers, _ = _http_post(f"{url}{DEVICES}", token, "killed", body)  # a new worker answers
+        assert (status, headers["Retry-After"]) == (409, "1")  # its lease (60 s by default) still runs
+
+        expire("killed")  # what IDEMPOTENCY_LEASE_SECONDS of waiting does
+        status, headers, answer = _http_post(f"{url}{DEVICES}", token, "killed", body)
+        assert status == 201 and "Idempotent-Replayed" not in headers
+        assert json.loads(answer)["content"]["id"] == Device.objects.get().device_id
+        assert _http_post(f"{url}{DEVICES}", token, "killed", body)[2] == answer
