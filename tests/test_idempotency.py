@@ -143,7 +143,7 @@ def test_a_form_body_is_fingerprinted_by_its_bytes_and_replayed(org: Org) -> Non
             urlencode(form),
             content_type="application/x-www-form-urlencoded",
             HTTP_AUTHORIZATION=auth,
-            **{KEY: "form"},
+            HTTP_IDEMPOTENCY_KEY="form",
         )
 
     first = send(fields)
