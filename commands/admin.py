@@ -12,6 +12,7 @@ from django.utils.html import format_html, format_html_join
 
 from commands.choices import CommandState
 from commands.models import CommandHistory, CommandStatus
+from config.console.paging import EstimatedCountPaginator
 from inventory.admin import device_link, device_panels
 from inventory.models import Device
 from inventory.scoping import TenantScopedAdmin
@@ -71,6 +72,7 @@ class CommandStatusAdmin(TenantScopedAdmin):
     exclude = ["device"]  # shown as a link by the device's id (device_column), not its integer key
     inlines = [HistoryInline]
     show_full_result_count = False  # a COUNT(*) over millions of rows on every page is too slow
+    paginator = EstimatedCountPaginator  # the filtered count too, beyond COUNT_ESTIMATE_THRESHOLD
     readonly_fields = [
         "tenant",
         "operation",

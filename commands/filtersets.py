@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from typing import Any
 
@@ -13,6 +12,7 @@ from rest_framework.exceptions import ValidationError
 
 from commands.choices import BY_LABEL
 from commands.models import CommandStatus
+from inventory.models import Device
 
 MAX_LIST_VALUES = 1000
 
@@ -68,17 +68,36 @@ class CommandStatusFilterSet(filters.FilterSet):
     def filter_request(
         self, queryset: QuerySet[CommandStatus], name: str, value: str
     ) -> QuerySet[CommandStatus]:
+        """An operation's id matches ``operation_id``, anything else ``request_ref`` (what an
+        internal command's issuer wrote, never a UUID). Asked separately, not ORed over both
+        columns: an OR of two columns cannot walk the (operation, id) index in key order, and
+        the first page of a million-row operation took 2.9 s (issue 17)."""
         values = _values("request", value)
         ids = []
+        refs = []
         for v in values:
-            with contextlib.suppress(ValueError):
+            try:
                 ids.append(uuid.UUID(v))
-        return queryset.filter(Q(operation_id__in=ids) | Q(request_ref__in=values))
+            except ValueError:
+                refs.append(v)
+        if ids and refs:
+            return queryset.filter(Q(operation_id__in=ids) | Q(request_ref__in=refs))
+        if ids:
+            return queryset.filter(operation_id__in=ids)
+        return queryset.filter(request_ref__in=refs)
 
     def filter_device(
         self, queryset: QuerySet[CommandStatus], name: str, value: str
     ) -> QuerySet[CommandStatus]:
-        return queryset.filter(device__device_id__in=_values("device", value))
+        """The devices' keys are looked up first (the tenant's unique index), then the commands
+        by key (the (device, id) index): a join to the device table let the planner walk every
+        command in key order looking for the device's (1.4 s at a million, issue 17)."""
+        principal = getattr(self.request, "auth", None)
+        tenant_id = getattr(principal, "tenant_id", None)
+        devices = Device.objects.filter(device_id__in=_values("device", value))
+        if tenant_id is not None:
+            devices = devices.filter(tenant_id=tenant_id)
+        return queryset.filter(device_id__in=list(devices.values_list("pk", flat=True)[:MAX_LIST_VALUES]))
 
     def filter_state(
         self, queryset: QuerySet[CommandStatus], name: str, value: str

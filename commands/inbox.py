@@ -118,12 +118,14 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
 
     # Read before the query: a command committed meanwhile makes this answer's ETag stale.
     generation = inbox_cache.generations(principal.tenant_id, device_pk)
-    commands = hand_out(device_pk, device_id, settings.INBOX_BATCH, principal.label)
+    commands, held = hand_out(device_pk, device_id, settings.INBOX_BATCH, principal.label)
+    etag: str | None = None
     if commands:
         etag = inbox_cache.content_etag([f"{c['id']}@{c['version']}" for c in commands])
         INBOX_HANDED_OUT.inc()
     else:
-        etag = inbox_cache.empty_etag(principal.tenant_id, device_pk, generation)
+        if not held:  # held back for a while (a rollout's rate): "nothing new" must not be cached
+            etag = inbox_cache.empty_etag(principal.tenant_id, device_pk, generation)
         INBOX_EMPTY.inc()
     content = {
         "count": len(commands),
@@ -133,13 +135,14 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
         "next_poll_seconds": next_poll_seconds(),
     }
     response = JsonResponse(DEFAULT_ENVELOPE.success(content, 200))
-    response["ETag"] = etag
+    if etag is not None:
+        response["ETag"] = etag
     response["Cache-Control"] = "private, no-cache"
     return response
 
 
-def hand_out(device_pk: int, device_id: str, limit: int, actor: str) -> list[dict[str, Any]]:
-    """Hand out up to ``limit`` of the device's queued commands (``services.hand_out``) and
-    return them as the API shows command statuses."""
-    rows = services.hand_out(device_pk, limit, actor, HANDED_OUT)
-    return [command_payload(device=device_id, **row) for row in rows]
+def hand_out(device_pk: int, device_id: str, limit: int, actor: str) -> tuple[list[dict[str, Any]], bool]:
+    """Hand out up to ``limit`` of the device's queued commands (``services.hand_out``): them
+    as the API shows command statuses, and whether some were held back for a while."""
+    rows, held = services.hand_out(device_pk, limit, actor, HANDED_OUT)
+    return [command_payload(device=device_id, **row) for row in rows], held

@@ -57,6 +57,20 @@ class CommandStatus(models.Model):
     dispatched_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     delivery_count = models.PositiveSmallIntegerField(default=0)
+    #: A rollout's wave (1-based; 1 without waves): the inbox hands out a command only once
+    #: its operation's ``current_wave`` reaches it.
+    wave = models.PositiveSmallIntegerField(default=1, db_default=1)
+    #: Which delivery this is (1-based): a failure with attempts left queues the command again.
+    attempt = models.PositiveSmallIntegerField(default=1, db_default=1)
+    #: The retry budget (a rollout's ``retries``), kept on the row so that the report that
+    #: fails a command decides in its own statement whether it runs again.
+    max_attempts_on_failure = models.PositiveSmallIntegerField(default=1, db_default=1)
+    max_attempts_on_timeout = models.PositiveSmallIntegerField(default=1, db_default=1)
+    # (db_default: the fan-out's and other raw INSERTs name only the columns they set.)
+    #: A rollout's in-progress timeout, in seconds; ``progress_deadline`` is set from it when
+    #: the device acknowledges, and the sweep times out the command once it passes.
+    progress_timeout = models.PositiveIntegerField(null=True, blank=True)
+    progress_deadline = models.DateTimeField(null=True, blank=True)
     version = models.PositiveIntegerField(default=1)
     created_on = models.DateTimeField(auto_now_add=True)
     updated_on = models.DateTimeField(auto_now=True)
@@ -73,6 +87,11 @@ class CommandStatus(models.Model):
         indexes = [
             models.Index(fields=["tenant", "id"], name="commands_tenant_id"),
             models.Index(fields=["device", "id"], name="commands_device_id"),
+            # An operation's commands by key: GET /commands/v0/status/?request= (its pages,
+            # keyset and offset), and the stop's batches (operations.stopping.stop_commands).
+            # tenant_id is included so that the tenant scope is checked in the index: a deep
+            # offset and the count are index-only scans.
+            models.Index(fields=["operation", "id"], include=["tenant"], name="commands_operation_id"),
             # The inbox: a device's queued commands, highest priority first, then oldest.
             models.Index(
                 "device",
@@ -101,6 +120,15 @@ class CommandStatus(models.Model):
             ),
             models.Index(
                 fields=["request_ref"], name="commands_request_ref", condition=~models.Q(request_ref="")
+            ),
+            # The in-progress timeout sweep: commands the device has had for too long.
+            models.Index(
+                fields=["progress_deadline"],
+                name="commands_in_progress_deadline",
+                condition=models.Q(
+                    progress_deadline__isnull=False,
+                    state__in=[CommandState.ACKNOWLEDGED, CommandState.IN_PROGRESS],
+                ),
             ),
         ]
 

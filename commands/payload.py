@@ -25,6 +25,8 @@ PAYLOAD_COLUMNS = (
     "created_on",
     "updated_on",
     "not_before",
+    "wave",
+    "attempt",
 )
 
 
@@ -51,6 +53,8 @@ def command_payload(
     created_on: dt.datetime,
     updated_on: dt.datetime,
     not_before: dt.datetime | None = None,
+    wave: int = 1,
+    attempt: int = 1,
 ) -> dict[str, Any]:
     """The API's shape of a command status.
 
@@ -74,4 +78,6 @@ def command_payload(
         "created_on": _ts(created_on),
         "updated_on": _ts(updated_on),
         "scheduled_for": _ts(not_before) if scheduled else None,
+        "wave": wave,
+        "attempt": attempt,
     }

@@ -13,7 +13,7 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import connection, transaction
 from django.db.models import QuerySet
@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from commands import inbox_cache
 from commands.choices import HAND_OUT, CommandState, Priority, can_move
-from commands.followers import Moved, followers
+from commands.followers import Moved, followers, gates
 from commands.models import CommandHistory, CommandStatus
 from commands.payload import PAYLOAD_COLUMNS
 from config.errors import Conflict, DomainError
@@ -63,6 +63,9 @@ def report(
     if not moved:
         if old == target:
             return current, False
+        if old == C.QUEUED and current.attempt > 1 and target in RETRIED_FAILURES:
+            # The failure that queued it again, repeated (or arriving late): already counted.
+            return current, False
         if expected_version is not None and expected_version != current.version:
             raise Conflict(
                 {
@@ -75,7 +78,9 @@ def report(
                 }
             )
         raise DomainError({"state": [f"cannot move from '{C(old).label}' to '{target.label}'"]})
-    _CHANGED_TO[target].inc()
+    _CHANGED_TO[C(current.state)].inc()
+    if current.state == C.QUEUED and target != C.QUEUED:  # a retry: the device polls for it again
+        inbox_cache.forget_device(current.device_id)
     for follower, value in zip(followers(), values, strict=True):
         follower.reported(current, old, value, actor)
     return current, True
@@ -83,7 +88,67 @@ def report(
 
 #: The columns of ``cur`` and ``moved`` in the report statement: enough to rebuild the model,
 #: and what the followers' SQL may read of the row.
-REPORT_COLUMNS = ("tenant_id", "device_id", "dispatched_at", *PAYLOAD_COLUMNS)
+REPORT_COLUMNS = (
+    "tenant_id",
+    "device_id",
+    "dispatched_at",
+    "max_attempts_on_failure",
+    "max_attempts_on_timeout",
+    "progress_timeout",
+    *PAYLOAD_COLUMNS,
+)
+#: Failures a rollout's ``retries`` may answer by queueing the command again.
+RETRIED_FAILURES = frozenset({C.FAILURE, C.TIMEOUT})
+#: States in which the device has the command and works on it: where the in-progress timeout runs.
+WORKING_STATES = (int(C.ACKNOWLEDGED), int(C.IN_PROGRESS))
+
+
+def retry_sql(target: CommandState, old: str, row: str) -> str:
+    """When a move to ``target`` queues the command again instead (a rollout's retries):
+    a failure with attempts left, a TimeOut only if the device had the command. ``old`` is
+    the alias of the row before the move, ``row`` of the row being updated."""
+    if target == C.FAILURE:
+        return f"({row}.attempt < {row}.max_attempts_on_failure)"
+    if target == C.TIMEOUT:
+        working = ", ".join(str(state) for state in WORKING_STATES)
+        return f"({old}.state IN ({working}) AND {row}.attempt < {row}.max_attempts_on_timeout)"
+    return "false"
+
+
+def moved_sets(
+    target: CommandState, old: str, row: str, reason: str, retry: bool = True, now: str = "%(now)s"
+) -> list[str]:
+    """The SET items of a move to ``target``: its state and reason, and, for a failure the
+    row's retry budget allows (``retry``), a move back to the queue instead (attempt one
+    higher, delivery forgotten, the reason saying why); acknowledging starts the in-progress
+    clock. ``old`` is the alias of the row before the move, ``row`` of the row being
+    updated, ``reason`` the SQL of the move's reason."""
+    working = ", ".join(str(state) for state in WORKING_STATES)
+    if not retry or target not in RETRIED_FAILURES:
+        sets = [f"state = {int(target)}", f"reason = {reason}"]
+        if int(target) in WORKING_STATES:
+            sets.append(
+                f"progress_deadline = CASE WHEN {row}.progress_timeout IS NOT NULL "
+                f"AND {old}.state NOT IN ({working}) "
+                f"THEN {now} + {row}.progress_timeout * interval '1 second' ELSE {row}.progress_deadline END"
+            )
+        return sets
+    again = retry_sql(target, old, row)
+    budget = f"{row}.max_attempts_on_failure" if target == C.FAILURE else f"{row}.max_attempts_on_timeout"
+    why = (
+        f"'retry: attempt ' || ({row}.attempt + 1) || ' of ' || {budget} || ' after {C(target).label}'"
+        f" || CASE WHEN {reason} <> '' THEN ': ' || {reason} ELSE '' END"
+    )
+    return [
+        f"state = CASE WHEN {again} THEN {int(C.QUEUED)} ELSE {int(target)} END",
+        f"attempt = {row}.attempt + ({again})::int",
+        f"reason = CASE WHEN {again} THEN {why} ELSE {reason} END",
+        f"delivered_at = CASE WHEN {again} THEN NULL ELSE {row}.delivered_at END",
+        f"delivery_count = CASE WHEN {again} THEN 0 ELSE {row}.delivery_count END",
+        f"progress_deadline = CASE WHEN {again} THEN NULL ELSE {row}.progress_deadline END",
+    ]
+
+
 _DETAILS = CommandStatus._meta.get_field("details")
 _ARGUMENTS = CommandStatus._meta.get_field("arguments")
 
@@ -122,6 +187,9 @@ def _report_statement(
     extra_sets = ", details = %(details)s" if details is not None else ""
     if target == C.QUEUED:  # released: dispatched now, unless it was before (as a set move does)
         extra_sets += ", dispatched_at = COALESCE(cs.dispatched_at, %(now)s)"
+    duplicate = ""
+    if target in RETRIED_FAILURES:  # the failure that queued it again, repeated: not a new one
+        duplicate = f"AND NOT (cur.state = {int(C.QUEUED)} AND cur.attempt > 1)"
     parts = [follower.report_sql(target) for follower in followers()]
     ctes = "".join(f", {part.ctes}" for part in parts if part.ctes)
     values = "".join(f", {part.value}" for part in parts)
@@ -136,16 +204,17 @@ def _report_statement(
             FOR UPDATE OF cs
         ), moved AS (
             UPDATE {table} cs
-            SET state = %(target)s, reason = %(reason)s, version = cs.version + 1, updated_on = %(now)s
-                {extra_sets}
+            SET {", ".join(moved_sets(target, "cur", "cs", "%(reason)s"))},
+                version = cs.version + 1, updated_on = %(now)s {extra_sets}
             FROM cur
             WHERE cs.id = cur.id AND cur.state = ANY(%(sources)s)
               AND (%(expected)s::int IS NULL OR cur.version = %(expected)s)
+              {duplicate}
             RETURNING {columns}
         ), logged AS (
             INSERT INTO {CommandHistory._meta.db_table}
                 (command_id, from_state, to_state, reason, actor, created_at)
-            SELECT id, cur.state, %(target)s, %(reason)s, %(actor)s, %(now)s FROM moved JOIN cur USING (id)
+            SELECT id, cur.state, moved.state, moved.reason, %(actor)s, %(now)s FROM moved JOIN cur USING (id)
         ){ctes}
         SELECT cur.*, moved.*{values} FROM cur LEFT JOIN moved USING (id)
     """
@@ -181,17 +250,20 @@ def move_commands(
     reason: str,
     actor: str = "system",
     extra: dict[str, Any] | None = None,
+    retry: bool = False,
 ) -> list[Moved]:
     """Move every command of ``commands`` (a filtered queryset) that the table allows to
     ``target`` as one set: one UPDATE, one INSERT of history.
 
-    Rows locked by a concurrent mover are skipped, never moved twice. Call inside a
-    transaction; the caller then calls :func:`settle` with the result.
+    ``retry``: a failure the row's retry budget allows queues the command again instead (a
+    rollout's retries; the in-progress timeout sweep asks for it). Rows locked by a
+    concurrent mover are skipped, never moved twice. Call inside a transaction; the caller
+    then calls :func:`settle` with the result.
     """
     sources = [int(s) for s in C if can_move(s, target)]
     now = timezone.now()
     candidates = commands.filter(state__in=sources)
-    return _move_statement(candidates, target, reason, actor, now, extra or {})
+    return _move_statement(candidates, target, reason, actor, now, extra or {}, retry)
 
 
 def _move_statement(
@@ -201,6 +273,7 @@ def _move_statement(
     actor: str,
     now: dt.datetime,
     extra: dict[str, Any],
+    retry: bool,
 ) -> list[Moved]:
     table = CommandStatus._meta.db_table
     history = CommandHistory._meta.db_table
@@ -210,33 +283,35 @@ def _move_statement(
         .select_for_update(skip_locked=True, of=("self",))
         .query
     ).sql_with_params()
-    sets = ["state = %s", "reason = %s", "version = cs.version + 1", "updated_on = %s"]
-    params: list[Any] = [int(target), reason, now]
+    sets = [*moved_sets(target, "old", "cs", "p.reason", retry, now="p.now")]
+    sets += ["version = cs.version + 1", "updated_on = p.now"]
+    params: list[Any] = []
     if target == C.QUEUED:
-        sets.append("dispatched_at = COALESCE(cs.dispatched_at, %s)")
-        params.append(now)
+        sets.append("dispatched_at = COALESCE(cs.dispatched_at, p.now)")
     for column, value in extra.items():
         sets.append(f"{column} = %s")
         params.append(value)
     sql = f"""
-        WITH old AS ({select_sql}),
+        WITH p AS (SELECT %s::text AS reason, %s::timestamptz AS now),
+        old AS ({select_sql}),
         moved AS (
             UPDATE {table} cs SET {", ".join(sets)}
-            FROM old WHERE cs.id = old.id
-            RETURNING cs.id, cs.operation_id, cs.tenant_id, old.state AS old_state,
-                      old.dispatched_at IS NOT NULL AS was_dispatched
+            FROM old, p WHERE cs.id = old.id
+            RETURNING cs.id, cs.operation_id, cs.tenant_id, cs.state AS new_state, cs.reason AS new_reason,
+                      old.state AS old_state, old.dispatched_at IS NOT NULL AS was_dispatched, cs.wave
         ),
         logged AS (
             INSERT INTO {history} (command_id, from_state, to_state, reason, actor, created_at)
-            SELECT id, old_state, %s, %s, %s, %s FROM moved
+            SELECT id, old_state, new_state, new_reason, %s, p.now FROM moved, p
         )
-        SELECT operation_id, tenant_id, old_state, was_dispatched, count(*) FROM moved GROUP BY 1, 2, 3, 4
+        SELECT operation_id, tenant_id, new_state, old_state, was_dispatched, count(*), wave
+        FROM moved GROUP BY 1, 2, 3, 4, 5, 7
     """
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*select_params, *params, int(target), reason, actor, now])
-        moved = [Moved(row[0], row[1], int(target), *row[2:]) for row in cursor.fetchall()]
-    if moved:
-        _CHANGED_TO[target].inc(sum(group.count for group in moved))
+        cursor.execute(sql, [reason, now, *select_params, *params, actor])
+        moved = [Moved(*row) for row in cursor.fetchall()]
+    for group in moved:
+        _CHANGED_TO[C(group.new_state)].inc(group.count)
     return moved
 
 
@@ -253,15 +328,16 @@ def move_and_settle(
     actor: str = "system",
     extra: dict[str, Any] | None = None,
     after: Callable[[list[Moved]], None] | None = None,
+    retry: bool = False,
 ) -> int:
     """:func:`move_commands` and :func:`settle` in one transaction; returns how many moved."""
     with transaction.atomic():
-        moved = move_commands(commands, target, reason, actor, extra)
+        moved = move_commands(commands, target, reason, actor, extra, retry)
         settle(moved, actor)
         if after is not None:
             after(moved)
-        if target == C.QUEUED:
-            for tenant_id in {group.tenant_id for group in moved}:
+        if any(group.new_state == C.QUEUED for group in moved):
+            for tenant_id in {group.tenant_id for group in moved if group.new_state == C.QUEUED}:
                 transaction.on_commit(functools.partial(inbox_cache.bump_tenant, tenant_id))
     return sum(group.count for group in moved)
 
@@ -289,46 +365,121 @@ def issue_internal_command(
     return status_row
 
 
-def hand_out(device_pk: int, limit: int, actor: str, reason: str) -> list[dict[str, Any]]:
+class HandedOut(NamedTuple):
+    """A poll's hand-out: the rows (``PAYLOAD_COLUMNS``) and whether a gate held back some of
+    the device's queued commands for a while (then "nothing new" must not be cached)."""
+
+    rows: list[dict[str, Any]]
+    held: bool
+
+
+def hand_out(device_pk: int, limit: int, actor: str, reason: str) -> HandedOut:
     """Move up to ``limit`` of the device's queued commands to Initiated (:data:`HAND_OUT`)
-    and return their rows (``PAYLOAD_COLUMNS``), highest priority first, then oldest.
+    and return their rows, highest priority first, then oldest.
 
     One statement: pick with ``FOR UPDATE SKIP LOCKED`` (concurrent polls never hand out a
-    row twice), move, count the delivery, write history. It changes no counter of an
-    operation, so no follower runs: the inbox's hot path stays one round trip.
+    row twice) among the rows the gates let through (``commands.followers.HandOutGate``: an
+    operation paused or stopped, a wave not open), move, count the delivery, write history.
+    It changes no counter of an operation, so no follower runs. A gate may then hold back
+    rows it admitted in SQL (a rate spent meanwhile by another process): those go back to
+    the queue at once, with their history.
     """
     source, target = HAND_OUT
     now = timezone.now()
     table = CommandStatus._meta.db_table
     history = CommandHistory._meta.db_table
+    parts = [gate.hand_out_sql() for gate in gates()]
+    joins = " ".join(part.joins for part in parts if part.joins)
+    condition = " AND ".join(f"({part.condition})" for part in parts) or "true"
+    extra = [column for part in parts for column in part.columns]
+    picked_columns = "".join(f", {expression} AS {name}" for expression, name in extra)
     returned = ", ".join(f"cs.{column}" for column in PAYLOAD_COLUMNS)
+    returned += "".join(f", picked.{name}" for _expression, name in extra)
+    held = " OR ".join(f"({part.held})" for part in parts if part.held)
+    params: dict[str, Any] = {
+        "device": device_pk,
+        "source": int(source),
+        "target": int(target),
+        "limit": limit,
+        "now": now,
+        "reason": reason,
+        "actor": actor,
+    }
+    for part in parts:
+        params.update(part.params)
+    result = "SELECT * FROM moved"
+    if held:
+        result = f"""SELECT moved.*, h.held FROM (
+            SELECT EXISTS (
+                SELECT 1 FROM {table} cs {joins}
+                WHERE cs.device_id = %(device)s AND cs.state = %(source)s AND ({held})
+            ) AS held
+        ) h LEFT JOIN moved ON true"""
     sql = f"""
         WITH picked AS (
-            SELECT id FROM {table}
-            WHERE device_id = %s AND state = %s
-            ORDER BY priority DESC, id LIMIT %s
-            FOR UPDATE SKIP LOCKED
+            SELECT cs.id{picked_columns} FROM {table} cs {joins}
+            WHERE cs.device_id = %(device)s AND cs.state = %(source)s AND {condition}
+            ORDER BY cs.priority DESC, cs.id LIMIT %(limit)s
+            FOR UPDATE OF cs SKIP LOCKED
         ), moved AS (
-            UPDATE {table} cs SET state = %s, delivered_at = %s, delivery_count = cs.delivery_count + 1,
-                version = cs.version + 1, updated_on = %s
+            UPDATE {table} cs SET state = %(target)s, delivered_at = %(now)s,
+                delivery_count = cs.delivery_count + 1, version = cs.version + 1, updated_on = %(now)s
             FROM picked WHERE cs.id = picked.id
             RETURNING {returned}
         ), logged AS (
             INSERT INTO {history} (command_id, from_state, to_state, reason, actor, created_at)
-            SELECT id, %s, %s, %s, %s, %s FROM moved
+            SELECT id, %(source)s, %(target)s, %(reason)s, %(actor)s, %(now)s FROM moved
         )
-        SELECT * FROM moved
+        {result}
     """
-    params: list[Any] = [device_pk, int(source), limit, int(target), now, now]
-    params += [int(source), int(target), reason, actor, now]
+    names = [*PAYLOAD_COLUMNS, *(name for _expression, name in extra)]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        rows = [dict(zip(PAYLOAD_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
+        found = cursor.fetchall()
+    was_held = bool(held) and bool(found) and bool(found[0][-1])
+    width = len(names)
+    rows = [dict(zip(names, row[:width], strict=True)) for row in found if row[0] is not None]
+    for gate in gates():
+        back = gate.admit(rows) if rows else set()
+        if back:
+            _put_back(sorted(back), actor)
+            rows = [row for row in rows if row["id"] not in back]
+            was_held = True
     if rows:
         _CHANGED_TO[target].inc(len(rows))
     for row in rows:  # Django leaves jsonb undecoded on raw cursors
         for column in ("arguments", "details"):
             if isinstance(row[column], str):
                 row[column] = json.loads(row[column])
+        for _expression, name in extra:
+            row.pop(name, None)
     rows.sort(key=lambda row: (-row["priority"], row["id"]))
-    return rows
+    return HandedOut(rows, was_held)
+
+
+#: The reason written when a gate holds back a command it had let a poll pick.
+HELD_BACK = "held back by its operation's rate; back in the queue"
+
+
+def _put_back(ids: list[int], actor: str) -> None:
+    """Undo a hand-out of ``ids`` (still Initiated by this poll): back to Queued, the
+    delivery uncounted, with a history row saying why."""
+    source, target = HAND_OUT
+    now = timezone.now()
+    table = CommandStatus._meta.db_table
+    history = CommandHistory._meta.db_table
+    sql = f"""
+        WITH moved AS (
+            UPDATE {table} cs SET state = %(source)s, delivered_at = NULL,
+                delivery_count = GREATEST(cs.delivery_count - 1, 0), version = cs.version + 1,
+                updated_on = %(now)s
+            WHERE cs.id = ANY(%(ids)s) AND cs.state = %(target)s
+            RETURNING cs.id
+        )
+        INSERT INTO {history} (command_id, from_state, to_state, reason, actor, created_at)
+        SELECT id, %(target)s, %(source)s, %(reason)s, %(actor)s, %(now)s FROM moved
+    """
+    params: dict[str, Any] = {"source": int(source), "target": int(target), "ids": ids, "now": now}
+    params |= {"reason": HELD_BACK, "actor": actor}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)

@@ -3,8 +3,10 @@
 Both offer :meth:`read_and_count`, the token lookup's "read these keys and count this
 request", and :meth:`count`, a counter alone (failed token checks per address), both for
 ``inventory.ratelimit``, and a hash that many processes add to and one takes whole
-(``hash_add``/``hash_take``: the devices' sightings, ``inventory.presence``), so no code
-above branches on which cache is configured.
+(``hash_add``/``hash_take``: the devices' sightings, ``inventory.presence``), and a sliding
+window of admissions shared by every process and machine (``admit``/``admitted``: a
+rollout's ``max_per_minute``, ``operations.rates``), so no code above branches on which
+cache is configured.
 
 On Redis the token lookup is one pipeline (MGET + INCR): on the inbox's 304 path each round trip costs
 about as much as the work. Django's ``RedisCacheClient.get_client`` also builds a new
@@ -15,8 +17,12 @@ shared pool, so here there is one per pool.
 
 from __future__ import annotations
 
+import fcntl
+import json
+import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -59,6 +65,64 @@ class CountingFileBasedCache(FileBasedCache):
     def count(self, counter: str, timeout: int) -> int:
         """Add one to ``counter`` and return it (as in :meth:`read_and_count`)."""
         return self.read_and_count([], counter, timeout)[1] or 0
+
+    def _window_path(self, name: str) -> Path:
+        return Path(self._dir) / f"window-{self.make_and_validate_key(name).replace(':', '_')}.json"  # type: ignore[attr-defined]
+
+    def admit(self, name: str, members: Sequence[str], limit: int, window: float) -> tuple[int, float]:
+        """As :meth:`ReusingRedisCache.admit`, atomic across the machine's processes by a file
+        lock (this cache serves one machine)."""
+        path = self._window_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            text = handle.read()
+            now = time.time()
+            stamps = [t for t in (json.loads(text) if text else []) if t > now - window]
+            admitted = max(0, min(len(members), limit - len(stamps)))
+            stamps += [now] * admitted
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps(stamps))
+            full_until = min(stamps) + window if len(stamps) >= limit else 0.0
+            return admitted, full_until
+
+    def admitted(self, name: str, window: float) -> int:
+        """How many admissions ``name`` counted in the last ``window`` seconds."""
+        path = self._window_path(name)
+        try:
+            stamps = json.loads(path.read_text() or "[]")
+        except FileNotFoundError:
+            return 0
+        now = time.time()
+        return sum(1 for t in stamps if t > now - window)
+
+
+#: The sliding window of :meth:`ReusingRedisCache.admit`, atomic in Redis: drop what left the
+#: window, admit members while there is room (each a member of a sorted set scored by Redis's
+#: own clock, so every machine counts on one clock), and say until when the window is full.
+_ADMIT = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t - window)
+local used = redis.call('ZCARD', KEYS[1])
+local admitted = 0
+for i = 3, #ARGV do
+    if used + admitted >= limit then break end
+    redis.call('ZADD', KEYS[1], t, ARGV[i])
+    admitted = admitted + 1
+end
+redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 1000)
+local full_until = 0
+if used + admitted >= limit then
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    full_until = tonumber(oldest[2]) + window
+end
+return {admitted, tostring(full_until)}
+"""
 
 
 class ReusingRedisCacheClient(RedisCacheClient):
@@ -125,6 +189,23 @@ class ReusingRedisCache(RedisCache):
         return {
             raw.decode() if isinstance(raw, bytes) else raw: float(value) for raw, value in values.items()
         }
+
+    def admit(self, name: str, members: Sequence[str], limit: int, window: float) -> tuple[int, float]:
+        """Admit as many of ``members`` (distinct names) as fit under ``limit`` admissions in
+        any ``window`` seconds, counted across every process and machine; returns how many
+        were admitted (the first ones) and, if the window is now full, the Unix time at which
+        a place frees (else 0). One round trip: a Lua script, atomic in Redis."""
+        key = self.make_and_validate_key(name)
+        client = self._cache.get_client(key, write=True)
+        admitted, full_until = client.eval(_ADMIT, 1, key, window, limit, *members)
+        return int(admitted), float(full_until)
+
+    def admitted(self, name: str, window: float) -> int:
+        """How many admissions ``name`` counted in the last ``window`` seconds."""
+        key = self.make_and_validate_key(name)
+        client = self._cache.get_client(key)
+        seconds, micros = client.time()
+        return int(client.zcount(key, f"({seconds + micros / 1e6 - window}", "+inf"))
 
     def count(self, counter: str, timeout: int) -> int:
         """Add one to ``counter`` and return it: one round trip (INCR), plus the EXPIRE after

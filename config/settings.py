@@ -343,6 +343,9 @@ MAX_QUERY_DEVICES = env_int("MAX_QUERY_DEVICES", 10_000, minimum=1)
 FANOUT_CHUNK_SIZE = env_int("FANOUT_CHUNK_SIZE", 50_000, minimum=1)
 # Chunks of one fan-out written at the same time, each on its own database connection.
 FANOUT_PARALLELISM = env_int("FANOUT_PARALLELISM", 2, minimum=1)
+# A fan-out that wrote at least this many commands refreshes the planner's statistics of the
+# command table (ANALYZE) after dispatch, instead of leaving stale ones until autovacuum.
+FANOUT_ANALYZE_ROWS = env_int("FANOUT_ANALYZE_ROWS", 100_000, minimum=1)
 # Period of ``recover_stuck_fan_outs``. It resends at once a started fan-out that runs nowhere
 # (its advisory lock is free: the worker died or the run raised), and, after
 # FANOUT_STUCK_SECONDS of standing still, one never started (its broker message was lost).
@@ -351,6 +354,15 @@ FANOUT_STUCK_SECONDS = env_int("FANOUT_STUCK_SECONDS", 60, minimum=1)
 # Runs of one operation's fan-out that may start: one that raises or dies every time ends as
 # FAILURE with the reason, instead of being resent forever.
 FANOUT_MAX_ATTEMPTS = env_int("FANOUT_MAX_ATTEMPTS", 5, minimum=1)
+# Unfinished commands a stop (cancel, timeout) moves per transaction (operations/stopping.py).
+STOP_BATCH_SIZE = env_int("STOP_BATCH_SIZE", 5_000, minimum=1)
+# A stop whose commands are still unfinished this long after it, and whose worker holds no
+# lock (lost message, killed worker), is sent again by the sweep (operations.sweeps.resume_stops).
+STOP_STUCK_SECONDS = env_int("STOP_STUCK_SECONDS", 30, minimum=1)
+# Lists: an offset deeper than this is a 400 (page deeper with the ``cursor`` of ``next``), and
+# a count above COUNT_ESTIMATE_THRESHOLD rows is the planner's estimate (``count_estimated``).
+API_MAX_OFFSET = env_int("API_MAX_OFFSET", 1_000_000, minimum=0)
+COUNT_ESTIMATE_THRESHOLD = env_int("COUNT_ESTIMATE_THRESHOLD", 100_000, minimum=1)
 # Seconds a handed-out command may wait for its acknowledgement before it is handed out again.
 INBOX_REDELIVERY_SECONDS = env_int("INBOX_REDELIVERY_SECONDS", 120, minimum=1)
 # Hand-outs without acknowledgement before the command becomes Command TimeOut.
@@ -378,6 +390,7 @@ CELERY_BEAT_SCHEDULE.update(
             "schedule": float(FANOUT_RECOVERY_SECONDS),
         },
         "run-due-headless": {"task": "operations.tasks.run_due_headless", "schedule": float(SWEEP_SECONDS)},
+        "resume-stops": {"task": "operations.tasks.resume_stops", "schedule": float(SWEEP_SECONDS)},
         "purge-idempotency-keys": {
             "task": "config.idempotency.tasks.purge_expired_keys",
             "schedule": float(IDEMPOTENCY_PURGE_SECONDS),

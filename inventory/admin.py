@@ -33,6 +33,7 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from config.console.errors import REFUSALS, refusal_messages
+from config.console.paging import EstimatedCountPaginator
 from inventory import device_files, services, tokens
 from inventory.authentication import forget_token
 from inventory.models import ApiKey, ConsoleUser, Device, Group, Tenant
@@ -367,6 +368,7 @@ class DeviceAdmin(ShowsSecretsOnce):
     filter_horizontal = ["groups"]
     actions = ["rotate_token", "revoke_token"]
     show_full_result_count = False  # an exact COUNT(*) of millions of devices on every page is too slow
+    paginator = EstimatedCountPaginator  # the filtered count too, beyond COUNT_ESTIMATE_THRESHOLD
     change_form_template = "admin/inventory/device/change_form.html"
     change_list_template = "admin/inventory/device/change_list.html"
 

@@ -128,6 +128,7 @@ class OperationState(models.IntegerChoices):
     SCHEDULED = 100
     CANCELLED = 110
     TIMEOUT = 120
+    PAUSED = 130
 
 
 S = OperationState
@@ -136,16 +137,27 @@ TERMINAL_STATES = frozenset({S.SUCCESS, S.FAILURE, S.CANCELLED, S.TIMEOUT})
 PRE_DISPATCH_STATES = frozenset({S.CREATED, S.RESOLVING, S.RESOLVED, S.DISPATCHING})
 #: Stopping moves, allowed from every state that is not terminal.
 _STOP = frozenset({S.CANCELLED, S.TIMEOUT, S.FAILURE})
+#: States an operator may pause (contract section 9): every unfinished one. ``PAUSED`` goes
+#: back to the one it left (``Operation.paused_from``), or stops.
+PAUSABLE_STATES = frozenset(
+    {S.CREATED, S.RESOLVING, S.RESOLVED, S.SCHEDULED, S.DISPATCHING, S.DISPATCHED, S.PROCESSING}
+)
+#: The inbox hands out no command of an operation in these states (``commands.services.hand_out``),
+#: and no sweep queues one of them again, releases or reschedules it (``operations.sweeps.held``):
+#: a paused one waits as it is, a stopped one's stop moves them (``operations.stopping``).
+HOLDING_STATES = frozenset({S.PAUSED}) | TERMINAL_STATES
 
 #: The only place that decides which state may follow which.
 ALLOWED_TRANSITIONS: dict[OperationState, frozenset[OperationState]] = {
-    S.CREATED: frozenset({S.RESOLVING}) | _STOP,
-    S.RESOLVING: frozenset({S.RESOLVED}) | _STOP,
-    S.RESOLVED: frozenset({S.DISPATCHING, S.SCHEDULED}) | _STOP,
-    S.SCHEDULED: frozenset({S.DISPATCHING, S.COMPLETED}) | _STOP,
-    S.DISPATCHING: frozenset({S.DISPATCHED}) | _STOP,
-    S.DISPATCHED: frozenset({S.PROCESSING, S.COMPLETED, S.SCHEDULED}) | _STOP,
-    S.PROCESSING: frozenset({S.COMPLETED, S.SCHEDULED}) | _STOP,
+    S.CREATED: frozenset({S.RESOLVING, S.PAUSED}) | _STOP,
+    S.RESOLVING: frozenset({S.RESOLVED, S.PAUSED}) | _STOP,
+    S.RESOLVED: frozenset({S.DISPATCHING, S.SCHEDULED, S.PAUSED}) | _STOP,
+    S.SCHEDULED: frozenset({S.DISPATCHING, S.COMPLETED, S.PAUSED}) | _STOP,
+    S.DISPATCHING: frozenset({S.DISPATCHED, S.PAUSED}) | _STOP,
+    S.DISPATCHED: frozenset({S.PROCESSING, S.COMPLETED, S.SCHEDULED, S.PAUSED}) | _STOP,
+    S.PROCESSING: frozenset({S.COMPLETED, S.SCHEDULED, S.PAUSED}) | _STOP,
+    # Resuming goes back to the state the pause left (Operation.paused_from).
+    S.PAUSED: PAUSABLE_STATES | _STOP,
     S.COMPLETED: frozenset({S.SUCCESS, S.FAILURE}),
     S.SUCCESS: frozenset(),
     S.FAILURE: frozenset(),
@@ -160,7 +172,10 @@ REQUESTABLE_STATES = {
     "FAILED": S.FAILURE,
     "FAILURE": S.FAILURE,
     "SCHEDULED": S.SCHEDULED,
+    "PAUSED": S.PAUSED,
 }
+#: ``state: RESUMED`` in a PUT: not a state of its own, the way back from PAUSED.
+RESUMED = "RESUMED"
 
 #: How each state is named in ``operation_activity`` (seed 003's activity enum where it has one).
 ACTIVITY_NAMES = {
@@ -176,6 +191,7 @@ ACTIVITY_NAMES = {
     S.SCHEDULED: "SCHEDULED",
     S.CANCELLED: "CANCELLED",
     S.TIMEOUT: "TIMEOUT",
+    S.PAUSED: "PAUSED",
 }
 
 

@@ -32,7 +32,10 @@ COUNTERS = (
     "failed_count",
     "success_count",
     "cancelled_count",
+    "timed_out_count",
 )
+#: ``timed_out_count`` is the part of ``failed_count`` that timed out after the device had the
+#: command (a rollout's ``TIMED_OUT`` rules read it); it is not a finished count of its own.
 #: The counters of commands that finished: an operation is complete when they add up to
 #: ``resolved_count``.
 FINISHED = ("success_count", "failed_count", "dispatch_failed_count", "cancelled_count")
@@ -51,8 +54,12 @@ def deltas(old: int, new: int, was_dispatched: bool = True) -> dict[str, int]:
         return {"success_count": 1}
     if target == C.FAILURE:
         return {"failed_count": 1}
-    if target == C.TIMEOUT:
-        return {"dispatch_failed_count": 1} if old in UNDELIVERED_STATES else {"failed_count": 1}
+    if target == C.TIMEOUT:  # timed_out_count: the part of failed_count that timed out
+        return (
+            {"dispatch_failed_count": 1}
+            if old in UNDELIVERED_STATES
+            else {"failed_count": 1, "timed_out_count": 1}
+        )
     if target == C.CANCELLED:
         return {"cancelled_count": 1}
     if target == C.QUEUED and old == C.SCHEDULED and not was_dispatched:
@@ -74,6 +81,7 @@ def report_sets(target: CommandState, operation: str, old: str) -> list[str]:
         return [
             f"dispatch_failed_count = {operation}.dispatch_failed_count + {undelivered}",
             f"failed_count = {operation}.failed_count + 1 - {undelivered}",
+            f"timed_out_count = {operation}.timed_out_count + 1 - {undelivered}",
         ]
     return [
         f"{name} = {operation}.{name} + {int(delta)}"
@@ -108,5 +116,6 @@ def recount(operation_id: uuid.UUID | str) -> dict[str, int]:
         failed_count=Count("pk", filter=Q(state=C.FAILURE) | (timeout & Q(acked=True))),
         dispatch_failed_count=Count("pk", filter=timeout & Q(acked=False)),
         cancelled_count=Count("pk", filter=Q(state=C.CANCELLED)),
+        timed_out_count=Count("pk", filter=timeout & Q(acked=True)),
     )
     return {name: int(counts[name] or 0) for name in COUNTERS}

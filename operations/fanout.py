@@ -27,16 +27,17 @@ from django.db import connection, connections, transaction
 from django.db.models import F, Max, Min, QuerySet
 from django.utils import timezone
 
-from commands import inbox_cache
+from commands import inbox_cache, planner
 from commands.choices import CommandState, Priority
 from commands.models import CommandStatus
 from config.errors import DomainError
 from config.metrics import FANOUT_DURATION, FANOUT_ROWS
 from inventory.models import Device
-from operations import progress
+from operations import progress, waves
 from operations.choices import PRE_DISPATCH_STATES, OperationState, ScheduleType
 from operations.device_query import DeviceQuery
 from operations.models import Operation
+from operations.rollouts import UNDRAWN_WAVE, Rollout
 from operations.services import request_state
 from operations.sweeps import open_windows
 from operations.windows import Window
@@ -145,7 +146,8 @@ def _run(operation_id: Any) -> None:
     """One run of the fan-out, from wherever the last one stopped."""
     progress.move(operation_id, S.RESOLVING, only_from=[S.CREATED])
     operation = Operation.objects.get(pk=operation_id)
-    if operation.state == S.RESOLVING:
+    resolved_now = operation.state == S.RESOLVING
+    if resolved_now:
         _resolve(operation)
         operation.refresh_from_db()
     window = operation.schedule_type == ScheduleType.WINDOW
@@ -156,6 +158,9 @@ def _run(operation_id: Any) -> None:
         progress.dispatch(operation.pk, only_from=S.SCHEDULED)
     elif operation.state in (S.RESOLVED, S.DISPATCHING):  # DISPATCHING: a crash stopped it there
         _dispatch(operation)
+    if resolved_now and operation.resolved_count >= int(settings.FANOUT_ANALYZE_ROWS):
+        # After dispatch, so devices are not kept waiting for it (commands.planner).
+        planner.refresh_statistics()
 
 
 def _resolve(operation: Operation) -> None:
@@ -187,9 +192,17 @@ def _resolve(operation: Operation) -> None:
         if not _run_chunks(range(bounds["low"], bounds["high"] + 1, CHUNK_SIZE), write_chunk):
             return
     if not Operation.objects.filter(pk=operation.pk, resolved_count__gt=0).exists():
-        progress.move(operation.pk, S.FAILURE, "the device query matched no device")
+        progress.move(operation.pk, S.FAILURE, "the device query matched no device", only_from=[S.RESOLVING])
         return
+    rollout = Rollout.from_json(operation.rollout)
+    if rollout is not None and _still_resolving_now(operation.pk):
+        operation.refresh_from_db()
+        waves.draw(operation, rollout)
     progress.move(operation.pk, S.RESOLVED, only_from=[S.RESOLVING])
+
+
+def _still_resolving_now(operation_id: Any) -> bool:
+    return Operation.objects.filter(pk=operation_id, state=S.RESOLVING).exists()
 
 
 def _still_resolving(operation_id: Any) -> bool:
@@ -265,11 +278,21 @@ def _insert(
     sub_sql, sub_params = devices.order_by().values_list("pk").query.sql_with_params()
     now = ops.adapt_datetimefield_value(timezone.now())
     table = CommandStatus._meta.db_table
+    rollout = Rollout.from_json(operation.rollout)
+    # A rollout's knobs that live on each command row: its wave (drawn once every device is
+    # counted; held back until then), its retry budget and its in-progress timeout.
+    delivery = {
+        "wave": UNDRAWN_WAVE if rollout is not None and rollout.waves else 1,
+        "max_attempts_on_failure": rollout.max_attempts("FAILED") if rollout else 1,
+        "max_attempts_on_timeout": rollout.max_attempts("TIMED_OUT") if rollout else 1,
+        "progress_timeout": rollout.timeout_seconds if rollout else None,
+    }
     sql = f"""
         INSERT INTO {table} (tenant_id, operation_id, request_ref, device_id, command, arguments, state,
             reason, is_internal, priority, not_before, window_closes_at, deadline, dispatched_at,
-            delivery_count, version, created_on, updated_on)
-        SELECT %s, %s, '', sub.pk, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, 0, 1, %s, %s
+            delivery_count, version, created_on, updated_on, {", ".join(delivery)})
+        SELECT %s, %s, '', sub.pk, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, 0, 1, %s, %s,
+            {", ".join(["%s"] * len(delivery))}
         FROM ({sub_sql}) AS sub WHERE true
         ON CONFLICT DO NOTHING
     """
@@ -288,6 +311,7 @@ def _insert(
         ops.adapt_datetimefield_value(dispatched_at),
         now,
         now,
+        *delivery.values(),
     ]
     with connection.cursor() as cursor:
         # The SELECT list's parameters come before the subquery's in the statement.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
 from django.db.models import F, Q
 from django.utils import timezone
@@ -37,19 +38,22 @@ def move(
     actor: str = "system",
     only_from: Iterable[OperationState] | None = None,
     when: Q | None = None,
+    also: dict[str, Any] | None = None,
 ) -> bool:
     """Move the operation to ``target`` if the table allows it from its current state.
 
     Returns whether this call made the move. ``only_from`` narrows the allowed sources;
     ``when`` adds a condition on the row, checked in the same UPDATE (e.g. "every command
-    finished"), so the move and its reason cannot be split by a concurrent writer.
+    finished", an abort rule's threshold), so the move and its reason cannot be split by a
+    concurrent writer; ``also`` sets other columns in the same UPDATE (``paused_from``).
     """
     sources = sources_of(target)
     if only_from is not None:
         sources = [s for s in sources if s in {int(x) for x in only_from}]
-    fields: dict[str, object] = {"state": int(target), "updated_at": timezone.now(), "updated_by": actor}
+    fields: dict[str, Any] = {"state": int(target), "updated_at": timezone.now(), "updated_by": actor}
     if reason:
         fields["reason"] = reason
+    fields.update(also or {})
     candidates = Operation.objects.filter(pk=operation_id, state__in=sources)
     if when is not None:
         candidates = candidates.filter(when)
@@ -57,6 +61,11 @@ def move(
     if won:
         record_activity(operation_id, target, reason, actor)
     return bool(won)
+
+
+def pause(operation_id: OperationId, reason: str, actor: str = "system", when: Q | None = None) -> bool:
+    """PAUSED from any unfinished state, remembering it (``paused_from``) for the way back."""
+    return move(operation_id, S.PAUSED, reason, actor, when=when, also={"paused_from": F("state")})
 
 
 def record_activity(

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 from celery import current_app
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from commands.choices import UNFINISHED_STATES, CommandState
-from commands.models import CommandStatus
-from commands.services import move_and_settle
+from commands import inbox_cache
+from commands.choices import REPORTED_STATES, CommandState
 from config.errors import DomainError
 from inventory.models import Device
-from operations import progress
-from operations.choices import TERMINAL_STATES, OperationState, ScheduleType, can_move
+from operations import progress, rollouts, stopping, waves
+from operations.choices import PRE_DISPATCH_STATES, TERMINAL_STATES, OperationState, ScheduleType, can_move
 from operations.device_query import DeviceQuery
 from operations.models import Operation
 from operations.sweeps import reschedule
@@ -35,6 +35,7 @@ def create_operation(tenant_id: int, data: dict[str, Any], actor: str) -> Operat
     """
     query = DeviceQuery.parse(data["operation_device_query"])
     query.check_references(tenant_id)
+    rollout = rollouts.parse(data["rollout"]) if data.get("rollout") is not None else None
     with transaction.atomic():
         operation = Operation.objects.create(
             tenant_id=tenant_id,
@@ -45,6 +46,8 @@ def create_operation(tenant_id: int, data: dict[str, Any], actor: str) -> Operat
             arguments=data.get("arguments") or {},
             created_by=actor,
             updated_by=actor,
+            rollout=rollout.as_json() if rollout else None,
+            max_per_minute=rollout.max_per_minute if rollout else None,
         )
         progress.record_activity(operation.pk, S.CREATED, actor=actor)
         transaction.on_commit(lambda: _send_fan_out(operation.pk))
@@ -63,48 +66,75 @@ def _send_fan_out(operation_id: Any) -> None:
 
 
 def request_state(operation: Operation, target: OperationState, reason: str, actor: str) -> Operation:
-    """An operator's PUT: CANCELLED, TIMEOUT, FAILURE or SCHEDULED.
+    """An operator's PUT: CANCELLED, TIMEOUT, FAILURE, SCHEDULED or PAUSED (``resume`` is
+    the way back from PAUSED).
 
-    Stopping moves every unfinished command in one set-based update: Command Cancelled
-    for CANCELLED and FAILURE, Command TimeOut for TIMEOUT.
+    Stopping (CANCELLED, TIMEOUT, FAILURE) moves the operation at once and leaves its
+    unfinished commands to a worker (``operations.stopping``: Command Cancelled, or Command
+    TimeOut for TIMEOUT), so the answer never waits for a million rows. SCHEDULED sends the
+    queued commands of a WINDOW operation back to wait for their window, in the request.
+    Pausing moves no command: the inbox hands out nothing of a paused operation, and what
+    devices have may still be reported.
+    """
+    if target in stopping.COMMAND_TARGETS:
+        _check_move(Operation.objects.get(pk=operation.pk), target)
+        if not stopping.stop(operation.pk, target, reason, actor):
+            # Another writer moved it between the check and the move: say what it is now.
+            _check_move(Operation.objects.get(pk=operation.pk), target)
+            raise DomainError({"state": [f"the operation could not move to {target.name}; try again"]})
+        return Operation.objects.get(pk=operation.pk)
+    with transaction.atomic():
+        current = Operation.objects.select_for_update().get(pk=operation.pk)
+        _check_move(current, target)
+        if target == S.PAUSED:
+            progress.pause(current.pk, reason or "paused by an operator", actor)
+        else:
+            progress.move(current.pk, target, reason, actor)
+            queued = current.commands.filter(state=CommandState.QUEUED)
+            reschedule(queued, timezone.now(), reason or "rescheduled")
+    return Operation.objects.get(pk=operation.pk)
+
+
+def _check_move(current: Operation, target: OperationState) -> None:
+    """400 naming ``state`` when the operator's move is not allowed from where it stands."""
+    name = S(current.state).name
+    if current.state in TERMINAL_STATES:
+        raise DomainError({"state": [f"the operation is already {name}, a final state"]})
+    if target == S.PAUSED and current.state == S.PAUSED:
+        raise DomainError({"state": ["the operation is already PAUSED; resume it with RESUMED"]})
+    if target == S.SCHEDULED and current.schedule_type != ScheduleType.WINDOW:
+        raise DomainError({"state": ["only a WINDOW operation can go back to SCHEDULED"]})
+    if not can_move(current.state, target):
+        raise DomainError({"state": [f"cannot move from {name} to {target.name}"]})
+
+
+def resume(operation: Operation, reason: str, actor: str) -> Operation:
+    """``RESUMED``: back to the state the pause left, and on from where it stopped.
+
+    A fan-out the pause interrupted is sent again (it resumes where it stopped); after a pause
+    for a wave below its threshold, the next wave opens (the operator decided to go on); an
+    operation whose every command finished meanwhile completes; devices are told to look again.
     """
     with transaction.atomic():
-        _lock_unfinished_commands(operation)
         current = Operation.objects.select_for_update().get(pk=operation.pk)
-        name = S(current.state).name
-        if current.state in TERMINAL_STATES:
-            raise DomainError({"state": [f"the operation is already {name}, a final state"]})
-        if target == S.SCHEDULED and current.schedule_type != ScheduleType.WINDOW:
-            raise DomainError({"state": ["only a WINDOW operation can go back to SCHEDULED"]})
-        if not can_move(current.state, target):
-            raise DomainError({"state": [f"cannot move from {name} to {target.name}"]})
-        progress.move(current.pk, target, reason, actor)
-        commands = current.commands.all()
-        if target == S.SCHEDULED:
-            reschedule(commands.filter(state=CommandState.QUEUED), timezone.now(), reason or "rescheduled")
-        else:
-            command_target = CommandState.TIMEOUT if target == S.TIMEOUT else CommandState.CANCELLED
-            move_and_settle(commands, command_target, reason or f"operation {target.name.lower()}", actor)
+        if current.state != S.PAUSED or current.paused_from is None:
+            name = S(current.state).name
+            raise DomainError({"state": [f"only a PAUSED operation can be RESUMED; it is {name}"]})
+        back = S(current.paused_from)
+        progress.move(
+            current.pk, back, reason or "resumed", actor, only_from=[S.PAUSED], also={"paused_from": None}
+        )
+        wave = current.waves.filter(wave=current.current_wave).first()
+        if wave is not None and wave.closed_at is not None:
+            waves.open_next(current.pk, current.current_wave, actor)
+        transaction.on_commit(functools.partial(inbox_cache.bump_tenant, current.tenant_id))
+        if back in PRE_DISPATCH_STATES:
+            transaction.on_commit(functools.partial(_send_fan_out, current.pk))
+    if back not in PRE_DISPATCH_STATES:  # reports that came in while paused move it on now
+        reported = current.commands.filter(state__in=REPORTED_STATES).exists()
+        progress.advance(current.pk, reported=reported, actor=actor)
     current.refresh_from_db()
     return current
-
-
-def _lock_unfinished_commands(operation: Operation) -> None:
-    """Wait for, and lock, every unfinished command of the operation, in key order.
-
-    The set move that follows skips rows locked by others (so sweeps never wait on each
-    other); a cancel must not skip any. Reports lock a command and then its operation, so
-    the commands are locked here before the operation row, in the same order, and the two
-    can never deadlock.
-    """
-    table = CommandStatus._meta.db_table
-    unfinished = [int(state) for state in UNFINISHED_STATES]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT count(*) FROM (SELECT id FROM {table} WHERE operation_id = %s AND state = ANY(%s) "
-            "ORDER BY id FOR UPDATE) locked",
-            [operation.pk, unfinished],
-        )
 
 
 def cancel_operation(operation: Operation, reason: str, actor: str) -> Operation:

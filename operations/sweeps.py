@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from commands import sweeps as delivery
@@ -21,18 +22,26 @@ from commands.choices import CommandState
 from commands.followers import Moved
 from commands.models import CommandStatus
 from commands.services import move_and_settle
-from operations import counters, progress
-from operations.choices import OperationState
+from operations import aborts, counters, progress, waves
+from operations.choices import HOLDING_STATES, TERMINAL_STATES, OperationState
 from operations.models import Operation
 from operations.windows import Window
 
 C = CommandState
 
 
+def held(states: Iterable[OperationState] = HOLDING_STATES) -> Q:
+    """Commands of an operation in ``states``: by default those that hand nothing out (paused:
+    its commands wait as they are; stopped: its stop moves them), which no sweep queues
+    again or releases."""
+    holding = Operation.objects.filter(pk=OuterRef("operation_id"), state__in=sorted(states))
+    return Q(Exists(holding))
+
+
 def open_windows(now: dt.datetime | None = None, operation_id: Any = None) -> int:
     """Release scheduled commands whose window has opened; their operation is dispatched."""
     now = now or timezone.now()
-    due = CommandStatus.objects.filter(state=C.SCHEDULED, not_before__lte=now)
+    due = CommandStatus.objects.filter(state=C.SCHEDULED, not_before__lte=now).exclude(held())
     if operation_id is not None:
         due = due.filter(operation_id=operation_id)
     return move_and_settle(due, C.QUEUED, "window opened", after=_mark_dispatched)
@@ -47,7 +56,10 @@ def close_windows(now: dt.datetime | None = None) -> dict[str, int]:
     """Commands still queued when their daily window closes wait for the next window, or
     time out if there is none before the operation's end."""
     now = now or timezone.now()
-    return reschedule(CommandStatus.objects.filter(state=C.QUEUED, window_closes_at__lte=now), now)
+    # A stopped operation's commands are its stop's; a paused one's still follow their windows.
+    stopped = held(TERMINAL_STATES)
+    closed = CommandStatus.objects.filter(state=C.QUEUED, window_closes_at__lte=now).exclude(stopped)
+    return reschedule(closed, now)
 
 
 def reschedule(
@@ -98,13 +110,28 @@ def complete_finished_operations() -> int:
     return count
 
 
+def settle_rollouts() -> int:
+    """A rollout's steps that a report takes right after its statement (an abort, closing a
+    wave): taken here too, for a process that died in between. Each is a conditional UPDATE,
+    so taking it twice does nothing. Returns how many running rollouts were looked at."""
+    running = Operation.objects.filter(rollout__isnull=False).exclude(state__in=TERMINAL_STATES)
+    count = 0
+    for operation_id, current_wave in running.values_list("pk", "current_wave"):
+        if not aborts.abort_if_met(operation_id, None):
+            waves.close_if_finished(operation_id, current_wave)
+        count += 1
+    return count
+
+
 def run_all() -> dict[str, Any]:
     """Every sweep once, in the order that keeps each command's story consistent."""
     now = timezone.now()
     return {
         "timed_out": delivery.time_out_overdue(now),
-        "redelivery": delivery.redeliver_unacknowledged(now),
+        "in_progress_timed_out": delivery.time_out_in_progress(now),
+        "redelivery": delivery.redeliver_unacknowledged(now, exclude=held()),
         "closed": close_windows(now),
         "opened": open_windows(now),
+        "rollouts": settle_rollouts(),
         "completed": complete_finished_operations(),
     }

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from operations import fanout, headless, sweeps
+from operations import fanout, headless, stopping, sweeps
 from operations.choices import PRE_DISPATCH_STATES, OperationState
 from operations.models import Operation
 
@@ -52,3 +52,15 @@ def run_due_headless() -> dict[str, int]:
 def sweep_commands() -> dict[str, Any]:
     """Every sweep of commands and operations once (``operations.sweeps.run_all``)."""
     return sweeps.run_all()
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def stop_commands(operation_id: str) -> int:
+    """Move a stopped operation's unfinished commands in batches (``operations.stopping``)."""
+    return stopping.stop_commands(operation_id)
+
+
+@shared_task(ignore_result=True)
+def resume_stops() -> int:
+    """Send again stops whose commands are still unfinished and whose worker is gone."""
+    return stopping.resume_stops()

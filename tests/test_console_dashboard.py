@@ -19,6 +19,7 @@ from inventory.services import bulk_import_devices, get_or_create_tenant
 from operations.fanout import fan_out
 from operations.models import Operation
 from operations.services import cancel_operation, create_operation
+from operations.stopping import stop_commands
 from tests.conftest import staff_console, superuser_console
 from tests.helpers import names_static_file
 
@@ -106,6 +107,7 @@ def test_the_chart_and_the_rates_show_every_outcome(tenants_with_devices: tuple[
     CommandStatus.objects.filter(operation=timing_out).update(deadline=overdue)
     assert time_out_overdue(tenant_id=mine.pk) == 3
     cancel_operation(cancelled, "no longer needed", "t")
+    stop_commands(cancelled.pk)
 
     page = superuser_console().get("/admin/")
 

@@ -58,7 +58,7 @@ def _to(command: CommandStatus, *steps: CommandState) -> CommandStatus:
     a set move for the server's own moves, a report for the device's."""
     for step in steps:
         if step == C.INITIATED:
-            assert hand_out(command.device_id, 1, "tests", "handed out")
+            assert hand_out(command.device_id, 1, "tests", "handed out").rows
         elif can_move(command.state, step, by_client=True):
             report(command.pk, step, actor="device")
         else:

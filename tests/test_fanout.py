@@ -19,6 +19,7 @@ from operations import fanout
 from operations.choices import OperationState
 from operations.models import Operation
 from operations.services import cancel_operation, create_operation
+from operations.stopping import stop_commands
 from operations.sweeps import open_windows
 from operations.tasks import recover_stuck_fan_outs
 from operations.windows import LATEST
@@ -264,7 +265,9 @@ def test_a_fan_out_that_raises_every_time_fails_at_its_last_attempt(
     )
     assert "Mars/Olympus" in operation.reason
     assert activity(operation)[-1] == "FAILURE"
-    # What the first two chunks wrote is cancelled, not left for devices to run.
+    # What the first two chunks wrote is cancelled (by the stop's worker), not left for devices to run.
+    stop_commands(operation.pk)
+    operation.refresh_from_db()
     commands = CommandStatus.objects.filter(operation=operation)
     assert commands.count() == operation.resolved_count == operation.cancelled_count == 4
     assert set(commands.values_list("state", flat=True)) == {CommandState.CANCELLED}

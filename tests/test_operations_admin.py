@@ -22,6 +22,7 @@ from operations.choices import OperationState
 from operations.fanout import fan_out
 from operations.models import Operation
 from operations.services import create_operation
+from operations.stopping import stop_commands
 from tests.conftest import Org
 from tests.helpers import names_static_file
 
@@ -62,6 +63,7 @@ def test_cancel_action_uses_the_service(console: Client, operation: Operation) -
     )
 
     assert response.status_code == 200
+    stop_commands(operation.pk)  # what the worker does after the action
     operation.refresh_from_db()
     assert operation.state == OperationState.CANCELLED
     assert operation.cancelled_count == 4

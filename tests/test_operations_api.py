@@ -10,6 +10,7 @@ import pytest
 from operations.choices import OperationType
 from operations.fanout import fan_out
 from operations.models import Operation
+from operations.stopping import stop_commands
 from tests.conftest import Api, Org, add_device
 
 OPS = "/v0/operations/"
@@ -212,8 +213,14 @@ def test_put_cancels_and_answers_in_the_seed_shape(org: Org, devices: None) -> N
     data = response.json()
     assert data["operationId"] == operation_id and data["status"] == "SUCCEEDED"
     assert data["content"]["state"] == "CANCELLED" and data["content"]["reason"] == "User requested"
+    # The answer comes before the commands move: a worker moves them (operations.stopping).
     counts = data["content"]["operation_stats"]["device_operation_statuses_count"]
+    assert counts["pending_device_count"] == 2 and data["content"]["commands_stop"] == "in_progress"
+    stop_commands(operation_id)
+    done = org.admin.get(f"{OPS}{operation_id}/").json()["content"]
+    counts = done["operation_stats"]["device_operation_statuses_count"]
     assert counts["cancelled_device_count"] == 2 and counts["pending_device_count"] == 0
+    assert done["commands_stop"] == "done"
     again = org.admin.put(f"{OPS}{operation_id}/", {"state": "TIMEOUT"})
     assert again.status_code == 400 and "CANCELLED" in again.json()["message"]
 
@@ -224,6 +231,7 @@ def test_put_failed_and_timeout(org: Org, devices: None, asked: str, stored: str
     fan_out(operation_id)
 
     response = org.admin.put(f"{OPS}{operation_id}/", {"state": asked, "reason": "because"})
+    stop_commands(operation_id)  # what the worker does after the answer
 
     assert response.status_code == 200
     assert response.json()["content"]["state"] == stored

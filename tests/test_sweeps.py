@@ -202,6 +202,7 @@ def test_unfinished_commands_past_their_deadline_time_out(org: Org) -> None:
         dispatched_count=3,
         success_count=1,
         failed_count=1,
+        timed_out_count=1,  # the acknowledged one: a device failure that timed out
         dispatch_failed_count=1,
     )
     operation.refresh_from_db()

@@ -28,6 +28,13 @@ class CommandStatusSerializer(serializers.ModelSerializer):
         read_only=True,
         help_text="When the window of a Command Scheduled command opens; null in every other state.",
     )
+    wave = serializers.IntegerField(
+        read_only=True, help_text="The rollout wave that holds this command (1-based; 1 without waves)."
+    )
+    attempt = serializers.IntegerField(
+        read_only=True,
+        help_text="Which delivery this is (1-based); a rollout's retries queue a failed command again.",
+    )
 
     class Meta:
         model = CommandStatus
@@ -46,6 +53,8 @@ class CommandStatusSerializer(serializers.ModelSerializer):
             "created_on",
             "updated_on",
             "scheduled_for",
+            "wave",
+            "attempt",
         ]
 
     def to_representation(self, instance: CommandStatus) -> dict[str, Any]:
@@ -65,6 +74,8 @@ class CommandStatusSerializer(serializers.ModelSerializer):
             created_on=instance.created_on,
             updated_on=instance.updated_on,
             not_before=instance.not_before,
+            wave=instance.wave,
+            attempt=instance.attempt,
         )
 
 

@@ -17,10 +17,13 @@ from commands.filtersets import CommandStatusFilterSet
 from commands.models import CommandStatus
 from config.api.principal import Principal
 from config.api.views import TenantScopedViewSet
+from inventory.models import Device
 
 
 class CommandStatusViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
-    queryset = CommandStatus.objects.annotate(device_ref=F("device__device_id")).order_by("id")
+    # No join to the device table here: the count and the page of a million-row list would
+    # join every row (issue 17); a list reads its page's device ids in one query (list()).
+    queryset = CommandStatus.objects.order_by("id")
     serializer_class = CommandStatusSerializer
     filterset_class = CommandStatusFilterSet
     allow_device_tokens = True
@@ -29,6 +32,22 @@ class CommandStatusViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
 
     def scope_to_device(self, queryset: QuerySet[Any], principal: Principal) -> QuerySet[Any]:
         return queryset.filter(device_id=principal.device_pk)
+
+    def get_queryset(self) -> QuerySet[Any]:
+        queryset = super().get_queryset()
+        if self.action != "list":
+            queryset = queryset.annotate(device_ref=F("device__device_id"))
+        return queryset
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        rows = list(page or [])
+        refs = dict(
+            Device.objects.filter(pk__in={row.device_id for row in rows}).values_list("pk", "device_id")
+        )
+        for row in rows:
+            row.device_ref = refs.get(row.device_id, "")
+        return self.get_paginated_response(self.get_serializer(rows, many=True).data)
 
     @extend_schema(
         request=CommandStatusUpdateSerializer,

@@ -107,7 +107,12 @@ class Device(models.Model):
                 fields=["token_prefix"], name="%(app_label)s_%(class)s_unique_token_prefix"
             ),
         ]
-        indexes = [models.Index(fields=["tenant", "os"], name="inventory_device_tenant_os")]
+        indexes = [
+            models.Index(fields=["tenant", "os"], name="inventory_device_tenant_os"),
+            # GET /v0/devices/ pages a tenant's devices by key (offset and cursor): 1.0 s at
+            # offset 999,980 walking the primary key and reading every row (issue 17).
+            models.Index(fields=["tenant", "id"], name="inventory_device_tenant_id"),
+        ]
 
     def __str__(self) -> str:
         return self.device_id

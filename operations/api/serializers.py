@@ -13,8 +13,10 @@ from config.api.limits import JSON_FIELD_HELP, max_json_size, max_text_length
 from config.api.validators import storable_json
 from config.timestamps import TimestampError, parse_aware
 from inventory.models.devices import available_timezones
-from operations.choices import REQUESTABLE_STATES, OperationType, ScheduleType, TimeType
+from operations import waves
+from operations.choices import REQUESTABLE_STATES, RESUMED, OperationType, ScheduleType, TimeType
 from operations.models import Operation, OperationActivity
+from operations.rollouts import FAILURE_TYPES, MAX_ATTEMPTS, MAX_PER_MINUTE, MAX_WAVES
 from operations.windows import DAYS, Window
 
 
@@ -81,6 +83,86 @@ class ScheduleArgsSerializer(serializers.Serializer):
         return clean
 
 
+class AbortRuleSerializer(serializers.Serializer):
+    failure_type = serializers.ChoiceField(choices=FAILURE_TYPES)
+    threshold_percent = serializers.FloatField(min_value=0, max_value=100, help_text="0 < p <= 100")
+    min_executed = serializers.IntegerField(required=False, default=1, min_value=1)
+
+
+class RetryRuleSerializer(serializers.Serializer):
+    failure_type = serializers.ChoiceField(choices=FAILURE_TYPES)
+    max_attempts = serializers.IntegerField(min_value=1, max_value=MAX_ATTEMPTS)
+
+
+class RolloutSerializer(serializers.Serializer):
+    """The shape of ``rollout`` (contract section 9), for the schema. ``operations.rollouts.parse``
+    validates it and names the field it refuses (``rollout.abort[0].threshold_percent``)."""
+
+    waves = serializers.ListField(
+        child=serializers.FloatField(),
+        required=False,
+        allow_null=True,
+        max_length=MAX_WAVES,
+        help_text="Strictly increasing cumulative percentages of the devices, the last one 100.",
+    )
+    wave_success_percent = serializers.FloatField(
+        required=False,
+        default=90,
+        help_text="The next wave opens when at least this percent of the closed wave succeeded; "
+        "otherwise the operation is PAUSED.",
+    )
+    max_per_minute = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=MAX_PER_MINUTE,
+        help_text="At most this many commands handed out in any 60 s, across every server.",
+    )
+    abort = AbortRuleSerializer(many=True, required=False)
+    retries = RetryRuleSerializer(many=True, required=False)
+    in_progress_timeout_minutes = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="A command Acknowledged or In Progress for longer becomes Command TimeOut.",
+    )
+
+
+class WaveStatusSerializer(serializers.Serializer):
+    wave = serializers.IntegerField()
+    percent = serializers.FloatField()
+    devices = serializers.IntegerField()
+    success = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    cancelled = serializers.IntegerField()
+    pending = serializers.IntegerField()
+    state = serializers.ChoiceField(choices=["DONE", "OPEN", "WAITING"])
+
+
+class RolloutStatusSerializer(serializers.Serializer):
+    current_wave = serializers.IntegerField()
+    waves = WaveStatusSerializer(many=True)
+    handed_out_last_minute = serializers.IntegerField(
+        allow_null=True, help_text="Commands handed out in the last 60 s; null without max_per_minute."
+    )
+
+
+ROLLOUT_EXAMPLE = {
+    "waves": [1, 10, 50, 100],
+    "wave_success_percent": 90,
+    "max_per_minute": 500,
+    "abort": [{"failure_type": "FAILED", "threshold_percent": 10, "min_executed": 50}],
+    "retries": [{"failure_type": "TIMED_OUT", "max_attempts": 3}],
+    "in_progress_timeout_minutes": 30,
+}
+
+
+@extend_schema_field(RolloutSerializer(allow_null=True))
+class RolloutField(serializers.JSONField):
+    """``rollout``: any JSON here; ``operations.rollouts.parse`` validates it in the service,
+    so the API and the console refuse the same rollouts with the same messages."""
+
+
 class OperationCreateSerializer(serializers.Serializer):
     operation_type = serializers.ChoiceField(choices=OperationType.choices)
     schedule_type = serializers.ChoiceField(choices=ScheduleType.choices, default=ScheduleType.IMMEDIATE)
@@ -91,6 +173,13 @@ class OperationCreateSerializer(serializers.Serializer):
     )
     arguments = serializers.DictField(
         required=False, default=dict, validators=[storable_json, max_json_size()], help_text=JSON_FIELD_HELP
+    )
+    rollout = RolloutField(
+        required=False,
+        allow_null=True,
+        default=None,
+        validators=[storable_json],
+        help_text="Optional: waves, rate, abort rules, retries, in-progress timeout (docs/rollouts.md).",
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -103,13 +192,16 @@ class OperationCreateSerializer(serializers.Serializer):
 
 
 class OperationStateSerializer(serializers.Serializer):
-    state = serializers.ChoiceField(choices=sorted({"FAILED", "CANCELLED", "TIMEOUT", "SCHEDULED"}))
+    state = serializers.ChoiceField(
+        choices=sorted({"FAILED", "CANCELLED", "TIMEOUT", "SCHEDULED", "PAUSED", RESUMED}),
+        help_text="PAUSED holds everything not yet handed out; RESUMED goes back to the state it left.",
+    )
     reason = serializers.CharField(
         required=False, allow_blank=True, default="", validators=[max_text_length()]
     )
 
     def validate_state(self, value: str) -> Any:
-        return REQUESTABLE_STATES[value]
+        return RESUMED if value == RESUMED else REQUESTABLE_STATES[value]
 
 
 class ActivitySerializer(serializers.ModelSerializer):
@@ -127,6 +219,18 @@ class OperationSerializer(serializers.ModelSerializer):
     operation_device_query = serializers.JSONField(source="device_query")
     operation_activity = serializers.SerializerMethodField()
     operation_stats = serializers.SerializerMethodField()
+    commands_stop = serializers.ChoiceField(
+        choices=["in_progress", "done"],
+        read_only=True,
+        allow_null=True,
+        help_text=(
+            "After a stop (CANCELLED, TIMEOUT, FAILED by PUT): in_progress while a worker still moves "
+            "the unfinished commands (none of them is handed out meanwhile), done once it has; "
+            "null for an operation never stopped."
+        ),
+    )
+    rollout = RolloutField(read_only=True)
+    rollout_status = serializers.SerializerMethodField()
 
     class Meta:
         model = Operation
@@ -147,6 +251,9 @@ class OperationSerializer(serializers.ModelSerializer):
             "updated_by",
             "operation_activity",
             "operation_stats",
+            "commands_stop",
+            "rollout",
+            "rollout_status",
         ]
 
     @extend_schema_field(ActivitySerializer(many=True))
@@ -168,3 +275,7 @@ class OperationSerializer(serializers.ModelSerializer):
     )
     def get_operation_stats(self, operation: Operation) -> dict[str, Any]:
         return {"device_operation_statuses_count": operation.counts()}
+
+    @extend_schema_field(RolloutStatusSerializer(allow_null=True))
+    def get_rollout_status(self, operation: Operation) -> dict[str, Any] | None:
+        return waves.status(operation)

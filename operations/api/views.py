@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -14,23 +14,40 @@ from config.api.views import TenantScopedViewSet
 from inventory.api.serializers import DeviceSerializer
 from operations import services
 from operations.api.serializers import (
+    ROLLOUT_EXAMPLE,
     OperationCreateSerializer,
     OperationSerializer,
     OperationStateSerializer,
 )
+from operations.choices import RESUMED
 from operations.filtersets import OperationFilterSet
 from operations.models import Operation
 
 
 class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
-    queryset = Operation.objects.prefetch_related("activity")
+    queryset = Operation.objects.prefetch_related("activity", "waves")
     serializer_class = OperationSerializer
     filterset_class = OperationFilterSet
     http_method_names = ["get", "post", "put", "head", "options"]
     #: POSTs that change nothing, so viewers may call them.
     read_only_actions = ("preview",)
 
-    @extend_schema(request=OperationCreateSerializer, responses={201: OperationSerializer})
+    @extend_schema(
+        request=OperationCreateSerializer,
+        responses={201: OperationSerializer},
+        examples=[
+            OpenApiExample(
+                "INSTALL_APP in waves, with a rate, an abort rule and retries",
+                request_only=True,
+                value={
+                    "operation_type": "INSTALL_APP",
+                    "operation_device_query": {"all": True},
+                    "arguments": {"package": "com.example.pos", "version": "4.2.0"},
+                    "rollout": ROLLOUT_EXAMPLE,
+                },
+            )
+        ],
+    )
     def create(self, request: Request) -> Response:
         """Create an operation; a worker resolves and dispatches it (answers at once, CREATED)."""
         serializer = OperationCreateSerializer(data=request.data)
@@ -41,6 +58,15 @@ class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantS
 
     @extend_schema(
         request=OperationStateSerializer,
+        examples=[
+            OpenApiExample(
+                "Pause", request_only=True, value={"state": "PAUSED", "reason": "hold for the night"}
+            ),
+            OpenApiExample("Resume", request_only=True, value={"state": "RESUMED"}),
+            OpenApiExample(
+                "Cancel", request_only=True, value={"state": "CANCELLED", "reason": "wrong build"}
+            ),
+        ],
         responses={
             200: inline_serializer(
                 "OperationStateChanged",
@@ -59,12 +85,11 @@ class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantS
         operation = self.get_object()
         serializer = OperationStateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        operation = services.request_state(
-            operation,
-            serializer.validated_data["state"],
-            serializer.validated_data["reason"],
-            self.principal.label,
-        )
+        state, reason = serializer.validated_data["state"], serializer.validated_data["reason"]
+        if state == RESUMED:
+            operation = services.resume(operation, reason, self.principal.label)
+        else:
+            operation = services.request_state(operation, state, reason, self.principal.label)
         operation = self.get_queryset().get(pk=operation.pk)
         body = {
             "code": 0,

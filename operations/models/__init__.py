@@ -1,6 +1,14 @@
 """Operations with their activity and counters, and headless operations (seed 001)."""
 
 from operations.models.headless import HeadlessOperation, HeadlessStatus, UpcomingHeadlessRun
-from operations.models.operations import Operation, OperationActivity
+from operations.models.operations import Operation, OperationActivity, OperationWave, WaveState
 
-__all__ = ["HeadlessOperation", "HeadlessStatus", "Operation", "OperationActivity", "UpcomingHeadlessRun"]
+__all__ = [
+    "HeadlessOperation",
+    "HeadlessStatus",
+    "Operation",
+    "OperationActivity",
+    "OperationWave",
+    "UpcomingHeadlessRun",
+    "WaveState",
+]

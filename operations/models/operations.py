@@ -38,6 +38,20 @@ class Operation(models.Model):
     #: Runs of the fan-out started (``operations.fanout``): past ``FANOUT_MAX_ATTEMPTS`` the
     #: operation fails instead of being resent forever.
     fanout_attempts = models.PositiveSmallIntegerField(default=0, editable=False)
+    #: A stop (CANCELLED, TIMEOUT, an operator's FAILURE) moves the state at once and leaves the
+    #: unfinished commands to a worker (``operations.stopping``): set with that move, and
+    #: ``commands_stopped_at`` once none is left unfinished. Between the two the API shows
+    #: ``commands_stop: "in_progress"``.
+    stop_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
+    commands_stopped_at = models.DateTimeField(null=True, blank=True, editable=False)
+    #: The rollout as given (``operations.rollouts``), defaults filled in; null without one.
+    rollout = models.JSONField(null=True, blank=True)
+    #: The open wave: the inbox hands out commands of waves up to it (1 without waves).
+    current_wave = models.PositiveSmallIntegerField(default=1)
+    #: ``rollout.max_per_minute``, read by the inbox's hand-out with the operation's state.
+    max_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    #: The state a pause left, to which RESUMED returns.
+    paused_from = models.PositiveSmallIntegerField(choices=OperationState.choices, null=True, blank=True)
 
     resolved_count = models.PositiveIntegerField(default=0)
     dispatched_count = models.PositiveIntegerField(default=0)
@@ -45,6 +59,8 @@ class Operation(models.Model):
     failed_count = models.PositiveIntegerField(default=0)
     success_count = models.PositiveIntegerField(default=0)
     cancelled_count = models.PositiveIntegerField(default=0)
+    #: Of ``failed_count``, the commands that timed out after the device had them.
+    timed_out_count = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at"]
@@ -56,6 +72,12 @@ class Operation(models.Model):
                 name="operations_unfinished_fanout",
                 condition=models.Q(state__in=sorted(PRE_DISPATCH_STATES)),
             ),
+            # The stop's resume sweep (operations.sweeps.resume_stops): stops not finished.
+            models.Index(
+                fields=["stop_requested_at"],
+                name="operations_stopping",
+                condition=models.Q(stop_requested_at__isnull=False, commands_stopped_at__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -64,6 +86,14 @@ class Operation(models.Model):
     @property
     def state_name(self) -> str:
         return OperationState(self.state).name
+
+    @property
+    def commands_stop(self) -> str | None:
+        """``in_progress`` while a stop's worker is still moving unfinished commands, ``done``
+        once it has moved the last, ``None`` for an operation never stopped."""
+        if self.stop_requested_at is None:
+            return None
+        return "in_progress" if self.commands_stopped_at is None else "done"
 
     @property
     def finished_count(self) -> int:
@@ -84,6 +114,60 @@ class Operation(models.Model):
             "cancelled_device_count": self.cancelled_count,
             "pending_device_count": self.pending_count,
         }
+
+
+class WaveState(models.TextChoices):
+    WAITING = "WAITING"
+    OPEN = "OPEN"
+    DONE = "DONE"
+
+
+class OperationWave(models.Model):
+    """One wave of a rollout: its devices and the same exact counters as its operation.
+
+    The counters move with the operation's, by the same rule (``operations.counters``), in
+    the same statement or transaction, so a wave knows the moment its last command finishes.
+    """
+
+    operation = models.ForeignKey(Operation, on_delete=models.CASCADE, related_name="waves")
+    wave = models.PositiveSmallIntegerField()
+    percent = models.FloatField()
+    opened_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    resolved_count = models.PositiveIntegerField(default=0)
+    dispatched_count = models.PositiveIntegerField(default=0)
+    dispatch_failed_count = models.PositiveIntegerField(default=0)
+    failed_count = models.PositiveIntegerField(default=0)
+    success_count = models.PositiveIntegerField(default=0)
+    cancelled_count = models.PositiveIntegerField(default=0)
+    timed_out_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["operation", "wave"]
+        constraints = [
+            models.UniqueConstraint(fields=["operation", "wave"], name="operations_wave_unique_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"wave {self.wave} of {self.operation_id}"
+
+    @property
+    def finished_count(self) -> int:
+        return sum(getattr(self, name) for name in FINISHED)
+
+    @property
+    def failed_total(self) -> int:
+        return self.failed_count + self.dispatch_failed_count
+
+    @property
+    def pending_count(self) -> int:
+        return max(self.resolved_count - self.finished_count, 0)
+
+    def state_in(self, current_wave: int) -> WaveState:
+        if self.closed_at is not None:
+            return WaveState.DONE
+        return WaveState.OPEN if self.wave <= current_wave else WaveState.WAITING
 
 
 class OperationActivity(models.Model):

@@ -1,0 +1,246 @@
+"""A rollout (contract section 9): how an operation reaches its devices safely.
+
+Waves, a rate, abort criteria, retries and an in-progress timeout, as AWS IoT Jobs
+(``jobExecutionsRolloutConfig``, ``abortConfig``, ``jobExecutionsRetryConfig``,
+``timeoutConfig``) and hawkBit (rollout groups with success thresholds) offer them. This
+module holds the definition only: parsing and validation (every refusal names its field),
+wave sizes, and the abort rules as conditions on the operation's exact counters. Where each
+knob acts: waves and the rate at hand-out (``commands.services.hand_out``), retries and the
+in-progress timeout on the command rows (``commands.services``), abort and wave closing at
+settlement (``operations.settlement``), pause and resume in ``operations.services``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import F, Q
+from django.db.models.lookups import GreaterThanOrEqual
+
+from config.errors import DomainError
+
+#: At most this many waves (contract section 9).
+MAX_WAVES = 20
+MAX_PER_MINUTE = 100_000
+MAX_ATTEMPTS = 10
+MAX_TIMEOUT_MINUTES = 7 * 24 * 60
+DEFAULT_WAVE_SUCCESS_PERCENT = 90.0
+#: The failure types of abort and retry rules: what each counts.
+FAILURE_TYPES = ("FAILED", "TIMED_OUT", "ALL")
+#: The wave a command is written with until its operation's waves are drawn (after the
+#: fan-out has counted the devices): above any real wave, so the inbox holds it back.
+UNDRAWN_WAVE = 32767
+
+
+@dataclass(frozen=True)
+class AbortRule:
+    failure_type: str
+    threshold_percent: float
+    min_executed: int = 1
+
+    def count_expression(self) -> Any:
+        """The operation's counter of this rule's failures (``FAILED``: Command Failure;
+        ``TIMED_OUT``: TimeOut after the device received it; ``ALL``: any failure)."""
+        if self.failure_type == "FAILED":
+            return F("failed_count") - F("timed_out_count")
+        if self.failure_type == "TIMED_OUT":
+            return F("timed_out_count")
+        return F("failed_count") + F("dispatch_failed_count")
+
+    def count(self, counts: dict[str, int]) -> int:
+        if self.failure_type == "FAILED":
+            return counts["failed_count"] - counts["timed_out_count"]
+        if self.failure_type == "TIMED_OUT":
+            return counts["timed_out_count"]
+        return counts["failed_count"] + counts["dispatch_failed_count"]
+
+    def describe(self) -> str:
+        return f"{self.failure_type} >= {self.threshold_percent:g}% after {self.min_executed} devices"
+
+
+@dataclass(frozen=True)
+class RetryRule:
+    failure_type: str
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A validated rollout. ``as_json`` is what the API shows back, defaults filled in."""
+
+    waves: tuple[float, ...] = ()
+    wave_success_percent: float = DEFAULT_WAVE_SUCCESS_PERCENT
+    max_per_minute: int | None = None
+    abort: tuple[AbortRule, ...] = ()
+    retries: tuple[RetryRule, ...] = field(default=())
+    in_progress_timeout_minutes: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "waves": [_number(p) for p in self.waves] or None,
+            "wave_success_percent": _number(self.wave_success_percent),
+            "max_per_minute": self.max_per_minute,
+            "abort": [
+                {
+                    "failure_type": rule.failure_type,
+                    "threshold_percent": _number(rule.threshold_percent),
+                    "min_executed": rule.min_executed,
+                }
+                for rule in self.abort
+            ],
+            "retries": [
+                {"failure_type": rule.failure_type, "max_attempts": rule.max_attempts}
+                for rule in self.retries
+            ],
+            "in_progress_timeout_minutes": self.in_progress_timeout_minutes,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any] | None) -> Rollout | None:
+        """A stored rollout (already validated) back as an object; None for none."""
+        return parse(raw) if raw else None
+
+    def wave_ends(self, devices: int) -> list[int]:
+        """The cumulative device count at the end of each wave: ceil(p_k * N / 100)."""
+        return [math.ceil(percent * devices / 100 - 1e-9) for percent in self.waves]
+
+    def max_attempts(self, failure_type: str) -> int:
+        """Deliveries a command may get when it fails this way (``FAILED`` or ``TIMED_OUT``)."""
+        found = [r.max_attempts for r in self.retries if r.failure_type in (failure_type, "ALL")]
+        return max(found, default=1)
+
+    @property
+    def timeout_seconds(self) -> int | None:
+        return None if self.in_progress_timeout_minutes is None else self.in_progress_timeout_minutes * 60
+
+    def abort_condition(self, rule: AbortRule) -> Q:
+        """The rule as a condition on the operation row, checked in the UPDATE that aborts."""
+        finished = F("success_count") + F("failed_count") + F("dispatch_failed_count") + F("cancelled_count")
+        return Q(GreaterThanOrEqual(finished, rule.min_executed)) & Q(
+            GreaterThanOrEqual(rule.count_expression() * 100, finished * rule.threshold_percent)
+        )
+
+    def tripped(self, counts: dict[str, int]) -> tuple[AbortRule, float, int] | None:
+        """The first abort rule the counters meet, with the measured rate and finished count."""
+        finished = sum(counts[name] for name in _FINISHED)
+        for rule in self.abort:
+            failures = rule.count(counts)
+            if finished >= rule.min_executed and failures * 100 >= rule.threshold_percent * finished:
+                return rule, (100.0 * failures / finished if finished else 0.0), finished
+        return None
+
+
+_FINISHED = ("success_count", "failed_count", "dispatch_failed_count", "cancelled_count")
+_KEYS = {"waves", "wave_success_percent", "max_per_minute", "abort", "retries", "in_progress_timeout_minutes"}
+
+
+def _number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value
+
+
+def _fail(name: str, message: str) -> DomainError:
+    return DomainError({f"rollout.{name}": [message]})
+
+
+def _percent(value: Any, name: str, low_exclusive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _fail(name, "must be a number")
+    if (value <= 0 if low_exclusive else value < 0) or value > 100:
+        raise _fail(name, "must be greater than 0 and at most 100" if low_exclusive else "must be 0 to 100")
+    return float(value)
+
+
+def _integer(value: Any, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(name, "must be an integer")
+    if not low <= value <= high:
+        raise _fail(name, f"must be {low} to {high:,}")
+    return value
+
+
+def _failure_type(value: Any, name: str) -> str:
+    if value not in FAILURE_TYPES:
+        raise _fail(name, f"must be one of {', '.join(FAILURE_TYPES)}")
+    return str(value)
+
+
+def _rules(raw: Any, name: str) -> list[tuple[str, dict[str, Any]]]:
+    if not isinstance(raw, list):
+        raise _fail(name, "must be a list")
+    if len(raw) > len(FAILURE_TYPES) * 4:
+        raise _fail(name, f"at most {len(FAILURE_TYPES) * 4} rules")
+    found = []
+    for index, rule in enumerate(raw):
+        if not isinstance(rule, dict):
+            raise _fail(f"{name}[{index}]", "must be an object")
+        found.append((f"{name}[{index}]", rule))
+    return found
+
+
+def parse(raw: Any) -> Rollout:
+    """Validate a request's ``rollout``; a :class:`DomainError` (400) names the bad field."""
+    if not isinstance(raw, dict):
+        raise DomainError({"rollout": ["must be an object"]})
+    unknown = sorted(set(raw) - _KEYS)
+    if unknown:
+        raise DomainError({f"rollout.{unknown[0]}": [f"unknown key; use {', '.join(sorted(_KEYS))}"]})
+    waves: tuple[float, ...] = ()
+    if raw.get("waves") is not None:
+        if not isinstance(raw["waves"], list) or not raw["waves"]:
+            raise _fail("waves", "must be a non-empty list of percentages")
+        if len(raw["waves"]) > MAX_WAVES:
+            raise _fail("waves", f"at most {MAX_WAVES} waves")
+        waves = tuple(_percent(p, f"waves[{i}]") for i, p in enumerate(raw["waves"]))
+        if any(later <= earlier for earlier, later in itertools.pairwise(waves)):
+            raise _fail("waves", "must be strictly increasing cumulative percentages")
+        if waves[-1] != 100:
+            raise _fail("waves", "the last wave must be 100")
+    success = DEFAULT_WAVE_SUCCESS_PERCENT
+    if raw.get("wave_success_percent") is not None:
+        success = _percent(raw["wave_success_percent"], "wave_success_percent", low_exclusive=False)
+    rate = None
+    if raw.get("max_per_minute") is not None:
+        rate = _integer(raw["max_per_minute"], "max_per_minute", 1, MAX_PER_MINUTE)
+    abort = []
+    for name, rule in _rules(raw.get("abort") or [], "abort"):
+        extra = sorted(set(rule) - {"failure_type", "threshold_percent", "min_executed"})
+        if extra:
+            raise _fail(f"{name}.{extra[0]}", "unknown key")
+        if "threshold_percent" not in rule:
+            raise _fail(f"{name}.threshold_percent", "is required")
+        abort.append(
+            AbortRule(
+                failure_type=_failure_type(rule.get("failure_type"), f"{name}.failure_type"),
+                threshold_percent=_percent(rule["threshold_percent"], f"{name}.threshold_percent"),
+                min_executed=_integer(rule.get("min_executed", 1), f"{name}.min_executed", 1, 100_000_000),
+            )
+        )
+    retries = []
+    for name, rule in _rules(raw.get("retries") or [], "retries"):
+        extra = sorted(set(rule) - {"failure_type", "max_attempts"})
+        if extra:
+            raise _fail(f"{name}.{extra[0]}", "unknown key")
+        if "max_attempts" not in rule:
+            raise _fail(f"{name}.max_attempts", "is required")
+        retries.append(
+            RetryRule(
+                failure_type=_failure_type(rule.get("failure_type"), f"{name}.failure_type"),
+                max_attempts=_integer(rule["max_attempts"], f"{name}.max_attempts", 1, MAX_ATTEMPTS),
+            )
+        )
+    timeout = None
+    if raw.get("in_progress_timeout_minutes") is not None:
+        timeout = _integer(
+            raw["in_progress_timeout_minutes"], "in_progress_timeout_minutes", 1, MAX_TIMEOUT_MINUTES
+        )
+    return Rollout(
+        waves=waves,
+        wave_success_percent=success,
+        max_per_minute=rate,
+        abort=tuple(abort),
+        retries=tuple(retries),
+        in_progress_timeout_minutes=timeout,
+    )

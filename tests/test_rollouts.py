@@ -1,0 +1,509 @@
+"""Rollouts (contract section 9): waves, rate, abort rules, retries, the in-progress timeout,
+pause and resume, through the API and the inbox, on PostgreSQL and the configured cache."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import Any
+
+import pytest
+from django.db.models import Count
+from django.utils import timezone
+
+from commands import sweeps as delivery
+from commands.choices import CommandState
+from commands.models import CommandHistory, CommandStatus
+from commands.services import report
+from inventory.models import Device
+from inventory.services import bulk_import_devices
+from operations import counters
+from operations.choices import OperationState
+from operations.fanout import fan_out
+from operations.models import Operation, OperationActivity
+from operations.services import create_operation
+from operations.stopping import stop_commands
+from operations.sweeps import open_windows, run_all
+from tests.command_factories import command_of, dispatched_operation, run_in_threads
+from tests.conftest import DeviceActor, Org, add_device, add_devices
+from tests.helpers import content, error
+
+C = CommandState
+S = OperationState
+OPS = "/v0/operations/"
+INBOX = "/v2/command-inbox/"
+
+
+def poll(actor: DeviceActor) -> list[int]:
+    response = actor.api.get(INBOX, {"device_id": actor.device.device_id})
+    assert response.status_code == 200, response.content
+    return [int(item["id"]) for item in response.json()["content"]["results"]]
+
+
+def put(actor: DeviceActor, command: CommandStatus, state: str, **body: Any) -> Any:
+    return actor.api.put(f"/commands/v0/status/{command.pk}/", {"state": state, **body})
+
+
+def stored_counts(operation: Operation) -> dict[str, int]:
+    operation.refresh_from_db()
+    return {name: getattr(operation, name) for name in counters.COUNTERS}
+
+
+def spread_order(actors: list[DeviceActor]) -> list[DeviceActor]:
+    """The wave order the contract asks for: by a hash of the device id."""
+    return sorted(actors, key=lambda a: (hashlib.md5(a.device.device_id.encode()).hexdigest(), a.device.pk))
+
+
+def detail(org: Org, operation: Operation) -> dict[str, Any]:
+    return dict(content(org.admin.get(f"{OPS}{operation.pk}/")))
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rollout", "field"),
+    [
+        ("fast", "rollout"),
+        ({"waves": [10, 5, 100]}, "rollout.waves"),
+        ({"waves": [10, 50]}, "rollout.waves"),
+        ({"waves": []}, "rollout.waves"),
+        ({"waves": [0, 100]}, "rollout.waves[0]"),
+        ({"waves": ["10", 100]}, "rollout.waves[0]"),
+        ({"waves": [*range(1, 21), 100]}, "rollout.waves"),
+        ({"wave_success_percent": 101}, "rollout.wave_success_percent"),
+        ({"max_per_minute": 0}, "rollout.max_per_minute"),
+        ({"max_per_minute": 100_001}, "rollout.max_per_minute"),
+        ({"max_per_minute": 1.5}, "rollout.max_per_minute"),
+        ({"abort": [{"failure_type": "BROKEN", "threshold_percent": 10}]}, "rollout.abort[0].failure_type"),
+        (
+            {"abort": [{"failure_type": "FAILED", "threshold_percent": 0}]},
+            "rollout.abort[0].threshold_percent",
+        ),
+        ({"abort": [{"failure_type": "FAILED"}]}, "rollout.abort[0].threshold_percent"),
+        (
+            {"abort": [{"failure_type": "ALL", "threshold_percent": 5, "min_executed": 0}]},
+            "rollout.abort[0].min_executed",
+        ),
+        ({"abort": {"failure_type": "FAILED"}}, "rollout.abort"),
+        ({"retries": [{"failure_type": "FAILED", "max_attempts": 11}]}, "rollout.retries[0].max_attempts"),
+        ({"retries": [{"failure_type": "TIMED_OUT"}]}, "rollout.retries[0].max_attempts"),
+        ({"retries": ["FAILED"]}, "rollout.retries[0]"),
+        ({"in_progress_timeout_minutes": 0}, "rollout.in_progress_timeout_minutes"),
+        ({"speed": 3}, "rollout.speed"),
+    ],
+)
+def test_a_bad_rollout_is_a_400_naming_the_field(
+    org: Org, device: DeviceActor, rollout: Any, field: str
+) -> None:
+    response = org.admin.post(
+        OPS,
+        {"operation_type": "REBOOT", "operation_device_query": {"all": True}, "rollout": rollout},
+    )
+    body = error(response, 400)
+    assert field in body["errors"], body
+    assert not Operation.objects.exists()
+
+
+def test_a_rollout_is_shown_back_with_its_defaults_and_status(org: Org) -> None:
+    devices = add_devices(org.tenant, 4)
+    operation = dispatched_operation(org.tenant, devices, rollout={"waves": [50, 100], "max_per_minute": 10})
+
+    shown = detail(org, operation)
+
+    assert shown["rollout"]["waves"] == [50, 100]
+    assert shown["rollout"]["wave_success_percent"] == 90
+    assert shown["rollout_status"]["current_wave"] == 1
+    assert [(w["wave"], w["devices"], w["state"]) for w in shown["rollout_status"]["waves"]] == [
+        (1, 2, "OPEN"),
+        (2, 2, "WAITING"),
+    ]
+    assert shown["rollout_status"]["handed_out_last_minute"] == 0
+    plain = dispatched_operation(org.tenant, devices)
+    assert detail(org, plain)["rollout"] is None and detail(org, plain)["rollout_status"] is None
+
+
+# --- waves ---------------------------------------------------------------------------------------
+
+
+def test_waves_hold_a_spread_sample_and_open_one_after_the_other(org: Org) -> None:
+    devices = add_devices(org.tenant, 10)
+    operation = dispatched_operation(org.tenant, devices, rollout={"waves": [10, 50, 100]})
+    order = spread_order(devices)
+
+    # wave 1 is the first ceil(10% of 10) = 1 device in hash order; wave 2 the next 4; wave 3 the rest
+    waves = {a.device.device_id: command_of(operation, a).wave for a in devices}
+    assert [waves[a.device.device_id] for a in order] == [1, 2, 2, 2, 2, 3, 3, 3, 3, 3]
+    # and only wave 1 is handed out
+    assert [bool(poll(a)) for a in order] == [True] + [False] * 9
+    listed = content(org.admin.get("/commands/v0/status/", {"request": str(operation.pk), "limit": 20}))
+    assert sorted(item["wave"] for item in listed["results"]) == sorted(waves.values())
+    assert {item["attempt"] for item in listed["results"]} == {1}
+
+    # when wave 1's device succeeds, wave 2 opens at once
+    assert put(order[0], command_of(operation, order[0]), "Command Success").status_code == 200
+    operation.refresh_from_db()
+    assert operation.current_wave == 2
+    assert [bool(poll(a)) for a in order[1:]] == [True] * 4 + [False] * 5
+
+    # and when wave 2 finishes at or above 90%, wave 3 opens, and the operation ends
+    for actor in order[1:5]:
+        put(actor, command_of(operation, actor), "Command Success")
+    assert [bool(poll(a)) for a in order[5:]] == [True] * 5
+    for actor in order[5:]:
+        put(actor, command_of(operation, actor), "Command Success")
+    operation.refresh_from_db()
+    assert operation.state == S.SUCCESS
+    assert [w["state"] for w in detail(org, operation)["rollout_status"]["waves"]] == ["DONE"] * 3
+
+
+def test_a_wave_below_its_threshold_pauses_and_resuming_opens_the_next(org: Org) -> None:
+    devices = add_devices(org.tenant, 10)
+    operation = dispatched_operation(
+        org.tenant, devices, rollout={"waves": [20, 100], "wave_success_percent": 60}
+    )
+    first = spread_order(devices)[:2]
+    put(first[0], command_of(operation, first[0]), "Command Success")
+    put(first[1], command_of(operation, first[1]), "Command Failure", reason="disk full")
+
+    shown = detail(org, operation)
+    assert shown["state"] == "PAUSED" and shown["state_code"] == 130
+    assert shown["reason"].startswith("wave 1 closed with 50.0% succeeded, below wave_success_percent 60%")
+    assert shown["rollout_status"]["waves"][0]["state"] == "DONE"
+    assert shown["rollout_status"]["waves"][0]["failed"] == 1
+    rest = spread_order(devices)[2:]
+    assert not any(poll(a) for a in rest)
+
+    resumed = org.admin.put(f"{OPS}{operation.pk}/", {"state": "RESUMED"})
+
+    assert content(resumed)["state"] == "PROCESSING"
+    operation.refresh_from_db()
+    assert operation.current_wave == 2 and operation.paused_from is None
+    assert all(poll(a) for a in rest)
+
+
+def test_one_percent_waves_on_ten_thousand_devices(org: Org) -> None:
+    bulk_import_devices(org.tenant.pk, [{"device_id": f"fleet-{i:05d}"} for i in range(10_000)])
+    created = create_operation(
+        org.tenant.pk,
+        {
+            "operation_type": "REBOOT",
+            "operation_device_query": {"all": True},
+            "rollout": {"waves": [1, 10, 100]},
+        },
+        "tests",
+    )
+    fan_out(created.pk)
+
+    by_wave = dict(
+        CommandStatus.objects.filter(operation=created).values_list("wave").annotate(n=Count("pk"))
+    )
+    assert by_wave == {1: 100, 2: 900, 3: 9000}
+    first_wave = set(
+        CommandStatus.objects.filter(operation=created, wave=1).values_list("device__device_id", flat=True)
+    )
+    expected = sorted(
+        Device.objects.filter(tenant=org.tenant).values_list("device_id", flat=True),
+        key=lambda d: hashlib.md5(d.encode()).hexdigest(),
+    )[:100]
+    assert first_wave == set(expected)
+    # a sample of the fleet, not its first ids
+    assert max(first_wave) > "fleet-05000" and min(first_wave) < "fleet-05000"
+
+
+def test_waves_work_with_device_local_windows(org: Org) -> None:
+    devices = [add_device(org.tenant, f"tz-{i}", timezone="Asia/Tokyo") for i in range(4)]
+    now = timezone.now()
+    operation = dispatched_operation(
+        org.tenant,
+        devices,
+        schedule_type="WINDOW",
+        schedule_args={
+            "start_datetime": (now - dt.timedelta(days=1)).isoformat(),
+            "end_datetime": (now + dt.timedelta(days=30)).isoformat(),
+            "time_type": "device",
+        },
+        rollout={"waves": [50, 100]},
+    )
+    # a 24-hour window in device time is always open: every command is released, one wave handed out
+    open_windows(now + dt.timedelta(days=1, minutes=1))
+    order = spread_order(devices)
+    assert [bool(poll(a)) for a in order] == [True, True, False, False]
+    for actor in order[:2]:
+        put(actor, command_of(operation, actor), "Command Success")
+    assert [bool(poll(a)) for a in order[2:]] == [True, True]
+
+
+# --- rate ----------------------------------------------------------------------------------------
+
+
+def test_max_per_minute_holds_back_what_does_not_fit(org: Org) -> None:
+    devices = add_devices(org.tenant, 6)
+    operation = dispatched_operation(org.tenant, devices, rollout={"max_per_minute": 3})
+
+    answers = [a.api.get(INBOX, {"device_id": a.device.device_id}) for a in devices]
+
+    handed = [len(r.json()["content"]["results"]) for r in answers]
+    assert sum(handed) == 3
+    held = [r for r, n in zip(answers, handed, strict=True) if n == 0]
+    assert all("ETag" not in r for r in held), "a held-back device must not be told 'nothing new'"
+    assert detail(org, operation)["rollout_status"]["handed_out_last_minute"] == 3
+    assert CommandStatus.objects.filter(operation=operation, state=C.QUEUED).count() == 3
+
+
+# --- abort ---------------------------------------------------------------------------------------
+
+
+def test_an_abort_rule_cancels_the_operation_and_its_unfinished_commands(org: Org) -> None:
+    devices = add_devices(org.tenant, 10)
+    operation = dispatched_operation(
+        org.tenant,
+        devices,
+        rollout={"abort": [{"failure_type": "FAILED", "threshold_percent": 50, "min_executed": 4}]},
+    )
+    for actor, state in zip(
+        devices[:4], ["Command Failure", "Command Success", "Command Failure", "Command Failure"], strict=True
+    ):
+        put(actor, command_of(operation, actor), state)
+
+    shown = detail(org, operation)
+    assert shown["state"] == "CANCELLED"
+    assert shown["reason"] == "abort: FAILED 75.0% >= 50% after 4 devices"
+    assert stored_counts(operation) == counters.recount(operation.pk)
+    stop_commands(operation.pk)  # the stop's worker (operations.stopping), after the answer
+    assert stored_counts(operation) == counters.recount(operation.pk)
+    assert operation.cancelled_count == 6 and operation.failed_count == 3
+    assert not any(poll(a) for a in devices[4:])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_abort_racing_32_reporters_happens_once_with_exact_counters(org: Org) -> None:
+    devices = add_devices(org.tenant, 40)
+    operation = dispatched_operation(
+        org.tenant,
+        devices,
+        rollout={"abort": [{"failure_type": "ALL", "threshold_percent": 10, "min_executed": 5}]},
+    )
+    commands = [command_of(operation, a) for a in devices[:32]]
+
+    def fail(command: CommandStatus) -> Any:
+        def run() -> Any:
+            try:
+                return report(command.pk, C.FAILURE, "boom", actor="device")
+            except Exception as refused:  # cancelled by the abort meanwhile: refused, not lost
+                return refused
+
+        return run
+
+    run_in_threads([fail(c) for c in commands])
+    stop_commands(operation.pk)  # the stop's worker (operations.stopping), after the abort
+
+    operation.refresh_from_db()
+    assert operation.state == S.CANCELLED
+    assert OperationActivity.objects.filter(operation=operation, state=S.CANCELLED).count() == 1
+    assert stored_counts(operation) == counters.recount(operation.pk)
+    assert not CommandStatus.objects.filter(operation=operation, state__in=[C.QUEUED, C.INITIATED]).exists()
+    assert operation.failed_count + operation.cancelled_count == 40
+
+
+# --- retries -------------------------------------------------------------------------------------
+
+
+def test_a_failure_with_attempts_left_is_queued_again_and_counted_once(org: Org, device: DeviceActor) -> None:
+    operation = dispatched_operation(
+        org.tenant, [device], rollout={"retries": [{"failure_type": "FAILED", "max_attempts": 3}]}
+    )
+    command = command_of(operation, device)
+    for attempt in (1, 2):
+        assert poll(device) == [command.pk]
+        answered = content(put(device, command, "Command Failure", reason="no space"))
+        assert answered["state"] == "Command Queued" and answered["attempt"] == attempt + 1
+        # the same failure again (a retried PUT, or one arriving late) changes nothing
+        again = content(put(device, command, "Command Failure", reason="no space"))
+        assert again["attempt"] == attempt + 1 and again["state"] == "Command Queued"
+        assert stored_counts(operation)["failed_count"] == 0
+
+    assert poll(device) == [command.pk]
+    final = content(put(device, command, "Command Failure"))
+
+    assert final["state"] == "Command Failure" and final["attempt"] == 3
+    assert content(put(device, command, "Command Failure"))["attempt"] == 3
+    assert stored_counts(operation) == counters.recount(operation.pk)
+    operation.refresh_from_db()
+    assert operation.failed_count == 1 and operation.state == S.FAILURE
+    reasons = list(
+        CommandHistory.objects.filter(command=command, to_state=C.QUEUED).values_list("reason", flat=True)
+    )
+    assert reasons == [
+        "retry: attempt 2 of 3 after Command Failure: no space",
+        "retry: attempt 3 of 3 after Command Failure: no space",
+    ]
+
+
+def test_retries_under_duplicated_and_reordered_reports_never_exceed_the_budget(org: Org) -> None:
+    devices = add_devices(org.tenant, 8)
+    operation = dispatched_operation(
+        org.tenant, devices, rollout={"retries": [{"failure_type": "ALL", "max_attempts": 2}]}
+    )
+    commands = [command_of(operation, a) for a in devices]
+
+    def storm(command: CommandStatus) -> Any:
+        def run() -> list[Any]:
+            seen: list[Any] = []
+            for state in (C.IN_PROGRESS, C.FAILURE, C.FAILURE, C.ACKNOWLEDGED, C.FAILURE, C.FAILURE):
+                try:
+                    seen.append(report(command.pk, state, "storm", actor="device")[0].attempt)
+                except Exception as refused:
+                    seen.append(type(refused).__name__)
+            return seen
+
+        return run
+
+    run_in_threads([storm(c) for c in commands] + [storm(c) for c in commands])
+
+    assert max(CommandStatus.objects.filter(operation=operation).values_list("attempt", flat=True)) <= 2
+    assert stored_counts(operation) == counters.recount(operation.pk)
+
+
+def test_the_in_progress_timeout_times_out_and_retries(org: Org) -> None:
+    devices = add_devices(org.tenant, 2)
+    operation = dispatched_operation(
+        org.tenant,
+        devices,
+        rollout={
+            "in_progress_timeout_minutes": 30,
+            "retries": [{"failure_type": "TIMED_OUT", "max_attempts": 2}],
+        },
+    )
+    first, second = (command_of(operation, a) for a in devices)
+    put(devices[0], first, "Command Acknowledged")
+    put(devices[1], second, "Command In Progress")
+    first.refresh_from_db()
+    assert first.progress_deadline is not None
+
+    assert delivery.time_out_in_progress(timezone.now() + dt.timedelta(minutes=29)) == 0
+    assert delivery.time_out_in_progress(timezone.now() + dt.timedelta(minutes=31)) == 2
+
+    first.refresh_from_db()
+    assert (first.state, first.attempt, first.progress_deadline) == (C.QUEUED, 2, None)
+    assert stored_counts(operation)["failed_count"] == 0
+    put(devices[0], first, "Command In Progress")
+    delivery.time_out_in_progress(timezone.now() + dt.timedelta(minutes=31))
+    first.refresh_from_db()
+    assert first.state == C.TIMEOUT
+    operation.refresh_from_db()
+    assert operation.timed_out_count == 1 and operation.failed_count == 1
+    assert stored_counts(operation) == counters.recount(operation.pk)
+
+
+# --- pause and resume ------------------------------------------------------------------------------
+
+
+def test_pause_holds_everything_and_resume_goes_back(org: Org) -> None:
+    devices = add_devices(org.tenant, 3)
+    operation = dispatched_operation(org.tenant, devices)
+    assert poll(devices[0]) == [command_of(operation, devices[0]).pk]
+
+    paused = org.operator.put(f"{OPS}{operation.pk}/", {"state": "PAUSED", "reason": "night"})
+
+    assert content(paused)["state"] == "PAUSED" and content(paused)["state_code"] == 130
+    assert not poll(devices[1]) and not poll(devices[2])
+    # what a device already has may still be reported and counted
+    assert put(devices[0], command_of(operation, devices[0]), "Command Success").status_code == 200
+    assert stored_counts(operation)["success_count"] == 1
+    for state in ("PAUSED", "130", "OPERATION_PAUSED"):
+        listed = content(org.admin.get(OPS, {"state": state}))
+        assert [item["id"] for item in listed["results"]] == [str(operation.pk)]
+    assert "already PAUSED" in str(error(org.operator.put(f"{OPS}{operation.pk}/", {"state": "PAUSED"}), 400))
+    # redelivery leaves a paused operation's commands as they are
+    run_all()
+
+    resumed = content(org.operator.put(f"{OPS}{operation.pk}/", {"state": "RESUMED"}))
+
+    assert resumed["state"] == "PROCESSING"
+    assert poll(devices[1]) and poll(devices[2])
+
+
+def test_resume_of_an_operation_that_is_not_paused_is_a_400(org: Org, device: DeviceActor) -> None:
+    operation = dispatched_operation(org.tenant, [device])
+    body = error(org.operator.put(f"{OPS}{operation.pk}/", {"state": "RESUMED"}), 400)
+    assert "state" in body["errors"]
+
+
+@pytest.mark.parametrize(("stop", "command_state"), [("CANCELLED", C.CANCELLED), ("TIMEOUT", C.TIMEOUT)])
+def test_cancel_and_timeout_work_while_paused(
+    org: Org, device: DeviceActor, stop: str, command_state: CommandState
+) -> None:
+    operation = dispatched_operation(org.tenant, [device])
+    content(org.operator.put(f"{OPS}{operation.pk}/", {"state": "PAUSED"}))
+
+    stopped = content(org.operator.put(f"{OPS}{operation.pk}/", {"state": stop}))
+    stop_commands(operation.pk)  # the stop's worker (operations.stopping), after the answer
+
+    assert stopped["state"] == stop
+    assert command_of(operation, device).state == command_state
+    assert stored_counts(operation) == counters.recount(operation.pk)
+
+
+def test_pause_during_the_fan_out_stops_it_and_resume_finishes_it(org: Org) -> None:
+    devices = add_devices(org.tenant, 3)
+    operation = create_operation(
+        org.tenant.pk,
+        {
+            "operation_type": "REBOOT",
+            "operation_device_query": {"all": True},
+            "rollout": {"waves": [50, 100]},
+        },
+        "tests",
+    )
+    content(org.operator.put(f"{OPS}{operation.pk}/", {"state": "PAUSED"}))
+
+    fan_out(operation.pk)  # the worker's message arrives: nothing runs while paused
+
+    operation.refresh_from_db()
+    assert operation.state == S.PAUSED and operation.resolved_count == 0
+    content(org.operator.put(f"{OPS}{operation.pk}/", {"state": "RESUMED"}))
+    fan_out(operation.pk)  # the message resume sent
+    operation.refresh_from_db()
+    assert operation.state == S.DISPATCHED and operation.resolved_count == 3
+    assert sum(bool(poll(a)) for a in devices) == 2  # wave 1: ceil(50% of 3)
+
+
+def test_a_paused_window_operation_releases_nothing(org: Org, device: DeviceActor) -> None:
+    now = timezone.now()
+    operation = dispatched_operation(
+        org.tenant,
+        [device],
+        schedule_type="WINDOW",
+        schedule_args={
+            "start_datetime": (now + dt.timedelta(hours=1)).isoformat(),
+            "end_datetime": (now + dt.timedelta(days=3)).isoformat(),
+        },
+    )
+    content(org.operator.put(f"{OPS}{operation.pk}/", {"state": "PAUSED"}))
+
+    assert open_windows(now + dt.timedelta(hours=1, minutes=1)) == 0
+
+    content(org.operator.put(f"{OPS}{operation.pk}/", {"state": "RESUMED"}))
+    assert open_windows(now + dt.timedelta(hours=1, minutes=1)) == 1
+
+
+def test_the_sweep_takes_a_rollout_step_a_dead_process_left(org: Org) -> None:
+    """A report commits its row and counters in one statement and takes the rollout's step
+    (here an abort) right after; if its process dies in between, the sweep takes it."""
+    devices = add_devices(org.tenant, 4)
+    operation = dispatched_operation(
+        org.tenant, devices, rollout={"abort": [{"failure_type": "FAILED", "threshold_percent": 50}]}
+    )
+    # what the report's statement alone leaves: the command failed and counted, nothing after
+    failed = command_of(operation, devices[0])
+    CommandStatus.objects.filter(pk=failed.pk).update(state=C.FAILURE)
+    Operation.objects.filter(pk=operation.pk).update(failed_count=1)
+
+    assert run_all()["rollouts"] == 1
+    stop_commands(operation.pk)  # the stop's worker (operations.stopping), after the abort
+
+    operation.refresh_from_db()
+    assert operation.state == S.CANCELLED
+    assert operation.reason == "abort: FAILED 100.0% >= 50% after 1 devices"
+    assert operation.cancelled_count == 3
