@@ -43,6 +43,7 @@ from maintenance.models import MaintenanceJob
 from operations.models import HeadlessOperation, Operation
 from tests.conftest import Api, Org, _process_env, add_device, gunicorn, wait_until
 from tests.helpers import content, error
+from tests.test_metrics import scrape, value
 from tests.world import World, build_world, fill, path_parameters, shape
 
 KEY = "HTTP_IDEMPOTENCY_KEY"
@@ -160,6 +161,27 @@ def test_a_replay_is_audited_like_any_write(org: Org) -> None:
     entries = AuditEntry.objects.filter(tenant_id=org.tenant.pk, path="/v0/groups/")
     assert [e.status_code for e in entries] == [201, 201]
     assert len({e.object_id for e in entries}) == 1 and Group.objects.count() == 1
+
+
+def test_keyed_posts_are_counted_by_outcome_in_the_metrics(org: Org) -> None:
+    def counts() -> dict[str, float]:
+        families = scrape(org.viewer)
+        return {
+            outcome: value(families, "dos_idempotency_keys", "dos_idempotency_keys_total", outcome=outcome)
+            for outcome in ("claimed", "replayed", "mismatch")
+        }
+
+    before = counts()
+    post(org.admin, "/v0/groups/", {"name": "m"}, key="metrics")
+    post(org.admin, "/v0/groups/", {"name": "m"}, key="metrics")
+    post(org.admin, "/v0/groups/", {"name": "other"}, key="metrics")
+
+    after = counts()
+    assert {outcome: after[outcome] - before[outcome] for outcome in after} == {
+        "claimed": 1,
+        "replayed": 1,
+        "mismatch": 1,
+    }
 
 
 # --- 422: the key was used for another request ----------------------------------------------
