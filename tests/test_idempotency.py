@@ -41,8 +41,8 @@ from config.idempotency.tasks import purge_expired_keys
 from inventory.models import ApiKey, AuditEntry, Device, Group
 from maintenance.models import MaintenanceJob
 from operations.models import HeadlessOperation, Operation
-from tests.conftest import Api, Org, _process_env, add_device, gunicorn, wait_until
-from tests.helpers import content, error
+from tests.conftest import Api, CeleryProcesses, Org, _process_env, add_device, gunicorn, wait_until
+from tests.helpers import content, error, task_events
 from tests.test_metrics import scrape, value
 from tests.world import World, build_world, fill, path_parameters, shape
 
@@ -710,3 +710,23 @@ def test_the_claim_of_a_killed_worker_blocks_its_key_only_until_its_lease_ends(
         assert status == 201 and "Idempotent-Replayed" not in headers
         assert json.loads(answer)["content"]["id"] == Device.objects.get().device_id
         assert _http_post(f"{url}{DEVICES}", token, "killed", body)[2] == answer
+
+
+@pytest.mark.e2e
+def test_celery_beat_and_a_worker_purge_expired_keys(
+    celery_processes: CeleryProcesses, org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IDEMPOTENCY_PURGE_SECONDS", "1")
+    content(post(org.admin, "/v0/groups/", {"name": "old"}, key="old"), 201)
+    content(post(org.admin, "/v0/groups/", {"name": "live"}, key="live"), 201)
+    expire("old")
+
+    celery_processes.worker(concurrency=1)
+    celery_processes.beat()
+
+    try:
+        wait_until(lambda: [row.key for row in kept_rows()] == ["live"], timeout=60, what="the purge")
+    except AssertionError:
+        print(celery_processes.log("beat")[-3000:], celery_processes.log("worker")[-3000:])
+        raise
+    assert task_events(celery_processes.log("worker"), "succeeded", purge_expired_keys.name) >= 1
