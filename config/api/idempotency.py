@@ -123,7 +123,11 @@ class Guard:
             self.abort(error)
             raise
         self._open = False
-        self._atomic.__exit__(None, None, None)
+        try:
+            self._atomic.__exit__(None, None, None)  # the commit (or the rollback asked for above)
+        except BaseException:
+            self._release()  # the commit failed: nothing was done, the key is free again
+            raise
         if kept:
             return True
         self._release()
