@@ -399,6 +399,25 @@ def test_kept_answers_are_sealed_at_rest(
     assert unseal(stored).encode() == answer.content
 
 
+def test_a_kept_answer_no_configured_key_opens_is_422_not_a_500(org: Org) -> None:
+    from cryptography.fernet import Fernet
+    from django.test import override_settings
+
+    from config import encryption
+
+    first = post(org.admin, DEVICES, {"id": "kiosk-1"}, key="rotated-away")
+    content(first, 201)
+    try:
+        encryption.forget_keys()
+        with override_settings(ENCRYPTION_KEYS=[Fernet.generate_key().decode()]):
+            refused = error(post(org.admin, DEVICES, {"id": "kiosk-1"}, key="rotated-away"), 422)
+    finally:
+        encryption.forget_keys()
+
+    assert "Idempotency-Key" in refused["errors"]
+    assert post(org.admin, DEVICES, {"id": "kiosk-1"}, key="rotated-away").content == first.content
+
+
 # --- concurrency: two real requests against the real database --------------------------------
 
 
