@@ -91,6 +91,13 @@ FANOUT_DURATION = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0),
 )
 
+IDEMPOTENCY_OUTCOMES = Counter(
+    f"{PREFIX}_idempotency_keys",
+    "POSTs with an Idempotency-Key, by outcome: claimed (it ran), replayed (the kept answer), "
+    "running (409), mismatch (422).",
+    ["outcome"],
+)
+
 #: Functions called at every scrape, each returning metric families read then (one query
 #: each, at most). Apps append to it in their ``AppConfig.ready()``. One that raises is
 #: left out of that scrape (and logged): the others, and the counters, are still served.

@@ -108,6 +108,7 @@ INSTALLED_APPS = [
     "csp",
     "django_celery_beat",
     "axes",  # before inventory, whose admin makes axes' screens superuser-only
+    "config.idempotency",  # the API's kept idempotent requests (plumbing: no app of the domain)
     "inventory",
     "operations",
     "commands",
@@ -305,6 +306,16 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
+# Idempotency keys on POSTs (CONTRACT §11, docs/idempotency.md): a 2xx answer is kept this long.
+IDEMPOTENCY_TTL_HOURS = env_int("IDEMPOTENCY_TTL_HOURS", 24, minimum=1)
+# How long a running request holds its key: a request that dies (its worker killed) blocks its
+# key this long at most. Longer than the longest request (gunicorn's --timeout, 30 s by default;
+# a 100,000-device bulk import takes 5-12 s); a request that outlives it and is taken over is
+# rolled back rather than done twice.
+IDEMPOTENCY_LEASE_SECONDS = env_int("IDEMPOTENCY_LEASE_SECONDS", 60, minimum=1)
+# Period of the purge of expired keys and dead claims (config.idempotency.tasks).
+IDEMPOTENCY_PURGE_SECONDS = env_int("IDEMPOTENCY_PURGE_SECONDS", 600, minimum=1)
+
 # Minimum seconds between two writes of an API key's last_used_at.
 API_KEY_LAST_USED_RESOLUTION = env_int("API_KEY_LAST_USED_RESOLUTION", 60, minimum=1)
 # How long a resolved token is kept in the cache; revocation clears it at once.
@@ -432,6 +443,10 @@ CELERY_BEAT_SCHEDULE.update(
         "resume-stops": {"task": "operations.tasks.resume_stops", "schedule": float(SWEEP_SECONDS)},
         "kick-webhooks": {"task": "inventory.tasks.kick_webhooks", "schedule": float(WEBHOOK_POLL_SECONDS)},
         "purge-webhook-events": {"task": "inventory.tasks.purge_webhook_events", "schedule": 3600.0},
+        "purge-idempotency-keys": {
+            "task": "config.idempotency.tasks.purge_expired_keys",
+            "schedule": float(IDEMPOTENCY_PURGE_SECONDS),
+        },
     }
 )
 

@@ -9,9 +9,10 @@ from typing import Any
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import ResolvedComponent
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
+from config.api import idempotency
 from config.api.envelopes import DEFAULT_ENVELOPE, Envelope
 
 
@@ -42,6 +43,35 @@ ERROR_DESCRIPTIONS = {
 }
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
+#: What every POST answers for its key (config.api.idempotency, docs/idempotency.md).
+IDEMPOTENCY_DESCRIPTIONS = {
+    "409": "A request with the same Idempotency-Key is still running; retry after Retry-After.",
+    "422": "The Idempotency-Key was used for another request (another method, path or body).",
+}
+IDEMPOTENCY_PARAMETERS = [
+    OpenApiParameter(
+        idempotency.HEADER,
+        str,
+        location=OpenApiParameter.HEADER,
+        required=False,
+        # What reaches the server: HTTP drops spaces at either end of a header's value.
+        pattern=r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$",
+        description="Makes the POST safe to retry: 1 to 255 printable ASCII characters, unique per "
+        "request (a UUID). A 2xx answer is kept for IDEMPOTENCY_TTL_HOURS (24 h) and answered again "
+        "to the same key, method, path and body, with `Idempotent-Replayed: true`, without doing "
+        "anything again. Per tenant. See docs/idempotency.md.",
+    ),
+    OpenApiParameter(
+        idempotency.REPLAYED_HEADER,
+        str,
+        location=OpenApiParameter.HEADER,
+        enum=["true"],
+        response=["200", "201", "202"],
+        description="`true` when this is the kept answer of an earlier request with the same "
+        "Idempotency-Key; absent otherwise.",
+    ),
+]
+
 
 class EnvelopedAutoSchema(AutoSchema):
     """Describes what :class:`config.api.views.ApiViewMixin` sends: each success body in the
@@ -53,6 +83,13 @@ class EnvelopedAutoSchema(AutoSchema):
 
     def _envelope(self) -> Envelope:
         return getattr(self.view, "envelope", DEFAULT_ENVELOPE)
+
+    def get_override_parameters(self) -> list[Any]:
+        """Every POST takes an ``Idempotency-Key`` and may answer ``Idempotent-Replayed``."""
+        parameters = list(super().get_override_parameters())
+        if self.method == "POST":
+            parameters.extend(IDEMPOTENCY_PARAMETERS)
+        return parameters
 
     def _get_response_for_code(
         self, serializer: Any, status_code: str, media_types: Any = None, direction: Any = "response"
@@ -81,11 +118,19 @@ class EnvelopedAutoSchema(AutoSchema):
             codes.append("404")
         if self.method in _BODY_METHODS:
             codes.extend(["413", "415"])
+        if self.method == "POST":
+            codes.extend(IDEMPOTENCY_DESCRIPTIONS)
         codes.extend(code for code in responses if code >= "400")
         for code in sorted(set(codes)):
-            described = responses.setdefault(code, {"description": ERROR_DESCRIPTIONS.get(code, "")})
+            described = responses.setdefault(code, {"description": ""})
             if not described.get("description"):
                 described["description"] = ERROR_DESCRIPTIONS.get(code, "")
+            if self.method == "POST" and code in IDEMPOTENCY_DESCRIPTIONS:
+                own = described["description"]
+                idempotent = IDEMPOTENCY_DESCRIPTIONS[code]
+                described["description"] = (
+                    f"{own} Or {idempotent[0].lower()}{idempotent[1:]}" if own else idempotent
+                )
             described["content"] = {"application/json": {"schema": component.ref}}
         return responses
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django.db import DatabaseError
 from django.db.models import QuerySet
 from rest_framework import viewsets
 from rest_framework.exceptions import PermissionDenied
@@ -17,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.api import idempotency
 from config.api.envelopes import DEFAULT_ENVELOPE, Envelope
 from config.api.principal import Principal
 
@@ -56,6 +58,30 @@ class ApiViewMixin:
         """Narrow to what one device may see; views that allow device tokens override this."""
         raise PermissionDenied("A device token cannot reach this endpoint.")
 
+    #: The POST holding an idempotency key while its view runs (``config.api.idempotency``).
+    _idempotency: idempotency.Guard | None = None
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """After authentication and the role check: a POST with an ``Idempotency-Key``
+        claims it here (or answers from the store), so every POST honours the header."""
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            self._idempotency = idempotency.begin(request, self.tenant_id)
+
+    def handle_exception(self, exc: Exception) -> Any:
+        if isinstance(exc, idempotency.Replay):
+            return exc.response
+        return super().handle_exception(exc)  # type: ignore[misc]
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+        finally:
+            # Only when an error escaped the exception handler (DEBUG): roll back, free the key.
+            if self._idempotency is not None:
+                self._idempotency.abort()
+                self._idempotency = None
+
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         if (
             isinstance(response, Response)
@@ -68,6 +94,20 @@ class ApiViewMixin:
             )
             response.enveloped = True  # type: ignore[attr-defined]
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        guard, self._idempotency = self._idempotency, None
+        if guard is not None:
+            # Before the observers: the kept answer commits with the view's work, and the
+            # audit entry of a refused request is not rolled back with it.
+            refusal: Exception | None = None
+            try:
+                if not guard.finish(response):
+                    refusal = idempotency.claim_lost()
+            except DatabaseError as error:
+                refusal = error
+            if refusal is not None:
+                response = super().finalize_response(  # type: ignore[misc]
+                    request, self.handle_exception(refusal), *args, **kwargs
+                )
         for observe in response_observers:
             observe(request, self, response, kwargs)
         return response
