@@ -34,7 +34,14 @@ def test_create_dispatch_and_cancel_with_a_real_worker(org: Org, celery_worker: 
     cancelled = org.admin.put(f"{OPS}{operation_id}/", {"state": "CANCELLED", "reason": "e2e"})
 
     assert cancelled.status_code == 200
-    counts = cancelled.json()["content"]["operation_stats"]["device_operation_statuses_count"]
-    assert counts["cancelled_device_count"] == 250
+    assert cancelled.json()["content"]["state"] == "CANCELLED"  # at once; a worker moves the commands
+
+    def all_cancelled() -> dict | None:
+        content = org.admin.get(f"{OPS}{operation_id}/").json()["content"]
+        counts = content["operation_stats"]["device_operation_statuses_count"]
+        return counts if counts["cancelled_device_count"] == 250 else None
+
+    counts = wait_until(all_cancelled, timeout=60, what=f"the stop\n{celery_worker.log('worker')[-3000:]}")
+    assert counts["pending_device_count"] == 0
     states = org.admin.get("/commands/v0/status/", {"request": operation_id, "state": "Command Cancelled"})
     assert states.json()["content"]["count"] == 250
