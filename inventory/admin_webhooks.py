@@ -81,14 +81,14 @@ class WebhookEndpointAdmin(ShowsSecretsOnce):
     def state(self, endpoint: WebhookEndpoint) -> str:
         """Disabled endpoints are marked, with why and since when."""
         if endpoint.active:
-            return format_html('<span class="webhook-active">active</span>')
+            return format_html('<span class="{}">{}</span>', "webhook-active", "active")
         if endpoint.disabled_at is not None:
             return format_html(
                 '<strong class="webhook-disabled">DISABLED</strong> since {} UTC: {}',
                 endpoint.disabled_at.strftime("%Y-%m-%d %H:%M:%S"),
                 endpoint.disabled_reason,
             )
-        return format_html('<strong class="webhook-disabled">off</strong>')
+        return format_html('<strong class="{}">{}</strong>', "webhook-disabled", "off")
 
     @admin.display(description="recent deliveries")
     def recent_deliveries(self, endpoint: WebhookEndpoint) -> str:

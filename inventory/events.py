@@ -97,8 +97,8 @@ def subscribes(tenant_id: int, event_type: EventType) -> bool:
     """Whether an active endpoint of the tenant takes ``event_type``, from a flag in the project
     cache (``WEBHOOK_SUBSCRIPTION_CACHE_SECONDS``, forgotten whenever an endpoint changes).
 
-    For the device's report and the inbox's hand-out: measured in one run of
-    bench/webhooks.py (docs/performance.md), the outbox CTEs cost a report 0.34 ms even with
+    For the device's report and the inbox's hand-out: measured in two runs of
+    bench/webhooks.py (docs/performance.md), the outbox CTEs cost a report 0.11-0.34 ms even with
     no subscriber (nothing to write; a larger statement to plan), a cache read 0.03 ms. So those read the
     flag and add the CTEs only when it says yes; the CTEs still check inside the statement,
     so a stale "yes" writes nothing, and a stale "no" can only miss a change racing with the

@@ -78,15 +78,6 @@ class WebhookEndpoint(models.Model):
     def __str__(self) -> str:
         return self.url
 
-    def subscribes(self, event_type: str) -> bool:
-        return event_type in self.events or (WILDCARD in self.events and event_type in WILDCARD_TYPES)
-
-    def subscribed_types(self) -> list[str]:
-        types = {t for t in self.events if t != WILDCARD}
-        if WILDCARD in self.events:
-            types.update(WILDCARD_TYPES)
-        return sorted(types)
-
 
 class WebhookEvent(models.Model):
     """One event, written in the transaction of the change it reports (the outbox).
