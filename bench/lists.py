@@ -225,7 +225,6 @@ class Bench:
         ]
         if self.options.explain:
             self.explain(operation_id)
-            return
         for name, session, path, params in rows:
             ceiling = self.timed(self.api, "/bench/bare/")
             self.row(name, self.timed(session, path, params), ceiling)
@@ -244,7 +243,7 @@ class Bench:
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
         with CaptureQueriesContext(connection) as captured:
-            client.get("/commands/v0/status/", {"request": operation_id, "limit": 20}, HTTP_HOST="localhost")
+            client.get("/commands/v0/status/", {"request": operation_id, "limit": "20"}, HTTP_HOST="localhost")
         for query in captured.captured_queries:
             if "commands_commandstatus" not in query["sql"] or query["sql"].startswith("EXPLAIN"):
                 continue
@@ -307,8 +306,7 @@ class Bench:
                 operation_id = self.build(self.options.devices, operations)
                 self.start_server()
                 self.measure(self.options.devices, operations, operation_id)
-                if not self.options.explain:
-                    self.cancel(operation_id)
+                self.cancel(operation_id)
                 stop(self.server)
                 self.server = None
         finally:
@@ -332,7 +330,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=DEFAULT_DB)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
     parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--explain", action="store_true", help="only EXPLAIN the first page")
+    parser.add_argument("--explain", action="store_true", help="also EXPLAIN the first page")
     Bench(parser.parse_args()).run()
 
 
