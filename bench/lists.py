@@ -243,7 +243,8 @@ class Bench:
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
         with CaptureQueriesContext(connection) as captured:
-            client.get("/commands/v0/status/", {"request": operation_id, "limit": "20"}, HTTP_HOST="localhost")
+            params = {"request": operation_id, "limit": "20"}
+            client.get("/commands/v0/status/", params, HTTP_HOST="localhost")
         for query in captured.captured_queries:
             if "commands_commandstatus" not in query["sql"] or query["sql"].startswith("EXPLAIN"):
                 continue
