@@ -18,6 +18,9 @@ and for each gunicorn configuration (``gunicorn config.wsgi``-style, here with
    out in-process to all devices); the server runs with ``INBOX_BATCH=1`` so each poll hands
    out exactly one command; devices are polled in turn; the rate counts only while work is
    left (the script says if it ran out);
+3b. hand-out with a rollout: the same, the operations fanned out with ``ROLLOUT`` (one wave of
+   100%, a ``max_per_minute`` above what the machine hands out, abort rules and retries), so
+   every hand-out goes through the rollout's gate and its rate window in Redis;
 4. status: ``PUT /commands/v0/status/{id}/`` ``Command Acknowledged`` of distinct Initiated
    commands, each with its device's token;
 5. status-success: ``PUT`` ``Command Success`` of distinct In Progress commands (moves the
@@ -57,6 +60,14 @@ from bench.support import (
 )
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/bench_inbox"
+#: The rollout of scenario 3b: every knob the hand-out path reads, none holding work back.
+ROLLOUT = {
+    "waves": [100],
+    "max_per_minute": 100_000,
+    "abort": [{"failure_type": "ALL", "threshold_percent": 50, "min_executed": 100}],
+    "retries": [{"failure_type": "ALL", "max_attempts": 3}],
+    "in_progress_timeout_minutes": 30,
+}
 DEFAULT_REDIS = "redis://127.0.0.1:6379/9"
 LUA_DIR = Path(__file__).resolve().parent / "wrk"
 DEFAULT_CONFIGS = ["-w 2", "-w 3", "-w 4", "-w 2 -k gthread --threads 4", "-w 4 -k gthread --threads 2"]
@@ -162,14 +173,14 @@ class Bench:
             cursor.execute("TRUNCATE operations_operation, commands_commandstatus CASCADE")
         redis.Redis.from_url(self.redis_url).delete("celery")
 
-    def fan_out(self, count: int) -> None:
+    def fan_out(self, count: int, rollout: dict[str, Any] | None = None) -> None:
         """``count`` REBOOT operations to every device, fanned out in this process."""
         from operations import fanout, services
 
         for _ in range(count):
             operation = services.create_operation(
                 self.tenant_id,
-                {"operation_type": "REBOOT", "operation_device_query": {"all": True}},
+                {"operation_type": "REBOOT", "operation_device_query": {"all": True}, "rollout": rollout},
                 "bench",
             )
             fanout.fan_out(operation.pk)
@@ -261,6 +272,11 @@ class Bench:
             write_lua_table(handout_data, [(d, t) for d, t, _ in self.devices])
             result = self.wrk("/v2/command-inbox/", "inbox_handout.lua", handout_data)
             self.report(config, "hand-out poll (1 command)", result, bare, expect={200})
+
+            self.reset_commands()
+            self.fan_out(self.options.operations, ROLLOUT)
+            result = self.wrk("/v2/command-inbox/", "inbox_handout.lua", handout_data)
+            self.report(config, "hand-out poll, with a rollout", result, bare, expect={200})
 
             # Every command Initiated (handed out), then distinct PUTs to Acknowledged.
             from django.db import connection

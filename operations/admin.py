@@ -1,5 +1,6 @@
-"""The operators' console for operations: create (with a live preview), state, progress that
-updates by itself, activity, cancel and retry of the failed devices.
+"""The operators' console for operations: create (with a live preview and a rollout), state,
+progress that updates by itself (a rollout's waves, abort rules and rate included),
+activity, pause, resume, cancel and retry of the failed devices.
 
 Everything goes through ``operations.services`` and the API's serializer, as ``/v0/operations/``.
 """
@@ -13,6 +14,7 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -25,9 +27,9 @@ from inventory.models import Tenant
 from inventory.scoping import TenantScopedAdmin, scope_of, scope_queryset
 from operations import services
 from operations.admin_forms import OperationForm, device_query
-from operations.admin_live import activity_counts, command_page, live_data, schedule_summary
+from operations.admin_live import ROLLOUT_TEMPLATE, activity_counts, command_page, live_data, schedule_summary
 from operations.api.serializers import OperationCreateSerializer
-from operations.choices import TERMINAL_STATES
+from operations.choices import TERMINAL_STATES, OperationState
 from operations.models import Operation, OperationActivity
 from operations.services import cancel_operation
 
@@ -64,15 +66,28 @@ def progress_bar(operation: Operation) -> str:
         '<span title="{} {}" style="display:inline-block;height:10px;width:{}%;background:{}"></span>',
         ((count, label, round(100 * count / total, 2), colour) for colour, count, label in parts if count),
     )
+    # A rollout's wave, from the row alone (no query per line of a list).
+    planned = len((operation.rollout or {}).get("waves") or ())
     return format_html(
         '<span class="op-progress" style="display:inline-block;width:160px;background:#e0e0e0">{}</span> '
-        "{} ok / {} failed / {} pending of {}",
+        "{} ok / {} failed / {} pending of {}{}",
         segments,
         operation.success_count,
         operation.failed_count + operation.dispatch_failed_count,
         operation.pending_count,
         operation.resolved_count,
+        f", wave {operation.current_wave} of {planned}" if planned else "",
     )
+
+
+def state_badge(operation: Operation) -> str:
+    """The state as a coloured badge; a PAUSED one stands out and says why it is paused
+    (a wave below its threshold waits for an operator: the list must show that at a glance)."""
+    name = operation.state_name
+    badge = format_html('<span class="op-badge op-badge-{}">{}</span>', name.lower(), name)
+    if operation.state == OperationState.PAUSED:
+        return format_html('{}<span class="op-paused-reason">{}</span>', badge, operation.reason or "paused")
+    return badge
 
 
 @admin.register(Operation)
@@ -82,7 +97,7 @@ class OperationAdmin(TenantScopedAdmin):
     search_fields = ["id", "created_by", "reason"]
     date_hierarchy = "created_at"
     inlines = [ActivityInline]
-    actions = ["cancel", "retry_failed"]
+    actions = ["pause", "resume", "cancel", "retry_failed"]
     # The state, reason, counts and progress are not among the fields: the live view above
     # them shows them, from the same data as its polls (operations.admin_live).
     readonly_fields = [
@@ -112,6 +127,16 @@ class OperationAdmin(TenantScopedAdmin):
                 "<path:object_id>/cancel/",
                 wrap(require_POST(self.cancel_view)),
                 name="operations_operation_cancel",
+            ),
+            path(
+                "<path:object_id>/pause/",
+                wrap(require_POST(self.pause_view)),
+                name="operations_operation_pause",
+            ),
+            path(
+                "<path:object_id>/resume/",
+                wrap(require_POST(self.resume_view)),
+                name="operations_operation_resume",
             ),
             path(
                 "<path:object_id>/retry-failed/",
@@ -193,9 +218,13 @@ class OperationAdmin(TenantScopedAdmin):
         return operation
 
     def progress_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
-        """The live view's data (:func:`live_data`), which the page's script polls."""
+        """The live view's data (:func:`live_data`), which the page's script polls; the rollout
+        panel comes drawn by the page's own template, so the two cannot differ."""
         operation = self._operation(request, object_id)
-        return JsonResponse(live_data(operation))
+        data = live_data(operation)
+        if data["rollout"] is not None:
+            data["rollout_html"] = render_to_string(ROLLOUT_TEMPLATE, {"rollout": data["rollout"]}, request)
+        return JsonResponse(data)
 
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         operation = self._operation(request, object_id)
@@ -208,6 +237,33 @@ class OperationAdmin(TenantScopedAdmin):
                 f"Cancelled operation {operation.pk}: nothing more of it is handed out; "
                 "a worker is cancelling its unfinished commands.",
             )
+        except REFUSALS as error:
+            messages.error(request, "; ".join(refusal_messages(error)))
+        return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))
+
+    def pause_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """PAUSED, as ``PUT /v0/operations/{id}/`` with ``state: PAUSED``: nothing more is handed out."""
+        operation = self._operation(request, object_id)
+        if not self.has_change_permission(request, operation):
+            raise PermissionDenied
+        try:
+            services.request_state(
+                operation, OperationState.PAUSED, "paused from the console", self._actor(request)
+            )
+            messages.success(request, f"Paused operation {operation.pk}: nothing more of it is handed out.")
+        except REFUSALS as error:
+            messages.error(request, "; ".join(refusal_messages(error)))
+        return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))
+
+    def resume_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """RESUMED: back to the state the pause left; after a wave below its threshold, the
+        next wave opens (the operator has decided to go on)."""
+        operation = self._operation(request, object_id)
+        if not self.has_change_permission(request, operation):
+            raise PermissionDenied
+        try:
+            services.resume(operation, "resumed from the console", self._actor(request))
+            messages.success(request, f"Resumed operation {operation.pk}.")
         except REFUSALS as error:
             messages.error(request, "; ".join(refusal_messages(error)))
         return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))
@@ -226,7 +282,7 @@ class OperationAdmin(TenantScopedAdmin):
 
     @admin.display(description="state", ordering="state")
     def state_badge(self, operation: Operation) -> str:
-        return operation.state_name
+        return state_badge(operation)
 
     @admin.display(description="progress")
     def progress(self, operation: Operation) -> str:
@@ -240,7 +296,31 @@ class OperationAdmin(TenantScopedAdmin):
     def schedule(self, operation: Operation) -> str:
         return schedule_summary(operation)
 
-    @admin.action(description="Cancel the selected operations")
+    @admin.action(description="Pause the selected operations", permissions=["change"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[Operation]) -> None:
+        done = 0
+        for operation in queryset.exclude(state__in=[*TERMINAL_STATES, OperationState.PAUSED]):
+            try:
+                services.request_state(
+                    operation, OperationState.PAUSED, "paused from the console", self._actor(request)
+                )
+                done += 1
+            except REFUSALS as error:
+                messages.error(request, f"{operation.pk}: " + "; ".join(refusal_messages(error)))
+        messages.success(request, f"Paused {done} operation(s).")
+
+    @admin.action(description="Resume the selected paused operations", permissions=["change"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Operation]) -> None:
+        done = 0
+        for operation in queryset.filter(state=OperationState.PAUSED):
+            try:
+                services.resume(operation, "resumed from the console", self._actor(request))
+                done += 1
+            except REFUSALS as error:
+                messages.error(request, f"{operation.pk}: " + "; ".join(refusal_messages(error)))
+        messages.success(request, f"Resumed {done} operation(s).")
+
+    @admin.action(description="Cancel the selected operations", permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Operation]) -> None:
         done = 0
         for operation in queryset.exclude(state__in=TERMINAL_STATES):
@@ -251,7 +331,9 @@ class OperationAdmin(TenantScopedAdmin):
                 messages.error(request, f"{operation.pk}: " + "; ".join(refusal_messages(error)))
         messages.success(request, f"Cancelled {done} operation(s).")
 
-    @admin.action(description="Retry the failed devices (a new operation for each selected)")
+    @admin.action(
+        description="Retry the failed devices (a new operation for each selected)", permissions=["add"]
+    )
     def retry_failed(self, request: HttpRequest, queryset: QuerySet[Operation]) -> None:
         for operation in queryset[:20]:
             try:

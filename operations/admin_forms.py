@@ -17,17 +17,52 @@ from django import forms
 from django.db.models import QuerySet
 
 from config.api.parsers import JSONRefused, loads
+from config.errors import DomainError
 from inventory.models import Group, Tenant
 from inventory.models.devices import available_timezones
+from operations import rollouts
 from operations.choices import OperationType, ScheduleType, TimeType
 from operations.device_query import DEVICE_TYPES
 from operations.windows import DAYS
 
 _SEPARATORS = re.compile(r"[\s,;]+")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+(?=[eE]))(?:[eE][+-]?[0-9]+)?")
+
+#: Rows of abort rules and of retry rules the form offers: one per failure type is enough
+#: (the API takes more, but two rules of one type only make the stricter one count).
+RULE_ROWS = len(rollouts.FAILURE_TYPES)
+FAILURE_TYPE_CHOICES = [
+    ("", "---"),
+    ("FAILED", "FAILED (Command Failure)"),
+    ("TIMED_OUT", "TIMED_OUT (timed out after the device got it)"),
+    ("ALL", "ALL (any failure)"),
+]
+#: The rollout's single-valued keys, each a form field of the same name.
+ROLLOUT_FIELDS = ("waves", "wave_success_percent", "max_per_minute", "in_progress_timeout_minutes")
+ABORT_FIELDS = ("failure_type", "threshold_percent", "min_executed")
+RETRY_FIELDS = ("failure_type", "max_attempts")
+_RULE_KEY = re.compile(r"rollout\.(abort|retries)\[([0-9]+)\](?:\.(\w+))?")
+_PLAIN_KEY = re.compile(r"rollout\.(\w+)(?:\[[0-9]+\])?")
 
 
 def split_list(text: str) -> list[str]:
     return [item for item in _SEPARATORS.split(text or "") if item]
+
+
+def number(text: str) -> Any:
+    """What a JSON body would carry for the text: an int for digits, a float for a decimal.
+
+    Anything else goes on as the text itself, so that ``rollouts.parse`` refuses it with the
+    API's own words ("must be a number") instead of the form's. The fields are short
+    (``max_length``), so ``int`` never meets its 4,300-digit limit.
+    """
+    text = text.strip().removesuffix("%").strip()
+    if _INTEGER.fullmatch(text):
+        return int(text)
+    if _DECIMAL.fullmatch(text):
+        return float(text)
+    return text
 
 
 def device_query(data: Any) -> dict[str, Any]:
@@ -103,6 +138,35 @@ class OperationForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
         help_text="JSON object",
     )
+    # The rollout (contract section 9): every field empty, no rollout. Text fields, read by
+    # ``number``: what is not a number reaches ``rollouts.parse``, which says so as the API does.
+    waves = forms.CharField(
+        required=False,
+        max_length=400,
+        help_text="cumulative percents of the devices, comma-separated, the last 100: 1, 10, 50, 100",
+    )
+    wave_success_percent = forms.CharField(
+        required=False,
+        max_length=24,
+        label="Wave success %",
+        widget=forms.TextInput(attrs={"size": 6}),
+        help_text=f"the next wave opens if this share of a wave succeeded, else the operation pauses "
+        f"(default {rollouts.DEFAULT_WAVE_SUCCESS_PERCENT:g})",
+    )
+    max_per_minute = forms.CharField(
+        required=False,
+        max_length=24,
+        label="Max per minute",
+        widget=forms.TextInput(attrs={"size": 8}),
+        help_text=f"commands handed out in any 60 s, 1 to {rollouts.MAX_PER_MINUTE:,}",
+    )
+    in_progress_timeout_minutes = forms.CharField(
+        required=False,
+        max_length=24,
+        label="In-progress timeout (min)",
+        widget=forms.TextInput(attrs={"size": 6}),
+        help_text="a command acknowledged or in progress longer than this becomes Command TimeOut",
+    )
 
     def __init__(self, *args: Any, tenants: QuerySet[Tenant], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -125,6 +189,23 @@ class OperationForm(forms.Form):
         )
         self.fields["os"].choices = [(os, os) for os in sorted(systems)]  # type: ignore[attr-defined]
 
+        for row in range(1, RULE_ROWS + 1):
+            # In a table, under its column's header: each says which rule it is to a screen reader.
+            self.fields[f"abort_{row}_failure_type"] = _failure_type_field(f"abort rule {row}")
+            self.fields[f"abort_{row}_threshold_percent"] = _short_field("threshold %", f"abort rule {row}")
+            self.fields[f"abort_{row}_min_executed"] = _short_field("min executed", f"abort rule {row}")
+            self.fields[f"retry_{row}_failure_type"] = _failure_type_field(f"retry rule {row}")
+            self.fields[f"retry_{row}_max_attempts"] = _short_field("max attempts", f"retry rule {row}")
+        #: The validated rollout's body (None: no rollout), set by ``clean``.
+        self.rollout: dict[str, Any] | None = None
+
+    def abort_rows(self) -> list[list[forms.BoundField]]:
+        """The abort rules' fields, a row per rule (the template draws them as a table)."""
+        return [[self[f"abort_{row}_{name}"] for name in ABORT_FIELDS] for row in range(1, RULE_ROWS + 1)]
+
+    def retry_rows(self) -> list[list[forms.BoundField]]:
+        return [[self[f"retry_{row}_{name}"] for name in RETRY_FIELDS] for row in range(1, RULE_ROWS + 1)]
+
     def clean_arguments(self) -> dict[str, Any]:
         text = (self.cleaned_data.get("arguments") or "").strip() or "{}"
         try:
@@ -142,6 +223,68 @@ class OperationForm(forms.Form):
         if zone not in available_timezones():
             raise forms.ValidationError("is not an IANA time zone name (for example 'Europe/Berlin')")
         return zone
+
+    def clean(self) -> dict[str, Any] | None:
+        """Build ``rollout`` from its fields and validate it with the API's own
+        ``rollouts.parse``, putting each refusal, in the API's words, on the field it names."""
+        cleaned = super().clean()
+        names = [*ROLLOUT_FIELDS, *(f"abort_{r}_{n}" for r in range(1, RULE_ROWS + 1) for n in ABORT_FIELDS)]
+        names += [f"retry_{r}_{n}" for r in range(1, RULE_ROWS + 1) for n in RETRY_FIELDS]
+        if any(name in self.errors for name in names):
+            return cleaned  # a field too long: already said; the rest could only mislead
+        body, rows = self._rollout_body()
+        if body is None:
+            return cleaned
+        try:
+            rollouts.parse(body)
+        except DomainError as refused:
+            for key, reasons in refused.errors.items():
+                for reason in reasons:
+                    self.add_error(_form_field(key, rows), f"{key}: {reason}")
+            return cleaned
+        self.rollout = body
+        return cleaned
+
+    def _rollout_body(self) -> tuple[dict[str, Any] | None, dict[str, list[int]]]:
+        """The rollout the fields describe, as a JSON body would give it (None: every field
+        empty, no rollout), and which form row each abort and retry rule came from."""
+        text = {
+            name: (value or "").strip() for name, value in self.cleaned_data.items() if isinstance(value, str)
+        }
+        body: dict[str, Any] = {}
+        if text.get("waves"):
+            body["waves"] = [number(item) for item in split_list(text["waves"])]
+        for name in ROLLOUT_FIELDS[1:]:
+            if text.get(name):
+                body[name] = number(text[name])
+        rows: dict[str, list[int]] = {"abort": [], "retries": []}
+        for key, prefix, fields in (("abort", "abort", ABORT_FIELDS), ("retries", "retry", RETRY_FIELDS)):
+            rules = []
+            for row in range(1, RULE_ROWS + 1):
+                given = {name: text.get(f"{prefix}_{row}_{name}", "") for name in fields}
+                if not any(given.values()):
+                    continue
+                rules.append(
+                    {
+                        name: value if name == "failure_type" else number(value)
+                        for name, value in given.items()
+                        if value
+                    }
+                )
+                rows[key].append(row)
+            if rules:
+                body[key] = rules
+        return (body or None), rows
+
+    def error_lines(self) -> list[str]:
+        """The form's refusals for the note above it: ``field: reason``, the rollout's as the
+        API words them (``rollout.waves: ...``, they name their field already)."""
+        lines = []
+        for field, errors in self.errors.items():
+            for error in errors:
+                text = str(error)
+                lines.append(text if field == "__all__" or text.startswith("rollout") else f"{field}: {text}")
+        return lines
 
     def api_data(self) -> dict[str, Any]:
         """The body ``POST /v0/operations/`` would get (call after ``is_valid``)."""
@@ -164,4 +307,44 @@ class OperationForm(forms.Form):
             if data.get("days"):
                 args["days"] = data["days"]
             body["schedule_args"] = args
+        if self.rollout is not None:
+            body["rollout"] = self.rollout
         return body
+
+
+def _failure_type_field(rule: str) -> forms.CharField:
+    """A drop-down, but a text field underneath: a value the choices lack reaches
+    ``rollouts.parse``, which refuses it as the API does ("must be one of FAILED, ...")."""
+    return forms.CharField(
+        required=False,
+        max_length=16,
+        label="failure type",
+        widget=forms.Select(choices=FAILURE_TYPE_CHOICES, attrs={"aria-label": f"{rule}: failure type"}),
+    )
+
+
+def _short_field(label: str, rule: str) -> forms.CharField:
+    """A number as text (``number`` reads it), so the API's messages refuse what is wrong."""
+    return forms.CharField(
+        required=False,
+        max_length=24,
+        label=label,
+        widget=forms.TextInput(attrs={"size": 6, "aria-label": f"{rule}: {label}"}),
+    )
+
+
+def _form_field(key: str, rows: dict[str, list[int]]) -> str | None:
+    """The form field a refusal of ``rollouts.parse`` names (None: the form as a whole):
+    ``rollout.waves[2]`` → ``waves``, ``rollout.abort[1].min_executed`` → the field of the
+    second abort rule the operator filled in (empty rows are not sent)."""
+    found = _RULE_KEY.fullmatch(key)
+    if found:
+        kind, index, name = found.group(1), int(found.group(2)), found.group(3)
+        fields, prefix = (ABORT_FIELDS, "abort") if kind == "abort" else (RETRY_FIELDS, "retry")
+        if index >= len(rows[kind]):
+            return None
+        return f"{prefix}_{rows[kind][index]}_{name if name in fields else 'failure_type'}"
+    found = _PLAIN_KEY.fullmatch(key)
+    if found and found.group(1) in ROLLOUT_FIELDS:
+        return found.group(1)
+    return None

@@ -5,6 +5,10 @@ that ``<id>/progress/`` answers with every poll, so the state, the reason, the c
 the bar can never contradict each other: before, the page drew its fields once (CREATED,
 "0 of 0") while the box above them followed the fan-out (DISPATCHED, 5 pending).
 
+A rollout's panel (:func:`rollout_data`: each wave with its own bar and state, each abort
+rule with how close the operation is to it, the rate) is part of the same data; the page and
+each poll draw it with one template (``ROLLOUT_TEMPLATE``).
+
 The command list (:func:`command_page`) pages an operation's command statuses by key, never
 counting them: an operation may have a million.
 """
@@ -12,6 +16,7 @@ counting them: an operation may have a million.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,8 +27,11 @@ from commands.admin import console_time, scheduled_for
 from commands.choices import CommandState
 from commands.models import CommandStatus
 from inventory.models import Device
-from operations.choices import TERMINAL_STATES, ScheduleType, TimeType
+from operations import waves
+from operations.choices import PAUSABLE_STATES, TERMINAL_STATES, OperationState, ScheduleType, TimeType
+from operations.counters import COUNTERS
 from operations.models import Operation
+from operations.rollouts import Rollout
 from operations.windows import Window
 
 #: The bar's segments, in the order drawn: (key, label, the counter or None for pending).
@@ -37,6 +45,21 @@ SEGMENTS = (
     ("timed_out", "timed out", "dispatch_failed_count"),
 )
 
+#: A wave's bar, in the order drawn: (key, label, the key in ``waves.status``'s wave).
+WAVE_SEGMENTS = (
+    ("success", "succeeded", "success"),
+    ("failed", "failed", "failed"),
+    ("cancelled", "cancelled", "cancelled"),
+    ("pending", "pending", "pending"),
+)
+#: The reason ``operations.aborts.abort_if_met`` gives an operation it aborted.
+_ABORTED = re.compile(
+    r"abort: (?P<type>\w+) (?P<rate>[0-9.]+)% >= (?P<threshold>[0-9.e+-]+)% "
+    r"after (?P<finished>[0-9]+) devices"
+)
+#: Draws the rollout panel, in the page and in each poll's answer (``rollout_html``).
+ROLLOUT_TEMPLATE = "admin/operations/operation/rollout.html"
+
 #: Command statuses per page of the per-device list.
 COMMANDS_PER_PAGE = 50
 
@@ -46,26 +69,117 @@ def retryable(operation: Operation) -> bool:
     return operation.state in TERMINAL_STATES and operation.failed_count + operation.dispatch_failed_count > 0
 
 
+def _share(count: int, total: int) -> str:
+    """A percentage as a string: the templates write it into a style attribute, where
+    "33,33" (a localised float) would be no width at all."""
+    return f"{100 * count / total:.2f}" if total else "0"
+
+
 def live_data(operation: Operation) -> dict[str, Any]:
     """Everything the live view shows, from one read of the operation's row."""
     total = operation.resolved_count
     bar = []
     for key, label, counter in SEGMENTS:
         count = operation.pending_count if counter is None else int(getattr(operation, counter))
-        # A string: the template writes it into a style attribute, where "33,33" (a
-        # localised float) would be no width at all.
-        percent = f"{100 * count / total:.2f}" if total else "0"
+        percent = _share(count, total)
         bar.append({"key": key, "label": label, "count": count, "percent": percent})
     return {
         "state": operation.state_name,
         "terminal": operation.state in TERMINAL_STATES,
         "retryable": retryable(operation),
+        "pausable": operation.state in PAUSABLE_STATES,
+        "paused": operation.state == OperationState.PAUSED,
         "reason": operation.reason,
         "updated_at": console_time(operation.updated_at),
         "resolved": total,
         "dispatched": operation.dispatched_count,
         "bar": bar,
         "counts": operation.counts(),
+        "rollout": rollout_data(operation),
+    }
+
+
+def rollout_data(operation: Operation) -> dict[str, Any] | None:
+    """The rollout panel: the API's ``rollout_status`` (``waves.status``) with a bar per wave,
+    each abort rule measured on the operation's exact counters as ``Rollout.tripped`` measures
+    it, the rate, retries and timeout. None without a rollout."""
+    rollout = Rollout.from_json(operation.rollout)
+    status = waves.status(operation)
+    if rollout is None or status is None:
+        return None
+    current = status["current_wave"]
+    wave_rows = [
+        {
+            **wave,
+            "current": wave["wave"] == current and wave["state"] == "OPEN",
+            "bar": [
+                {
+                    "key": key,
+                    "label": label,
+                    "count": wave[name],
+                    "percent": _share(wave[name], wave["devices"]),
+                }
+                for key, label, name in WAVE_SEGMENTS
+            ],
+        }
+        for wave in status["waves"]
+    ]
+    counts = {name: int(getattr(operation, name)) for name in COUNTERS}
+    finished = operation.finished_count
+    # An abort cancels the unfinished commands, which then count as finished and dilute the
+    # rate: the rule that aborted is shown as the abort's reason measured it.
+    aborted = _ABORTED.fullmatch(operation.reason) if operation.state == OperationState.CANCELLED else None
+    rules = []
+    for rule in rollout.abort:
+        failures = rule.count(counts)
+        rate = 100.0 * failures / finished if finished else 0.0
+        armed = finished >= rule.min_executed
+        shown = {
+            "failure_type": rule.failure_type,
+            "threshold": f"{rule.threshold_percent:g}",
+            "min_executed": rule.min_executed,
+            "failures": failures,
+            "finished": finished,
+            "rate": f"{rate:.1f}",
+            # How far along the way to the threshold the measured rate is (100: reached).
+            "closeness": f"{min(100.0, 100 * rate / rule.threshold_percent):.2f}",
+            "armed": armed,
+            "met": armed and failures * 100 >= rule.threshold_percent * finished,
+            "text": f"{rule.failure_type} {rate:.1f}% of {rule.threshold_percent:g}% after "
+            f"{rule.min_executed} devices, {finished} finished",
+        }
+        if aborted and (aborted["type"], aborted["threshold"]) == (rule.failure_type, shown["threshold"]):
+            shown.update(
+                rate=aborted["rate"],
+                finished=int(aborted["finished"]),
+                closeness="100.00",
+                armed=True,
+                met=True,
+                text=f"{rule.failure_type} {aborted['rate']}% of {shown['threshold']}% after "
+                f"{rule.min_executed} devices, {aborted['finished']} finished: aborted the operation",
+            )
+            aborted = None  # one rule aborts
+        rules.append(shown)
+    rate_limit = None
+    if rollout.max_per_minute is not None:
+        last_minute = int(status["handed_out_last_minute"] or 0)
+        rate_limit = {
+            "max": rollout.max_per_minute,
+            "last_minute": last_minute,
+            "percent": _share(min(last_minute, rollout.max_per_minute), rollout.max_per_minute),
+        }
+    return {
+        "current_wave": current,
+        "waves": wave_rows,
+        "planned": [f"{percent:g}%" for percent in rollout.waves] if not wave_rows else [],
+        "wave_success_percent": f"{rollout.wave_success_percent:g}",
+        "abort": rules,
+        "rate": rate_limit,
+        "retries": [
+            {"failure_type": retry.failure_type, "max_attempts": retry.max_attempts}
+            for retry in rollout.retries
+        ],
+        "in_progress_timeout_minutes": rollout.in_progress_timeout_minutes,
     }
 
 

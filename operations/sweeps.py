@@ -22,7 +22,7 @@ from commands.choices import CommandState
 from commands.followers import Moved
 from commands.models import CommandStatus
 from commands.services import move_and_settle
-from operations import counters, progress
+from operations import aborts, counters, progress, waves
 from operations.choices import HOLDING_STATES, TERMINAL_STATES, OperationState
 from operations.models import Operation
 from operations.windows import Window
@@ -110,6 +110,19 @@ def complete_finished_operations() -> int:
     return count
 
 
+def settle_rollouts() -> int:
+    """A rollout's steps that a report takes right after its statement (an abort, closing a
+    wave): taken here too, for a process that died in between. Each is a conditional UPDATE,
+    so taking it twice does nothing. Returns how many running rollouts were looked at."""
+    running = Operation.objects.filter(rollout__isnull=False).exclude(state__in=TERMINAL_STATES)
+    count = 0
+    for operation_id, current_wave in running.values_list("pk", "current_wave"):
+        if not aborts.abort_if_met(operation_id, None):
+            waves.close_if_finished(operation_id, current_wave)
+        count += 1
+    return count
+
+
 def run_all() -> dict[str, Any]:
     """Every sweep once, in the order that keeps each command's story consistent."""
     now = timezone.now()
@@ -119,5 +132,6 @@ def run_all() -> dict[str, Any]:
         "redelivery": delivery.redeliver_unacknowledged(now, exclude=held()),
         "closed": close_windows(now),
         "opened": open_windows(now),
+        "rollouts": settle_rollouts(),
         "completed": complete_finished_operations(),
     }

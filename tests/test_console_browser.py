@@ -4,7 +4,7 @@ its static files from WhiteNoise alone, which ``live_server``'s own static handl
 and operations dispatched by a real Celery worker.
 
 Screenshots go to ``var/screenshots/`` (CI keeps them); ``UPDATE_DOCS_SCREENSHOTS=1`` also
-refreshes ``docs/screenshots/dashboard.png`` for the README.
+refreshes ``docs/screenshots/`` (the dashboard, an operation's page, a rollout's page).
 """
 
 from __future__ import annotations
@@ -257,6 +257,90 @@ def test_the_operation_page_is_one_live_view_with_a_device_list(
     history = page.locator("#history-group")
     expect(history).to_contain_text("Command In Progress")
     expect(history).to_contain_text("Command Failure")
+
+
+def test_a_rollout_from_the_form_its_wave_bars_pause_and_resume(
+    page: Any, tenant: Tenant, celery_worker: CeleryProcesses
+) -> None:
+    """Issue 13: an operation with a rollout made through the form; its page shows a bar per
+    wave and each abort rule against its threshold, following the devices' reports without a
+    reload; Pause holds it (the list shows it PAUSED, and filters it), Resume goes on."""
+    bulk_import_devices(tenant.pk, [{"device_id": f"till-{i:02d}", "os": "android"} for i in range(10)])
+
+    page.goto("/admin/operations/operation/add/")
+    page.select_option("#id_operation_type", "INSTALL_APP")
+    page.fill("#id_arguments", '{"package": "com.example.till"}')
+    page.check("#id_all_devices")
+    expect(page.locator("#preview-count")).to_have_text("10 devices match")
+    page.fill("#id_waves", "20, 100")
+    page.fill("#id_wave_success_percent", "50")
+    page.fill("#id_max_per_minute", "100")
+    page.select_option("#id_abort_1_failure_type", "FAILED")
+    page.fill("#id_abort_1_threshold_percent", "50")
+    page.fill("#id_abort_1_min_executed", "4")
+    page.select_option("#id_retry_1_failure_type", "TIMED_OUT")
+    page.fill("#id_retry_1_max_attempts", "3")
+    page.fill("#id_in_progress_timeout_minutes", "30")
+    page.fill("#id_max_per_minute", "0")  # first a refusal, in the API's words, on its field
+    page.click("#create-operation")
+    expect(page.locator(".field-max_per_minute .errorlist")).to_have_text(
+        "rollout.max_per_minute: must be 1 to 100,000"
+    )
+    assert not Operation.objects.exists()
+    shot(page, "operation-form-rollout-refused")
+    page.fill("#id_max_per_minute", "100")
+    page.check("#id_all_devices")  # a posted form comes back as it was sent
+    page.click("#create-operation")
+
+    page.wait_for_url(re.compile(r"/admin/operations/operation/[0-9a-f-]+/change/$"))
+    operation = Operation.objects.get()
+    assert operation.rollout is not None and operation.rollout["waves"] == [20, 100]
+    expect(page.locator("#live-state")).to_have_text("DISPATCHED", timeout=60_000)
+    first = page.locator('#rollout-waves tr[data-wave="1"]')
+    second = page.locator('#rollout-waves tr[data-wave="2"]')
+    expect(first).to_have_attribute("data-state", "OPEN")
+    expect(first).to_have_class(re.compile(r"\brollout-current\b"))
+    expect(second).to_have_attribute("data-state", "WAITING")
+    wave_one = list(CommandStatus.objects.filter(operation=operation, wave=1).order_by("pk"))
+    assert len(wave_one) == 2
+    for state in (CommandState.ACKNOWLEDGED, CommandState.IN_PROGRESS, CommandState.SUCCESS):
+        report(CommandStatus.objects.get(pk=wave_one[0].pk), state, actor="device")
+    expect(first.locator('[data-part="success"]')).to_have_attribute("style", re.compile(r"width: ?50"))
+    expect(page.locator('#rollout-abort [data-rule="1"] .abort-text')).to_have_text(
+        "FAILED 0.0% of 50% after 4 devices, 1 finished"
+    )
+    expect(page.locator("#live-state")).to_have_text("PROCESSING")
+    shot(page, "operation-rollout")
+
+    page.click("#pause-operation")
+    expect(page.locator(".messagelist .success")).to_contain_text("Paused operation")
+    expect(page.locator("#live-state")).to_have_text("PAUSED")
+    expect(page.locator("#resume-operation")).to_be_visible()
+    assert page.locator("#pause-tool").is_hidden()
+    page.goto("/admin/operations/operation/")
+    expect(page.locator(".op-badge-paused")).to_have_text("PAUSED")
+    expect(page.locator(".op-paused-reason")).to_have_text("paused from the console")
+    page.click("#changelist-filter a[href='?state__exact=130']")
+    page.wait_for_url(re.compile(r"\?state__exact=130$"))
+    expect(page.locator("#result_list tbody tr")).to_have_count(1)
+    shot(page, "operation-list-paused")
+
+    page.goto(f"/admin/operations/operation/{operation.pk}/change/")
+    page.click("#resume-operation")
+    expect(page.locator(".messagelist .success")).to_contain_text("Resumed operation")
+    expect(page.locator("#live-state")).to_have_text("PROCESSING")
+    # wave 1 finishes: the page sees wave 2 open without a reload
+    for state in (CommandState.ACKNOWLEDGED, CommandState.IN_PROGRESS, CommandState.SUCCESS):
+        report(CommandStatus.objects.get(pk=wave_one[1].pk), state, actor="device")
+    expect(first).to_have_attribute("data-state", "DONE")
+    expect(second).to_have_attribute("data-state", "OPEN")
+    expect(second).to_have_class(re.compile(r"\brollout-current\b"))
+    expect(page.locator("#pause-operation")).to_be_visible()
+    path = shot(page, "operation-rollout-wave-2")
+    if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
+        docs = ROOT / "docs" / "screenshots"
+        docs.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, docs / "rollout.png")
 
 
 def test_upload_a_device_file_with_a_rejected_row_report(page: Any, tenant: Tenant) -> None:

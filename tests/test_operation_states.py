@@ -37,6 +37,10 @@ EXPECTED_FORWARD = {
     (S.COMPLETED, S.FAILURE),
 }
 STOPS = {S.CANCELLED, S.TIMEOUT, S.FAILURE}
+# Contract section 9: PAUSED from every unfinished state but COMPLETED (which only settles),
+# and back to the state it left.
+PAUSABLE = {S.CREATED, S.RESOLVING, S.RESOLVED, S.SCHEDULED, S.DISPATCHING, S.DISPATCHED, S.PROCESSING}
+EXPECTED_FORWARD |= {(state, S.PAUSED) for state in PAUSABLE} | {(S.PAUSED, state) for state in PAUSABLE}
 
 
 def expected(current: OperationState, target: OperationState) -> bool:

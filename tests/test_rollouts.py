@@ -486,3 +486,24 @@ def test_a_paused_window_operation_releases_nothing(org: Org, device: DeviceActo
 
     content(org.operator.put(f"{OPS}{operation.pk}/", {"state": "RESUMED"}))
     assert open_windows(now + dt.timedelta(hours=1, minutes=1)) == 1
+
+
+def test_the_sweep_takes_a_rollout_step_a_dead_process_left(org: Org) -> None:
+    """A report commits its row and counters in one statement and takes the rollout's step
+    (here an abort) right after; if its process dies in between, the sweep takes it."""
+    devices = add_devices(org.tenant, 4)
+    operation = dispatched_operation(
+        org.tenant, devices, rollout={"abort": [{"failure_type": "FAILED", "threshold_percent": 50}]}
+    )
+    # what the report's statement alone leaves: the command failed and counted, nothing after
+    failed = command_of(operation, devices[0])
+    CommandStatus.objects.filter(pk=failed.pk).update(state=C.FAILURE)
+    Operation.objects.filter(pk=operation.pk).update(failed_count=1)
+
+    assert run_all()["rollouts"] == 1
+    stop_commands(operation.pk)  # the stop's worker (operations.stopping), after the abort
+
+    operation.refresh_from_db()
+    assert operation.state == S.CANCELLED
+    assert operation.reason == "abort: FAILED 100.0% >= 50% after 1 devices"
+    assert operation.cancelled_count == 3

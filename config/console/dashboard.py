@@ -14,7 +14,7 @@ from commands.choices import CommandState
 from commands.models import CommandHistory
 from inventory.models import Device
 from inventory.scoping import scope_of, scope_queryset
-from operations.admin import progress_bar
+from operations.admin import progress_bar, state_badge
 from operations.choices import TERMINAL_STATES, OperationState
 from operations.models import Operation
 
@@ -60,7 +60,7 @@ def dashboard(request: HttpRequest) -> dict[str, Any]:
             "devices_by_state": sorted(by_state.items()),
             "devices_by_os": by_os,
             "active_operations": [
-                {"operation": op, "state": op.state_name, "progress": progress_bar(op)}
+                {"operation": op, "state": state_badge(op), "progress": progress_bar(op)}
                 for op in active[:ACTIVE_SHOWN]
             ],
             "active_total": active.count(),

@@ -101,6 +101,7 @@ class RolloutSerializer(serializers.Serializer):
     waves = serializers.ListField(
         child=serializers.FloatField(),
         required=False,
+        allow_null=True,
         max_length=MAX_WAVES,
         help_text="Strictly increasing cumulative percentages of the devices, the last one 100.",
     )

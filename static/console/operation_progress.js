@@ -1,6 +1,8 @@
 // An operation's page: the live view (state, reason, counts and the stacked bar) follows the
 // server every 2 s until the operation is final. Every part comes from the same answer of
-// <id>/progress/ (operations.admin_live.live_data), so they always agree with each other.
+// <id>/progress/ (operations.admin_live.live_data), so they always agree with each other. A
+// rollout's panel (waves, abort rules, rate) comes in the answer drawn by the page's own
+// template (rollout_html: the server's escaped HTML, no script in it).
 document.addEventListener("DOMContentLoaded", function () {
   var panel = document.getElementById("live-progress");
   if (!panel) return;
@@ -11,6 +13,9 @@ document.addEventListener("DOMContentLoaded", function () {
   var dispatched = document.getElementById("live-dispatched");
   var cancelTool = document.getElementById("cancel-tool");
   var retryTool = document.getElementById("retry-tool");
+  var pauseTool = document.getElementById("pause-tool");
+  var resumeTool = document.getElementById("resume-tool");
+  var rolloutPanel = document.getElementById("rollout-panel");
 
   function show(answer) {
     stateBox.textContent = answer.state;
@@ -30,6 +35,9 @@ document.addEventListener("DOMContentLoaded", function () {
     // style, not the hidden attribute: the admin's CSS shows every object-tools item
     if (cancelTool) cancelTool.style.display = answer.terminal ? "none" : "";
     if (retryTool) retryTool.style.display = answer.retryable ? "" : "none";
+    if (pauseTool) pauseTool.style.display = answer.pausable ? "" : "none";
+    if (resumeTool) resumeTool.style.display = answer.paused ? "" : "none";
+    if (rolloutPanel && typeof answer.rollout_html === "string") rolloutPanel.innerHTML = answer.rollout_html;
     panel.dataset.terminal = answer.terminal ? "true" : "false";
   }
 
