@@ -223,9 +223,36 @@ class Bench:
                 None,
             ),
         ]
+        if self.options.explain:
+            self.explain(operation_id)
         for name, session, path, params in rows:
             ceiling = self.timed(self.api, "/bench/bare/")
             self.row(name, self.timed(session, path, params), ceiling)
+
+    def explain(self, operation_id: str) -> None:
+        """EXPLAIN (ANALYZE, BUFFERS) of the statements the first page by ``request`` runs."""
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+        from rest_framework.test import APIClient
+
+        key = (
+            manage(self.env, "create_api_key", "--tenant", "bench", "--role", "viewer")
+            .strip()
+            .splitlines()[-1]
+        )
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+        with CaptureQueriesContext(connection) as captured:
+            params = {"request": operation_id, "limit": "20"}
+            client.get("/commands/v0/status/", params, HTTP_HOST="localhost")
+        for query in captured.captured_queries:
+            if "commands_commandstatus" not in query["sql"] or query["sql"].startswith("EXPLAIN"):
+                continue
+            print(f"-- {query['time']} s: {query['sql'][:300]}")
+            with connection.cursor() as cursor:
+                cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS) {query['sql']}")
+                print("\n".join(row[0] for row in cursor.fetchall()))
+        connection.close()
 
     def cancel(self, operation_id: str) -> None:
         redis_url = self.options.redis_url
@@ -304,6 +331,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=DEFAULT_DB)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--explain", action="store_true", help="also EXPLAIN the first page")
     Bench(parser.parse_args()).run()
 
 

@@ -67,7 +67,7 @@ class CommandStatusAdmin(TenantScopedAdmin):
     ]
     list_filter = ["state", "is_internal", "priority", "tenant"]
     search_fields = ["=device__device_id", "=operation__id", "=request_ref", "command"]
-    list_select_related = ["device__tenant"]
+    list_select_related = ["device__tenant", "operation"]  # each row shows its operation: no query per row
     raw_id_fields = ["operation"]
     exclude = ["device"]  # shown as a link by the device's id (device_column), not its integer key
     inlines = [HistoryInline]

@@ -143,22 +143,6 @@ def test_a_count_beyond_the_threshold_is_estimated_and_says_so(org: Org, setting
     assert exact["count_estimated"] is False and exact["count"] == 60
 
 
-def test_deep_offsets_give_the_same_rows_as_shallow_ones(org: Org, settings: Any) -> None:
-    """From ``DEFERRED_FROM`` on, a page reads its keys first: the rows must be the same."""
-    operation_on(org, 30)
-    import config.api.pagination as pagination
-
-    shallow = content(org.viewer.get(LIST, {"limit": 5, "offset": 20}))
-    settings_before = pagination.DEFERRED_FROM
-    pagination.DEFERRED_FROM = 10
-    try:
-        deep = content(org.viewer.get(LIST, {"limit": 5, "offset": 20}))
-    finally:
-        pagination.DEFERRED_FROM = settings_before
-
-    assert deep["results"] == shallow["results"] and deep["next"] == shallow["next"]
-
-
 def test_the_filters_still_pick_the_right_rows(org: Org, other_org: Org) -> None:
     mine = operation_on(org, 3)
     operation_on(other_org, 3)
