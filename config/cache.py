@@ -144,6 +144,7 @@ class ReusingRedisCache(RedisCache):
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self._class = ReusingRedisCacheClient
+        self._admit_scripts: dict[int, Any] = {}
 
     def read_and_count(
         self, keys: Sequence[str], counter: str | None, timeout: int
@@ -197,7 +198,10 @@ class ReusingRedisCache(RedisCache):
         a place frees (else 0). One round trip: a Lua script, atomic in Redis."""
         key = self.make_and_validate_key(name)
         client = self._cache.get_client(key, write=True)
-        admitted, full_until = client.eval(_ADMIT, 1, key, window, limit, *members)
+        script = self._admit_scripts.get(id(client))
+        if script is None:  # EVALSHA from then on: the script's text is sent once per client
+            script = self._admit_scripts[id(client)] = client.register_script(_ADMIT)
+        admitted, full_until = script(keys=[key], args=[window, limit, *members], client=client)
         return int(admitted), float(full_until)
 
     def admitted(self, name: str, window: float) -> int:

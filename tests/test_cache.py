@@ -3,6 +3,7 @@ is configured: Redis (production, one pipelined round trip) and files (the zero-
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -62,3 +63,23 @@ def test_count_adds_one_and_expires_with_its_window(backend: Any) -> None:
 
     wait_until(lambda: backend.get("failures") is None, timeout=10, what="the counter to expire")
     assert backend.count("failures", 60) == 1
+
+
+def test_admit_keeps_at_most_the_limit_in_any_window(backend: Any) -> None:
+    """A rollout's max_per_minute: admissions in a sliding window, shared by every process."""
+    admitted, full_until = backend.admit("rate", ["a", "b"], 3, 60)
+    assert (admitted, full_until) == (2, 0.0)
+    assert backend.admitted("rate", 60) == 2
+
+    admitted, full_until = backend.admit("rate", ["c", "d", "e"], 3, 60)
+
+    assert admitted == 1
+    assert full_until > time.time() + 55  # the first admission leaves the window in a minute
+    assert backend.admit("rate", ["f"], 3, 60)[0] == 0
+    assert backend.admitted("rate", 60) == 3
+
+
+def test_admissions_leave_the_window_as_it_slides(backend: Any) -> None:
+    assert backend.admit("short", ["a", "b"], 2, 0.5)[0] == 2
+    assert backend.admit("short", ["c"], 2, 0.5)[0] == 0
+    wait_until(lambda: backend.admit("short", ["c"], 2, 0.5)[0] == 1, timeout=5, what="a place to free")
