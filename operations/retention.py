@@ -60,7 +60,10 @@ class Run:
 
 
 def expired_operations(cutoff: dt.datetime) -> Q:
-    return Q(state__in=sorted(TERMINAL_STATES), updated_at__lt=cutoff)
+    """Final, last changed before ``cutoff``, and not still being stopped (a stop's worker
+    moves its commands after the operation is final: ``operations.stopping``)."""
+    being_stopped = Q(stop_requested_at__isnull=False, commands_stopped_at__isnull=True)
+    return Q(state__in=sorted(TERMINAL_STATES), updated_at__lt=cutoff) & ~being_stopped
 
 
 def run(now: dt.datetime | None = None) -> dict[str, int]:

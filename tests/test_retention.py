@@ -151,6 +151,18 @@ def test_what_has_not_expired_stays(org: Org) -> None:
 
 
 @pytest.mark.django_db
+def test_an_operation_whose_stop_is_still_moving_its_commands_stays(org: Org) -> None:
+    stopping = aged_operation(org, devices(org, "a", 2), days_ago=200)
+    Operation.objects.filter(pk=stopping.pk).update(stop_requested_at=stopping.updated_at)
+
+    purge_expired()
+
+    assert Operation.objects.filter(pk=stopping.pk).exists()
+    assert CommandStatus.objects.filter(operation=stopping).count() == 2
+    assert week_of(stopping) in partition_names()
+
+
+@pytest.mark.django_db
 def test_zero_keeps_everything(org: Org, settings: Any) -> None:
     settings.OPERATION_RETENTION_DAYS = 0
     settings.COMMAND_HISTORY_RETENTION_DAYS = 0
