@@ -142,10 +142,10 @@ def delete_commands(commands: QuerySet[CommandStatus], limit: int) -> int:
     """
     table = CommandStatus._meta.db_table
     history = CommandHistory._meta.db_table
-    # Joined on the key too, so each row is looked up in its own partition (run-time pruning)
-    # instead of in every partition's primary key: at 20 partitions of 1,000,000 rows, a batch
-    # of 5,000 by id alone made 5,000 probes of each of 24 partitions' keys (EXPLAIN ANALYZE on
-    # bench/capacity.py's database).
+    # Joined on the key too, so each row is looked up in its own partition (run-time pruning),
+    # not in each of the 24 partitions' keys as a delete by id alone does (EXPLAIN ANALYZE on
+    # bench/capacity.py's database). A batch still took 2.6 s there against 0.17 s in one
+    # table (docs/scaling.md): deleting through the week's own partition is the next step.
     sql = f"""
         WITH picked AS ({{picked}}), gone AS (
             DELETE FROM {table} cs USING picked
