@@ -206,6 +206,11 @@ def test_links_lead_from_each_create_to_its_object(world: World) -> None:
                 # the scenario has since deleted. Right for the API (tests/test_idempotency.py),
                 # but ST302 ("created resource not found") to this check.
                 case.headers["Idempotency-Key"] = str(uuid.uuid4())
+            if case.method.upper() == "PATCH" and isinstance(case.body, dict):
+                # A PATCH that renames the object (a device's ``device_id`` is its id in the
+                # URL) leaves the link's id pointing at nothing: a 404 that is right, but
+                # ST302 to this check. Renames are fuzzed by the stateless test.
+                case.body.pop("device_id", None)
             if "org_id" in (case.path_parameters or {}):
                 case.path_parameters["org_id"] = world.org.tenant.slug
             if isinstance(case.body, dict) and case.method.upper() == "POST":
