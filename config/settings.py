@@ -355,6 +355,8 @@ FANOUT_STUCK_SECONDS = env_int("FANOUT_STUCK_SECONDS", 60, minimum=1)
 # FAILURE with the reason, instead of being resent forever.
 FANOUT_MAX_ATTEMPTS = env_int("FANOUT_MAX_ATTEMPTS", 5, minimum=1)
 # Unfinished commands a stop (cancel, timeout) moves per transaction (operations/stopping.py).
+# Measured (bench/lists.py, docs/performance.md run E): 1,000,000 commands in 20.4-24.1 s, about
+# 100-120 ms per batch of 5,000, each holding its rows and the operation row that long.
 STOP_BATCH_SIZE = env_int("STOP_BATCH_SIZE", 5_000, minimum=1)
 # A stop whose commands are still unfinished this long after it, and whose worker holds no
 # lock (lost message, killed worker), is sent again by the sweep (operations.sweeps.resume_stops).
