@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import psycopg
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -31,6 +32,29 @@ from inventory.events import outbox_cte
 from inventory.models import Device, EventType
 
 C = CommandState
+
+
+#: Runs of a statement on a connection before psycopg prepares it.
+PREPARE_THRESHOLD = 2
+
+
+def prepared_cursor() -> Any:
+    """A cursor that binds parameters on the server, so psycopg prepares a statement once it
+    has run ``PREPARE_THRESHOLD`` times on the connection, and PostgreSQL then reuses its
+    plan. For the device's two hot statements (the report, the hand-out): on the partitioned
+    command tables, with their CTEs, planning cost several times the execution
+    (docs/performance.md). The sessions use generic plans for prepared statements
+    (``plan_cache_mode``, config/settings.py): these statements' plans do not depend on their
+    values, and PostgreSQL would otherwise keep planning them. Django's own cursors bind on the
+    client and prepare nothing, so nothing else is affected.
+    Wrapped as Django wraps its cursors, so query logging and execute wrappers still see it.
+    """
+    connection.ensure_connection()
+    # Django turns preparing off (it binds on the client, where it cannot apply); it only
+    # applies to server-binding cursors, that is to these ones.
+    connection.connection.prepare_threshold = PREPARE_THRESHOLD
+    raw: Any = psycopg.Cursor(connection.connection)
+    return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
 
 #: The counter of state changes by target state, one child per state made once (GET /metrics).
 #: Counted after the statement that moved the rows; a set move's transaction that rolls back
@@ -245,7 +269,7 @@ def _report_statement(
         "actor": actor,
         "details": _DETAILS.get_db_prep_save(details, connection) if details is not None else None,
     }
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         found = cursor.fetchone()
     if found is None:
@@ -497,7 +521,7 @@ def hand_out(
         {result}
     """
     names = [*PAYLOAD_COLUMNS, *(name for _expression, name in extra), "event_tenant_id"]
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         found = cursor.fetchall()
     was_held = bool(held) and bool(found) and bool(found[0][-1])

@@ -188,6 +188,12 @@ if not _db["HOST"] and "host" in _db.get("OPTIONS", {}):
     if not _db["OPTIONS"]:
         del _db["OPTIONS"]
 _db["CONN_HEALTH_CHECKS"] = True
+# Prepared statements run their generic plan at once (commands.services.prepared_cursor: the
+# device's report and hand-out; Django's own queries are not prepared). Set at connection
+# start, so no rolled-back transaction can undo it.
+_db.setdefault("OPTIONS", {})["options"] = " ".join(
+    filter(None, [_db.get("OPTIONS", {}).get("options", ""), "-c plan_cache_mode=force_generic_plan"])
+)
 if env_bool("DB_POOL", False):
     # psycopg's pool inside each process; persistent connections must then be off.
     _db["CONN_MAX_AGE"] = 0

@@ -194,7 +194,8 @@ def test_without_database_url_the_settings_point_at_the_embedded_server_and_crea
     assert database["ENGINE"] == "django.db.backends.postgresql"
     assert database["HOST"] == str(var / "postgres")
     assert (database["NAME"], database["USER"]) == ("devops", "postgres")
-    assert "OPTIONS" not in database  # the socket moved from libpq's ?host= to HOST
+    assert "host" not in database["OPTIONS"]  # the socket moved from libpq's ?host= to HOST
+    assert database["OPTIONS"]["options"] == "-c plan_cache_mode=force_generic_plan"
     assert got["CELERY_BROKER_TRANSPORT_OPTIONS"]["control_folder"] == str(var / "broker" / "control")
     assert got["CELERY_BROKER_TRANSPORT_OPTIONS"]["data_folder_in"] == str(var / "broker" / "queue")
     assert not var.exists()
