@@ -35,7 +35,7 @@ C = CommandState
 
 
 #: Runs of a statement on a connection before psycopg prepares it.
-PREPARE_THRESHOLD = 2
+PREPARE_THRESHOLD: int | None = 2
 
 
 def prepared_cursor() -> Any:
