@@ -47,9 +47,10 @@ def move(
     """Move the operation to ``target`` if the table allows it from its current state.
 
     Returns whether this call made the move. ``only_from`` narrows the allowed sources;
-    ``when`` adds a condition on the row, checked in the same UPDATE (e.g. "every command
-    finished", an abort rule's threshold), so the move and its reason cannot be split by a
-    concurrent writer; ``also`` sets other columns in the same UPDATE (``paused_from``).
+    ``when`` adds a condition on the row (e.g. "every command finished", an abort rule's
+    threshold), checked again on the row locked for the move, so the move and its reason
+    cannot be split by a concurrent writer; ``also`` sets other columns in the same UPDATE
+    (``paused_from``).
     """
     sources = sources_of(target)
     if only_from is not None:
