@@ -56,6 +56,7 @@ def prepared_cursor() -> Any:
     raw: Any = psycopg.Cursor(connection.connection)
     return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
 
+
 #: The counter of state changes by target state, one child per state made once (GET /metrics).
 #: Counted after the statement that moved the rows; a set move's transaction that rolls back
 #: later has been counted all the same (rare: a metric, not a ledger).
