@@ -146,7 +146,11 @@ def _fail(name: str, message: str) -> DomainError:
 
 
 def _percent(value: Any, name: str, low_exclusive: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    # An int is never infinite, and one too big for a float would overflow isfinite: the range
+    # check below refuses it.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(name, "must be a number")
+    if isinstance(value, float) and not math.isfinite(value):
         raise _fail(name, "must be a number")
     if (value <= 0 if low_exclusive else value < 0) or value > 100:
         raise _fail(name, "must be greater than 0 and at most 100" if low_exclusive else "must be 0 to 100")

@@ -70,6 +70,8 @@ def detail(org: Org, operation: Operation) -> dict[str, Any]:
         ({"waves": []}, "rollout.waves"),
         ({"waves": [0, 100]}, "rollout.waves[0]"),
         ({"waves": ["10", 100]}, "rollout.waves[0]"),
+        ({"waves": [10**400, 100]}, "rollout.waves[0]"),
+        ({"wave_success_percent": -(10**400)}, "rollout.wave_success_percent"),
         ({"waves": [*range(1, 21), 100]}, "rollout.waves"),
         ({"wave_success_percent": 101}, "rollout.wave_success_percent"),
         ({"max_per_minute": 0}, "rollout.max_per_minute"),

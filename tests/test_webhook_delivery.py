@@ -12,9 +12,11 @@ import json
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
+from config import encryption
 from inventory.models import PendingDelivery, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from inventory.webhooks import delivery, guard
 from inventory.webhooks.services import create_endpoint, ping, redeliver
@@ -119,6 +121,23 @@ def test_410_disables_the_endpoint(org: Org) -> None:
     assert not endpoint.active and endpoint.disabled_at is not None and "410" in endpoint.disabled_reason
     assert hook.count() == 1 and not PendingDelivery.objects.exists()
     assert WebhookEvent.objects.count() == 1  # a disabled endpoint subscribes to nothing
+
+
+def test_a_secret_no_key_opens_disables_the_endpoint_and_says_why(org: Org, settings: Any) -> None:
+    """The key that sealed the secret left ENCRYPTION_KEYS: nothing can be signed, so the
+    endpoint is disabled with a reason instead of every run failing."""
+    with receiver() as hook:
+        endpoint, _ = endpoint_for(org, hook)
+        add_device(org.tenant, "dev-1")
+        settings.ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+        encryption.forget_keys()
+        try:
+            assert delivery.deliver(endpoint.pk) == 0
+        finally:
+            encryption.forget_keys()
+        assert hook.count() == 0
+    endpoint.refresh_from_db()
+    assert not endpoint.active and "rotate it" in endpoint.disabled_reason
 
 
 def test_redirects_are_not_followed(org: Org) -> None:

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from config.encryption import Unreadable
 from inventory.models import PendingDelivery, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from inventory.webhooks import guard, secrets, sender
 
@@ -126,13 +127,20 @@ def _claim(endpoint_id: Any) -> _Claim | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    return _Claim(
-        id=endpoint_id,
-        tenant_id=row[0],
-        url=row[1],
-        secret=secrets.unseal_secret(row[2]),
-        failures=int(row[3]),
-    )
+    try:
+        secret = secrets.unseal_secret(row[2])
+    except Unreadable:
+        # Its key left ENCRYPTION_KEYS: nothing can be signed until the secret is rotated. Say
+        # so on the endpoint (the API and the console show it) instead of failing every run.
+        WebhookEndpoint.objects.filter(pk=endpoint_id).update(
+            active=False,
+            locked_until=None,
+            disabled_at=now,
+            disabled_reason="the signing secret cannot be read (its key left ENCRYPTION_KEYS): rotate it",
+        )
+        logger.error("webhook endpoint %s: signing secret unreadable; disabled", endpoint_id)
+        return None
+    return _Claim(id=endpoint_id, tenant_id=row[0], url=row[1], secret=secret, failures=int(row[3]))
 
 
 def _work(claim: _Claim, limit: int) -> list[tuple[WebhookEvent, int]]:
