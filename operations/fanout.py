@@ -16,7 +16,6 @@ import datetime as dt
 import json
 import logging
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from commands import inbox_cache, planner
 from commands.choices import CommandState, Priority
 from commands.models import CommandStatus
 from config.errors import DomainError
+from config.locks import try_advisory_lock
 from config.metrics import FANOUT_DURATION, FANOUT_ROWS
 from inventory.models import Device
 from operations import progress, waves
@@ -52,25 +52,12 @@ S = OperationState
 CHUNK_SIZE: int = settings.FANOUT_CHUNK_SIZE
 
 
-def lock_key(operation_id: Any) -> int:
-    """The key of the operation's advisory lock (PostgreSQL's bigint key space)."""
-    return zlib.crc32(str(operation_id).encode()) - 2**31
-
-
 @contextmanager
 def exclusive(operation_id: Any) -> Iterator[bool]:
-    """A session advisory lock per operation, so two workers given the same
+    """A session advisory lock per operation (``config.locks``), so two workers given the same
     message do not both scan the fleet; the lock dies with a crashed worker's connection."""
-    key = lock_key(operation_id)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
-        got = bool(cursor.fetchone()[0])
-    try:
+    with try_advisory_lock(str(operation_id)) as got:
         yield got
-    finally:
-        if got:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
 
 
 def abandoned(operation_id: Any) -> bool:

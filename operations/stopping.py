@@ -22,20 +22,19 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 from celery import current_app
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from commands.choices import UNFINISHED_STATES, CommandState
 from commands.models import CommandStatus
 from commands.services import move_and_settle
+from config.locks import try_advisory_lock
 from operations import progress
 from operations.choices import OperationState
 from operations.models import Operation, OperationActivity
@@ -98,26 +97,11 @@ def send(operation_id: Any) -> None:
         logger.warning("stop of %s not sent; the sweep will send it", operation_id, exc_info=True)
 
 
-def _lock_key(operation_id: Any) -> int:
-    """The key of the stop's advisory lock: not the fan-out's (``operations.fanout.lock_key``)."""
-    return zlib.crc32(f"stop:{operation_id}".encode()) - 2**31
-
-
-@contextmanager
-def _exclusive(operation_id: Any) -> Iterator[bool]:
-    """A session advisory lock per stop, so two messages for it do not both run, and the
-    sweep can tell a running stop (lock held) from a lost one; it dies with a killed
-    worker's connection."""
-    key = _lock_key(operation_id)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
-        got = bool(cursor.fetchone()[0])
-    try:
-        yield got
-    finally:
-        if got:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+def _exclusive(operation_id: Any) -> AbstractContextManager[bool]:
+    """A session advisory lock per stop (``config.locks``; not the fan-out's), so two messages
+    for it do not both run, and the sweep can tell a running stop (lock held) from a lost
+    one; it dies with a killed worker's connection."""
+    return try_advisory_lock(f"stop:{operation_id}")
 
 
 def _command_reason(operation: Operation) -> str:
