@@ -11,7 +11,33 @@ from operations.choices import PRE_DISPATCH_STATES, OperationState, OperationTyp
 from operations.counters import FINISHED
 
 
-class Operation(models.Model):
+class ExactCounters(models.Model):
+    """The exact counters of an operation's commands, kept by an operation and by each wave of
+    its rollout: moved only by SQL increments by the rule of ``operations.counters``, in the
+    same statement or transaction as the command rows they count."""
+
+    resolved_count = models.PositiveIntegerField(default=0)
+    dispatched_count = models.PositiveIntegerField(default=0)
+    dispatch_failed_count = models.PositiveIntegerField(default=0)
+    failed_count = models.PositiveIntegerField(default=0)
+    success_count = models.PositiveIntegerField(default=0)
+    cancelled_count = models.PositiveIntegerField(default=0)
+    #: Of ``failed_count``, the commands that timed out after the device had them.
+    timed_out_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def finished_count(self) -> int:
+        return sum(getattr(self, name) for name in FINISHED)
+
+    @property
+    def pending_count(self) -> int:
+        return max(self.resolved_count - self.finished_count, 0)
+
+
+class Operation(ExactCounters):
     """One request to run a command on the devices a query picks.
 
     The counters are moved only by SQL (``F()`` and conditional updates in
@@ -53,15 +79,6 @@ class Operation(models.Model):
     #: The state a pause left, to which RESUMED returns.
     paused_from = models.PositiveSmallIntegerField(choices=OperationState.choices, null=True, blank=True)
 
-    resolved_count = models.PositiveIntegerField(default=0)
-    dispatched_count = models.PositiveIntegerField(default=0)
-    dispatch_failed_count = models.PositiveIntegerField(default=0)
-    failed_count = models.PositiveIntegerField(default=0)
-    success_count = models.PositiveIntegerField(default=0)
-    cancelled_count = models.PositiveIntegerField(default=0)
-    #: Of ``failed_count``, the commands that timed out after the device had them.
-    timed_out_count = models.PositiveIntegerField(default=0)
-
     class Meta:
         ordering = ["-created_at"]
         indexes = [
@@ -95,14 +112,6 @@ class Operation(models.Model):
             return None
         return "in_progress" if self.commands_stopped_at is None else "done"
 
-    @property
-    def finished_count(self) -> int:
-        return sum(getattr(self, name) for name in FINISHED)
-
-    @property
-    def pending_count(self) -> int:
-        return max(self.resolved_count - self.finished_count, 0)
-
     def counts(self) -> dict[str, int]:
         """``operation_stats.device_operation_statuses_count`` of seed 003, plus cancelled/pending."""
         return {
@@ -122,7 +131,7 @@ class WaveState(models.TextChoices):
     DONE = "DONE"
 
 
-class OperationWave(models.Model):
+class OperationWave(ExactCounters):
     """One wave of a rollout: its devices and the same exact counters as its operation.
 
     The counters move with the operation's, by the same rule (``operations.counters``), in
@@ -135,14 +144,6 @@ class OperationWave(models.Model):
     opened_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
 
-    resolved_count = models.PositiveIntegerField(default=0)
-    dispatched_count = models.PositiveIntegerField(default=0)
-    dispatch_failed_count = models.PositiveIntegerField(default=0)
-    failed_count = models.PositiveIntegerField(default=0)
-    success_count = models.PositiveIntegerField(default=0)
-    cancelled_count = models.PositiveIntegerField(default=0)
-    timed_out_count = models.PositiveIntegerField(default=0)
-
     class Meta:
         ordering = ["operation", "wave"]
         constraints = [
@@ -153,16 +154,8 @@ class OperationWave(models.Model):
         return f"wave {self.wave} of {self.operation_id}"
 
     @property
-    def finished_count(self) -> int:
-        return sum(getattr(self, name) for name in FINISHED)
-
-    @property
     def failed_total(self) -> int:
         return self.failed_count + self.dispatch_failed_count
-
-    @property
-    def pending_count(self) -> int:
-        return max(self.resolved_count - self.finished_count, 0)
 
     def state_in(self, current_wave: int) -> WaveState:
         if self.closed_at is not None:
