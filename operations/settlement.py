@@ -103,14 +103,15 @@ class OperationSettlement:
                 wave_changes[(group.operation_id, group.wave)][name] += delta * group.count
         for operation_id, deltas in sorted(changes.items(), key=lambda item: str(item[0])):
             progress.add_counts(operation_id, **deltas)
-        waves.add_counts(wave_changes)
         touched = sorted({str(g.operation_id) for g in groups if g.operation_id is not None})
-        for operation_id in touched:
-            progress.advance(operation_id, actor=actor)
         rolled: set[str] = set()
         if touched:
             with_rollout = Operation.objects.filter(pk__in=touched, rollout__isnull=False)
             rolled = {str(pk) for pk in with_rollout.values_list("pk", flat=True)}
+        # Only a rollout's operation has wave rows: no UPDATE for the others.
+        waves.add_counts({key: deltas for key, deltas in wave_changes.items() if str(key[0]) in rolled})
+        for operation_id in touched:
+            progress.advance(operation_id, actor=actor)
         if rolled:
             finished_waves = sorted({(str(op), wave) for op, wave in wave_changes if str(op) in rolled})
             transaction.on_commit(lambda: _after_set_move(sorted(rolled), finished_waves, actor))
