@@ -27,7 +27,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.support import Database, machine, manage, project_env
+from bench.support import Database, machine, manage, percentile, project_env
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/bench_hot"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/5"
@@ -43,8 +43,7 @@ def timed(calls: list[Callable[[], object]]) -> list[float]:
 
 
 def summary(name: str, values: list[float]) -> str:
-    ordered = sorted(values)
-    p90 = ordered[int(len(ordered) * 0.9)]
+    p90 = percentile(values, 0.9)
     return f"| {name} | {statistics.median(values):.3f} ms | {p90:.3f} ms | {len(values):,} |"
 
 
