@@ -11,23 +11,15 @@ unfinished commands by a worker in batches.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from operations import stopping
 from operations.choices import TERMINAL_STATES, OperationState
 from operations.counters import COUNTERS
 from operations.models import Operation
-from operations.rollouts import Rollout
+from operations.rollouts import rollout_of
 
 S = OperationState
-
-
-@lru_cache(maxsize=4096)
-def rollout_of(operation_id: str) -> Rollout | None:
-    """An operation's rollout, read once per process: it never changes after creation."""
-    raw = Operation.objects.filter(pk=operation_id).values_list("rollout", flat=True).first()
-    return Rollout.from_json(raw)
 
 
 def abort_if_met(operation_id: Any, counts: dict[str, int] | None, actor: str = "system") -> bool:

@@ -15,12 +15,14 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from django.db.models import F, Q
 from django.db.models.lookups import GreaterThanOrEqual
 
 from config.errors import DomainError
+from operations.models import Operation
 
 #: At most this many waves (contract section 9).
 MAX_WAVES = 20
@@ -248,3 +250,10 @@ def parse(raw: Any) -> Rollout:
         retries=tuple(retries),
         in_progress_timeout_minutes=timeout,
     )
+
+
+@lru_cache(maxsize=4096)
+def rollout_of(operation_id: str) -> Rollout | None:
+    """An operation's rollout, read once per process: it never changes after creation."""
+    raw = Operation.objects.filter(pk=operation_id).values_list("rollout", flat=True).first()
+    return Rollout.from_json(raw)

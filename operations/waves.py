@@ -26,7 +26,7 @@ from inventory.models import Device
 from operations import counters, progress
 from operations.gate import handed_out_last_minute
 from operations.models import Operation, OperationWave
-from operations.rollouts import Rollout
+from operations.rollouts import Rollout, rollout_of
 
 C = CommandState
 
@@ -96,7 +96,7 @@ def close_if_finished(operation_id: Any, wave: int, actor: str = "system") -> No
     if not closed:
         return
     row = OperationWave.objects.get(operation_id=operation_id, wave=wave)
-    rollout = Rollout.from_json(Operation.objects.values_list("rollout", flat=True).get(pk=operation_id))
+    rollout = rollout_of(str(operation_id))
     if rollout is None:
         return
     rate = 100.0 * row.success_count / row.resolved_count if row.resolved_count else 100.0
