@@ -10,10 +10,14 @@ N devices with ``inventory.services.bulk_import_devices`` (each with its own dev
 and for each gunicorn configuration (``gunicorn config.wsgi``-style, here with
 ``DJANGO_SETTINGS_MODULE=bench.settings``, which only adds ``/bench/bare/``) runs:
 
+0. pgbench: PostgreSQL's own write transactions, ``pgbench -N -c<connections> -j<threads>``
+   on a scratch database (scale 10) of the same server, the ceiling of the status PUTs (their ratio is to it; the polls' is to the bare view);
 1. bare: ``GET /bench/bare/``, a Django view answering ``{}`` through the project's
-   middleware, the ceiling;
+   middleware, the ceiling of the polls;
 2. empty: ``GET /v2/command-inbox/?device_id=X`` of a random device with its own token and
    the ETag of its last empty answer (primed from Python just before): the 304 path;
+2b. empty 200: the same devices polled without an ETag, nothing queued: the hand-out query
+   runs, finds nothing, and the answer is an empty page;
 3. hand-out: every device has ``--operations`` queued commands (that many operations fanned
    out in-process to all devices); the server runs with ``INBOX_BATCH=1`` so each poll hands
    out exactly one command; devices are polled in turn; the rate counts only while work is
@@ -26,8 +30,9 @@ and for each gunicorn configuration (``gunicorn config.wsgi``-style, here with
 5. status-success: ``PUT`` ``Command Success`` of distinct In Progress commands (moves the
    operation's counters: every request updates the same operation row).
 
-Each figure is wrk's requests/s and latency percentiles; ratios are to the bare view of
-the same configuration. The server, wrk and PostgreSQL share the machine's CPUs.
+Each figure is wrk's requests/s and latency percentiles; ratios are to the ceiling of
+the same configuration (pgbench for PUTs, the bare view for polls). The server, wrk and
+PostgreSQL share the machine's CPUs.
 """
 
 from __future__ import annotations
@@ -119,6 +124,8 @@ class Bench:
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
         self.db = Database(options.database_url)
+        self.pgbench_db = Database(options.database_url + "_pgbench")
+        self.pgbench_ready = False
         self.redis_url = options.redis_url
         self.env = project_env(
             self.db.url,
@@ -162,6 +169,8 @@ class Bench:
 
     def teardown(self) -> None:
         stop(self.server)
+        if self.pgbench_ready:
+            self.pgbench_db.drop()
         if not self.options.keep:
             self.db.drop()
             redis.Redis.from_url(self.redis_url).flushdb()
@@ -222,6 +231,28 @@ class Bench:
         (self.work / "wrk.log").open("a").write(" ".join(command) + "\n" + done.stdout + "\n")
         return parse_wrk(done.stdout)
 
+    def pgbench(self) -> dict[str, Any]:
+        """``pgbench -N`` (no branch/teller updates: no row every client fights over) with wrk's
+        clients and threads, on a scratch database of the same server, made once per run."""
+        url = self.pgbench_db.url
+        if not self.pgbench_ready:
+            self.pgbench_db.recreate()
+            subprocess.run(["pgbench", "-i", "-q", "-s", "10", url], check=True, capture_output=True)
+            self.pgbench_ready = True
+        c, j = self.options.connections, self.options.threads
+        command = ["pgbench", "-N", f"-c{c}", f"-j{j}", f"-T{self.options.duration}", url]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"pgbench failed:\n{done.stdout}\n{done.stderr}")
+        (self.work / "wrk.log").open("a").write(" ".join(command) + "\n" + done.stdout + "\n")
+        tps = re.search(r"tps = ([\d.]+)", done.stdout)
+        latency = re.search(r"latency average = ([\d.]+) ms", done.stdout)
+        return {
+            "rps": float(tps.group(1)) if tps else 0.0,
+            "mean": float(latency.group(1)) if latency else 0.0,
+            "statuses": {},
+        }
+
     def prime_etags(self) -> Path:
         """Each device's empty-inbox ETag, as its last empty poll left it: made in this process
         by the inbox's own functions (``generations``, ``empty_etag``), with the token lookup cached as a
@@ -260,6 +291,7 @@ class Bench:
         self.server = start_gunicorn(self.env, port, config.split(), self.work / "gunicorn.log")
         try:
             self.reset_commands()
+            pgbench = self.report(config, "pgbench -N (PostgreSQL's ceiling)", self.pgbench(), None)
             self.wrk("/bench/bare/", duration=3)  # warm-up: imports, connections of every worker
             bare = self.report(config, "bare view", self.wrk("/bench/bare/"), None)
 
@@ -267,9 +299,14 @@ class Bench:
             result = self.wrk("/v2/command-inbox/", "inbox_empty.lua", empty_data)
             self.report(config, "empty poll (304)", result, bare, expect={304})
 
-            self.fan_out(self.options.operations)
             handout_data = self.work / "handout.lua"
             write_lua_table(handout_data, [(d, t) for d, t, _ in self.devices])
+            result = self.wrk("/v2/command-inbox/", "inbox_poll.lua", handout_data)
+            self.report(config, "empty poll (200)", result, bare, expect={200})
+            if result["handed_out"]:
+                raise SystemExit("the empty 200 scenario found commands: the inbox was not empty")
+
+            self.fan_out(self.options.operations)
             result = self.wrk("/v2/command-inbox/", "inbox_handout.lua", handout_data)
             self.report(config, "hand-out poll (1 command)", result, bare, expect={200})
 
@@ -292,7 +329,7 @@ class Bench:
             result = self.wrk(
                 "/commands/v0/status/0/", "status_put.lua", status_data, BENCH_STATE="Command Acknowledged"
             )
-            self.report(config, "status PUT Acknowledged", result, bare, expect={200})
+            self.report(config, "status PUT Acknowledged", result, pgbench, expect={200})
 
             with connection.cursor() as cursor:
                 cursor.execute(
@@ -303,7 +340,7 @@ class Bench:
             result = self.wrk(
                 "/commands/v0/status/0/", "status_put.lua", status_data, BENCH_STATE="Command Success"
             )
-            self.report(config, "status PUT Success", result, bare, expect={200})
+            self.report(config, "status PUT Success", result, pgbench, expect={200})
         finally:
             stop(self.server)
             self.server = None
@@ -316,7 +353,7 @@ class Bench:
         bare: dict[str, Any] | None,
         expect: set[int] | None = None,
     ) -> dict[str, Any]:
-        ratio = f", {result['rps'] / bare['rps']:.2f} of bare" if bare else ""
+        ratio = f", {result['rps'] / bare['rps']:.2f} of {bare['name']}" if bare else ""
         statuses = ", ".join(f"{code}: {n}" for code, n in sorted(result["statuses"].items()))
         note = ""
         if expect and set(result["statuses"]) - expect:
@@ -331,11 +368,12 @@ class Bench:
             f"{'; statuses ' + statuses if statuses else ''}{note}"
         )
         result["ratio"] = result["rps"] / bare["rps"] if bare else 1.0
+        result["name"] = name.split(" (")[0]
         self.results.append((config, name, result))
         return result
 
     def table(self) -> None:
-        print("\n| gunicorn | scenario | req/s | ratio to bare | p50 | p99 |")
+        print("\n| gunicorn | scenario | req/s | ratio to its ceiling | p50 | p99 |")
         print("|---|---|---:|---:|---:|---:|")
         for config, name, r in self.results:
             print(
