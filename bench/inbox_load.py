@@ -11,7 +11,8 @@ and for each gunicorn configuration (``gunicorn config.wsgi``-style, here with
 ``DJANGO_SETTINGS_MODULE=bench.settings``, which only adds ``/bench/bare/``) runs:
 
 0. pgbench: PostgreSQL's own write transactions, ``pgbench -N -c<connections> -j<threads>``
-   on a scratch database (scale 10) of the same server, the ceiling of the status PUTs (their ratio is to it; the polls' is to the bare view);
+   on a scratch database (scale 10) of the same server, the ceiling of the status PUTs
+   (their ratio is to it; the polls' is to the bare view);
 1. bare: ``GET /bench/bare/``, a Django view answering ``{}`` through the project's
    middleware, the ceiling of the polls;
 2. empty: ``GET /v2/command-inbox/?device_id=X`` of a random device with its own token and

@@ -1,9 +1,9 @@
 """``GET /v2/command-inbox/?device_id=X``: the hottest path of the server.
 
-Every device polls it, so it is a plain Django view rather than a DRF one: it reuses the
-API's token resolution and error envelope but skips DRF's request wrapping, negotiation
-and rendering. The common answer, "nothing new", is a 304 decided from the cache
-(``inbox_cache``) with no database query; ``last_seen`` is buffered (``presence``).
+Every device polls it, so it is a plain Django view rather than a DRF one, on the device
+views' one path (``device_requests``: the API's token resolution and error envelope without
+DRF's request wrapping, negotiation and rendering). The common answer, "nothing new", is a
+304 decided from the cache (``inbox_cache``) with no database query; ``last_seen`` is buffered (``presence``).
 Figures are in docs/performance.md.
 """
 
@@ -16,38 +16,16 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from commands import inbox_cache, services
+from commands import device_requests, inbox_cache, services
 from commands.payload import command_payload
 from config.api.envelopes import DEFAULT_ENVELOPE
 from config.api.principal import Principal
-from config.client import client_address
 from config.metrics import INBOX_EMPTY, INBOX_HANDED_OUT, INBOX_NOT_MODIFIED
-from inventory.authentication import resolve_token_reading
 from inventory.device_rows import DEVICE_ID_RE
 from inventory.models import Device
 from inventory.presence import record_seen
-from inventory.ratelimit import RateLimited
 
 HANDED_OUT = "handed out to the device"
-
-
-def _error(status: int, message: str, field: str | None = None) -> JsonResponse:
-    errors = {field: [message]} if field else {}
-    text = f"{field}: {message}" if field else message
-    response = JsonResponse(DEFAULT_ENVELOPE.error(status, text, errors), status=status)
-    if status == 401:
-        response["WWW-Authenticate"] = 'Bearer realm="api"'
-    return response
-
-
-def _principal(request: HttpRequest, also: list[str]) -> tuple[Principal | None, list[Any]]:
-    """The caller and the cache keys ``also``, in one round trip for a valid token; raises
-    :class:`RateLimited` past the caller's requests per minute, or past its address's failed
-    token checks."""
-    header = request.META.get("HTTP_AUTHORIZATION", "").split()
-    if len(header) != 2 or header[0].lower() != "bearer" or not header[1].isascii():
-        return None, [None] * len(also)
-    return resolve_token_reading(header[1], also, client_address(request))
 
 
 def _device_pk(principal: Principal, device_id: str) -> int | None:
@@ -73,37 +51,27 @@ def next_poll_seconds() -> int:
 def command_inbox(request: HttpRequest) -> HttpResponse:
     # GET only: a poll hands commands out, and a HEAD answer has no body to carry them in.
     if request.method != "GET":
-        refused = _error(405, f'Method "{request.method}" not allowed.')
+        refused = device_requests.error(405, f'Method "{request.method}" not allowed.')
         refused["Allow"] = "GET"
         return refused
     # An ETag of an empty answer names the tenant and device it was for: their generations
     # are then read with the token lookup, and an unchanged inbox costs one round trip.
     tag = inbox_cache.parse_empty_etag(request.headers.get("If-None-Match", ""))
-    try:
-        principal, seen = _principal(
-            request, inbox_cache.generation_keys(tag.tenant_id, tag.device_pk) if tag else []
-        )
-    except RateLimited as limited:
-        throttled = _error(429, str(limited))
-        throttled["Retry-After"] = str(limited.retry_after)
-        return throttled
-    if principal is None:
-        has_header = bool(request.META.get("HTTP_AUTHORIZATION"))
-        return _error(
-            401,
-            "Invalid, revoked or expired token."
-            if has_header
-            else "Authentication credentials were not provided.",
-        )
-    request.auth = principal  # type: ignore[attr-defined]  # as DRF does: the request log's tenant
+    caller = device_requests.authenticate(
+        request, inbox_cache.generation_keys(tag.tenant_id, tag.device_pk) if tag else []
+    )
+    if isinstance(caller, HttpResponse):
+        return caller
+    principal, seen = caller
     device_id = request.GET.get("device_id", "")
     if not device_id:
-        return _error(400, "This query parameter is required.", "device_id")
+        return device_requests.error(400, "This query parameter is required.", "device_id")
     if not DEVICE_ID_RE.match(device_id):  # no device has such an id; keeps cache keys clean
-        return _error(400, "is not a valid device id.", "device_id")
+        return device_requests.error(400, "is not a valid device id.", "device_id")
     device_pk = _device_pk(principal, device_id)
     if device_pk is None:
-        return _error(400, f"no device {device_id[:128]!r} visible to this token.", "device_id")
+        unknown = f"no device {device_id[:128]!r} visible to this token."
+        return device_requests.error(400, unknown, "device_id")
 
     record_seen(device_pk)
     if (
@@ -118,9 +86,7 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
 
     # Read before the query: a command committed meanwhile makes this answer's ETag stale.
     generation = inbox_cache.generations(principal.tenant_id, device_pk)
-    commands, held = hand_out(
-        device_pk, device_id, settings.INBOX_BATCH, principal.label, principal.tenant_id
-    )
+    commands, held = hand_out(device_pk, device_id, settings.INBOX_BATCH, principal.label)
     etag: str | None = None
     if commands:
         etag = inbox_cache.content_etag([f"{c['id']}@{c['version']}" for c in commands])
@@ -143,12 +109,8 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def hand_out(
-    device_pk: int, device_id: str, limit: int, actor: str, tenant_id: int | None = None
-) -> tuple[list[dict[str, Any]], bool]:
+def hand_out(device_pk: int, device_id: str, limit: int, actor: str) -> tuple[list[dict[str, Any]], bool]:
     """Hand out up to ``limit`` of the device's queued commands (``services.hand_out``): them
     as the API shows command statuses, and whether some were held back for a while."""
-    rows, held = services.hand_out(
-        device_pk, limit, actor, HANDED_OUT, device_ref=device_id, tenant_id=tenant_id
-    )
+    rows, held = services.hand_out(device_pk, limit, actor, HANDED_OUT, device_ref=device_id)
     return [command_payload(device=device_id, **row) for row in rows], held

@@ -27,7 +27,6 @@ from commands.models import CommandHistory, CommandStatus
 from commands.payload import PAYLOAD_COLUMNS, event_data_sql, label_sql, ts_sql
 from config.errors import Conflict, DomainError
 from config.metrics import COMMAND_STATE_CHANGES
-from inventory import events
 from inventory.events import outbox_cte
 from inventory.models import Device, EventType
 
@@ -228,10 +227,6 @@ def _report_statement(
         duplicate = f"AND NOT (cur.state = {int(C.QUEUED)} AND cur.attempt > 1)"
     parts = [follower.report_sql(target) for follower in followers()]
     ctes = "".join(f", {part.ctes}" for part in parts if part.ctes)
-    # The event's CTEs only when the tenant may subscribe (events.subscribes: a cache read is
-    # cheaper than planning them); without a known tenant, always (they check inside).
-    subscribed = tenant_id is None or events.subscribes(tenant_id, EventType.COMMAND_STATE_CHANGED)
-    event = f", {_REPORT_EVENT}" if subscribed else ""
     values = "".join(f", {part.value}" for part in parts)
     sql = f"""
         WITH cur AS (
@@ -255,7 +250,7 @@ def _report_statement(
             INSERT INTO {CommandHistory._meta.db_table}
                 (command_id, from_state, to_state, reason, actor, created_at)
             SELECT id, cur.state, moved.state, moved.reason, %(actor)s, %(now)s FROM moved JOIN cur USING (id)
-        ){event}{ctes}
+        ), {_REPORT_EVENT}{ctes}
         SELECT cur.*, moved.*{values} FROM cur LEFT JOIN moved USING (id)
     """
     params = {
@@ -453,7 +448,6 @@ def hand_out(
     actor: str,
     reason: str,
     device_ref: str | None = None,
-    tenant_id: int | None = None,
 ) -> HandedOut:
     """Move up to ``limit`` of the device's queued commands to Initiated (:data:`HAND_OUT`)
     and return their rows, highest priority first, then oldest.
@@ -488,12 +482,9 @@ def hand_out(
         "actor": actor,
         "device_ref": device_ref,
     }
-    # The inbox gives the device's public id, so its poll reads nothing of the device table, and
-    # its tenant, so the event's CTEs are left out when nobody subscribes (events.subscribes).
-    event = ""
-    if tenant_id is None or events.subscribes(tenant_id, EventType.COMMAND_STATE_CHANGED):
-        device = "%(device_ref)s::text" if device_ref is not None else _DEVICE_REF
-        event = f", {_hand_out_event(device, '%(source)s')}"
+    # The inbox gives the device's public id, so its poll reads nothing of the device table.
+    device = "%(device_ref)s::text" if device_ref is not None else _DEVICE_REF
+    event = f", {_hand_out_event(device, '%(source)s')}"
     for part in parts:
         params.update(part.params)
     result = "SELECT * FROM moved"

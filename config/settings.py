@@ -428,9 +428,6 @@ WEBHOOK_BATCH_SIZE = env_int("WEBHOOK_BATCH_SIZE", 500, minimum=1)
 WEBHOOK_LEASE_SECONDS = env_int("WEBHOOK_LEASE_SECONDS", 60, minimum=2)
 # Period of the beat's kick of endpoints with work.
 WEBHOOK_POLL_SECONDS = env_int("WEBHOOK_POLL_SECONDS", 1, minimum=1)
-# How long a tenant's "does an endpoint take command.state_changed?" flag is cached for the report
-# and hand-out paths (inventory.events.subscribes); forgotten at once when an endpoint changes.
-WEBHOOK_SUBSCRIPTION_CACHE_SECONDS = env_int("WEBHOOK_SUBSCRIPTION_CACHE_SECONDS", 30, minimum=1)
 WEBHOOK_EVENT_RETENTION_DAYS = env_int("WEBHOOK_EVENT_RETENTION_DAYS", 7, minimum=1)
 WEBHOOK_PURGE_BATCH_SIZE = env_int("WEBHOOK_PURGE_BATCH_SIZE", 10_000, minimum=1)
 

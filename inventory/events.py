@@ -17,8 +17,6 @@ import datetime as dt
 import json
 from typing import Any
 
-from django.conf import settings
-from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 
@@ -87,34 +85,6 @@ def any_subscriber(tenant_id: int, event_type: EventType) -> bool:
         cursor.execute(f"SELECT {subscribed_sql('%s', event_type)}", [tenant_id])
         row = cursor.fetchone()
     return bool(row and row[0])
-
-
-def _flag_key(tenant_id: int, event_type: EventType) -> str:
-    return f"webhooks:subscribed:{tenant_id}:{event_type.value}"
-
-
-def subscribes(tenant_id: int, event_type: EventType) -> bool:
-    """Whether an active endpoint of the tenant takes ``event_type``, from a flag in the project
-    cache (``WEBHOOK_SUBSCRIPTION_CACHE_SECONDS``, forgotten whenever an endpoint changes).
-
-    For the device's report and the inbox's hand-out: measured in two runs of
-    bench/webhooks.py (docs/performance.md), the outbox CTEs cost a report 0.11-0.34 ms even with
-    no subscriber (nothing to write; a larger statement to plan), a cache read 0.03 ms. So those read the
-    flag and add the CTEs only when it says yes; the CTEs still check inside the statement,
-    so a stale "yes" writes nothing, and a stale "no" can only miss a change racing with the
-    endpoint's own creation.
-    """
-    key = _flag_key(tenant_id, event_type)
-    flag = cache.get(key)
-    if flag is None:
-        flag = any_subscriber(tenant_id, event_type)
-        cache.set(key, flag, int(settings.WEBHOOK_SUBSCRIPTION_CACHE_SECONDS))
-    return bool(flag)
-
-
-def forget_subscriptions(tenant_id: int) -> None:
-    """Drop the tenant's cached flags (an endpoint was made, changed or deleted)."""
-    cache.delete_many([_flag_key(tenant_id, event_type) for event_type in EventType])
 
 
 def timestamp(value: dt.datetime | None) -> str | None:

@@ -16,7 +16,6 @@ from commands.choices import CommandState
 from commands.models import CommandStatus
 from commands.payload import command_payload
 from commands.services import hand_out, move_and_settle, report
-from inventory import events
 from inventory.models import EventType, WebhookEvent
 from inventory.services import bulk_import_devices, delete_device
 from inventory.webhooks.services import create_endpoint
@@ -171,18 +170,17 @@ def test_an_inactive_endpoint_subscribes_to_nothing(org: Org) -> None:
     assert WebhookEvent.objects.count() == 0
 
 
-def test_the_device_paths_follow_the_cached_subscription_flag(org: Org, device: DeviceActor) -> None:
+def test_the_device_paths_write_events_once_an_endpoint_subscribes(org: Org, device: DeviceActor) -> None:
     operation = dispatched_operation(org.tenant, [device])
     command = command_of(operation, device)
     path = f"/commands/v0/status/{command.pk}/"
 
-    # given no subscriber: the poll and the report read the flag ("no") and write nothing
+    # given no subscriber: the poll and the report write nothing
     assert device.api.get("/v2/command-inbox/", {"device_id": "dev-1"}).status_code == 200
     assert device.api.put(path, {"state": "Command Acknowledged"}).status_code == 200
-    assert not events.subscribes(org.tenant.pk, EventType.COMMAND_STATE_CHANGED)
     assert WebhookEvent.objects.count() == 0
 
-    # when an endpoint takes command.state_changed, the flag is forgotten at once
+    # when an endpoint takes command.state_changed, the next report writes its event
     subscribe(org, "command.state_changed")
     assert device.api.put(path, {"state": "Command In Progress"}).status_code == 200
 

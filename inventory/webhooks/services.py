@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from config.errors import DomainError
-from inventory.events import emit, forget_subscriptions
+from inventory.events import emit
 from inventory.models import EventType, PendingDelivery, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from inventory.models.webhooks import WILDCARD
 from inventory.webhooks import guard, secrets
@@ -59,8 +59,6 @@ def create_endpoint(
         active=active,
         secret_sealed=secrets.seal_secret(secret),
     )
-    transaction.on_commit(lambda: forget_subscriptions(tenant_id))
-    forget_subscriptions(tenant_id)
     return endpoint, secret
 
 
@@ -80,14 +78,11 @@ def update_endpoint(endpoint: WebhookEndpoint, data: dict[str, Any]) -> WebhookE
             endpoint.next_attempt_at, endpoint.consecutive_failures = None, 0
         endpoint.active = bool(data["active"])
     endpoint.save()
-    forget_subscriptions(endpoint.tenant_id)
-    transaction.on_commit(lambda: forget_subscriptions(endpoint.tenant_id))
     return endpoint
 
 
 def delete_endpoint(endpoint: WebhookEndpoint) -> None:
     endpoint.delete()
-    forget_subscriptions(endpoint.tenant_id)
 
 
 def rotate_secret(endpoint: WebhookEndpoint) -> str:

@@ -1,0 +1,84 @@
+"""The one path of the device's plain views (the inbox poll and the status report): who is
+calling, and the API's error envelope, without DRF.
+
+Devices send most of the server's requests, and each is small: DRF's request wrapping,
+negotiation, permission classes and rendering cost more than the work itself
+(docs/performance.md, "Hot paths"). These views reuse what DRF views use underneath — the
+bearer token resolution with its rate limits (``inventory.authentication``), the JSON
+parser (``config.api.parsers``), the envelope and the error handler's wording
+(``config.api.exceptions``) — so a device sees the same answers either way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+
+from config.api.envelopes import DEFAULT_ENVELOPE
+from config.api.exceptions import first_message
+from config.api.principal import Principal
+from config.client import client_address
+from inventory import tokens
+from inventory.authentication import resolve_token_reading
+from inventory.ratelimit import RateLimited
+
+
+def error(status: int, message: str, field: str | None = None) -> JsonResponse:
+    """An error answer naming ``field`` (if any) and the reason, as the API's handler words it."""
+    if field is None:
+        return errors(status, {}, message)
+    return errors(status, {field: [message]})
+
+
+def errors(status: int, found: dict[str, Any], message: str | None = None) -> JsonResponse:
+    """An error answer with each field at fault; the one-line message names the first."""
+    response = JsonResponse(
+        DEFAULT_ENVELOPE.error(status, message or first_message(found), found), status=status
+    )
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="api"'
+    return response
+
+
+def bearer_token(request: HttpRequest) -> str | None:
+    """The token of ``Authorization: Bearer <token>``, or None without a usable one."""
+    header = request.META.get("HTTP_AUTHORIZATION", "").split()
+    if len(header) != 2 or header[0].lower() != "bearer" or not header[1].isascii():
+        return None
+    return header[1]
+
+
+def is_device_token(request: HttpRequest) -> bool:
+    """Whether the request carries a device token (by its shape: nothing is looked up)."""
+    token = bearer_token(request)
+    parsed = tokens.split(token) if token else None
+    return parsed is not None and parsed[0] == tokens.DEVICE_TOKEN_KIND
+
+
+def authenticate(
+    request: HttpRequest, also: list[str] | None = None
+) -> tuple[Principal, list[Any]] | JsonResponse:
+    """The caller and the cache keys ``also``, in one round trip for a valid token; or the
+    answer that refuses it: 401 without a valid token, 429 past the token's requests per
+    minute or past its address's failed token checks."""
+    token = bearer_token(request)
+    try:
+        if token is None:
+            principal = None
+        else:
+            principal, seen = resolve_token_reading(token, also or [], client_address(request))
+    except RateLimited as limited:
+        throttled = error(429, str(limited))
+        throttled["Retry-After"] = str(limited.retry_after)
+        return throttled
+    if principal is None:
+        has_header = bool(request.META.get("HTTP_AUTHORIZATION"))
+        return error(
+            401,
+            "Invalid, revoked or expired token."
+            if has_header
+            else "Authentication credentials were not provided.",
+        )
+    request.auth = principal  # type: ignore[attr-defined]  # as DRF does: the request log's tenant
+    return principal, seen

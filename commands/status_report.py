@@ -1,0 +1,109 @@
+"""``PUT /commands/v0/status/{id}/`` from a device: its report, on the device views' path.
+
+Every command a device runs is reported two or three times (Acknowledged, In Progress, its
+outcome), so this is the server's most frequent write. A device's PUT is served here as a
+plain view (``device_requests``); everything else at this URL — a GET, an API key's PUT
+(audited, role-checked), a PUT with an ``Idempotency-Key``, a body that is not JSON — goes
+to the DRF view (``commands.api.views.CommandStatusViewSet``), which also documents the
+endpoint. Both validate with the same serializer and report through the same service
+(``services.report``), so the answers are the same; only DRF's per-request machinery is
+skipped (docs/performance.md, "Hot paths").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import DataError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from commands import device_requests, services
+from commands.api.serializers import CommandStatusSerializer, CommandStatusUpdateSerializer
+from commands.models import CommandStatus
+from config.api.envelopes import DEFAULT_ENVELOPE
+from config.api.exceptions import DATA_ERROR, PayloadTooLarge
+from config.api.parsers import JSONRefused, loads
+from config.errors import DomainError
+
+logger = logging.getLogger(__name__)
+
+
+def _is_json(request: HttpRequest) -> bool:
+    media_type = request.META.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+    return media_type == "application/json"
+
+
+def served_here(request: HttpRequest) -> bool:
+    """Whether this view answers ``request``; the DRF view answers all the others."""
+    return (
+        request.method == "PUT"
+        and _is_json(request)
+        and "HTTP_IDEMPOTENCY_KEY" not in request.META
+        and device_requests.is_device_token(request)
+    )
+
+
+def _body(request: HttpRequest) -> Any:
+    """The parsed body, or the answer refusing it, as DRF's parser and handler word it."""
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        return device_requests.error(413, str(PayloadTooLarge.default_detail))
+    if not raw:
+        return {}
+    try:
+        return loads(raw)
+    except JSONRefused as refused:
+        if refused.where is None:
+            return device_requests.error(400, f"JSON parse error - {refused.reason}", "body")
+        return device_requests.errors(400, {refused.field("body", fields_at_top=True): [refused.reason]})
+
+
+def report(request: HttpRequest, pk: int) -> HttpResponse:
+    caller = device_requests.authenticate(request)
+    if isinstance(caller, HttpResponse):
+        return caller
+    principal, _ = caller
+    data = _body(request)
+    if isinstance(data, HttpResponse):
+        return data
+    update = CommandStatusUpdateSerializer(data=data)
+    if not update.is_valid():
+        return device_requests.errors(400, dict(update.errors))
+    valid = update.validated_data
+    try:
+        command, _ = services.report(
+            pk,
+            valid["state"],
+            reason=valid["reason"],
+            details=valid.get("details"),
+            expected_version=valid.get("expected_version"),
+            actor=principal.label,
+            tenant_id=principal.tenant_id,
+            device_pk=principal.device_pk,
+        )
+    except CommandStatus.DoesNotExist:
+        return device_requests.error(404, "Not found.")
+    except DomainError as refused:
+        return device_requests.errors(refused.status, refused.errors)
+    except DataError as refused:
+        logger.warning("input refused by the database: %s", refused)
+        return device_requests.errors(400, {"detail": [DATA_ERROR]})
+    body = CommandStatusSerializer(command).data
+    return JsonResponse(DEFAULT_ENVELOPE.success(body, 200))
+
+
+def detail_view(drf_view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The view of ``/commands/v0/status/{id}/``: a device's PUT here, the rest by ``drf_view``."""
+
+    @csrf_exempt
+    def command_status_detail(request: HttpRequest, pk: int) -> HttpResponse:
+        if served_here(request):
+            return report(request, pk)
+        return drf_view(request, pk=str(pk))
+
+    return command_status_detail
