@@ -14,6 +14,9 @@ application directly with a WSGI environ per request (``bench.settings``, which 
 - ``handout``: a poll that hands out one command (``INBOX_BATCH=1``);
 - ``put``: ``PUT /commands/v0/status/{id}/`` Initiated -> Acknowledged, each a new command.
 
+With ``--rollout`` the operations are fanned out with a rollout (one wave, a rate, abort rules,
+retries), so the hand-outs go through the rollout's gate and rate window.
+
 It prints µs per request (median of the rounds' means) and each path's cost above ``bare``.
 ``--profile PATH`` runs that path once more under cProfile and prints the functions that
 take the most time, own (tottime) and with callees (cumtime). The server's own HTTP layer
@@ -43,6 +46,15 @@ from bench.support import Database, machine, manage, project_env
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/bench_paths"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/4"
 PATHS = ("bare", "304", "200", "handout", "put")
+#: ``--rollout``: the operations' rollout (as bench/inbox_load.py's scenario 3b), so every
+#: hand-out goes through the rollout's gate and its rate window.
+ROLLOUT = {
+    "waves": [100],
+    "max_per_minute": 100_000,
+    "abort": [{"failure_type": "ALL", "threshold_percent": 50, "min_executed": 100}],
+    "retries": [{"failure_type": "ALL", "max_attempts": 3}],
+    "in_progress_timeout_minutes": 30,
+}
 
 
 def environ(method: str, path: str, query: str = "", body: bytes = b"", **headers: str) -> dict[str, Any]:
@@ -125,9 +137,13 @@ class Paths:
     def fan_out(self, count: int) -> None:
         from operations import fanout, services
 
+        query = {"all": True}
+        rollout = ROLLOUT if self.options.rollout else None
         for _ in range(count):
             operation = services.create_operation(
-                self.tenant_id, {"operation_type": "REBOOT", "operation_device_query": {"all": True}}, "bench"
+                self.tenant_id,
+                {"operation_type": "REBOOT", "operation_device_query": query, "rollout": rollout},
+                "bench",
             )
             fanout.fan_out(operation.pk)
         redis.Redis.from_url(self.options.redis_url).delete("celery")
@@ -197,6 +213,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", choices=PATHS, action="append", default=[])
     parser.add_argument("--top", type=int, default=35)
+    parser.add_argument("--rollout", action="store_true", help="the operations have a rollout")
     parser.add_argument("--database-url", default=DEFAULT_DB)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
     options = parser.parse_args()

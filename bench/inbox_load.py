@@ -1,39 +1,42 @@
-"""Load test of the device inbox and of status updates, served for real, measured with wrk.
+"""Load test of the device inbox and of status updates, served for real, measured with wrk,
+each path beside its ceiling in the same run.
 
-    .venv/bin/python bench/inbox_load.py [--devices 10000] [--duration 15] [--threads 2]
-        [--connections 32] [--config "-w 2" --config "-w 4" ...] [--operations 3]
+    .venv/bin/python bench/inbox_load.py [--devices 10000] [--duration 15] [--rounds 3]
+        [--threads 2] [--connections 32] [--operations 4]
+        [--config "granian --workers 2 --blocking-threads 4" --config "-w 2 -k gthread --threads 4" ...]
         [--database-url postgres://postgres@127.0.0.1:5432/bench_inbox]
         [--redis-url redis://127.0.0.1:6379/9] [--keep]
 
-It needs wrk (``apt-get install -y wrk``). It creates the database, migrates it, imports
-N devices with ``inventory.services.bulk_import_devices`` (each with its own device token),
-and for each gunicorn configuration (``gunicorn config.wsgi``-style, here with
-``DJANGO_SETTINGS_MODULE=bench.settings``, which only adds ``/bench/bare/``) runs:
+It needs wrk (``apt-get install -y wrk``) and pgbench. It creates the database, migrates it,
+imports N devices with ``inventory.services.bulk_import_devices`` (each with its own device
+token), and for each server configuration (``--config``: gunicorn's options, or ``granian``
+and granian's; the application is ``config.wsgi``'s with ``DJANGO_SETTINGS_MODULE=bench.settings``,
+which only adds ``/bench/bare/``) measures each path ``--rounds`` times, each run right after a
+run of its ceiling, so that the machine's drift hits both alike:
 
-0. pgbench: PostgreSQL's own write transactions, ``pgbench -N -c<connections> -j<threads>``
-   on a scratch database (scale 10) of the same server, the ceiling of the status PUTs
-   (their ratio is to it; the polls' is to the bare view);
-1. bare: ``GET /bench/bare/``, a Django view answering ``{}`` through the project's
-   middleware, the ceiling of the polls;
-2. empty: ``GET /v2/command-inbox/?device_id=X`` of a random device with its own token and
-   the ETag of its last empty answer (primed from Python just before): the 304 path;
-2b. empty 200: the same devices polled without an ETag, nothing queued: the hand-out query
-   runs, finds nothing, and the answer is an empty page;
-3. hand-out: every device has ``--operations`` queued commands (that many operations fanned
-   out in-process to all devices); the server runs with ``INBOX_BATCH=1`` so each poll hands
-   out exactly one command; devices are polled in turn; the rate counts only while work is
-   left (the script says if it ran out);
-3b. hand-out with a rollout: the same, the operations fanned out with ``ROLLOUT`` (one wave of
-   100%, a ``max_per_minute`` above what the machine hands out, abort rules and retries), so
-   every hand-out goes through the rollout's gate and its rate window in Redis;
-4. status: ``PUT /commands/v0/status/{id}/`` ``Command Acknowledged`` of distinct Initiated
-   commands, each with its device's token;
-5. status-success: ``PUT`` ``Command Success`` of distinct In Progress commands (moves the
-   operation's counters: every request updates the same operation row).
+- ceilings: ``GET /bench/bare/`` (a Django view answering ``{}`` through the project's
+  middleware, served the same way) for the polls; ``pgbench -N -c<connections> -j<threads>``
+  (PostgreSQL's own write transactions, on a scratch database of the same server, scale 10)
+  for the status PUTs;
+- empty poll (304): ``GET /v2/command-inbox/?device_id=X`` of a random device with its own
+  token and the ETag of its last empty answer (primed from Python just before);
+- empty poll (200): the same devices polled without an ETag, nothing queued: the hand-out
+  query runs, finds nothing, and the answer is an empty page;
+- hand-out: every device has ``--operations`` queued commands (that many operations fanned
+  out in-process to all devices); the server runs with ``INBOX_BATCH=1`` so each poll hands
+  out exactly one command; devices are polled in turn; the rate counts only while work is
+  left (the script says if it ran out);
+- hand-out with a rollout: the same, the operations fanned out with ``ROLLOUT`` (one wave of
+  100%, a ``max_per_minute`` above what the machine hands out, abort rules and retries), so
+  every hand-out goes through the rollout's gate and its rate window in Redis;
+- status PUT Acknowledged: ``PUT /commands/v0/status/{id}/`` of distinct Initiated commands,
+  each with its device's token;
+- status PUT Success: distinct In Progress commands (moves the operation's counters: every
+  request updates the same operation row).
 
-Each figure is wrk's requests/s and latency percentiles; ratios are to the ceiling of
-the same configuration (pgbench for PUTs, the bare view for polls). The server, wrk and
-PostgreSQL share the machine's CPUs.
+Each figure is the median of the rounds' wrk requests/s and latency percentiles; the ratio
+is the median of the rounds' ratios. The server, wrk, PostgreSQL and Redis share the
+machine's CPUs.
 """
 
 from __future__ import annotations
@@ -43,10 +46,12 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -284,37 +289,51 @@ class Bench:
 
     def run_config(self, config: str) -> None:
         print(
-            f"\ngunicorn {config}  (wrk -t{self.options.threads} -c{self.options.connections} "
-            f"-d{self.options.duration}s)"
+            f"\n{config}  (wrk -t{self.options.threads} -c{self.options.connections} "
+            f"-d{self.options.duration}s, {self.options.rounds} rounds, each beside its ceiling)"
         )
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
-        self.server = start_gunicorn(self.env, port, config.split(), self.work / "gunicorn.log")
+        self.server = start_gunicorn(self.env, port, config.split(), self.work / "server.log")
         try:
             self.reset_commands()
-            pgbench = self.report(config, "pgbench -N (PostgreSQL's ceiling)", self.pgbench(), None)
             self.wrk("/bench/bare/", duration=3)  # warm-up: imports, connections of every worker
-            bare = self.report(config, "bare view", self.wrk("/bench/bare/"), None)
+
+            def bare() -> dict[str, Any]:
+                return self.wrk("/bench/bare/")
+
+            self.paired(config, "bare view", bare, bare)
 
             empty_data = self.prime_etags()
-            result = self.wrk("/v2/command-inbox/", "inbox_empty.lua", empty_data)
-            self.report(config, "empty poll (304)", result, bare, expect={304})
+            self.paired(
+                config,
+                "empty poll (304)",
+                lambda: self.wrk("/v2/command-inbox/", "inbox_empty.lua", empty_data),
+                bare,
+                expect={304},
+            )
 
             handout_data = self.work / "handout.lua"
             write_lua_table(handout_data, [(d, t) for d, t, _ in self.devices])
-            result = self.wrk("/v2/command-inbox/", "inbox_poll.lua", handout_data)
-            self.report(config, "empty poll (200)", result, bare, expect={200})
+            result = self.paired(
+                config,
+                "empty poll (200)",
+                lambda: self.wrk("/v2/command-inbox/", "inbox_poll.lua", handout_data),
+                bare,
+                expect={200},
+            )
             if result["handed_out"]:
                 raise SystemExit("the empty 200 scenario found commands: the inbox was not empty")
 
+            def hand_outs() -> dict[str, Any]:
+                return self.wrk("/v2/command-inbox/", "inbox_handout.lua", handout_data)
+
             self.fan_out(self.options.operations)
-            result = self.wrk("/v2/command-inbox/", "inbox_handout.lua", handout_data)
-            self.report(config, "hand-out poll (1 command)", result, bare, expect={200})
+            self.paired(config, "hand-out poll (1 command)", hand_outs, bare, expect={200})
 
             self.reset_commands()
             self.fan_out(self.options.operations, ROLLOUT)
-            result = self.wrk("/v2/command-inbox/", "inbox_handout.lua", handout_data)
-            self.report(config, "hand-out poll, with a rollout", result, bare, expect={200})
+            self.paired(config, "hand-out poll, with a rollout", hand_outs, bare, expect={200})
 
             # Every command Initiated (handed out), then distinct PUTs to Acknowledged.
             from django.db import connection
@@ -326,35 +345,73 @@ class Bench:
                     [INITIATED, QUEUED],
                 )
             status_data = self.work / "status.lua"
-            write_lua_table(status_data, self.commands_in(INITIATED))
-            result = self.wrk(
-                "/commands/v0/status/0/", "status_put.lua", status_data, BENCH_STATE="Command Acknowledged"
-            )
-            self.report(config, "status PUT Acknowledged", result, pgbench, expect={200})
 
+            def puts(state: int, label: str) -> dict[str, Any]:
+                # Each round its own commands: those still in ``state`` (a repeat is a cheap no-op).
+                write_lua_table(status_data, self.commands_in(state))
+                return self.wrk("/commands/v0/status/0/", "status_put.lua", status_data, BENCH_STATE=label)
+
+            self.paired(
+                config,
+                "status PUT Acknowledged",
+                lambda: puts(INITIATED, "Command Acknowledged"),
+                self.pgbench,
+                expect={200},
+            )
             with connection.cursor() as cursor:
                 cursor.execute(
                     "UPDATE commands_commandstatus SET state = %s WHERE state IN (%s, %s)",
                     [IN_PROGRESS, INITIATED, 3],
                 )
-            write_lua_table(status_data, self.commands_in(IN_PROGRESS))
-            result = self.wrk(
-                "/commands/v0/status/0/", "status_put.lua", status_data, BENCH_STATE="Command Success"
+            self.paired(
+                config,
+                "status PUT Success",
+                lambda: puts(IN_PROGRESS, "Command Success"),
+                self.pgbench,
+                expect={200},
             )
-            self.report(config, "status PUT Success", result, pgbench, expect={200})
         finally:
             stop(self.server)
             self.server = None
 
-    def report(
+    def paired(
         self,
         config: str,
         name: str,
-        result: dict[str, Any],
-        bare: dict[str, Any] | None,
+        measure: Callable[[], dict[str, Any]],
+        ceiling: Callable[[], dict[str, Any]],
         expect: set[int] | None = None,
     ) -> dict[str, Any]:
-        ratio = f", {result['rps'] / bare['rps']:.2f} of {bare['name']}" if bare else ""
+        """``--rounds`` runs of the ceiling then the path, back to back, so that the machine's
+        drift hits both alike: the path's median rate, and the median of the rounds' ratios."""
+        ceilings, results = [], []
+        for _ in range(self.options.rounds):
+            ceilings.append(ceiling())
+            results.append(measure() if measure is not ceiling else ceilings[-1])
+        merged: dict[str, Any] = {
+            "rps": statistics.median(r["rps"] for r in results),
+            "p50": statistics.median(r.get("p50", 0.0) for r in results),
+            "p99": statistics.median(r.get("p99", 0.0) for r in results),
+            "p99_max": max(r.get("p99", 0.0) for r in results),
+            "requests": sum(r.get("requests", 0) for r in results),
+            "handed_out": sum(r.get("handed_out", 0) for r in results),
+            "exhausted": any(r.get("exhausted") for r in results),
+            "statuses": {},
+            "ratio": statistics.median(r["rps"] / c["rps"] for r, c in zip(results, ceilings, strict=True)),
+            "ceiling": statistics.median(c["rps"] for c in ceilings),
+            "rounds": [round(r["rps"]) for r in results],
+        }
+        for result in results:
+            for code, count in result["statuses"].items():
+                merged["statuses"][code] = merged["statuses"].get(code, 0) + count
+            if result.get("socket_errors"):
+                merged["socket_errors"] = result["socket_errors"]
+        ceiling_name = "pgbench -N" if ceiling == self.pgbench else "bare view"
+        return self.report(config, name, merged, ceiling_name, expect)
+
+    def report(
+        self, config: str, name: str, result: dict[str, Any], ceiling: str, expect: set[int] | None = None
+    ) -> dict[str, Any]:
         statuses = ", ".join(f"{code}: {n}" for code, n in sorted(result["statuses"].items()))
         note = ""
         if expect and set(result["statuses"]) - expect:
@@ -364,22 +421,22 @@ class Bench:
         if result.get("socket_errors"):
             note += f"  {result['socket_errors']}"
         print(
-            f"  {name}: {result['rps']:,.0f} req/s{ratio}; latency p50 {result.get('p50', 0):.1f} ms, "
-            f"p99 {result.get('p99', 0):.1f} ms; {result.get('requests', 0):,} requests"
+            f"  {name}: {result['rps']:,.0f} req/s (rounds {result['rounds']}), {result['ratio']:.2f} of "
+            f"{ceiling} ({result['ceiling']:,.0f}/s); latency p50 {result['p50']:.1f} ms, p99 "
+            f"{result['p99']:.1f} ms (worst round {result['p99_max']:.1f}); {result['requests']:,} requests"
             f"{'; statuses ' + statuses if statuses else ''}{note}"
         )
-        result["ratio"] = result["rps"] / bare["rps"] if bare else 1.0
-        result["name"] = name.split(" (")[0]
+        result["ceiling_name"] = ceiling
         self.results.append((config, name, result))
         return result
 
     def table(self) -> None:
-        print("\n| gunicorn | scenario | req/s | ratio to its ceiling | p50 | p99 |")
-        print("|---|---|---:|---:|---:|---:|")
+        print("\n| server | path | req/s | its ceiling, same rounds | ratio | p50 | p99 (worst round) |")
+        print("|---|---|---:|---|---:|---:|---:|")
         for config, name, r in self.results:
             print(
-                f"| `{config}` | {name} | {r['rps']:,.0f} | {r['ratio']:.2f} | {r.get('p50', 0):.1f} ms "
-                f"| {r.get('p99', 0):.1f} ms |"
+                f"| `{config}` | {name} | {r['rps']:,.0f} | {r['ceiling_name']} {r['ceiling']:,.0f} "
+                f"| {r['ratio']:.2f} | {r['p50']:.1f} ms | {r['p99']:.1f} ms ({r['p99_max']:.1f}) |"
             )
 
     def run(self) -> None:
@@ -403,7 +460,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="wrk -t")
     parser.add_argument("--connections", type=int, default=32, help="wrk -c")
     parser.add_argument("--config", action="append", help=f"gunicorn options (default: {DEFAULT_CONFIGS})")
-    parser.add_argument("--operations", type=int, default=3, help="operations fanned out for hand-outs")
+    parser.add_argument("--operations", type=int, default=4, help="operations fanned out for hand-outs")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each path, each after its ceiling")
     parser.add_argument("--database-url", default=DEFAULT_DB)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
     parser.add_argument("--keep", action="store_true", help="keep the database and Redis DB")

@@ -86,7 +86,22 @@ def wait_http(url: str, timeout: float = 30) -> None:
 
 
 def start_gunicorn(env: dict[str, str], port: int, args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    command = [str(BIN / "gunicorn"), "config.wsgi", "-b", f"127.0.0.1:{port}", "--timeout", "600", *args]
+    """The project's WSGI application served on ``port``: by gunicorn with ``args``, or by
+    granian when ``args`` starts with ``granian`` (the rest are granian's options)."""
+    if args[:1] == ["granian"]:
+        command = [
+            str(BIN / "granian"),
+            "--interface",
+            "wsgi",
+            "config.wsgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *args[1:],
+        ]
+    else:
+        command = [str(BIN / "gunicorn"), "config.wsgi", "-b", f"127.0.0.1:{port}", "--timeout", "600", *args]
     with log.open("ab") as out:
         server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     wait_http(f"http://127.0.0.1:{port}/")

@@ -426,9 +426,11 @@ class HandedOut(NamedTuple):
     held: bool
 
 
+@functools.cache
 def _hand_out_event(device_ref: str, previous: str) -> str:
     """``command.state_changed`` for each row of ``moved`` (``PAYLOAD_COLUMNS`` and
-    ``event_tenant_id``), moved from ``previous`` (SQL), at ``%(now)s``."""
+    ``event_tenant_id``), moved from ``previous`` (SQL), at ``%(now)s``. Made once per pair:
+    every poll that runs the hand-out needs it."""
     return outbox_cte(
         "emitted",
         EventType.COMMAND_STATE_CHANGED,

@@ -8,8 +8,8 @@ window of admissions shared by every process and machine (``admit``/``admitted``
 rollout's ``max_per_minute``, ``operations.rates``), so no code above branches on which
 cache is configured.
 
-On Redis the token lookup is one pipeline (MGET + INCR): on the inbox's 304 path each round trip costs
-about as much as the work. Django's ``RedisCacheClient.get_client`` also builds a new
+On Redis the token lookup is one Lua script (MGET + INCR): on the inbox's 304 path each round
+trip costs about as much as the work. Django's ``RedisCacheClient.get_client`` also builds a new
 ``redis.Redis`` object on every cache operation (~0.1-0.2 ms with redis-py 8, more than
 the round trip itself; bench/inbox_load.py); a client is thread-safe and only wraps the
 shared pool, so here there is one per pool.
@@ -125,6 +125,21 @@ return {admitted, tostring(full_until)}
 """
 
 
+#: :meth:`ReusingRedisCache.read_and_count` as one command: the values of KEYS[2..] and, when
+#: ARGV[1] is not 0, KEYS[1] after INCR (made to expire in ARGV[1] seconds by the INCR that
+#: creates it). One EVALSHA costs redis-py less than a pipeline of MGET and INCR, and the
+#: counter's EXPIRE no longer needs a second round trip.
+_READ_AND_COUNT = """
+local values = redis.call('MGET', unpack(KEYS, 2))
+local count = false
+if ARGV[1] ~= '0' then
+    count = redis.call('INCR', KEYS[1])
+    if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+end
+return {count, values}
+"""
+
+
 class ReusingRedisCacheClient(RedisCacheClient):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -144,29 +159,28 @@ class ReusingRedisCache(RedisCache):
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self._class = ReusingRedisCacheClient
-        self._admit_scripts: dict[int, Any] = {}
+        self._scripts: dict[tuple[int, str], Any] = {}
+
+    def _script(self, client: Any, source: str) -> Any:
+        """``source`` registered on ``client``: EVALSHA from then on, its text sent once."""
+        script = self._scripts.get((id(client), source))
+        if script is None:
+            script = self._scripts[(id(client), source)] = client.register_script(source)
+        return script
 
     def read_and_count(
         self, keys: Sequence[str], counter: str | None, timeout: int
     ) -> tuple[list[Any], int | None]:
-        """As :meth:`CountingFileBasedCache.read_and_count`, in one round trip: a pipeline of
-        MGET and INCR (plus, once per counter, the EXPIRE after the INCR that made it)."""
+        """As :meth:`CountingFileBasedCache.read_and_count`, in one round trip: one Lua script
+        (MGET, and INCR with the EXPIRE of the INCR that made the counter), by EVALSHA."""
         serializer: Any = self._cache._serializer  # type: ignore[attr-defined]
         names = [self.make_and_validate_key(key) for key in keys]
         client = self._cache.get_client(names[0], write=True)
-        pipe = client.pipeline(transaction=False)
-        pipe.mget(names)
-        if counter is not None:
-            counter_name = self.make_and_validate_key(counter)
-            pipe.incr(counter_name)
-        results = pipe.execute()
-        values = [None if raw is None else serializer.loads(raw) for raw in results[0]]
-        if counter is None:
-            return values, None
-        count = int(results[1])
-        if count == 1:  # this request made the counter
-            client.expire(counter_name, timeout)
-        return values, count
+        counter_name = self.make_and_validate_key(counter) if counter is not None else names[0]
+        ttl = max(1, int(timeout)) if counter is not None else 0
+        count, raw_values = self._script(client, _READ_AND_COUNT)(keys=[counter_name, *names], args=[ttl])
+        values = [None if raw is None else serializer.loads(raw) for raw in raw_values]
+        return values, None if counter is None else int(count)
 
     def hash_add(self, name: str, mapping: dict[str, float]) -> None:
         """Merge ``mapping`` into the hash ``name`` (one HSET; a later write of a key wins)."""
@@ -198,10 +212,7 @@ class ReusingRedisCache(RedisCache):
         a place frees (else 0). One round trip: a Lua script, atomic in Redis."""
         key = self.make_and_validate_key(name)
         client = self._cache.get_client(key, write=True)
-        script = self._admit_scripts.get(id(client))
-        if script is None:  # EVALSHA from then on: the script's text is sent once per client
-            script = self._admit_scripts[id(client)] = client.register_script(_ADMIT)
-        admitted, full_until = script(keys=[key], args=[window, limit, *members], client=client)
+        admitted, full_until = self._script(client, _ADMIT)(keys=[key], args=[window, limit, *members])
         return int(admitted), float(full_until)
 
     def admitted(self, name: str, window: float) -> int:
