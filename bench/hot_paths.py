@@ -57,7 +57,9 @@ ROLLOUT = {
 }
 
 
-def environ(method: str, path: str, query: str = "", body: bytes = b"", **headers: str) -> dict[str, Any]:
+def environ(
+    method: str, path: str, query: str = "", body: bytes = b"", headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     """A WSGI environ as gunicorn builds it for one request."""
     env: dict[str, Any] = {
         "REQUEST_METHOD": method,
@@ -80,7 +82,7 @@ def environ(method: str, path: str, query: str = "", body: bytes = b"", **header
     if body:
         env["CONTENT_LENGTH"] = str(len(body))
         env["CONTENT_TYPE"] = "application/json"
-    for name, value in headers.items():
+    for name, value in (headers or {}).items():
         env[f"HTTP_{name.upper()}"] = value
     return env
 
@@ -168,9 +170,12 @@ class Paths:
                 yield environ("GET", "/bench/bare/"), 200
             elif path == "304":
                 etag = self.etags[i % n]
-                yield environ("GET", "/v2/command-inbox/", query, IF_NONE_MATCH=etag, **auth), 304
+                yield (
+                    environ("GET", "/v2/command-inbox/", query, headers={**auth, "IF_NONE_MATCH": etag}),
+                    304,
+                )
             elif path in ("200", "handout"):
-                yield environ("GET", "/v2/command-inbox/", query, **auth), 200
+                yield environ("GET", "/v2/command-inbox/", query, headers=auth), 200
             i += 1
 
 
@@ -199,7 +204,12 @@ def run(application: Any, requests: list[tuple[dict[str, Any], int]]) -> float:
 def put_requests(rows: list[tuple[int, str]]) -> list[tuple[dict[str, Any], int]]:
     body = b'{"state": "Command Acknowledged"}'
     return [
-        (environ("PUT", f"/commands/v0/status/{cid}/", body=body, AUTHORIZATION=f"Bearer {token}"), 200)
+        (
+            environ(
+                "PUT", f"/commands/v0/status/{cid}/", body=body, headers={"AUTHORIZATION": f"Bearer {token}"}
+            ),
+            200,
+        )
         for cid, token in rows
     ]
 

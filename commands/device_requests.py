@@ -11,6 +11,7 @@ parser (``config.api.parsers``), the envelope and the error handler's wording
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
@@ -57,17 +58,20 @@ def is_device_token(request: HttpRequest) -> bool:
 
 
 def authenticate(
-    request: HttpRequest, also: list[str] | None = None
-) -> tuple[Principal, list[Any]] | JsonResponse:
-    """The caller and the cache keys ``also``, in one round trip for a valid token; or the
-    answer that refuses it: 401 without a valid token, 429 past the token's requests per
-    minute or past its address's failed token checks."""
+    request: HttpRequest, per_caller: Sequence[str] = ()
+) -> tuple[Principal, list[Any] | None] | JsonResponse:
+    """The caller and the values of the cache keys ``per_caller`` names after it (templates
+    with ``{tenant}`` and ``{device}``; None when they could not be read with the token's
+    lookup), in one round trip for a valid token; or the answer that refuses it: 401 without
+    a valid token, 429 past the token's requests per minute or past its address's failed
+    token checks."""
     token = bearer_token(request)
+    seen: list[Any] | None = None
     try:
         if token is None:
             principal = None
         else:
-            principal, seen = resolve_token_reading(token, also or [], client_address(request))
+            principal, seen = resolve_token_reading(token, per_caller, client_address(request))
     except RateLimited as limited:
         throttled = error(429, str(limited))
         throttled["Retry-After"] = str(limited.retry_after)

@@ -54,12 +54,10 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
         refused = device_requests.error(405, f'Method "{request.method}" not allowed.')
         refused["Allow"] = "GET"
         return refused
-    # An ETag of an empty answer names the tenant and device it was for: their generations
-    # are then read with the token lookup, and an unchanged inbox costs one round trip.
-    tag = inbox_cache.parse_empty_etag(request.headers.get("If-None-Match", ""))
-    caller = device_requests.authenticate(
-        request, inbox_cache.generation_keys(tag.tenant_id, tag.device_pk) if tag else []
-    )
+    # A device token's tenant and device generations are read with its lookup, in one round
+    # trip: an unchanged inbox costs no other, and a poll that runs the hand-out reads them
+    # from there too (before its query, as the ETag needs).
+    caller = device_requests.authenticate(request, inbox_cache.GENERATION_TEMPLATES)
     if isinstance(caller, HttpResponse):
         return caller
     principal, seen = caller
@@ -74,18 +72,23 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
         return device_requests.error(400, unknown, "device_id")
 
     record_seen(device_pk)
+    # Read before the query: a command committed meanwhile makes this answer's ETag stale. The
+    # lookup read the token's own device's; a key (or a lookup not cached yet) needs a read.
+    if seen is not None and device_pk == principal.device_pk:
+        generation = inbox_cache.as_generations(seen)
+    else:
+        generation = inbox_cache.generations(principal.tenant_id, device_pk)
+    tag = inbox_cache.parse_empty_etag(request.headers.get("If-None-Match", ""))
     if (
         tag is not None
         and (tag.tenant_id, tag.device_pk) == (principal.tenant_id, device_pk)
-        and tag.generations == inbox_cache.as_generations(seen)
+        and tag.generations == generation
     ):
         response = HttpResponse(status=304)
         response["ETag"] = request.headers["If-None-Match"].strip()
         INBOX_NOT_MODIFIED.inc()  # in memory (or a memory-mapped file): no I/O on the hot path
         return response
 
-    # Read before the query: a command committed meanwhile makes this answer's ETag stale.
-    generation = inbox_cache.generations(principal.tenant_id, device_pk)
     commands, held = hand_out(device_pk, device_id, settings.INBOX_BATCH, principal.label)
     etag: str | None = None
     if commands:

@@ -33,8 +33,13 @@ class EmptyTag:
     minute: int
 
 
+#: The generation keys of a tenant and a device, as templates; read with a device token's
+#: lookup, in its round trip (``inventory.authentication.resolve_token_reading``).
+GENERATION_TEMPLATES = ("inbox:gen:{tenant}", "inbox:devgen:{device}")
+
+
 def generation_keys(tenant_id: int, device_pk: int) -> list[str]:
-    return [f"inbox:gen:{tenant_id}", f"inbox:devgen:{device_pk}"]
+    return [template.format(tenant=tenant_id, device=device_pk) for template in GENERATION_TEMPLATES]
 
 
 def _bump(key: str, timeout: int | None = None) -> None:

@@ -37,16 +37,35 @@ class CountingFileBasedCache(FileBasedCache):
         self, keys: Sequence[str], counter: str | None, timeout: int
     ) -> tuple[list[Any], int | None]:
         """The values of ``keys`` (None if absent) and, if ``counter`` is given, that counter
-        after adding one (living ``timeout`` seconds after its last change). A read and a
-        write, not atomic: concurrent requests of one token may count once between them,
-        which is close enough for the one development machine this cache serves."""
-        found = self.get_many([*keys, *([counter] if counter else [])])
+        after adding one (living ``timeout`` seconds after its last change)."""
+        values, count, _ = self.read_count_and_derive(keys, counter, timeout)
+        return values, count
+
+    def read_count_and_derive(
+        self,
+        keys: Sequence[str],
+        counter: str | None,
+        timeout: int,
+        by: Sequence[str] = (),
+        derived: Sequence[str] = (),
+    ) -> tuple[list[Any], int | None, list[Any] | None]:
+        """:meth:`read_and_count`, and the values of the keys named by the templates ``derived``
+        once their ``{0}``, ``{1}``, ... are replaced by the values of the keys ``by`` (None
+        when one of those is absent). A read and a write, not atomic: concurrent requests of
+        one token may count once between them, which is close enough for the one development
+        machine this cache serves."""
+        found = self.get_many([*keys, *by, *([counter] if counter else [])])
         values = [found.get(key) for key in keys]
+        derived_values = None
+        if derived and by and all(found.get(key) is not None for key in by):
+            names = [template.format(*(found[key] for key in by)) for template in derived]
+            more = self.get_many(names)
+            derived_values = [more.get(name) for name in names]
         if counter is None:
-            return values, None
+            return values, None, derived_values
         count = int(found.get(counter) or 0) + 1
         self.set(counter, count, timeout)
-        return values, count
+        return values, count, derived_values
 
     def hash_add(self, name: str, mapping: dict[str, float]) -> None:
         """Merge ``mapping`` into the hash ``name``, the greater value winning. A read and a
@@ -125,18 +144,40 @@ return {admitted, tostring(full_until)}
 """
 
 
-#: :meth:`ReusingRedisCache.read_and_count` as one command: the values of KEYS[2..] and, when
-#: ARGV[1] is not 0, KEYS[1] after INCR (made to expire in ARGV[1] seconds by the INCR that
-#: creates it). One EVALSHA costs redis-py less than a pipeline of MGET and INCR, and the
-#: counter's EXPIRE no longer needs a second round trip.
-_READ_AND_COUNT = """
-local values = redis.call('MGET', unpack(KEYS, 2))
+#: :meth:`ReusingRedisCache.read_count_and_derive` as one command. KEYS[1] is the counter, then
+#: ARGV[2] keys to read, then the keys ``by``; ARGV[1] is the counter's lifetime (0: no counter),
+#: ARGV[3..] the templates of ``derived``. The counter is made to expire by the INCR that creates
+#: it, so that needs no second round trip. The derived keys are named here, from values read
+#: here: a standalone Redis allows it (a Redis Cluster, which this project does not use, would not).
+_READ_COUNT_AND_DERIVE = """
+local n = tonumber(ARGV[2])
+local values = {}
+if n > 0 then values = redis.call('MGET', unpack(KEYS, 2, n + 1)) end
 local count = false
 if ARGV[1] ~= '0' then
     count = redis.call('INCR', KEYS[1])
     if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 end
-return {count, values}
+local derived = false
+if #ARGV > 2 and #KEYS > n + 1 then
+    local by = redis.call('MGET', unpack(KEYS, n + 2))
+    local known = true
+    for i = 1, #by do
+        if not by[i] then known = false end
+    end
+    if known then
+        local names = {}
+        for i = 3, #ARGV do
+            local name = ARGV[i]
+            for j = 1, #by do
+                name = string.gsub(name, '{' .. (j - 1) .. '}', by[j])
+            end
+            names[#names + 1] = name
+        end
+        derived = redis.call('MGET', unpack(names))
+    end
+end
+return {count, values, derived}
 """
 
 
@@ -171,16 +212,35 @@ class ReusingRedisCache(RedisCache):
     def read_and_count(
         self, keys: Sequence[str], counter: str | None, timeout: int
     ) -> tuple[list[Any], int | None]:
-        """As :meth:`CountingFileBasedCache.read_and_count`, in one round trip: one Lua script
-        (MGET, and INCR with the EXPIRE of the INCR that made the counter), by EVALSHA."""
+        """As :meth:`CountingFileBasedCache.read_and_count`, in one round trip."""
+        values, count, _ = self.read_count_and_derive(keys, counter, timeout)
+        return values, count
+
+    def read_count_and_derive(
+        self,
+        keys: Sequence[str],
+        counter: str | None,
+        timeout: int,
+        by: Sequence[str] = (),
+        derived: Sequence[str] = (),
+    ) -> tuple[list[Any], int | None, list[Any] | None]:
+        """As :meth:`CountingFileBasedCache.read_count_and_derive`, in one round trip: one Lua
+        script, by EVALSHA."""
         serializer: Any = self._cache._serializer  # type: ignore[attr-defined]
-        names = [self.make_and_validate_key(key) for key in keys]
-        client = self._cache.get_client(names[0], write=True)
-        counter_name = self.make_and_validate_key(counter) if counter is not None else names[0]
+        make = self.make_and_validate_key
+        names = [make(key) for key in keys]
+        counter_name = make(counter) if counter is not None else make("-")
+        client = self._cache.get_client(counter_name, write=True)
         ttl = max(1, int(timeout)) if counter is not None else 0
-        count, raw_values = self._script(client, _READ_AND_COUNT)(keys=[counter_name, *names], args=[ttl])
+        templates = [make(template) for template in derived] if by else []
+        count, raw_values, raw_derived = self._script(client, _READ_COUNT_AND_DERIVE)(
+            keys=[counter_name, *names, *(make(key) for key in by)], args=[ttl, len(names), *templates]
+        )
         values = [None if raw is None else serializer.loads(raw) for raw in raw_values]
-        return values, None if counter is None else int(count)
+        derived_values = None
+        if raw_derived is not None:
+            derived_values = [None if raw is None else serializer.loads(raw) for raw in raw_derived]
+        return values, None if counter is None else int(count), derived_values
 
     def hash_add(self, name: str, mapping: dict[str, float]) -> None:
         """Merge ``mapping`` into the hash ``name`` (one HSET; a later write of a key wins)."""

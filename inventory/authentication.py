@@ -30,9 +30,20 @@ def _cache_key(prefix: str) -> str:
     return f"auth:{prefix}"
 
 
+#: The placeholders a caller's ``per_caller`` key templates may hold (:func:`resolve_token_reading`).
+CALLER_FIELDS = ("tenant", "device")
+
+
+def _identity_keys(prefix: str) -> list[str]:
+    """Where the cached lookup of a device token keeps its tenant and device keys as plain
+    numbers, beside the entry itself, so that keys named after them (the inbox's generations)
+    are read in the lookup's own round trip."""
+    return [f"auth:{field}:{prefix}" for field in CALLER_FIELDS]
+
+
 def forget_token(prefix: str) -> None:
     """Drop a cached lookup; call after revoking, rotating or deleting a token."""
-    cache.delete(_cache_key(prefix))
+    cache.delete_many([_cache_key(prefix), *_identity_keys(prefix)])
 
 
 def _load(kind: str, prefix: str) -> dict[str, Any] | None:
@@ -89,22 +100,31 @@ def resolve_token(plain: str, client: str | None = None) -> Principal | None:
 
 
 def resolve_token_reading(
-    plain: str, also: Sequence[str] = (), client: str | None = None
-) -> tuple[Principal | None, list[Any]]:
-    """:func:`resolve_token`, also reading the cache keys ``also`` in the same round trip."""
+    plain: str, per_caller: Sequence[str] = (), client: str | None = None
+) -> tuple[Principal | None, list[Any] | None]:
+    """:func:`resolve_token`, also reading, in the same round trip, the cache keys named by the
+    templates ``per_caller`` once ``{tenant}`` and ``{device}`` are the caller's: their values,
+    or None when they could not be read with the lookup (a key, or a lookup not cached yet)."""
     parsed = tokens.split(plain)
     if parsed is None:  # not a token at all: nothing looked up, nothing to count
-        return None, [None] * len(also)
+        return None, None
     kind, prefix = parsed
     digest = tokens.hash_token(plain)
-    # One cache round trip: the cached lookup, the presented token's request count, ``also``.
-    entry, count, extras = ratelimit.lookup_and_count(_cache_key(prefix), kind, prefix, digest, also)
+    templates = [
+        template.format(**{field: f"{{{i}}}" for i, field in enumerate(CALLER_FIELDS)})
+        for template in per_caller
+    ]
+    # One cache round trip: the cached lookup, the presented token's request count, the
+    # caller's keys.
+    entry, count, extras = ratelimit.lookup_and_count(
+        _cache_key(prefix), kind, prefix, digest, _identity_keys(prefix) if templates else (), templates
+    )
     if entry is None:
         entry = _load(kind, prefix) or _NOT_FOUND
         # Misses are cached briefly too, so a flood of bad tokens cannot hammer the database.
         timeout = settings.AUTH_CACHE_SECONDS if entry != _NOT_FOUND else min(settings.AUTH_CACHE_SECONDS, 5)
         if timeout:
-            cache.set(_cache_key(prefix), entry, timeout)
+            cache.set_many({_cache_key(prefix): entry, **_identity(prefix, entry)}, timeout)
     if (
         entry == _NOT_FOUND
         or not tokens.same_hash(digest, entry["hash"])
@@ -117,6 +137,14 @@ def resolve_token_reading(
     if principal.key_id is not None:
         _touch_key(principal.key_id)
     return principal, extras
+
+
+def _identity(prefix: str, entry: Any) -> dict[str, int]:
+    """The identity keys of a device token's cached lookup (none for a key or a miss)."""
+    if entry == _NOT_FOUND or entry["principal"].get("device_pk") is None:
+        return {}
+    principal = entry["principal"]
+    return dict(zip(_identity_keys(prefix), (principal["tenant_id"], principal["device_pk"]), strict=True))
 
 
 def _touch_key(key_id: str) -> None:

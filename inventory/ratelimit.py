@@ -66,21 +66,28 @@ def failure_key(address: str, window: int) -> str:
 
 
 def lookup_and_count(
-    cache_key: str, kind: str, prefix: str, digest: str, also: Sequence[str] = ()
-) -> tuple[Any, int | None, list[Any]]:
+    cache_key: str,
+    kind: str,
+    prefix: str,
+    digest: str,
+    by: Sequence[str] = (),
+    derived: Sequence[str] = (),
+) -> tuple[Any, int | None, list[Any] | None]:
     """The cached value at ``cache_key`` (None if absent), the presented token's request count
     in this window, counting this request (None when its kind has no limit), and the cached
-    values of the keys ``also`` (the inbox reads its generations here). ``digest`` is the
-    presented token's SHA-256 (``tokens.hash_token``).
+    values of the keys named by the templates ``derived`` from the values of the keys ``by``
+    (None if one is absent; the inbox reads its generations here). ``digest`` is the presented
+    token's SHA-256 (``tokens.hash_token``).
 
-    With Redis all are one pipeline of two commands, MGET and INCR (plus, once per window,
-    an EXPIRE after the INCR that made the counter): on the inbox's 304 path each command
-    costs about as much as the round trip.
+    With Redis all are one Lua script (``config.cache``): on the inbox's 304 path each round
+    trip costs about as much as the work.
     """
     limit = limit_for(kind)
     counter = counter_key(prefix, digest, _window(time.time())[0]) if limit else None
-    values, count = cache.read_and_count([cache_key, *also], counter, WINDOW_SECONDS + 1)  # type: ignore[attr-defined]
-    return values[0], count, values[1:]
+    values, count, found = cache.read_count_and_derive(  # type: ignore[attr-defined]
+        [cache_key], counter, WINDOW_SECONDS + 1, by, derived
+    )
+    return values[0], count, found
 
 
 def check(kind: str, count: int | None) -> None:

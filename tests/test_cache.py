@@ -1,5 +1,5 @@
 """Both cache backends answer ``read_and_count`` alike, so nothing above branches on which one
-is configured: Redis (production, one pipelined round trip) and files (the zero-config run)."""
+is configured: Redis (production, one round trip: a Lua script) and files (the zero-config run)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,26 @@ def test_no_counter_reads_only(backend: Any) -> None:
     assert values == [None] and count is None
     _, count = backend.read_and_count(["nothing"], "hits", 60)
     assert count == 1  # the read alone counted nothing
+
+
+def test_keys_named_after_other_keys_values_are_read_with_them(backend: Any) -> None:
+    backend.set_many({"tenant-of:t1": 4, "device-of:t1": 9, "gen:4": 11, "devgen:9": 2})
+
+    values, count, derived = backend.read_count_and_derive(
+        ["token"], "hits", 60, ["tenant-of:t1", "device-of:t1"], ["gen:{0}", "devgen:{1}", "other:{1}"]
+    )
+
+    assert (values, count, derived) == ([None], 1, [11, 2, None])
+
+
+def test_derived_keys_are_not_read_while_a_key_they_are_named_after_is_missing(backend: Any) -> None:
+    backend.set("tenant-of:t2", 4)
+
+    _, _, derived = backend.read_count_and_derive(
+        ["token"], None, 60, ["tenant-of:t2", "device-of:t2"], ["gen:{0}", "devgen:{1}"]
+    )
+
+    assert derived is None
 
 
 def test_a_counter_expires_with_its_window(backend: Any) -> None:

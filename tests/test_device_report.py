@@ -1,4 +1,4 @@
-"""A device's ``PUT /commands/v0/status/{id}/`` is served by a plain view (``commands.status_report``)
+"""A device's ``PUT /commands/v0/status/{id}/`` is served by a plain view (``commands.api.device_report``)
 and everything else at that URL by the DRF view: a device must not be able to tell.
 
 Each case sends the same request twice, to two fresh commands in the same state: once with the
@@ -145,7 +145,7 @@ def test_what_the_plain_view_leaves_to_the_drf_view_still_works(org: Org, device
 def test_a_devices_json_put_is_the_plain_views_and_the_rest_the_drf_views(device: DeviceActor) -> None:
     from django.test import RequestFactory
 
-    from commands.status_report import served_here
+    from commands.api.device_report import served_here
 
     put = RequestFactory().put(
         "/commands/v0/status/1/",

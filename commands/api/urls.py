@@ -1,7 +1,7 @@
-from django.urls import path
+from django.urls import URLPattern, path
 from rest_framework.routers import DefaultRouter
 
-from commands import status_report
+from commands.api import device_report
 from commands.api.views import CommandStatusViewSet
 from commands.inbox import command_inbox
 
@@ -10,13 +10,15 @@ app_name = "commands"
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
 router.register("commands/v0/status", CommandStatusViewSet, basename="command-status")
-_detail = next(route for route in router.urls if route.name == "command-status-detail")
+_detail = next(
+    route for route in router.urls if isinstance(route, URLPattern) and route.name == "command-status-detail"
+)
 
 # The device's paths first: URLs are tried in order, and devices send most requests. A
 # device's PUT of a command's state is a plain view; every other request to that URL goes
 # on to the DRF view, whose route (below) also documents the endpoint.
 urlpatterns = [
     path("v2/command-inbox/", command_inbox, name="command-inbox"),
-    path("commands/v0/status/<int:pk>/", status_report.detail_view(_detail.callback)),
+    path("commands/v0/status/<int:pk>/", device_report.detail_view(_detail.callback)),
     *router.urls,
 ]
