@@ -55,6 +55,11 @@ def _window(now: float) -> tuple[int, int]:
     return number, max(1, (number + 1) * WINDOW_SECONDS - int(now))
 
 
+def seconds_left_in_window() -> int:
+    """Seconds until this window ends (at least 1): what a 429's ``Retry-After`` says."""
+    return _window(time.time())[1]
+
+
 def counter_key(prefix: str, digest: str, window: int) -> str:
     """The counter of the token whose SHA-256 is ``digest``: half of it tells tokens apart
     beyond any guessing, and the prefix keeps the key readable."""

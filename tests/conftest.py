@@ -313,3 +313,15 @@ def wait_until(check: Any, timeout: float = 30.0, interval: float = 0.2, what: s
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
+
+
+@pytest.fixture
+def fresh_rate_window() -> None:
+    """Start the test early in a rate-limit window: the counters are per minute of the clock,
+    and a test that counts requests up to a limit must not see the window end between them."""
+    from inventory import ratelimit
+
+    if ratelimit.seconds_left_in_window() < 10:
+        wait_until(
+            lambda: ratelimit.seconds_left_in_window() >= 10, timeout=15, interval=0.1, what="a rate window"
+        )

@@ -14,6 +14,11 @@ from tests.conftest import Api, DeviceActor, Org, add_device
 from tests.helpers import error
 
 
+@pytest.fixture(autouse=True)
+def _counted_in_one_window(fresh_rate_window: None) -> None:
+    """Every test here counts requests up to a limit within one minute's window."""
+
+
 def assert_throttled(response: Any) -> None:
     error(response, 429)
     assert 1 <= int(response["Retry-After"]) <= ratelimit.WINDOW_SECONDS
