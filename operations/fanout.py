@@ -341,19 +341,20 @@ def _insert(
         "max_attempts_on_timeout": rollout.max_attempts("TIMED_OUT") if rollout else 1,
         "progress_timeout": rollout.timeout_seconds if rollout else None,
     }
-    id_column, id_params, rows_sql = "", [], f"({sub_sql}) AS sub WHERE true"
+    id_column, id_sql, id_params, rows_sql = "", "", [], f"({sub_sql}) AS sub WHERE true"
     if reserve_ids:
         first, reserved = _reserve_ids(devices)
         # Row n (in device key order) takes the n-th reserved id; a device that appeared since
         # the count (past the block) takes its own nextval, as without a reservation.
         id_column = "id, "
+        id_sql = "CASE WHEN sub.rn <= %s THEN %s + sub.rn - 1 ELSE nextval(%s::regclass) END, "
         id_params = [reserved, first, _id_sequence()]
         rows_sql = f"(SELECT s.pk, row_number() OVER (ORDER BY s.pk) AS rn FROM ({sub_sql}) AS s) AS sub"
     sql = f"""
         INSERT INTO {table} ({id_column}tenant_id, operation_id, request_ref, device_id, command, arguments,
             state, reason, is_internal, priority, not_before, window_closes_at, deadline, dispatched_at,
             delivery_count, version, created_on, updated_on, {", ".join(delivery)})
-        SELECT {"CASE WHEN sub.rn <= %s THEN %s + sub.rn - 1 ELSE nextval(%s::regclass) END, " if reserve_ids else ""}
+        SELECT {id_sql}
             %s, %s, '', sub.pk, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, 0, 1, %s, %s,
             {", ".join(["%s"] * len(delivery))}
         FROM {rows_sql}
@@ -420,7 +421,8 @@ def _reserve_ids(devices: QuerySet[Device]) -> tuple[int, int]:
             return 0, 0
         with advisory_lock(f"{CommandStatus._meta.db_table} id block"):
             cursor.execute(
-                "SELECT min(v), max(v) FROM (SELECT nextval(%s::regclass) AS v FROM generate_series(1, %s)) AS s",
+                "SELECT min(v), max(v) "
+                "FROM (SELECT nextval(%s::regclass) AS v FROM generate_series(1, %s)) AS s",
                 [_id_sequence(), count],
             )
             low, high = cursor.fetchone()
