@@ -349,7 +349,9 @@ def _insert(
         id_column = "id, "
         id_sql = "CASE WHEN sub.rn <= %s THEN %s + sub.rn - 1 ELSE nextval(%s::regclass) END, "
         id_params = [reserved, first, _id_sequence()]
-        rows_sql = f"(SELECT s.pk, row_number() OVER (ORDER BY s.pk) AS rn FROM ({sub_sql}) AS s) AS sub"
+        rows_sql = (
+            f"(SELECT s.pk, row_number() OVER (ORDER BY s.pk) AS rn FROM ({sub_sql}) AS s) AS sub WHERE true"
+        )
     sql = f"""
         INSERT INTO {table} ({id_column}tenant_id, operation_id, request_ref, device_id, command, arguments,
             state, reason, is_internal, priority, not_before, window_closes_at, deadline, dispatched_at,
