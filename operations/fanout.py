@@ -49,7 +49,9 @@ S = OperationState
 # Device key range per INSERT ... SELECT transaction (setting FANOUT_CHUNK_SIZE, default
 # 50,000), written FANOUT_PARALLELISM (2) at a time. Measured with bench/fanout.py on the
 # 2-core machine, 1,000,000 devices: 100,000 one at a time 49 s (with FK constraints),
-# 50,000 two at a time 12.2 s, three at a time 13.6 s (docs/performance.md).
+# 50,000 two at a time 12.2 s, three at a time 13.6 s (docs/performance.md); since the first
+# run writes without ON CONFLICT and parallel chunks take ids in blocks, 7.0 s
+# (docs/performance-fanout-notes.md).
 CHUNK_SIZE: int = settings.FANOUT_CHUNK_SIZE
 
 
