@@ -407,15 +407,15 @@ def _reserve_ids(devices: QuerySet[Device]) -> tuple[int, int]:
     the block came out with a hole.
 
     Ids from ``nextval`` row by row interleave the rows of parallel chunks in id order, so
-    both backends insert at the same right-most leaf of every index whose key starts with id
-    (primary key, (tenant, id), (operation, id)) and wait for each other's buffer lock
-    there: 24 % of their time sampled in ``pg_stat_activity`` (LWLock:BufferContent, two
-    chunks of 50,000 at a time); with a block each, 1 %. The block is taken under a session
-    advisory lock so the other chunk's block does not interleave with it; a ``nextval`` of
-    another writer (an internal command) can still land inside it, and the hole is seen
-    here: the chunk then takes ``nextval`` for each row. Ids are never handed out twice by
-    the sequence, so the block is this statement's alone; unused ones are skipped, as a
-    rolled-back insert skips its own.
+    both backends insert at the same right-most leaf of every index ordered by id among the
+    chunks' rows (primary key, (tenant, id), (operation, id)) and wait for each other's
+    buffer lock there: 24 % of their time sampled in ``pg_stat_activity``
+    (LWLock:BufferContent, two chunks of 50,000 at a time); with a block each, 1 %. The
+    block is taken under a session advisory lock so the other chunk's block does not
+    interleave with it; a ``nextval`` of another writer (an internal command) can still land
+    inside it, and the hole is seen here: the chunk then takes ``nextval`` for each row. Ids
+    are never handed out twice by the sequence, so the block is this statement's alone;
+    unused ones are skipped, as a rolled-back insert skips its own.
     """
     sub_sql, sub_params = devices.order_by().values_list("pk").query.sql_with_params()
     with connection.cursor() as cursor:
@@ -423,7 +423,8 @@ def _reserve_ids(devices: QuerySet[Device]) -> tuple[int, int]:
         count = int(cursor.fetchone()[0])
         if not count:
             return 0, 0
-        with advisory_lock(f"{CommandStatus._meta.db_table} id block"):
+        # The savepoint: should the statement fail, the transaction is usable again for the unlock.
+        with advisory_lock(f"{CommandStatus._meta.db_table} id block"), transaction.atomic():
             cursor.execute(
                 "SELECT min(v), max(v) "
                 "FROM (SELECT nextval(%s::regclass) AS v FROM generate_series(1, %s)) AS s",
