@@ -33,3 +33,18 @@ def try_advisory_lock(name: str) -> Iterator[bool]:
         if got:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
+@contextmanager
+def advisory_lock(name: str) -> Iterator[None]:
+    """Take the session advisory lock ``name``, waiting for it, and release it on leaving.
+
+    For short critical sections only: the wait has no limit but the statement timeout."""
+    key = lock_key(name)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [key])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [key])

@@ -13,6 +13,7 @@ FAILURE, so no input can have it resent forever by ``recover_stuck_fan_outs``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import time
@@ -30,7 +31,7 @@ from commands import inbox_cache, planner
 from commands.choices import CommandState, Priority
 from commands.models import CommandStatus
 from config.errors import DomainError
-from config.locks import try_advisory_lock
+from config.locks import advisory_lock, try_advisory_lock
 from config.metrics import FANOUT_DURATION, FANOUT_ROWS
 from inventory.models import Device
 from operations import progress, waves
@@ -48,7 +49,9 @@ S = OperationState
 # Device key range per INSERT ... SELECT transaction (setting FANOUT_CHUNK_SIZE, default
 # 50,000), written FANOUT_PARALLELISM (2) at a time. Measured with bench/fanout.py on the
 # 2-core machine, 1,000,000 devices: 100,000 one at a time 49 s (with FK constraints),
-# 50,000 two at a time 12.2 s, three at a time 13.6 s (docs/performance.md).
+# 50,000 two at a time 12.2 s, three at a time 13.6 s (docs/performance.md); since the first
+# run writes without ON CONFLICT and parallel chunks take ids in blocks, 7.0 s
+# (docs/performance-fanout-notes.md).
 CHUNK_SIZE: int = settings.FANOUT_CHUNK_SIZE
 
 
@@ -91,7 +94,7 @@ def fan_out(operation_id: Any) -> None:
             return
         started = time.monotonic()
         try:
-            _run(operation_id)
+            _run(operation_id, first_run=attempt == 1)
         except Exception as error:
             FANOUT_DURATION.labels("error").observe(time.monotonic() - started)
             if attempt >= limit:
@@ -129,13 +132,17 @@ def _give_up(operation_id: Any, reason: str) -> None:
         logger.exception("fan-out of %s could not be failed", operation_id)
 
 
-def _run(operation_id: Any) -> None:
-    """One run of the fan-out, from wherever the last one stopped."""
+def _run(operation_id: Any, first_run: bool = False) -> None:
+    """One run of the fan-out, from wherever the last one stopped.
+
+    ``first_run``: no run of this operation was counted before this one, so no command of it
+    can exist yet and its chunks are written without ``ON CONFLICT`` (:func:`_insert`).
+    """
     progress.move(operation_id, S.RESOLVING, only_from=[S.CREATED])
     operation = Operation.objects.get(pk=operation_id)
     resolved_now = operation.state == S.RESOLVING
     if resolved_now:
-        _resolve(operation)
+        _resolve(operation, first_run)
         operation.refresh_from_db()
     window = operation.schedule_type == ScheduleType.WINDOW
     if operation.state == S.RESOLVED and window:
@@ -150,7 +157,7 @@ def _run(operation_id: Any) -> None:
         planner.refresh_statistics()
 
 
-def _resolve(operation: Operation) -> None:
+def _resolve(operation: Operation, first_run: bool) -> None:
     try:
         query = DeviceQuery.parse(operation.device_query)
     except DomainError as error:
@@ -159,11 +166,15 @@ def _resolve(operation: Operation) -> None:
     devices = query.queryset(operation.tenant_id)
     bounds = devices.aggregate(low=Min("pk"), high=Max("pk"))
     if bounds["low"] is not None:
+        starts = range(bounds["low"], bounds["high"] + 1, CHUNK_SIZE)
         window = (
             Window.from_args(operation.schedule_args)
             if operation.schedule_type == ScheduleType.WINDOW
             else None
         )
+
+        # Parallel chunks write ids reserved in a block each (:func:`_reserve_ids`).
+        reserve_ids = _parallelism(len(starts)) > 1
 
         def write_chunk(start: int) -> bool:
             """One chunk in one transaction; False once the operation is no longer RESOLVING."""
@@ -171,12 +182,12 @@ def _resolve(operation: Operation) -> None:
             with transaction.atomic():
                 if not _still_resolving(operation.pk):
                     return False
-                inserted = _insert_chunk(operation, chunk, window)
+                inserted = _insert_chunk(operation, chunk, window, first_run, reserve_ids)
                 progress.add_counts(operation.pk, resolved_count=inserted)
             FANOUT_ROWS.inc(inserted)  # committed
             return True
 
-        if not _run_chunks(range(bounds["low"], bounds["high"] + 1, CHUNK_SIZE), write_chunk):
+        if not _run_chunks(starts, write_chunk):
             return
     if not Operation.objects.filter(pk=operation.pk, resolved_count__gt=0).exists():
         progress.move(operation.pk, S.FAILURE, "the device query matched no device", only_from=[S.RESOLVING])
@@ -208,6 +219,13 @@ def _still_resolving(operation_id: Any) -> bool:
         return cursor.fetchone() is not None
 
 
+def _parallelism(chunks: int) -> int:
+    """How many chunks :func:`_run_chunks` writes at a time."""
+    if connection.in_atomic_block:
+        return 1
+    return max(1, min(int(settings.FANOUT_PARALLELISM), chunks))
+
+
 def _run_chunks(starts: range, write_chunk: Callable[[int], bool]) -> bool:
     """Write the chunks, ``FANOUT_PARALLELISM`` at a time, each thread on its own connection.
 
@@ -215,8 +233,8 @@ def _run_chunks(starts: range, write_chunk: Callable[[int], bool]) -> bool:
     at a time use both cores of a small machine (docs/performance.md). Inside a caller's
     transaction (tests), other connections could not see its rows: one at a time then.
     """
-    parallelism = min(settings.FANOUT_PARALLELISM, len(starts))
-    if parallelism <= 1 or connection.in_atomic_block:
+    parallelism = _parallelism(len(starts))
+    if parallelism <= 1:
         return all(write_chunk(start) for start in starts)
 
     def in_thread(start: int) -> bool:
@@ -229,12 +247,34 @@ def _run_chunks(starts: range, write_chunk: Callable[[int], bool]) -> bool:
         return all(list(pool.map(in_thread, starts)))
 
 
-def _insert_chunk(operation: Operation, chunk: QuerySet[Device], window: Window | None) -> int:
+def _insert_chunk(
+    operation: Operation,
+    chunk: QuerySet[Device],
+    window: Window | None,
+    first_run: bool = False,
+    reserve_ids: bool = False,
+) -> int:
     now = timezone.now()
     if window is None:
-        return _insert(operation, chunk, CommandState.QUEUED, None, None, None, dispatched_at=now)
+        return _insert(
+            operation,
+            chunk,
+            CommandState.QUEUED,
+            None,
+            None,
+            None,
+            dispatched_at=now,
+            first_run=first_run,
+            reserve_ids=reserve_ids,
+        )
     inserted = 0
-    zones = chunk.values_list("timezone", flat=True).distinct() if window.time_type == "device" else ["UTC"]
+    # order_by(): the model's ordering would add the device key to the DISTINCT, listing a
+    # zone once per device and writing its devices again for each.
+    zones = (
+        chunk.order_by().values_list("timezone", flat=True).distinct()
+        if window.time_type == "device"
+        else ["UTC"]
+    )
     for zone in list(zones):
         devices = chunk.filter(timezone=zone) if window.time_type == "device" else chunk
         deadline = window.bounds(window.zone_for(zone))[1]
@@ -242,11 +282,26 @@ def _insert_chunk(operation: Operation, chunk: QuerySet[Device], window: Window 
         if opening is None:
             # The window never opens again for this zone: the commands are born timed out.
             inserted += _insert(
-                operation, devices, CommandState.TIMEOUT, None, None, deadline, dispatched_at=None
+                operation,
+                devices,
+                CommandState.TIMEOUT,
+                None,
+                None,
+                deadline,
+                dispatched_at=None,
+                first_run=first_run,
+                reserve_ids=reserve_ids,
             )
             continue
         inserted += _insert(
-            operation, devices, CommandState.SCHEDULED, *opening, deadline, dispatched_at=None
+            operation,
+            devices,
+            CommandState.SCHEDULED,
+            *opening,
+            deadline,
+            dispatched_at=None,
+            first_run=first_run,
+            reserve_ids=reserve_ids,
         )
     return inserted
 
@@ -259,8 +314,22 @@ def _insert(
     window_closes_at: dt.datetime | None,
     deadline: dt.datetime | None,
     dispatched_at: dt.datetime | None,
+    first_run: bool = False,
+    reserve_ids: bool = False,
 ) -> int:
-    """INSERT ... SELECT one command status per device of ``devices``; returns rows written."""
+    """INSERT ... SELECT one command status per device of ``devices``; returns rows written.
+
+    A resumed run (not ``first_run``) may find some of its rows written by a run before it:
+    ``ON CONFLICT DO NOTHING`` skips them. The first run cannot (no run wrote anything before
+    it, and the advisory lock keeps any other run out while it writes), so it writes a plain
+    INSERT: speculative insertion costs an index probe of both unique indexes and an extra WAL
+    record per row, 35 % of a chunk's time (1.18-1.23 s against 0.78-0.82 s per 100,000 rows
+    on one connection). The unique (operation, device) index is still checked: a duplicate
+    that should not be there raises, the run fails and the next one, not first, skips it.
+
+    ``reserve_ids``: the rows take their ids from a block reserved for this statement
+    (:func:`_reserve_ids`) instead of one ``nextval`` each.
+    """
     ops = connection.ops
     sub_sql, sub_params = devices.order_by().values_list("pk").query.sql_with_params()
     now = ops.adapt_datetimefield_value(timezone.now())
@@ -274,16 +343,29 @@ def _insert(
         "max_attempts_on_timeout": rollout.max_attempts("TIMED_OUT") if rollout else 1,
         "progress_timeout": rollout.timeout_seconds if rollout else None,
     }
+    id_column, id_sql, id_params, rows_sql = "", "", [], f"({sub_sql}) AS sub WHERE true"
+    if reserve_ids:
+        first, reserved = _reserve_ids(devices)
+        # Row n (in device key order) takes the n-th reserved id; a device that appeared since
+        # the count (past the block) takes its own nextval, as without a reservation.
+        id_column = "id, "
+        id_sql = "CASE WHEN sub.rn <= %s THEN %s + sub.rn - 1 ELSE nextval(%s::regclass) END, "
+        id_params = [reserved, first, _id_sequence()]
+        rows_sql = (
+            f"(SELECT s.pk, row_number() OVER (ORDER BY s.pk) AS rn FROM ({sub_sql}) AS s) AS sub WHERE true"
+        )
     sql = f"""
-        INSERT INTO {table} (tenant_id, operation_id, request_ref, device_id, command, arguments, state,
-            reason, is_internal, priority, not_before, window_closes_at, deadline, dispatched_at,
+        INSERT INTO {table} ({id_column}tenant_id, operation_id, request_ref, device_id, command, arguments,
+            state, reason, is_internal, priority, not_before, window_closes_at, deadline, dispatched_at,
             delivery_count, version, created_on, updated_on, {", ".join(delivery)})
-        SELECT %s, %s, '', sub.pk, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, 0, 1, %s, %s,
+        SELECT {id_sql}
+            %s, %s, '', sub.pk, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, 0, 1, %s, %s,
             {", ".join(["%s"] * len(delivery))}
-        FROM ({sub_sql}) AS sub WHERE true
-        ON CONFLICT DO NOTHING
+        FROM {rows_sql}
+        {"" if first_run else "ON CONFLICT DO NOTHING"}
     """
     params = [
+        *id_params,
         operation.tenant_id,
         Operation._meta.pk.get_db_prep_value(operation.pk, connection),  # type: ignore[union-attr]
         operation.operation_type,
@@ -310,6 +392,48 @@ def _insert(
     if state == CommandState.TIMEOUT and inserted:
         progress.add_counts(operation.pk, dispatch_failed_count=inserted)
     return inserted
+
+
+@functools.cache
+def _id_sequence() -> str:
+    """The sequence of the command table's ids (its column default, migration 0007)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [CommandStatus._meta.db_table])
+        return str(cursor.fetchone()[0])
+
+
+def _reserve_ids(devices: QuerySet[Device]) -> tuple[int, int]:
+    """Reserve consecutive ids for the rows of ``devices``: (first id, how many), (0, 0) if
+    the block came out with a hole.
+
+    Ids from ``nextval`` row by row interleave the rows of parallel chunks in id order, so
+    both backends insert at the same right-most leaf of every index ordered by id among the
+    chunks' rows (primary key, (tenant, id), (operation, id)) and wait for each other's
+    buffer lock there: 24 % of their time sampled in ``pg_stat_activity``
+    (LWLock:BufferContent, two chunks of 50,000 at a time); with a block each, 1 %. The
+    block is taken under a session advisory lock so the other chunk's block does not
+    interleave with it; a ``nextval`` of another writer (an internal command) can still land
+    inside it, and the hole is seen here: the chunk then takes ``nextval`` for each row. Ids
+    are never handed out twice by the sequence, so the block is this statement's alone;
+    unused ones are skipped, as a rolled-back insert skips its own.
+    """
+    sub_sql, sub_params = devices.order_by().values_list("pk").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM ({sub_sql}) AS s", sub_params)
+        count = int(cursor.fetchone()[0])
+        if not count:
+            return 0, 0
+        # The savepoint: should the statement fail, the transaction is usable again for the unlock.
+        with advisory_lock(f"{CommandStatus._meta.db_table} id block"), transaction.atomic():
+            cursor.execute(
+                "SELECT min(v), max(v) "
+                "FROM (SELECT nextval(%s::regclass) AS v FROM generate_series(1, %s)) AS s",
+                [_id_sequence(), count],
+            )
+            low, high = cursor.fetchone()
+    if high - low + 1 != count:
+        return 0, 0
+    return int(low), count
 
 
 def _dispatch(operation: Operation) -> None:

@@ -222,6 +222,28 @@ def test_parallel_chunks_on_their_own_connections_write_each_device_once(
     assert activity(operation).count("DISPATCHED") == 1
 
 
+def test_each_parallel_chunk_writes_ids_of_one_block_in_device_order(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """Parallel chunks take a block of ids each (``fanout._reserve_ids``), so their rows do not
+    interleave at the right-most leaf of the id indexes; the ids stay unique."""
+    org = make_org("blocks")
+    monkeypatch.setattr(fanout, "CHUNK_SIZE", 10)
+    settings.FANOUT_PARALLELISM = 2
+    load_devices(org, 30)
+    operation = new_operation(org)
+
+    fanout.fan_out(operation.pk)
+
+    rows = list(
+        CommandStatus.objects.filter(operation=operation).order_by("device_id").values_list("id", flat=True)
+    )
+    assert len(rows) == len(set(rows)) == 30
+    for start in range(0, 30, 10):
+        block = rows[start : start + 10]
+        assert block == list(range(block[0], block[0] + 10))
+
+
 @pytest.fixture
 def broker() -> Iterator[None]:
     """``recover_stuck_fan_outs`` sends to this run's Redis, where no worker takes the messages."""
