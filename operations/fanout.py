@@ -51,7 +51,7 @@ S = OperationState
 # 2-core machine, 1,000,000 devices: 100,000 one at a time 49 s (with FK constraints),
 # 50,000 two at a time 12.2 s, three at a time 13.6 s (docs/performance.md); since the first
 # run writes without ON CONFLICT and parallel chunks take ids in blocks, 7.0 s
-# (docs/performance-fanout-notes.md).
+# (docs/performance.md, "Hot paths").
 CHUNK_SIZE: int = settings.FANOUT_CHUNK_SIZE
 
 
