@@ -5,7 +5,7 @@ Two generation counters say when a device must look at its commands again: its t
 internal command). An empty answer's ETag carries the tenant, the device, both
 generations as read *before* the answer's query, and the minute it was made. A poll that
 sends it back as ``If-None-Match`` gets a 304 when both generations are unchanged: the
-generations are read in the same pipeline as the token lookup, so the 304 costs one round
+generations are read in the same round trip as the token lookup, so the 304 costs one round
 trip and no database query. A command committed while a poll runs always makes that
 poll's ETag stale, because its generation was read before the query.
 

@@ -1,8 +1,8 @@
 """The cache backends: Redis in production, files for the zero-config run; one interface.
 
-Both offer :meth:`read_and_count`, the token lookup's "read these keys and count this
-request", and :meth:`count`, a counter alone (failed token checks per address), both for
-``inventory.ratelimit``, and a hash that many processes add to and one takes whole
+Both offer :meth:`read_count_and_derive`, the token lookup's "read these keys, count this
+request, and read the keys named after the caller", and :meth:`count`, a counter alone (failed
+token checks per address), both for ``inventory.ratelimit``, and a hash that many processes add to and one takes whole
 (``hash_add``/``hash_take``: the devices' sightings, ``inventory.presence``), and a sliding
 window of admissions shared by every process and machine (``admit``/``admitted``: a
 rollout's ``max_per_minute``, ``operations.rates``), so no code above branches on which
@@ -48,19 +48,21 @@ class CountingFileBasedCache(FileBasedCache):
         timeout: int,
         by: Sequence[str] = (),
         derived: Sequence[str] = (),
-    ) -> tuple[list[Any], int | None, list[Any] | None]:
+    ) -> tuple[list[Any], int | None, tuple[list[Any], list[Any]] | None]:
         """:meth:`read_and_count`, and the values of the keys named by the templates ``derived``
-        once their ``{0}``, ``{1}``, ... are replaced by the values of the keys ``by`` (None
-        when one of those is absent). A read and a write, not atomic: concurrent requests of
-        one token may count once between them, which is close enough for the one development
-        machine this cache serves."""
+        once their ``{0}``, ``{1}``, ... are replaced by the values of the keys ``by``: those
+        values and the derived keys' (None when one of ``by`` is absent), so that the caller can
+        check what they were named after. A read and a write, not atomic: concurrent requests
+        of one token may count once between them, which is close enough for the one
+        development machine this cache serves."""
         found = self.get_many([*keys, *by, *([counter] if counter else [])])
         values = [found.get(key) for key in keys]
         derived_values = None
         if derived and by and all(found.get(key) is not None for key in by):
-            names = [template.format(*(found[key] for key in by)) for template in derived]
+            named_after = [found[key] for key in by]
+            names = [template.format(*named_after) for template in derived]
             more = self.get_many(names)
-            derived_values = [more.get(name) for name in names]
+            derived_values = (named_after, [more.get(name) for name in names])
         if counter is None:
             return values, None, derived_values
         count = int(found.get(counter) or 0) + 1
@@ -170,11 +172,12 @@ if #ARGV > 2 and #KEYS > n + 1 then
         for i = 3, #ARGV do
             local name = ARGV[i]
             for j = 1, #by do
-                name = string.gsub(name, '{' .. (j - 1) .. '}', by[j])
+                -- a function as the replacement: its value is taken as it is (no % escapes)
+                name = string.gsub(name, '{' .. (j - 1) .. '}', function() return by[j] end)
             end
             names[#names + 1] = name
         end
-        derived = redis.call('MGET', unpack(names))
+        derived = {by, redis.call('MGET', unpack(names))}
     end
 end
 return {count, values, derived}
@@ -223,7 +226,7 @@ class ReusingRedisCache(RedisCache):
         timeout: int,
         by: Sequence[str] = (),
         derived: Sequence[str] = (),
-    ) -> tuple[list[Any], int | None, list[Any] | None]:
+    ) -> tuple[list[Any], int | None, tuple[list[Any], list[Any]] | None]:
         """As :meth:`CountingFileBasedCache.read_count_and_derive`, in one round trip: one Lua
         script, by EVALSHA."""
         serializer: Any = self._cache._serializer  # type: ignore[attr-defined]
@@ -239,7 +242,11 @@ class ReusingRedisCache(RedisCache):
         values = [None if raw is None else serializer.loads(raw) for raw in raw_values]
         derived_values = None
         if raw_derived is not None:
-            derived_values = [None if raw is None else serializer.loads(raw) for raw in raw_derived]
+            raw_by, raw_found = raw_derived
+            derived_values = (
+                [serializer.loads(raw) for raw in raw_by],
+                [None if raw is None else serializer.loads(raw) for raw in raw_found],
+            )
         return values, None if counter is None else int(count), derived_values
 
     def hash_add(self, name: str, mapping: dict[str, float]) -> None:
@@ -283,11 +290,6 @@ class ReusingRedisCache(RedisCache):
         return int(client.zcount(key, f"({seconds + micros / 1e6 - window}", "+inf"))
 
     def count(self, counter: str, timeout: int) -> int:
-        """Add one to ``counter`` and return it: one round trip (INCR), plus the EXPIRE after
-        the INCR that made it."""
-        name = self.make_and_validate_key(counter)
-        client = self._cache.get_client(name, write=True)
-        count = int(client.incr(name))
-        if count == 1:
-            client.expire(name, timeout)
-        return count
+        """Add one to ``counter`` and return it: one round trip (the script of
+        :meth:`read_count_and_derive`, which sets the expiry of the counter it makes)."""
+        return self.read_count_and_derive([], counter, timeout)[1] or 0

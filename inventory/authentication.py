@@ -131,12 +131,19 @@ def resolve_token_reading(
         or (entry["expires"] is not None and entry["expires"] <= timezone.now().timestamp())
     ):
         ratelimit.count_failure(client)  # 401, or 429 past the address's failures
-        return None, extras
+        return None, None
     ratelimit.check(kind, count)  # a verified token's own requests only
     principal = Principal(**entry["principal"])
     if principal.key_id is not None:
         _touch_key(principal.key_id)
-    return principal, extras
+    if extras is None:
+        return principal, None
+    named_after, found = extras
+    # Read after the identity keys, which are written and dropped with the entry: used only
+    # when they name this principal (an entry and its keys could part in an eviction).
+    if named_after != [principal.tenant_id, principal.device_pk]:
+        return principal, None
+    return principal, found
 
 
 def _identity(prefix: str, entry: Any) -> dict[str, int]:
@@ -173,7 +180,11 @@ class BearerTokenAuthentication(BaseAuthentication):
         try:
             principal = resolve_token(plain, client_address(request))
         except ratelimit.RateLimited as limited:
-            raise Throttled(wait=limited.retry_after) from None
+            # The limiter's own words (which limit, when to retry), as the device views say them;
+            # ``wait`` set apart, or DRF would add its own sentence (the handler's Retry-After).
+            throttled = Throttled(detail=str(limited))
+            throttled.wait = limited.retry_after  # type: ignore[attr-defined]  # read by the handler
+            raise throttled from None
         if principal is None:
             raise AuthenticationFailed("Invalid, revoked or expired token.")
         return principal, principal

@@ -77,11 +77,11 @@ def lookup_and_count(
     digest: str,
     by: Sequence[str] = (),
     derived: Sequence[str] = (),
-) -> tuple[Any, int | None, list[Any] | None]:
+) -> tuple[Any, int | None, tuple[list[Any], list[Any]] | None]:
     """The cached value at ``cache_key`` (None if absent), the presented token's request count
-    in this window, counting this request (None when its kind has no limit), and the cached
-    values of the keys named by the templates ``derived`` from the values of the keys ``by``
-    (None if one is absent; the inbox reads its generations here). ``digest`` is the presented
+    in this window, counting this request (None when its kind has no limit), and the values of
+    the keys ``by`` with the cached values of the keys named by the templates ``derived`` from
+    them (None if one of ``by`` is absent; the inbox reads its generations here). ``digest`` is the presented
     token's SHA-256 (``tokens.hash_token``).
 
     With Redis all are one Lua script (``config.cache``): on the inbox's 304 path each round
@@ -100,7 +100,7 @@ def check(kind: str, count: int | None) -> None:
     if count is None:
         return
     if count > limit_for(kind):
-        raise RateLimited(_window(time.time())[1])
+        raise RateLimited(seconds_left_in_window())
 
 
 def count_failure(address: str | None) -> None:

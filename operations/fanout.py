@@ -268,6 +268,10 @@ def _insert_chunk(
             reserve_ids=reserve_ids,
         )
     inserted = 0
+    # A device-time window writes a chunk zone by zone, each INSERT with a snapshot of its own:
+    # a device moving to another zone between two of them is selected twice, which only
+    # ON CONFLICT absorbs, so those chunks never take the first run's plain INSERT.
+    first_run = first_run and window.time_type != "device"
     # order_by(): the model's ordering would add the device key to the DISTINCT, listing a
     # zone once per device and writing its devices again for each.
     zones = (
@@ -399,7 +403,10 @@ def _id_sequence() -> str:
     """The sequence of the command table's ids (its column default, migration 0007)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [CommandStatus._meta.db_table])
-        return str(cursor.fetchone()[0])
+        row = cursor.fetchone()
+    if row is None or row[0] is None:  # not cached then: the next call asks again
+        raise RuntimeError(f"{CommandStatus._meta.db_table}.id has no sequence")
+    return str(row[0])
 
 
 def _reserve_ids(devices: QuerySet[Device]) -> tuple[int, int]:

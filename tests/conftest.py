@@ -321,7 +321,7 @@ def fresh_rate_window() -> None:
     and a test that counts requests up to a limit must not see the window end between them."""
     from inventory import ratelimit
 
-    if ratelimit.seconds_left_in_window() < 10:
+    if ratelimit.seconds_left_in_window() < 15:
         wait_until(
-            lambda: ratelimit.seconds_left_in_window() >= 10, timeout=15, interval=0.1, what="a rate window"
+            lambda: ratelimit.seconds_left_in_window() >= 15, timeout=20, interval=0.2, what="a rate window"
         )

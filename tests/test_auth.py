@@ -231,3 +231,47 @@ def test_keys_and_device_tokens_are_stored_hashed(org: Org) -> None:
     device_secret = device_token.split("_", 2)[2]
     assert not any(device_secret in str(value) for value in device_row)
     assert Api(plain).get("/v0/devices/").status_code == 200  # and yet the key works
+
+
+def test_a_device_tokens_lookup_reads_its_own_inbox_generations(org: Org, device: DeviceActor) -> None:
+    from commands import inbox_cache
+    from inventory.authentication import resolve_token_reading
+
+    inbox_cache.forget_device(device.device.pk)  # its generation is no longer 0
+    templates = inbox_cache.GENERATION_TEMPLATES
+
+    assert resolve_token_reading(device.token, templates)[1] is None  # not cached yet: read apart
+    principal, seen = resolve_token_reading(device.token, templates)
+    assert principal is not None and principal.device_pk == device.device.pk
+    assert inbox_cache.as_generations(seen or []) == inbox_cache.generations(org.tenant.pk, device.device.pk)
+    assert inbox_cache.as_generations(seen or [])[1] > 0
+
+
+def test_a_keys_lookup_reads_no_device_generations(org: Org) -> None:
+    from commands import inbox_cache
+    from inventory.authentication import resolve_token_reading
+
+    assert org.operator.token is not None
+    resolve_token_reading(org.operator.token, inbox_cache.GENERATION_TEMPLATES)
+    principal, seen = resolve_token_reading(org.operator.token, inbox_cache.GENERATION_TEMPLATES)
+    assert principal is not None and principal.kind == "key"
+    assert seen is None
+
+
+def test_forgetting_a_device_token_drops_its_identity_with_its_lookup(device: DeviceActor) -> None:
+    from django.core.cache import cache
+
+    from commands import inbox_cache
+    from inventory import tokens
+    from inventory.authentication import forget_token, resolve_token_reading
+
+    resolve_token_reading(device.token, inbox_cache.GENERATION_TEMPLATES)
+    parsed = tokens.split(device.token)
+    assert parsed is not None
+    prefix = parsed[1]
+    assert cache.get(f"auth:device:{prefix}") == device.device.pk
+
+    forget_token(prefix)
+
+    assert cache.get_many([f"auth:{prefix}", f"auth:tenant:{prefix}", f"auth:device:{prefix}"]) == {}
+    assert resolve_token_reading(device.token, inbox_cache.GENERATION_TEMPLATES)[1] is None

@@ -34,7 +34,8 @@ def _pair(org: Org, device: DeviceActor) -> tuple[CommandStatus, CommandStatus]:
 
 
 def _comparable(response: Any, command: CommandStatus) -> dict[str, Any]:
-    """The answer without what tells the two commands apart: ids and times."""
+    """The answer without what tells the two commands apart (ids and times), with the headers
+    a client reads."""
     shown = response.json()
     if "content" in shown:
         assert (shown["content"]["id"], shown["content"]["request"]) == (
@@ -43,7 +44,8 @@ def _comparable(response: Any, command: CommandStatus) -> dict[str, Any]:
         )
         for name in ("id", "request", "created_on", "updated_on"):
             shown["content"].pop(name)
-    return {"status": response.status_code, "body": shown}
+    headers = {name: response.get(name) for name in ("Content-Type", "Allow", "WWW-Authenticate")}
+    return {"status": response.status_code, "body": shown, "headers": headers}
 
 
 BODIES: list[tuple[str, str | None]] = [
@@ -116,17 +118,21 @@ def test_a_report_without_a_valid_token_is_refused(org: Org, device: DeviceActor
     assert command.state == C.QUEUED
 
 
-def test_a_device_past_its_rate_limit_hears_429(
+def test_a_device_past_its_rate_limit_hears_the_same_429_from_both_views(
     org: Org, device: DeviceActor, settings: Any, fresh_rate_window: None
 ) -> None:
     settings.RATE_LIMIT_DEVICE_PER_MINUTE = 1
     command = command_of(dispatched_operation(org.tenant, [device]), device)
     device.api.put(_url(command), {"state": "Command Acknowledged"})
 
-    throttled = device.api.put(_url(command), {"state": "Command In Progress"})
+    by_put = device.api.put(_url(command), {"state": "Command In Progress"})  # the plain view
+    by_get = device.api.get(_url(command))  # the DRF view
 
-    assert error(throttled, 429)
-    assert int(throttled["Retry-After"]) >= 1
+    assert error(by_put, 429)["message"] == error(by_get, 429)["message"]
+    assert error(by_put, 429)["message"].startswith("Rate limit exceeded; retry in ")
+    assert int(by_put["Retry-After"]) >= 1
+    command.refresh_from_db()
+    assert command.state == C.ACKNOWLEDGED
 
 
 def test_what_the_plain_view_leaves_to_the_drf_view_still_works(org: Org, device: DeviceActor) -> None:
@@ -137,15 +143,22 @@ def test_what_the_plain_view_leaves_to_the_drf_view_still_works(org: Org, device
         _url(command), data="state=x", content_type="text/plain", HTTP_AUTHORIZATION=f"Bearer {device.token}"
     )
     assert error(as_form, 415)
+    as_xml = device.api.put(_url(command), {"state": "Command Acknowledged"}, HTTP_ACCEPT="application/xml")
+    assert error(as_xml, 406)
     keyed = device.api.put(_url(command), {"state": "Command Acknowledged"}, HTTP_IDEMPOTENCY_KEY="k-1")
     assert content(keyed)["state"] == "Command Acknowledged"
     assert content(device.api.get(_url(command)))["version"] == 2
 
 
-def test_a_devices_json_put_is_the_plain_views_and_the_rest_the_drf_views(device: DeviceActor) -> None:
+def test_a_devices_json_put_is_the_plain_views_and_the_rest_the_drf_views(
+    org: Org, device: DeviceActor
+) -> None:
     from django.test import RequestFactory
+    from django.urls import resolve
 
     from commands.api.device_report import served_here
+
+    assert resolve("/commands/v0/status/1/").func.__name__ == "command_status_detail"
 
     put = RequestFactory().put(
         "/commands/v0/status/1/",
@@ -155,7 +168,10 @@ def test_a_devices_json_put_is_the_plain_views_and_the_rest_the_drf_views(device
     )
     assert served_here(put)
     key_put = RequestFactory().put(
-        "/commands/v0/status/1/", "{}", content_type="application/json", HTTP_AUTHORIZATION="Bearer dok_x_y"
+        "/commands/v0/status/1/",
+        "{}",
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {org.operator.token}",
     )
     assert not served_here(key_put)
     assert not served_here(

@@ -3,11 +3,14 @@
 Every command a device runs is reported two or three times (Acknowledged, In Progress, its
 outcome), so this is the server's most frequent write. A device's PUT is served here as a
 plain view (``device_requests``); everything else at this URL — a GET, an API key's PUT
-(audited, role-checked), a PUT with an ``Idempotency-Key``, a body that is not JSON — goes
-to the DRF view (``commands.api.views.CommandStatusViewSet``), which also documents the
-endpoint. Both validate with the same serializer and report through the same service
-(``services.report``), so the answers are the same; only DRF's per-request machinery is
-skipped (docs/performance.md, "Hot paths").
+(audited, role-checked), a PUT with an ``Idempotency-Key``, a body whose content type is not
+JSON, an ``Accept`` other than JSON — goes to the DRF view
+(``commands.api.views.CommandStatusViewSet``), which also documents the endpoint. Both validate
+with the same serializer, report through the same service (``services.report``) and answer in
+the same bytes and headers (``tests/test_device_report.py`` compares them); only DRF's
+per-request machinery is skipped (docs/performance.md, "Hot paths"). The DRF views' response
+observers (``config.api.views.response_observers``: the audit of API writes) do not run here:
+a device's writes are not audited.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import DataError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
+from rest_framework.renderers import JSONRenderer
 
 from commands import device_requests, services
 from commands.api.serializers import CommandStatusSerializer, CommandStatusUpdateSerializer
 from commands.models import CommandStatus
+from config.api import idempotency
 from config.api.envelopes import DEFAULT_ENVELOPE
 from config.api.exceptions import DATA_ERROR, PayloadTooLarge
 from config.api.parsers import JSONRefused, loads
@@ -32,17 +37,32 @@ from config.errors import DomainError
 logger = logging.getLogger(__name__)
 
 
+#: What the DRF view says of the methods of this URL, on every answer.
+ALLOW = "GET, PUT, HEAD, OPTIONS"
+#: ``Accept`` values a JSON answer satisfies; anything else is negotiated (406) by the DRF view.
+_JSON_ACCEPTED = ("", "*/*", "application/*", "application/json")
+
+
 def _is_json(request: HttpRequest) -> bool:
     media_type = request.META.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
     return media_type == "application/json"
 
 
+def _accepts_json(request: HttpRequest) -> bool:
+    accepted = request.META.get("HTTP_ACCEPT", "")
+    return "format" not in request.GET and all(
+        part.split(";", 1)[0].strip().lower() in _JSON_ACCEPTED for part in accepted.split(",")
+    )
+
+
 def served_here(request: HttpRequest) -> bool:
-    """Whether this view answers ``request``; the DRF view answers all the others."""
+    """Whether this view answers ``request``: a device's JSON PUT without an idempotency key,
+    answered in JSON. The DRF view answers all the others (and negotiates, or refuses, them)."""
     return (
         request.method == "PUT"
         and _is_json(request)
-        and "HTTP_IDEMPOTENCY_KEY" not in request.META
+        and idempotency.META_KEY not in request.META
+        and _accepts_json(request)
         and device_requests.is_device_token(request)
     )
 
@@ -94,7 +114,12 @@ def report(request: HttpRequest, pk: int) -> HttpResponse:
         logger.warning("input refused by the database: %s", refused)
         return device_requests.errors(400, {"detail": [DATA_ERROR]})
     body = CommandStatusSerializer(command).data
-    return JsonResponse(DEFAULT_ENVELOPE.success(body, 200))
+    # DRF's renderer, so the bytes are the DRF view's (compact, UTF-8).
+    rendered = _RENDERER.render(DEFAULT_ENVELOPE.success(body, 200))
+    return HttpResponse(rendered, content_type="application/json")
+
+
+_RENDERER = JSONRenderer()
 
 
 def detail_view(drf_view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -103,7 +128,9 @@ def detail_view(drf_view: Callable[..., HttpResponse]) -> Callable[..., HttpResp
     @csrf_exempt
     def command_status_detail(request: HttpRequest, pk: int) -> HttpResponse:
         if served_here(request):
-            return report(request, pk)
+            response = report(request, pk)
+            response["Allow"] = ALLOW
+            return response
         return drf_view(request, pk=str(pk))
 
     return command_status_detail

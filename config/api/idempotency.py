@@ -33,7 +33,8 @@ from config.metrics import IDEMPOTENCY_OUTCOMES
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
-_META = "HTTP_IDEMPOTENCY_KEY"
+#: ``HEADER`` as Django's ``request.META`` names it.
+META_KEY = "HTTP_IDEMPOTENCY_KEY"
 #: 1 to 255 printable ASCII characters, space included (CONTRACT §11).
 KEY_PATTERN = r"^[\x20-\x7e]{1,255}$"
 _KEY_RE = re.compile(r"[\x20-\x7e]{1,255}")
@@ -79,7 +80,7 @@ class Replay(Exception):
 
 def header_value(request: Request) -> str | None:
     """The request's key, checked; None without the header. 400 naming it when malformed."""
-    raw = request.META.get(_META)
+    raw = request.META.get(META_KEY)
     if raw is None:
         return None
     if not isinstance(raw, str) or not _KEY_RE.fullmatch(raw):
