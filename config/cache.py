@@ -2,11 +2,11 @@
 
 Both offer :meth:`read_count_and_derive`, the token lookup's "read these keys, count this
 request, and read the keys named after the caller", and :meth:`count`, a counter alone (failed
-token checks per address), both for ``inventory.ratelimit``, and a hash that many processes add to and one takes whole
-(``hash_add``/``hash_take``: the devices' sightings, ``inventory.presence``), and a sliding
-window of admissions shared by every process and machine (``admit``/``admitted``: a
-rollout's ``max_per_minute``, ``operations.rates``), so no code above branches on which
-cache is configured.
+token checks per address), both for ``inventory.ratelimit``; a hash that many processes add
+to and one takes whole (``hash_add``/``hash_take``: the devices' sightings,
+``inventory.presence``); and a sliding window of admissions shared by every process and
+machine (``admit``/``admitted``: a rollout's ``max_per_minute``, ``operations.rates``), so no
+code above branches on which cache is configured.
 
 On Redis the token lookup is one Lua script (MGET + INCR): on the inbox's 304 path each round
 trip costs about as much as the work. Django's ``RedisCacheClient.get_client`` also builds a new

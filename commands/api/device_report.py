@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 ALLOW = "GET, PUT, HEAD, OPTIONS"
 #: ``Accept`` values a JSON answer satisfies; anything else is negotiated (406) by the DRF view.
 _JSON_ACCEPTED = ("", "*/*", "application/*", "application/json")
+#: DRF's renderer, so that the bytes are the DRF view's (compact, UTF-8).
+_RENDERER = JSONRenderer()
 
 
 def _is_json(request: HttpRequest) -> bool:
@@ -84,6 +86,8 @@ def _body(request: HttpRequest) -> Any:
 
 
 def report(request: HttpRequest, pk: int) -> HttpResponse:
+    """The device's report of command ``pk``: every refusal worded as the DRF view words it
+    (the exception handler's mapping of the service's errors), the command as it shows it."""
     caller = device_requests.authenticate(request)
     if isinstance(caller, HttpResponse):
         return caller
@@ -114,12 +118,8 @@ def report(request: HttpRequest, pk: int) -> HttpResponse:
         logger.warning("input refused by the database: %s", refused)
         return device_requests.errors(400, {"detail": [DATA_ERROR]})
     body = CommandStatusSerializer(command).data
-    # DRF's renderer, so the bytes are the DRF view's (compact, UTF-8).
     rendered = _RENDERER.render(DEFAULT_ENVELOPE.success(body, 200))
     return HttpResponse(rendered, content_type="application/json")
-
-
-_RENDERER = JSONRenderer()
 
 
 def detail_view(drf_view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
