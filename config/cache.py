@@ -30,8 +30,18 @@ from django.core.cache.backends.filebased import FileBasedCache
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 
 
-class CountingFileBasedCache(FileBasedCache):
-    """Django's file cache (shared by the processes of one machine) with :meth:`read_and_count`."""
+class _Counting:
+    """What both backends build on their own ``read_count_and_derive``."""
+
+    def read_count_and_derive(
+        self,
+        keys: Sequence[str],
+        counter: str | None,
+        timeout: int,
+        by: Sequence[str] = (),
+        derived: Sequence[str] = (),
+    ) -> tuple[list[Any], int | None, tuple[list[Any], list[Any]] | None]:
+        raise NotImplementedError
 
     def read_and_count(
         self, keys: Sequence[str], counter: str | None, timeout: int
@@ -40,6 +50,15 @@ class CountingFileBasedCache(FileBasedCache):
         after adding one (living ``timeout`` seconds after its last change)."""
         values, count, _ = self.read_count_and_derive(keys, counter, timeout)
         return values, count
+
+    def count(self, counter: str, timeout: int) -> int:
+        """Add one to ``counter`` and return it (as in :meth:`read_and_count`; on Redis one
+        round trip, the script setting the expiry of the counter it makes)."""
+        return self.read_count_and_derive([], counter, timeout)[1] or 0
+
+
+class CountingFileBasedCache(_Counting, FileBasedCache):
+    """Django's file cache (shared by the processes of one machine) with :meth:`read_and_count`."""
 
     def read_count_and_derive(
         self,
@@ -82,10 +101,6 @@ class CountingFileBasedCache(FileBasedCache):
         taken = self.get(name) or {}
         self.delete(name)
         return {key: float(value) for key, value in taken.items()}
-
-    def count(self, counter: str, timeout: int) -> int:
-        """Add one to ``counter`` and return it (as in :meth:`read_and_count`)."""
-        return self.read_and_count([], counter, timeout)[1] or 0
 
     def _window_path(self, name: str) -> Path:
         return Path(self._dir) / f"window-{self.make_and_validate_key(name).replace(':', '_')}.json"  # type: ignore[attr-defined]
@@ -199,7 +214,7 @@ class ReusingRedisCacheClient(RedisCacheClient):
         return client
 
 
-class ReusingRedisCache(RedisCache):
+class ReusingRedisCache(_Counting, RedisCache):
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self._class = ReusingRedisCacheClient
@@ -211,13 +226,6 @@ class ReusingRedisCache(RedisCache):
         if script is None:
             script = self._scripts[(id(client), source)] = client.register_script(source)
         return script
-
-    def read_and_count(
-        self, keys: Sequence[str], counter: str | None, timeout: int
-    ) -> tuple[list[Any], int | None]:
-        """As :meth:`CountingFileBasedCache.read_and_count`, in one round trip."""
-        values, count, _ = self.read_count_and_derive(keys, counter, timeout)
-        return values, count
 
     def read_count_and_derive(
         self,
@@ -288,8 +296,3 @@ class ReusingRedisCache(RedisCache):
         client = self._cache.get_client(key)
         seconds, micros = client.time()
         return int(client.zcount(key, f"({seconds + micros / 1e6 - window}", "+inf"))
-
-    def count(self, counter: str, timeout: int) -> int:
-        """Add one to ``counter`` and return it: one round trip (the script of
-        :meth:`read_count_and_derive`, which sets the expiry of the counter it makes)."""
-        return self.read_count_and_derive([], counter, timeout)[1] or 0
