@@ -8,6 +8,7 @@ token deletes its cache entry at once (:func:`forget_token`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,14 @@ def _cache_key(prefix: str) -> str:
 
 #: The placeholders a caller's ``per_caller`` key templates may hold (:func:`resolve_token_reading`).
 CALLER_FIELDS = ("tenant", "device")
+
+
+@functools.cache
+def _positional(per_caller: tuple[str, ...]) -> tuple[str, ...]:
+    """``per_caller``'s templates with ``{tenant}`` and ``{device}`` as the cache's ``{0}`` and
+    ``{1}`` (the identity keys' order). Made once per tuple: every device poll passes the same."""
+    positions = {field: f"{{{i}}}" for i, field in enumerate(CALLER_FIELDS)}
+    return tuple(template.format(**positions) for template in per_caller)
 
 
 def _identity_keys(prefix: str) -> list[str]:
@@ -110,10 +119,7 @@ def resolve_token_reading(
         return None, None
     kind, prefix = parsed
     digest = tokens.hash_token(plain)
-    templates = [
-        template.format(**{field: f"{{{i}}}" for i, field in enumerate(CALLER_FIELDS)})
-        for template in per_caller
-    ]
+    templates = _positional(tuple(per_caller))
     # One cache round trip: the cached lookup, the presented token's request count, the
     # caller's keys.
     entry, count, extras = ratelimit.lookup_and_count(
