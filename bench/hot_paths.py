@@ -41,20 +41,12 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.inbox_load import ROLLOUT  # scenario 3b's: the gate and the rate window on every hand-out
 from bench.support import Database, machine, manage, project_env
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/bench_paths"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/4"
 PATHS = ("bare", "304", "200", "handout", "put")
-#: ``--rollout``: the operations' rollout (as bench/inbox_load.py's scenario 3b), so every
-#: hand-out goes through the rollout's gate and its rate window.
-ROLLOUT = {
-    "waves": [100],
-    "max_per_minute": 100_000,
-    "abort": [{"failure_type": "ALL", "threshold_percent": 50, "min_executed": 100}],
-    "retries": [{"failure_type": "ALL", "max_attempts": 3}],
-    "in_progress_timeout_minutes": 30,
-}
 
 
 def environ(

@@ -308,7 +308,7 @@ class Bench:
             self.paired(
                 config,
                 "empty poll (304)",
-                lambda: self.wrk("/v2/command-inbox/", "inbox_empty.lua", empty_data),
+                lambda: self.wrk("/v2/command-inbox/", "inbox_poll.lua", empty_data),
                 bare,
                 expect={304},
             )

@@ -1,7 +1,7 @@
--- Empty-inbox polls without an ETag: each request polls a random device with its own token
--- and no If-None-Match, so the server runs the hand-out query, finds nothing and answers
--- 200 with an empty page (and the ETag a device would send back next time).
--- DATA: a Lua file returning { {device_id, token}, ... }.
+-- Empty-inbox polls: each request polls a random device with its own token, and with the ETag
+-- of its last (empty) answer when the data has one, so the server can answer 304; without one
+-- the server runs the hand-out query, finds nothing and answers 200 with an empty page.
+-- DATA: a Lua file returning { {device_id, token[, etag]}, ... } (written by inbox_load.py).
 dofile(os.getenv("BENCH_LUA_DIR") .. "/common.lua")
 local data = dofile(os.getenv("BENCH_DATA"))
 local n = #data
@@ -12,8 +12,11 @@ end
 
 function request()
    local d = data[math.random(n)]
-   return wrk.format("GET", "/v2/command-inbox/?device_id=" .. d[1],
-      { ["Authorization"] = "Bearer " .. d[2] })
+   local headers = { ["Authorization"] = "Bearer " .. d[2] }
+   if d[3] then
+      headers["If-None-Match"] = d[3]
+   end
+   return wrk.format("GET", "/v2/command-inbox/?device_id=" .. d[1], headers)
 end
 
 function response(status, headers, body)
