@@ -12,12 +12,13 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,12 +206,14 @@ def kill_group(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def gunicorn(env: dict[str, str], log: Path, *options: str) -> Iterator[str]:
-    """gunicorn serving ``config.wsgi`` with ``env`` on a free port (``-b 127.0.0.1:0``, read back
-    from its log) until the block ends; yields its base URL once ``/admin/login/`` answers 200."""
+def _serving(
+    name: str, args: list[str], env: dict[str, str], log: Path, listening_at: Callable[[], str | None]
+) -> Iterator[str]:
+    """``python -m <args>`` serving ``config.wsgi`` with ``env`` until the block ends; yields its
+    base URL (``listening_at``, None until known) once ``/admin/login/`` answers 200."""
     with log.open("wb") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", "127.0.0.1:0", *options],
+            [sys.executable, "-m", *args],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -218,15 +221,20 @@ def gunicorn(env: dict[str, str], log: Path, *options: str) -> Iterator[str]:
             start_new_session=True,
         )
 
-    def listening_at() -> str | None:
-        found = re.search(r"Listening at: (http://[\d.]+:\d+)", log.read_text(errors="replace"))
-        if found is None and server.poll() is not None:
+    def running() -> None:
+        if server.poll() is not None:
             raise AssertionError(
-                f"gunicorn exited with {server.returncode}:\n{log.read_text(errors='replace')}"
+                f"{name} exited with {server.returncode}:\n{log.read_text(errors='replace')}"
             )
-        return found.group(1) if found else None
+
+    def listening() -> str | None:
+        found = listening_at()
+        if found is None:
+            running()
+        return found
 
     def answers(url: str) -> bool:
+        running()
         try:
             with urllib.request.urlopen(f"{url}/admin/login/", timeout=5) as answer:
                 return bool(answer.status == 200)
@@ -234,11 +242,42 @@ def gunicorn(env: dict[str, str], log: Path, *options: str) -> Iterator[str]:
             return False
 
     try:
-        url = wait_until(listening_at, timeout=60, what="gunicorn to listen")
-        wait_until(lambda: answers(url), timeout=60, what=f"gunicorn to answer at {url}")
+        url = wait_until(listening, timeout=60, what=f"{name} to listen")
+        wait_until(lambda: answers(url), timeout=60, what=f"{name} to answer at {url}")
         yield url
     finally:
         kill_group(server, signal.SIGTERM, timeout=15)
+
+
+def gunicorn(env: dict[str, str], log: Path, *options: str) -> contextlib.AbstractContextManager[str]:
+    """gunicorn serving ``config.wsgi`` with ``env`` on a free port (``-b 127.0.0.1:0``, read back
+    from its log) until the block ends; yields its base URL once ``/admin/login/`` answers 200."""
+
+    def listening_at() -> str | None:
+        found = re.search(r"Listening at: (http://[\d.]+:\d+)", log.read_text(errors="replace"))
+        return found.group(1) if found else None
+
+    args = ["gunicorn", "config.wsgi", "--bind", "127.0.0.1:0", *options]
+    return _serving("gunicorn", args, env, log, listening_at)
+
+
+def granian(env: dict[str, str], log: Path, *options: str) -> contextlib.AbstractContextManager[str]:
+    """granian (the README's production server) serving ``config.wsgi`` with ``env`` on a free
+    port until the block ends; yields its base URL once ``/admin/login/`` answers 200."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    args = [
+        "granian",
+        "--interface",
+        "wsgi",
+        "config.wsgi:application",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    return _serving("granian", [*args, *options], env, log, lambda: f"http://127.0.0.1:{port}")
 
 
 class CeleryProcesses:
