@@ -14,7 +14,7 @@ generate_series`` (the load is not measured), serves the project with gunicorn
     fan-out message waits in Redis and is purged afterwards.
 (b) create -> DISPATCHED wall time, two ways:
     - in-process: ``operations.fanout.fan_out(op_id)`` called directly in this process
-      (``--chunk-size`` monkeypatches ``operations.fanout.CHUNK_SIZE`` here, and sets
+      (``--chunk-size`` sets the setting ``FANOUT_CHUNK_SIZE`` here, and
       ``FANOUT_CHUNK_SIZE`` in the worker's environment);
     - first after worker start: a new ``celery -A config worker -c 1`` for each run, the
       POST sent as soon as it logged "ready"; its first operation pays for whatever the
@@ -194,7 +194,9 @@ class Bench:
         from operations import fanout
 
         if self.options.chunk_size:
-            fanout.CHUNK_SIZE = self.options.chunk_size
+            from django.conf import settings
+
+            settings.FANOUT_CHUNK_SIZE = self.options.chunk_size
         times = []
         for run in range(self.options.runs):
             self.empty_operations()
@@ -208,7 +210,7 @@ class Bench:
             times.append(elapsed)
             print(
                 f"  (b) in-process fan_out() run {run + 1}: {elapsed:.2f} s, {rows / elapsed:,.0f} rows/s"
-                f" (CHUNK_SIZE {fanout.CHUNK_SIZE:,}); {self.describe_steps(operation_id)}"
+                f" (CHUNK_SIZE {fanout.chunk_size():,}); {self.describe_steps(operation_id)}"
             )
         return times
 
@@ -314,7 +316,7 @@ class Bench:
         self.purge_queue()
         operation = Operation.objects.get(pk=operation_id)
         devices = DeviceQuery.parse(operation.device_query).queryset(operation.tenant_id)
-        chunk = self.options.chunk_size or fanout.CHUNK_SIZE
+        chunk = self.options.chunk_size or fanout.chunk_size()
         low = devices.order_by("pk").values_list("pk", flat=True).first()
         assert low is not None
         devices = devices.filter(pk__gte=low, pk__lt=low + chunk)
@@ -469,7 +471,7 @@ def main() -> None:
         "--chunk-size",
         type=int,
         default=0,
-        help="CHUNK_SIZE: monkeypatched in-process, FANOUT_CHUNK_SIZE in the worker's environment",
+        help="FANOUT_CHUNK_SIZE: the setting in-process, the environment variable in the worker's",
     )
     parser.add_argument("--explain", action="store_true")
     parser.add_argument("--skip-worker", action="store_true")

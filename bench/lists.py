@@ -283,7 +283,7 @@ class Bench:
         ):
             time.sleep(0.05)
         finished = time.perf_counter() - start
-        from operations.counters import recount
+        from commands.counting import recount
         from operations.models import Operation
 
         stored = Operation.objects.get(pk=operation_id)

@@ -6,27 +6,21 @@ their history. What a move means to an operation (its counters and its state) be
 No Django signals: the moves call the followers directly, inside the mover's transaction.
 
 A device report is one SQL statement (the hottest write of the server), so a follower adds
-its part to that statement as common table expressions rather than as a second round
-trip: :meth:`CommandFollower.report_sql` gives SQL that may read ``cur`` (the command row
-before the move, with the columns of ``commands.services.REPORT_COLUMNS``) and ``moved``
-(the row after it, present only when the move was made; its ``state`` is where the command
-went, which is the queue again instead of the target for a retried failure), may use the statement's
-parameter ``%(now)s``, and gives one expression whose value the statement returns and hands
-back to :meth:`CommandFollower.reported`.
+its part to that statement, and the hand-out's, as **data**: which of its own tables to read
+or count along (:class:`Along`), which owner rows may hold commands back
+(:class:`HandOutRule`). ``commands`` writes all the SQL over its own tables from that data,
+and hands each follower back named, typed results (:class:`Report`): no SQL text crosses
+the floors, and nothing is read back by position.
 
-The inbox's hand-out is one statement too. A floor above that holds some commands back (an
-operation paused or stopped, a rollout's wave not open yet, its rate spent) registers a
-:class:`HandOutGate`: its SQL narrows which queued rows a poll may pick, in the same
-statement, and :meth:`HandOutGate.admit` may hold back rows after the statement (a rate
-shared by every process, kept outside the database), which go back to the queue.
+A follower's counters are moved by the one counter rule (``commands.counting``): a table
+that keeps the counters of ``commands.counting.COUNTERS`` and names the row a command
+counts into (``Along(counts=True)``) gets exactly the same deltas as every other path.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
-
-from commands.choices import CommandState
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from commands.models import CommandStatus
@@ -49,50 +43,76 @@ class Moved:
 
 
 @dataclass(frozen=True)
-class ReportSql:
-    """A follower's part of the report statement: ``ctes`` (``name AS (...)``, comma-joined,
-    none if empty) and ``value``, a scalar SQL expression returned with the row."""
+class Along:
+    """A row of a floor above's table that the report's statement reads or counts into.
 
-    ctes: str
-    value: str = "NULL"
+    The row is the one whose ``keys`` columns equal the command row's: pairs of (the table's
+    column, the command's column: ``operation_id``, ``wave``, ``tenant_id``, ...).
+    ``counts``: add the report's counter deltas (``commands.counting``) to the row, when the
+    move reached its target (a failure sent back to the queue counts nothing), setting
+    ``touch`` (a timestamp column) to the statement's time; the row's counters come back.
+    Otherwise the row's ``columns`` are read as the statement began (plain column names).
+    """
+
+    name: str
+    table: str
+    keys: tuple[tuple[str, str], ...]
+    columns: tuple[str, ...] = ()
+    counts: bool = False
+    touch: str | None = None
+
+
+class Report(NamedTuple):
+    """What a report did, as each follower gets it: the command as the statement left it,
+    the state it had before, who reported, and the rows read or counted along by name
+    (``None`` where no row matched or, for a counted row, nothing was counted)."""
+
+    command: CommandStatus
+    old_state: int
+    actor: str
+    along: dict[str, dict[str, Any] | None]
 
 
 @dataclass(frozen=True)
-class HandOutSql:
-    """A gate's part of the hand-out statement, over ``cs`` (the command rows).
+class HandOutRule:
+    """A gate's rule for the hand-out, over the command's owner row (the row of ``table``
+    whose ``key`` is the command's ``operation_id``; a command without one is never held).
 
-    ``joins`` is added to the FROM of the pick; ``condition`` to its WHERE; ``columns`` are
-    ``(expression, name)`` pairs read with each picked row and returned to
-    :meth:`HandOutGate.admit`; ``held``, if given, is a condition on the device's queued rows
-    that the gate holds back for a while (the poll's answer must then not be cached as
-    empty); ``params`` are the named parameters the SQL uses.
+    The owner hands out nothing while its ``state_column`` is one of ``holding_states``;
+    a command whose ``wave`` is past the owner's ``frontier_column`` waits; the owner's
+    ``rate_column`` is read with each picked row (as ``rate``) for :meth:`HandOutGate.admit`;
+    the owners of ``held_back`` (ids) hand out nothing for now, and a poll that finds their
+    commands waiting must not be told "nothing new".
     """
 
-    joins: str = ""
-    condition: str = "true"
-    columns: tuple[tuple[str, str], ...] = ()
-    held: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
+    table: str
+    key: str
+    state_column: str
+    holding_states: tuple[int, ...]
+    frontier_column: str | None = None
+    rate_column: str | None = None
+    held_back: tuple[str, ...] = ()
 
 
 class HandOutGate(Protocol):
-    def hand_out_sql(self) -> HandOutSql:
-        """SQL that narrows the rows a poll may hand out."""
+    def hand_out_rule(self) -> HandOutRule:
+        """What a poll may hand out now."""
         ...
 
     def admit(self, rows: list[dict[str, Any]]) -> set[int]:
-        """The ids of handed-out ``rows`` to hold back after all; they go back to the queue."""
+        """The ids of handed-out ``rows`` (each with its owner's ``rate``) to hold back after
+        all; they go back to the queue."""
         ...
 
 
 class CommandFollower(Protocol):
-    def report_sql(self, target: CommandState) -> ReportSql:
-        """SQL run in the same statement as a report moving a command to ``target``."""
+    def report_along(self) -> tuple[Along, ...]:
+        """The rows the report's statement reads and counts into for this follower (the same
+        for every report: the statement is prepared once)."""
         ...
 
-    def reported(self, command: CommandStatus, old_state: int, value: Any, actor: str) -> None:
-        """After a report moved ``command`` from ``old_state``; ``value`` is what the
-        follower's :attr:`ReportSql.value` read. Runs in the reporting request, not inside the
+    def reported(self, report: Report) -> None:
+        """After a report moved a command. Runs in the reporting request, not inside the
         statement's transaction: what it does must be safe to repeat (the sweeps do)."""
         ...
 

@@ -20,9 +20,9 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from commands import inbox_cache
+from commands import counting, inbox_cache
 from commands.choices import HAND_OUT, CommandState, Priority, can_move
-from commands.followers import Moved, followers, gates
+from commands.followers import Along, HandOutRule, Moved, Report, followers, gates
 from commands.models import CommandHistory, CommandStatus
 from commands.payload import PAYLOAD_COLUMNS, event_data_sql, label_sql, ts_sql
 from config.errors import Conflict, DomainError
@@ -83,7 +83,7 @@ def report(
     """
     pk = command.pk if isinstance(command, CommandStatus) else command
     sources = [int(s) for s in C if can_move(s, target, by_client=True)]
-    current, old, moved, values = _report_statement(
+    current, old, moved, along = _report_statement(
         pk, target, sources, reason, details, expected_version, actor, tenant_id, device_pk
     )
     if not moved:
@@ -107,8 +107,9 @@ def report(
     _CHANGED_TO[C(current.state)].inc()
     if current.state == C.QUEUED and target != C.QUEUED:  # a retry: the device polls for it again
         inbox_cache.forget_device(current.device_id)
-    for follower, value in zip(followers(), values, strict=True):
-        follower.reported(current, old, value, actor)
+    done = Report(current, old, actor, along)
+    for follower in followers():
+        follower.reported(done)
     return current, True
 
 
@@ -198,6 +199,41 @@ def _row_to_command(values: dict[str, Any], device_ref: str) -> CommandStatus:
     return command
 
 
+def _along_sql(target: CommandState, along: tuple[Along, ...]) -> tuple[str, str]:
+    """The followers' rows of the report statement (``commands.followers.Along``): their CTEs
+    (each after a comma) and the expression that returns them, one JSON object by name.
+
+    A counted row moves by the one counter rule (``commands.counting.report_sets``) and only
+    when the move reached ``target`` (``moved.state``): a failure that the command's retry
+    budget sends back to the queue counts nothing, only a command's final outcome does.
+    """
+    ctes: list[str] = []
+    names: list[str] = []
+    sets = counting.report_sets(target, "t", "cur")
+    for part in along:
+        matched = " AND ".join(f"t.{column} = cur.{ours}" for column, ours in part.keys)
+        if not part.counts:
+            columns = ", ".join(f"t.{column}" for column in part.columns)
+            ctes.append(f"{part.name} AS (SELECT {columns} FROM {part.table} t JOIN cur ON {matched})")
+        elif sets:
+            touched = f", {part.touch} = %(now)s" if part.touch else ""
+            returned = ", ".join(
+                f"t.{name}" for name in (*(column for column, _ in part.keys), *counting.COUNTERS)
+            )
+            ctes.append(
+                f"{part.name} AS (UPDATE {part.table} t SET {', '.join(sets)}{touched} "
+                f"FROM moved JOIN cur USING (id) WHERE {matched} AND moved.state = {int(target)} "
+                f"RETURNING {returned})"
+            )
+        else:
+            continue
+        names.append(part.name)
+    if not names:
+        return "", ""
+    pairs = ", ".join(f"'{name}', (SELECT row_to_json({name}) FROM {name})" for name in names)
+    return "".join(f", {cte}" for cte in ctes), f", json_build_object({pairs}) AS along"
+
+
 def _report_statement(
     pk: int,
     target: CommandState,
@@ -208,27 +244,61 @@ def _report_statement(
     actor: str,
     tenant_id: int | None,
     device_pk: int | None,
-) -> tuple[CommandStatus, int, bool, list[Any]]:
+) -> tuple[CommandStatus, int, bool, dict[str, dict[str, Any] | None]]:
     """The whole report as one statement: lock and read the row, move it if the table and
-    ``expected_version`` allow, write its history, and run the followers' parts (an
-    operation's counters). Returns the command, its old state, whether it moved, and the
-    value each follower's part read.
+    ``expected_version`` allow, write its history, and read and count the followers' rows
+    along (an operation's counters). Returns the command, its old state, whether it moved,
+    and the followers' rows by name.
 
     One round trip and no explicit transaction, instead of six statements built by the
     ORM: this is the path every device takes for every command (docs/performance.md).
     """
+    params = {
+        "pk": pk,
+        "tenant": tenant_id,
+        "device": device_pk,
+        "target": int(target),
+        "reason": reason,
+        "now": timezone.now(),
+        "sources": sources,
+        "expected": expected_version,
+        "actor": actor,
+        "details": _DETAILS.get_db_prep_save(details, connection) if details is not None else None,
+    }
+    along = tuple(part for follower in followers() for part in follower.report_along())
+    with prepared_cursor() as cursor:
+        cursor.execute(_report_sql(target, details is not None, along), params)
+        found = cursor.fetchone()
+        names = [column.name for column in cursor.description]
+    if found is None:
+        raise CommandStatus.DoesNotExist(f"no command status {pk}")
+    width = len(REPORT_COLUMNS)
+    before = dict(zip(REPORT_COLUMNS, found[:width], strict=True))
+    device_ref = found[width]
+    after = found[width + 1 : 2 * width + 1]
+    moved = after[0] is not None
+    row = dict(zip(REPORT_COLUMNS, after, strict=True)) if moved else dict(before)
+    rows: dict[str, dict[str, Any] | None] = {}
+    if names[-1] == "along":
+        raw = found[-1]
+        rows = json.loads(raw) if isinstance(raw, str | bytes) else raw
+    return _row_to_command(row, device_ref), before["state"], moved, rows
+
+
+@functools.lru_cache(maxsize=256)
+def _report_sql(target: CommandState, with_details: bool, along: tuple[Along, ...]) -> str:
+    """The report statement for a move to ``target``: made once per target (and followers),
+    so the prepared statement is the same text every time."""
     table = CommandStatus._meta.db_table
     columns = ", ".join(f"cs.{c}" for c in REPORT_COLUMNS)
-    extra_sets = ", details = %(details)s" if details is not None else ""
+    extra_sets = ", details = %(details)s" if with_details else ""
     if target == C.QUEUED:  # released: dispatched now, unless it was before (as a set move does)
         extra_sets += ", dispatched_at = COALESCE(cs.dispatched_at, %(now)s)"
     duplicate = ""
     if target in RETRIED_FAILURES:  # the failure that queued it again, repeated: not a new one
         duplicate = f"AND NOT (cur.state = {int(C.QUEUED)} AND cur.attempt > 1)"
-    parts = [follower.report_sql(target) for follower in followers()]
-    ctes = "".join(f", {part.ctes}" for part in parts if part.ctes)
-    values = "".join(f", {part.value}" for part in parts)
-    sql = f"""
+    ctes, returned = _along_sql(target, along)
+    return f"""
         WITH cur AS (
             SELECT {columns}, d.device_id AS device_ref
             FROM {table} cs
@@ -251,32 +321,8 @@ def _report_statement(
                 (command_id, from_state, to_state, reason, actor, created_at)
             SELECT id, cur.state, moved.state, moved.reason, %(actor)s, %(now)s FROM moved JOIN cur USING (id)
         ), {_REPORT_EVENT}{ctes}
-        SELECT cur.*, moved.*{values} FROM cur LEFT JOIN moved USING (id)
+        SELECT cur.*, moved.*{returned} FROM cur LEFT JOIN moved USING (id)
     """
-    params = {
-        "pk": pk,
-        "tenant": tenant_id,
-        "device": device_pk,
-        "target": int(target),
-        "reason": reason,
-        "now": timezone.now(),
-        "sources": sources,
-        "expected": expected_version,
-        "actor": actor,
-        "details": _DETAILS.get_db_prep_save(details, connection) if details is not None else None,
-    }
-    with prepared_cursor() as cursor:
-        cursor.execute(sql, params)
-        found = cursor.fetchone()
-    if found is None:
-        raise CommandStatus.DoesNotExist(f"no command status {pk}")
-    width = len(REPORT_COLUMNS)
-    before = dict(zip(REPORT_COLUMNS, found[:width], strict=True))
-    device_ref = found[width]
-    after = found[width + 1 : 2 * width + 1]
-    moved = after[0] is not None
-    row = dict(zip(REPORT_COLUMNS, after, strict=True)) if moved else dict(before)
-    return _row_to_command(row, device_ref), before["state"], moved, list(found[2 * width + 1 :])
 
 
 def move_commands(
@@ -444,6 +490,42 @@ def _hand_out_event(device_ref: str, previous: str) -> str:
 _DEVICE_REF = f"(SELECT device_id FROM {Device._meta.db_table} WHERE id = %(device)s)"
 
 
+class _GateSql(NamedTuple):
+    """A gate's rule (``commands.followers.HandOutRule``) as parts of the hand-out statement."""
+
+    joins: str
+    condition: str
+    columns: tuple[tuple[str, str], ...]
+    held: str | None
+    params: dict[str, Any]
+
+
+def _gate_sql(alias: str, rule: HandOutRule) -> _GateSql:
+    """The SQL of one gate's rule over ``cs`` (the command rows), its owner row as ``alias``:
+    a command of an owner in a holding state, or past its owner's wave frontier, or of an
+    owner held back for now (its rate spent), is not picked."""
+    states = f"{alias}_holding"
+    params: dict[str, Any] = {states: list(rule.holding_states)}
+    open_now = f"{alias}.{rule.state_column} <> ALL(%({states})s::smallint[])"
+    if rule.frontier_column:
+        open_now += f" AND cs.wave <= {alias}.{rule.frontier_column}"
+    condition = f"cs.operation_id IS NULL OR ({open_now})"
+    held = None
+    if rule.held_back:
+        back = f"{alias}_held_back"
+        params[back] = list(rule.held_back)
+        condition = f"cs.operation_id IS NULL OR ({open_now} AND cs.operation_id <> ALL(%({back})s::uuid[]))"
+        held = f"cs.operation_id = ANY(%({back})s::uuid[]) AND {open_now}"
+    columns = ((f"{alias}.{rule.rate_column}", "rate"),) if rule.rate_column else ()
+    return _GateSql(
+        joins=f"LEFT JOIN {rule.table} {alias} ON {alias}.{rule.key} = cs.operation_id",
+        condition=condition,
+        columns=columns,
+        held=held,
+        params=params,
+    )
+
+
 def hand_out(
     device_pk: int,
     limit: int,
@@ -465,8 +547,9 @@ def hand_out(
     now = timezone.now()
     table = CommandStatus._meta.db_table
     history = CommandHistory._meta.db_table
-    parts = [gate.hand_out_sql() for gate in gates()]
-    joins = " ".join(part.joins for part in parts if part.joins)
+    rules = [gate.hand_out_rule() for gate in gates()]
+    parts = [_gate_sql(f"g{number}", rule) for number, rule in enumerate(rules)]
+    joins = " ".join(part.joins for part in parts)
     condition = " AND ".join(f"({part.condition})" for part in parts) or "true"
     extra = [column for part in parts for column in part.columns]
     picked_columns = "".join(f", {expression} AS {name}" for expression, name in extra)

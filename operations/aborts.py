@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from commands.counting import COUNTERS
 from operations import stopping
 from operations.choices import TERMINAL_STATES, OperationState
-from operations.counters import COUNTERS
 from operations.models import Operation
 from operations.rollouts import rollout_of
 

@@ -25,18 +25,18 @@ from django.http import QueryDict
 
 from commands.admin import console_time, scheduled_for
 from commands.choices import CommandState
+from commands.counting import COUNTERS
 from commands.models import CommandStatus
 from inventory.models import Device
 from operations import waves
 from operations.choices import PAUSABLE_STATES, TERMINAL_STATES, OperationState, ScheduleType, TimeType
-from operations.counters import COUNTERS
 from operations.models import Operation
 from operations.rollouts import Rollout
 from operations.windows import Window
 
 #: The bar's segments, in the order drawn: (key, label, the counter or None for pending).
 #: ``dispatch_failed_count`` counts the commands that timed out before the device got them;
-#: a timeout after delivery is a device failure (``operations.counters.deltas``).
+#: a timeout after delivery is a device failure (``commands.counting``).
 SEGMENTS = (
     ("success", "succeeded", "success_count"),
     ("failed", "failed", "failed_count"),

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from operations import counters, progress
+from commands import counting
+from operations import progress
 from operations.models import Operation
 
 
@@ -35,7 +36,7 @@ def repair(operation_ids: Iterable[uuid.UUID | str]) -> list[Repair]:
             operation = Operation.objects.select_for_update().filter(pk=operation_id).first()
             if operation is None:
                 continue
-            truth = counters.recount(operation_id)
+            truth = counting.recount(operation_id)
             wrong = {name: value for name, value in truth.items() if getattr(operation, name) != value}
             if wrong:
                 repairs.extend(Repair(operation.pk, n, getattr(operation, n), v) for n, v in wrong.items())

@@ -13,8 +13,6 @@ FAILURE, so no input can have it resent forever by ``recover_stuck_fan_outs``.
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -27,11 +25,10 @@ from django.db import connection, connections, transaction
 from django.db.models import F, Max, Min, QuerySet
 from django.utils import timezone
 
-from commands import inbox_cache, planner
-from commands.choices import CommandState, Priority
-from commands.models import CommandStatus
+from commands import counting, inbox_cache, planner, rows
+from commands.choices import CommandState
 from config.errors import DomainError
-from config.locks import advisory_lock, try_advisory_lock
+from config.locks import try_advisory_lock
 from config.metrics import FANOUT_DURATION, FANOUT_ROWS
 from inventory.models import Device
 from operations import progress, waves
@@ -46,13 +43,16 @@ from operations.windows import Window
 logger = logging.getLogger(__name__)
 S = OperationState
 
-# Device key range per INSERT ... SELECT transaction (setting FANOUT_CHUNK_SIZE, default
+
+# Device key range per INSERT ... SELECT transaction (setting FANOUT_CHUNK_SIZE, read at each
+# run so a test or a deployment changes the setting, not this module; default
 # 50,000), written FANOUT_PARALLELISM (2) at a time. Measured with bench/fanout.py on the
 # 2-core machine, 1,000,000 devices: 100,000 one at a time 49 s (with FK constraints),
 # 50,000 two at a time 12.2 s, three at a time 13.6 s (docs/performance.md); since the first
 # run writes without ON CONFLICT and parallel chunks take ids in blocks, 7.0 s
 # (docs/performance.md, "Hot paths").
-CHUNK_SIZE: int = settings.FANOUT_CHUNK_SIZE
+def chunk_size() -> int:
+    return int(settings.FANOUT_CHUNK_SIZE)
 
 
 @contextmanager
@@ -166,7 +166,8 @@ def _resolve(operation: Operation, first_run: bool) -> None:
     devices = query.queryset(operation.tenant_id)
     bounds = devices.aggregate(low=Min("pk"), high=Max("pk"))
     if bounds["low"] is not None:
-        starts = range(bounds["low"], bounds["high"] + 1, CHUNK_SIZE)
+        size = chunk_size()
+        starts = range(bounds["low"], bounds["high"] + 1, size)
         window = (
             Window.from_args(operation.schedule_args)
             if operation.schedule_type == ScheduleType.WINDOW
@@ -178,7 +179,7 @@ def _resolve(operation: Operation, first_run: bool) -> None:
 
         def write_chunk(start: int) -> bool:
             """One chunk in one transaction; False once the operation is no longer RESOLVING."""
-            chunk = devices.filter(pk__gte=start, pk__lt=start + CHUNK_SIZE)
+            chunk = devices.filter(pk__gte=start, pk__lt=start + size)
             with transaction.atomic():
                 if not _still_resolving(operation.pk):
                     return False
@@ -321,126 +322,33 @@ def _insert(
     first_run: bool = False,
     reserve_ids: bool = False,
 ) -> int:
-    """INSERT ... SELECT one command status per device of ``devices``; returns rows written.
-
-    A resumed run (not ``first_run``) may find some of its rows written by a run before it:
-    ``ON CONFLICT DO NOTHING`` skips them. The first run cannot (no run wrote anything before
-    it, and the advisory lock keeps any other run out while it writes), so it writes a plain
-    INSERT: speculative insertion costs an index probe of both unique indexes and an extra WAL
-    record per row, 35 % of a chunk's time (1.18-1.23 s against 0.78-0.82 s per 100,000 rows
-    on one connection). The unique (operation, device) index is still checked: a duplicate
-    that should not be there raises, the run fails and the next one, not first, skips it.
-
-    ``reserve_ids``: the rows take their ids from a block reserved for this statement
-    (:func:`_reserve_ids`) instead of one ``nextval`` each.
-    """
-    ops = connection.ops
-    sub_sql, sub_params = devices.order_by().values_list("pk").query.sql_with_params()
-    now = ops.adapt_datetimefield_value(timezone.now())
-    table = CommandStatus._meta.db_table
+    """One command per device of ``devices`` (``commands.rows.write``); returns rows written.
+    Commands born timed out (a window that never opens) are counted as the counter rule says."""
     rollout = Rollout.from_json(operation.rollout)
-    # A rollout's knobs that live on each command row: its wave (drawn once every device is
-    # counted; held back until then), its retry budget and its in-progress timeout.
-    delivery = {
-        "wave": UNDRAWN_WAVE if rollout is not None and rollout.waves else 1,
-        "max_attempts_on_failure": rollout.max_attempts("FAILED") if rollout else 1,
-        "max_attempts_on_timeout": rollout.max_attempts("TIMED_OUT") if rollout else 1,
-        "progress_timeout": rollout.timeout_seconds if rollout else None,
-    }
-    id_column, id_sql, id_params, rows_sql = "", "", [], f"({sub_sql}) AS sub WHERE true"
-    if reserve_ids:
-        first, reserved = _reserve_ids(devices)
-        # Row n (in device key order) takes the n-th reserved id; a device that appeared since
-        # the count (past the block) takes its own nextval, as without a reservation.
-        id_column = "id, "
-        id_sql = "CASE WHEN sub.rn <= %s THEN %s + sub.rn - 1 ELSE nextval(%s::regclass) END, "
-        id_params = [reserved, first, _id_sequence()]
-        rows_sql = (
-            f"(SELECT s.pk, row_number() OVER (ORDER BY s.pk) AS rn FROM ({sub_sql}) AS s) AS sub WHERE true"
-        )
-    sql = f"""
-        INSERT INTO {table} ({id_column}tenant_id, operation_id, request_ref, device_id, command, arguments,
-            state, reason, is_internal, priority, not_before, window_closes_at, deadline, dispatched_at,
-            delivery_count, version, created_on, updated_on, {", ".join(delivery)})
-        SELECT {id_sql}
-            %s, %s, '', sub.pk, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, 0, 1, %s, %s,
-            {", ".join(["%s"] * len(delivery))}
-        FROM {rows_sql}
-        {"" if first_run else "ON CONFLICT DO NOTHING"}
-    """
-    params = [
-        *id_params,
-        operation.tenant_id,
-        Operation._meta.pk.get_db_prep_value(operation.pk, connection),  # type: ignore[union-attr]
-        operation.operation_type,
-        json.dumps(operation.arguments),
-        int(state),
-        "window closed before it opened" if state == CommandState.TIMEOUT else "",
-        False,
-        int(Priority.NORMAL),
-        ops.adapt_datetimefield_value(not_before),
-        ops.adapt_datetimefield_value(window_closes_at),
-        ops.adapt_datetimefield_value(deadline),
-        ops.adapt_datetimefield_value(dispatched_at),
-        # created_on: the operation's creation time, the partition key (commands.partitions).
-        # The same on every retry of a chunk, so the unique (operation, device, created_on)
-        # still stops a second row, and all of an operation's commands share one partition.
-        ops.adapt_datetimefield_value(operation.created_at),
-        now,
-        *delivery.values(),
-    ]
-    with connection.cursor() as cursor:
-        # The SELECT list's parameters come before the subquery's in the statement.
-        cursor.execute(sql, [*params, *sub_params])
-        inserted = cursor.rowcount
-    if state == CommandState.TIMEOUT and inserted:
-        progress.add_counts(operation.pk, dispatch_failed_count=inserted)
+    new = rows.NewCommands(
+        tenant_id=operation.tenant_id,
+        operation_id=operation.pk,
+        command=operation.operation_type,
+        arguments=operation.arguments,
+        state=state,
+        created_on=operation.created_at,
+        reason="window closed before it opened" if state == CommandState.TIMEOUT else "",
+        not_before=not_before,
+        window_closes_at=window_closes_at,
+        deadline=deadline,
+        dispatched_at=dispatched_at,
+        # A rollout's knobs that live on each command row: its wave (drawn once every device
+        # is counted; held back until then), its retry budget and its in-progress timeout.
+        wave=UNDRAWN_WAVE if rollout is not None and rollout.waves else 1,
+        max_attempts_on_failure=rollout.max_attempts("FAILED") if rollout else 1,
+        max_attempts_on_timeout=rollout.max_attempts("TIMED_OUT") if rollout else 1,
+        progress_timeout=rollout.timeout_seconds if rollout else None,
+    )
+    inserted = rows.write(devices, new, first_run=first_run, reserve_ids=reserve_ids)
+    if inserted and state != CommandState.QUEUED:
+        born = counting.deltas(counting.BORN_FROM, state, was_dispatched=dispatched_at is not None)
+        progress.add_counts(operation.pk, **{name: delta * inserted for name, delta in born.items()})
     return inserted
-
-
-@functools.cache
-def _id_sequence() -> str:
-    """The sequence of the command table's ids (its column default, migration 0007)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [CommandStatus._meta.db_table])
-        row = cursor.fetchone()
-    if row is None or row[0] is None:  # not cached then: the next call asks again
-        raise RuntimeError(f"{CommandStatus._meta.db_table}.id has no sequence")
-    return str(row[0])
-
-
-def _reserve_ids(devices: QuerySet[Device]) -> tuple[int, int]:
-    """Reserve consecutive ids for the rows of ``devices``: (first id, how many), (0, 0) if
-    the block came out with a hole.
-
-    Ids from ``nextval`` row by row interleave the rows of parallel chunks in id order, so
-    both backends insert at the same right-most leaf of every index ordered by id among the
-    chunks' rows (primary key, (tenant, id), (operation, id)) and wait for each other's
-    buffer lock there: 24 % of their time sampled in ``pg_stat_activity``
-    (LWLock:BufferContent, two chunks of 50,000 at a time); with a block each, 1 %. The
-    block is taken under a session advisory lock so the other chunk's block does not
-    interleave with it; a ``nextval`` of another writer (an internal command) can still land
-    inside it, and the hole is seen here: the chunk then takes ``nextval`` for each row. Ids
-    are never handed out twice by the sequence, so the block is this statement's alone;
-    unused ones are skipped, as a rolled-back insert skips its own.
-    """
-    sub_sql, sub_params = devices.order_by().values_list("pk").query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*) FROM ({sub_sql}) AS s", sub_params)
-        count = int(cursor.fetchone()[0])
-        if not count:
-            return 0, 0
-        # The savepoint: should the statement fail, the transaction is usable again for the unlock.
-        with advisory_lock(f"{CommandStatus._meta.db_table} id block"), transaction.atomic():
-            cursor.execute(
-                "SELECT min(v), max(v) "
-                "FROM (SELECT nextval(%s::regclass) AS v FROM generate_series(1, %s)) AS s",
-                [_id_sequence(), count],
-            )
-            low, high = cursor.fetchone()
-    if high - low + 1 != count:
-        return 0, 0
-    return int(low), count
 
 
 def _dispatch(operation: Operation) -> None:

@@ -1,8 +1,8 @@
 """What the inbox may hand out of an operation: the operations floor's hand-out gate.
 
 Registered in ``OperationsConfig.ready`` with ``commands.followers.register_gate``. Three
-rules, the first two inside the hand-out's single SQL statement (a join on the operation's
-primary key, no extra round trip):
+rules, given to ``commands`` as data (``HandOutRule``), which puts the first two inside the
+hand-out's single SQL statement (a join on the operation's primary key, no extra round trip):
 
 - an operation PAUSED or stopped (``HOLDING_STATES``) hands out nothing, from the moment
   its state commits;
@@ -24,7 +24,7 @@ from typing import Any
 
 from django.core.cache import cache
 
-from commands.followers import HandOutSql
+from commands.followers import HandOutRule
 from operations.choices import HOLDING_STATES
 from operations.models import Operation
 
@@ -57,34 +57,23 @@ class RolloutGate:
                 del self._full_until[operation_id]
             return list(self._full_until)
 
-    def hand_out_sql(self) -> HandOutSql:
-        table = Operation._meta.db_table
-        full = self._full_now()
-        open_to_hand_out = "o.state <> ALL(%(holding_states)s::smallint[]) AND cs.wave <= o.current_wave"
-        params: dict[str, Any] = {"holding_states": sorted(int(s) for s in HOLDING_STATES)}
-        condition = f"cs.operation_id IS NULL OR ({open_to_hand_out})"
-        held = None
-        if full:
-            params["full_operations"] = full
-            condition = (
-                f"cs.operation_id IS NULL OR ({open_to_hand_out}"
-                " AND cs.operation_id <> ALL(%(full_operations)s::uuid[]))"
-            )
-            held = f"cs.operation_id = ANY(%(full_operations)s::uuid[]) AND {open_to_hand_out}"
-        return HandOutSql(
-            joins=f"LEFT JOIN {table} o ON o.id = cs.operation_id",
-            condition=condition,
-            columns=(("o.max_per_minute", "rollout_rate"),),
-            held=held,
-            params=params,
+    def hand_out_rule(self) -> HandOutRule:
+        return HandOutRule(
+            table=Operation._meta.db_table,
+            key="id",
+            state_column="state",
+            holding_states=tuple(sorted(int(state) for state in HOLDING_STATES)),
+            frontier_column="current_wave",
+            rate_column="max_per_minute",
+            held_back=tuple(self._full_now()),
         )
 
     def admit(self, rows: list[dict[str, Any]]) -> set[int]:
         """Admit the rate-limited rows in their operations' windows; the ids that do not fit."""
         limited: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
-            if row.get("rollout_rate") is not None:
-                limited[(str(row["operation_id"]), int(row["rollout_rate"]))].append(row)
+            if row.get("rate") is not None:
+                limited[(str(row["operation_id"]), int(row["rate"]))].append(row)
         back: set[int] = set()
         for (operation_id, rate), group in limited.items():
             group.sort(key=lambda row: (-row["priority"], row["id"]))

@@ -4,7 +4,7 @@
 UPDATE (``WHERE state IN`` the sources the table in ``operations.choices`` allows) that
 appends an activity row only if it won, so concurrent workers and reports cannot apply a
 move twice. Counters change by ``F()`` increments in the caller's transaction; which
-counter a command's move changes is ``operations.counters``.
+counter a command's move changes is ``commands.counting``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from commands import counting
 from commands.choices import REPORTED_STATES
 from commands.models import CommandStatus
 from inventory.events import emit
 from inventory.models import EventType
-from operations import counters
 from operations.choices import ACTIVITY_NAMES, ALLOWED_TRANSITIONS, OperationState
 from operations.events import operation_data
 from operations.models import Operation, OperationActivity
@@ -89,7 +89,7 @@ def pause(operation_id: OperationId, reason: str, actor: str = "system", when: Q
 def record_activity(
     operation_id: OperationId, state: OperationState, reason: str = "", actor: str = "system"
 ) -> None:
-    _record(Operation.objects.only(*counters.COUNTERS).get(pk=operation_id), state, reason, actor)
+    _record(Operation.objects.only(*counting.COUNTERS).get(pk=operation_id), state, reason, actor)
 
 
 def _record(operation: Operation, state: OperationState, reason: str, actor: str) -> None:
@@ -139,7 +139,7 @@ def advance(operation_id: OperationId, reported: bool = False, actor: str = "sys
     """
     if reported:
         move(operation_id, S.PROCESSING, actor=actor, only_from=[S.DISPATCHED])
-    every_command_finished = Q(resolved_count__gt=0, resolved_count__lte=counters.finished())
+    every_command_finished = Q(resolved_count__gt=0, resolved_count__lte=counting.finished())
     if not move(operation_id, S.COMPLETED, actor=actor, when=every_command_finished):
         return
     succeeded = Operation.objects.filter(pk=operation_id, success_count=F("resolved_count")).exists()

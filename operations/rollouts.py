@@ -21,6 +21,7 @@ from typing import Any
 from django.db.models import F, Q
 from django.db.models.lookups import GreaterThanOrEqual
 
+from commands import counting
 from config.errors import DomainError
 from operations.models import Operation
 
@@ -120,14 +121,14 @@ class Rollout:
 
     def abort_condition(self, rule: AbortRule) -> Q:
         """The rule as a condition on the operation row, checked in the UPDATE that aborts."""
-        finished = F("success_count") + F("failed_count") + F("dispatch_failed_count") + F("cancelled_count")
+        finished = counting.finished()
         return Q(GreaterThanOrEqual(finished, rule.min_executed)) & Q(
             GreaterThanOrEqual(rule.count_expression() * 100, finished * rule.threshold_percent)
         )
 
     def tripped(self, counts: dict[str, int]) -> tuple[AbortRule, float, int] | None:
         """The first abort rule the counters meet, with the measured rate and finished count."""
-        finished = sum(counts[name] for name in _FINISHED)
+        finished = sum(counts[name] for name in counting.FINISHED)
         for rule in self.abort:
             failures = rule.count(counts)
             if finished >= rule.min_executed and failures * 100 >= rule.threshold_percent * finished:
@@ -135,7 +136,6 @@ class Rollout:
         return None
 
 
-_FINISHED = ("success_count", "failed_count", "dispatch_failed_count", "cancelled_count")
 _KEYS = {"waves", "wave_success_percent", "max_per_minute", "abort", "retries", "in_progress_timeout_minutes"}
 
 

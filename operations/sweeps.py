@@ -17,12 +17,13 @@ from typing import Any
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from commands import counting
 from commands import sweeps as delivery
 from commands.choices import CommandState
 from commands.followers import Moved
 from commands.models import CommandStatus
 from commands.services import move_and_settle
-from operations import aborts, counters, progress, waves
+from operations import aborts, progress, waves
 from operations.choices import HOLDING_STATES, TERMINAL_STATES, OperationState
 from operations.models import Operation
 from operations.windows import Window
@@ -101,7 +102,7 @@ def complete_finished_operations() -> int:
     stuck = Operation.objects.filter(
         state__in=progress.sources_of(OperationState.COMPLETED),
         resolved_count__gt=0,
-        resolved_count__lte=counters.finished(),
+        resolved_count__lte=counting.finished(),
     ).values_list("pk", flat=True)
     count = 0
     for operation_id in stuck:

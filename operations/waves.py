@@ -15,20 +15,15 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from django.db import connection, transaction
-from django.db.models import Count, F, Q
+from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
-from commands import inbox_cache
-from commands.choices import CommandState
-from commands.models import CommandStatus
-from inventory.models import Device
-from operations import counters, progress
+from commands import counting, inbox_cache, rows
+from operations import progress
 from operations.gate import handed_out_last_minute
 from operations.models import Operation, OperationWave
 from operations.rollouts import Rollout, rollout_of
-
-C = CommandState
 
 
 def draw(operation: Operation, rollout: Rollout) -> None:
@@ -43,42 +38,16 @@ def draw(operation: Operation, rollout: Rollout) -> None:
         locked = Operation.objects.select_for_update().filter(pk=operation.pk).first()
         if locked is None or OperationWave.objects.filter(operation_id=operation.pk).exists():
             return
-        ends = rollout.wave_ends(locked.resolved_count)
-        cases = " ".join(f"WHEN ranked.r <= {end} THEN {number}" for number, end in enumerate(ends, 1))
-        table = CommandStatus._meta.db_table
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"""
-                WITH ranked AS (
-                    SELECT cs.id, row_number() OVER (ORDER BY md5(d.device_id), cs.device_id) AS r
-                    FROM {table} cs JOIN {Device._meta.db_table} d ON d.id = cs.device_id
-                    WHERE cs.operation_id = %s
-                )
-                UPDATE {table} cs SET wave = CASE {cases} ELSE {len(ends)} END
-                FROM ranked WHERE cs.id = ranked.id
-                """,
-                [operation.pk],
-            )
-        counted: dict[int, Any] = {
-            row["wave"]: row
-            for row in CommandStatus.objects.filter(operation_id=operation.pk)
-            .values("wave")
-            .annotate(
-                resolved=Count("pk"),
-                dispatched=Count("pk", filter=Q(dispatched_at__isnull=False)),
-                dispatch_failed=Count("pk", filter=Q(state=C.TIMEOUT)),
-            )
-        }
+        rows.assign_waves(operation.pk, rollout.wave_ends(locked.resolved_count))
+        counted = counting.recount_by_wave(operation.pk)
         now = timezone.now()
         OperationWave.objects.bulk_create(
             OperationWave(
                 operation_id=operation.pk,
                 wave=number,
                 percent=percent,
-                resolved_count=counted.get(number, {}).get("resolved", 0),
-                dispatched_count=counted.get(number, {}).get("dispatched", 0),
-                dispatch_failed_count=counted.get(number, {}).get("dispatch_failed", 0),
                 opened_at=now if number == 1 else None,
+                **counted.get(number, {}),
             )
             for number, percent in enumerate(rollout.waves, 1)
         )
@@ -91,7 +60,7 @@ def close_if_finished(operation_id: Any, wave: int, actor: str = "system") -> No
     pause the operation. Each step is a conditional UPDATE: many reports finishing the last
     commands of a wave at once close it, and open the next, exactly once."""
     closed = OperationWave.objects.filter(
-        operation_id=operation_id, wave=wave, closed_at=None, resolved_count__lte=counters.finished()
+        operation_id=operation_id, wave=wave, closed_at=None, resolved_count__lte=counting.finished()
     ).update(closed_at=timezone.now())
     if not closed:
         return

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from django.db import transaction
 
+from commands import counting
 from commands.choices import TERMINAL_STATES, CommandState
 from commands.models import CommandHistory, CommandStatus
-from operations import counters
 from operations.choices import OperationState
 from operations.models import Operation, OperationActivity
 from operations.services import cancel_operation
@@ -46,7 +46,7 @@ def reporter(actor: DeviceActor, command: CommandStatus, last: str) -> Callable[
 
 def stored_counts(operation: Operation) -> dict[str, int]:
     operation.refresh_from_db()
-    return {name: getattr(operation, name) for name in counters.COUNTERS}
+    return {name: getattr(operation, name) for name in counting.COUNTERS}
 
 
 def activity(operation: Operation) -> list[str]:
@@ -78,7 +78,7 @@ def test_fifty_devices_reporting_at_once_leave_exact_counters(org: Org) -> None:
     assert got["success_count"] == rows.filter(state=C.SUCCESS).count() == DEVICES - len(FAILING)
     assert got["failed_count"] == rows.filter(state=C.FAILURE).count() == len(FAILING)
     assert got["success_count"] + got["failed_count"] == DEVICES
-    assert got == counters.recount(operation.pk)
+    assert got == counting.recount(operation.pk)
     assert CommandHistory.objects.filter(command__operation=operation).count() == 3 * DEVICES
 
     # and the operation processed, completed and failed exactly once
@@ -103,7 +103,7 @@ def test_fifty_devices_all_succeeding_at_once_make_one_success(org: Org) -> None
     operation.refresh_from_db()
     assert operation.state == S.SUCCESS
     assert stored_counts(operation)["success_count"] == DEVICES
-    assert stored_counts(operation) == counters.recount(operation.pk)
+    assert stored_counts(operation) == counting.recount(operation.pk)
     names = activity(operation)
     assert (names.count("COMPLETED"), names.count("SUCCESS")) == (1, 1)
 
@@ -134,7 +134,7 @@ def test_a_cancel_racing_with_reports_leaves_counters_that_match_the_rows(org: O
     operation.refresh_from_db()
     assert operation.state == S.CANCELLED
     got = stored_counts(operation)
-    assert got == counters.recount(operation.pk)
+    assert got == counting.recount(operation.pk)
     rows = CommandStatus.objects.filter(operation=operation)
     finished = rows.filter(state__in=TERMINAL_STATES).count()
     assert (

@@ -41,8 +41,8 @@ def activity(operation: Operation) -> list[str]:
     return list(operation.activity.values_list("operation_state", flat=True))
 
 
-def test_fan_out_writes_one_status_per_device_in_chunks(org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fanout, "CHUNK_SIZE", 7)  # several chunks out of 50 devices
+def test_fan_out_writes_one_status_per_device_in_chunks(org: Org, settings: Any) -> None:
+    settings.FANOUT_CHUNK_SIZE = 7  # several chunks out of 50 devices
     load_devices(org, 50)
     operation = new_operation(org, arguments={"package": "com.example"})
 
@@ -77,8 +77,10 @@ def test_running_the_fan_out_again_changes_nothing(org: Org) -> None:
     assert activity(operation).count("DISPATCHED") == 1
 
 
-def test_a_crashed_fan_out_resumes_without_duplicates(org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fanout, "CHUNK_SIZE", 10)
+def test_a_crashed_fan_out_resumes_without_duplicates(
+    org: Org, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    settings.FANOUT_CHUNK_SIZE = 10
     load_devices(org, 30)
     operation = new_operation(org)
     real_insert = fanout._insert_chunk
@@ -207,7 +209,7 @@ def test_parallel_chunks_on_their_own_connections_write_each_device_once(
 ) -> None:
     # Outside a test transaction the chunks run in threads, each on its own connection.
     org = make_org("parallel")
-    monkeypatch.setattr(fanout, "CHUNK_SIZE", 10)
+    settings.FANOUT_CHUNK_SIZE = 10
     settings.FANOUT_PARALLELISM = 2
     load_devices(org, 95)
     operation = new_operation(org)
@@ -225,10 +227,10 @@ def test_parallel_chunks_on_their_own_connections_write_each_device_once(
 def test_each_parallel_chunk_writes_ids_of_one_block_in_device_order(
     transactional_db: None, monkeypatch: pytest.MonkeyPatch, settings: Any
 ) -> None:
-    """Parallel chunks take a block of ids each (``fanout._reserve_ids``), so their rows do not
+    """Parallel chunks take a block of ids each (``commands.rows._reserve_ids``), so their rows do not
     interleave at the right-most leaf of the id indexes; the ids stay unique."""
     org = make_org("blocks")
-    monkeypatch.setattr(fanout, "CHUNK_SIZE", 10)
+    settings.FANOUT_CHUNK_SIZE = 10
     settings.FANOUT_PARALLELISM = 2
     load_devices(org, 30)
     operation = new_operation(org)
@@ -267,7 +269,7 @@ def test_a_fan_out_that_raises_every_time_fails_at_its_last_attempt(
     """
     settings.FANOUT_MAX_ATTEMPTS = 3
     settings.FANOUT_STUCK_SECONDS = 3600  # resent at once, not after standing still
-    monkeypatch.setattr(fanout, "CHUNK_SIZE", 2)
+    settings.FANOUT_CHUNK_SIZE = 2
     load_devices(org, 5)
     Device.objects.filter(tenant=org.tenant, device_id="d00004").update(timezone="Mars/Olympus")
     operation = new_operation(org, schedule_type="WINDOW", schedule_args=window_args())

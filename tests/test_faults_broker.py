@@ -21,9 +21,9 @@ import pytest
 import requests
 from django.conf import settings
 
+from commands import counting
 from commands.models import CommandStatus
 from inventory.services import bulk_import_devices, create_api_key, get_or_create_tenant
-from operations import counters
 from operations.choices import OperationState
 from operations.models import HeadlessOperation, Operation, OperationActivity
 from tests.conftest import wait_until
@@ -175,7 +175,7 @@ def test_redis_restarts_lose_no_operation_and_no_headless_run(stack: Stack) -> N
         op = Operation.objects.get(pk=operation_id)
         assert CommandStatus.objects.filter(operation_id=operation_id).count() == DEVICES
         assert op.resolved_count == op.dispatched_count == DEVICES
-        assert counters.recount(operation_id) == {name: getattr(op, name) for name in counters.COUNTERS}
+        assert counting.recount(operation_id) == {name: getattr(op, name) for name in counting.COUNTERS}
         dispatched = OperationActivity.objects.filter(
             operation_id=operation_id, state=OperationState.DISPATCHED
         )

@@ -22,10 +22,10 @@ import pytest
 import redis
 from django.conf import settings
 
+from commands import counting
 from commands.models import CommandStatus
 from inventory.models import Device
 from inventory.services import bulk_import_devices
-from operations import counters
 from operations.choices import OperationState
 from operations.models import Operation, OperationActivity
 from tests.conftest import Org, make_org, purge_broker, wait_until
@@ -82,7 +82,7 @@ def _assert_exact(operation_id: str, total: int) -> None:
     assert op.state == OperationState.DISPATCHED
     assert CommandStatus.objects.filter(operation_id=operation_id).count() == total
     assert op.resolved_count == op.dispatched_count == total
-    assert counters.recount(operation_id) == {name: getattr(op, name) for name in counters.COUNTERS}
+    assert counting.recount(operation_id) == {name: getattr(op, name) for name in counting.COUNTERS}
     states = list(OperationActivity.objects.filter(operation_id=operation_id).values_list("state", flat=True))
     for state in (OperationState.RESOLVING, OperationState.RESOLVED, OperationState.DISPATCHED):
         assert states.count(state) == 1, states

@@ -11,13 +11,13 @@ import pytest
 from django.db.models import Count
 from django.utils import timezone
 
+from commands import counting
 from commands import sweeps as delivery
 from commands.choices import CommandState
 from commands.models import CommandHistory, CommandStatus
 from commands.services import report
 from inventory.models import Device
 from inventory.services import bulk_import_devices
-from operations import counters
 from operations.choices import OperationState
 from operations.fanout import fan_out
 from operations.models import Operation, OperationActivity
@@ -46,7 +46,7 @@ def put(actor: DeviceActor, command: CommandStatus, state: str, **body: Any) -> 
 
 def stored_counts(operation: Operation) -> dict[str, int]:
     operation.refresh_from_db()
-    return {name: getattr(operation, name) for name in counters.COUNTERS}
+    return {name: getattr(operation, name) for name in counting.COUNTERS}
 
 
 def spread_order(actors: list[DeviceActor]) -> list[DeviceActor]:
@@ -271,9 +271,9 @@ def test_an_abort_rule_cancels_the_operation_and_its_unfinished_commands(org: Or
     shown = detail(org, operation)
     assert shown["state"] == "CANCELLED"
     assert shown["reason"] == "abort: FAILED 75.0% >= 50% after 4 devices"
-    assert stored_counts(operation) == counters.recount(operation.pk)
+    assert stored_counts(operation) == counting.recount(operation.pk)
     stop_commands(operation.pk)  # the stop's worker (operations.stopping), after the answer
-    assert stored_counts(operation) == counters.recount(operation.pk)
+    assert stored_counts(operation) == counting.recount(operation.pk)
     assert operation.cancelled_count == 6 and operation.failed_count == 3
     assert not any(poll(a) for a in devices[4:])
 
@@ -303,7 +303,7 @@ def test_an_abort_racing_32_reporters_happens_once_with_exact_counters(org: Org)
     operation.refresh_from_db()
     assert operation.state == S.CANCELLED
     assert OperationActivity.objects.filter(operation=operation, state=S.CANCELLED).count() == 1
-    assert stored_counts(operation) == counters.recount(operation.pk)
+    assert stored_counts(operation) == counting.recount(operation.pk)
     assert not CommandStatus.objects.filter(operation=operation, state__in=[C.QUEUED, C.INITIATED]).exists()
     assert operation.failed_count + operation.cancelled_count == 40
 
@@ -330,7 +330,7 @@ def test_a_failure_with_attempts_left_is_queued_again_and_counted_once(org: Org,
 
     assert final["state"] == "Command Failure" and final["attempt"] == 3
     assert content(put(device, command, "Command Failure"))["attempt"] == 3
-    assert stored_counts(operation) == counters.recount(operation.pk)
+    assert stored_counts(operation) == counting.recount(operation.pk)
     operation.refresh_from_db()
     assert operation.failed_count == 1 and operation.state == S.FAILURE
     reasons = list(
@@ -364,7 +364,7 @@ def test_retries_under_duplicated_and_reordered_reports_never_exceed_the_budget(
     run_in_threads([storm(c) for c in commands] + [storm(c) for c in commands])
 
     assert max(CommandStatus.objects.filter(operation=operation).values_list("attempt", flat=True)) <= 2
-    assert stored_counts(operation) == counters.recount(operation.pk)
+    assert stored_counts(operation) == counting.recount(operation.pk)
 
 
 def test_the_in_progress_timeout_times_out_and_retries(org: Org) -> None:
@@ -395,7 +395,7 @@ def test_the_in_progress_timeout_times_out_and_retries(org: Org) -> None:
     assert first.state == C.TIMEOUT
     operation.refresh_from_db()
     assert operation.timed_out_count == 1 and operation.failed_count == 1
-    assert stored_counts(operation) == counters.recount(operation.pk)
+    assert stored_counts(operation) == counting.recount(operation.pk)
 
 
 # --- pause and resume ------------------------------------------------------------------------------
@@ -444,7 +444,7 @@ def test_cancel_and_timeout_work_while_paused(
 
     assert stopped["state"] == stop
     assert command_of(operation, device).state == command_state
-    assert stored_counts(operation) == counters.recount(operation.pk)
+    assert stored_counts(operation) == counting.recount(operation.pk)
 
 
 def test_pause_during_the_fan_out_stops_it_and_resume_finishes_it(org: Org) -> None:

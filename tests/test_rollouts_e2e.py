@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from commands import counting
 from inventory.services import bulk_import_devices
-from operations import counters
 from operations.fanout import fan_out
 from operations.models import Operation
 from operations.services import create_operation
@@ -113,4 +113,4 @@ def test_a_rollout_runs_wave_by_wave_with_a_real_worker(org: Org, celery_worker:
     assert 4 <= counts["failed_device_count"] <= 6
     assert counts["failed_device_count"] + counts["cancelled_device_count"] == 18
     stored = Operation.objects.get(pk=operation_id)
-    assert counters.recount(operation_id) == {name: getattr(stored, name) for name in counters.COUNTERS}
+    assert counting.recount(operation_id) == {name: getattr(stored, name) for name in counting.COUNTERS}

@@ -14,12 +14,13 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from commands import counting
 from commands import services as command_services
 from commands.choices import UNFINISHED_STATES, CommandState
 from commands.models import CommandHistory, CommandStatus
 from config.errors import DomainError
 from inventory.services import bulk_import_devices
-from operations import counters, stopping
+from operations import stopping
 from operations.choices import OperationState
 from operations.fanout import fan_out
 from operations.models import Operation
@@ -45,7 +46,7 @@ def fanned_out(org: Org, count: int, **data: Any) -> Operation:
 
 def stored(operation_id: Any) -> dict[str, int]:
     row = Operation.objects.get(pk=operation_id)
-    return {name: getattr(row, name) for name in counters.COUNTERS}
+    return {name: getattr(row, name) for name in counting.COUNTERS}
 
 
 def states(operation: Operation) -> set[int]:
@@ -89,7 +90,7 @@ def test_cancel_answers_with_the_new_state_before_the_commands_move(org: Org) ->
     done = content(org.admin.get(f"{OPS}{operation.pk}/"))
     assert done["commands_stop"] == "done"
     assert done["operation_stats"]["device_operation_statuses_count"]["cancelled_device_count"] == 30
-    assert stored(operation.pk) == counters.recount(operation.pk)
+    assert stored(operation.pk) == counting.recount(operation.pk)
     # and a second message for the same stop finds nothing to do
     assert stopping.stop_commands(operation.pk) == 0
 
@@ -140,7 +141,7 @@ def test_the_worker_moves_them_in_bounded_batches(org: Org, settings: Any) -> No
         sizes[at] = sizes.get(at, 0) + 1
     assert sum(sizes.values()) == 50
     assert len(sizes) == 8 and max(sizes.values()) == 7
-    assert stored(operation.pk) == counters.recount(operation.pk)
+    assert stored(operation.pk) == counting.recount(operation.pk)
 
 
 def test_timeout_moves_them_to_timeout_as_dispatch_failures(org: Org) -> None:
@@ -152,7 +153,7 @@ def test_timeout_moves_them_to_timeout_as_dispatch_failures(org: Org) -> None:
     assert answer["state"] == "TIMEOUT" and answer["commands_stop"] == "in_progress"
     assert states(operation) == {C.TIMEOUT}
     counts = stored(operation.pk)
-    assert counts["dispatch_failed_count"] == 12 and counts == counters.recount(operation.pk)
+    assert counts["dispatch_failed_count"] == 12 and counts == counting.recount(operation.pk)
     assert Operation.objects.get(pk=operation.pk).commands_stop == "done"
 
 
@@ -180,7 +181,7 @@ def test_sweeps_leave_a_stopped_operations_commands_alone(org: Org, settings: An
     # and the stop then cancels them all
     stopping.stop_commands(operation.pk)
     assert states(operation) == {C.CANCELLED}
-    assert stored(operation.pk) == counters.recount(operation.pk)
+    assert stored(operation.pk) == counting.recount(operation.pk)
 
 
 def test_a_window_of_a_stopped_operation_does_not_open(org: Org) -> None:
@@ -240,7 +241,7 @@ def test_reports_racing_the_batches_settle_exactly(org: Org, settings: Any, brok
                     with connection.cursor() as cursor:
                         cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                     counts = stored(operation.pk)
-                    truth = counters.recount(operation.pk)
+                    truth = counting.recount(operation.pk)
                 if counts != truth:
                     disagreements.append((counts, truth))
                 snapshots += 1
@@ -275,7 +276,7 @@ def test_reports_racing_the_batches_settle_exactly(org: Org, settings: Any, brok
     assert all(states[pk] == C.SUCCESS for pk in succeeded)
     assert all(states[pk] == C.CANCELLED for pk in refused)
     final = stored(operation.pk)
-    assert final == counters.recount(operation.pk)
+    assert final == counting.recount(operation.pk)
     assert final["success_count"] == len(succeeded) and final["cancelled_count"] == len(refused)
     assert Operation.objects.get(pk=operation.pk).state == S.CANCELLED
 
@@ -296,7 +297,7 @@ def test_a_lost_stop_is_resumed_by_the_sweep(org: Org, celery_processes: CeleryP
     assert sent == 1
     wait_until(lambda: Operation.objects.get(pk=operation.pk).commands_stop == "done", what="the stop done")
     assert unfinished(operation.pk) == 0
-    assert stored(operation.pk) == counters.recount(operation.pk)
+    assert stored(operation.pk) == counting.recount(operation.pk)
     # and a finished stop is not sent again
     assert stopping.resume_stops(now=timezone.now() + dt.timedelta(hours=1)) == 0
 
@@ -312,4 +313,4 @@ def test_a_cancel_through_the_api_is_finished_by_a_real_worker(
 
     assert answer["state"] == "CANCELLED"
     wait_until(lambda: Operation.objects.get(pk=operation.pk).commands_stop == "done", what="the stop done")
-    assert stored(operation.pk)["cancelled_count"] == 60 == counters.recount(operation.pk)["cancelled_count"]
+    assert stored(operation.pk)["cancelled_count"] == 60 == counting.recount(operation.pk)["cancelled_count"]

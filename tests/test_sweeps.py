@@ -12,10 +12,9 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from commands import sweeps
+from commands import counting, sweeps
 from commands.choices import CommandState
 from commands.models import CommandHistory, CommandStatus
-from operations import counters
 from operations import sweeps as operation_sweeps
 from operations.choices import OperationState
 from operations.models import Operation, OperationActivity
@@ -29,14 +28,14 @@ INBOX = "/v2/command-inbox/"
 
 def stored_counts(operation: Operation) -> dict[str, int]:
     operation.refresh_from_db()
-    return {name: getattr(operation, name) for name in counters.COUNTERS}
+    return {name: getattr(operation, name) for name in counting.COUNTERS}
 
 
 def assert_counters(operation: Operation, **expected: int) -> None:
     """The counters are exactly ``expected`` (others zero) and agree with the command rows."""
     got = stored_counts(operation)
-    assert got == {name: expected.get(name, 0) for name in counters.COUNTERS}
-    assert got == counters.recount(operation.pk)
+    assert got == {name: expected.get(name, 0) for name in counting.COUNTERS}
+    assert got == counting.recount(operation.pk)
 
 
 def activity(operation: Operation) -> list[str]:

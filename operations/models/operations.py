@@ -7,13 +7,13 @@ import uuid
 
 from django.db import models
 
+from commands.counting import FINISHED
 from operations.choices import PRE_DISPATCH_STATES, OperationState, OperationType, ScheduleType
-from operations.counters import FINISHED
 
 
 class ExactCounters(models.Model):
     """The exact counters of an operation's commands, kept by an operation and by each wave of
-    its rollout: moved only by SQL increments by the rule of ``operations.counters``, in the
+    its rollout: moved only by SQL increments by the rule of ``commands.counting``, in the
     same statement or transaction as the command rows they count."""
 
     resolved_count = models.PositiveIntegerField(default=0)
@@ -41,7 +41,7 @@ class Operation(ExactCounters):
     """One request to run a command on the devices a query picks.
 
     The counters are moved only by SQL (``F()`` and conditional updates in
-    ``operations.progress``, by the rule of ``operations.counters``) in the same transaction
+    ``operations.progress``, by the rule of ``commands.counting``) in the same transaction
     as the command rows they count, so they are exact at every moment, whatever number of
     devices report at once.
     """
@@ -134,7 +134,7 @@ class WaveState(models.TextChoices):
 class OperationWave(ExactCounters):
     """One wave of a rollout: its devices and the same exact counters as its operation.
 
-    The counters move with the operation's, by the same rule (``operations.counters``), in
+    The counters move with the operation's, by the same rule (``commands.counting``), in
     the same statement or transaction, so a wave knows the moment its last command finishes.
     """
 
