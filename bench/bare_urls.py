@@ -4,7 +4,7 @@ of what a request through this project's middleware stack can do (see bench/sett
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
-from config.urls import urlpatterns as project_urls
+from server.urls import urlpatterns as project_urls
 
 
 def bare(request: HttpRequest) -> JsonResponse:

@@ -11,7 +11,7 @@ Both are plain Django views without authentication, for load balancers and orche
   "unavailable", "down": [...], "checks": {...}}`` naming what is down otherwise (the
   error's class only: the body is public; the message goes to the log).
 
-``GET /`` still answers ``{"status": "ok"}`` (config/urls.py), as before.
+``GET /`` still answers ``{"status": "ok"}`` (server/urls.py), as before.
 """
 
 from __future__ import annotations

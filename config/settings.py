@@ -76,7 +76,7 @@ TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 # from this server's own files, never inline, never eval'd, never from another host, so an
 # injected <script> or onclick= does not run. The console's scripts are files under static/
 # and the admin's; Swagger UI's start-up script is a file too (SpectacularSwaggerSplitView in
-# config/urls.py). Inline *styles* are allowed: the admin's templates, the console's progress
+# server/urls.py). Inline *styles* are allowed: the admin's templates, the console's progress
 # bars and Swagger UI set style attributes, and a style cannot run code. Images may be data:
 # URIs (Swagger UI's icons). tests/test_console_browser.py fails on any violation Chromium reports.
 CONTENT_SECURITY_POLICY = {
@@ -113,6 +113,7 @@ INSTALLED_APPS = [
     "operations",
     "commands",
     "maintenance",
+    "server",  # the top floor: the URLconf, the dashboard, manage.py runstack (docs/architecture.md)
 ]
 
 MIDDLEWARE = [
@@ -155,9 +156,10 @@ AXES_CLIENT_IP_CALLABLE = "config.client.client_address"  # TRUSTED_PROXY_COUNT,
 AXES_LOCKOUT_TEMPLATE = "admin/login_locked.html"  # answered with 429
 AXES_VERBOSE = False  # no log line per request; lockouts are in the console (Access attempts)
 
-ROOT_URLCONF = "config.urls"
+# The top floor (server/): it imports every app, so config/ names it here and imports it nowhere.
+ROOT_URLCONF = "server.urls"
 # The console's index page: counts and charts over every app (the top floor, like the URLconf).
-CONSOLE_DASHBOARD = "config.console.dashboard.dashboard"
+CONSOLE_DASHBOARD = "server.dashboard.dashboard"
 WSGI_APPLICATION = "config.wsgi.application"
 
 TEMPLATES = [

@@ -1,28 +1,65 @@
-"""Every module of ``config/`` is held by a floor contract of ``pyproject.toml``: plumbing
-(may import no app) or the top floor. A new module cannot slip between them unchecked."""
+"""The floor contracts of ``pyproject.toml`` name whole packages, and every project package is
+one of the floors: a new package (or a module cut out of one) cannot slip outside what
+``lint-imports`` checks, and ``config/`` stays the ground, importing no app."""
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: Top-level folders that are no project package: the tests and benchmarks import every floor,
+#: and the rest hold no code of the server's.
+NOT_FLOORS = {"tests", "bench", ".venv", "var", "docs", "static", "templates"}
 
-def _contracts() -> list[dict]:
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+
+def _importlinter() -> dict[str, Any]:
+    table: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    return table
 
 
-def test_every_config_module_is_plumbing_or_top_floor() -> None:
-    contracts = _contracts()
-    plumbing = next(c for c in contracts if c["type"] == "forbidden")["source_modules"]
-    top = next(c for c in contracts if c["type"] == "layers")["layers"][0].replace(" ", "").split("|")
-    held = [*plumbing, *top]
+def _layers() -> list[list[str]]:
+    """The floors of the one layers contract, top first; each a list of its ``|`` siblings."""
+    contracts = [c for c in _importlinter()["contracts"] if c["type"] == "layers"]
+    assert len(contracts) == 1, "one layers contract holds the floors"
+    return [[name.strip() for name in layer.split("|")] for layer in contracts[0]["layers"]]
 
-    modules = {
-        ".".join(path.relative_to(ROOT).with_suffix("").parts)
-        for path in (ROOT / "config").rglob("*.py")
-        if path.name != "__init__.py"
+
+def _project_packages() -> set[str]:
+    return {
+        path.name
+        for path in ROOT.iterdir()
+        if path.is_dir() and (path / "__init__.py").is_file() and path.name not in NOT_FLOORS
     }
-    loose = sorted(m for m in modules if not any(m == h or m.startswith(h + ".") for h in held))
-    assert loose == [], f"add these to a contract in pyproject.toml: {loose}"
+
+
+def test_the_floors_name_packages_not_modules() -> None:
+    names = [name for layer in _layers() for name in layer]
+    dotted = [name for name in names if "." in name]
+    assert dotted == [], f"a floor is a whole package, not a module of one: {dotted}"
+
+
+def test_every_project_package_is_a_floor() -> None:
+    packages = _project_packages()
+    assert {"config", "server"} <= packages  # the scan sees the repository's packages at all
+    floors = {name for layer in _layers() for name in layer}
+    assert sorted(packages - floors) == [], "add these packages to the floors in pyproject.toml"
+    assert sorted(floors - packages) == [], "these floors are no package of the repository"
+
+
+def test_every_floor_is_analysed_and_checked_for_import_circles() -> None:
+    floors = {name for layer in _layers() for name in layer}
+    importlinter = _importlinter()
+    acyclic = next(c for c in importlinter["contracts"] if c["type"] == "acyclic_siblings")
+    assert set(importlinter["root_packages"]) == floors
+    assert set(acyclic["ancestors"]) == floors
+
+
+def test_config_is_the_ground_floor_and_server_the_top() -> None:
+    """config/ is plumbing (it imports no app); server/ (the URLconf, the dashboard, runstack)
+    may import every app."""
+    layers = _layers()
+    assert layers[-1] == ["config"]
+    assert layers[0] == ["server"]

@@ -1,4 +1,8 @@
-"""The figures of the console's front page, each scoped like every other console screen."""
+"""The figures of the console's front page, each scoped like every other console screen.
+
+The top floor: it reads the models of every app, so the console's site (``config.console``,
+plumbing) finds it by name in the settings (``CONSOLE_DASHBOARD``) instead of importing it.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""The URL map: the seeds' paths, the schema and docs, and the admin console."""
+"""The URL map: the seeds' paths, the schema and docs, and the admin console.
+
+The top floor (``ROOT_URLCONF``): it includes every app's URLs, so it lives above them in
+``server/``, not in ``config/``, which imports no app.
+"""
 
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse

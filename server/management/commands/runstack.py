@@ -5,6 +5,11 @@ For development and demos (``make run``); production runs the three as separate 
 up, it can print the demo's credentials (``--show-credentials``), so they come after the
 start-up lines of the three processes instead of scrolling away under them. The worker and beat say
 when they are up by creating files in ``CELERY_READY_DIR`` (``config/celery.py``).
+
+It runs the whole server, so it belongs to the top floor (``server/``), with the URLconf. It
+lived in ``inventory`` only because ``config`` is no installed app, so cannot hold management
+commands, and ``inventory`` already held ``setup_demo``; it still reads ``inventory.demo``
+(the demo's address and credentials file), a floor below.
 """
 
 from __future__ import annotations
