@@ -182,5 +182,5 @@ def recount(operation_id: Any) -> dict[str, int]:
 def recount_by_wave(operation_id: Any) -> dict[int, dict[str, int]]:
     """:func:`recount` for each rollout wave of the operation (by the commands' ``wave``)."""
     rows = _rows(CommandStatus.objects.filter(operation_id=operation_id)).order_by().values("wave")
-    found: list[dict[str, Any]] = list(rows.annotate(**_aggregates()))
+    found: list[Any] = list(rows.annotate(**_aggregates()))
     return {int(row["wave"]): {name: int(row[name] or 0) for name in COUNTERS} for row in found}
