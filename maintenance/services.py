@@ -24,6 +24,7 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from commands.sweeps import time_out_overdue
 from config.errors import DomainError
+from config.transitions import swap
 from inventory.events import emit, timestamp
 from inventory.models import EventType
 from maintenance.models import ALLOWED_TRANSITIONS, MaintenanceExecution, MaintenanceJob, Outcome
@@ -286,18 +287,22 @@ def execute(job: MaintenanceJob, execution: MaintenanceExecution) -> Maintenance
 
 def _finish(execution: MaintenanceExecution, outcome: Outcome, error: str = "") -> MaintenanceExecution:
     """The one writer of an execution's outcome: RUNNING to its end, once, as the table allows
-    (a conditional UPDATE, so a run recorded twice cannot finish twice)."""
+    (``config.transitions.swap``, so a run recorded twice cannot finish twice)."""
     sources = [str(old) for old, targets in ALLOWED_TRANSITIONS.items() if outcome in targets]
     execution.outcome, execution.error, execution.finished_at = outcome, error, timezone.now()
     fields = [f.attname for f in MaintenanceExecution._meta.concrete_fields if not f.primary_key]
-    with transaction.atomic():
-        finished = MaintenanceExecution.objects.filter(pk=execution.pk, outcome__in=sources).update(
-            **{name: getattr(execution, name) for name in fields}
-        )
-        if not finished:
-            raise DomainError({"outcome": [f"execution {execution.pk} has finished already"]})
-        job = execution.job
-        emit(job.tenant_id, EventType.MAINTENANCE_EXECUTED, _execution_data(job, execution))
+    job = execution.job
+    finished = swap(
+        MaintenanceExecution.objects.filter(pk=execution.pk),
+        "outcome",
+        sources,
+        {name: getattr(execution, name) for name in fields},
+        then=lambda _moved: emit(
+            job.tenant_id, EventType.MAINTENANCE_EXECUTED, _execution_data(job, execution)
+        ),
+    )
+    if not finished:
+        raise DomainError({"outcome": [f"execution {execution.pk} has finished already"]})
     return execution
 
 

@@ -33,6 +33,7 @@ from commands.choices import TERMINAL_STATES, CommandState
 from commands.models import CommandStatus
 from commands.services import issue_internal_command, move_and_settle, report
 from config.errors import DomainError
+from config.transitions import swap
 from inventory import events
 from inventory.models import Device, EventType
 from operations.models import HeadlessOperation
@@ -69,20 +70,20 @@ def transition(operations: QuerySet[HeadlessOperation], target: HeadlessStatus, 
     """The one writer of a headless operation's status.
 
     Moves each of ``operations`` whose status the table (``ALLOWED_TRANSITIONS``) lets go to
-    ``target``, setting ``fields`` too, as one conditional UPDATE; returns how many moved.
+    ``target``, setting ``fields`` too, by the project's compare-and-swap
+    (``config.transitions.swap``); returns how many moved.
     The others are left as they are: a status never moves backwards or twice. Each move
     emits ``headless.state_changed`` in the same transaction.
     """
-    candidates = operations.order_by().filter(status__in=sources_of(target))
-    with transaction.atomic():
-        previous = dict(candidates.select_for_update(of=("self",)).values_list("pk", "status"))
-        if not previous:
-            return 0
-        moved = HeadlessOperation.objects.filter(pk__in=list(previous), status__in=sources_of(target)).update(
-            status=target, updated_at=timezone.now(), **fields
-        )
-        _emit_moves(previous)
-    return moved
+    values = {"status": target, "updated_at": timezone.now(), **fields}
+    moved = swap(
+        operations,
+        "status",
+        sources_of(target),
+        values,
+        then=lambda moved: _emit_moves({row.pk: row.previous for row in moved}),
+    )
+    return len(moved)
 
 
 def _emit_moves(previous: dict[str, str]) -> None:

@@ -1,10 +1,10 @@
 """How an operation's state and counters move: only here, only in SQL.
 
-:func:`move` is the one writer of ``Operation.state``: every state change is a conditional
-UPDATE (``WHERE state IN`` the sources the table in ``operations.choices`` allows) that
-appends an activity row only if it won, so concurrent workers and reports cannot apply a
-move twice. Counters change by ``F()`` increments in the caller's transaction; which
-counter a command's move changes is ``commands.counting``.
+:func:`move` is the one writer of ``Operation.state``: every state change is the project's
+compare-and-swap (``config.transitions.swap``) from the sources the table in
+``operations.choices`` allows, which appends an activity row only if it won, so concurrent
+workers and reports cannot apply a move twice. Counters change by ``F()`` increments in the
+caller's transaction; which counter a command's move changes is ``commands.counting``.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from commands import counting
 from commands.choices import REPORTED_STATES
 from commands.models import CommandStatus
+from config.transitions import Swapped, swap
 from inventory.events import emit
 from inventory.models import EventType
 from operations.choices import ACTIVITY_NAMES, ALLOWED_TRANSITIONS, OperationState
@@ -59,26 +59,21 @@ def move(
     if reason:
         fields["reason"] = reason
     fields.update(also or {})
-    candidates = Operation.objects.filter(pk=operation_id, state__in=sources)
+    candidates = Operation.objects.filter(pk=operation_id)
     if when is not None:
         candidates = candidates.filter(when)
-    # A move that cannot be made costs one read, as the conditional UPDATE it replaces did:
-    # advance() tries COMPLETED on every terminal report, and almost always cannot.
-    if not candidates.exists():
-        return False
-    with transaction.atomic():
-        # The row is locked by the read, so the UPDATE below cannot lose; the state change, its
-        # activity row and its event (operation.state_changed, naming the state it left) commit
-        # together or not at all.
-        previous = candidates.select_for_update().values_list("state", flat=True).first()
-        if previous is None:
-            return False
-        Operation.objects.filter(pk=operation_id).update(**fields)
+
+    def follow(moved: list[Swapped]) -> None:
+        """The activity row and the event (operation.state_changed, naming the state it
+        left) commit with the move or not at all."""
         operation = Operation.objects.get(pk=operation_id)
         _record(operation, target, reason, actor)
-        data = {**operation_data(operation, previous), "reason": reason or operation.reason}
+        data = {**operation_data(operation, moved[0].previous), "reason": reason or operation.reason}
         emit(operation.tenant_id, EventType.OPERATION_STATE_CHANGED, data)
-    return True
+
+    # A move that cannot be made costs one read: advance() tries COMPLETED on every terminal
+    # report, and almost always cannot.
+    return bool(swap(candidates, "state", sources, fields, then=follow))
 
 
 def pause(operation_id: OperationId, reason: str, actor: str = "system", when: Q | None = None) -> bool:
