@@ -1,95 +1,125 @@
-"""The JSON shape of one command status, built in one place for the status endpoints
-and for the inbox (which builds it from raw rows, skipping model instances)."""
+"""The JSON shape of one command status, defined once (:data:`FIELDS`) and generated twice:
+in Python for the status endpoints, the inbox and the export (:func:`command_payload`), and
+as one SQL expression for the events the hot statements write themselves
+(:func:`event_data_sql`), so the two cannot drift apart."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from commands.choices import CommandState, Priority
-
-#: The command status columns :func:`command_payload` is built from (with the device's id),
-#: for the raw statements of the hot paths that return rows instead of model instances.
-PAYLOAD_COLUMNS = (
-    "id",
-    "operation_id",
-    "request_ref",
-    "command",
-    "arguments",
-    "state",
-    "reason",
-    "details",
-    "is_internal",
-    "priority",
-    "version",
-    "created_on",
-    "updated_on",
-    "not_before",
-    "wave",
-    "attempt",
-)
-
-
-def _ts(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def command_payload(
-    *,
-    id: int,
-    operation_id: Any,
-    request_ref: str,
-    device: str,
-    command: str,
-    arguments: Any,
-    state: int,
-    reason: str,
-    details: Any,
-    is_internal: bool,
-    priority: int,
-    version: int,
-    created_on: dt.datetime,
-    updated_on: dt.datetime,
-    not_before: dt.datetime | None = None,
-    wave: int = 1,
-    attempt: int = 1,
-) -> dict[str, Any]:
-    """The API's shape of a command status.
-
-    ``scheduled_for`` says when a Scheduled command's window opens (its ``not_before``), so a
-    client knows why nothing happens yet; it is null in every other state, where
-    ``not_before`` is history, not a promise.
-    """
-    scheduled = state == CommandState.SCHEDULED
-    return {
-        "id": str(id),
-        "request": str(operation_id) if operation_id else request_ref,
-        "device": device,
-        "command": command,
-        "arguments": arguments,
-        "state": CommandState(state).label,
-        "reason": reason,
-        "details": details,
-        "is_internal": is_internal,
-        "priority": Priority(priority).label,
-        "version": version,
-        "created_on": _ts(created_on),
-        "updated_on": _ts(updated_on),
-        "scheduled_for": _ts(not_before) if scheduled else None,
-        "wave": wave,
-        "attempt": attempt,
-    }
+from config import timestamps
 
 
 def label_sql(expr: str, choices: type[CommandState] | type[Priority]) -> str:
+    """The label of the choice ``expr`` (SQL) holds, as the API shows it."""
     cases = " ".join(f"WHEN {int(c)} THEN '{c.label}'" for c in choices)
     return f"(CASE {expr} {cases} END)"
 
 
-def ts_sql(expr: str) -> str:
-    return f"to_char({expr} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+def _scheduled_for(state: int, not_before: dt.datetime | None) -> str | None:
+    """When a Scheduled command's window opens (its ``not_before``), so a client knows why
+    nothing happens yet; null in every other state, where ``not_before`` is history, not a
+    promise."""
+    return timestamps.format(not_before) if state == CommandState.SCHEDULED else None
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key of the payload: read from ``columns`` of the command row, in Python by
+    ``python`` (the columns' values, then the device's public id) and in SQL by ``sql`` (the
+    columns' SQL expressions, then the device's)."""
+
+    key: str
+    columns: tuple[str, ...]
+    python: Callable[..., Any]
+    sql: Callable[..., str]
+
+
+def _plain(key: str) -> Field:
+    return Field(key, (key,), lambda value, _device: value, lambda value, _device: value)
+
+
+def _time(key: str) -> Field:
+    return Field(key, (key,), lambda at, _d: timestamps.format(at), lambda at, _d: timestamps.format_sql(at))
+
+
+SCHEDULED = int(CommandState.SCHEDULED)
+
+#: The payload's keys in the API's order, each with the columns it is made of.
+FIELDS: tuple[Field, ...] = (
+    Field("id", ("id",), lambda pk, _d: str(pk), lambda pk, _d: f"{pk}::text"),
+    Field(
+        "request",
+        ("operation_id", "request_ref"),
+        lambda operation, ref, _d: str(operation) if operation else ref,
+        lambda operation, ref, _d: f"COALESCE({operation}::text, {ref})",
+    ),
+    Field("device", (), lambda device: device, lambda device: device),
+    _plain("command"),
+    _plain("arguments"),
+    Field(
+        "state",
+        ("state",),
+        lambda state, _d: CommandState(state).label,
+        lambda state, _d: label_sql(state, CommandState),
+    ),
+    _plain("reason"),
+    _plain("details"),
+    _plain("is_internal"),
+    Field(
+        "priority",
+        ("priority",),
+        lambda priority, _d: Priority(priority).label,
+        lambda priority, _d: label_sql(priority, Priority),
+    ),
+    _plain("version"),
+    Field(
+        "created_on",
+        ("created_on",),
+        lambda at, _d: timestamps.format(at),
+        lambda at, _d: timestamps.format_sql(at),
+    ),
+    Field(
+        "updated_on",
+        ("updated_on",),
+        lambda at, _d: timestamps.format(at),
+        lambda at, _d: timestamps.format_sql(at),
+    ),
+    Field(
+        "scheduled_for",
+        ("state", "not_before"),
+        lambda state, at, _d: _scheduled_for(state, at),
+        lambda state, at, _d: (
+            f"CASE WHEN {state} = {int(CommandState.SCHEDULED)} THEN {timestamps.format_sql(at)} END"
+        ),
+    ),
+    _plain("wave"),
+    _plain("attempt"),
+)
+
+#: The command status columns the payload is made of (with the device's public id), for the
+#: raw statements of the hot paths that return rows instead of model instances.
+PAYLOAD_COLUMNS: tuple[str, ...] = tuple(
+    dict.fromkeys(column for field in FIELDS for column in field.columns)
+)
+
+
+def command_payload(*, device: str, **row: Any) -> dict[str, Any]:
+    """The API's shape of a command status, from a row of :data:`PAYLOAD_COLUMNS` (extra
+    keys ignored) and the device's public id."""
+    return {field.key: field.python(*(row[c] for c in field.columns), device) for field in FIELDS}
+
+
+def payload_of(command: Any, device: str | None = None) -> dict[str, Any]:
+    """:func:`command_payload` of a ``CommandStatus`` instance (its device's public id read
+    from ``device_ref`` when the statement that made it gave it, else from the device)."""
+    device = device or getattr(command, "device_ref", None) or command.device.device_id
+    values = {column: getattr(command, "pk" if column == "id" else column) for column in PAYLOAD_COLUMNS}
+    return command_payload(device=device, **values)
 
 
 def event_data_sql(row: str, device_ref: str, previous_state: str) -> str:
@@ -98,17 +128,8 @@ def event_data_sql(row: str, device_ref: str, previous_state: str) -> str:
     ``command.state_changed`` event, built inside the statement that moves the command so
     the hot paths stay one round trip. ``tests/test_webhook_events.py`` holds it equal to
     :func:`command_payload`."""
-    r = row
-    return (
-        f"jsonb_build_object('id', {r}.id::text, "
-        f"'request', COALESCE({r}.operation_id::text, {r}.request_ref), 'device', {device_ref}, "
-        f"'command', {r}.command, 'arguments', {r}.arguments, "
-        f"'state', {label_sql(f'{r}.state', CommandState)}, 'reason', {r}.reason, "
-        f"'details', {r}.details, 'is_internal', {r}.is_internal, "
-        f"'priority', {label_sql(f'{r}.priority', Priority)}, 'version', {r}.version, "
-        f"'created_on', {ts_sql(f'{r}.created_on')}, 'updated_on', {ts_sql(f'{r}.updated_on')}, "
-        f"'scheduled_for', CASE WHEN {r}.state = {int(CommandState.SCHEDULED)} "
-        f"THEN {ts_sql(f'{r}.not_before')} END, "
-        f"'wave', {r}.wave, 'attempt', {r}.attempt, "
-        f"'previous_state', {label_sql(previous_state, CommandState)})"
-    )
+    pairs = [
+        f"'{field.key}', {field.sql(*(f'{row}.{c}' for c in field.columns), device_ref)}" for field in FIELDS
+    ]
+    pairs.append(f"'previous_state', {label_sql(previous_state, CommandState)}")
+    return f"jsonb_build_object({', '.join(pairs)})"

@@ -24,7 +24,7 @@ from commands import counting, inbox_cache
 from commands.choices import HAND_OUT, CommandState, Priority, can_move
 from commands.followers import Along, HandOutRule, Moved, Report, followers, gates
 from commands.models import CommandHistory, CommandStatus
-from commands.payload import PAYLOAD_COLUMNS, event_data_sql, label_sql, ts_sql
+from commands.payload import PAYLOAD_COLUMNS, event_data_sql
 from config.errors import Conflict, DomainError
 from config.metrics import COMMAND_STATE_CHANGES
 from inventory.events import outbox_cte
@@ -372,46 +372,41 @@ def _move_statement(
     for column, value in extra.items():
         sets.append(f"{column} = %s")
         params.append(value)
+    returned = ", ".join(f"cs.{column}" for column in PAYLOAD_COLUMNS)
     sql = f"""
         WITH p AS (SELECT %s::text AS reason, %s::timestamptz AS now),
         old AS ({select_sql}),
         moved AS (
             UPDATE {table} cs SET {", ".join(sets)}
             FROM old, p WHERE cs.id = old.id
-            RETURNING cs.id, cs.operation_id, cs.tenant_id, cs.state AS new_state, cs.reason AS new_reason,
-                      old.state AS old_state, old.dispatched_at IS NOT NULL AS was_dispatched, cs.wave
+            RETURNING {returned}, cs.tenant_id, cs.device_id AS device_pk,
+                      old.state AS old_state, old.dispatched_at IS NOT NULL AS was_dispatched
         ),
         logged AS (
             INSERT INTO {history} (command_id, from_state, to_state, reason, actor, created_at)
-            SELECT id, old_state, new_state, new_reason, %s, p.now FROM moved, p
-        ), {_moved_event(table)}
-        SELECT operation_id, tenant_id, new_state, old_state, was_dispatched, count(*), wave
-        FROM moved GROUP BY 1, 2, 3, 4, 5, 7
+            SELECT moved.id, moved.old_state, moved.state, moved.reason, %s, p.now FROM moved, p
+        ), {_MOVED_EVENT}
+        SELECT operation_id, tenant_id, state AS new_state, old_state, was_dispatched, count(*) AS count, wave
+        FROM moved GROUP BY operation_id, tenant_id, state, old_state, was_dispatched, wave
     """
     with connection.cursor() as cursor:
         cursor.execute(sql, [reason, now, *select_params, *params, actor])
-        moved = [Moved(*row) for row in cursor.fetchall()]
+        names = [column.name for column in cursor.description]
+        moved = [Moved(**dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
     for group in moved:
         _CHANGED_TO[C(group.new_state)].inc(group.count)
     return moved
 
 
-def _moved_event(table: str) -> str:
-    """``command.state_changed`` for each row of a set move, in the move's statement. The
-    statement's snapshot shows the rows as they were, so the new state, reason, version and
-    time are laid over them."""
-    devices = Device._meta.db_table
-    data = (
-        event_data_sql("c", "d.device_id", "m.old_state")
-        + f" || jsonb_build_object('state', {label_sql('m.new_state', CommandState)}, "
-        + "'reason', m.new_reason, "
-        + f"'version', c.version + 1, 'updated_on', {ts_sql('p.now')})"
-    )
-    select = (
-        f"SELECT m.tenant_id, {data} AS data, p.now AS created_at FROM moved m "
-        f"JOIN {table} c ON c.id = m.id JOIN {devices} d ON d.id = c.device_id, p"
-    )
-    return outbox_cte("emitted", EventType.COMMAND_STATE_CHANGED, select)
+#: ``command.state_changed`` for each row of a set move, in the move's statement, from the
+#: rows as the move left them.
+_MOVED_EVENT = outbox_cte(
+    "emitted",
+    EventType.COMMAND_STATE_CHANGED,
+    "SELECT m.tenant_id, "
+    + event_data_sql("m", "d.device_id", "m.old_state")
+    + f" AS data, p.now AS created_at FROM moved m JOIN {Device._meta.db_table} d ON d.id = m.device_pk, p",
+)
 
 
 def settle(moved: list[Moved], actor: str = "system") -> None:

@@ -14,7 +14,7 @@ from django.db import transaction
 
 from commands.choices import CommandState
 from commands.models import CommandStatus
-from commands.payload import command_payload
+from commands.payload import payload_of
 from commands.services import hand_out, move_and_settle, report
 from inventory.models import EventType, WebhookEvent
 from inventory.services import bulk_import_devices, delete_device
@@ -65,25 +65,7 @@ def test_a_report_writes_command_state_changed_as_the_api_shows_the_command(org:
 
     [data] = events_of(EventType.COMMAND_STATE_CHANGED)
     command = CommandStatus.objects.get(pk=command.pk)
-    expected = command_payload(
-        id=command.pk,
-        operation_id=command.operation_id,
-        request_ref=command.request_ref,
-        device="dev-1",
-        command=command.command,
-        arguments=command.arguments,
-        state=command.state,
-        reason=command.reason,
-        details=command.details,
-        is_internal=command.is_internal,
-        priority=command.priority,
-        version=command.version,
-        created_on=command.created_on,
-        updated_on=command.updated_on,
-        not_before=command.not_before,
-        wave=command.wave,
-        attempt=command.attempt,
-    )
+    expected = payload_of(command, "dev-1")
     assert data.pop("previous_state") == "Command Queued"
     assert _as_api(data) == _as_api(expected)
 
@@ -186,3 +168,19 @@ def test_the_device_paths_write_events_once_an_endpoint_subscribes(org: Org, dev
 
     [data] = events_of(EventType.COMMAND_STATE_CHANGED)
     assert (data["previous_state"], data["state"]) == ("Command Acknowledged", "Command In Progress")
+
+
+def test_a_set_move_writes_each_command_as_the_api_shows_it_after_the_move(org: Org) -> None:
+    """The set move's event is generated from the same field list as the API's payload, over
+    the rows as the move left them (state, reason, version, updated_on all new)."""
+    subscribe(org, "command.state_changed")
+    actors = [add_device(org.tenant, f"dev-{i}") for i in range(2)]
+    operation = dispatched_operation(org.tenant, actors)
+    move_and_settle(CommandStatus.objects.filter(operation=operation), CommandState.CANCELLED, "stop")
+
+    events = events_of(EventType.COMMAND_STATE_CHANGED)
+    assert len(events) == 2
+    for data in events:
+        command = CommandStatus.objects.get(pk=int(data["id"]))
+        assert data.pop("previous_state") == "Command Queued"
+        assert _as_api(data) == _as_api(payload_of(command, data["device"]))

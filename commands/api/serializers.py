@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from commands.choices import BY_LABEL, REQUESTABLE_STATES, CommandState
 from commands.models import CommandStatus
-from commands.payload import command_payload
+from commands.payload import FIELDS, payload_of
 from config.api.limits import JSON_FIELD_HELP, max_json_size, max_text_length
 from config.api.validators import storable_json
 
@@ -38,45 +38,10 @@ class CommandStatusSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = CommandStatus
-        fields = [
-            "id",
-            "request",
-            "device",
-            "command",
-            "arguments",
-            "state",
-            "reason",
-            "details",
-            "is_internal",
-            "priority",
-            "version",
-            "created_on",
-            "updated_on",
-            "scheduled_for",
-            "wave",
-            "attempt",
-        ]
+        fields = [field.key for field in FIELDS]
 
     def to_representation(self, instance: CommandStatus) -> dict[str, Any]:
-        return command_payload(
-            id=instance.pk,
-            operation_id=instance.operation_id,
-            request_ref=instance.request_ref,
-            device=getattr(instance, "device_ref", None) or instance.device.device_id,
-            command=instance.command,
-            arguments=instance.arguments,
-            state=instance.state,
-            reason=instance.reason,
-            details=instance.details,
-            is_internal=instance.is_internal,
-            priority=instance.priority,
-            version=instance.version,
-            created_on=instance.created_on,
-            updated_on=instance.updated_on,
-            not_before=instance.not_before,
-            wave=instance.wave,
-            attempt=instance.attempt,
-        )
+        return payload_of(instance)
 
 
 class CommandStatusUpdateSerializer(serializers.Serializer):
