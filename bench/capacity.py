@@ -9,7 +9,7 @@ at that size (docs/scaling.md).
 
 The code measured is the checkout the script is in. To measure an older commit ("before"),
 copy this file into that checkout's bench/ and run it there with its own database: it only
-calls functions both have (``operations.fanout._insert`` and ``fan_out``, the HTTP views)
+calls functions both have (``commands.rows.write`` and ``fan_out``, the HTTP views)
 and uses ``commands.partitions`` when the checkout has it.
 
 The build (its time is printed, not a result): a tenant with DEVICES devices (one ``INSERT ...
@@ -49,6 +49,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -138,10 +139,11 @@ class Capacity:
         from django.db import connection
         from django.utils import timezone
 
+        from commands import rows
         from commands.choices import CommandState
         from inventory.models import Device
         from operations.choices import OperationState
-        from operations.fanout import _insert, fan_out
+        from operations.fanout import commands_of, fan_out
         from operations.models import Operation
         from operations.services import create_operation
 
@@ -168,7 +170,10 @@ class Capacity:
             if index == 0:
                 fan_out(operation.pk)  # the live one, the real way
             else:
-                written = _insert(operation, devices, CommandState.SUCCESS, None, None, None, created)
+                done = replace(
+                    commands_of(operation, None), state=CommandState.SUCCESS, dispatched_at=created
+                )
+                written = rows.write(devices, done)
                 with connection.cursor() as cursor:
                     cursor.execute(
                         "INSERT INTO commands_commandhistory (command_id, from_state, to_state, reason, "

@@ -40,6 +40,7 @@ The database and Redis DB are created/emptied at the start and dropped/flushed a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import subprocess
@@ -306,7 +307,6 @@ class Bench:
         from django.db import connection, transaction
         from django.utils import timezone
 
-        from commands.choices import CommandState
         from operations import fanout
         from operations.device_query import DeviceQuery
         from operations.models import Operation
@@ -332,7 +332,8 @@ class Bench:
                 return execute(sql, params, many, context)
 
             with connection.execute_wrapper(wrapper):
-                fanout._insert(operation, devices, CommandState.QUEUED, None, None, None, timezone.now())
+                base = fanout.commands_of(operation, None)
+                fanout._insert(dataclasses.replace(base, dispatched_at=timezone.now()), devices)
             return plans[0]
 
         with connection.cursor() as cursor:

@@ -12,12 +12,12 @@ FAILURE, so no input can have it resent forever by ``recover_stuck_fan_outs``.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
@@ -142,7 +142,7 @@ def _run(operation_id: Any, first_run: bool = False) -> None:
     operation = Operation.objects.get(pk=operation_id)
     resolved_now = operation.state == S.RESOLVING
     if resolved_now:
-        _resolve(operation, first_run)
+        _resolve(operation, Rollout.from_json(operation.rollout), first_run)
         operation.refresh_from_db()
     window = operation.schedule_type == ScheduleType.WINDOW
     if operation.state == S.RESOLVED and window:
@@ -157,7 +157,7 @@ def _run(operation_id: Any, first_run: bool = False) -> None:
         planner.refresh_statistics()
 
 
-def _resolve(operation: Operation, first_run: bool) -> None:
+def _resolve(operation: Operation, rollout: Rollout | None, first_run: bool) -> None:
     try:
         query = DeviceQuery.parse(operation.device_query)
     except DomainError as error:
@@ -174,8 +174,9 @@ def _resolve(operation: Operation, first_run: bool) -> None:
             else None
         )
 
-        # Parallel chunks write ids reserved in a block each (:func:`_reserve_ids`).
+        # Parallel chunks write ids reserved in a block each (``commands.rows``).
         reserve_ids = _parallelism(len(starts)) > 1
+        base = commands_of(operation, rollout)
 
         def write_chunk(start: int) -> bool:
             """One chunk in one transaction; False once the operation is no longer RESOLVING."""
@@ -183,7 +184,7 @@ def _resolve(operation: Operation, first_run: bool) -> None:
             with transaction.atomic():
                 if not _still_resolving(operation.pk):
                     return False
-                inserted = _insert_chunk(operation, chunk, window, first_run, reserve_ids)
+                inserted = _insert_chunk(base, chunk, window, first_run, reserve_ids)
                 progress.add_counts(operation.pk, resolved_count=inserted)
             FANOUT_ROWS.inc(inserted)  # committed
             return True
@@ -193,7 +194,6 @@ def _resolve(operation: Operation, first_run: bool) -> None:
     if not Operation.objects.filter(pk=operation.pk, resolved_count__gt=0).exists():
         progress.move(operation.pk, S.FAILURE, "the device query matched no device", only_from=[S.RESOLVING])
         return
-    rollout = Rollout.from_json(operation.rollout)
     if rollout is not None and _still_resolving_now(operation.pk):
         operation.refresh_from_db()
         waves.draw(operation, rollout)
@@ -248,8 +248,27 @@ def _run_chunks(starts: range, write_chunk: Callable[[int], bool]) -> bool:
         return all(list(pool.map(in_thread, starts)))
 
 
+def commands_of(operation: Operation, rollout: Rollout | None) -> rows.NewCommands:
+    """What every command of the operation shares, read once per run: its command and a
+    rollout's knobs that live on each command row (its wave, drawn once every device is
+    counted and held back until then; its retry budget; its in-progress timeout). Queued,
+    outside any window, until :func:`_insert_chunk` says otherwise."""
+    return rows.NewCommands(
+        tenant_id=operation.tenant_id,
+        operation_id=operation.pk,
+        command=operation.operation_type,
+        arguments=operation.arguments,
+        state=CommandState.QUEUED,
+        created_on=operation.created_at,
+        wave=UNDRAWN_WAVE if rollout is not None and rollout.waves else 1,
+        max_attempts_on_failure=rollout.max_attempts("FAILED") if rollout else 1,
+        max_attempts_on_timeout=rollout.max_attempts("TIMED_OUT") if rollout else 1,
+        progress_timeout=rollout.timeout_seconds if rollout else None,
+    )
+
+
 def _insert_chunk(
-    operation: Operation,
+    base: rows.NewCommands,
     chunk: QuerySet[Device],
     window: Window | None,
     first_run: bool = False,
@@ -257,17 +276,7 @@ def _insert_chunk(
 ) -> int:
     now = timezone.now()
     if window is None:
-        return _insert(
-            operation,
-            chunk,
-            CommandState.QUEUED,
-            None,
-            None,
-            None,
-            dispatched_at=now,
-            first_run=first_run,
-            reserve_ids=reserve_ids,
-        )
+        return _insert(replace(base, dispatched_at=now), chunk, first_run, reserve_ids)
     inserted = 0
     # A device-time window writes a chunk zone by zone, each INSERT with a snapshot of its own:
     # a device moving to another zone between two of them is selected twice, which only
@@ -286,68 +295,31 @@ def _insert_chunk(
         opening = window.next_opening(zone, now)
         if opening is None:
             # The window never opens again for this zone: the commands are born timed out.
-            inserted += _insert(
-                operation,
-                devices,
-                CommandState.TIMEOUT,
-                None,
-                None,
-                deadline,
-                dispatched_at=None,
-                first_run=first_run,
-                reserve_ids=reserve_ids,
+            reason = "window closed before it opened"
+            new = replace(base, state=CommandState.TIMEOUT, reason=reason, deadline=deadline)
+        else:
+            not_before, closes_at = opening
+            new = replace(
+                base,
+                state=CommandState.SCHEDULED,
+                not_before=not_before,
+                window_closes_at=closes_at,
+                deadline=deadline,
             )
-            continue
-        inserted += _insert(
-            operation,
-            devices,
-            CommandState.SCHEDULED,
-            *opening,
-            deadline,
-            dispatched_at=None,
-            first_run=first_run,
-            reserve_ids=reserve_ids,
-        )
+        inserted += _insert(new, devices, first_run, reserve_ids)
     return inserted
 
 
 def _insert(
-    operation: Operation,
-    devices: QuerySet[Device],
-    state: CommandState,
-    not_before: dt.datetime | None,
-    window_closes_at: dt.datetime | None,
-    deadline: dt.datetime | None,
-    dispatched_at: dt.datetime | None,
-    first_run: bool = False,
-    reserve_ids: bool = False,
+    new: rows.NewCommands, devices: QuerySet[Device], first_run: bool = False, reserve_ids: bool = False
 ) -> int:
     """One command per device of ``devices`` (``commands.rows.write``); returns rows written.
-    Commands born timed out (a window that never opens) are counted as the counter rule says."""
-    rollout = Rollout.from_json(operation.rollout)
-    new = rows.NewCommands(
-        tenant_id=operation.tenant_id,
-        operation_id=operation.pk,
-        command=operation.operation_type,
-        arguments=operation.arguments,
-        state=state,
-        created_on=operation.created_at,
-        reason="window closed before it opened" if state == CommandState.TIMEOUT else "",
-        not_before=not_before,
-        window_closes_at=window_closes_at,
-        deadline=deadline,
-        dispatched_at=dispatched_at,
-        # A rollout's knobs that live on each command row: its wave (drawn once every device
-        # is counted; held back until then), its retry budget and its in-progress timeout.
-        wave=UNDRAWN_WAVE if rollout is not None and rollout.waves else 1,
-        max_attempts_on_failure=rollout.max_attempts("FAILED") if rollout else 1,
-        max_attempts_on_timeout=rollout.max_attempts("TIMED_OUT") if rollout else 1,
-        progress_timeout=rollout.timeout_seconds if rollout else None,
-    )
+    Commands born in a final state (a window that never opens) are counted as the counter
+    rule says."""
     inserted = rows.write(devices, new, first_run=first_run, reserve_ids=reserve_ids)
-    if inserted and state != CommandState.QUEUED:
-        born = counting.deltas(counting.BORN_FROM, state, was_dispatched=dispatched_at is not None)
-        progress.add_counts(operation.pk, **{name: delta * inserted for name, delta in born.items()})
+    if inserted and new.state != CommandState.QUEUED:
+        born = counting.deltas(counting.BORN_FROM, new.state, was_dispatched=new.dispatched_at is not None)
+        progress.add_counts(new.operation_id, **{name: delta * inserted for name, delta in born.items()})
     return inserted
 
 

@@ -8,19 +8,25 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.utils import timezone
 
-from commands import partitions
-from commands.choices import CommandState
+from commands import partitions, rows
 from commands.models import CommandHistory, CommandStatus
 from inventory.models import Device
-from operations.fanout import _insert
+from operations.fanout import commands_of
 from tests.command_factories import dispatched_operation
 from tests.conftest import Org, add_devices
+
+
+def _write(operation: Any, devices: Any) -> int:
+    """The operation's commands for ``devices``, written Queued as a resumed fan-out writes them."""
+    return rows.write(devices, replace(commands_of(operation, None), dispatched_at=timezone.now()))
+
 
 pytestmark = pytest.mark.django_db
 
@@ -116,15 +122,7 @@ def test_a_fan_out_writes_into_its_operations_week(org: Org) -> None:
     operation.save(update_fields=["created_at"])
 
     # when its commands are written
-    inserted = _insert(
-        operation,
-        Device.objects.filter(tenant=org.tenant),
-        CommandState.QUEUED,
-        None,
-        None,
-        None,
-        timezone.now(),
-    )
+    inserted = _write(operation, Device.objects.filter(tenant=org.tenant))
 
     # then they carry the operation's time and sit in that week's partition
     assert inserted == 3
@@ -138,15 +136,7 @@ def test_a_retried_chunk_writes_no_second_row(org: Org) -> None:
     devices = add_devices(org.tenant, 3)
     operation = dispatched_operation(org.tenant, devices)
 
-    again = _insert(
-        operation,
-        Device.objects.filter(tenant=org.tenant),
-        CommandState.QUEUED,
-        None,
-        None,
-        None,
-        timezone.now(),
-    )
+    again = _write(operation, Device.objects.filter(tenant=org.tenant))
 
     assert again == 0
     assert CommandStatus.objects.filter(operation=operation).count() == 3
