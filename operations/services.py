@@ -80,12 +80,15 @@ def request_state(operation: Operation, target: OperationState, reason: str, act
     devices have may still be reported.
     """
     if target in stopping.COMMAND_TARGETS:
-        _check_move(Operation.objects.get(pk=operation.pk), target)
+        operation.refresh_from_db()  # the caller's copy may be older than the last move
+        _check_move(operation, target)
         if not stopping.stop(operation.pk, target, reason, actor):
             # Another writer moved it between the check and the move: say what it is now.
-            _check_move(Operation.objects.get(pk=operation.pk), target)
+            operation.refresh_from_db()
+            _check_move(operation, target)
             raise DomainError({"state": [f"the operation could not move to {target.name}; try again"]})
-        return Operation.objects.get(pk=operation.pk)
+        operation.refresh_from_db()
+        return operation
     with transaction.atomic():
         current = Operation.objects.select_for_update().get(pk=operation.pk)
         _check_move(current, target)
