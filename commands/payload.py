@@ -43,6 +43,12 @@ def _plain(key: str) -> Field:
     return Field(key, (key,), lambda value, _device: value, lambda value, _device: value)
 
 
+def _label(key: str, choices: type[CommandState] | type[Priority]) -> Field:
+    return Field(
+        key, (key,), lambda value, _d: choices(value).label, lambda value, _d: label_sql(value, choices)
+    )
+
+
 def _time(key: str) -> Field:
     return Field(key, (key,), lambda at, _d: timestamps.format(at), lambda at, _d: timestamps.format_sql(at))
 
@@ -61,21 +67,11 @@ FIELDS: tuple[Field, ...] = (
     Field("device", (), lambda device: device, lambda device: device),
     _plain("command"),
     _plain("arguments"),
-    Field(
-        "state",
-        ("state",),
-        lambda state, _d: CommandState(state).label,
-        lambda state, _d: label_sql(state, CommandState),
-    ),
+    _label("state", CommandState),
     _plain("reason"),
     _plain("details"),
     _plain("is_internal"),
-    Field(
-        "priority",
-        ("priority",),
-        lambda priority, _d: Priority(priority).label,
-        lambda priority, _d: label_sql(priority, Priority),
-    ),
+    _label("priority", Priority),
     _plain("version"),
     Field(
         "created_on",
