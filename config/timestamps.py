@@ -1,6 +1,16 @@
-"""Timestamps a client sends: ISO 8601 with a UTC offset (contract section 1), read in one place.
+"""The API's timestamps: the ones a client sends, read in one place (:func:`parse_aware`), and
+the ones the API shows, written in one place (:func:`format` in Python, :func:`format_sql`
+inside a statement).
 
-An operation's window (``schedule_args``), the device query's time filters
+A timestamp the API shows is ISO 8601 in UTC with ``Z``, with microseconds as Python's
+``isoformat`` writes them: ``2024-08-08T14:30:00.123456Z``. The two writers differ on one
+point, kept as it has always been: ``isoformat`` leaves out ``.000000`` when the microseconds
+are 0, ``to_char`` always writes them. Both spell the same instant; a client that reads them
+with any ISO 8601 parser sees no difference (``tests/test_webhook_events.py`` compares a
+command built in SQL with the same one built in Python as instants for this reason).
+
+Timestamps a client sends are ISO 8601 with a UTC offset (contract section 1). An
+operation's window (``schedule_args``), the device query's time filters
 (``last_seen__gte``), a headless operation's ``scheduled_at`` and the list filters
 (``created_after``) all read them here, so that each gives the same answer to the same
 text. ``parse_datetime`` alone is not enough: on a string shaped like a timestamp it
@@ -17,7 +27,7 @@ of the calendar leaves it: ``operations.windows`` keeps its bounds inside for th
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, overload
 
 from django.utils.dateparse import parse_datetime
 
@@ -56,3 +66,27 @@ def parse_aware(value: Any) -> dt.datetime:
     except OverflowError:
         raise TimestampError(OUT_OF_RANGE) from None
     return parsed
+
+
+@overload
+def format(value: dt.datetime) -> str: ...
+@overload
+def format(value: None) -> None: ...
+@overload
+def format(value: dt.datetime | None) -> str | None: ...
+
+
+def format(value: dt.datetime | None) -> str | None:
+    """A timestamp as the API shows it: ISO 8601 in UTC with ``Z`` (None stays None, for
+    nullable fields). Every response, event and export writes its timestamps here, so that
+    no two of them can drift apart."""
+    if value is None:
+        return None
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def format_sql(expr: str) -> str:
+    """SQL of the timestamp expression ``expr`` as the API shows it (UTC, ``Z``), for JSON built
+    inside a statement (an event's data, a command's payload) so the hot paths stay one round
+    trip. NULL stays NULL. Unlike :func:`format` it always writes the microseconds."""
+    return f"to_char({expr} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"

@@ -13,13 +13,13 @@ pays no extra round trip, not even on the command report's one statement.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 
+from config.timestamps import format_sql
 from inventory.models import Device, PendingDelivery, WebhookEndpoint, WebhookEvent
 from inventory.models.webhooks import WILDCARD, WILDCARD_TYPES, EventType
 
@@ -87,18 +87,6 @@ def any_subscriber(tenant_id: int, event_type: EventType) -> bool:
     return bool(row and row[0])
 
 
-def timestamp(value: dt.datetime | None) -> str | None:
-    """The API's timestamps: ISO 8601 in UTC with ``Z``."""
-    if value is None:
-        return None
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-#: SQL of a timestamp as the API shows it (UTC, ``Z``), for events built inside statements.
-def timestamp_sql(expr: str) -> str:
-    return f"to_char({expr} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-
-
 def device_data_sql(alias: str) -> str:
     """A device as ``/v0/devices/`` shows it (groups as ids), as a jsonb expression of ``alias``."""
     through = Device.groups.through._meta.db_table
@@ -108,9 +96,9 @@ def device_data_sql(alias: str) -> str:
         f"'state', {alias}.state, 'timezone', {alias}.timezone, 'tags', {alias}.tags, "
         f"'groups', COALESCE((SELECT jsonb_agg(g.group_id::text ORDER BY g.group_id) FROM {through} g "
         f"WHERE g.device_id = {alias}.id), '[]'::jsonb), "
-        f"'last_seen', {timestamp_sql(f'{alias}.last_seen')}, "
-        f"'created_at', {timestamp_sql(f'{alias}.created_at')}, "
-        f"'updated_at', {timestamp_sql(f'{alias}.updated_at')})"
+        f"'last_seen', {format_sql(f'{alias}.last_seen')}, "
+        f"'created_at', {format_sql(f'{alias}.created_at')}, "
+        f"'updated_at', {format_sql(f'{alias}.updated_at')})"
     )
 
 

@@ -23,8 +23,9 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from commands.sweeps import time_out_overdue
+from config import timestamps
 from config.errors import DomainError
-from inventory.events import emit, timestamp
+from inventory.events import emit
 from inventory.models import EventType
 from maintenance.models import ALLOWED_TRANSITIONS, MaintenanceExecution, MaintenanceJob, Outcome
 from maintenance.quartz import QuartzError, QuartzExpression
@@ -309,9 +310,9 @@ def _execution_data(job: MaintenanceJob, execution: MaintenanceExecution) -> dic
         "outcome": execution.outcome,
         "manual": execution.manual,
         "full_build": execution.full_build,
-        "scheduled_for": timestamp(execution.scheduled_for),
-        "started_at": timestamp(execution.started_at),
-        "finished_at": timestamp(execution.finished_at),
+        "scheduled_for": timestamps.format(execution.scheduled_for),
+        "started_at": timestamps.format(execution.started_at),
+        "finished_at": timestamps.format(execution.finished_at),
         "operations_checked": execution.operations_checked,
         "counts_fixed": execution.counts_fixed,
         "commands_timed_out": execution.commands_timed_out,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from inventory.events import timestamp
+from config import timestamps
 from operations.choices import OperationState
 from operations.models import Operation
 
@@ -26,9 +26,9 @@ def operation_data(operation: Operation, previous_state: int | None = None) -> d
         "operation_device_query": operation.device_query,
         "arguments": operation.arguments,
         "reason": operation.reason,
-        "created_at": timestamp(operation.created_at),
+        "created_at": timestamps.format(operation.created_at),
         "created_by": operation.created_by,
-        "updated_at": timestamp(operation.updated_at),
+        "updated_at": timestamps.format(operation.updated_at),
         "updated_by": operation.updated_by,
         "operation_stats": {"device_operation_statuses_count": operation.counts()},
         "rollout": operation.rollout,

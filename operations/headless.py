@@ -32,6 +32,7 @@ from django.utils.module_loading import import_string
 from commands.choices import TERMINAL_STATES, CommandState
 from commands.models import CommandStatus
 from commands.services import issue_internal_command, move_and_settle, report
+from config import timestamps
 from config.errors import DomainError
 from inventory import events
 from inventory.models import Device, EventType
@@ -104,9 +105,9 @@ def headless_data(row: HeadlessOperation) -> dict[str, Any]:
         "device_id": row.device.device_id,
         "operation_type": row.operation_type,
         "status": row.status,
-        "scheduled_at": events.timestamp(row.scheduled_at),
-        "created_at": events.timestamp(row.created_at),
-        "updated_at": events.timestamp(row.updated_at),
+        "scheduled_at": timestamps.format(row.scheduled_at),
+        "created_at": timestamps.format(row.created_at),
+        "updated_at": timestamps.format(row.updated_at),
         "parameters": row.parameters,
         "priority": row.priority_name,
         "reason": row.reason,

@@ -1,4 +1,5 @@
-"""Checks shared by the test modules: the API's JSON envelopes, and what Celery's logs say.
+"""Checks shared by the test modules: the API's JSON envelopes and timestamps, and what
+Celery's logs say.
 
 The envelope of the JSON API (``config/api``): ``{"code": 0, "message": "success", "content": ...}``
 for a success, ``{"code": <HTTP status>, "message": ..., "errors": {...}}`` for an error.
@@ -8,9 +9,12 @@ checks it.)
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections import Counter
 from typing import Any
+
+from config import timestamps
 
 SEND = "Scheduler: Sending due task"
 
@@ -29,6 +33,12 @@ def error(response: Any, status: int) -> dict[str, Any]:
     body = response.json()
     assert body["code"] == status and body["message"], body
     return dict(body)
+
+
+def iso(moment: dt.datetime) -> str:
+    """``moment`` as the API writes a timestamp (``config.timestamps.format``: UTC, ``Z``), to
+    compare with what it shows or to send it one."""
+    return timestamps.format(moment)
 
 
 # --- Celery's logs (``-l info``) -----------------------------------------------------------------

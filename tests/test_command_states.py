@@ -25,7 +25,7 @@ from operations.choices import OperationState
 from operations.models import Operation, OperationActivity
 from tests.command_factories import command_of, dispatched_operation
 from tests.conftest import DeviceActor, Org, add_device
-from tests.helpers import content, error
+from tests.helpers import content, error, iso
 
 C = CommandState
 S = OperationState
@@ -429,7 +429,7 @@ def test_a_scheduled_command_says_when_its_window_opens(org: Org, device: Device
     scheduled = command_of(operation, device)
     assert scheduled.state == C.SCHEDULED and scheduled.not_before == start
 
-    expected = start.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    expected = iso(start)
     assert content(org.viewer.get(url(scheduled)))["scheduled_for"] == expected
     listed = content(org.viewer.get(f"/commands/v0/status/?request={operation.pk}"))["results"]
     assert [item["scheduled_for"] for item in listed] == [expected]

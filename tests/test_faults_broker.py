@@ -28,7 +28,7 @@ from operations.choices import OperationState
 from operations.models import HeadlessOperation, Operation, OperationActivity
 from tests.conftest import wait_until
 from tests.faults import Processes, RedisServer, free_port, wait_port
-from tests.helpers import task_events
+from tests.helpers import iso, task_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
@@ -85,10 +85,6 @@ def stack(transactional_db: None, tmp_path: Path) -> Iterator[Stack]:
     s = Stack(tmp_path)
     yield s
     s.close()
-
-
-def iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).isoformat()
 
 
 def _create_operation(stack: Stack) -> str:

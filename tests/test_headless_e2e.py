@@ -9,13 +9,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import add_device, make_org, wait_until
+from tests.helpers import iso
 
 URL = "/api/v1/inventory_device_headless_operation/"
 pytestmark = pytest.mark.e2e
-
-
-def iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def test_due_operation_runs_through_the_inbox_and_completes(celery_processes, monkeypatch):

@@ -15,6 +15,7 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTas
 from maintenance import services
 from maintenance.models import MaintenanceExecution, MaintenanceJob, Outcome
 from tests.conftest import Api, Org, add_device
+from tests.helpers import iso
 
 
 def jobs_path(org_id: str) -> str:
@@ -188,7 +189,7 @@ def test_latest_execution_is_the_newest_run(org: Org) -> None:
     assert item["latest_execution"] == {
         "id": str(newest.pk),
         "jobId": str(job.pk),
-        "executedAt": newest.started_at.isoformat().replace("+00:00", "Z"),
+        "executedAt": iso(newest.started_at),
     }
 
 

@@ -21,6 +21,7 @@ from operations.choices import OperationState
 from operations.models import Operation, OperationActivity
 from tests.command_factories import command_of, dispatched_operation, run_in_threads
 from tests.conftest import DeviceActor, Org, add_devices
+from tests.helpers import iso
 
 C = CommandState
 S = OperationState
@@ -60,10 +61,6 @@ def poll(actor: DeviceActor) -> list[int]:
 def stale(seconds: int = 1) -> dt.datetime:
     """A moment when everything handed out until now is past the redelivery timeout."""
     return timezone.now() + dt.timedelta(seconds=settings.INBOX_REDELIVERY_SECONDS + seconds)
-
-
-def iso(moment: dt.datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def window_operation(org: Org, devices: list[DeviceActor]) -> tuple[Operation, dt.datetime, dt.datetime]:

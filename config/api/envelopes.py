@@ -10,6 +10,8 @@ from typing import Any
 
 from django.utils import timezone
 
+from config import timestamps
+
 ERROR_ENVELOPE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -72,7 +74,7 @@ class MaintenanceEnvelope(Envelope):
     def success(self, data: Any, status: int, message: str | None = None) -> Any:
         return {
             "status": {"code": status, "message": message or "success"},
-            "responseCreated": timezone.now().isoformat().replace("+00:00", "Z"),
+            "responseCreated": timestamps.format(timezone.now()),
             "response": data,
         }
 

@@ -20,6 +20,7 @@ from typing import Any
 from django.db import models
 from django.db.models.functions import Now
 
+from config import timestamps
 from inventory.models.tenants import Tenant
 
 
@@ -115,11 +116,7 @@ class WebhookEvent(models.Model):
         return f"evt_{self.pk}"
 
     def body(self) -> dict[str, Any]:
-        return {"type": self.type, "timestamp": _iso(self.created_at), "data": self.data}
-
-
-def _iso(value: Any) -> str:
-    return str(value.isoformat().replace("+00:00", "Z"))
+        return {"type": self.type, "timestamp": timestamps.format(self.created_at), "data": self.data}
 
 
 class WebhookDelivery(models.Model):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from rest_framework import serializers
 
+from config import timestamps
 from config.errors import DomainError
 from maintenance import services
 from maintenance.models import MaintenanceJob
@@ -14,10 +14,6 @@ from maintenance.models import MaintenanceJob
 PATH = "time-based"
 SCHEDULER_TYPE = "time-based"
 CREATED_SCHEDULER_TYPE = "time-based/maintenance"
-
-
-def _iso(value: Any) -> str | None:
-    return None if value is None else value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 class LatestExecutionSerializer(serializers.Serializer):
@@ -56,7 +52,7 @@ class MaintenanceJobSerializer(serializers.ModelSerializer):
         ]
 
     def get_created_at(self, job: MaintenanceJob) -> str | None:
-        return _iso(job.created_at)
+        return timestamps.format(job.created_at)
 
     def get_latest_execution(self, job: MaintenanceJob) -> dict[str, Any] | None:
         execution_id = getattr(job, "latest_execution_id", None)
@@ -65,14 +61,14 @@ class MaintenanceJobSerializer(serializers.ModelSerializer):
         return {
             "id": str(execution_id),
             "jobId": str(job.pk),
-            "executedAt": _iso(job.latest_execution_at),  # type: ignore[attr-defined]
+            "executedAt": timestamps.format(job.latest_execution_at),  # type: ignore[attr-defined]
         }
 
     def get_path(self, job: MaintenanceJob) -> str:
         return PATH
 
     def get_next_execution(self, job: MaintenanceJob) -> str | None:
-        return _iso(services.next_fire(job))
+        return timestamps.format(services.next_fire(job))
 
 
 class MaintenanceJobCreateSerializer(serializers.Serializer):
@@ -115,10 +111,10 @@ class MaintenanceJobCreatedSerializer(serializers.ModelSerializer):
         return CREATED_SCHEDULER_TYPE
 
     def get_created_at(self, job: MaintenanceJob) -> str | None:
-        return _iso(job.created_at)
+        return timestamps.format(job.created_at)
 
     def get_next_execution(self, job: MaintenanceJob) -> str | None:
-        return _iso(services.next_fire(job))
+        return timestamps.format(services.next_fire(job))
 
 
 class MaintenanceJobActiveSerializer(serializers.Serializer):

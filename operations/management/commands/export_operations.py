@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from commands.models import CommandStatus
 from commands.payload import PAYLOAD_COLUMNS, command_payload
+from config import timestamps
 from inventory.models import Tenant
 from operations.choices import TERMINAL_STATES
 from operations.models import Operation
@@ -22,10 +23,6 @@ from operations.retention import expired_operations
 
 #: Commands read per round trip (a server-side cursor): memory stays flat for a million.
 CHUNK = 10_000
-
-
-def _ts(value: dt.datetime | None) -> str | None:
-    return None if value is None else value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def operation_line(operation: Operation) -> dict[str, Any]:
@@ -41,8 +38,8 @@ def operation_line(operation: Operation) -> dict[str, Any]:
         "state": operation.state_name,
         "reason": operation.reason,
         "created_by": operation.created_by,
-        "created_at": _ts(operation.created_at),
-        "updated_at": _ts(operation.updated_at),
+        "created_at": timestamps.format(operation.created_at),
+        "updated_at": timestamps.format(operation.updated_at),
         "counts": operation.counts(),
     }
 
