@@ -14,6 +14,9 @@ import re
 from collections import Counter
 from typing import Any
 
+import yaml
+from django.test import Client
+
 from config import timestamps
 
 SEND = "Scheduler: Sending due task"
@@ -33,6 +36,12 @@ def error(response: Any, status: int) -> dict[str, Any]:
     body = response.json()
     assert body["code"] == status and body["message"], body
     return dict(body)
+
+
+def openapi_document() -> dict[str, Any]:
+    """The published OpenAPI document (``/api/schema/``), as any client downloads it. Making it
+    needs no database, so a module may read it at collection to parametrize its tests."""
+    return dict(yaml.safe_load(Client().get("/api/schema/").content))
 
 
 def iso(moment: dt.datetime) -> str:
