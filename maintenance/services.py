@@ -296,7 +296,9 @@ def _finish(execution: MaintenanceExecution, outcome: Outcome, error: str = "") 
             **{name: getattr(execution, name) for name in fields}
         )
         if not finished:
-            raise DomainError({"outcome": [f"execution {execution.pk} has finished already"]})
+            raise DomainError(
+                {"outcome": [f"execution {execution.pk} has finished already"]}, code="invalid_transition"
+            )
         job = execution.job
         emit(job.tenant_id, EventType.MAINTENANCE_EXECUTED, _execution_data(job, execution))
     return execution

@@ -79,6 +79,8 @@ THRESHOLD_PERCENT = Bounds(0, 100, low_exclusive=True)
 MIN_EXECUTED = Bounds(1, MAX_MIN_EXECUTED, integer=True)
 ATTEMPTS = Bounds(1, MAX_ATTEMPTS, integer=True)
 TIMEOUT_MINUTES = Bounds(1, MAX_TIMEOUT_MINUTES, integer=True)
+#: The ``error_code`` of every refusal of :func:`parse`.
+INVALID_ROLLOUT = "invalid_rollout"
 #: The wave a command is written with until its operation's waves are drawn (after the
 #: fan-out has counted the devices): above any real wave, so the inbox holds it back.
 UNDRAWN_WAVE = 32767
@@ -190,7 +192,7 @@ def _number(value: float) -> float | int:
 
 
 def _fail(name: str, message: str) -> DomainError:
-    return DomainError({f"rollout.{name}": [message]})
+    return DomainError({f"rollout.{name}": [message]}, code=INVALID_ROLLOUT)
 
 
 def _percent(value: Any, name: str, bounds: Bounds) -> float:
@@ -235,10 +237,10 @@ def _rules(raw: Any, name: str) -> list[tuple[str, dict[str, Any]]]:
 def parse(raw: Any) -> Rollout:
     """Validate a request's ``rollout``; a :class:`DomainError` (400) names the bad field."""
     if not isinstance(raw, dict):
-        raise DomainError({"rollout": ["must be an object"]})
+        raise DomainError({"rollout": ["must be an object"]}, code=INVALID_ROLLOUT)
     unknown = sorted(set(raw) - ROLLOUT_KEYS)
     if unknown:
-        raise DomainError({f"rollout.{unknown[0]}": [f"unknown key; use {', '.join(sorted(ROLLOUT_KEYS))}"]})
+        raise _fail(unknown[0], f"unknown key; use {', '.join(sorted(ROLLOUT_KEYS))}")
     waves: tuple[float, ...] = ()
     if raw.get("waves") is not None:
         if not isinstance(raw["waves"], list) or not raw["waves"]:

@@ -2,7 +2,8 @@
 Celery's logs say.
 
 The envelope of the JSON API (``config/api``): ``{"code": 0, "message": "success", "content": ...}``
-for a success, ``{"code": <HTTP status>, "message": ..., "errors": {...}}`` for an error.
+for a success, ``{"code": <HTTP status>, "message": ..., "errors": {...}, "error_code": "<why>"}``
+for an error.
 (The maintenance scheduler API has an envelope of its own; tests/test_maintenance_api.py
 checks it.)
 """
@@ -30,11 +31,19 @@ def content(response: Any, status: int = 200) -> Any:
     return body["content"]
 
 
-def error(response: Any, status: int) -> dict[str, Any]:
-    """The body of an error envelope: its ``code`` is the HTTP status, with a message."""
+ERROR_CODE = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def error(response: Any, status: int, error_code: str | None = None) -> dict[str, Any]:
+    """The body of an error envelope: its ``code`` is the HTTP status, with a message and a
+    machine-readable ``error_code`` (``error_code`` when given: a test asserts on it rather
+    than on the message, which is for people and may be reworded)."""
     assert response.status_code == status, response.content
     body = response.json()
     assert body["code"] == status and body["message"], body
+    assert ERROR_CODE.fullmatch(body["error_code"]), body
+    if error_code is not None:
+        assert body["error_code"] == error_code, body
     return dict(body)
 
 

@@ -56,7 +56,7 @@ def test_a_device_token_cannot_read_another_devices_inbox(org: Org, device: Devi
 
 
 def test_an_unknown_device_is_400_for_a_key(org: Org, device: DeviceActor) -> None:
-    assert "device_id" in error(poll(org.operator, "no-such-device"), 400)["errors"]
+    assert "device_id" in error(poll(org.operator, "no-such-device"), 400, "not_found_device")["errors"]
 
 
 def test_another_tenants_device_is_400_for_a_key(org: Org, other_org: Org) -> None:

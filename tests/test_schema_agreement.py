@@ -92,7 +92,7 @@ def test_a_put_or_patch_with_another_devices_id_is_409(org: Org) -> None:
     add_device(org.tenant, "second")
 
     for method in (org.admin.put, org.admin.patch):
-        body = error(method("/v0/devices/first/", {"id": "second"}), 409)
+        body = error(method("/v0/devices/first/", {"id": "second"}), 409, "device_exists")
 
         assert "second" in body["errors"]["id"][0]
     assert content(org.admin.get("/v0/devices/first/"))["id"] == "first"
@@ -101,7 +101,7 @@ def test_a_put_or_patch_with_another_devices_id_is_409(org: Org) -> None:
 def test_a_create_with_an_existing_id_is_409(org: Org) -> None:
     add_device(org.tenant, "first")
 
-    body = error(org.admin.post("/v0/devices/", {"id": "first"}), 409)
+    body = error(org.admin.post("/v0/devices/", {"id": "first"}), 409, "device_exists")
 
     assert "first" in body["errors"]["id"][0]
 
