@@ -30,27 +30,15 @@ from operations.stopping import stop_commands
 from operations.sweeps import open_windows, run_all
 from tests.command_factories import command_of, dispatched_operation, run_in_threads
 from tests.conftest import DeviceActor, Org, add_device, add_devices
-from tests.helpers import content, error, openapi_document
+from tests.helpers import INBOX, content, error, openapi_document, poll, stored_counts
 
 C = CommandState
 S = OperationState
 OPS = "/v0/operations/"
-INBOX = "/v2/command-inbox/"
-
-
-def poll(actor: DeviceActor) -> list[int]:
-    response = actor.api.get(INBOX, {"device_id": actor.device.device_id})
-    assert response.status_code == 200, response.content
-    return [int(item["id"]) for item in response.json()["content"]["results"]]
 
 
 def put(actor: DeviceActor, command: CommandStatus, state: str, **body: Any) -> Any:
     return actor.api.put(f"/commands/v0/status/{command.pk}/", {"state": state, **body})
-
-
-def stored_counts(operation: Operation) -> dict[str, int]:
-    operation.refresh_from_db()
-    return {name: getattr(operation, name) for name in counters.COUNTERS}
 
 
 def spread_order(actors: list[DeviceActor]) -> list[DeviceActor]:
