@@ -17,7 +17,7 @@ from typing import Any
 from django.http import HttpRequest, JsonResponse
 
 from config.api.envelopes import DEFAULT_ENVELOPE
-from config.api.exceptions import first_message
+from config.api.exceptions import STATUS_CODES, first_message
 from config.api.principal import Principal
 from config.client import client_address
 from inventory import tokens
@@ -25,18 +25,23 @@ from inventory.authentication import resolve_token_reading
 from inventory.ratelimit import RateLimited
 
 
-def error(status: int, message: str, field: str | None = None) -> JsonResponse:
+def error(status: int, message: str, field: str | None = None, error_code: str | None = None) -> JsonResponse:
     """An error answer naming ``field`` (if any) and the reason, as the API's handler words it."""
     if field is None:
-        return errors(status, {}, message)
-    return errors(status, {field: [message]})
+        return errors(status, {}, message, error_code)
+    return errors(status, {field: [message]}, error_code=error_code)
 
 
-def errors(status: int, found: dict[str, Any], message: str | None = None) -> JsonResponse:
-    """An error answer with each field at fault; the one-line message names the first."""
-    response = JsonResponse(
-        DEFAULT_ENVELOPE.error(status, message or first_message(found), found), status=status
+def errors(
+    status: int, found: dict[str, Any], message: str | None = None, error_code: str | None = None
+) -> JsonResponse:
+    """An error answer with each field at fault; the one-line message names the first.
+    ``error_code``: the status's word (``config.api.exceptions.STATUS_CODES``) unless given,
+    as the DRF views' handler gives it."""
+    body = DEFAULT_ENVELOPE.error(
+        status, message or first_message(found), found, error_code or STATUS_CODES[status]
     )
+    response = JsonResponse(body, status=status)
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="api"'
     return response
@@ -78,11 +83,9 @@ def authenticate(
         return throttled
     if principal is None:
         has_header = bool(request.META.get("HTTP_AUTHORIZATION"))
-        return error(
-            401,
-            "Invalid, revoked or expired token."
-            if has_header
-            else "Authentication credentials were not provided.",
-        )
+        # DRF's codes for the same two cases: AuthenticationFailed, NotAuthenticated.
+        if has_header:
+            return error(401, "Invalid, revoked or expired token.", error_code="authentication_failed")
+        return error(401, "Authentication credentials were not provided.")
     request.auth = principal  # type: ignore[attr-defined]  # as DRF does: the request log's tenant
     return principal, seen

@@ -69,7 +69,7 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
     device_pk = _device_pk(principal, device_id)
     if device_pk is None:
         unknown = f"no device {device_id[:128]!r} visible to this token."
-        return device_requests.error(400, unknown, "device_id")
+        return device_requests.error(400, unknown, "device_id", error_code="not_found_device")
 
     record_seen(device_pk)
     # Read before the query: a command committed meanwhile makes this answer's ETag stale. The

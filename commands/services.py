@@ -101,9 +101,12 @@ def report(
                     ],
                     "state": [C(old).label],
                     "version": [str(current.version)],
-                }
+                },
+                code="stale_version",
             )
-        raise DomainError({"state": [f"cannot move from '{C(old).label}' to '{target.label}'"]})
+        raise DomainError(
+            {"state": [f"cannot move from '{C(old).label}' to '{target.label}'"]}, code="invalid_transition"
+        )
     _CHANGED_TO[C(current.state)].inc()
     if current.state == C.QUEUED and target != C.QUEUED:  # a retry: the device polls for it again
         inbox_cache.forget_device(current.device_id)

@@ -4,6 +4,12 @@ Services speak the domain's language, not the HTTP library's: they raise these, 
 field at fault and the reason, and each way in translates them in one place, the API in
 ``config.api.exceptions.exception_handler`` (a 4xx in the view's envelope) and the console
 in ``config.console.errors`` (messages on the page).
+
+Each refusal also carries a ``code``: a short snake_case word a program can branch on
+(``invalid_transition``, ``stale_version``, ``not_found_device``), where the message is for
+people and may be reworded. The API shows it as the error envelope's ``error_code``
+(docs/errors.md lists them); a raise site that says nothing more specific leaves the class's
+default, ``invalid`` or ``conflict``.
 """
 
 from __future__ import annotations
@@ -15,14 +21,24 @@ class DomainError(Exception):
     """A refusal: ``errors`` maps each field at fault to its reasons. The API answers 400."""
 
     status = 400
+    #: The machine-readable reason when the raise site names none.
+    code = "invalid"
 
-    def __init__(self, errors: Mapping[str, Sequence[str] | str] | str, field: str = "detail") -> None:
+    def __init__(
+        self,
+        errors: Mapping[str, Sequence[str] | str] | str,
+        field: str = "detail",
+        *,
+        code: str | None = None,
+    ) -> None:
         if isinstance(errors, str):
             errors = {field: [errors]}
         self.errors: dict[str, list[str]] = {
             name: [reasons] if isinstance(reasons, str) else [str(reason) for reason in reasons]
             for name, reasons in errors.items()
         }
+        if code is not None:
+            self.code = code
         super().__init__("; ".join(self.messages()))
 
     def messages(self) -> list[str]:
@@ -39,3 +55,4 @@ class Conflict(DomainError):
     an object that exists (a device id taken). The API answers 409."""
 
     status = 409
+    code = "conflict"

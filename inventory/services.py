@@ -83,7 +83,7 @@ def resolve_groups(tenant_id: int, names_or_ids: Sequence[str]) -> list[Group]:
     known = {g.name for g in found} | {str(g.pk) for g in found}
     missing = [value for value in names_or_ids if value not in known]
     if missing:
-        raise DomainError({"groups": [f"unknown group: {', '.join(missing[:20])}"]})
+        raise DomainError({"groups": [f"unknown group: {', '.join(missing[:20])}"]}, code="not_found_group")
     return found
 
 
@@ -103,7 +103,9 @@ def create_device(tenant_id: int, data: dict[str, Any]) -> tuple[Device, str]:
     fields.setdefault("device_id", str(uuid.uuid4()))
     fields["name"] = fields.get("name") or fields["device_id"]
     if Device.objects.filter(tenant_id=tenant_id, device_id=fields["device_id"]).exists():
-        raise Conflict({"id": [f"a device with id {fields['device_id']!r} already exists"]})
+        raise Conflict(
+            {"id": [f"a device with id {fields['device_id']!r} already exists"]}, code="device_exists"
+        )
     issued = tokens.issue(tokens.DEVICE_TOKEN_KIND)
     device = Device.objects.create(
         tenant_id=tenant_id, token_prefix=issued.prefix, token_hash=issued.hashed, **fields
@@ -124,7 +126,7 @@ def update_device(device: Device, data: dict[str, Any]) -> Device:
         and new_id != device.device_id
         and Device.objects.filter(tenant_id=device.tenant_id, device_id=new_id).exists()
     ):
-        raise Conflict({"id": [f"a device with id {new_id!r} already exists"]})
+        raise Conflict({"id": [f"a device with id {new_id!r} already exists"]}, code="device_exists")
     for name, value in fields.items():
         setattr(device, name, value)
     device.save()
@@ -222,7 +224,9 @@ def bulk_import_devices(
     existing = _existing_device_ids(tenant_id, [row["device_id"] for row in rows])
     if existing and on_conflict == "error":
         shown = ", ".join(sorted(existing)[:20])
-        raise DomainError({"id": [f"{len(existing)} device id(s) already exist: {shown}"]})
+        raise DomainError(
+            {"id": [f"{len(existing)} device id(s) already exist: {shown}"]}, code="device_exists"
+        )
     if existing:
         result.skipped = sorted(existing)
         rows = [row for row in rows if row["device_id"] not in existing]

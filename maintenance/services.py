@@ -303,7 +303,9 @@ def _finish(execution: MaintenanceExecution, outcome: Outcome, error: str = "") 
         ),
     )
     if not finished:
-        raise DomainError({"outcome": [f"execution {execution.pk} has finished already"]})
+        raise DomainError(
+            {"outcome": [f"execution {execution.pk} has finished already"]}, code="invalid_transition"
+        )
     return execution
 
 

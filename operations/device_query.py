@@ -163,7 +163,9 @@ class DeviceQuery:
             if missing:
                 errors["operation_device_query.groups"] = [f"unknown group(s): {', '.join(missing[:20])}"]
         if errors:
-            raise DomainError(errors)
+            # The first missing kind names the code; ``errors`` names them all.
+            code = "not_found_device" if "operation_device_query.devices" in errors else "not_found_group"
+            raise DomainError(errors, code=code)
 
     def _group_condition(self) -> Q:
         ids = []

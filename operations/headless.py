@@ -320,7 +320,8 @@ def cancel(operation: HeadlessOperation, reason: str = "", actor: str = "") -> H
 
 def _finished(operation: HeadlessOperation) -> DomainError:
     return DomainError(
-        {"status": [f"operation {operation.id} is already {operation.status} and cannot be cancelled"]}
+        {"status": [f"operation {operation.id} is already {operation.status} and cannot be cancelled"]},
+        code="invalid_transition",
     )
 
 

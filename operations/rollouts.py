@@ -4,10 +4,13 @@ Waves, a rate, abort criteria, retries and an in-progress timeout, as AWS IoT Jo
 (``jobExecutionsRolloutConfig``, ``abortConfig``, ``jobExecutionsRetryConfig``,
 ``timeoutConfig``) and hawkBit (rollout groups with success thresholds) offer them. This
 module holds the definition only: parsing and validation (every refusal names its field),
-wave sizes, and the abort rules as conditions on the operation's exact counters. Where each
-knob acts: waves and the rate at hand-out (``commands.services.hand_out``), retries and the
-in-progress timeout on the command rows (``commands.services``), abort and wave closing at
-settlement (``operations.settlement``), pause and resume in ``operations.services``.
+wave sizes, and the abort rules as conditions on the operation's exact counters.
+:func:`parse` is the one definition of a valid rollout: the API and the console call it, and
+the API's published schema takes its ranges and keys from the constants here
+(``tests/test_rollouts.py`` feeds both the same edge values). Where each knob acts: waves and
+the rate at hand-out (``commands.services.hand_out``), retries and the in-progress timeout on
+the command rows (``commands.services``), abort and wave closing at settlement
+(``operations.settlement``), pause and resume in ``operations.services``.
 """
 
 from __future__ import annotations
@@ -30,9 +33,55 @@ MAX_WAVES = 20
 MAX_PER_MINUTE = 100_000
 MAX_ATTEMPTS = 10
 MAX_TIMEOUT_MINUTES = 7 * 24 * 60
+MAX_MIN_EXECUTED = 100_000_000
 DEFAULT_WAVE_SUCCESS_PERCENT = 90.0
 #: The failure types of abort and retry rules: what each counts.
 FAILURE_TYPES = ("FAILED", "TIMED_OUT", "ALL")
+#: At most this many rules in ``abort``, and in ``retries``.
+MAX_RULES = len(FAILURE_TYPES) * 4
+#: The keys of a rollout and of its rules; any other is refused (a typo must not pass unseen).
+ROLLOUT_KEYS = frozenset(
+    {"waves", "wave_success_percent", "max_per_minute", "abort", "retries", "in_progress_timeout_minutes"}
+)
+ABORT_KEYS = frozenset({"failure_type", "threshold_percent", "min_executed"})
+RETRY_KEYS = frozenset({"failure_type", "max_attempts"})
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The range of one number of a rollout, held in one place: :func:`parse` refuses what lies
+    outside it, and the API's schema (``operations.api.serializers``) publishes it, so the two
+    cannot drift apart."""
+
+    low: int | float
+    high: int | float
+    integer: bool = False
+    #: The low end itself is refused (a percent "greater than 0").
+    low_exclusive: bool = False
+
+    def holds(self, value: int | float) -> bool:
+        above = value > self.low if self.low_exclusive else value >= self.low
+        return above and value <= self.high
+
+    def refusal(self) -> str:
+        """Why a value outside is refused, in words that follow the field's name."""
+        if self.integer:
+            return f"must be {self.low} to {self.high:,}"
+        if self.low_exclusive:
+            return f"must be greater than {self.low:g} and at most {self.high:g}"
+        return f"must be {self.low:g} to {self.high:g}"
+
+
+#: A wave's cumulative percent of the devices.
+WAVE_PERCENT = Bounds(0, 100, low_exclusive=True)
+WAVE_SUCCESS_PERCENT = Bounds(0, 100)
+PER_MINUTE = Bounds(1, MAX_PER_MINUTE, integer=True)
+THRESHOLD_PERCENT = Bounds(0, 100, low_exclusive=True)
+MIN_EXECUTED = Bounds(1, MAX_MIN_EXECUTED, integer=True)
+ATTEMPTS = Bounds(1, MAX_ATTEMPTS, integer=True)
+TIMEOUT_MINUTES = Bounds(1, MAX_TIMEOUT_MINUTES, integer=True)
+#: The ``error_code`` of every refusal of :func:`parse`.
+INVALID_ROLLOUT = "invalid_rollout"
 #: The wave a command is written with until its operation's waves are drawn (after the
 #: fan-out has counted the devices): above any real wave, so the inbox holds it back.
 UNDRAWN_WAVE = 32767
@@ -136,34 +185,31 @@ class Rollout:
         return None
 
 
-_KEYS = {"waves", "wave_success_percent", "max_per_minute", "abort", "retries", "in_progress_timeout_minutes"}
-
-
 def _number(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
 
 
 def _fail(name: str, message: str) -> DomainError:
-    return DomainError({f"rollout.{name}": [message]})
+    return DomainError({f"rollout.{name}": [message]}, code=INVALID_ROLLOUT)
 
 
-def _percent(value: Any, name: str, low_exclusive: bool = True) -> float:
+def _percent(value: Any, name: str, bounds: Bounds) -> float:
     # An int is never infinite, and one too big for a float would overflow isfinite: the range
     # check below refuses it.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _fail(name, "must be a number")
     if isinstance(value, float) and not math.isfinite(value):
         raise _fail(name, "must be a number")
-    if (value <= 0 if low_exclusive else value < 0) or value > 100:
-        raise _fail(name, "must be greater than 0 and at most 100" if low_exclusive else "must be 0 to 100")
+    if not bounds.holds(value):
+        raise _fail(name, bounds.refusal())
     return float(value)
 
 
-def _integer(value: Any, name: str, low: int, high: int) -> int:
+def _integer(value: Any, name: str, bounds: Bounds) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _fail(name, "must be an integer")
-    if not low <= value <= high:
-        raise _fail(name, f"must be {low} to {high:,}")
+    if not bounds.holds(value):
+        raise _fail(name, bounds.refusal())
     return value
 
 
@@ -176,8 +222,8 @@ def _failure_type(value: Any, name: str) -> str:
 def _rules(raw: Any, name: str) -> list[tuple[str, dict[str, Any]]]:
     if not isinstance(raw, list):
         raise _fail(name, "must be a list")
-    if len(raw) > len(FAILURE_TYPES) * 4:
-        raise _fail(name, f"at most {len(FAILURE_TYPES) * 4} rules")
+    if len(raw) > MAX_RULES:
+        raise _fail(name, f"at most {MAX_RULES} rules")
     found = []
     for index, rule in enumerate(raw):
         if not isinstance(rule, dict):
@@ -189,30 +235,30 @@ def _rules(raw: Any, name: str) -> list[tuple[str, dict[str, Any]]]:
 def parse(raw: Any) -> Rollout:
     """Validate a request's ``rollout``; a :class:`DomainError` (400) names the bad field."""
     if not isinstance(raw, dict):
-        raise DomainError({"rollout": ["must be an object"]})
-    unknown = sorted(set(raw) - _KEYS)
+        raise DomainError({"rollout": ["must be an object"]}, code=INVALID_ROLLOUT)
+    unknown = sorted(set(raw) - ROLLOUT_KEYS)
     if unknown:
-        raise DomainError({f"rollout.{unknown[0]}": [f"unknown key; use {', '.join(sorted(_KEYS))}"]})
+        raise _fail(unknown[0], f"unknown key; use {', '.join(sorted(ROLLOUT_KEYS))}")
     waves: tuple[float, ...] = ()
     if raw.get("waves") is not None:
         if not isinstance(raw["waves"], list) or not raw["waves"]:
             raise _fail("waves", "must be a non-empty list of percentages")
         if len(raw["waves"]) > MAX_WAVES:
             raise _fail("waves", f"at most {MAX_WAVES} waves")
-        waves = tuple(_percent(p, f"waves[{i}]") for i, p in enumerate(raw["waves"]))
+        waves = tuple(_percent(p, f"waves[{i}]", WAVE_PERCENT) for i, p in enumerate(raw["waves"]))
         if any(later <= earlier for earlier, later in itertools.pairwise(waves)):
             raise _fail("waves", "must be strictly increasing cumulative percentages")
         if waves[-1] != 100:
             raise _fail("waves", "the last wave must be 100")
     success = DEFAULT_WAVE_SUCCESS_PERCENT
     if raw.get("wave_success_percent") is not None:
-        success = _percent(raw["wave_success_percent"], "wave_success_percent", low_exclusive=False)
+        success = _percent(raw["wave_success_percent"], "wave_success_percent", WAVE_SUCCESS_PERCENT)
     rate = None
     if raw.get("max_per_minute") is not None:
-        rate = _integer(raw["max_per_minute"], "max_per_minute", 1, MAX_PER_MINUTE)
+        rate = _integer(raw["max_per_minute"], "max_per_minute", PER_MINUTE)
     abort = []
     for name, rule in _rules(raw.get("abort") or [], "abort"):
-        extra = sorted(set(rule) - {"failure_type", "threshold_percent", "min_executed"})
+        extra = sorted(set(rule) - ABORT_KEYS)
         if extra:
             raise _fail(f"{name}.{extra[0]}", "unknown key")
         if "threshold_percent" not in rule:
@@ -220,13 +266,15 @@ def parse(raw: Any) -> Rollout:
         abort.append(
             AbortRule(
                 failure_type=_failure_type(rule.get("failure_type"), f"{name}.failure_type"),
-                threshold_percent=_percent(rule["threshold_percent"], f"{name}.threshold_percent"),
-                min_executed=_integer(rule.get("min_executed", 1), f"{name}.min_executed", 1, 100_000_000),
+                threshold_percent=_percent(
+                    rule["threshold_percent"], f"{name}.threshold_percent", THRESHOLD_PERCENT
+                ),
+                min_executed=_integer(rule.get("min_executed", 1), f"{name}.min_executed", MIN_EXECUTED),
             )
         )
     retries = []
     for name, rule in _rules(raw.get("retries") or [], "retries"):
-        extra = sorted(set(rule) - {"failure_type", "max_attempts"})
+        extra = sorted(set(rule) - RETRY_KEYS)
         if extra:
             raise _fail(f"{name}.{extra[0]}", "unknown key")
         if "max_attempts" not in rule:
@@ -234,14 +282,12 @@ def parse(raw: Any) -> Rollout:
         retries.append(
             RetryRule(
                 failure_type=_failure_type(rule.get("failure_type"), f"{name}.failure_type"),
-                max_attempts=_integer(rule["max_attempts"], f"{name}.max_attempts", 1, MAX_ATTEMPTS),
+                max_attempts=_integer(rule["max_attempts"], f"{name}.max_attempts", ATTEMPTS),
             )
         )
     timeout = None
     if raw.get("in_progress_timeout_minutes") is not None:
-        timeout = _integer(
-            raw["in_progress_timeout_minutes"], "in_progress_timeout_minutes", 1, MAX_TIMEOUT_MINUTES
-        )
+        timeout = _integer(raw["in_progress_timeout_minutes"], "in_progress_timeout_minutes", TIMEOUT_MINUTES)
     return Rollout(
         waves=waves,
         wave_success_percent=success,

@@ -27,6 +27,8 @@ S = OperationState
 logger = logging.getLogger(__name__)
 #: ``operations.tasks.fan_out_operation``, sent after the operation commits.
 FAN_OUT_TASK = "operations.tasks.fan_out_operation"
+#: The ``error_code`` of an operator's move the operation's state does not allow.
+INVALID_TRANSITION = "invalid_transition"
 
 
 def create_operation(tenant_id: int, data: dict[str, Any], actor: str) -> Operation:
@@ -86,7 +88,10 @@ def request_state(operation: Operation, target: OperationState, reason: str, act
             # Another writer moved it between the check and the move: say what it is now.
             operation.refresh_from_db()
             _check_move(operation, target)
-            raise DomainError({"state": [f"the operation could not move to {target.name}; try again"]})
+            raise DomainError(
+                {"state": [f"the operation could not move to {target.name}; try again"]},
+                code="concurrent_transition",
+            )
         operation.refresh_from_db()
         return operation
     with transaction.atomic():
@@ -105,13 +110,19 @@ def _check_move(current: Operation, target: OperationState) -> None:
     """400 naming ``state`` when the operator's move is not allowed from where it stands."""
     name = S(current.state).name
     if current.state in TERMINAL_STATES:
-        raise DomainError({"state": [f"the operation is already {name}, a final state"]})
+        raise DomainError(
+            {"state": [f"the operation is already {name}, a final state"]}, code=INVALID_TRANSITION
+        )
     if target == S.PAUSED and current.state == S.PAUSED:
-        raise DomainError({"state": ["the operation is already PAUSED; resume it with RESUMED"]})
+        raise DomainError(
+            {"state": ["the operation is already PAUSED; resume it with RESUMED"]}, code=INVALID_TRANSITION
+        )
     if target == S.SCHEDULED and current.schedule_type != ScheduleType.WINDOW:
-        raise DomainError({"state": ["only a WINDOW operation can go back to SCHEDULED"]})
+        raise DomainError(
+            {"state": ["only a WINDOW operation can go back to SCHEDULED"]}, code=INVALID_TRANSITION
+        )
     if not can_move(current.state, target):
-        raise DomainError({"state": [f"cannot move from {name} to {target.name}"]})
+        raise DomainError({"state": [f"cannot move from {name} to {target.name}"]}, code=INVALID_TRANSITION)
 
 
 def resume(operation: Operation, reason: str, actor: str) -> Operation:
@@ -125,7 +136,9 @@ def resume(operation: Operation, reason: str, actor: str) -> Operation:
         current = Operation.objects.select_for_update().get(pk=operation.pk)
         if current.state != S.PAUSED or current.paused_from is None:
             name = S(current.state).name
-            raise DomainError({"state": [f"only a PAUSED operation can be RESUMED; it is {name}"]})
+            raise DomainError(
+                {"state": [f"only a PAUSED operation can be RESUMED; it is {name}"]}, code=INVALID_TRANSITION
+            )
         back = S(current.paused_from)
         progress.move(
             current.pk, back, reason or "resumed", actor, only_from=[S.PAUSED], also={"paused_from": None}
@@ -172,7 +185,8 @@ def retry_failed(operation: Operation, actor: str) -> Operation:
     if operation.state not in TERMINAL_STATES:
         name = S(operation.state).name
         raise DomainError(
-            {"state": [f"the operation is {name}; retry its failed devices once it has finished"]}
+            {"state": [f"the operation is {name}; retry its failed devices once it has finished"]},
+            code="not_finished",
         )
     limit = int(settings.MAX_QUERY_DEVICES)
     failed = list(
@@ -181,7 +195,10 @@ def retry_failed(operation: Operation, actor: str) -> Operation:
         .values_list("device__device_id", flat=True)[: limit + 1]
     )
     if not failed:
-        raise DomainError({"operation_device_query.devices": ["no device failed: there is nothing to retry"]})
+        raise DomainError(
+            {"operation_device_query.devices": ["no device failed: there is nothing to retry"]},
+            code="nothing_to_retry",
+        )
     if len(failed) > limit:
         raise DomainError(
             {

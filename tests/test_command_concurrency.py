@@ -15,11 +15,12 @@ from commands import counting
 from commands.choices import TERMINAL_STATES, CommandState
 from commands.models import CommandHistory, CommandStatus
 from operations.choices import OperationState
-from operations.models import Operation, OperationActivity
+from operations.models import Operation
 from operations.services import cancel_operation
 from operations.stopping import stop_commands
 from tests.command_factories import command_of, dispatched_operation, run_in_threads
 from tests.conftest import DeviceActor, Org, add_device, add_devices
+from tests.helpers import activity, stored_counts
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,17 +43,6 @@ def reporter(actor: DeviceActor, command: CommandStatus, last: str) -> Callable[
         return statuses
 
     return run
-
-
-def stored_counts(operation: Operation) -> dict[str, int]:
-    operation.refresh_from_db()
-    return {name: getattr(operation, name) for name in counting.COUNTERS}
-
-
-def activity(operation: Operation) -> list[str]:
-    return list(
-        OperationActivity.objects.filter(operation=operation).values_list("operation_state", flat=True)
-    )
 
 
 def test_fifty_devices_reporting_at_once_leave_exact_counters(org: Org) -> None:

@@ -150,7 +150,7 @@ def test_put_applies_exactly_the_moves_the_table_allows(
         assert (row.from_state, row.to_state, row.reason) == (start, target, "because")
         assert history.count() == history_before + 1
     else:
-        body = error(response, 400)
+        body = error(response, 400, "invalid_transition")
         assert start.label in body["message"] and target.label in body["message"]
         assert any(start.label in m and target.label in m for m in body["errors"]["state"])
         assert command.state == start
@@ -252,7 +252,7 @@ def test_a_stale_expected_version_is_409_with_the_current_state(
     response = device.api.put(url(queued), {"state": "Command In Progress", "expected_version": 1})
 
     # then 409, and the body says where the command is now
-    body = error(response, 409)
+    body = error(response, 409, "stale_version")
     assert body["errors"]["state"] == ["Command Acknowledged"]
     assert body["errors"]["version"] == ["2"]
     assert "Command Acknowledged" in body["message"]

@@ -198,14 +198,16 @@ def test_retry_failed_targets_exactly_the_failed_devices(console: Client, org_wi
 
 def test_retry_refuses_unfinished_empty_and_oversized(org_with_devices: Org, settings) -> None:
     running = dispatched(org_with_devices, all=True)
-    with pytest.raises(DomainError, match="once it has finished"):
+    with pytest.raises(DomainError) as refused:
         retry_failed(running, "t")
+    assert refused.value.code == "not_finished"
 
     clean = dispatched(org_with_devices, filters={"os": "linux"})
     finish(clean, {})
     clean.refresh_from_db()
-    with pytest.raises(DomainError, match="nothing to retry"):
+    with pytest.raises(DomainError) as refused:
         retry_failed(clean, "t")
+    assert refused.value.code == "nothing_to_retry"
 
     settings.MAX_QUERY_DEVICES = 1
     failing = dispatched(org_with_devices, filters={"os": "android"})

@@ -26,12 +26,9 @@ from operations.models import Operation
 from operations.services import request_state
 from tests.command_factories import command_of, dispatched_operation
 from tests.conftest import Org, add_device
+from tests.helpers import iso
 
 C = CommandState
-
-
-def _iso(moment: dt.datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _immediate(org: Org) -> CommandStatus:
@@ -69,8 +66,8 @@ def _window_not_yet_open(org: Org) -> CommandStatus:
         [device],
         schedule_type="WINDOW",
         schedule_args={
-            "start_datetime": _iso(start),
-            "end_datetime": _iso(start + dt.timedelta(days=1)),
+            "start_datetime": iso(start),
+            "end_datetime": iso(start + dt.timedelta(days=1)),
             "time_type": "console",
         },
     )

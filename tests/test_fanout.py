@@ -24,6 +24,7 @@ from operations.sweeps import open_windows
 from operations.tasks import recover_stuck_fan_outs
 from operations.windows import LATEST
 from tests.conftest import Org, make_org, purge_broker
+from tests.helpers import activity
 
 S = OperationState
 
@@ -35,10 +36,6 @@ def load_devices(org: Org, count: int, **fields: Any) -> None:
 def new_operation(org: Org, query: dict[str, Any] | None = None, **data: Any) -> Operation:
     payload = {"operation_type": "INSTALL_APP", "operation_device_query": query or {"all": True}, **data}
     return create_operation(org.tenant.pk, payload, "tester")
-
-
-def activity(operation: Operation) -> list[str]:
-    return list(operation.activity.values_list("operation_state", flat=True))
 
 
 def test_fan_out_writes_one_status_per_device_in_chunks(org: Org, settings: Any) -> None:

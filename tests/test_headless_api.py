@@ -172,7 +172,7 @@ def test_unknown_device_is_404(org, device):
     resp = org.admin.post(URL, body(device_id="dev_nope"))
 
     assert resp.status_code == 404
-    assert "device_id" in resp.json()["message"]
+    assert resp.json()["error_code"] == "not_found_device"
 
 
 def test_another_tenants_device_is_404(org, other_org):
@@ -316,7 +316,7 @@ def test_cancel_a_finished_operation_is_400(org, device):
     resp = org.admin.post(f"{URL}{made['id']}/cancel/")
 
     assert resp.status_code == 400
-    assert "completed" in resp.json()["message"]
+    assert resp.json()["error_code"] == "invalid_transition"
     assert org.admin.get(f"{URL}{made['id']}/").json()["status"] == "completed"
     again = org.admin.post(f"{URL}{made['id']}/cancel/")
     assert again.status_code == 400

@@ -26,11 +26,9 @@ from urllib.parse import urlencode
 
 import psycopg
 import pytest
-import yaml
 from django.apps import apps
 from django.conf import settings
 from django.db import connection
-from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from config.api.views import ApiViewMixin
@@ -41,7 +39,7 @@ from config.idempotency.tasks import purge_expired_keys
 from inventory.models import AuditEntry, Device, Group
 from operations.models import HeadlessOperation, Operation
 from tests.conftest import Api, CeleryProcesses, Org, _process_env, add_device, gunicorn, wait_until
-from tests.helpers import content, error, task_events
+from tests.helpers import content, error, openapi_document, task_events
 from tests.test_metrics import scrape, value
 from tests.world import World, build_world, fill, path_parameters, shape
 
@@ -559,12 +557,8 @@ def test_a_running_request_holds_its_key_for_the_lease(
 # --- every POST of the API -------------------------------------------------------------------------
 
 
-def _schema() -> dict[str, Any]:
-    return yaml.safe_load(Client().get("/api/schema/").content)
-
-
 def _posts() -> list[str]:
-    return [path for path, item in _schema()["paths"].items() if "post" in item]
+    return [path for path, item in openapi_document()["paths"].items() if "post" in item]
 
 
 POSTS = _posts()
@@ -652,7 +646,7 @@ def test_every_post_refuses_a_malformed_key(world: World, path: str) -> None:
 
 @pytest.mark.parametrize("path", POSTS)
 def test_every_post_documents_the_header_and_its_answers(path: str) -> None:
-    operation = _schema()["paths"][path]["post"]
+    operation = openapi_document()["paths"][path]["post"]
 
     (header,) = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
     assert header["in"] == "header" and not header.get("required")

@@ -21,19 +21,9 @@ from inventory.presence import flush_seen, write_sightings
 from inventory.services import revoke_device_token
 from tests.command_factories import command_of, dispatched_operation
 from tests.conftest import DeviceActor, Org, add_device
-from tests.helpers import content, error
+from tests.helpers import INBOX, content, error, handed_out, poll_inbox
 
 C = CommandState
-INBOX = "/v2/command-inbox/"
-
-
-def poll(actor: DeviceActor | Any, device_id: str = "dev-1", **headers: str) -> Any:
-    api = actor.api if isinstance(actor, DeviceActor) else actor
-    return api.get(INBOX, {"device_id": device_id}, **headers)
-
-
-def handed_out(response: Any) -> list[int]:
-    return [int(item["id"]) for item in content(response)["results"]]
 
 
 # --- who may poll which inbox ------------------------------------------------------------------
@@ -49,21 +39,21 @@ def test_a_device_token_cannot_read_another_devices_inbox(org: Org, device: Devi
     other = add_device(org.tenant, "dev-2")
     dispatched_operation(org.tenant, [other])
 
-    body = error(poll(device, "dev-2"), 400)
+    body = error(poll_inbox(device, "dev-2"), 400)
 
     assert "device_id" in body["errors"]
     assert CommandStatus.objects.get(device=other.device).state == C.QUEUED
 
 
 def test_an_unknown_device_is_400_for_a_key(org: Org, device: DeviceActor) -> None:
-    assert "device_id" in error(poll(org.operator, "no-such-device"), 400)["errors"]
+    assert "device_id" in error(poll_inbox(org.operator, "no-such-device"), 400, "not_found_device")["errors"]
 
 
 def test_another_tenants_device_is_400_for_a_key(org: Org, other_org: Org) -> None:
     theirs = add_device(other_org.tenant, "theirs")
     dispatched_operation(other_org.tenant, [theirs])
 
-    error(poll(org.admin, "theirs"), 400)
+    error(poll_inbox(org.admin, "theirs"), 400)
 
     assert CommandStatus.objects.get(device=theirs.device).state == C.QUEUED
 
@@ -71,7 +61,7 @@ def test_another_tenants_device_is_400_for_a_key(org: Org, other_org: Org) -> No
 def test_a_tenant_key_can_read_a_devices_inbox(org: Org, device: DeviceActor) -> None:
     operation = dispatched_operation(org.tenant, [device])
 
-    page = content(poll(org.operator, "dev-1"))
+    page = content(poll_inbox(org.operator, "dev-1"))
 
     assert page["count"] == 1
     assert page["results"][0]["id"] == str(command_of(operation, device).pk)
@@ -80,11 +70,11 @@ def test_a_tenant_key_can_read_a_devices_inbox(org: Org, device: DeviceActor) ->
 
 
 def test_a_revoked_device_token_is_401(device: DeviceActor) -> None:
-    content(poll(device))
+    content(poll_inbox(device))
 
     revoke_device_token(device.device)
 
-    response = poll(device)
+    response = poll_inbox(device)
     assert response.status_code == 401
     assert response.json()["code"] == 401
     assert response["WWW-Authenticate"].startswith("Bearer")
@@ -102,8 +92,8 @@ def test_hand_out_initiates_and_does_not_repeat(org: Org, device: DeviceActor) -
     command = command_of(dispatched_operation(org.tenant, [device]), device)
 
     # when the device polls twice
-    first = content(poll(device))
-    second = content(poll(device))
+    first = content(poll_inbox(device))
+    second = content(poll_inbox(device))
 
     # then it got the command once, now Initiated
     assert [item["id"] for item in first["results"]] == [str(command.pk)]
@@ -125,7 +115,7 @@ def test_critical_internal_commands_come_first_then_oldest(org: Org, device: Dev
     )
 
     # when the device polls
-    page = content(poll(device))
+    page = content(poll_inbox(device))
 
     # then
     assert [int(item["id"]) for item in page["results"]] == [urgent.pk, older.pk, newer.pk]
@@ -144,7 +134,7 @@ def test_one_poll_hands_out_at_most_inbox_batch(org: Org, device: DeviceActor, s
     ]
 
     # when the device polls three times
-    first, second, third = (handed_out(poll(device)) for _ in range(3))
+    first, second, third = (handed_out(poll_inbox(device)) for _ in range(3))
 
     # then oldest first, two then one then none
     assert first == [commands[0].pk, commands[1].pk]
@@ -164,7 +154,7 @@ def test_a_head_request_hands_nothing_out(org: Org, device: DeviceActor) -> None
     assert response["Allow"] == "GET"
     command.refresh_from_db()
     assert command.state == C.QUEUED
-    assert handed_out(poll(device)) == [command.pk]
+    assert handed_out(poll_inbox(device)) == [command.pk]
 
 
 # --- ETag / 304 --------------------------------------------------------------------------------
@@ -174,14 +164,14 @@ def test_an_unchanged_empty_inbox_answers_304_without_queries(
     device: DeviceActor, django_assert_num_queries: Any
 ) -> None:
     # given an empty poll and its ETag
-    empty = poll(device)
+    empty = poll_inbox(device)
     assert content(empty)["results"] == []
     etag = empty["ETag"]
     assert etag
 
     # when the device polls again with it
     with django_assert_num_queries(0):
-        again = poll(device, HTTP_IF_NONE_MATCH=etag)
+        again = poll_inbox(device, HTTP_IF_NONE_MATCH=etag)
 
     # then
     assert again.status_code == 304
@@ -190,38 +180,38 @@ def test_an_unchanged_empty_inbox_answers_304_without_queries(
 
 
 def test_a_different_etag_gets_a_full_answer(device: DeviceActor) -> None:
-    content(poll(device))
+    content(poll_inbox(device))
 
-    response = poll(device, HTTP_IF_NONE_MATCH='"something-else"')
+    response = poll_inbox(device, HTTP_IF_NONE_MATCH='"something-else"')
 
     assert content(response)["results"] == []
 
 
 def test_a_new_operation_breaks_the_304(org: Org, device: DeviceActor) -> None:
     # given a device that holds an empty inbox's ETag
-    etag = poll(device)["ETag"]
-    assert poll(device, HTTP_IF_NONE_MATCH=etag).status_code == 304
+    etag = poll_inbox(device)["ETag"]
+    assert poll_inbox(device, HTTP_IF_NONE_MATCH=etag).status_code == 304
 
     # when an operation for it is fanned out
     operation = dispatched_operation(org.tenant, [device])
 
     # then the next poll answers 200 with the command
-    assert handed_out(poll(device, HTTP_IF_NONE_MATCH=etag)) == [command_of(operation, device).pk]
+    assert handed_out(poll_inbox(device, HTTP_IF_NONE_MATCH=etag)) == [command_of(operation, device).pk]
 
 
 def test_a_new_internal_command_breaks_the_304(
     org: Org, device: DeviceActor, django_capture_on_commit_callbacks: Any
 ) -> None:
     # given a device that holds an empty inbox's ETag
-    etag = poll(device)["ETag"]
-    assert poll(device, HTTP_IF_NONE_MATCH=etag).status_code == 304
+    etag = poll_inbox(device)["ETag"]
+    assert poll_inbox(device, HTTP_IF_NONE_MATCH=etag).status_code == 304
 
     # when the system issues it an internal command (the cache is told after commit)
     with django_capture_on_commit_callbacks(execute=True):
         internal = issue_internal_command(org.tenant.pk, device.device.pk, "NUDGE_DEVICE", {}, "headless:9")
 
     # then
-    assert handed_out(poll(device, HTTP_IF_NONE_MATCH=etag)) == [internal.pk]
+    assert handed_out(poll_inbox(device, HTTP_IF_NONE_MATCH=etag)) == [internal.pk]
 
 
 def test_another_devices_command_keeps_the_304_only_where_nothing_changed(
@@ -229,26 +219,26 @@ def test_another_devices_command_keeps_the_304_only_where_nothing_changed(
 ) -> None:
     """A new command for one device must not be lost for another: at worst, a full answer."""
     other = add_device(org.tenant, "dev-2")
-    etag = poll(device)["ETag"]
+    etag = poll_inbox(device)["ETag"]
 
     dispatched_operation(org.tenant, [other])
 
-    response = poll(device, HTTP_IF_NONE_MATCH=etag)
+    response = poll_inbox(device, HTTP_IF_NONE_MATCH=etag)
     assert response.status_code in (200, 304)
     if response.status_code == 200:
         assert content(response)["results"] == []
-    assert handed_out(poll(other, "dev-2")) == [CommandStatus.objects.get(device=other.device).pk]
+    assert handed_out(poll_inbox(other, "dev-2")) == [CommandStatus.objects.get(device=other.device).pk]
 
 
 def test_a_304_does_not_hide_a_queued_command_for_a_key_poller(org: Org, device: DeviceActor) -> None:
     # given an operator that polls the device's empty inbox and holds the ETag
-    etag = poll(org.operator, "dev-1")["ETag"]
+    etag = poll_inbox(org.operator, "dev-1")["ETag"]
 
     # when a command arrives
     operation = dispatched_operation(org.tenant, [device])
 
     # then
-    assert handed_out(poll(org.operator, "dev-1", HTTP_IF_NONE_MATCH=etag)) == [
+    assert handed_out(poll_inbox(org.operator, "dev-1", HTTP_IF_NONE_MATCH=etag)) == [
         command_of(operation, device).pk
     ]
 
@@ -269,12 +259,12 @@ def test_an_internal_command_committed_during_an_empty_poll_is_not_hidden_by_a_3
         return found
 
     monkeypatch.setattr(inbox, "hand_out", hand_out_then_issue)
-    empty = poll(device)
+    empty = poll_inbox(device)
     monkeypatch.undo()
     assert content(empty)["results"] == []
 
     # when the device polls again with that poll's ETag
-    response = poll(device, HTTP_IF_NONE_MATCH=empty["ETag"])
+    response = poll_inbox(device, HTTP_IF_NONE_MATCH=empty["ETag"])
 
     # then it gets the command
     assert handed_out(response) == [issued[0].pk]
@@ -287,7 +277,7 @@ def test_next_poll_seconds_is_within_the_jitter(device: DeviceActor) -> None:
     base, jitter = settings.INBOX_POLL_SECONDS, settings.INBOX_POLL_JITTER
     low, high = max(1, int(base * (1 - jitter))), round(base * (1 + jitter) + 0.5)
 
-    seen = {content(poll(device))["next_poll_seconds"] for _ in range(20)}
+    seen = {content(poll_inbox(device))["next_poll_seconds"] for _ in range(20)}
 
     assert all(isinstance(value, int) and low <= value <= high for value in seen), seen
     assert len(seen) > 1, "every answer gave the same interval: no jitter"
@@ -323,7 +313,7 @@ def test_a_device_token_cannot_reach_operations(device: DeviceActor) -> None:
 
 def test_a_device_can_report_on_its_own_command(org: Org, device: DeviceActor) -> None:
     command = command_of(dispatched_operation(org.tenant, [device]), device)
-    content(poll(device))
+    content(poll_inbox(device))
 
     response = device.api.put(f"/commands/v0/status/{command.pk}/", {"state": "Command Acknowledged"})
 
@@ -340,7 +330,7 @@ def test_last_seen_is_buffered_until_flushed(device: DeviceActor) -> None:
 
     # when it polls a few times
     for _ in range(3):
-        content(poll(device))
+        content(poll_inbox(device))
 
     # then nothing was written to the device row yet ...
     assert Device.objects.get(pk=device.device.pk).last_seen is None
@@ -361,10 +351,10 @@ def test_sightings_never_move_last_seen_backwards(device: DeviceActor) -> None:
 
 
 def test_a_poll_writes_nothing_to_the_device_row(device: DeviceActor) -> None:
-    content(poll(device))  # warms the token cache
+    content(poll_inbox(device))  # warms the token cache
 
     with CaptureQueriesContext(connection) as queries:
-        content(poll(device))
+        content(poll_inbox(device))
 
     assert not [q["sql"] for q in queries.captured_queries if Device._meta.db_table in q["sql"]]
 

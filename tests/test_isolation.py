@@ -13,8 +13,6 @@ import uuid
 from typing import Any
 
 import pytest
-import yaml
-from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from commands.models import CommandStatus
@@ -22,20 +20,17 @@ from inventory.models import Device, Group, PendingDelivery, WebhookEndpoint
 from maintenance.models import MaintenanceJob
 from operations.models import HeadlessOperation, Operation
 from tests.conftest import Org
+from tests.helpers import openapi_document
 from tests.world import World, build_world, fill, path_parameters, shape
 
 #: Paths of the URL map that are not API endpoints.
 NOT_API = {"", "admin/", "api/schema/", "api/docs/", "healthz", "readyz", "metrics"}
 
 
-def _schema() -> dict[str, Any]:
-    return yaml.safe_load(Client().get("/api/schema/").content)
-
-
 def _operations() -> list[tuple[str, str]]:
     return [
         (path, method.upper())
-        for path, item in _schema()["paths"].items()
+        for path, item in openapi_document()["paths"].items()
         for method in item
         if method in {"get", "post", "put", "patch", "delete"}
     ]

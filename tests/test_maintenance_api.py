@@ -42,6 +42,7 @@ def assert_envelope_error(response, status: int) -> dict:
     assert body["status"]["message"]
     assert body["responseCreated"].endswith("Z")
     assert body["response"] is None
+    assert body["error_code"], body
     return body
 
 
@@ -259,8 +260,9 @@ def test_deactivate_and_activate_with_patch(org: Org) -> None:
 
 @pytest.mark.parametrize("job_id", ["not-a-uuid", "123", str(uuid.uuid4())])
 def test_unknown_or_malformed_job_is_404(org: Org, job_id: str) -> None:
-    assert_envelope_error(org.admin.delete(job_path("acme", job_id)), 404)
-    assert_envelope_error(org.admin.patch(job_path("acme", job_id), {"active": False}), 404)
+    deleted = assert_envelope_error(org.admin.delete(job_path("acme", job_id)), 404)
+    patched = assert_envelope_error(org.admin.patch(job_path("acme", job_id), {"active": False}), 404)
+    assert deleted["error_code"] == patched["error_code"] == "not_found_job"
 
 
 # --- orgs, roles, tokens --------------------------------------------------------------------------
@@ -269,7 +271,9 @@ def test_unknown_or_malformed_job_is_404(org: Org, job_id: str) -> None:
 def test_an_unknown_org_is_404_for_every_method(org: Org) -> None:
     job_id = create(org.admin, "acme")["response"]["job_id"]
 
-    assert_envelope_error(org.admin.get(jobs_path("nope")), 404)
+    assert (
+        assert_envelope_error(org.admin.get(jobs_path("nope")), 404)["error_code"] == "not_found_organization"
+    )
     assert_envelope_error(
         org.admin.post(
             jobs_path("nope"), {"time_expression": "0 0 0 ? * MON", "scheduler_type": "time-based"}
@@ -290,6 +294,7 @@ def test_another_tenants_org_and_jobs_are_404_like_nonexistent_ones(org: Org, ot
     assert_envelope_error(mine, 404)
     assert_envelope_error(unknown, 404)
     assert mine.json()["errors"] == unknown.json()["errors"] == {}
+    assert mine.json()["error_code"] == unknown.json()["error_code"]
     assert_envelope_error(
         stranger.post(
             jobs_path("acme"), {"time_expression": "0 0 0 ? * MON", "scheduler_type": "time-based"}

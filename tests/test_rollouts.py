@@ -4,9 +4,12 @@ pause and resume, through the API and the inbox, on PostgreSQL and the configure
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
+import re
 from typing import Any
 
+import jsonschema
 import pytest
 from django.db.models import Count
 from django.utils import timezone
@@ -16,8 +19,10 @@ from commands import sweeps as delivery
 from commands.choices import CommandState
 from commands.models import CommandHistory, CommandStatus
 from commands.services import report
+from config.errors import DomainError
 from inventory.models import Device
 from inventory.services import bulk_import_devices
+from operations import rollouts
 from operations.choices import OperationState
 from operations.fanout import fan_out
 from operations.models import Operation, OperationActivity
@@ -26,27 +31,15 @@ from operations.stopping import stop_commands
 from operations.sweeps import open_windows, run_all
 from tests.command_factories import command_of, dispatched_operation, run_in_threads
 from tests.conftest import DeviceActor, Org, add_device, add_devices
-from tests.helpers import content, error
+from tests.helpers import INBOX, content, error, openapi_document, poll, stored_counts
 
 C = CommandState
 S = OperationState
 OPS = "/v0/operations/"
-INBOX = "/v2/command-inbox/"
-
-
-def poll(actor: DeviceActor) -> list[int]:
-    response = actor.api.get(INBOX, {"device_id": actor.device.device_id})
-    assert response.status_code == 200, response.content
-    return [int(item["id"]) for item in response.json()["content"]["results"]]
 
 
 def put(actor: DeviceActor, command: CommandStatus, state: str, **body: Any) -> Any:
     return actor.api.put(f"/commands/v0/status/{command.pk}/", {"state": state, **body})
-
-
-def stored_counts(operation: Operation) -> dict[str, int]:
-    operation.refresh_from_db()
-    return {name: getattr(operation, name) for name in counting.COUNTERS}
 
 
 def spread_order(actors: list[DeviceActor]) -> list[DeviceActor]:
@@ -105,6 +98,175 @@ def test_a_bad_rollout_is_a_400_naming_the_field(
     body = error(response, 400)
     assert field in body["errors"], body
     assert not Operation.objects.exists()
+
+
+# --- the parser and the published schema: the same edge values through both ------------------------
+
+RULE = {"failure_type": "FAILED", "threshold_percent": 10}
+RETRY = {"failure_type": "TIMED_OUT", "max_attempts": 3}
+
+#: Rollouts at the edges of every range and key, each with the field the parser refuses (None:
+#: taken). The published schema must refuse the same ones, naming the same field.
+EDGES: list[tuple[Any, str | None]] = [
+    ({}, None),
+    ("fast", "rollout"),
+    ([], "rollout"),
+    ({"speed": 3}, "rollout.speed"),
+    # waves: 0 < p <= 100, 1 to MAX_WAVES of them
+    ({"waves": None}, None),
+    ({"waves": [100]}, None),
+    ({"waves": [0.001, 100]}, None),
+    ({"waves": list(range(5, 101, 5))}, None),
+    ({"waves": [*range(1, 21), 100]}, "rollout.waves"),
+    ({"waves": []}, "rollout.waves"),
+    ({"waves": "10"}, "rollout.waves"),
+    ({"waves": [0, 100]}, "rollout.waves[0]"),
+    ({"waves": [100.001]}, "rollout.waves[0]"),
+    ({"waves": ["10", 100]}, "rollout.waves[0]"),
+    ({"waves": [True, 100]}, "rollout.waves[0]"),
+    ({"waves": [10**400, 100]}, "rollout.waves[0]"),
+    # wave_success_percent: 0 <= p <= 100
+    ({"wave_success_percent": None}, None),
+    ({"wave_success_percent": 0}, None),
+    ({"wave_success_percent": 100}, None),
+    ({"wave_success_percent": -0.001}, "rollout.wave_success_percent"),
+    ({"wave_success_percent": 100.001}, "rollout.wave_success_percent"),
+    ({"wave_success_percent": "90"}, "rollout.wave_success_percent"),
+    ({"wave_success_percent": True}, "rollout.wave_success_percent"),
+    # max_per_minute: an integer, 1 to MAX_PER_MINUTE
+    ({"max_per_minute": None}, None),
+    ({"max_per_minute": 1}, None),
+    ({"max_per_minute": rollouts.MAX_PER_MINUTE}, None),
+    ({"max_per_minute": 0}, "rollout.max_per_minute"),
+    ({"max_per_minute": rollouts.MAX_PER_MINUTE + 1}, "rollout.max_per_minute"),
+    ({"max_per_minute": 1.5}, "rollout.max_per_minute"),
+    ({"max_per_minute": True}, "rollout.max_per_minute"),
+    # abort: at most MAX_RULES rules; 0 < threshold_percent <= 100; min_executed 1 to MAX_MIN_EXECUTED
+    ({"abort": None}, None),
+    ({"abort": []}, None),
+    ({"abort": [RULE] * rollouts.MAX_RULES}, None),
+    ({"abort": [RULE] * (rollouts.MAX_RULES + 1)}, "rollout.abort"),
+    ({"abort": RULE}, "rollout.abort"),
+    ({"abort": ["FAILED"]}, "rollout.abort[0]"),
+    ({"abort": [{**RULE, "failure_type": "ALL"}]}, None),
+    ({"abort": [{**RULE, "failure_type": "TIMED_OUT"}]}, None),
+    ({"abort": [{**RULE, "failure_type": "BROKEN"}]}, "rollout.abort[0].failure_type"),
+    ({"abort": [{"threshold_percent": 10}]}, "rollout.abort[0].failure_type"),
+    ({"abort": [{**RULE, "threshold_percent": 0.001}]}, None),
+    ({"abort": [{**RULE, "threshold_percent": 100}]}, None),
+    ({"abort": [{**RULE, "threshold_percent": 0}]}, "rollout.abort[0].threshold_percent"),
+    ({"abort": [{**RULE, "threshold_percent": 100.001}]}, "rollout.abort[0].threshold_percent"),
+    ({"abort": [{**RULE, "threshold_percent": "10"}]}, "rollout.abort[0].threshold_percent"),
+    ({"abort": [{"failure_type": "FAILED"}]}, "rollout.abort[0].threshold_percent"),
+    ({"abort": [{**RULE, "min_executed": 1}]}, None),
+    ({"abort": [{**RULE, "min_executed": rollouts.MAX_MIN_EXECUTED}]}, None),
+    ({"abort": [{**RULE, "min_executed": 0}]}, "rollout.abort[0].min_executed"),
+    ({"abort": [{**RULE, "min_executed": rollouts.MAX_MIN_EXECUTED + 1}]}, "rollout.abort[0].min_executed"),
+    ({"abort": [{**RULE, "min_executed": 1.0}]}, "rollout.abort[0].min_executed"),
+    ({"abort": [{**RULE, "min_executed": None}]}, "rollout.abort[0].min_executed"),
+    ({"abort": [{**RULE, "speed": 3}]}, "rollout.abort[0].speed"),
+    # retries: at most MAX_RULES rules; max_attempts 1 to MAX_ATTEMPTS
+    ({"retries": None}, None),
+    ({"retries": [RETRY] * rollouts.MAX_RULES}, None),
+    ({"retries": [RETRY] * (rollouts.MAX_RULES + 1)}, "rollout.retries"),
+    ({"retries": [{**RETRY, "max_attempts": 1}]}, None),
+    ({"retries": [{**RETRY, "max_attempts": rollouts.MAX_ATTEMPTS}]}, None),
+    ({"retries": [{**RETRY, "max_attempts": 0}]}, "rollout.retries[0].max_attempts"),
+    ({"retries": [{**RETRY, "max_attempts": rollouts.MAX_ATTEMPTS + 1}]}, "rollout.retries[0].max_attempts"),
+    ({"retries": [{"failure_type": "FAILED"}]}, "rollout.retries[0].max_attempts"),
+    ({"retries": [{**RETRY, "failure_type": "BROKEN"}]}, "rollout.retries[0].failure_type"),
+    ({"retries": [{**RETRY, "speed": 3}]}, "rollout.retries[0].speed"),
+    # in_progress_timeout_minutes: an integer, 1 to MAX_TIMEOUT_MINUTES
+    ({"in_progress_timeout_minutes": None}, None),
+    ({"in_progress_timeout_minutes": 1}, None),
+    ({"in_progress_timeout_minutes": rollouts.MAX_TIMEOUT_MINUTES}, None),
+    ({"in_progress_timeout_minutes": 0}, "rollout.in_progress_timeout_minutes"),
+    (
+        {"in_progress_timeout_minutes": rollouts.MAX_TIMEOUT_MINUTES + 1},
+        "rollout.in_progress_timeout_minutes",
+    ),
+]
+
+
+def _json_schema(node: Any, components: dict[str, Any]) -> Any:
+    """An OpenAPI 3.0 schema as JSON Schema draft 4 (which reads ``exclusiveMinimum`` as 3.0
+    writes it): references inlined, ``nullable`` as a ``null`` type."""
+    if isinstance(node, list):
+        return [_json_schema(item, components) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        return _json_schema(components[node["$ref"].rsplit("/", 1)[1]], components)
+    out = {key: _json_schema(value, components) for key, value in node.items() if key != "nullable"}
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+@functools.cache
+def _published_rollout() -> jsonschema.Draft4Validator:
+    """What the published document says a request's ``rollout`` is."""
+    components = openapi_document()["components"]["schemas"]
+    return jsonschema.Draft4Validator(_json_schema(components["RolloutRequest"], components))
+
+
+def _field(path: Any, message: str = "", validator: str = "") -> str:
+    name = "rollout" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)
+    if validator in ("required", "additionalProperties"):  # the key at fault is in the message
+        name += "." + re.findall(r"'([^']+)'", message)[0]
+    return name
+
+
+def _refused_by_schema(rollout: Any) -> str | None:
+    fields = {
+        _field(e.absolute_path, e.message, str(e.validator))
+        for e in _published_rollout().iter_errors(rollout)
+    }
+    assert len(fields) <= 1, fields
+    return fields.pop() if fields else None
+
+
+def _refused_by_parser(rollout: Any) -> str | None:
+    try:
+        rollouts.parse(rollout)
+    except DomainError as refused:
+        [field] = refused.errors
+        return field
+    return None
+
+
+@pytest.mark.parametrize(("rollout", "field"), EDGES)
+def test_the_parser_and_the_published_schema_refuse_the_same_rollouts(
+    org: Org, rollout: Any, field: str | None
+) -> None:
+    assert _refused_by_parser(rollout) == field
+    assert _refused_by_schema(rollout) == field
+
+    response = org.admin.post(
+        OPS, {"operation_type": "REBOOT", "operation_device_query": {"all": True}, "rollout": rollout}
+    )
+    if field is None:
+        assert response.status_code == 201, response.content
+    else:
+        assert field in error(response, 400, "invalid_rollout")["errors"]
+
+
+@pytest.mark.parametrize(
+    ("rollout", "field"),
+    [
+        # What a schema cannot say (it is in the description): the order of the waves.
+        ({"waves": [10, 5, 100]}, "rollout.waves"),
+        ({"waves": [10, 50]}, "rollout.waves"),
+        # An empty value of another type than a list is taken as no rules: kept as it was.
+        ({"abort": False}, None),
+        ({"abort": {}}, None),
+        ({"retries": 0}, None),
+        ({"retries": ""}, None),
+    ],
+)
+def test_where_the_parser_and_the_schema_differ(rollout: Any, field: str | None) -> None:
+    assert _refused_by_parser(rollout) == field
+    assert _refused_by_schema(rollout) != field
 
 
 def test_a_rollout_is_shown_back_with_its_defaults_and_status(org: Org) -> None:
@@ -416,7 +578,7 @@ def test_pause_holds_everything_and_resume_goes_back(org: Org) -> None:
     for state in ("PAUSED", "130", "OPERATION_PAUSED"):
         listed = content(org.admin.get(OPS, {"state": state}))
         assert [item["id"] for item in listed["results"]] == [str(operation.pk)]
-    assert "already PAUSED" in str(error(org.operator.put(f"{OPS}{operation.pk}/", {"state": "PAUSED"}), 400))
+    error(org.operator.put(f"{OPS}{operation.pk}/", {"state": "PAUSED"}), 400, "invalid_transition")
     # redelivery leaves a paused operation's commands as they are
     run_all()
 

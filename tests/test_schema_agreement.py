@@ -19,11 +19,7 @@ import pytest
 
 from commands.services import issue_internal_command
 from tests.conftest import DeviceActor, Org, add_device
-from tests.helpers import content, error
-
-
-def _schema(org: Org) -> dict[str, Any]:
-    return dict(org.admin.get("/api/schema/", {"format": "json"}).json())
+from tests.helpers import content, error, openapi_document
 
 
 def _parameter(document: dict[str, Any], path: str, name: str) -> dict[str, Any]:
@@ -52,7 +48,7 @@ def test_exclude_internal_commands_takes_true_and_false(
     page = content(org.viewer.get("/commands/v0/status/", {"exclude_internal_commands": value}))
 
     assert page["count"] == count
-    assert _parameter(_schema(org), "/commands/v0/status/", "exclude_internal_commands") == {
+    assert _parameter(openapi_document(), "/commands/v0/status/", "exclude_internal_commands") == {
         "type": "boolean"
     }
 
@@ -76,7 +72,7 @@ def test_ordering_takes_the_schemas_terms(org: Org, value: str) -> None:
 
 
 def test_the_inbox_schema_says_device_id_is_not_empty(org: Org, device: DeviceActor) -> None:
-    schema = _parameter(_schema(org), "/v2/command-inbox/", "device_id")
+    schema = _parameter(openapi_document(), "/v2/command-inbox/", "device_id")
 
     assert schema["minLength"] == 1
     assert re.fullmatch(schema["pattern"], "dev-1")
@@ -92,7 +88,7 @@ def test_a_put_or_patch_with_another_devices_id_is_409(org: Org) -> None:
     add_device(org.tenant, "second")
 
     for method in (org.admin.put, org.admin.patch):
-        body = error(method("/v0/devices/first/", {"id": "second"}), 409)
+        body = error(method("/v0/devices/first/", {"id": "second"}), 409, "device_exists")
 
         assert "second" in body["errors"]["id"][0]
     assert content(org.admin.get("/v0/devices/first/"))["id"] == "first"
@@ -101,7 +97,7 @@ def test_a_put_or_patch_with_another_devices_id_is_409(org: Org) -> None:
 def test_a_create_with_an_existing_id_is_409(org: Org) -> None:
     add_device(org.tenant, "first")
 
-    body = error(org.admin.post("/v0/devices/", {"id": "first"}), 409)
+    body = error(org.admin.post("/v0/devices/", {"id": "first"}), 409, "device_exists")
 
     assert "first" in body["errors"]["id"][0]
 
@@ -124,7 +120,7 @@ def test_a_put_with_its_own_id_is_taken(org: Org) -> None:
 
 
 def test_the_schema_says_which_device_ids_are_taken(org: Org) -> None:
-    document = _schema(org)
+    document = openapi_document()
     schema = document["components"]["schemas"]["DeviceRequest"]["properties"]["id"]
     patch = document["components"]["schemas"]["PatchedDeviceRequest"]["properties"]["id"]
 

@@ -17,19 +17,13 @@ from commands.choices import CommandState
 from commands.models import CommandHistory, CommandStatus
 from operations import sweeps as operation_sweeps
 from operations.choices import OperationState
-from operations.models import Operation, OperationActivity
+from operations.models import Operation
 from tests.command_factories import command_of, dispatched_operation, run_in_threads
 from tests.conftest import DeviceActor, Org, add_devices
-from tests.helpers import iso
+from tests.helpers import activity, iso, poll, stored_counts
 
 C = CommandState
 S = OperationState
-INBOX = "/v2/command-inbox/"
-
-
-def stored_counts(operation: Operation) -> dict[str, int]:
-    operation.refresh_from_db()
-    return {name: getattr(operation, name) for name in counting.COUNTERS}
 
 
 def assert_counters(operation: Operation, **expected: int) -> None:
@@ -39,22 +33,10 @@ def assert_counters(operation: Operation, **expected: int) -> None:
     assert got == counting.recount(operation.pk)
 
 
-def activity(operation: Operation) -> list[str]:
-    return list(
-        OperationActivity.objects.filter(operation=operation).values_list("operation_state", flat=True)
-    )
-
-
 def states(operation: Operation) -> list[int]:
     return list(
         CommandStatus.objects.filter(operation=operation).order_by("id").values_list("state", flat=True)
     )
-
-
-def poll(actor: DeviceActor) -> list[int]:
-    response = actor.api.get(INBOX, {"device_id": actor.device.device_id})
-    assert response.status_code == 200, response.content
-    return [int(item["id"]) for item in response.json()["content"]["results"]]
 
 
 def stale(seconds: int = 1) -> dt.datetime:

@@ -23,6 +23,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import DataError
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
+from rest_framework.exceptions import ParseError
 from rest_framework.renderers import JSONRenderer
 
 from commands import device_requests, services
@@ -81,8 +82,14 @@ def _body(request: HttpRequest) -> Any:
         return loads(raw)
     except JSONRefused as refused:
         if refused.where is None:
-            return device_requests.error(400, f"JSON parse error - {refused.reason}", "body")
-        return device_requests.errors(400, {refused.field("body", fields_at_top=True): [refused.reason]})
+            return device_requests.error(
+                400, f"JSON parse error - {refused.reason}", "body", error_code=ParseError.default_code
+            )
+        return device_requests.errors(
+            400,
+            {refused.field("body", fields_at_top=True): [refused.reason]},
+            error_code=ParseError.default_code,
+        )
 
 
 def report(request: HttpRequest, pk: int) -> HttpResponse:
@@ -113,7 +120,7 @@ def report(request: HttpRequest, pk: int) -> HttpResponse:
     except CommandStatus.DoesNotExist:
         return device_requests.error(404, "Not found.")
     except DomainError as refused:
-        return device_requests.errors(refused.status, refused.errors)
+        return device_requests.errors(refused.status, refused.errors, error_code=refused.code)
     except DataError as refused:
         logger.warning("input refused by the database: %s", refused)
         return device_requests.errors(400, {"detail": [DATA_ERROR]})

@@ -2,6 +2,11 @@
 
 Each API view names its envelope; successful answers are wrapped by the base view and
 errors by the exception handler, so no view builds an envelope by hand.
+
+Every error body, in every envelope, has the seeds' fields and one more, ``error_code``: a
+short snake_case word saying why (``not_found``, ``invalid_transition``, ``stale_version``)
+for programs to branch on, while ``message`` and ``errors`` are for people (docs/errors.md).
+It was added next to the seeds' fields, so clients written against them see no change.
 """
 
 from __future__ import annotations
@@ -22,8 +27,15 @@ ERROR_ENVELOPE_SCHEMA: dict[str, Any] = {
             "additionalProperties": True,
             "description": "Each field at fault with its reasons.",
         },
+        "error_code": {
+            "type": "string",
+            "pattern": "^[a-z][a-z0-9_]*$",
+            "description": "Why, for programs: a short snake_case word such as not_found, invalid, "
+            "invalid_transition or stale_version (docs/errors.md). The message may be reworded; "
+            "this stays.",
+        },
     },
-    "required": ["code", "message", "errors"],
+    "required": ["code", "message", "errors", "error_code"],
 }
 
 
@@ -40,8 +52,8 @@ class Envelope:
     def success(self, data: Any, status: int, message: str | None = None) -> Any:
         return {"code": 0, "message": message or "success", "content": data}
 
-    def error(self, status: int, message: str, errors: dict[str, Any]) -> Any:
-        return {"code": status, "message": message, "errors": errors}
+    def error(self, status: int, message: str, errors: dict[str, Any], error_code: str) -> Any:
+        return {"code": status, "message": message, "errors": errors, "error_code": error_code}
 
     def success_schema(self, data: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -80,9 +92,10 @@ class MaintenanceEnvelope(Envelope):
 
     error_component = "MaintenanceErrorEnvelope"
 
-    def error(self, status: int, message: str, errors: dict[str, Any]) -> Any:
+    def error(self, status: int, message: str, errors: dict[str, Any], error_code: str) -> Any:
         body = self.success(None, status, message)
         body["errors"] = errors
+        body["error_code"] = error_code
         return body
 
     def success_schema(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -102,8 +115,9 @@ class MaintenanceEnvelope(Envelope):
 
     def error_schema(self) -> dict[str, Any]:
         schema = self.success_schema({"type": "object", "nullable": True, "description": "null"})
-        schema["properties"]["errors"] = ERROR_ENVELOPE_SCHEMA["properties"]["errors"]
-        schema["required"] = [*schema["required"], "errors"]
+        for name in ("errors", "error_code"):
+            schema["properties"][name] = ERROR_ENVELOPE_SCHEMA["properties"][name]
+        schema["required"] = [*schema["required"], "errors", "error_code"]
         return schema
 
 

@@ -1,5 +1,7 @@
 """One exception handler for the whole API: every error is a 4xx/5xx JSON body in the
-view's envelope, naming the field and the reason. Database errors caused by input (a
+view's envelope, naming the field and the reason, with an ``error_code`` for programs (the
+service's :class:`~config.errors.DomainError` code, DRF's code of its exception, or the
+status's word in :data:`STATUS_CODES`). Database errors caused by input (a
 number out of range, a NUL byte) are the client's fault and answer 400 with a generic
 reason (never the database's text); a database that is down answers 503 so clients and
 load balancers retry.
@@ -29,6 +31,23 @@ logger = logging.getLogger(__name__)
 
 DATA_ERROR = "a value in the request is out of range or cannot be stored"
 
+#: The ``error_code`` of an error that names no sharper one, by HTTP status; the words are
+#: DRF's default codes of the same errors, so a plain view (the device's inbox and report)
+#: and a DRF view say the same.
+STATUS_CODES = {
+    400: "invalid",
+    401: "not_authenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "throttled",
+    500: "server_error",
+    503: "unavailable",
+}
+
 
 class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
@@ -50,6 +69,13 @@ def first_message(errors: Any, path: str = "") -> str:
     return f"{path}: {text}" if path else text
 
 
+def error_code_of(exc: exceptions.APIException) -> str:
+    """The ``error_code`` of a DRF exception: the code it was raised with when its detail is
+    one message (``NotFound(..., code="not_found_job")``), else its class's default code."""
+    codes = exc.get_codes()
+    return codes if isinstance(codes, str) else str(exc.default_code)
+
+
 def _as_dict(detail: Any) -> dict[str, Any]:
     if isinstance(detail, dict):
         return detail
@@ -62,8 +88,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     view = context.get("view")
     envelope = getattr(view, "envelope", DEFAULT_ENVELOPE)
     headers: dict[str, str] = {}
+    error_code: str | None = None
 
     if isinstance(exc, DomainError):  # a service refused: the one place the API translates it
+        error_code = exc.code
         refused = exceptions.ValidationError(exc.errors)
         refused.status_code = exc.status
         exc = refused
@@ -84,7 +112,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, (OperationalError, InterfaceError)):
         logger.warning("database unavailable: %s", exc)
         set_rollback()
-        body = envelope.error(503, "The database is unavailable; retry shortly.", {})
+        body = envelope.error(503, "The database is unavailable; retry shortly.", {}, STATUS_CODES[503])
         return Response(body, status=503, headers={"Retry-After": "5"})
 
     if isinstance(exc, exceptions.APIException):
@@ -103,7 +131,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         else:
             errors = {}
             message = str(exc.detail)
-        body = envelope.error(exc.status_code, message, errors)
+        body = envelope.error(exc.status_code, message, errors, error_code or error_code_of(exc))
         return Response(body, status=exc.status_code, headers=headers)
 
     if settings.DEBUG:
@@ -111,7 +139,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     logger.exception("unhandled error in %s", view.__class__.__name__ if view else "API")
     set_rollback()
     return Response(
-        envelope.error(500, "Internal server error.", {}), status=status.HTTP_500_INTERNAL_SERVER_ERROR
+        envelope.error(500, "Internal server error.", {}, STATUS_CODES[500]),
+        status=status.HTTP_500_INTERNAL_SERVER_ERROR,
     )
 
 
@@ -120,7 +149,7 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     JSON 404, like any 404 of a view; the console keeps Django's page."""
     if request.path.startswith("/admin/"):
         return page_not_found(request, exception or Http404())
-    return JsonResponse(DEFAULT_ENVELOPE.error(404, "Not found.", {}), status=404)
+    return JsonResponse(DEFAULT_ENVELOPE.error(404, "Not found.", {}, STATUS_CODES[404]), status=404)
 
 
 class UnmatchedPathMiddleware:

@@ -21,6 +21,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from config.api.envelopes import DEFAULT_ENVELOPE
+from config.api.exceptions import STATUS_CODES
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ UNAVAILABLE = (OperationalError, InterfaceError)
 
 
 def unavailable_response() -> JsonResponse:
-    body = DEFAULT_ENVELOPE.error(503, "The database is unavailable; retry shortly.", {})
+    body = DEFAULT_ENVELOPE.error(503, "The database is unavailable; retry shortly.", {}, STATUS_CODES[503])
     response = JsonResponse(body, status=503)
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
@@ -57,4 +58,6 @@ def server_error(request: HttpRequest) -> HttpResponse:
     error = sys.exc_info()[1]
     if isinstance(error, UNAVAILABLE):
         return unavailable_response()
-    return JsonResponse(DEFAULT_ENVELOPE.error(500, "Internal server error.", {}), status=500)
+    return JsonResponse(
+        DEFAULT_ENVELOPE.error(500, "Internal server error.", {}, STATUS_CODES[500]), status=500
+    )

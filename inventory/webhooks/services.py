@@ -42,7 +42,7 @@ def clean_url(url: str) -> str:
     try:
         guard.resolve(url)
     except guard.Refused as refused:
-        raise DomainError({"url": [str(refused)]}) from None
+        raise DomainError({"url": [str(refused)]}, code="url_refused") from None
     return url
 
 
@@ -104,7 +104,9 @@ def _kick(endpoint_id: Any) -> None:
 def ping(endpoint: WebhookEndpoint) -> None:
     """A ``webhook.ping`` event for this endpoint alone, sent as any event is (signed, retried)."""
     if not endpoint.active:
-        raise DomainError({"active": ["the endpoint is disabled; turn it on before pinging it"]})
+        raise DomainError(
+            {"active": ["the endpoint is disabled; turn it on before pinging it"]}, code="endpoint_disabled"
+        )
     with transaction.atomic():
         emit(
             endpoint.tenant_id,
@@ -118,7 +120,9 @@ def ping(endpoint: WebhookEndpoint) -> None:
 def redeliver(endpoint: WebhookEndpoint, delivery: WebhookDelivery) -> None:
     """Send the delivery's event to its endpoint again, now (as the next attempt)."""
     if not WebhookEvent.objects.filter(pk=delivery.event_id).exists():
-        raise DomainError({"delivery_id": ["its event is past the retention period and was purged"]})
+        raise DomainError(
+            {"delivery_id": ["its event is past the retention period and was purged"]}, code="event_purged"
+        )
     with transaction.atomic():
         last = (
             WebhookDelivery.objects.filter(endpoint=endpoint, event_id=delivery.event_id)

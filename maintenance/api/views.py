@@ -52,7 +52,7 @@ class MaintenanceView(TenantAPIView):
         """The caller's tenant if ``org_id`` names it; 404 otherwise, whatever else it names."""
         tenant = Tenant.objects.filter(pk=self.tenant_id).first()
         if tenant is None or tenant.slug != org_id:
-            raise NotFound(f"Organization '{org_id}' not found.")
+            raise NotFound(f"Organization '{org_id}' not found.", code="not_found_organization")
         return tenant
 
     def jobs(self) -> QuerySet[MaintenanceJob]:
@@ -126,10 +126,10 @@ class MaintenanceJobView(MaintenanceView):
         try:
             pk = uuid.UUID(job_id)
         except ValueError:
-            raise NotFound(f"Job '{job_id[:60]}' not found.") from None
+            raise NotFound(f"Job '{job_id[:60]}' not found.", code="not_found_job") from None
         job = self.jobs().filter(pk=pk).first()
         if job is None:
-            raise NotFound(f"Job '{job_id}' not found.")
+            raise NotFound(f"Job '{job_id}' not found.", code="not_found_job")
         return job
 
     @extend_schema(

@@ -232,7 +232,9 @@ class HeadlessOperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         data = serializer.validated_data
         device = Device.objects.filter(tenant_id=self.tenant_id, device_id=data["device_id"]).first()
         if device is None:
-            raise NotFound(f"device_id: no device {data['device_id'][:128]!r} in this tenant.")
+            raise NotFound(
+                f"device_id: no device {data['device_id'][:128]!r} in this tenant.", code="not_found_device"
+            )
         operation = headless.create_operation(
             self.tenant_id,
             device,

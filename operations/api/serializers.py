@@ -6,6 +6,7 @@ import datetime as dt
 import zoneinfo
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -13,10 +14,9 @@ from config.api.limits import JSON_FIELD_HELP, max_json_size, max_text_length
 from config.api.validators import storable_json
 from config.timestamps import TimestampError, parse_aware
 from inventory.models.devices import available_timezones
-from operations import waves
+from operations import rollouts, waves
 from operations.choices import REQUESTABLE_STATES, RESUMED, OperationType, ScheduleType, TimeType
 from operations.models import Operation, OperationActivity
-from operations.rollouts import FAILURE_TYPES, MAX_ATTEMPTS, MAX_PER_MINUTE, MAX_WAVES
 from operations.windows import DAYS, Window
 
 
@@ -83,47 +83,107 @@ class ScheduleArgsSerializer(serializers.Serializer):
         return clean
 
 
-class AbortRuleSerializer(serializers.Serializer):
-    failure_type = serializers.ChoiceField(choices=FAILURE_TYPES)
-    threshold_percent = serializers.FloatField(min_value=0, max_value=100, help_text="0 < p <= 100")
-    min_executed = serializers.IntegerField(required=False, default=1, min_value=1)
+# --- rollout: its schema, taken from ``operations.rollouts`` ----------------------------------
+#
+# These serializers validate nothing: ``rollout`` is read by ``operations.rollouts.parse`` (the
+# one definition of a valid rollout, also the console's) and each refusal names its field
+# (``rollout.abort[0].threshold_percent``). They publish its shape, every range and key taken
+# from the parser's constants; tests/test_rollouts.py feeds the same edge values to both.
 
 
-class RetryRuleSerializer(serializers.Serializer):
-    failure_type = serializers.ChoiceField(choices=FAILURE_TYPES)
-    max_attempts = serializers.IntegerField(min_value=1, max_value=MAX_ATTEMPTS)
+class _AboveLowField(serializers.FloatField):
+    """A number greater than ``above`` (a percent greater than 0), which DRF's inclusive
+    ``min_value`` cannot say (the schema generator would drop an ``exclusiveMinimum`` next to its
+    validator): ``_AboveLowSchema`` writes ``minimum`` and ``exclusiveMinimum`` instead."""
+
+    def __init__(self, *, above: float, **kwargs: Any) -> None:
+        self.above = above
+        super().__init__(**kwargs)
 
 
-class RolloutSerializer(serializers.Serializer):
+class _AboveLowSchema(OpenApiSerializerFieldExtension):
+    target_class = _AboveLowField
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> Any:
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        return {**schema, "minimum": self.target.above, "exclusiveMinimum": True}
+
+
+def _bounded(bounds: rollouts.Bounds, **kwargs: Any) -> serializers.Field:
+    """The field of a rollout's number, with the range the parser holds it to."""
+    if bounds.integer:
+        return serializers.IntegerField(min_value=int(bounds.low), max_value=int(bounds.high), **kwargs)
+    if bounds.low_exclusive:
+        return _AboveLowField(above=bounds.low, max_value=bounds.high, **kwargs)
+    return serializers.FloatField(min_value=bounds.low, max_value=bounds.high, **kwargs)
+
+
+class _ClosedSerializer(serializers.Serializer):
+    """An object the parser refuses any other key in: its schema says
+    ``additionalProperties: false`` (``_ClosedSchema``)."""
+
+
+class _ClosedSchema(OpenApiSerializerExtension):
+    target_class = _ClosedSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: Any, direction: str) -> Any:
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        return {**schema, "additionalProperties": False}
+
+
+class AbortRuleSerializer(_ClosedSerializer):
+    """Abort the operation once ``min_executed`` commands are finished and those that failed this
+    way reach ``threshold_percent`` of them."""
+
+    failure_type = serializers.ChoiceField(choices=rollouts.FAILURE_TYPES)
+    threshold_percent = _bounded(rollouts.THRESHOLD_PERCENT, help_text="0 < p <= 100")
+    min_executed = _bounded(rollouts.MIN_EXECUTED, required=False, default=1)
+
+
+class RetryRuleSerializer(_ClosedSerializer):
+    """Deliver a command that failed this way again, up to ``max_attempts`` deliveries in all."""
+
+    failure_type = serializers.ChoiceField(choices=rollouts.FAILURE_TYPES)
+    max_attempts = _bounded(rollouts.ATTEMPTS)
+
+
+class RolloutSerializer(_ClosedSerializer):
     """The shape of ``rollout`` (contract section 9), for the schema. ``operations.rollouts.parse``
     validates it and names the field it refuses (``rollout.abort[0].threshold_percent``)."""
 
     waves = serializers.ListField(
-        child=serializers.FloatField(),
+        child=_bounded(rollouts.WAVE_PERCENT),
         required=False,
         allow_null=True,
-        max_length=MAX_WAVES,
+        min_length=1,
+        max_length=rollouts.MAX_WAVES,
         help_text="Strictly increasing cumulative percentages of the devices, the last one 100.",
     )
-    wave_success_percent = serializers.FloatField(
+    wave_success_percent = _bounded(
+        rollouts.WAVE_SUCCESS_PERCENT,
         required=False,
-        default=90,
+        allow_null=True,
+        default=rollouts.DEFAULT_WAVE_SUCCESS_PERCENT,
         help_text="The next wave opens when at least this percent of the closed wave succeeded; "
         "otherwise the operation is PAUSED.",
     )
-    max_per_minute = serializers.IntegerField(
+    max_per_minute = _bounded(
+        rollouts.PER_MINUTE,
         required=False,
         allow_null=True,
-        min_value=1,
-        max_value=MAX_PER_MINUTE,
         help_text="At most this many commands handed out in any 60 s, across every server.",
     )
-    abort = AbortRuleSerializer(many=True, required=False)
-    retries = RetryRuleSerializer(many=True, required=False)
-    in_progress_timeout_minutes = serializers.IntegerField(
+    abort = serializers.ListField(
+        child=AbortRuleSerializer(), required=False, allow_null=True, max_length=rollouts.MAX_RULES
+    )
+    retries = serializers.ListField(
+        child=RetryRuleSerializer(), required=False, allow_null=True, max_length=rollouts.MAX_RULES
+    )
+    in_progress_timeout_minutes = _bounded(
+        rollouts.TIMEOUT_MINUTES,
         required=False,
         allow_null=True,
-        min_value=1,
         help_text="A command Acknowledged or In Progress for longer becomes Command TimeOut.",
     )
 
