@@ -71,12 +71,21 @@ def report(
     actor: str = "",
     tenant_id: int | None = None,
     device_pk: int | None = None,
+    attempt: int | None = None,
 ) -> tuple[CommandStatus, bool]:
     """A device's (or operator's) PUT. Returns the command and whether it changed.
 
     Repeating the current state is a no-op (devices retry); a stale ``expected_version``
     is a :class:`~config.errors.Conflict` (409); a move outside the table, or out of a
     finished state, is a :class:`~config.errors.DomainError` (400) naming both.
+
+    ``attempt`` is the attempt the report belongs to (the ``attempt`` the device was handed):
+    a report of an earlier attempt than the command's (a late or repeated report, after a
+    rollout's retry queued the command again) changes nothing, so it can never use up a
+    retry the device has not run; an attempt the command has not reached is 400. Without
+    it, a failure repeated while the retry still waits in the queue changes nothing either,
+    but once the command is handed out again the server cannot tell a late report from the
+    new attempt's (docs/rollouts.md).
     ``tenant_id`` and ``device_pk`` scope the lookup as the API view scopes its queryset (the
     caller's tenant, and a device token's own device): a command outside them is
     ``CommandStatus.DoesNotExist``, answered 404 like one that does not exist.
@@ -84,9 +93,16 @@ def report(
     pk = command.pk if isinstance(command, CommandStatus) else command
     sources = [int(s) for s in C if can_move(s, target, by_client=True)]
     current, old, moved, along = _report_statement(
-        pk, target, sources, reason, details, expected_version, actor, tenant_id, device_pk
+        pk, target, sources, reason, details, expected_version, actor, tenant_id, device_pk, attempt
     )
     if not moved:
+        if attempt is not None and attempt < current.attempt:
+            return current, False  # a report of an attempt that is over: it changes nothing
+        if attempt is not None and attempt > current.attempt:
+            raise DomainError(
+                {"attempt": [f"is {attempt} but the command is at attempt {current.attempt}"]},
+                code="unknown_attempt",
+            )
         if old == target:
             return current, False
         if old == C.QUEUED and current.attempt > 1 and target in RETRIED_FAILURES:
@@ -247,6 +263,7 @@ def _report_statement(
     actor: str,
     tenant_id: int | None,
     device_pk: int | None,
+    attempt: int | None,
 ) -> tuple[CommandStatus, int, bool, dict[str, dict[str, Any] | None]]:
     """The whole report as one statement: lock and read the row, move it if the table and
     ``expected_version`` allow, write its history, and read and count the followers' rows
@@ -265,6 +282,7 @@ def _report_statement(
         "now": timezone.now(),
         "sources": sources,
         "expected": expected_version,
+        "attempt": attempt,
         "actor": actor,
         "details": _DETAILS.get_db_prep_save(details, connection) if details is not None else None,
     }
@@ -317,6 +335,7 @@ def _report_sql(target: CommandState, with_details: bool, along: tuple[Along, ..
             FROM cur
             WHERE cs.id = cur.id AND cur.state = ANY(%(sources)s)
               AND (%(expected)s::int IS NULL OR cur.version = %(expected)s)
+              AND (%(attempt)s::int IS NULL OR cur.attempt = %(attempt)s)
               {duplicate}
             RETURNING {columns}
         ), logged AS (

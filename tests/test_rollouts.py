@@ -529,6 +529,125 @@ def test_retries_under_duplicated_and_reordered_reports_never_exceed_the_budget(
     assert stored_counts(operation) == counting.recount(operation.pk)
 
 
+def _retried_once(org: Org, device: DeviceActor, max_attempts: int = 3) -> tuple[Operation, CommandStatus]:
+    """A command of a rollout that retries failures: handed out, failed in attempt 1, queued
+    again (attempt 2) and handed out again."""
+    operation = dispatched_operation(
+        org.tenant, [device], rollout={"retries": [{"failure_type": "FAILED", "max_attempts": max_attempts}]}
+    )
+    command = command_of(operation, device)
+    assert poll(device) == [command.pk]
+    assert content(put(device, command, "Command Failure", reason="no space", attempt=1))["attempt"] == 2
+    assert poll(device) == [command.pk]
+    return operation, command
+
+
+def test_a_late_failure_of_an_earlier_attempt_uses_up_no_retry(org: Org, device: DeviceActor) -> None:
+    """Issue 23, item 3: the device's attempt-1 failure, repeated after the command was handed
+    out again, moved it to attempt 3 and then to a final failure: the device never ran them."""
+    operation, command = _retried_once(org, device)
+
+    late = content(put(device, command, "Command Failure", reason="no space", attempt=1))
+
+    assert (late["state"], late["attempt"]) == ("Command Initiated", 2)
+    assert stored_counts(operation)["failed_count"] == 0
+    # the device then runs attempt 2 and 3 for real
+    assert content(put(device, command, "Command Failure", reason="still", attempt=2))["attempt"] == 3
+    assert poll(device) == [command.pk]
+    final = content(put(device, command, "Command Failure", reason="for good", attempt=3))
+    assert (final["state"], final["attempt"]) == ("Command Failure", 3)
+    assert stored_counts(operation) == counting.recount(operation.pk)
+    assert stored_counts(operation)["failed_count"] == 1
+
+
+def test_reports_of_an_earlier_attempt_reordered_after_the_new_ones_change_nothing(
+    org: Org, device: DeviceActor
+) -> None:
+    operation, command = _retried_once(org, device)
+    assert content(put(device, command, "Command In Progress", attempt=2))["state"] == "Command In Progress"
+    assert content(put(device, command, "Command Success", attempt=2))["state"] == "Command Success"
+    version = CommandStatus.objects.get(pk=command.pk).version
+
+    # attempt 1's reports arrive late, in any order: acknowledged, failed, in progress
+    for state in ("Command Acknowledged", "Command Failure", "Command In Progress"):
+        answered = content(put(device, command, state, attempt=1))
+        assert (answered["state"], answered["attempt"]) == ("Command Success", 2)
+
+    command.refresh_from_db()
+    assert (command.state, command.version) == (C.SUCCESS, version)
+    operation.refresh_from_db()
+    assert (operation.success_count, operation.failed_count, operation.state) == (1, 0, S.SUCCESS)
+    assert stored_counts(operation) == counting.recount(operation.pk)
+
+
+def test_duplicated_reports_of_the_current_attempt_are_applied_once(org: Org, device: DeviceActor) -> None:
+    operation, command = _retried_once(org, device)
+
+    for _ in range(3):
+        answered = content(put(device, command, "Command Failure", reason="again", attempt=2))
+        assert (answered["state"], answered["attempt"]) == ("Command Queued", 3)
+
+    assert stored_counts(operation)["failed_count"] == 0
+    assert CommandHistory.objects.filter(command=command, to_state=C.QUEUED).count() == 2
+
+
+def test_a_report_of_an_attempt_not_yet_reached_is_a_400_naming_attempt(
+    org: Org, device: DeviceActor
+) -> None:
+    _operation, command = _retried_once(org, device)
+
+    body = error(put(device, command, "Command Failure", attempt=3), 400, "unknown_attempt")
+
+    assert body["errors"]["attempt"] == ["is 3 but the command is at attempt 2"]
+    assert CommandStatus.objects.get(pk=command.pk).state == C.INITIATED
+
+
+def test_a_timed_out_abort_fires_on_final_timeouts_after_delivery_and_not_on_undelivered_ones(
+    org: Org, django_capture_on_commit_callbacks: Any
+) -> None:
+    """Issue 23, item 4. ``TIMED_OUT`` counts commands whose final attempt timed out after the
+    device received it (contract section 9; commands.counting): a command retried after a
+    timeout and timed out again while in progress counts, and the abort fires at its threshold;
+    one retried and then stopped before the device had its new attempt is a dispatch failure."""
+    devices = add_devices(org.tenant, 4)
+    operation = dispatched_operation(
+        org.tenant,
+        devices,
+        rollout={
+            "in_progress_timeout_minutes": 30,
+            "retries": [{"failure_type": "TIMED_OUT", "max_attempts": 2}],
+            "abort": [{"failure_type": "TIMED_OUT", "threshold_percent": 50, "min_executed": 2}],
+        },
+    )
+    commands = {a.device.device_id: command_of(operation, a) for a in devices}
+    first, second, third, _fourth = devices
+    for actor in (first, second):
+        put(actor, commands[actor.device.device_id], "Command In Progress", attempt=1)
+    put(third, commands[third.device.device_id], "Command Success", attempt=1)
+    later = timezone.now() + dt.timedelta(minutes=31)
+
+    assert delivery.time_out_in_progress(later) == 2  # attempt 1 of both: retried, nothing counted
+    operation.refresh_from_db()
+    assert (operation.timed_out_count, operation.state) == (0, S.PROCESSING)
+    for actor in (first, second):
+        assert poll(actor) == [commands[actor.device.device_id].pk]
+    put(first, commands[first.device.device_id], "Command In Progress", attempt=2)
+
+    # the first times out again in progress: a final timeout after delivery, 1 of 2 finished = 50 %
+    # (the abort is the set move's next step, taken once its transaction commits)
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery.time_out_in_progress(timezone.now() + dt.timedelta(minutes=62))
+
+    operation.refresh_from_db()
+    assert operation.timed_out_count == 1 and operation.failed_count == 1
+    assert operation.state == S.CANCELLED
+    assert operation.reason == "abort: TIMED_OUT 50.0% >= 50% after 2 devices"
+    stop_commands(operation.pk)
+    second_command = CommandStatus.objects.get(pk=commands[second.device.device_id].pk)
+    assert (second_command.state, second_command.attempt) == (C.CANCELLED, 2)
+    assert stored_counts(operation) == counting.recount(operation.pk)
+
+
 def test_the_in_progress_timeout_times_out_and_retries(org: Org) -> None:
     devices = add_devices(org.tenant, 2)
     operation = dispatched_operation(

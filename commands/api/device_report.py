@@ -105,14 +105,10 @@ def report(request: HttpRequest, pk: int) -> HttpResponse:
     update = CommandStatusUpdateSerializer(data=data)
     if not update.is_valid():
         return device_requests.errors(400, dict(update.errors))
-    valid = update.validated_data
     try:
         command, _ = services.report(
             pk,
-            valid["state"],
-            reason=valid["reason"],
-            details=valid.get("details"),
-            expected_version=valid.get("expected_version"),
+            **update.report_arguments(),
             actor=principal.label,
             tenant_id=principal.tenant_id,
             device_pk=principal.device_pk,

@@ -53,6 +53,27 @@ class CommandStatusUpdateSerializer(serializers.Serializer):
         required=False, validators=[storable_json, max_json_size()], help_text=JSON_FIELD_HELP
     )
     expected_version = serializers.IntegerField(required=False, min_value=1, max_value=2**31 - 1)
+    attempt = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=32767,
+        help_text=(
+            "The attempt this report belongs to (the command's `attempt` when it was handed out). "
+            "A report of an earlier attempt changes nothing (200, the command as it is): a late or "
+            "repeated failure can never use up a retry the device has not run."
+        ),
+    )
+
+    def report_arguments(self) -> dict[str, Any]:
+        """The validated body as ``commands.services.report`` takes it, for both views of the PUT."""
+        valid = self.validated_data
+        return {
+            "target": valid["state"],
+            "reason": valid["reason"],
+            "details": valid.get("details"),
+            "expected_version": valid.get("expected_version"),
+            "attempt": valid.get("attempt"),
+        }
 
     def validate_state(self, value: str) -> CommandState:
         return BY_LABEL[value]

@@ -60,14 +60,10 @@ class CommandStatusViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
         """Report a command's new state. Repeating the current state is a no-op (200)."""
         serializer = CommandStatusUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
         try:
             command, _ = services.report(
                 int(pk),
-                data["state"],
-                reason=data["reason"],
-                details=data.get("details"),
-                expected_version=data.get("expected_version"),
+                **serializer.report_arguments(),
                 actor=self.principal.label,
                 # The scope of get_queryset(): the caller's tenant and, for a device token, its device.
                 tenant_id=self.tenant_id,
