@@ -56,3 +56,11 @@ class Conflict(DomainError):
 
     status = 409
     code = "conflict"
+
+
+class Forbidden(DomainError):
+    """The caller may not do this, for a reason worth saying (the requester of an operation
+    deciding on it). The API answers 403."""
+
+    status = 403
+    code = "permission_denied"

@@ -448,6 +448,8 @@ CELERY_BEAT_SCHEDULE.update(
         },
         "run-due-headless": {"task": "operations.tasks.run_due_headless", "schedule": float(SWEEP_SECONDS)},
         "resume-stops": {"task": "operations.tasks.resume_stops", "schedule": float(SWEEP_SECONDS)},
+        # Approvals undecided past their expiry end in APPROVAL_DENIED (operations.approvals).
+        "expire-approvals": {"task": "operations.tasks.expire_approvals", "schedule": float(SWEEP_SECONDS)},
         "kick-webhooks": {"task": "inventory.tasks.kick_webhooks", "schedule": float(WEBHOOK_POLL_SECONDS)},
         "purge-webhook-events": {"task": "inventory.tasks.purge_webhook_events", "schedule": 3600.0},
         "purge-idempotency-keys": {

@@ -103,6 +103,28 @@ class OperationType(models.TextChoices):
     DECLARATIVE_MANAGEMENT = "DECLARATIVE_MANAGEMENT"
 
 
+#: A new tenant's approval policy (contract section 13): the types that destroy data or take a
+#: device out of management, which one admin key could otherwise send to a whole fleet.
+DESTRUCTIVE_TYPES = (
+    OperationType.WIPE,
+    OperationType.REMOVE_DEVICE,
+    OperationType.REMOVE_AGENT,
+    OperationType.RESET_LOCKSCREEN_PASSWORD,
+    OperationType.CLEAR_PASSCODE,
+    OperationType.ALLOW_FACTORY_RESET,
+    OperationType.SHUT_DOWN,
+)
+
+
+class ApprovalState(models.TextChoices):
+    """``approval.state`` of an operation that needed approval (empty: it did not)."""
+
+    WAITING = "WAITING"
+    APPROVED = "APPROVED"
+    DENIED = "DENIED"
+    EXPIRED = "EXPIRED"
+
+
 class ScheduleType(models.TextChoices):
     IMMEDIATE = "IMMEDIATE"
     WINDOW = "WINDOW"
@@ -129,10 +151,14 @@ class OperationState(models.IntegerChoices):
     CANCELLED = 110
     TIMEOUT = 120
     PAUSED = 130
+    #: Held for a second admin's decision (contract section 13): nothing resolved or written.
+    WAITING_FOR_APPROVAL = 140
+    #: Denied by an admin, or undecided until its approval expired; terminal.
+    APPROVAL_DENIED = 150
 
 
 S = OperationState
-TERMINAL_STATES = frozenset({S.SUCCESS, S.FAILURE, S.CANCELLED, S.TIMEOUT})
+TERMINAL_STATES = frozenset({S.SUCCESS, S.FAILURE, S.CANCELLED, S.TIMEOUT, S.APPROVAL_DENIED})
 #: Before its commands reach the inbox: the fan-out's states, which the recovery sweep resumes.
 PRE_DISPATCH_STATES = frozenset({S.CREATED, S.RESOLVING, S.RESOLVED, S.DISPATCHING})
 #: Stopping moves, allowed from every state that is not terminal.
@@ -158,11 +184,15 @@ ALLOWED_TRANSITIONS: dict[OperationState, frozenset[OperationState]] = {
     S.PROCESSING: frozenset({S.COMPLETED, S.SCHEDULED, S.PAUSED}) | _STOP,
     # Resuming goes back to the state the pause left (Operation.paused_from).
     S.PAUSED: PAUSABLE_STATES | _STOP,
+    # Approval (operations.approvals): on to CREATED as if just created, or denied; a waiting
+    # operation may also be withdrawn (cancelled) or stopped like any unfinished one.
+    S.WAITING_FOR_APPROVAL: frozenset({S.CREATED, S.APPROVAL_DENIED}) | _STOP,
     S.COMPLETED: frozenset({S.SUCCESS, S.FAILURE}),
     S.SUCCESS: frozenset(),
     S.FAILURE: frozenset(),
     S.CANCELLED: frozenset(),
     S.TIMEOUT: frozenset(),
+    S.APPROVAL_DENIED: frozenset(),
 }
 
 #: The states a PUT may ask for, with the state each is stored as.
@@ -192,6 +222,8 @@ ACTIVITY_NAMES = {
     S.CANCELLED: "CANCELLED",
     S.TIMEOUT: "TIMEOUT",
     S.PAUSED: "PAUSED",
+    S.WAITING_FOR_APPROVAL: "WAITING_FOR_APPROVAL",
+    S.APPROVAL_DENIED: "APPROVAL_DENIED",
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from config import timestamps
-from operations.choices import OperationState
+from operations.choices import ApprovalState, OperationState
 from operations.models import Operation
 
 
@@ -32,7 +32,39 @@ def operation_data(operation: Operation, previous_state: int | None = None) -> d
         "updated_by": operation.updated_by,
         "operation_stats": {"device_operation_statuses_count": operation.counts()},
         "rollout": operation.rollout,
+        "approval": approval_data(operation),
     }
     if previous_state is not None:
         data["previous_state"] = OperationState(previous_state).name
     return data
+
+
+def approval_data(operation: Operation) -> dict[str, Any]:
+    """``approval`` as the API and the events show it. An operation cancelled while it waited
+    shows ``WITHDRAWN``: nobody decided, and it waits no more."""
+    if not operation.approval_state:
+        return {
+            "required": False,
+            "state": None,
+            "requested_by": None,
+            "decided_by": None,
+            "decided_at": None,
+            "remark": "",
+            "expires_at": None,
+        }
+    state = operation.approval_state
+    if state == ApprovalState.WAITING and operation.state != OperationState.WAITING_FOR_APPROVAL:
+        state = "WITHDRAWN"
+    return {
+        "required": True,
+        "state": state,
+        "requested_by": operation.created_by,
+        "decided_by": operation.approval_decided_by or None,
+        "decided_at": timestamps.format(operation.approval_decided_at)
+        if operation.approval_decided_at
+        else None,
+        "remark": operation.approval_remark,
+        "expires_at": timestamps.format(operation.approval_expires_at)
+        if operation.approval_expires_at
+        else None,
+    }

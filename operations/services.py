@@ -16,7 +16,7 @@ from commands.choices import REPORTED_STATES, CommandState
 from config.errors import DomainError
 from inventory.events import emit
 from inventory.models import Device, EventType
-from operations import progress, rollouts, stopping, waves
+from operations import approvals, progress, rollouts, stopping, waves
 from operations.choices import PRE_DISPATCH_STATES, TERMINAL_STATES, OperationState, ScheduleType, can_move
 from operations.device_query import DeviceQuery
 from operations.events import operation_data
@@ -31,15 +31,21 @@ FAN_OUT_TASK = "operations.tasks.fan_out_operation"
 INVALID_TRANSITION = "invalid_transition"
 
 
-def create_operation(tenant_id: int, data: dict[str, Any], actor: str) -> Operation:
-    """Store the operation in CREATED and hand the fan-out to a worker after commit.
+def create_operation(tenant_id: int, data: dict[str, Any], actor: str, requester: str = "") -> Operation:
+    """Store the operation in CREATED and hand the fan-out to a worker after commit; or, when
+    the tenant's approval policy holds it, in WAITING_FOR_APPROVAL with nothing sent
+    (``operations.approvals``: an approval moves it to CREATED and sends the fan-out then).
 
     The query is checked here (shape, and that listed devices and groups exist) so a
     mistake is a 400 now, not a FAILURE later; resolving it is the worker's job.
+    ``requester`` is the principal asking (``key:<id>``, ``user:<pk>``; ``actor`` when not
+    given), whom the four-eyes rule keeps from approving their own operation.
     """
     query = DeviceQuery.parse(data["operation_device_query"])
     query.check_references(tenant_id)
     rollout = rollouts.parse(data["rollout"]) if data.get("rollout") is not None else None
+    policy = approvals.holds(tenant_id, data["operation_type"], query)
+    waiting = approvals.waiting_fields(policy, requester or actor, timezone.now()) if policy else {}
     with transaction.atomic():
         operation = Operation.objects.create(
             tenant_id=tenant_id,
@@ -52,10 +58,14 @@ def create_operation(tenant_id: int, data: dict[str, Any], actor: str) -> Operat
             updated_by=actor,
             rollout=rollout.as_json() if rollout else None,
             max_per_minute=rollout.max_per_minute if rollout else None,
+            **waiting,
         )
-        progress.record_activity(operation.pk, S.CREATED, actor=actor)
+        progress.record_activity(operation.pk, S(operation.state), actor=actor)
         emit(tenant_id, EventType.OPERATION_CREATED, operation_data(operation))
-        transaction.on_commit(lambda: _send_fan_out(operation.pk))
+        if waiting:
+            approvals.requested(operation)
+        else:
+            transaction.on_commit(lambda: _send_fan_out(operation.pk))
     return operation
 
 
@@ -175,7 +185,7 @@ def preview(tenant_id: int, raw_query: Any) -> tuple[int, list[Device]]:
     return devices.count(), list(devices.prefetch_related("groups").order_by("pk")[:PREVIEW_SAMPLE])
 
 
-def retry_failed(operation: Operation, actor: str) -> Operation:
+def retry_failed(operation: Operation, actor: str, requester: str = "") -> Operation:
     """A new operation of the same type and arguments for exactly the devices that failed.
 
     The devices are listed by id (``device_type: all``, so a device made inactive since is
@@ -213,4 +223,4 @@ def retry_failed(operation: Operation, actor: str) -> Operation:
         "operation_device_query": {"devices": failed, "device_type": "all"},
         "arguments": operation.arguments,
     }
-    return create_operation(operation.tenant_id, data, actor)
+    return create_operation(operation.tenant_id, data, actor, requester)

@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from commands import partitions
-from operations import fanout, headless, stopping, sweeps
+from operations import approvals, fanout, headless, stopping, sweeps
 from operations.choices import PRE_DISPATCH_STATES, OperationState
 from operations.models import Operation
 
@@ -72,3 +72,10 @@ def stop_commands(operation_id: str) -> int:
 def resume_stops() -> int:
     """Send again stops whose commands are still unfinished and whose worker is gone."""
     return stopping.resume_stops()
+
+
+@shared_task(ignore_result=True)
+def expire_approvals() -> int:
+    """Deny the operations whose approval expired undecided (``approval expired``); each once,
+    whatever runs at the same time (``operations.approvals.expire``)."""
+    return approvals.expire_due()

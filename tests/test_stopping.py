@@ -20,7 +20,7 @@ from commands.choices import UNFINISHED_STATES, CommandState
 from commands.models import CommandHistory, CommandStatus
 from config.errors import DomainError
 from inventory.services import bulk_import_devices
-from operations import stopping
+from operations import approvals, stopping
 from operations.choices import OperationState
 from operations.fanout import fan_out
 from operations.models import Operation
@@ -55,6 +55,13 @@ def states(operation: Operation) -> set[int]:
 
 def unfinished(operation_id: Any) -> int:
     return CommandStatus.objects.filter(operation_id=operation_id, state__in=UNFINISHED_STATES).count()
+
+
+@pytest.fixture(autouse=True)
+def _no_approvals(org: Org) -> None:
+    """These tests stop WIPEs under way: the tenant's approval policy, which holds a new WIPE
+    for a second admin (tests/test_approvals.py), is cleared so that they start at once."""
+    approvals.set_policy(org.tenant.pk, [], None, 72, "tests")
 
 
 @pytest.fixture

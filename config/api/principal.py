@@ -25,6 +25,16 @@ class Principal:
     is_staff = False
 
     @property
+    def identity(self) -> str:
+        """Who this is, as one principal among others (``key:<id>``, ``device:<id>``): what
+        the four-eyes rule compares. The label is a key's name, which two keys may share."""
+        return f"key:{self.key_id}" if self.kind == "key" else f"device:{self.device_id}"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.kind == "key" and self.role == "admin"
+
+    @property
     def is_device(self) -> bool:
         return self.kind == "device"
 

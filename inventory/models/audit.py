@@ -15,6 +15,8 @@ class AuditEntry(models.Model):
     class ActorKind(models.TextChoices):
         KEY = "key", "API key"
         CONSOLE = "console", "Console user"
+        #: The system itself: an approval that expired undecided (``operations.approvals``).
+        SYSTEM = "system", "System"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     tenant = models.ForeignKey(

@@ -27,6 +27,9 @@ from inventory.models.tenants import Tenant
 class EventType(models.TextChoices):
     OPERATION_CREATED = "operation.created"
     OPERATION_STATE_CHANGED = "operation.state_changed"
+    OPERATION_APPROVAL_REQUESTED = "operation.approval_requested"
+    OPERATION_APPROVED = "operation.approved"
+    OPERATION_DENIED = "operation.denied"
     COMMAND_STATE_CHANGED = "command.state_changed"
     HEADLESS_STATE_CHANGED = "headless.state_changed"
     MAINTENANCE_EXECUTED = "maintenance.executed"

@@ -7,7 +7,7 @@ import zoneinfo
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from config.api.limits import JSON_FIELD_HELP, max_json_size, max_text_length
@@ -15,7 +15,16 @@ from config.api.validators import storable_json
 from config.timestamps import TimestampError, parse_aware
 from inventory.models.devices import available_timezones
 from operations import rollouts, waves
-from operations.choices import REQUESTABLE_STATES, RESUMED, OperationType, ScheduleType, TimeType
+from operations.approvals import DEFAULT_EXPIRES_AFTER_HOURS, MAX_EXPIRES_AFTER_HOURS
+from operations.choices import (
+    REQUESTABLE_STATES,
+    RESUMED,
+    ApprovalState,
+    OperationType,
+    ScheduleType,
+    TimeType,
+)
+from operations.events import approval_data
 from operations.models import Operation, OperationActivity
 from operations.windows import DAYS, Window
 
@@ -264,6 +273,69 @@ class OperationStateSerializer(serializers.Serializer):
         return RESUMED if value == RESUMED else REQUESTABLE_STATES[value]
 
 
+#: ``approval`` of an operation (contract section 13), for the schema; the data is
+#: ``operations.events.approval_data``, which the events carry too. Built by ``inline_serializer``
+#: because ``required`` is a name a serializer class cannot declare (every field has one).
+APPROVAL_SCHEMA = inline_serializer(
+    "Approval",
+    {
+        "required": serializers.BooleanField(help_text="Whether the tenant's approval policy held it."),
+        "state": serializers.ChoiceField(
+            choices=[*ApprovalState.values, "WITHDRAWN"],
+            allow_null=True,
+            help_text="WAITING, APPROVED, DENIED, EXPIRED; WITHDRAWN when cancelled while it waited; "
+            "null when no approval was required.",
+        ),
+        "requested_by": serializers.CharField(allow_null=True),
+        "decided_by": serializers.CharField(allow_null=True, help_text="Who decided; 'system' on expiry."),
+        "decided_at": serializers.DateTimeField(allow_null=True),
+        "remark": serializers.CharField(allow_blank=True),
+        "expires_at": serializers.DateTimeField(
+            allow_null=True, help_text="Undecided by then: APPROVAL_DENIED, 'approval expired'."
+        ),
+    },
+)
+
+
+class DecisionSerializer(serializers.Serializer):
+    """The body of ``approve`` (remark optional) and ``deny`` (remark required)."""
+
+    remark = serializers.CharField(
+        required=False, allow_blank=True, default="", validators=[max_text_length()]
+    )
+
+
+class DenySerializer(DecisionSerializer):
+    remark = serializers.CharField(validators=[max_text_length()], help_text="Why the operation is denied.")
+
+
+class ApprovalPolicySerializer(serializers.Serializer):
+    """``/v0/approval-policy/``: which new operations wait for a second admin."""
+
+    operation_types = serializers.ListField(
+        child=serializers.ChoiceField(choices=OperationType.choices),
+        max_length=len(OperationType.values),
+        help_text="Operations of these types need approval; [] for none.",
+    )
+    min_devices = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=1,
+        max_value=2**31 - 1,
+        help_text="Also any operation whose query matches at least this many devices when created; "
+        "null: no threshold.",
+    )
+    expires_after_hours = serializers.IntegerField(
+        required=False,
+        default=DEFAULT_EXPIRES_AFTER_HOURS,
+        min_value=1,
+        max_value=MAX_EXPIRES_AFTER_HOURS,
+        help_text="Undecided for this long, an operation ends in APPROVAL_DENIED with the reason "
+        "'approval expired'.",
+    )
+
+
 class ActivitySerializer(serializers.ModelSerializer):
     state_code = serializers.IntegerField(source="state")
 
@@ -291,6 +363,7 @@ class OperationSerializer(serializers.ModelSerializer):
     )
     rollout = RolloutField(read_only=True)
     rollout_status = serializers.SerializerMethodField()
+    approval = serializers.SerializerMethodField()
 
     class Meta:
         model = Operation
@@ -314,6 +387,7 @@ class OperationSerializer(serializers.ModelSerializer):
             "commands_stop",
             "rollout",
             "rollout_status",
+            "approval",
         ]
 
     @extend_schema_field(ActivitySerializer(many=True))
@@ -339,3 +413,7 @@ class OperationSerializer(serializers.ModelSerializer):
     @extend_schema_field(RolloutStatusSerializer(allow_null=True))
     def get_rollout_status(self, operation: Operation) -> dict[str, Any] | None:
         return waves.status(operation)
+
+    @extend_schema_field(APPROVAL_SCHEMA)
+    def get_approval(self, operation: Operation) -> dict[str, Any]:
+        return approval_data(operation)

@@ -1,6 +1,7 @@
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from operations.api.views import OperationViewSet
+from operations.api.views import ApprovalPolicyView, OperationViewSet
 
 app_name = "operations"
 
@@ -8,4 +9,7 @@ router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
 router.register("v0/operations", OperationViewSet, basename="operation")
 
-urlpatterns = router.urls
+urlpatterns = [
+    path("v0/approval-policy/", ApprovalPolicyView.as_view(), name="approval-policy"),
+    *router.urls,
+]

@@ -10,11 +10,16 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.api.views import TenantScopedViewSet
+from config.api.permissions import RolePermission
+from config.api.views import TenantAPIView, TenantScopedViewSet
 from inventory.api.serializers import DeviceSerializer
-from operations import services
+from inventory.api.webhooks import AdminOnly
+from operations import approvals, services
 from operations.api.serializers import (
     ROLLOUT_EXAMPLE,
+    ApprovalPolicySerializer,
+    DecisionSerializer,
+    DenySerializer,
     OperationCreateSerializer,
     OperationSerializer,
     OperationStateSerializer,
@@ -52,7 +57,9 @@ class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantS
         """Create an operation; a worker resolves and dispatches it (answers at once, CREATED)."""
         serializer = OperationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        operation = services.create_operation(self.tenant_id, serializer.validated_data, self.principal.label)
+        operation = services.create_operation(
+            self.tenant_id, serializer.validated_data, self.principal.label, self.principal.identity
+        )
         operation = self.get_queryset().get(pk=operation.pk)
         return Response(OperationSerializer(operation).data, status=status.HTTP_201_CREATED)
 
@@ -118,3 +125,82 @@ class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantS
         count, sample = services.preview(self.tenant_id, raw if raw is not None else request.data)
         body: dict[str, Any] = {"device_count": count, "devices": DeviceSerializer(sample, many=True).data}
         return Response(body)
+
+    def _decider(self) -> approvals.Decider:
+        principal = self.principal
+        return approvals.Decider(principal.identity, principal.label, principal.is_admin)
+
+    @extend_schema(
+        request=DecisionSerializer,
+        responses={200: OperationSerializer},
+        examples=[OpenApiExample("Approve", request_only=True, value={"remark": "checked the device list"})],
+    )
+    @action(detail=True, methods=["post"])
+    def approve(self, request: Request, pk: str) -> Response:
+        """Approve an operation waiting for approval: it goes on as if just created. Only an
+        admin other than the one that created it may (403 saying why); one decided, expired
+        or cancelled meanwhile answers 409."""
+        operation = self.get_object()
+        serializer = DecisionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        approvals.approve(operation, self._decider(), serializer.validated_data["remark"])
+        return Response(OperationSerializer(self.get_queryset().get(pk=operation.pk)).data)
+
+    @extend_schema(
+        request=DenySerializer,
+        responses={200: OperationSerializer},
+        examples=[OpenApiExample("Deny", request_only=True, value={"remark": "wrong store: 12, not 21"})],
+    )
+    @action(detail=True, methods=["post"])
+    def deny(self, request: Request, pk: str) -> Response:
+        """Deny an operation waiting for approval (``remark`` required): APPROVAL_DENIED, final.
+        The same rules as ``approve``."""
+        operation = self.get_object()
+        serializer = DenySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        approvals.deny(operation, self._decider(), serializer.validated_data["remark"])
+        return Response(OperationSerializer(self.get_queryset().get(pk=operation.pk)).data)
+
+
+class ApprovalPolicyView(TenantAPIView):
+    """``/v0/approval-policy/`` (contract section 13): admin keys read and replace the tenant's
+    policy; every PUT is in the audit log (as every write by a key)."""
+
+    permission_classes = [RolePermission, AdminOnly]
+
+    @extend_schema(responses={200: ApprovalPolicySerializer})
+    def get(self, request: Request) -> Response:
+        """The tenant's approval policy (the default until an admin sets one)."""
+        return Response(approvals.policy_of(self.tenant_id).as_json())
+
+    @extend_schema(
+        request=ApprovalPolicySerializer,
+        responses={200: ApprovalPolicySerializer},
+        examples=[
+            OpenApiExample(
+                "Destructive types, and anything reaching 500 devices",
+                request_only=True,
+                value={
+                    "operation_types": ["WIPE", "REMOVE_DEVICE"],
+                    "min_devices": 500,
+                    "expires_after_hours": 24,
+                },
+            ),
+            OpenApiExample(
+                "No approvals", request_only=True, value={"operation_types": [], "min_devices": None}
+            ),
+        ],
+    )
+    def put(self, request: Request) -> Response:
+        """Replace the policy; it decides for operations created from now on."""
+        serializer = ApprovalPolicySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        policy = approvals.set_policy(
+            self.tenant_id,
+            list(data["operation_types"]),
+            data["min_devices"],
+            data["expires_after_hours"],
+            self.principal.label,
+        )
+        return Response(policy.as_json())

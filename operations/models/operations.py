@@ -8,7 +8,14 @@ import uuid
 from django.db import models
 
 from commands.counting import FINISHED
-from operations.choices import PRE_DISPATCH_STATES, OperationState, OperationType, ScheduleType
+from operations.choices import (
+    DESTRUCTIVE_TYPES,
+    PRE_DISPATCH_STATES,
+    ApprovalState,
+    OperationState,
+    OperationType,
+    ScheduleType,
+)
 
 
 class ExactCounters(models.Model):
@@ -78,6 +85,21 @@ class Operation(ExactCounters):
     max_per_minute = models.PositiveIntegerField(null=True, blank=True)
     #: The state a pause left, to which RESUMED returns.
     paused_from = models.PositiveSmallIntegerField(choices=OperationState.choices, null=True, blank=True)
+    # --- four eyes (contract section 13, ``operations.approvals``) ---------------------------
+    #: Empty when the policy did not hold the operation; else WAITING, then APPROVED, DENIED
+    #: or EXPIRED, set by the same compare-and-swap that moves ``state`` out of
+    #: WAITING_FOR_APPROVAL, so the two never disagree.
+    approval_state = models.CharField(max_length=16, choices=ApprovalState.choices, blank=True, default="")
+    #: Who asked and who decided, as principals (``key:<id>``, ``user:<pk>``): the four-eyes
+    #: check compares these, never the labels, which two keys may share.
+    approval_requester = models.CharField(max_length=200, blank=True, default="")
+    approval_decider = models.CharField(max_length=200, blank=True, default="")
+    #: The decider's label, as ``updated_by`` records actors (the requester's is ``created_by``).
+    approval_decided_by = models.CharField(max_length=200, blank=True, default="")
+    approval_decided_at = models.DateTimeField(null=True, blank=True)
+    approval_remark = models.TextField(blank=True, default="")
+    #: Undecided by then, the expiry sweep denies it with the reason ``approval expired``.
+    approval_expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -95,7 +117,14 @@ class Operation(ExactCounters):
                 name="operations_stopping",
                 condition=models.Q(stop_requested_at__isnull=False, commands_stopped_at__isnull=True),
             ),
+            # The approvals queue and the expiry sweep: only what waits.
+            models.Index(
+                fields=["approval_expires_at"],
+                name="operations_awaiting_approval",
+                condition=models.Q(state=OperationState.WAITING_FOR_APPROVAL),
+            ),
         ]
+        permissions = [("approve_operation", "Can approve or deny operations waiting for approval")]
 
     def __str__(self) -> str:
         return f"{self.operation_type} {self.id}"
@@ -123,6 +152,32 @@ class Operation(ExactCounters):
             "cancelled_device_count": self.cancelled_count,
             "pending_device_count": self.pending_count,
         }
+
+
+def default_policy_types() -> list[str]:
+    return [str(t) for t in DESTRUCTIVE_TYPES]
+
+
+class ApprovalPolicy(models.Model):
+    """A tenant's four-eyes rule (contract section 13): which operations wait for a second
+    admin. A tenant without a row has the default (:func:`default_policy_types`, no device
+    threshold, 72 hours), so every tenant, old or new, starts protected."""
+
+    tenant = models.OneToOneField(
+        "inventory.Tenant", on_delete=models.CASCADE, related_name="approval_policy"
+    )
+    operation_types = models.JSONField(default=default_policy_types)
+    #: Also hold any operation whose query matches at least this many devices when created.
+    min_devices = models.PositiveIntegerField(null=True, blank=True)
+    expires_after_hours = models.PositiveIntegerField(default=72)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        verbose_name_plural = "approval policies"
+
+    def __str__(self) -> str:
+        return f"approval policy of tenant {self.tenant_id}"
 
 
 class WaveState(models.TextChoices):
