@@ -26,10 +26,12 @@ from config.console.filters import ChoicesDropdownFilter
 from inventory.models import Tenant
 from inventory.scoping import TenantScopedAdmin, scope_of, scope_queryset
 from operations import services
+from operations.admin_approvals import ApprovalsQueueMixin, console_requester
 from operations.admin_forms import OperationForm, device_query
 from operations.admin_live import ROLLOUT_TEMPLATE, activity_counts, command_page, live_data, schedule_summary
 from operations.api.serializers import OperationCreateSerializer
 from operations.choices import TERMINAL_STATES, OperationState
+from operations.events import approval_data
 from operations.models import Operation, OperationActivity
 from operations.services import cancel_operation
 
@@ -91,7 +93,7 @@ def state_badge(operation: Operation) -> str:
 
 
 @admin.register(Operation)
-class OperationAdmin(TenantScopedAdmin):
+class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
     list_display = ["id", "operation_type", "tenant", "state_badge", "progress", "created_by", "created_at"]
     list_filter = ["state", ("operation_type", ChoicesDropdownFilter), "schedule_type", "tenant"]
     search_fields = ["id", "created_by", "reason"]
@@ -143,6 +145,7 @@ class OperationAdmin(TenantScopedAdmin):
                 wrap(require_POST(self.retry_view)),
                 name="operations_operation_retry_failed",
             ),
+            *self.approval_urls(),
             *super().get_urls(),
         ]
 
@@ -163,12 +166,19 @@ class OperationAdmin(TenantScopedAdmin):
             try:
                 serializer.is_valid(raise_exception=True)
                 operation = services.create_operation(
-                    form.cleaned_data["tenant"].pk, serializer.validated_data, self._actor(request)
+                    form.cleaned_data["tenant"].pk,
+                    serializer.validated_data,
+                    self._actor(request),
+                    console_requester(request),
                 )
             except REFUSALS as error:
                 api_errors = refusal_messages(error)
             else:
-                messages.success(request, f"Created {operation.operation_type} operation {operation.pk}.")
+                waits = operation.state == OperationState.WAITING_FOR_APPROVAL
+                held = " It waits for another admin's approval (Approvals)." if waits else ""
+                messages.success(
+                    request, f"Created {operation.operation_type} operation {operation.pk}.{held}"
+                )
                 return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))
         context = {
             **self.admin_site.each_context(request),
@@ -194,6 +204,9 @@ class OperationAdmin(TenantScopedAdmin):
         )
         if operation is not None:
             context["live"] = live_data(operation)
+            context["approval"] = approval_data(operation)
+            if operation.approval_expires_at:
+                context["approval_expires"] = console_time(operation.approval_expires_at)
             context["command_page"] = command_page(operation, request.GET)
         return super().change_view(request, object_id, form_url, context)
 
@@ -273,7 +286,7 @@ class OperationAdmin(TenantScopedAdmin):
         if not self.has_add_permission(request):
             raise PermissionDenied
         try:
-            retry = services.retry_failed(operation, self._actor(request))
+            retry = services.retry_failed(operation, self._actor(request), console_requester(request))
         except REFUSALS as error:
             messages.error(request, "; ".join(refusal_messages(error)))
             return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))
@@ -337,7 +350,7 @@ class OperationAdmin(TenantScopedAdmin):
     def retry_failed(self, request: HttpRequest, queryset: QuerySet[Operation]) -> None:
         for operation in queryset[:20]:
             try:
-                retry = services.retry_failed(operation, self._actor(request))
+                retry = services.retry_failed(operation, self._actor(request), console_requester(request))
                 messages.success(request, f"{operation.pk}: retrying as {retry.pk}.")
             except REFUSALS as error:
                 messages.error(request, f"{operation.pk}: " + "; ".join(refusal_messages(error)))

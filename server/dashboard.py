@@ -33,6 +33,7 @@ OUTCOMES = [
     ("failure", OperationState.FAILURE, "failed"),
     ("cancelled", OperationState.CANCELLED, "cancelled"),
     ("timeout", OperationState.TIMEOUT, "timed out"),
+    ("denied", OperationState.APPROVAL_DENIED, "denied or expired approval"),
 ]
 #: The command states a command ends in: the chart always has a series for each (even when
 #: none happened in the last 24 hours), so a timed-out or cancelled hour shows, and the legend
@@ -68,6 +69,8 @@ def dashboard(request: HttpRequest) -> dict[str, Any]:
                 for op in active[:ACTIVE_SHOWN]
             ],
             "active_total": active.count(),
+            # The approvals queue's length: what waits for a second admin (operations.approvals).
+            "awaiting_approval": operations.filter(state=OperationState.WAITING_FOR_APPROVAL).count(),
             "rate_days": RATE_DAYS,
             "success": finished["success"],
             "failure": finished["failure"],

@@ -122,6 +122,6 @@ def test_the_chart_and_the_rates_show_every_outcome(tenants_with_devices: tuple[
     assert timing_out.state_name == "FAILURE"  # its commands timed out: the operation failed
     assert board["finished"] == 2
     named = {outcome["name"]: outcome["count"] for outcome in board["outcomes"]}
-    assert named == {"success": 0, "failure": 1, "cancelled": 1, "timeout": 0}
+    assert named == {"success": 0, "failure": 1, "cancelled": 1, "timeout": 0, "denied": 0}
     assert board["success_rate"] == 0
     assert 'class="outcome-cancelled">cancelled: <b>1</b> (50.0%)' in page.content.decode()

@@ -1,0 +1,134 @@
+"""The console's approvals queue (contract section 13): what waits for a second admin, who
+asked, when it expires, how many devices its query matches now and the first of them, with
+Approve and Deny (a remark) for those who may decide.
+
+Mixed into ``OperationAdmin`` so the queue is scoped like every other console screen (its
+``get_queryset``). Every decision goes through ``operations.approvals``, the service the
+API's ``approve`` and ``deny`` call, and the buttons are hidden by its own rule
+(``approvals.may_decide``), so the console cannot offer what the service refuses.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.views.decorators.http import require_POST
+
+from commands.admin import console_time
+from config.console.errors import REFUSALS, refusal_messages
+from operations import approvals, services
+from operations.choices import OperationState
+from operations.models import Operation
+
+#: Waiting operations the queue shows, the soonest to expire first.
+QUEUE_SHOWN = 50
+#: Devices of each preview named on the page (the count says how many match in all).
+PREVIEW_NAMED = 3
+
+
+def console_decider(request: HttpRequest) -> approvals.Decider:
+    """A console user as a principal (``user:<pk>``): an admin when a superuser or granted
+    ``operations.approve_operation``."""
+    user = request.user
+    is_admin = bool(user.is_active and (user.is_superuser or user.has_perm("operations.approve_operation")))
+    return approvals.Decider(f"user:{user.pk}", f"admin:{user.get_username()}", is_admin)
+
+
+def console_requester(request: HttpRequest) -> str:
+    return f"user:{request.user.pk}"
+
+
+class ApprovalsQueueMixin:
+    """The queue's page and its two buttons, for ``OperationAdmin``."""
+
+    admin_site: Any
+    model: type[Operation]
+
+    if TYPE_CHECKING:  # the ModelAdmin's, scoped to the user's tenant
+
+        def get_queryset(self, request: HttpRequest) -> Any: ...
+
+        def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool: ...
+
+    def approval_urls(self) -> list[Any]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("approvals/", wrap(self.approvals_view), name="operations_operation_approvals"),
+            path(
+                "<path:object_id>/approve/",
+                wrap(require_POST(self.approve_view)),
+                name="operations_operation_approve",
+            ),
+            path(
+                "<path:object_id>/deny/", wrap(require_POST(self.deny_view)), name="operations_operation_deny"
+            ),
+        ]
+
+    def waiting(self, request: HttpRequest) -> Any:
+        return self.get_queryset(request).filter(state=OperationState.WAITING_FOR_APPROVAL)
+
+    def approvals_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        decider = console_decider(request)
+        waiting = self.waiting(request).select_related("tenant").order_by("approval_expires_at")
+        rows = []
+        for operation in waiting[:QUEUE_SHOWN]:
+            try:
+                count, sample = services.preview(operation.tenant_id, operation.device_query)
+                preview: dict[str, Any] = {
+                    "count": count,
+                    "devices": [d.device_id for d in sample[:PREVIEW_NAMED]],
+                }
+            except REFUSALS as error:  # a group deleted since: say so, the admin decides anyway
+                preview = {"count": None, "devices": [], "error": "; ".join(refusal_messages(error))}
+            rows.append(
+                {
+                    "operation": operation,
+                    "requested_at": console_time(operation.created_at),
+                    "expires_at": console_time(operation.approval_expires_at),
+                    "preview": preview,
+                    "refusal": approvals.may_decide(operation, decider),
+                }
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Approvals",
+            "opts": self.model._meta,
+            "rows": rows,
+            "total": waiting.count(),
+            "shown": QUEUE_SHOWN,
+        }
+        return TemplateResponse(request, "admin/operations/operation/approvals.html", context)
+
+    def _waiting_one(self, request: HttpRequest, object_id: str) -> Operation:
+        operation = self.get_queryset(request).filter(pk=unquote(object_id)).first()
+        if operation is None:
+            raise Http404
+        return operation
+
+    def approve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        operation = self._waiting_one(request, object_id)
+        try:
+            approvals.approve(operation, console_decider(request), request.POST.get("remark", "").strip())
+            messages.success(
+                request, f"Approved {operation.operation_type} operation {operation.pk}: it starts now."
+            )
+        except REFUSALS as error:
+            messages.error(request, "; ".join(refusal_messages(error)))
+        return HttpResponseRedirect(reverse("admin:operations_operation_approvals"))
+
+    def deny_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        operation = self._waiting_one(request, object_id)
+        try:
+            approvals.deny(operation, console_decider(request), request.POST.get("remark", "").strip())
+            messages.success(request, f"Denied {operation.operation_type} operation {operation.pk}.")
+        except REFUSALS as error:
+            messages.error(request, "; ".join(refusal_messages(error)))
+        return HttpResponseRedirect(reverse("admin:operations_operation_approvals"))
