@@ -630,3 +630,95 @@ def test_the_operation_type_filter_is_a_drop_down(page: Any, tenant: Tenant) -> 
         "?operation_type__exact=LOCK"
     )
     shot(page, "operation-type-filter")
+
+
+def console_page(browser: Any, web_server: str, username: str, violations: list[str]) -> Any:
+    """A page logged in as ``username`` (password ``secret-pw``), in a browser context of its own."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=web_server)
+    page = context.new_page()
+    watch_for_csp_violations(page, violations)
+    page.set_default_timeout(20_000)
+    page.goto("/admin/login/?next=/admin/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", "secret-pw")
+    page.click("input[type=submit]")
+    page.wait_for_url(re.compile(r"/admin/$"))
+    return page
+
+
+def test_the_approvals_queue_approve_deny_and_no_buttons_for_the_requester(
+    browser: Any, web_server: str, tenant: Tenant, csp_violations: list[str], celery_worker: CeleryProcesses
+) -> None:
+    """Issue 25: Alice asks for a WIPE in the console; she sees it waiting without buttons; Bob,
+    another admin of the tenant, sees who asked and the devices it would reach, approves it
+    (a worker fans it out) and denies a second one with a remark."""
+    from django.contrib.auth.models import Permission
+
+    from inventory.models import ConsoleUser
+    from operations.services import create_operation
+
+    bulk_import_devices(tenant.pk, [{"device_id": f"pos-{i}"} for i in range(4)])
+    users = {}
+    for name in ("alice", "bob"):
+        user = User.objects.create_user(name, password="secret-pw", is_staff=True)
+        user.user_permissions.set(Permission.objects.all())
+        ConsoleUser.objects.create(user=user, tenant=tenant)
+        users[name] = user
+    alice = console_page(browser, web_server, "alice", csp_violations)
+    bob = console_page(browser, web_server, "bob", csp_violations)
+
+    alice.goto("/admin/operations/operation/add/")
+    alice.select_option("#id_operation_type", "WIPE")
+    alice.check("#id_all_devices")
+    expect(alice.locator("#preview-count")).to_have_text("4 devices match")
+    alice.click("#create-operation")
+    alice.wait_for_url(re.compile(r"/admin/operations/operation/[0-9a-f-]+/change/$"))
+    expect(alice.locator("#approval-box")).to_contain_text("Waits for the approval")
+    wipe = Operation.objects.get()
+    second = create_operation(
+        tenant.pk,
+        {"operation_type": "WIPE", "operation_device_query": {"devices": ["pos-3"]}},
+        "admin:alice",
+        f"user:{users['alice'].pk}",
+    )
+
+    alice.goto("/admin/operations/operation/approvals/")
+    mine = alice.locator(f'tr[data-operation="{wipe.pk}"]')
+    expect(mine.locator(".requested-by")).to_have_text("admin:alice")
+    expect(mine).to_contain_text("another admin must approve")
+    assert mine.locator("form.decide").count() == 0
+    assert alice.locator("form.decide").count() == 0
+    shot(alice, "approvals-requester")
+
+    bob.goto("/admin/")
+    expect(bob.locator("#awaiting-approval .big")).to_have_text("2")
+    bob.click("#awaiting-approval .big a")
+    bob.wait_for_url(re.compile(r"/approvals/$"))
+    row = bob.locator(f'tr[data-operation="{wipe.pk}"]')
+    expect(row.locator(".preview-count")).to_have_text("4")
+    expect(row.locator(".preview-devices")).to_have_text("pos-0, pos-1, pos-2")
+    expect(row.locator(".expires-at")).to_contain_text("UTC")
+    shot(bob, "approvals-queue")
+    row.locator("form.approve input[name=remark]").fill("store 12 is being refitted")
+    row.locator("form.approve input[type=submit]").click()
+    expect(bob.locator("ul.messagelist")).to_contain_text("Approved WIPE")
+    expect(bob.locator(f'tr[data-operation="{wipe.pk}"]')).to_have_count(0)
+
+    # Deny: the remark is required (the browser will not send the form without one)
+    other = bob.locator(f'tr[data-operation="{second.pk}"]')
+    other.locator("form.deny input[type=submit]").click()
+    expect(other).to_have_count(1)
+    other.locator("form.deny input[name=remark]").fill("pos-3 is not in the refit")
+    other.locator("form.deny input[type=submit]").click()
+    expect(bob.locator("ul.messagelist")).to_contain_text("Denied WIPE")
+    expect(bob.locator("#approvals-queue tbody")).to_contain_text("nothing waits for approval")
+
+    # the approved one went on as if just created: the worker fans it out
+    bob.goto(f"/admin/operations/operation/{wipe.pk}/change/")
+    expect(bob.locator("#live-state")).to_have_text("DISPATCHED", timeout=60_000)
+    expect(bob.locator("#approval-box")).to_contain_text("APPROVED by admin:bob")
+    second.refresh_from_db()
+    assert second.state_name == "APPROVAL_DENIED" and second.reason == "pos-3 is not in the refit"
+    bob.context.close()
+    alice.context.close()
+    assert csp_violations == [], csp_violations
