@@ -1,11 +1,12 @@
 """The demo of the zero-configuration run (``make run``): its data and the credentials to use it.
 
-``make run`` creates the tenant ``default``, a few devices, a console user and an admin API
-key, and shows how to log in once the servers are up. A plain token or password is shown
-once and stored only as a hash, so the credentials are kept in ``VAR_DIR/credentials.txt``
-(mode 0600, like an SSH key): the next run reads them back, checks each against the
-database, and shows the ones that still work, or makes a new key (and says so) when the saved
-one was revoked, expired or lost. The file is the framed block that is printed; it is read
+``make run`` creates the tenant ``default``, a few devices, two console users (``admin`` and
+``approver``, so that one can approve what the other asks for) and an admin API key, and
+shows how to log in once the servers are up. A plain token or password is shown once and
+stored only as a hash, so the credentials are kept in ``VAR_DIR/credentials.txt`` (mode
+0600, like an SSH key): the next run reads them back, checks each against the database, and
+shows the ones that still work, or makes a new key (and says so) when the saved one was
+revoked, expired or lost. The file is the framed block that is printed; it is read
 back by its labels (:func:`read_saved`).
 """
 
@@ -17,17 +18,22 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from config.embedded_postgres import write_private
 from inventory import tokens
-from inventory.models import ApiKey, Device, Tenant
+from inventory.models import ApiKey, ConsoleUser, Device, Tenant
 from inventory.services import bulk_import_devices, create_api_key, get_or_create_tenant
 
 TENANT = "default"
 KEY_NAME = "demo admin key"
+#: The second console user: a staff user of tenant ``default`` allowed to approve, so that an
+#: operation ``admin`` asks for (a WIPE waits for approval) can be approved by another person
+#: at once (docs/approvals.md).
+APPROVER = "approver"
 DEFAULT_ADDR = "127.0.0.1:8000"
 DEMO_DEVICES = [
     {"device_id": "kiosk-berlin-01", "os": "android", "model": "Kiosk 10", "timezone": "Europe/Berlin"},
@@ -54,6 +60,9 @@ class DemoCredentials:
     password: str | None
     api_key: str
     device_tokens: dict[str, str] = field(default_factory=dict)
+    #: The second console user (:data:`APPROVER`) and their password (None when not known).
+    approver: str = APPROVER
+    approver_password: str | None = None
     #: Sentences about what changed since the saved credentials (a new key, a new password).
     notes: list[str] = field(default_factory=list)
 
@@ -75,9 +84,14 @@ def browsable_addr(addrport: str) -> str:
     return f"{host}:{port or '8000'}"
 
 
+#: The single-value labels of the block.
+LABELS = {"server", "user", "password", "api-key", "approver", "approver-pw"}
+
+
 def read_saved(path: Path) -> dict[str, str]:
-    """The labelled values of a saved block: ``server``, ``user``, ``password``, ``api-key``
-    and one ``device:<id>`` per device token; ``{}`` if there is no file."""
+    """The labelled values of a saved block: ``server``, ``user``, ``password``, ``api-key``,
+    ``approver``, ``approver-pw`` and one ``device:<id>`` per device token; ``{}`` if there
+    is no file."""
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -85,7 +99,14 @@ def read_saved(path: Path) -> dict[str, str]:
     saved: dict[str, str] = {}
     for line in text.splitlines():
         words = line.strip().removeprefix("|").removesuffix("|").split()
-        if len(words) >= 2 and words[0] in {"server", "user", "password", "api-key"}:
+        if len(words) >= 2 and words[0] in {
+            "server",
+            "user",
+            "password",
+            "api-key",
+            "approver",
+            "approver-pw",
+        }:
             saved.setdefault(words[0], words[1])
         elif len(words) >= 3 and words[0] == "device":
             saved[f"device:{words[1]}"] = words[2]
@@ -147,21 +168,10 @@ def ensure_demo(
         row["device_id"]: known[row["device_id"]] for row in DEMO_DEVICES if row["device_id"] in known
     }
 
-    user_model = get_user_model()
-    user = user_model.objects.filter(username=username).first()
-    password: str | None = None
-    if user is None:
-        password = secrets.token_urlsafe(12)
-        user_model.objects.create_superuser(username, "", password)
-    elif reset_password:
-        password = secrets.token_urlsafe(12)
-        user.set_password(password)
-        user.save(update_fields=["password"])
-        notes.append(f"New console password for {username}.")
-    elif saved.get("user") == username and user.check_password(saved.get("password", "")):
-        password = saved["password"]
-    else:
-        notes.append(f"The console password of {username} is not known here; a new one: {RESET_PASSWORD}")
+    password = _console_password(username, saved.get("user"), saved.get("password"), reset_password, notes)
+    approver_password = _console_password(
+        APPROVER, saved.get("approver"), saved.get("approver-pw"), reset_password, notes, tenant=tenant
+    )
 
     api_key = saved.get("api-key", "")
     if not _key_works(api_key, tenant):
@@ -176,8 +186,43 @@ def ensure_demo(
         password=password,
         api_key=api_key,
         device_tokens=device_tokens,
+        approver_password=approver_password,
         notes=notes,
     )
+
+
+def _console_password(
+    username: str,
+    saved_user: str | None,
+    saved_password: str | None,
+    reset: bool,
+    notes: list[str],
+    tenant: Tenant | None = None,
+) -> str | None:
+    """The console user ``username``, made if missing, and a password that works now (None
+    when it is not known). Without ``tenant``: a superuser (``admin``); with one: a staff user
+    of that tenant with every permission, approving included (:data:`APPROVER`)."""
+    user_model = get_user_model()
+    user = user_model.objects.filter(username=username).first()
+    if user is None:
+        password = secrets.token_urlsafe(12)
+        if tenant is None:
+            user_model.objects.create_superuser(username, "", password)
+        else:
+            user = user_model.objects.create_user(username, "", password, is_staff=True)
+            user.user_permissions.set(Permission.objects.all())
+            ConsoleUser.objects.create(user=user, tenant=tenant)
+        return password
+    if reset:
+        password = secrets.token_urlsafe(12)
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        notes.append(f"New console password for {username}.")
+        return password
+    if saved_user == username and saved_password and user.check_password(saved_password):
+        return saved_password
+    notes.append(f"The console password of {username} is not known here; a new one: {RESET_PASSWORD}")
+    return None
 
 
 def render(credentials: DemoCredentials) -> str:
@@ -189,6 +234,9 @@ def render(credentials: DemoCredentials) -> str:
         f"console     {url}/admin/",
         f"user        {credentials.username}",
         f"password    {credentials.password or '(unknown: see below)'}",
+        f"approver    {credentials.approver}",
+        f"approver-pw {credentials.approver_password or '(unknown: see below)'}",
+        "            (a second admin of tenant default: approves what the other asks for)",
         "",
         f"api-key     {credentials.api_key}",
         "            (admin key of tenant default: the example under this box)",

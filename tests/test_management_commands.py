@@ -159,6 +159,22 @@ def test_setup_demo_writes_the_block_0600_with_credentials_that_work(var: Path) 
 
 
 @pytest.mark.django_db
+def test_the_demo_has_a_second_console_user_who_approves(var: Path) -> None:
+    """Issue 25: ``admin`` asks for a WIPE, ``approver`` (another principal) approves it."""
+    out, _ = run("setup_demo")
+    saved = demo.read_saved(var / "credentials.txt")
+
+    assert saved["approver"] == "approver" and "approver-pw" in saved
+    assert _console_login("approver", saved["approver-pw"])
+    approver = User.objects.get(username="approver")
+    assert approver.console.tenant.slug == "default" and not approver.is_superuser
+    assert approver.has_perm("operations.approve_operation")
+    # the saved password is shown again on the next run
+    again, _ = run("setup_demo")
+    assert again == out
+
+
+@pytest.mark.django_db
 def test_a_second_run_shows_the_same_working_credentials(var: Path) -> None:
     first, _ = run("setup_demo", "--addr", "127.0.0.1:8123")
     (var / "credentials.txt").chmod(0o644)  # replaced by a new file, created 0600
