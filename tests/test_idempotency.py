@@ -576,6 +576,9 @@ POST_BODIES: dict[str, Callable[[World], Any]] = {
         "operation_device_query": {"devices": [w.device.device.device_id]},
     },
     "/v0/operations/preview/": lambda w: {"operation_device_query": {"all": True}},
+    # Issue 25: the world's WIPE waits for approval, asked for by another principal.
+    "/v0/operations/{}/approve/": lambda w: {"remark": "idempotency test"},
+    "/v0/operations/{}/deny/": lambda w: {"remark": "idempotency test"},
     "/api/v1/inventory_device_headless_operation/": lambda w: {
         "device_id": w.device.device.device_id,
         "operation_type": "reboot",

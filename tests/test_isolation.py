@@ -129,6 +129,7 @@ COLLECTION_WRITES: dict[tuple[str, str], Any] = {
     ("/v0/devices/bulk/", "POST"): lambda w: ([{"id": "x-1", "groups": [w.group.name]}], 400),
     ("/v0/groups/", "POST"): None,  # makes a group in the caller's own tenant: nothing to reach
     ("/v0/webhooks/", "POST"): None,  # an endpoint of the caller's own tenant: it gets only its events
+    ("/v0/approval-policy/", "PUT"): None,  # the caller's own tenant's policy: it holds only its operations
     ("/v0/operations/", "POST"): lambda w: (
         {"operation_type": "REBOOT", "operation_device_query": {"devices": [w.device.device.device_id]}},
         400,

@@ -15,7 +15,7 @@ from commands.models import CommandStatus
 from inventory.models import Device, Group, PendingDelivery, WebhookEndpoint, WebhookEvent
 from maintenance.models import MaintenanceJob
 from operations.choices import OperationState
-from operations.models import HeadlessOperation, Operation
+from operations.models import ApprovalPolicy, HeadlessOperation, Operation
 from tests.conftest import Org
 from tests.test_isolation import OPERATIONS
 from tests.world import World, build_world, fill, path_parameters
@@ -159,8 +159,28 @@ def _redelivered(w: World, _: Any) -> None:
     assert pending.attempt == 2
 
 
+def _approved(w: World, _: Any) -> None:
+    operation = Operation.objects.get(pk=w.waiting.pk)
+    assert operation.state == OperationState.CREATED and operation.approval_state == "APPROVED"
+    assert operation.approval_decided_by == "admin" and operation.approval_decider != "mallory"
+    assert operation.operation_type == "WIPE" and operation.tenant_id == w.org.tenant.pk
+
+
+def _denied(w: World, _: Any) -> None:
+    operation = Operation.objects.get(pk=w.waiting.pk)
+    assert operation.state == OperationState.APPROVAL_DENIED and operation.approval_state == "DENIED"
+    assert operation.approval_decided_by == "admin" and operation.approval_remark == "no"
+
+
+def _policy(w: World, _: Any) -> None:
+    policy = ApprovalPolicy.objects.get()
+    assert policy.tenant_id == w.org.tenant.pk and policy.updated_by == "admin"
+    assert policy.operation_types == ["WIPE"]
+
+
 def _preview(w: World, _: Any) -> None:
-    assert Operation.objects.filter(tenant=w.org.tenant).count() == 1
+    made = set(Operation.objects.filter(tenant=w.org.tenant).values_list("pk", flat=True))
+    assert made == {w.operation.pk, w.waiting.pk}  # the world's: the preview made none
 
 
 #: (method, path) -> (the legitimate body, status, what must hold afterwards).
@@ -191,6 +211,28 @@ CASES: dict[tuple[str, str], tuple[Callable[[World], Any], int, Callable[[World,
         _operation,
     ),
     ("POST", "/v0/operations/preview/"): (lambda w: {"operation_device_query": {"all": True}}, 200, _preview),
+    ("POST", "/v0/operations/{id}/approve/"): (
+        lambda w: {
+            "state": "SUCCESS",
+            "approval_state": "DENIED",
+            "approval": {"decided_by": "mallory"},
+            "decided_by": "mallory",
+            "approval_decider": "mallory",
+            "operation_type": "REBOOT",
+        },
+        200,
+        _approved,
+    ),
+    ("POST", "/v0/operations/{id}/deny/"): (
+        lambda w: {"remark": "no", "state": "CREATED", "approval_state": "APPROVED", "decided_by": "mallory"},
+        200,
+        _denied,
+    ),
+    ("PUT", "/v0/approval-policy/"): (
+        lambda w: {"operation_types": ["WIPE"], "id": 7, "updated_at": PAST},
+        200,
+        _policy,
+    ),
     ("POST", "/v0/webhooks/"): (
         lambda w: {
             "url": "https://93.184.216.34/new",

@@ -21,6 +21,7 @@ from maintenance import services as maintenance
 from maintenance.models import MaintenanceJob
 from operations import headless
 from operations.models import HeadlessOperation, Operation
+from operations.services import create_operation
 from tests.command_factories import command_of, dispatched_operation
 from tests.conftest import DeviceActor, Org, add_device
 
@@ -32,6 +33,9 @@ class World:
     second_device: DeviceActor
     group: Group
     operation: Operation
+    #: A WIPE waiting for approval (the default policy holds it), asked for by another principal
+    #: than the org's keys, so that an admin key may approve or deny it.
+    waiting: Operation
     command: CommandStatus
     second_command: CommandStatus
     headless: HeadlessOperation
@@ -46,6 +50,7 @@ class World:
             self.second_device.device.device_id,
             str(self.group.pk),
             str(self.operation.pk),
+            str(self.waiting.pk),
             str(self.command.pk),
             str(self.second_command.pk),
             str(self.headless.pk),
@@ -60,6 +65,12 @@ def build_world(org: Org, prefix: str = "w") -> World:
     group = Group.objects.create(tenant=org.tenant, name=f"{prefix}-group")
     device.device.groups.add(group)
     operation = dispatched_operation(org.tenant, [device, second])
+    waiting = create_operation(
+        org.tenant.pk,
+        {"operation_type": "WIPE", "operation_device_query": {"devices": [second.device.device_id]}},
+        "tests",
+        "key:someone-else",
+    )
     operation_headless = headless.create_operation(
         org.tenant.pk,
         device.device,
@@ -87,6 +98,7 @@ def build_world(org: Org, prefix: str = "w") -> World:
         second_device=second,
         group=group,
         operation=operation,
+        waiting=waiting,
         command=command_of(operation, device),
         second_command=command_of(operation, second),
         headless=operation_headless,
@@ -111,6 +123,8 @@ _FILLERS: list[tuple[str, Any]] = [
         lambda w: {"id": str(w.webhook.pk), "delivery_id": str(w.delivery.pk)},
     ),
     ("/v0/operations/{}/", lambda w: {"id": str(w.operation.pk)}),
+    ("/v0/operations/{}/approve/", lambda w: {"id": str(w.waiting.pk)}),
+    ("/v0/operations/{}/deny/", lambda w: {"id": str(w.waiting.pk)}),
     ("/commands/v0/status/{}/", lambda w: {"id": str(w.command.pk)}),
     ("/api/v1/inventory_device_headless_operation/{}/", lambda w: {"id": str(w.headless.pk)}),
     ("/api/v1/inventory_device_headless_operation/{}/cancel/", lambda w: {"id": str(w.headless.pk)}),
