@@ -1,8 +1,10 @@
-"""Recording the audit log (:class:`inventory.models.AuditEntry`), in two places only:
+"""Recording the audit log (:class:`inventory.models.AuditEntry`), in these places only:
 
 - every unsafe API request by an API key, in ``ApiViewMixin.finalize_response`` (refused
   ones too: a 403 or 404 on a write is worth knowing about);
-- every POST to the console by a signed-in user, by :class:`ConsoleAuditMiddleware`.
+- every POST to the console by a signed-in user, by :class:`ConsoleAuditMiddleware`;
+- and one row the system writes itself: an approval that expired undecided
+  (``operations.approvals.expire``, ``actor_kind`` ``system``), a decision nobody's request made.
 
 Device tokens' writes (status reports) are not recorded: see ``AuditEntry``. A failure to
 record is logged and never fails the request it describes.

@@ -84,6 +84,12 @@ def test_the_requester_sees_no_buttons_and_another_admin_approves(fleet: Org) ->
     # the dashboard counts what waits
     assert as_bob.get("/admin/").context["dashboard"]["awaiting_approval"] == 1
 
+    # the operation's page says it waits, and its live data reads
+    page = as_bob.get(f"/admin/operations/operation/{operation.pk}/change/")
+    assert page.status_code == 200 and "Waits for the approval of an admin" in page.content.decode()
+    live = as_bob.get(f"/admin/operations/operation/{operation.pk}/progress/").json()
+    assert live["state"] == "WAITING_FOR_APPROVAL"
+
     # the requester's own POST is refused all the same
     refused = as_alice.post(f"/admin/operations/operation/{operation.pk}/approve/", follow=True)
     assert any("another admin" in line for line in messages_of(refused))
