@@ -407,3 +407,17 @@ def test_an_approval_racing_a_cancel_has_one_outcome(org: Org) -> None:
             assert row.approval_state == "WAITING" and approved == []
             assert content(org.admin.get(f"{OPS}{held['id']}/"))["approval"]["state"] == "WITHDRAWN"
             assert decisions(path) == [409]
+
+
+def test_a_webhook_subscribes_to_the_approval_events_by_name(org: Org) -> None:
+    names = ["operation.approval_requested", "operation.approved", "operation.denied"]
+    endpoint = content(
+        org.admin.post("/v0/webhooks/", {"url": "https://93.184.216.34/x", "events": names}), 201
+    )
+    assert endpoint["events"] == names
+    held = wipe(org, org.operator)
+
+    content(org.admin.post(f"{OPS}{held['id']}/approve/", {}))
+
+    sent = WebhookEvent.objects.filter(tenant=org.tenant).values_list("type", flat=True)
+    assert sorted(sent) == ["operation.approval_requested", "operation.approved"]
