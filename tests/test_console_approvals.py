@@ -109,8 +109,8 @@ def test_the_requester_sees_no_buttons_and_another_admin_approves(fleet: Org) ->
     entry = AuditEntry.objects.get(path=approve, user_id=bob.pk)
     assert entry.actor == "bob" and entry.tenant_id == fleet.tenant.pk
     assert str(operation.pk) not in as_bob.get(QUEUE).content.decode()
-    page = as_bob.get(f"/admin/operations/operation/{operation.pk}/change/").content.decode()
-    assert "APPROVED" in page and "admin:bob" in page
+    decided = as_bob.get(f"/admin/operations/operation/{operation.pk}/change/").content.decode()
+    assert "APPROVED" in decided and "admin:bob" in decided
 
 
 def test_deny_needs_a_remark(fleet: Org) -> None:
