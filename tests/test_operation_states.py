@@ -41,6 +41,9 @@ STOPS = {S.CANCELLED, S.TIMEOUT, S.FAILURE}
 # and back to the state it left.
 PAUSABLE = {S.CREATED, S.RESOLVING, S.RESOLVED, S.SCHEDULED, S.DISPATCHING, S.DISPATCHED, S.PROCESSING}
 EXPECTED_FORWARD |= {(state, S.PAUSED) for state in PAUSABLE} | {(S.PAUSED, state) for state in PAUSABLE}
+# Contract section 13: a waiting operation is approved (on to CREATED, as if just created) or
+# denied; it may be stopped (withdrawn) like any unfinished one, not paused.
+EXPECTED_FORWARD |= {(S.WAITING_FOR_APPROVAL, S.CREATED), (S.WAITING_FOR_APPROVAL, S.APPROVAL_DENIED)}
 
 
 def expected(current: OperationState, target: OperationState) -> bool:
