@@ -212,7 +212,16 @@ CELERY_BROKER_URL = (
     env_url("CELERY_BROKER_URL", {"redis", "rediss", "amqp", "filesystem", "memory"}) or REDIS_URL
 )
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "config.cache.ReusingRedisCache", "LOCATION": REDIS_URL}}
+    # Short socket timeouts: a Redis whose host is gone (no refusal, only silence) must not hold
+    # a request for minutes; every cache operation takes well under a millisecond. After a
+    # failure config.cache fails operations at once for a second (docs/reliability.md, issue 23).
+    CACHES = {
+        "default": {
+            "BACKEND": "config.cache.ReusingRedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 1.0, "socket_timeout": 2.0},
+        }
+    }
 else:
     # Shared by web, worker and beat processes on one machine, unlike the local-memory cache.
     CACHES = {
