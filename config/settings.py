@@ -130,8 +130,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # A database that is down: 503 JSON from plain views too (the inbox), not Django's 500.
-    "config.api.unavailable.DatabaseUnavailableMiddleware",
+    # A database or cache that is down: 503 JSON from plain views too (the inbox), not a 500.
+    "config.api.unavailable.ServiceUnavailableMiddleware",
     # The audit log of the console's writes (the API's are recorded by its base view).
     "inventory.audit.ConsoleAuditMiddleware",
     # Last, as django-axes asks: turns a locked-out login into its 429 page.
