@@ -11,6 +11,12 @@ poll's ETag stale, because its generation was read before the query.
 
 An ETag is trusted for ``EMPTY_TTL_SECONDS`` at most, and a device's generation lives
 twice as long after its last bump, so its expiry cannot revive an old ETag.
+
+While the cache cannot be reached no generation can be read, so the inbox answers from the
+database with no empty ETag (and no 304), and a bump (which follows committed work) is
+redone once Redis answers (``config.cache.best_effort``): until then a device holding an
+ETag of before the outage could hear 304 from a Redis that kept its data, for at most
+``EMPTY_TTL_SECONDS``, and only if this process exits before Redis is back.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
+
+from config.cache import best_effort
 
 EMPTY_TTL_SECONDS = 300
 
@@ -52,12 +60,14 @@ def _bump(key: str, timeout: int | None = None) -> None:
 
 def bump_tenant(tenant_id: int) -> None:
     """Every device of the tenant must look at its commands again on its next poll."""
-    _bump(generation_keys(tenant_id, 0)[0])
+    key = generation_keys(tenant_id, 0)[0]
+    best_effort("generation_bump", key, lambda: _bump(key))
 
 
 def forget_device(device_pk: int) -> None:
     """The device must look at its commands again on its next poll."""
-    _bump(generation_keys(0, device_pk)[1], 2 * EMPTY_TTL_SECONDS)
+    key = generation_keys(0, device_pk)[1]
+    best_effort("generation_bump", key, lambda: _bump(key, 2 * EMPTY_TTL_SECONDS))
 
 
 def as_generations(values: list[object]) -> tuple[int, int]:

@@ -337,6 +337,11 @@ IDEMPOTENCY_PURGE_SECONDS = env_int("IDEMPOTENCY_PURGE_SECONDS", 600, minimum=1)
 API_KEY_LAST_USED_RESOLUTION = env_int("API_KEY_LAST_USED_RESOLUTION", 60, minimum=1)
 # How long a resolved token is kept in the cache; revocation clears it at once.
 AUTH_CACHE_SECONDS = env_int("AUTH_CACHE_SECONDS", 60, minimum=0)
+# While Redis cannot be reached, device tokens are looked up in PostgreSQL as API keys are, and
+# the inbox answers from the database without its 304s (true); false: device requests answer
+# 503 with Retry-After until Redis is back, so a large fleet's polls do not all fall on
+# PostgreSQL (docs/scaling.md, "A Redis outage").
+CACHE_OUTAGE_SERVES_DEVICES = env_bool("CACHE_OUTAGE_SERVES_DEVICES", True)
 # Requests per minute per API key and per device token (inventory/ratelimit.py); past it, 429
 # with Retry-After. Generous, so benchmarks are not throttled; 0 turns a limit off.
 RATE_LIMIT_KEY_PER_MINUTE = env_int("RATE_LIMIT_KEY_PER_MINUTE", 6000, minimum=0)
