@@ -9,8 +9,9 @@ generations are read in the same round trip as the token lookup, so the 304 cost
 trip and no database query. A command committed while a poll runs always makes that
 poll's ETag stale, because its generation was read before the query.
 
-An ETag is trusted for ``EMPTY_TTL_SECONDS`` at most, and a device's generation lives
-twice as long after its last bump, so its expiry cannot revive an old ETag.
+An ETag is trusted for ``EMPTY_TTL_SECONDS`` at most, and a generation made again (expired,
+or lost with a Redis that restarted empty) starts above any value it had (:func:`_bump`), so
+neither can revive an old ETag.
 
 While the cache cannot be reached no generation can be read, so the inbox answers from the
 database with no empty ETag (and no 304), and a bump (which follows committed work) is
@@ -51,10 +52,13 @@ def generation_keys(tenant_id: int, device_pk: int) -> list[str]:
 
 
 def _bump(key: str, timeout: int | None = None) -> None:
+    """Add one to a generation; one that is not there (never made, expired, or lost with a
+    Redis that restarted empty) starts at the clock in microseconds, above anything an earlier
+    life of it reached (one bump per microsecond, forever), so no ETag of before names it."""
     try:
         cache.incr(key)
     except ValueError:
-        cache.add(key, 1, timeout)
+        cache.add(key, time.time_ns() // 1000, timeout)
         cache.incr(key)
 
 

@@ -223,3 +223,21 @@ def test_the_console_goes_on_while_redis_is_down(
     assert console.get(f"{base}progress/").json()["state"] == "DISPATCHED"
     assert console.post(f"{base}cancel/").status_code == 302
     assert console.get(f"{base}progress/").json()["state"] == "CANCELLED"
+
+
+def test_an_empty_answers_etag_of_before_a_restart_never_hides_a_command_of_after(
+    redis_server: RedisServer, org: Org
+) -> None:
+    """Redis keeps nothing on disk: a restart loses the generations, and a counter made again
+    from nothing must not reach the value an ETag of before the restart names (it did: one
+    bump before, one after, both read 2, and the device heard 304 with a command queued)."""
+    device, other = add_devices(org.tenant, 2)
+    dispatched_operation(org.tenant, [other])  # the tenant's generation is bumped once
+    etag = poll_inbox(device)["ETag"]
+    assert poll_inbox(device, HTTP_IF_NONE_MATCH=etag).status_code == 304
+
+    redis_server.stop()
+    back(redis_server)
+    dispatched_operation(org.tenant, [device])  # bumped once again, from nothing
+
+    assert len(handed_out(poll_inbox(device, HTTP_IF_NONE_MATCH=etag))) == 1
