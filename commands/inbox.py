@@ -4,7 +4,8 @@ Every device polls it, so it is a plain Django view rather than a DRF one, on th
 views' one path (``device_requests``: the API's token resolution and error envelope without
 DRF's request wrapping, negotiation and rendering). The common answer, "nothing new", is a
 304 decided from the cache (``inbox_cache``) with no database query; ``last_seen`` is buffered (``presence``).
-Figures are in docs/performance.md.
+Figures are in docs/performance.md. While the cache cannot be reached, a poll is answered
+from the database (the token looked up there too), without an empty ETag or a 304.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from commands import device_requests, inbox_cache, services
 from commands.payload import command_payload
 from config.api.envelopes import DEFAULT_ENVELOPE
 from config.api.principal import Principal
+from config.cache import degraded
+from config.errors import CacheUnavailable
 from config.metrics import INBOX_EMPTY, INBOX_HANDED_OUT, INBOX_NOT_MODIFIED
 from inventory.device_rows import DEVICE_ID_RE
 from inventory.models import Device
@@ -74,13 +77,11 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
     record_seen(device_pk)
     # Read before the query: a command committed meanwhile makes this answer's ETag stale. The
     # lookup read the token's own device's; a key (or a lookup not cached yet) needs a read.
-    if seen is not None and device_pk == principal.device_pk:
-        generation = inbox_cache.as_generations(seen)
-    else:
-        generation = inbox_cache.generations(principal.tenant_id, device_pk)
+    generation = _generations(principal, device_pk, seen)
     tag = inbox_cache.parse_empty_etag(request.headers.get("If-None-Match", ""))
     if (
         tag is not None
+        and generation is not None
         and (tag.tenant_id, tag.device_pk) == (principal.tenant_id, device_pk)
         and tag.generations == generation
     ):
@@ -95,7 +96,9 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
         etag = inbox_cache.content_etag([f"{c['id']}@{c['version']}" for c in commands])
         INBOX_HANDED_OUT.inc()
     else:
-        if not held:  # held back for a while (a rollout's rate): "nothing new" must not be cached
+        # Held back for a while (a rollout's rate), or no generation to name: "nothing new"
+        # must not be cached.
+        if not held and generation is not None:
             etag = inbox_cache.empty_etag(principal.tenant_id, device_pk, generation)
         INBOX_EMPTY.inc()
     content = {
@@ -110,6 +113,18 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
         response["ETag"] = etag
     response["Cache-Control"] = "private, no-cache"
     return response
+
+
+def _generations(principal: Principal, device_pk: int, seen: list[Any] | None) -> tuple[int, int] | None:
+    """The tenant's and device's generations: read with the token's lookup, else read now;
+    None while the cache cannot be reached (the poll then answers from the database alone)."""
+    if seen is not None and device_pk == principal.device_pk:
+        return inbox_cache.as_generations(seen)
+    try:
+        return inbox_cache.generations(principal.tenant_id, device_pk)
+    except CacheUnavailable:
+        degraded("inbox_304", "device polls are answered from the database, without 304s")
+        return None
 
 
 def hand_out(device_pk: int, device_id: str, limit: int, actor: str) -> tuple[list[dict[str, Any]], bool]:

@@ -9,8 +9,15 @@ generations are read in the same round trip as the token lookup, so the 304 cost
 trip and no database query. A command committed while a poll runs always makes that
 poll's ETag stale, because its generation was read before the query.
 
-An ETag is trusted for ``EMPTY_TTL_SECONDS`` at most, and a device's generation lives
-twice as long after its last bump, so its expiry cannot revive an old ETag.
+An ETag is trusted for ``EMPTY_TTL_SECONDS`` at most, and a generation made again (expired,
+or lost with a Redis that restarted empty) starts above any value it had (:func:`_bump`), so
+neither can revive an old ETag.
+
+While the cache cannot be reached no generation can be read, so the inbox answers from the
+database with no empty ETag (and no 304), and a bump (which follows committed work) is
+redone once Redis answers (``config.cache.best_effort``): until then a device holding an
+ETag of before the outage could hear 304 from a Redis that kept its data, for at most
+``EMPTY_TTL_SECONDS``, and only if this process exits before Redis is back.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
+
+from config.cache import best_effort
 
 EMPTY_TTL_SECONDS = 300
 
@@ -43,21 +52,26 @@ def generation_keys(tenant_id: int, device_pk: int) -> list[str]:
 
 
 def _bump(key: str, timeout: int | None = None) -> None:
+    """Add one to a generation; one that is not there (never made, expired, or lost with a
+    Redis that restarted empty) starts at the clock in microseconds, above anything an earlier
+    life of it reached (one bump per microsecond, forever), so no ETag of before names it."""
     try:
         cache.incr(key)
     except ValueError:
-        cache.add(key, 1, timeout)
+        cache.add(key, time.time_ns() // 1000, timeout)
         cache.incr(key)
 
 
 def bump_tenant(tenant_id: int) -> None:
     """Every device of the tenant must look at its commands again on its next poll."""
-    _bump(generation_keys(tenant_id, 0)[0])
+    key = generation_keys(tenant_id, 0)[0]
+    best_effort("generation_bump", key, lambda: _bump(key))
 
 
 def forget_device(device_pk: int) -> None:
     """The device must look at its commands again on its next poll."""
-    _bump(generation_keys(0, device_pk)[1], 2 * EMPTY_TTL_SECONDS)
+    key = generation_keys(0, device_pk)[1]
+    best_effort("generation_bump", key, lambda: _bump(key, 2 * EMPTY_TTL_SECONDS))
 
 
 def as_generations(values: list[object]) -> tuple[int, int]:

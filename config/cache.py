@@ -13,21 +13,161 @@ trip costs about as much as the work. Django's ``RedisCacheClient.get_client`` a
 ``redis.Redis`` object on every cache operation (~0.1-0.2 ms with redis-py 8, more than
 the round trip itself; bench/inbox_load.py); a client is thread-safe and only wraps the
 shared pool, so here there is one per pool.
+
+When Redis cannot be reached, every operation of the Redis backend raises
+:class:`config.errors.CacheUnavailable` (never redis-py's errors), and for
+:data:`RETRY_SECONDS` after a failure the next ones raise it at once without trying: a Redis
+whose host is gone (no refusal, only silence) would otherwise hold every request for the
+socket timeout. Callers decide what goes on without the cache (docs/reliability.md, "Issue 23");
+writes that must not fail a request whose work has committed (a generation bump, dropping a
+revoked token's cached lookup) go through :func:`best_effort`, which redoes them once Redis
+answers again. The file backend never raises it.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
+import logging
+import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis
+from django.core.cache import cache as default_cache
 from django.core.cache.backends.filebased import FileBasedCache
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+
+from config.errors import CacheUnavailable
+from config.metrics import CACHE_UNAVAILABLE
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: redis-py's errors that say Redis cannot be reached now (refused, reset, timed out, still
+#: loading its data), as opposed to a command it refused (``ResponseError``: a defect).
+_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
+#: After a failure, operations fail at once for this long before one tries Redis again.
+RETRY_SECONDS = 1.0
+#: Deferred writes kept per process while Redis is down (:func:`best_effort`); past it the
+#: newest are dropped, with a log line (each is bounded anyway: see its caller).
+MAX_DEFERRED = 10_000
+
+
+class _Outage:
+    """What one process knows of one Redis being down, shared by its threads (Django makes a
+    cache object per thread): since when, when to try it again, and the writes to redo once
+    it answers. One log line when it goes down and one when it is back, not one per request."""
+
+    def __init__(self) -> None:
+        self.since = 0.0  # time.monotonic() of the first failure; 0.0 while Redis answers
+        self.retry_at = 0.0
+        self.deferred: dict[str, Callable[[], object]] = {}
+        self.lock = threading.Lock()
+
+    def check(self) -> None:
+        """Raise :class:`CacheUnavailable` at once while a failure is fresh."""
+        if time.monotonic() < self.retry_at:
+            raise CacheUnavailable("the cache is unavailable (it failed less than a second ago)")
+
+    def failed(self, error: Exception) -> CacheUnavailable:
+        now = time.monotonic()
+        with self.lock:
+            first, self.retry_at = not self.since, now + RETRY_SECONDS
+            if first:
+                self.since = now
+        if first:
+            # The error's class and text only: the location may carry a password.
+            logger.warning("cache unavailable: %s: %s", type(error).__name__, error)
+        return CacheUnavailable(f"the cache is unavailable: {type(error).__name__}")
+
+    def answered(self) -> None:
+        """An operation went through after a failure: Redis is back. Redo the deferred writes."""
+        with self.lock:
+            if not self.since:
+                return
+            down_for = time.monotonic() - self.since
+            self.since = self.retry_at = 0.0
+            deferred, self.deferred = self.deferred, {}
+        _noted.clear()
+        logger.warning("cache back after %.1f s; redoing %d deferred writes", down_for, len(deferred))
+        for key, write in deferred.items():
+            try:
+                write()
+            except CacheUnavailable:  # down again: once more when it is back
+                self.defer(key, write)
+
+    def defer(self, key: str, write: Callable[[], object]) -> None:
+        with self.lock:
+            if key in self.deferred or len(self.deferred) < MAX_DEFERRED:
+                self.deferred[key] = write
+                return
+        logger.warning("cache unavailable: %d writes deferred already; %s dropped", MAX_DEFERRED, key)
+
+
+#: One :class:`_Outage` per Redis location in this process.
+_outages: dict[str, _Outage] = {}
+_outages_lock = threading.Lock()
+#: The uses of :func:`degraded` already logged in this outage (cleared when Redis is back).
+_noted: set[str] = set()
+
+
+def _outage_of(servers: Sequence[str]) -> _Outage:
+    location = ",".join(servers)
+    with _outages_lock:
+        return _outages.setdefault(location, _Outage())
+
+
+def _guarded(method: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[Any, P], R]:
+    """``method`` of a Redis cache or client (which holds ``_outage``): redis-py's connection
+    errors become :class:`CacheUnavailable`, and fail at once while a failure is fresh. On
+    the normal path: two attribute reads and a ``try``, no round trip."""
+
+    @functools.wraps(method)
+    def guarded(self: Any, *args: P.args, **kwargs: P.kwargs) -> R:
+        outage: _Outage = self._outage
+        if outage.since:
+            outage.check()
+        try:
+            result = method(self, *args, **kwargs)
+        except _UNREACHABLE as error:
+            raise outage.failed(error) from error
+        if outage.since:
+            outage.answered()
+        return result
+
+    return guarded
+
+
+def degraded(use: str, what: str) -> None:
+    """Note that ``use`` went on without the cache (``what`` says how): counted in
+    ``dos_cache_unavailable_total{use}``, and logged once per process and outage."""
+    CACHE_UNAVAILABLE.labels(use).inc()
+    if use not in _noted:
+        _noted.add(use)
+        logger.warning("cache unavailable: %s", what)
+
+
+def best_effort(use: str, key: str, write: Callable[[], object]) -> bool:
+    """Do ``write`` (a cache write that a request's committed work asks for, and that may be
+    done twice) now, or, with the cache down, once it answers again in this process (the
+    latest ``write`` per ``key``); whether it was done now. A process that exits before Redis
+    is back loses its deferred writes: each caller says what that costs."""
+    try:
+        write()
+    except CacheUnavailable:
+        degraded(use, f"{use}: deferred until the cache is back")
+        defer = getattr(default_cache, "defer", None)
+        if defer is not None:
+            defer(key, write)
+        return False
+    return True
 
 
 class _Counting:
@@ -200,9 +340,10 @@ return {count, values, derived}
 
 
 class ReusingRedisCacheClient(RedisCacheClient):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, servers: list[str], **options: Any) -> None:
+        super().__init__(servers, **options)
         self._clients: dict[int, Any] = {}
+        self._outage = _outage_of(servers)
 
     def get_client(self, key: Any = None, *, write: bool = False) -> Any:
         # Private helpers of Django's client, which django-stubs does not declare.
@@ -214,11 +355,34 @@ class ReusingRedisCacheClient(RedisCacheClient):
         return client
 
 
+#: Django's client operations, which every cache method of Django's is made of.
+_CLIENT_OPERATIONS = (
+    "add",
+    "get",
+    "set",
+    "touch",
+    "delete",
+    "get_many",
+    "has_key",
+    "incr",
+    "set_many",
+    "delete_many",
+    "clear",
+)
+for _name in _CLIENT_OPERATIONS:
+    setattr(ReusingRedisCacheClient, _name, _guarded(getattr(RedisCacheClient, _name)))
+
+
 class ReusingRedisCache(_Counting, RedisCache):
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self._class = ReusingRedisCacheClient
         self._scripts: dict[tuple[int, str], Any] = {}
+        self._outage = _outage_of(self._servers)  # type: ignore[attr-defined]
+
+    def defer(self, key: str, write: Callable[[], object]) -> None:
+        """Do ``write`` once Redis answers again (:func:`best_effort`)."""
+        self._outage.defer(key, write)
 
     def _script(self, client: Any, source: str) -> Any:
         """``source`` registered on ``client``: EVALSHA from then on, its text sent once."""
@@ -227,6 +391,7 @@ class ReusingRedisCache(_Counting, RedisCache):
             script = self._scripts[(id(client), source)] = client.register_script(source)
         return script
 
+    @_guarded
     def read_count_and_derive(
         self,
         keys: Sequence[str],
@@ -257,6 +422,7 @@ class ReusingRedisCache(_Counting, RedisCache):
             )
         return values, None if counter is None else int(count), derived_values
 
+    @_guarded
     def hash_add(self, name: str, mapping: dict[str, float]) -> None:
         """Merge ``mapping`` into the hash ``name`` (one HSET; a later write of a key wins)."""
         if mapping:
@@ -264,6 +430,7 @@ class ReusingRedisCache(_Counting, RedisCache):
             client: Any = self._cache.get_client(key, write=True)
             client.hset(key, mapping=mapping)
 
+    @_guarded
     def hash_take(self, name: str) -> dict[str, float]:
         """The whole hash ``name``, removed: RENAME to a name of its own first, so adds that
         arrive meanwhile go to a new hash and two takers never share one."""
@@ -280,6 +447,7 @@ class ReusingRedisCache(_Counting, RedisCache):
             raw.decode() if isinstance(raw, bytes) else raw: float(value) for raw, value in values.items()
         }
 
+    @_guarded
     def admit(self, name: str, members: Sequence[str], limit: int, window: float) -> tuple[int, float]:
         """Admit as many of ``members`` (distinct names) as fit under ``limit`` admissions in
         any ``window`` seconds, counted across every process and machine; returns how many
@@ -290,6 +458,7 @@ class ReusingRedisCache(_Counting, RedisCache):
         admitted, full_until = self._script(client, _ADMIT)(keys=[key], args=[window, limit, *members])
         return int(admitted), float(full_until)
 
+    @_guarded
     def admitted(self, name: str, window: float) -> int:
         """How many admissions ``name`` counted in the last ``window`` seconds."""
         key = self.make_and_validate_key(name)

@@ -64,3 +64,18 @@ class Forbidden(DomainError):
 
     status = 403
     code = "permission_denied"
+
+
+class CacheUnavailable(Exception):
+    """The shared cache (Redis) cannot be reached: refused, dropped or timed out.
+
+    The cache backend (``config.cache``) raises it in place of the client library's errors, so
+    no code above names redis-py, and a caller that can go on without the cache catches this
+    one class (the token lookup reads PostgreSQL instead, the inbox answers without its 304).
+    Anything else answers 503 with ``Retry-After`` (``error_code`` ``cache_unavailable``),
+    translated where a database outage is: ``config.api.exceptions`` for the API's views,
+    ``config.api.unavailable`` for plain views, middleware and the console. Not a
+    :class:`DomainError`: nothing is wrong with the request, and it may be tried again.
+    """
+
+    code = "cache_unavailable"

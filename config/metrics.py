@@ -98,6 +98,17 @@ IDEMPOTENCY_OUTCOMES = Counter(
     ["outcome"],
 )
 
+CACHE_UNAVAILABLE = Counter(
+    f"{PREFIX}_cache_unavailable",
+    "Uses of the cache (Redis) that went on without it while it could not be reached, by use: "
+    "token_lookup (looked up in PostgreSQL, requests per minute not counted), "
+    "failure_count (a failed token check not counted per address), inbox_304 (a poll answered "
+    "from the database), presence (sightings kept in the process), rollout_rate (a rollout's "
+    "rate-limited commands held back), rollout_rate_read, generation_bump and token_forget "
+    "(redone once the cache is back), key_last_used.",
+    ["use"],
+)
+
 #: Functions called at every scrape, each returning metric families read then (one query
 #: each, at most). Apps append to it in their ``AppConfig.ready()``. One that raises is
 #: left out of that scrape (and logged): the others, and the counters, are still served.

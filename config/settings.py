@@ -130,8 +130,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # A database that is down: 503 JSON from plain views too (the inbox), not Django's 500.
-    "config.api.unavailable.DatabaseUnavailableMiddleware",
+    # A database or cache that is down: 503 JSON from plain views too (the inbox), not a 500.
+    "config.api.unavailable.ServiceUnavailableMiddleware",
     # The audit log of the console's writes (the API's are recorded by its base view).
     "inventory.audit.ConsoleAuditMiddleware",
     # Last, as django-axes asks: turns a locked-out login into its 429 page.
@@ -212,7 +212,16 @@ CELERY_BROKER_URL = (
     env_url("CELERY_BROKER_URL", {"redis", "rediss", "amqp", "filesystem", "memory"}) or REDIS_URL
 )
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "config.cache.ReusingRedisCache", "LOCATION": REDIS_URL}}
+    # Short socket timeouts: a Redis whose host is gone (no refusal, only silence) must not hold
+    # a request for minutes; every cache operation takes well under a millisecond. After a
+    # failure config.cache fails operations at once for a second (docs/reliability.md, issue 23).
+    CACHES = {
+        "default": {
+            "BACKEND": "config.cache.ReusingRedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 1.0, "socket_timeout": 2.0},
+        }
+    }
 else:
     # Shared by web, worker and beat processes on one machine, unlike the local-memory cache.
     CACHES = {
@@ -328,6 +337,11 @@ IDEMPOTENCY_PURGE_SECONDS = env_int("IDEMPOTENCY_PURGE_SECONDS", 600, minimum=1)
 API_KEY_LAST_USED_RESOLUTION = env_int("API_KEY_LAST_USED_RESOLUTION", 60, minimum=1)
 # How long a resolved token is kept in the cache; revocation clears it at once.
 AUTH_CACHE_SECONDS = env_int("AUTH_CACHE_SECONDS", 60, minimum=0)
+# While Redis cannot be reached, device tokens are looked up in PostgreSQL as API keys are, and
+# the inbox answers from the database without its 304s (true); false: device requests answer
+# 503 with Retry-After until Redis is back, so a large fleet's polls do not all fall on
+# PostgreSQL (docs/scaling.md, "A Redis outage").
+CACHE_OUTAGE_SERVES_DEVICES = env_bool("CACHE_OUTAGE_SERVES_DEVICES", True)
 # Requests per minute per API key and per device token (inventory/ratelimit.py); past it, 429
 # with Retry-After. Generous, so benchmarks are not throttled; 0 turns a limit off.
 RATE_LIMIT_KEY_PER_MINUTE = env_int("RATE_LIMIT_KEY_PER_MINUTE", 6000, minimum=0)

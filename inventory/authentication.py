@@ -4,10 +4,20 @@ A token is found by its prefix and checked against a SHA-256 in constant time. W
 lookup finds is cached for ``AUTH_CACHE_SECONDS`` so the device inbox, polled by every
 device, usually authenticates without touching the database; revoking or rotating a
 token deletes its cache entry at once (:func:`forget_token`).
+
+While the cache (Redis) cannot be reached, a token is looked up in PostgreSQL, the truth the
+cache only copies, so the API stays up (issue 23, docs/reliability.md): its requests per
+minute and its address's failures cannot be counted then, and are not (the limits fail
+open, counted in ``dos_cache_unavailable_total`` and logged once per outage). A revocation
+meanwhile takes effect at once, since every lookup reads the database; dropping its cached
+entry is redone when Redis is back. ``CACHE_OUTAGE_SERVES_DEVICES=0`` makes device tokens
+answer 503 instead, so that a large fleet's polls do not all fall on PostgreSQL
+(docs/scaling.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -21,7 +31,9 @@ from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.request import Request
 
 from config.api.principal import Principal
+from config.cache import best_effort, degraded
 from config.client import client_address
+from config.errors import CacheUnavailable
 from inventory import ratelimit, tokens
 
 _NOT_FOUND = "__none__"
@@ -51,8 +63,11 @@ def _identity_keys(prefix: str) -> list[str]:
 
 
 def forget_token(prefix: str) -> None:
-    """Drop a cached lookup; call after revoking, rotating or deleting a token."""
-    cache.delete_many([_cache_key(prefix), *_identity_keys(prefix)])
+    """Drop a cached lookup; call after revoking, rotating or deleting a token. With the cache
+    down the revocation stands (lookups read the database meanwhile) and the drop is redone
+    once Redis answers, before which a Redis that kept its data could serve the old entry."""
+    keys = [_cache_key(prefix), *_identity_keys(prefix)]
+    best_effort("token_forget", f"auth:forget:{prefix}", lambda: cache.delete_many(keys))
 
 
 def _load(kind: str, prefix: str) -> dict[str, Any] | None:
@@ -122,15 +137,27 @@ def resolve_token_reading(
     templates = _positional(tuple(per_caller))
     # One cache round trip: the cached lookup, the presented token's request count, the
     # caller's keys.
-    entry, count, extras = ratelimit.lookup_and_count(
-        _cache_key(prefix), kind, prefix, digest, _identity_keys(prefix) if templates else (), templates
-    )
+    try:
+        entry, count, extras = ratelimit.lookup_and_count(
+            _cache_key(prefix), kind, prefix, digest, _identity_keys(prefix) if templates else (), templates
+        )
+        cached = True
+    except CacheUnavailable:
+        if kind == tokens.DEVICE_TOKEN_KIND and not settings.CACHE_OUTAGE_SERVES_DEVICES:
+            raise  # 503: the fleet waits for Redis rather than falling on PostgreSQL
+        degraded(
+            "token_lookup",
+            "tokens are looked up in PostgreSQL and their requests per minute are not counted",
+        )
+        entry, count, extras, cached = None, None, None, False
     if entry is None:
         entry = _load(kind, prefix) or _NOT_FOUND
         # Misses are cached briefly too, so a flood of bad tokens cannot hammer the database.
         timeout = settings.AUTH_CACHE_SECONDS if entry != _NOT_FOUND else min(settings.AUTH_CACHE_SECONDS, 5)
-        if timeout:
-            cache.set_many({_cache_key(prefix): entry, **_identity(prefix, entry)}, timeout)
+        if timeout and cached:
+            # Gone since the lookup: the next request reads the database again.
+            with contextlib.suppress(CacheUnavailable):
+                cache.set_many({_cache_key(prefix): entry, **_identity(prefix, entry)}, timeout)
     if (
         entry == _NOT_FOUND
         or not tokens.same_hash(digest, entry["hash"])
@@ -164,7 +191,13 @@ def _touch_key(key_id: str) -> None:
     """Record last use at most once per API_KEY_LAST_USED_RESOLUTION seconds per key."""
     from inventory.models import ApiKey
 
-    if cache.add(f"auth:used:{key_id}", 1, settings.API_KEY_LAST_USED_RESOLUTION):
+    try:
+        due = cache.add(f"auth:used:{key_id}", 1, settings.API_KEY_LAST_USED_RESOLUTION)
+    except CacheUnavailable:
+        # Not a write per request on the database meanwhile: last use may lag by the outage.
+        degraded("key_last_used", "API keys' last_used_at is not updated")
+        return
+    if due:
         ApiKey.objects.filter(pk=key_id).update(last_used_at=timezone.now())
 
 

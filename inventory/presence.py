@@ -10,7 +10,8 @@ configured (``config.cache``: Redis, or files for the zero-config run).
 What is kept outside the database, and what a crash loses: a web process holds at most the
 last ``PUSH_SECONDS`` of its sightings (lost if it dies); the hash holds at most one flush
 period of everyone's (lost if Redis is). A device's next poll records it again, so
-``last_seen`` is late by at most one poll interval plus those periods, never wrong.
+``last_seen`` is late by at most one poll interval plus those periods, never wrong. While
+the cache cannot be reached a process keeps its sightings and adds them once it answers.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import time
 from django.core.cache import cache
 from django.db import connection
 
+from config.cache import degraded
+from config.errors import CacheUnavailable
 from inventory.models import Device
 
 HASH = "presence:last_seen"
@@ -49,8 +52,16 @@ def push_buffered() -> None:
     with _buffer_lock:
         batch, _last_push[0] = dict(_buffer), time.time()
         _buffer.clear()
-    if batch:
+    if not batch:
+        return
+    try:
         cache.hash_add(HASH, {str(pk): seen for pk, seen in batch.items()})  # type: ignore[attr-defined]
+    except CacheUnavailable:
+        # Kept for the next push (PUSH_SECONDS on): a poll must not fail for its sighting.
+        degraded("presence", "devices' sightings are kept in each web process")
+        with _buffer_lock:
+            for pk, seen in batch.items():
+                _buffer[pk] = max(seen, _buffer.get(pk, seen))
 
 
 def flush_seen() -> int:

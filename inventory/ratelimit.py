@@ -18,6 +18,9 @@ are counted per client address (``config.client``), ``RATE_LIMIT_AUTH_FAILURES_P
 past it, that address's failures hear 429 instead of 401 (:func:`count_failure`, one more round
 trip, on the failure path only). A verified token is never refused for its address's failures,
 so a device behind the same NAT as a guesser keeps working.
+
+While the cache cannot be reached nothing can be counted, and nothing is refused for it
+(``inventory.authentication``: the limits fail open, counted and logged; issue 23).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 
+from config.cache import degraded
+from config.errors import CacheUnavailable
 from inventory import tokens
 
 WINDOW_SECONDS = 60
@@ -110,5 +115,10 @@ def count_failure(address: str | None) -> None:
     if not limit or not address:
         return
     number, retry_after = _window(time.time())
-    if cache.count(failure_key(address, number), WINDOW_SECONDS + 1) > limit:  # type: ignore[attr-defined]
+    try:
+        failures = cache.count(failure_key(address, number), WINDOW_SECONDS + 1)  # type: ignore[attr-defined]
+    except CacheUnavailable:
+        degraded("failure_count", "failed token checks are not counted per address (they answer 401)")
+        return
+    if failures > limit:
         raise RateLimited(retry_after, "Too many failed token checks from this address")

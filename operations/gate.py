@@ -12,7 +12,9 @@ hand-out's single SQL statement (a join on the operation's primary key, no extra
   Lua script, no database round trip), and what does not fit goes back to the queue. An
   operation found full is remembered in this process until a place frees, so its commands
   are not even picked meanwhile; the poll's answer then says "not cacheable", so the device
-  is not told "nothing new" for longer than its poll interval.
+  is not told "nothing new" for longer than its poll interval. While the cache cannot be
+  reached the window cannot be counted, and its commands are held back (the rate is a
+  promise to the operator: failing open could hand a whole fleet its download at once).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import Any
 from django.core.cache import cache
 
 from commands.followers import HandOutRule
+from config.cache import RETRY_SECONDS, degraded
+from config.errors import CacheUnavailable
 from operations.choices import HOLDING_STATES
 from operations.models import Operation
 
@@ -36,9 +40,14 @@ def rate_key(operation_id: Any) -> str:
     return f"rollout:rate:{operation_id}"
 
 
-def handed_out_last_minute(operation_id: Any) -> int:
-    """How many of the operation's commands were handed out in the last 60 s (every process)."""
-    return int(cache.admitted(rate_key(operation_id), WINDOW_SECONDS))  # type: ignore[attr-defined]
+def handed_out_last_minute(operation_id: Any) -> int | None:
+    """How many of the operation's commands were handed out in the last 60 s (every process);
+    None while the cache cannot be read (an operation's answer is not refused for it)."""
+    try:
+        return int(cache.admitted(rate_key(operation_id), WINDOW_SECONDS))  # type: ignore[attr-defined]
+    except CacheUnavailable:
+        degraded("rollout_rate_read", "rollouts' handed_out_last_minute shows null")
+        return None
 
 
 class RolloutGate:
@@ -78,7 +87,12 @@ class RolloutGate:
         for (operation_id, rate), group in limited.items():
             group.sort(key=lambda row: (-row["priority"], row["id"]))
             members = [f"{row['id']}:{row['version']}" for row in group]
-            admitted, full_until = cache.admit(rate_key(operation_id), members, rate, WINDOW_SECONDS)  # type: ignore[attr-defined]
+            try:
+                admitted, full_until = cache.admit(rate_key(operation_id), members, rate, WINDOW_SECONDS)  # type: ignore[attr-defined]
+            except CacheUnavailable:
+                # All back to the queue, and none picked in this process until the cache is tried again.
+                degraded("rollout_rate", "commands of rollouts with max_per_minute are held back")
+                admitted, full_until = 0, time.time() + RETRY_SECONDS
             back.update(row["id"] for row in group[admitted:])
             if full_until:
                 with self._lock:

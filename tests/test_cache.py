@@ -12,7 +12,9 @@ import pytest
 from django.conf import settings
 
 from config.cache import CountingFileBasedCache, ReusingRedisCache
+from config.errors import CacheUnavailable
 from tests.conftest import wait_until
+from tests.faults import RedisServer, free_port
 
 
 @pytest.fixture(params=["files", "redis"])
@@ -103,3 +105,72 @@ def test_admissions_leave_the_window_as_it_slides(backend: Any) -> None:
     assert backend.admit("short", ["a", "b"], 2, 0.5)[0] == 2
     assert backend.admit("short", ["c"], 2, 0.5)[0] == 0
     wait_until(lambda: backend.admit("short", ["c"], 2, 0.5)[0] == 1, timeout=5, what="a place to free")
+
+
+# --- a Redis that cannot be reached (issue 23) ---------------------------------------------------
+
+#: Every operation of the Redis backend, each with arguments it accepts.
+OPERATIONS: dict[str, tuple[Any, ...]] = {
+    "get": ("k",),
+    "set": ("k", 1),
+    "add": ("k", 1),
+    "get_many": (["k", "l"],),
+    "set_many": ({"k": 1},),
+    "delete": ("k",),
+    "delete_many": (["k"],),
+    "incr": ("k",),
+    "has_key": ("k",),
+    "touch": ("k",),
+    "read_count_and_derive": (["k"], "hits", 60, ["t"], ["gen:{0}"]),
+    "count": ("hits", 60),
+    "hash_add": ("seen", {"1": 1.0}),
+    "hash_take": ("seen",),
+    "admit": ("rate", ["a"], 3, 60.0),
+    "admitted": ("rate", 60.0),
+}
+
+
+@pytest.mark.parametrize("operation", sorted(OPERATIONS))
+def test_every_operation_on_a_redis_nobody_listens_on_raises_cache_unavailable(operation: str) -> None:
+    """Never redis-py's errors: callers catch one class of the project's (config.errors)."""
+    unreachable = ReusingRedisCache(f"redis://127.0.0.1:{free_port()}/0", {})
+
+    with pytest.raises(CacheUnavailable):
+        getattr(unreachable, operation)(*OPERATIONS[operation])
+    with pytest.raises(CacheUnavailable):  # again: now from the fresh failure, without a try
+        getattr(unreachable, operation)(*OPERATIONS[operation])
+
+
+def test_a_redis_that_comes_back_answers_again_and_the_deferred_writes_are_done(tmp_path: Path) -> None:
+    """Stopped and started again (on the same port, empty): the same cache object answers once
+    its fresh failure is a second old, and does the writes deferred meanwhile, once each."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        own = ReusingRedisCache(server.url(0), {"OPTIONS": {"socket_timeout": 2.0}})
+        own.set("before", 1)
+        server.stop()
+        with pytest.raises(CacheUnavailable):
+            own.get("before")
+        own.defer("bump", lambda: own.incr("generation"))
+        own.defer("bump", lambda: own.add("generation", 7))  # the latest write per key wins
+        own.defer("forget", lambda: own.set("forgotten", True))
+
+        server.start()
+        wait_until(lambda: _answers(own), timeout=10, interval=0.1, what="the cache to answer again")
+
+        assert own.get("generation") == 7 and own.get("forgotten") is True
+        assert own.get("before") is None  # a Redis that keeps nothing on disk lost it
+        own.set("generation", 1)
+        own.get("anything")  # nothing deferred is done twice
+        assert own.get("generation") == 1
+    finally:
+        server.stop()
+
+
+def _answers(cache: ReusingRedisCache) -> bool:
+    try:
+        cache.get("probe")
+    except CacheUnavailable:
+        return False
+    return True

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 from django.db import OperationalError
+from django.http import HttpResponse
 from django.test import RequestFactory
 
 from config.api.exceptions import exception_handler, not_found
-from config.api.unavailable import server_error, unavailable_response
-from config.errors import Conflict, DomainError
+from config.api.unavailable import ServiceUnavailableMiddleware, server_error, unavailable_response
+from config.errors import CacheUnavailable, Conflict, DomainError
 from tests.conftest import Api, DeviceActor, Org
 from tests.helpers import error, openapi_document
 
@@ -100,6 +101,29 @@ def test_the_handlers_without_a_view_say_unavailable_and_server_error() -> None:
         raise RuntimeError("a defect")
     except RuntimeError:
         assert _json(server_error(request))["error_code"] == "server_error"
+
+
+def test_a_cache_outage_is_503_cache_unavailable_from_every_handler() -> None:
+    """Issue 23: the API's handler (DRF views), the middleware (plain views: the inbox, the
+    report; the console) and Django's handler500 (an error raised in middleware) say the same."""
+    request = RequestFactory().get(INBOX)
+    down = CacheUnavailable("the cache is unavailable: ConnectionError")
+
+    handled = exception_handler(down, {"view": None})
+    assert handled is not None and handled.status_code == 503
+    assert handled.data["error_code"] == "cache_unavailable" and handled["Retry-After"] == "5"
+    caught = ServiceUnavailableMiddleware(lambda _: HttpResponse()).process_exception(request, down)
+    assert caught is not None
+    answers = [caught]
+    try:
+        raise down
+    except CacheUnavailable:
+        answers.append(server_error(request))
+    for answer in answers:
+        assert (answer.status_code, answer["Retry-After"]) == (503, "5")
+        body = _json(answer)
+        assert body["code"] == 503 and body["errors"] == {} and body["error_code"] == "cache_unavailable"
+    assert _json(unavailable_response(OperationalError("down")))["error_code"] == "unavailable"
 
 
 def _json(response: Any) -> dict[str, Any]:

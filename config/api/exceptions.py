@@ -3,8 +3,9 @@ view's envelope, naming the field and the reason, with an ``error_code`` for pro
 service's :class:`~config.errors.DomainError` code, DRF's code of its exception, or the
 status's word in :data:`STATUS_CODES`). Database errors caused by input (a
 number out of range, a NUL byte) are the client's fault and answer 400 with a generic
-reason (never the database's text); a database that is down answers 503 so clients and
-load balancers retry.
+reason (never the database's text); a database or a cache (Redis) that is down answers 503
+with ``Retry-After`` so clients and load balancers retry (:func:`outage`, shared with the
+plain views' middleware and Django's handler, ``config.api.unavailable``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from config.api.envelopes import DEFAULT_ENVELOPE
-from config.errors import DomainError
+from config.errors import CacheUnavailable, DomainError
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,22 @@ STATUS_CODES = {
     500: "server_error",
     503: "unavailable",
 }
+
+
+#: What a 503 tells clients to wait before retrying (an outage's first seconds).
+RETRY_AFTER_SECONDS = 5
+
+
+def outage(error: BaseException | None) -> tuple[str, str] | None:
+    """The message and ``error_code`` of a 503 when ``error`` says a service the request needs
+    is down (PostgreSQL, or the cache: ``config.errors.CacheUnavailable``), else None. The one
+    table of what an outage answers, for the API's handler and for the plain views, middleware
+    and the console (``config.api.unavailable``)."""
+    if isinstance(error, (OperationalError, InterfaceError)):
+        return "The database is unavailable; retry shortly.", STATUS_CODES[503]
+    if isinstance(error, CacheUnavailable):
+        return "The cache is unavailable; retry shortly.", CacheUnavailable.code
+    return None
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -109,11 +126,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # database's words (the statement, "DETAIL: ...") are for the log, not the client.
         logger.warning("input refused by the database: %s", exc)
         exc = exceptions.ValidationError({"detail": [DATA_ERROR]})
-    elif isinstance(exc, (OperationalError, InterfaceError)):
-        logger.warning("database unavailable: %s", exc)
+    elif (down := outage(exc)) is not None:
+        logger.warning("unavailable (%s): %s", down[1], exc)
         set_rollback()
-        body = envelope.error(503, "The database is unavailable; retry shortly.", {}, STATUS_CODES[503])
-        return Response(body, status=503, headers={"Retry-After": "5"})
+        body = envelope.error(503, down[0], {}, down[1])
+        return Response(body, status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
     if isinstance(exc, exceptions.APIException):
         if getattr(exc, "auth_header", None):

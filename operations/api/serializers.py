@@ -212,7 +212,9 @@ class RolloutStatusSerializer(serializers.Serializer):
     current_wave = serializers.IntegerField()
     waves = WaveStatusSerializer(many=True)
     handed_out_last_minute = serializers.IntegerField(
-        allow_null=True, help_text="Commands handed out in the last 60 s; null without max_per_minute."
+        allow_null=True,
+        help_text="Commands handed out in the last 60 s; null without max_per_minute, or while the "
+        "cache cannot be read.",
     )
 
 
