@@ -391,6 +391,16 @@ HEADLESS_STATUS_HELPERS = env_list("HEADLESS_STATUS_HELPERS", ["operations.headl
 # A pending or running headless operation this long after it ran is failed as overdue.
 HEADLESS_OVERDUE_SECONDS = env_int("HEADLESS_OVERDUE_SECONDS", 3600, minimum=1)
 
+# --- Maintenance schedules (docs/maintenance.md) ------------------------------------------------
+# Jobs one tenant may have, active or not: every run of any job repairs every tenant's counters,
+# so a tenant's schedules are a load on all; one frequent incremental and one full build are
+# what a tenant needs. Past it a create is 409 too_many_jobs.
+MAINTENANCE_JOBS_PER_TENANT = env_int("MAINTENANCE_JOBS_PER_TENANT", 10, minimum=1)
+# The shortest time between two fires of a full_build job: a full build recounts every
+# operation, so one every minute is a scan of the command table every minute. A job that fires
+# more often is 400 full_build_too_frequent. 1 allows every minute (beat's own floor).
+MAINTENANCE_FULL_BUILD_MIN_MINUTES = env_int("MAINTENANCE_FULL_BUILD_MIN_MINUTES", 60, minimum=1)
+
 # --- Retention and partitions (docs/retention.md) ----------------------------------------------
 # Finished operations whose last change is older than this go, with their command statuses and
 # history; so do internal commands, headless runs and maintenance executions of that age.
