@@ -144,13 +144,15 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
-# After this many failed logins a username is locked out (from every address) and so is a
-# client address (for every username), for the cool-off; each failure meanwhile starts it again.
+# After this many failed logins a username is locked out from the client address they came from
+# (that pair only), for the cool-off; each failure meanwhile starts it again. Per username alone,
+# anyone who knew a username could keep its owner locked out from everywhere; per address alone,
+# one person's typos behind an office NAT locked out the whole office.
 CONSOLE_LOGIN_FAILURE_LIMIT = env_int("CONSOLE_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 CONSOLE_LOGIN_COOLOFF_MINUTES = env_int("CONSOLE_LOGIN_COOLOFF_MINUTES", 15, minimum=1)
 AXES_FAILURE_LIMIT = CONSOLE_LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = datetime.timedelta(minutes=CONSOLE_LOGIN_COOLOFF_MINUTES)
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True  # a successful login forgets that user's earlier failures
 AXES_CLIENT_IP_CALLABLE = "config.client.client_address"  # TRUSTED_PROXY_COUNT, as everywhere
 AXES_LOCKOUT_TEMPLATE = "admin/login_locked.html"  # answered with 429
