@@ -21,7 +21,7 @@ from inventory.device_rows import clean_device_row
 from inventory.models import Device
 from inventory.models.devices import PSEUDO_ZONES, available_timezones, validate_timezone
 from tests.conftest import Org, add_device
-from tests.helpers import error
+from tests.helpers import error, openapi_document
 
 PSEUDO = ["Factory", "localtime", "posixrules", "posix/Europe/Berlin", "right/UTC"]
 REAL = ["UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires", "Etc/GMT+5", "Asia/Kolkata"]
@@ -111,3 +111,18 @@ def test_the_migration_knows_every_pseudo_zone_the_check_refuses() -> None:
 
     assert set(migration.PSEUDO_ZONES) == PSEUDO_ZONES
     assert all(zone.startswith(migration.PSEUDO_PREFIXES) for zone in PSEUDO if "/" in zone)
+
+
+def test_the_published_schema_lists_exactly_the_zones_a_device_takes(org: Org) -> None:
+    schemas = openapi_document()["components"]["schemas"]
+    enum = schemas["TimezoneEnum"]["enum"]
+
+    assert set(enum) == available_timezones() and not set(PSEUDO) & set(enum)
+    for request in ("DeviceRequest", "PatchedDeviceRequest"):
+        assert schemas[request]["properties"]["timezone"]["allOf"] == [
+            {"$ref": "#/components/schemas/TimezoneEnum"}
+        ]
+    answer = schemas["Device"]["properties"]["timezone"]
+    assert answer["type"] == "string" and "enum" not in answer  # a stored value stays readable
+    for index, zone in enumerate(enum[:: len(enum) // 12]):  # the enum's values are taken
+        assert org.admin.post("/v0/devices/", {"id": f"z{index}", "timezone": zone}).status_code == 201
