@@ -356,6 +356,10 @@ FANOUT_PARALLELISM = env_int("FANOUT_PARALLELISM", 2, minimum=1)
 # A fan-out that wrote at least this many commands refreshes the planner's statistics of the
 # command table (ANALYZE) after dispatch, instead of leaving stale ones until autovacuum.
 FANOUT_ANALYZE_ROWS = env_int("FANOUT_ANALYZE_ROWS", 100_000, minimum=1)
+# The longest a waiting advisory lock (config.locks.advisory_lock: the block of command ids a
+# fan-out chunk takes) waits before it gives up (PostgreSQL's lock_timeout for that statement);
+# the holder keeps it for one statement, so a wait this long means it is stuck.
+ADVISORY_LOCK_TIMEOUT_MS = env_int("ADVISORY_LOCK_TIMEOUT_MS", 10_000, minimum=1)
 # Period of ``recover_stuck_fan_outs``. It resends at once a started fan-out that runs nowhere
 # (its advisory lock is free: the worker died or the run raised), and, after
 # FANOUT_STUCK_SECONDS of standing still, one never started (its broker message was lost).
