@@ -12,6 +12,7 @@ from rest_framework.exceptions import ValidationError
 
 from commands.choices import BY_LABEL
 from commands.models import CommandStatus
+from config.api.filters import StrictChoiceFilter
 from inventory.models import Device
 
 MAX_LIST_VALUES = 1000
@@ -58,7 +59,7 @@ class CommandStatusFilterSet(filters.FilterSet):
         method="filter_request", help_text="Operation (request) ids, comma-separated."
     )
     device = filters.CharFilter(method="filter_device", help_text="Device ids, comma-separated.")
-    state = filters.ChoiceFilter(choices=[(label, label) for label in BY_LABEL], method="filter_state")
+    state = StrictChoiceFilter(choices=[(label, label) for label in BY_LABEL], method="filter_state")
     exclude_internal_commands = StrictBooleanFilter(method="filter_internal")
 
     class Meta:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import logging
 import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,8 +22,10 @@ from django.utils import timezone
 
 from commands.choices import CommandState, Priority
 from commands.models import CommandStatus
-from config.locks import advisory_lock
+from config.locks import LockSpace, LockTimeout, advisory_lock
 from inventory.models import Device
+
+logger = logging.getLogger(__name__)
 
 TABLE = CommandStatus._meta.db_table
 
@@ -152,13 +155,19 @@ def _reserve_ids(sub_sql: str, sub_params: Any) -> tuple[int, int]:
         if not count:
             return 0, 0
         # The savepoint: should the statement fail, the transaction is usable again for the unlock.
-        with advisory_lock(f"{TABLE} id block"), transaction.atomic():
-            cursor.execute(
-                "SELECT min(v), max(v) "
-                "FROM (SELECT nextval(%s::regclass) AS v FROM generate_series(1, %s)) AS s",
-                [_id_sequence(), count],
-            )
-            low, high = cursor.fetchone()
+        try:
+            with advisory_lock(LockSpace.COMMAND_ID_BLOCK, TABLE), transaction.atomic():
+                cursor.execute(
+                    "SELECT min(v), max(v) "
+                    "FROM (SELECT nextval(%s::regclass) AS v FROM generate_series(1, %s)) AS s",
+                    [_id_sequence(), count],
+                )
+                low, high = cursor.fetchone()
+        except LockTimeout:
+            # Another chunk held the block's lock past ADVISORY_LOCK_TIMEOUT_MS (it holds it for
+            # one nextval statement): this chunk takes nextval for each row instead, as for a hole.
+            logger.warning("no block of %s ids for %s rows: the lock was busy", TABLE, count)
+            return 0, 0
     if high - low + 1 != count:
         return 0, 0
     return int(low), count

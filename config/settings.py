@@ -144,13 +144,15 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
-# After this many failed logins a username is locked out (from every address) and so is a
-# client address (for every username), for the cool-off; each failure meanwhile starts it again.
+# After this many failed logins a username is locked out from the client address they came from
+# (that pair only), for the cool-off; each failure meanwhile starts it again. Per username alone,
+# anyone who knew a username could keep its owner locked out from everywhere; per address alone,
+# one person's typos behind an office NAT locked out the whole office.
 CONSOLE_LOGIN_FAILURE_LIMIT = env_int("CONSOLE_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 CONSOLE_LOGIN_COOLOFF_MINUTES = env_int("CONSOLE_LOGIN_COOLOFF_MINUTES", 15, minimum=1)
 AXES_FAILURE_LIMIT = CONSOLE_LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = datetime.timedelta(minutes=CONSOLE_LOGIN_COOLOFF_MINUTES)
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True  # a successful login forgets that user's earlier failures
 AXES_CLIENT_IP_CALLABLE = "config.client.client_address"  # TRUSTED_PROXY_COUNT, as everywhere
 AXES_LOCKOUT_TEMPLATE = "admin/login_locked.html"  # answered with 429
@@ -368,6 +370,10 @@ FANOUT_PARALLELISM = env_int("FANOUT_PARALLELISM", 2, minimum=1)
 # A fan-out that wrote at least this many commands refreshes the planner's statistics of the
 # command table (ANALYZE) after dispatch, instead of leaving stale ones until autovacuum.
 FANOUT_ANALYZE_ROWS = env_int("FANOUT_ANALYZE_ROWS", 100_000, minimum=1)
+# The longest a waiting advisory lock (config.locks.advisory_lock: the block of command ids a
+# fan-out chunk takes) waits before it gives up (PostgreSQL's lock_timeout for that statement);
+# the holder keeps it for one statement, so a wait this long means it is stuck.
+ADVISORY_LOCK_TIMEOUT_MS = env_int("ADVISORY_LOCK_TIMEOUT_MS", 10_000, minimum=1)
 # Period of ``recover_stuck_fan_outs``. It resends at once a started fan-out that runs nowhere
 # (its advisory lock is free: the worker died or the run raised), and, after
 # FANOUT_STUCK_SECONDS of standing still, one never started (its broker message was lost).
@@ -404,6 +410,16 @@ SWEEP_SECONDS = env_int("SWEEP_SECONDS", 10, minimum=1)
 HEADLESS_STATUS_HELPERS = env_list("HEADLESS_STATUS_HELPERS", ["operations.headless.update_from_commands"])
 # A pending or running headless operation this long after it ran is failed as overdue.
 HEADLESS_OVERDUE_SECONDS = env_int("HEADLESS_OVERDUE_SECONDS", 3600, minimum=1)
+
+# --- Maintenance schedules (docs/maintenance.md) ------------------------------------------------
+# Jobs one tenant may have, active or not: every run of any job repairs every tenant's counters,
+# so a tenant's schedules are a load on all; one frequent incremental and one full build are
+# what a tenant needs. Past it a create is 409 too_many_jobs.
+MAINTENANCE_JOBS_PER_TENANT = env_int("MAINTENANCE_JOBS_PER_TENANT", 10, minimum=1)
+# The shortest time between two fires of a full_build job: a full build recounts every
+# operation, so one every minute is a scan of the command table every minute. A job that fires
+# more often is 400 full_build_too_frequent. 1 allows every minute (beat's own floor).
+MAINTENANCE_FULL_BUILD_MIN_MINUTES = env_int("MAINTENANCE_FULL_BUILD_MIN_MINUTES", 60, minimum=1)
 
 # --- Retention and partitions (docs/retention.md) ----------------------------------------------
 # Finished operations whose last change is older than this go, with their command statuses and

@@ -8,7 +8,7 @@ import uuid
 from django.db.models import Q, QuerySet
 from django_filters import rest_framework as filters
 
-from config.api.filters import AwareDateTimeFilter
+from config.api.filters import AwareDateTimeFilter, StrictChoiceFilter
 from inventory.models import Device, DeviceState, Group
 
 
@@ -18,7 +18,7 @@ def tags_contain(queryset: QuerySet[Device], tag: str) -> QuerySet[Device]:
 
 
 class DeviceFilterSet(filters.FilterSet):
-    state = filters.ChoiceFilter(choices=DeviceState.choices)
+    state = StrictChoiceFilter(choices=DeviceState.choices)
     os = filters.CharFilter(field_name="os", lookup_expr="iexact")
     os_version = filters.CharFilter()
     model = filters.CharFilter()

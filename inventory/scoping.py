@@ -4,7 +4,8 @@ Every ModelAdmin of the project derives from :class:`TenantScopedAdmin` (or is s
 :class:`SuperuserOnlyAdmin`); ``tests/test_console_scoping.py`` walks the admin registry so a
 new ModelAdmin cannot escape. The querysets of lists, change pages, actions and foreign key
 choices all pass through :func:`scope_queryset`, as the API's querysets pass through
-``ApiViewMixin.scope``.
+``ApiViewMixin.scope``. Both bases check an action's selected keys first
+(:class:`config.console.actions.ActionKeysChecked`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from config.console.actions import ActionKeysChecked
 from inventory.models import ConsoleUser, Tenant
 
 
@@ -68,7 +70,7 @@ def scope_queryset(queryset: QuerySet[Any], scope: Scope, lookup: str | None) ->
     return queryset.filter(**{field: scope.tenant_id})
 
 
-class TenantScopedAdmin(admin.ModelAdmin):
+class TenantScopedAdmin(ActionKeysChecked):
     """The base of every ModelAdmin of the project.
 
     ``tenant_field`` is the path from the model to its tenant (``"pk"`` for Tenant itself,
@@ -139,7 +141,7 @@ def _is_tenant_filter(item: Any) -> bool:
     return isinstance(name, str) and (name == "tenant" or name.endswith("__tenant"))
 
 
-class SuperuserOnlyAdmin(admin.ModelAdmin):
+class SuperuserOnlyAdmin(ActionKeysChecked):
     """Screens that are not one tenant's (users, beat's tables): superusers only."""
 
     def has_module_permission(self, request: HttpRequest) -> bool:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -85,6 +85,38 @@ def resolve_groups(tenant_id: int, names_or_ids: Sequence[str]) -> list[Group]:
     if missing:
         raise DomainError({"groups": [f"unknown group: {', '.join(missing[:20])}"]}, code="not_found_group")
     return found
+
+
+#: The database's own guard of a group's name (``Group.Meta.constraints``).
+GROUP_NAME_CONSTRAINT = "inventory_group_unique_tenant_name"
+
+
+def _group_exists(name: str) -> Conflict:
+    return Conflict({"name": [f"a group named {name!r} already exists"]}, code="group_exists")
+
+
+def save_group(tenant_id: int, data: dict[str, Any], group: Group | None = None) -> Group:
+    """Create a group of the tenant (``group`` None) or change one; a name another group of
+    the tenant has is a :class:`Conflict` (409 ``group_exists``, as a device id taken is), not a
+    malformed request. The unique constraint decides a race between two saves of one name."""
+    name = data.get("name")
+    if name is not None:
+        clash = Group.objects.filter(tenant_id=tenant_id, name=name)
+        if group is not None:
+            clash = clash.exclude(pk=group.pk)
+        if clash.exists():
+            raise _group_exists(name)
+    target = group if group is not None else Group(tenant_id=tenant_id)
+    for field_name, value in data.items():
+        setattr(target, field_name, value)
+    try:
+        with transaction.atomic():
+            target.save()
+    except IntegrityError as error:
+        if GROUP_NAME_CONSTRAINT in str(error):
+            raise _group_exists(str(name)) from None
+        raise
+    return target
 
 
 def _is_uuid(value: str) -> bool:

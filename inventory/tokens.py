@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,14 +57,21 @@ def issue_many(kind: str, count: int) -> Iterator[tuple[str, str, str]]:
         yield plain, prefix, sha256(plain.encode()).hexdigest()
 
 
+#: What :func:`issue` makes, and nothing else: a kind, a lowercase hex prefix, a URL-safe base64
+#: secret. A NUL, another control character or any other character outside that alphabet is
+#: refused here, before any lookup: a NUL in the prefix reached PostgreSQL (``DataError``, a 500)
+#: when no proxy in front refused the header first.
+_WELL_FORMED = re.compile(
+    rf"(?P<kind>{API_KEY_KIND}|{DEVICE_TOKEN_KIND})_(?P<prefix>[0-9a-f]{{{PREFIX_BYTES * 2}}})_[A-Za-z0-9_-]+"
+)
+
+
 def split(plain: str) -> tuple[str, str] | None:
     """Return (kind, prefix) of a well-formed token, or None for anything else."""
-    parts = plain.split("_", 2)
-    if len(parts) != 3 or parts[0] not in (API_KEY_KIND, DEVICE_TOKEN_KIND):
+    match = _WELL_FORMED.fullmatch(plain)
+    if match is None:
         return None
-    if len(parts[1]) != PREFIX_BYTES * 2:
-        return None
-    return parts[0], parts[1]
+    return match["kind"], match["prefix"]
 
 
 def same_hash(digest: str, stored_hash: str) -> bool:

@@ -64,6 +64,31 @@ class MaintenanceJobForm(forms.ModelForm):
             raise ValidationError(err.errors["time_expression"]) from None
         return value
 
+    def clean(self) -> dict[str, Any]:
+        """The API's limits: a full build's floor and the tenant's number of jobs.
+
+        Checked when the expression or ``full_build`` changes (and the number on an add), as
+        ``services.update_job`` does, so an older job can still be switched on or off. The
+        admin saves in a transaction, which :func:`services.check_room`'s row lock needs.
+        """
+        cleaned: dict[str, Any] = super().clean() or {}
+        adding = self.instance._state.adding
+        try:
+            text = cleaned.get("time_expression")
+            if text and (adding or {"time_expression", "full_build"} & set(self.changed_data)):
+                services.check_frequency(QuartzExpression.parse(text), bool(cleaned.get("full_build")))
+            tenant = cleaned.get("tenant")
+            if adding and tenant is not None:
+                services.check_room(tenant.pk)
+        except DomainError as err:
+            for field, reasons in err.errors.items():
+                self.add_error(_FORM_FIELDS.get(field, field), list(reasons))
+        return cleaned
+
+
+#: The API's names of the fields a refusal names, as this form calls them.
+_FORM_FIELDS = {"orgId": "tenant"}
+
 
 class MaintenanceExecutionInline(admin.TabularInline):
     """Run history, newest first; written only by runs."""

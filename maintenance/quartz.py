@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -519,6 +520,40 @@ class QuartzExpression:
         """The first fire instant strictly after ``after`` (UTC), or ``None`` if it never fires again."""
         fires = self.next_fire_times(after, count=1, tz=tz)
         return fires[0] if fires else None
+
+    def shortest_gap(self, after: datetime.datetime) -> datetime.timedelta | None:
+        """The shortest time between two consecutive fires from ``after``'s day on (UTC), or
+        ``None`` when it fires on one day only with one time of day.
+
+        How often a schedule may run is decided by this (a full build every minute is refused),
+        so it is exact rather than sampled: every day it fires has the same times of day, so
+        the gaps are those between its times of day and, across midnight, ``k`` days minus the
+        last time plus the first, ``k`` the fewest days between two days it fires. Those days
+        are walked only when they could give the shortest gap, and only until two are adjacent.
+        """
+        times = sorted(
+            datetime.timedelta(hours=hour, minutes=minute, seconds=second)
+            for hour in self.hours
+            for minute in self.minutes
+            for second in self.seconds
+        )
+        within = min((b - a for a, b in itertools.pairwise(times)), default=None)
+        overnight = datetime.timedelta(days=1) - times[-1] + times[0]
+        if within is not None and within <= overnight:
+            return within
+        fewest_days: int | None = None
+        previous: datetime.date | None = None
+        for day in self._dates_from(after.astimezone(_UTC).date()):
+            if previous is not None:
+                days = (day - previous).days
+                fewest_days = days if fewest_days is None else min(fewest_days, days)
+                if fewest_days == 1:
+                    break
+            previous = day
+        if fewest_days is None:
+            return within
+        across = overnight + datetime.timedelta(days=fewest_days - 1)
+        return across if within is None else min(within, across)
 
     def never_fires_reason(self, after: datetime.datetime, tz: datetime.tzinfo | None = None) -> str | None:
         """Why the expression has no fire after ``after``, or ``None`` when it fires again.

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -24,10 +25,10 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from commands.sweeps import time_out_overdue
 from config import timestamps
-from config.errors import DomainError
+from config.errors import Conflict, DomainError
 from config.transitions import swap
 from inventory.events import emit
-from inventory.models import EventType
+from inventory.models import EventType, Tenant
 from maintenance.models import ALLOWED_TRANSITIONS, MaintenanceExecution, MaintenanceJob, Outcome
 from maintenance.quartz import QuartzError, QuartzExpression
 from operations.aggregates import operations_to_check, repair
@@ -62,6 +63,55 @@ def parse_expression(text: str) -> QuartzExpression:
     if reason is not None:
         raise DomainError({"time_expression": [reason]})
     return expression
+
+
+def check_frequency(expression: QuartzExpression, full_build: bool) -> None:
+    """Refuse a full build that fires more often than ``MAINTENANCE_FULL_BUILD_MIN_MINUTES``.
+
+    A full build recounts every operation (the command table scanned); sixty of them a minute
+    were accepted and all ran. Incremental runs check only what changed, so any frequency
+    beat can honour is theirs.
+    """
+    if not full_build:
+        return
+    floor = dt.timedelta(minutes=settings.MAINTENANCE_FULL_BUILD_MIN_MINUTES)
+    gap = expression.shortest_gap(timezone.now())
+    if gap is not None and gap < floor:
+        raise DomainError(
+            {
+                "time_expression": [
+                    f"fires {_duration(gap)} apart at its closest; a full_build job may fire at most "
+                    f"once every {_duration(floor)} (MAINTENANCE_FULL_BUILD_MIN_MINUTES): schedule it "
+                    "less often, or set full_build false for a frequent incremental run"
+                ]
+            },
+            code="full_build_too_frequent",
+        )
+
+
+def check_room(tenant_id: int) -> None:
+    """Refuse a tenant's job past ``MAINTENANCE_JOBS_PER_TENANT``; call inside the create's
+    transaction. The tenant's row is locked (``FOR NO KEY UPDATE``: inserts that reference the
+    tenant go on) so that two creates at once count one after the other."""
+    list(Tenant.objects.select_for_update(no_key=True).filter(pk=tenant_id).values_list("pk"))
+    limit = settings.MAINTENANCE_JOBS_PER_TENANT
+    if MaintenanceJob.objects.filter(tenant_id=tenant_id).count() >= limit:
+        raise Conflict(
+            {
+                "orgId": [
+                    f"has {limit} maintenance jobs, the most allowed (MAINTENANCE_JOBS_PER_TENANT); "
+                    "delete one, or change one's time_expression, instead"
+                ]
+            },
+            code="too_many_jobs",
+        )
+
+
+def _duration(gap: dt.timedelta) -> str:
+    minutes = int(gap.total_seconds() // 60)
+    if minutes % 1440 == 0:
+        return f"{minutes // 1440} day{'s' if minutes != 1440 else ''}"
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
 def next_fire(job: MaintenanceJob, after: dt.datetime | None = None) -> dt.datetime | None:
@@ -147,7 +197,8 @@ def sync_periodic_task(job: MaintenanceJob) -> PeriodicTask:
 def create_job(
     tenant_id: int, time_expression: str, full_build: bool = False, created_by: str = ""
 ) -> MaintenanceJob:
-    parse_expression(time_expression)
+    check_frequency(parse_expression(time_expression), full_build)
+    check_room(tenant_id)
     job = MaintenanceJob.objects.create(
         tenant_id=tenant_id,
         time_expression=time_expression.strip(),
@@ -160,10 +211,17 @@ def create_job(
 
 @transaction.atomic
 def update_job(job: MaintenanceJob, **changes: Any) -> MaintenanceJob:
-    """Change ``time_expression``, ``full_build`` or ``active`` and keep beat in step."""
+    """Change ``time_expression``, ``full_build`` or ``active`` and keep beat in step.
+
+    A new expression, or a job turned into a full build, is checked as a new job is; switching
+    a job on or off is not (a job saved before a check existed can still be switched off).
+    """
     if "time_expression" in changes:
-        parse_expression(changes["time_expression"])
+        expression = parse_expression(changes["time_expression"])
         changes["time_expression"] = changes["time_expression"].strip()
+        check_frequency(expression, changes.get("full_build", job.full_build))
+    elif changes.get("full_build") and not job.full_build:
+        check_frequency(QuartzExpression.parse(job.time_expression), True)
     for name, value in changes.items():
         setattr(job, name, value)
     if changes:

@@ -28,7 +28,7 @@ from django.utils import timezone
 from commands import counting, inbox_cache, planner, rows
 from commands.choices import CommandState
 from config.errors import DomainError
-from config.locks import try_advisory_lock
+from config.locks import LockSpace, try_advisory_lock
 from config.metrics import FANOUT_DURATION, FANOUT_ROWS
 from inventory.models import Device
 from operations import progress, waves
@@ -59,7 +59,7 @@ def chunk_size() -> int:
 def exclusive(operation_id: Any) -> Iterator[bool]:
     """A session advisory lock per operation (``config.locks``), so two workers given the same
     message do not both scan the fleet; the lock dies with a crashed worker's connection."""
-    with try_advisory_lock(str(operation_id)) as got:
+    with try_advisory_lock(LockSpace.FAN_OUT, str(operation_id)) as got:
         yield got
 
 

@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 from django_filters import rest_framework as filters
 from rest_framework.exceptions import ValidationError
 
-from config.api.filters import AwareDateTimeFilter
+from config.api.filters import AwareDateTimeFilter, NonEmptyCharFilter, StrictChoiceFilter
 from operations.choices import OperationType, state_from_param
 from operations.models import Operation
 
@@ -22,10 +22,10 @@ class OrderingFilter(filters.OrderingFilter):
 
 
 class OperationFilterSet(filters.FilterSet):
-    state = filters.CharFilter(
+    state = NonEmptyCharFilter(
         method="filter_state", help_text="The integer (e.g. 50) or the name (DISPATCHED)."
     )
-    operation_type = filters.ChoiceFilter(choices=OperationType.choices)
+    operation_type = StrictChoiceFilter(choices=OperationType.choices)
     created_after = AwareDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = AwareDateTimeFilter(field_name="created_at", lookup_expr="lt")
     ordering = OrderingFilter(fields=("created_at", "state", "updated_at"))

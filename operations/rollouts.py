@@ -37,8 +37,11 @@ MAX_MIN_EXECUTED = 100_000_000
 DEFAULT_WAVE_SUCCESS_PERCENT = 90.0
 #: The failure types of abort and retry rules: what each counts.
 FAILURE_TYPES = ("FAILED", "TIMED_OUT", "ALL")
-#: At most this many rules in ``abort``, and in ``retries``.
+#: At most this many rules in ``abort``: several of one type make sense there (each is a trip
+#: wire of its own: FAILED 50% after 10 devices, FAILED 10% after 100).
 MAX_RULES = len(FAILURE_TYPES) * 4
+#: At most one retry rule per failure type: two budgets for the same failure have no winner.
+MAX_RETRY_RULES = len(FAILURE_TYPES)
 #: The keys of a rollout and of its rules; any other is refused (a typo must not pass unseen).
 ROLLOUT_KEYS = frozenset(
     {"waves", "wave_success_percent", "max_per_minute", "abort", "retries", "in_progress_timeout_minutes"}
@@ -152,17 +155,27 @@ class Rollout:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any] | None) -> Rollout | None:
-        """A stored rollout (already validated) back as an object; None for none."""
-        return parse(raw) if raw else None
+        """A stored rollout (already validated) back as an object; None for none. Checks added
+        since it was stored (one retry rule per type) do not refuse it: it stays readable."""
+        return parse(raw, stored=True) if raw else None
 
     def wave_ends(self, devices: int) -> list[int]:
         """The cumulative device count at the end of each wave: ceil(p_k * N / 100)."""
         return [math.ceil(percent * devices / 100 - 1e-9) for percent in self.waves]
 
     def max_attempts(self, failure_type: str) -> int:
-        """Deliveries a command may get when it fails this way (``FAILED`` or ``TIMED_OUT``)."""
-        found = [r.max_attempts for r in self.retries if r.failure_type in (failure_type, "ALL")]
-        return max(found, default=1)
+        """Deliveries a command may get when it fails this way (``FAILED`` or ``TIMED_OUT``).
+
+        The rule of that type wins over ``ALL``, which covers the types no rule names: with
+        ``FAILED`` 2 and ``ALL`` 5 a Command Failure gets 2 deliveries and a TimeOut 5, as
+        the more specific rule is the one written for that failure. :func:`parse` refuses two
+        rules of one type; a rollout stored before that keeps its largest budget of the type.
+        """
+        for wanted in (failure_type, "ALL"):
+            found = [rule.max_attempts for rule in self.retries if rule.failure_type == wanted]
+            if found:
+                return max(found)
+        return 1
 
     @property
     def timeout_seconds(self) -> int | None:
@@ -219,11 +232,11 @@ def _failure_type(value: Any, name: str) -> str:
     return str(value)
 
 
-def _rules(raw: Any, name: str) -> list[tuple[str, dict[str, Any]]]:
+def _rules(raw: Any, name: str, most: int) -> list[tuple[str, dict[str, Any]]]:
     if not isinstance(raw, list):
         raise _fail(name, "must be a list")
-    if len(raw) > MAX_RULES:
-        raise _fail(name, f"at most {MAX_RULES} rules")
+    if len(raw) > most:
+        raise _fail(name, f"at most {most} rules")
     found = []
     for index, rule in enumerate(raw):
         if not isinstance(rule, dict):
@@ -232,8 +245,11 @@ def _rules(raw: Any, name: str) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
-def parse(raw: Any) -> Rollout:
-    """Validate a request's ``rollout``; a :class:`DomainError` (400) names the bad field."""
+def parse(raw: Any, stored: bool = False) -> Rollout:
+    """Validate a request's ``rollout``; a :class:`DomainError` (400) names the bad field.
+
+    ``stored``: a rollout saved before the one-retry-rule-per-type check, read back.
+    """
     if not isinstance(raw, dict):
         raise DomainError({"rollout": ["must be an object"]}, code=INVALID_ROLLOUT)
     unknown = sorted(set(raw) - ROLLOUT_KEYS)
@@ -257,7 +273,7 @@ def parse(raw: Any) -> Rollout:
     if raw.get("max_per_minute") is not None:
         rate = _integer(raw["max_per_minute"], "max_per_minute", PER_MINUTE)
     abort = []
-    for name, rule in _rules(raw.get("abort") or [], "abort"):
+    for name, rule in _rules(raw.get("abort") or [], "abort", MAX_RULES):
         extra = sorted(set(rule) - ABORT_KEYS)
         if extra:
             raise _fail(f"{name}.{extra[0]}", "unknown key")
@@ -272,16 +288,26 @@ def parse(raw: Any) -> Rollout:
                 min_executed=_integer(rule.get("min_executed", 1), f"{name}.min_executed", MIN_EXECUTED),
             )
         )
-    retries = []
-    for name, rule in _rules(raw.get("retries") or [], "retries"):
+    retries: list[RetryRule] = []
+    given: dict[str, int] = {}
+    most = MAX_RULES if stored else MAX_RETRY_RULES
+    for index, (name, rule) in enumerate(_rules(raw.get("retries") or [], "retries", most)):
         extra = sorted(set(rule) - RETRY_KEYS)
         if extra:
             raise _fail(f"{name}.{extra[0]}", "unknown key")
         if "max_attempts" not in rule:
             raise _fail(f"{name}.max_attempts", "is required")
+        failure_type = _failure_type(rule.get("failure_type"), f"{name}.failure_type")
+        if failure_type in given and not stored:
+            raise _fail(
+                f"{name}.failure_type",
+                f"{failure_type} has a rule already (retries[{given[failure_type]}]): one rule per "
+                "failure type; a FAILED or TIMED_OUT rule wins over ALL for its failures",
+            )
+        given.setdefault(failure_type, index)
         retries.append(
             RetryRule(
-                failure_type=_failure_type(rule.get("failure_type"), f"{name}.failure_type"),
+                failure_type=failure_type,
                 max_attempts=_integer(rule["max_attempts"], f"{name}.max_attempts", ATTEMPTS),
             )
         )

@@ -34,7 +34,7 @@ from django.utils import timezone
 from commands.choices import UNFINISHED_STATES, CommandState
 from commands.models import CommandStatus
 from commands.services import move_and_settle
-from config.locks import try_advisory_lock
+from config.locks import LockSpace, try_advisory_lock
 from operations import progress
 from operations.choices import OperationState
 from operations.models import Operation, OperationActivity
@@ -101,7 +101,7 @@ def _exclusive(operation_id: Any) -> AbstractContextManager[bool]:
     """A session advisory lock per stop (``config.locks``; not the fan-out's), so two messages
     for it do not both run, and the sweep can tell a running stop (lock held) from a lost
     one; it dies with a killed worker's connection."""
-    return try_advisory_lock(f"stop:{operation_id}")
+    return try_advisory_lock(LockSpace.STOP, str(operation_id))
 
 
 def _command_reason(operation: Operation) -> str:

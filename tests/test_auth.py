@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from inventory.models import ApiKey, Group
@@ -61,6 +62,43 @@ def test_unknown_or_malformed_token_is_401(org: Org, header: str) -> None:
     response = api.client.get("/v0/devices/", HTTP_AUTHORIZATION=header)
 
     error(response, 401)
+
+
+#: Tokens no issue() makes: a NUL or another control character in the prefix or the secret, a
+#: prefix that is not lowercase hex. Without a proxy in front, a NUL reached PostgreSQL in the
+#: prefix lookup and raised ``DataError`` (a 500).
+UNPRINTABLE_TOKENS = [
+    "dok_0123456789abcd\x00f_secretsecretsecret",
+    "ddt_0123456789abcd\x00f_secretsecretsecret",
+    "ddt_\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00_secret",
+    "dok_0123456789abcdef_secret\x00secret",
+    "ddt_0123456789abcde\x7f_secretsecretsecret",
+    "ddt_0123456789abcde\x1b_secretsecretsecret",
+    "ddt_0123456789ABCDEF_secretsecretsecret",
+    "ddt_0123456789abcdef_secret\tsecret",
+]
+DEVICE_PATHS = [
+    ("get", "/v0/devices/"),
+    ("get", "/v2/command-inbox/?device_id=kiosk-1"),
+    ("put", "/commands/v0/status/1/"),
+    ("get", "/aggregates/maintenance/scheduler/jobs/orgId/acme"),
+]
+
+
+@pytest.mark.parametrize("token", UNPRINTABLE_TOKENS)
+@pytest.mark.parametrize(("method", "path"), DEVICE_PATHS, ids=[path for _, path in DEVICE_PATHS])
+def test_a_token_with_a_nul_or_unprintable_character_is_401_before_any_query(
+    org: Org, token: str, method: str, path: str
+) -> None:
+    client = Api(None).client
+    client.raise_request_exception = False
+
+    with CaptureQueriesContext(connection) as queries:
+        response = getattr(client, method)(path, HTTP_AUTHORIZATION=f"Bearer {token}")
+
+    assert response.status_code == 401, response.content
+    assert response.json()["error_code"] == "authentication_failed"
+    assert not [q["sql"] for q in queries if "prefix" in q["sql"]], "looked the token up"
 
 
 def test_a_known_prefix_with_a_wrong_secret_is_401(org: Org) -> None:
@@ -275,3 +313,15 @@ def test_forgetting_a_device_token_drops_its_identity_with_its_lookup(device: De
 
     assert cache.get_many([f"auth:{prefix}", f"auth:tenant:{prefix}", f"auth:device:{prefix}"]) == {}
     assert resolve_token_reading(device.token, inbox_cache.GENERATION_TEMPLATES)[1] is None
+
+
+def test_every_token_issued_is_well_formed() -> None:
+    from inventory import tokens
+
+    issued = [
+        tokens.issue(kind) for kind in (tokens.API_KEY_KIND, tokens.DEVICE_TOKEN_KIND) for _ in range(200)
+    ]
+    many = list(tokens.issue_many(tokens.DEVICE_TOKEN_KIND, 400))
+
+    assert all(tokens.split(token.plain) == (token.plain[:3], token.prefix) for token in issued)
+    assert all(tokens.split(plain) == ("ddt", prefix) for plain, prefix, _ in many)

@@ -568,3 +568,35 @@ def test_a_data_error_the_validators_missed_answers_without_the_databases_words(
     text = json.dumps(response.data)
     assert "out of range or cannot be stored" in text
     assert not any(leak in text for leak in (*LEAKS, "u0000", "jsonb", "converted"))
+
+
+#: Each enum or timestamp filter of the lists: the schema says one of the enum's values or a
+#: ``date-time``, so an empty value is refused, not read as "no filter" (schemathesis).
+EMPTY_FILTERS = [
+    ("/v0/devices/", "state"),
+    ("/v0/devices/", "last_seen_after"),
+    ("/v0/devices/", "last_seen_before"),
+    ("/v0/operations/", "state"),
+    ("/v0/operations/", "operation_type"),
+    ("/v0/operations/", "created_after"),
+    ("/v0/operations/", "created_before"),
+    ("/commands/v0/status/", "state"),
+    ("/api/v1/inventory_device_headless_operation/", "status"),
+]
+
+
+@pytest.mark.parametrize(("path", "name"), EMPTY_FILTERS, ids=[f"{p}?{n}" for p, n in EMPTY_FILTERS])
+@pytest.mark.parametrize("value", ["", " "], ids=["empty", "blank"])
+def test_an_empty_enum_or_timestamp_filter_is_400_naming_it(
+    org: Org, path: str, name: str, value: str
+) -> None:
+    response = org.viewer.client.get(f"{path}?{name}={value}", **org.viewer._headers())
+
+    assert_4xx_naming(response, name)
+    assert response.status_code == 400
+    assert "leave the parameter out" in response.json()["errors"][name][0]
+
+
+@pytest.mark.parametrize(("path", "name"), EMPTY_FILTERS, ids=[f"{p}?{n}" for p, n in EMPTY_FILTERS])
+def test_an_absent_filter_is_no_filter(org: Org, path: str, name: str) -> None:
+    assert org.viewer.get(path).status_code == 200

@@ -10,8 +10,9 @@ from django.utils import timezone
 
 from inventory.models import Device, Group
 from inventory.services import bulk_import_devices
+from tests.command_factories import run_in_threads
 from tests.conftest import Api, DeviceActor, Org, add_device
-from tests.helpers import content
+from tests.helpers import content, error
 
 
 def ids(page) -> list[str]:
@@ -316,7 +317,30 @@ def test_group_name_is_unique_per_tenant(org: Org, other_org: Org) -> None:
 
     response = org.admin.post("/v0/groups/", {"name": "kiosks"})
 
-    assert response.status_code == 400 and "name" in response.json()["errors"]
+    refused = error(response, 409, "group_exists")
+    assert refused["errors"] == {"name": ["a group named 'kiosks' already exists"]}
+
+
+def test_renaming_a_group_to_a_taken_name_is_409_and_to_its_own_is_fine(org: Org) -> None:
+    content(org.admin.post("/v0/groups/", {"name": "kiosks"}), 201)
+    phones = content(org.admin.post("/v0/groups/", {"name": "phones"}), 201)
+    path = f"/v0/groups/{phones['id']}/"
+
+    error(org.admin.patch(path, {"name": "kiosks"}), 409, "group_exists")
+    error(org.admin.put(path, {"name": "kiosks", "description": ""}), 409, "group_exists")
+    assert content(org.admin.patch(path, {"name": "phones", "description": "same name"}))["name"] == "phones"
+    assert Group.objects.get(pk=phones["id"]).name == "phones"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_groups_of_one_name_created_at_once_give_one_201_and_409s(org: Org) -> None:
+    def create() -> int:
+        return int(org.admin.post("/v0/groups/", {"name": "race"}).status_code)
+
+    answers = run_in_threads([create] * 8)
+
+    assert sorted(answers) == [201] + [409] * 7
+    assert Group.objects.filter(tenant=org.tenant, name="race").count() == 1
 
 
 def test_group_needs_a_name(org: Org) -> None:

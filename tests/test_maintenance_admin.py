@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.test import Client
 from django_celery_beat.models import PeriodicTask
@@ -72,6 +74,32 @@ def test_adding_a_job_in_the_console_creates_its_beat_entry(console: Client, org
     assert job.created_by_user == "root"
     assert job.periodic_task is not None and job.periodic_task.crontab is not None
     assert job.periodic_task.crontab.day_of_week == "0"
+
+
+def test_the_console_refuses_a_frequent_full_build_and_a_job_past_the_tenants_limit(
+    console: Client, org: Org, settings: Any
+) -> None:
+    settings.MAINTENANCE_JOBS_PER_TENANT = 1
+    form = {
+        "tenant": org.tenant.pk,
+        "time_expression": "0 * * ? * *",
+        "active": "on",
+        "executions-TOTAL_FORMS": "0",
+        "executions-INITIAL_FORMS": "0",
+    }
+
+    frequent = console.post(f"{CHANGELIST}add/", {**form, "full_build": "on"})
+    incremental = console.post(f"{CHANGELIST}add/", form)
+    second = console.post(f"{CHANGELIST}add/", {**form, "time_expression": "0 0 4 ? * *"})
+
+    assert frequent.status_code == 200
+    assert "MAINTENANCE_FULL_BUILD_MIN_MINUTES" in str(
+        frequent.context["adminform"].form.errors["time_expression"]
+    )
+    assert incremental.status_code == 302
+    assert second.status_code == 200
+    assert "MAINTENANCE_JOBS_PER_TENANT" in str(second.context["adminform"].form.errors["tenant"])
+    assert MaintenanceJob.objects.count() == 1
 
 
 def test_actions_deactivate_activate_run_now_and_delete(console: Client, org: Org) -> None:

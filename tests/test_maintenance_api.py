@@ -12,6 +12,7 @@ import pytest
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 
+from config.errors import DomainError
 from maintenance import services
 from maintenance.models import MaintenanceExecution, MaintenanceJob, Outcome
 from tests.conftest import Api, Org, add_device
@@ -126,6 +127,74 @@ def test_an_expression_beat_cannot_honour_is_400_with_the_reason(org: Org) -> No
 
     body = assert_envelope_error(response, 400)
     assert "more than once a minute" in body["status"]["message"]
+
+
+def test_a_tenant_past_its_maintenance_jobs_is_409_too_many_jobs(
+    org: Org, other_org: Org, settings: Any
+) -> None:
+    settings.MAINTENANCE_JOBS_PER_TENANT = 3
+    made = [create(org.admin, "acme", f"0 0 {hour} ? * *")["response"]["job_id"] for hour in range(3)]
+    MaintenanceJob.objects.filter(pk=made[0]).update(active=False)  # an inactive job counts too
+
+    refused = org.admin.post(
+        jobs_path("acme"), {"time_expression": "0 0 5 ? * *", "scheduler_type": "time-based"}
+    )
+    create(other_org.admin, other_org.tenant.slug)  # another tenant has room of its own
+    assert org.admin.delete(job_path("acme", made[1])).status_code == 200
+    create(org.admin, "acme", "0 0 5 ? * *")  # room again
+
+    body = assert_envelope_error(refused, 409)
+    assert body["error_code"] == "too_many_jobs"
+    assert list(body["errors"]) == ["orgId"] and "MAINTENANCE_JOBS_PER_TENANT" in body["errors"]["orgId"][0]
+    assert MaintenanceJob.objects.filter(tenant=org.tenant).count() == 3
+
+
+@pytest.mark.parametrize(
+    ("expression", "full_build", "floor", "status"),
+    [
+        ("0 * * ? * *", True, 60, 400),  # the every-minute full build
+        ("0 0/30 * ? * *", True, 60, 400),
+        ("0 0 * ? * *", True, 60, 200),  # hourly: at the floor
+        ("0 * * ? * *", False, 60, 200),  # an incremental run may come every minute
+        ("0 0 0,23 ? * MON,TUE", True, 90, 400),  # Monday 23:00, Tuesday 00:00: 1 h apart
+        ("0 0 0,23 ? * MON,WED", True, 90, 200),  # never on two days in a row: 23 h at the closest
+        ("0 * * ? * *", True, 1, 200),  # a floor of 1 minute is beat's own
+    ],
+)
+def test_a_full_build_firing_more_often_than_the_floor_is_400_full_build_too_frequent(
+    org: Org, settings: Any, expression: str, full_build: bool, floor: int, status: int
+) -> None:
+    settings.MAINTENANCE_FULL_BUILD_MIN_MINUTES = floor
+
+    response = org.admin.post(
+        jobs_path("acme"),
+        {"time_expression": expression, "scheduler_type": "time-based", "full_build": full_build},
+    )
+
+    assert response.status_code == status, response.content
+    if status == 400:
+        body = assert_envelope_error(response, 400)
+        assert body["error_code"] == "full_build_too_frequent"
+        assert body["status"]["message"].startswith("time_expression: fires ")
+        assert "MAINTENANCE_FULL_BUILD_MIN_MINUTES" in body["errors"]["time_expression"][0]
+        assert not MaintenanceJob.objects.exists()
+
+
+def test_turning_a_frequent_job_into_a_full_build_is_refused_and_switching_it_is_not(org: Org) -> None:
+    job = services.create_job(org.tenant.pk, "0 * * ? * *")
+    old = MaintenanceJob.objects.create(
+        tenant=org.tenant, time_expression="0 * * ? * *", full_build=True
+    )  # stored before the floor
+
+    with pytest.raises(DomainError) as refused:
+        services.update_job(job, full_build=True)
+    services.set_active(old, False)
+    services.set_active(old, True)
+
+    assert refused.value.code == "full_build_too_frequent"
+    job.refresh_from_db()
+    assert job.full_build is False
+    assert MaintenanceJob.objects.get(pk=old.pk).active is True
 
 
 @pytest.mark.parametrize(

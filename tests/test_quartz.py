@@ -9,6 +9,7 @@ rules and the fire-time search.
 from __future__ import annotations
 
 import datetime
+import itertools
 import pickle
 import time
 import zoneinfo
@@ -629,3 +630,36 @@ def test_unsupported_reason(expression: str, reason: str | None) -> None:
     else:
         assert got is not None and got.startswith(reason)
         assert expr.crontab_fields() is None
+
+
+@pytest.mark.parametrize(
+    ("expression", "gap"),
+    [
+        ("0 * * * * ?", datetime.timedelta(minutes=1)),
+        ("0 0/30 * ? * *", datetime.timedelta(minutes=30)),
+        ("0 0 * ? * *", datetime.timedelta(hours=1)),
+        ("0 0 4 ? * *", datetime.timedelta(days=1)),
+        ("0 0 0 ? * MON", datetime.timedelta(days=7)),
+        ("0 0 0,23 ? * MON,TUE", datetime.timedelta(hours=1)),  # Monday 23:00 to Tuesday 00:00
+        ("0 0 0,23 ? * MON,WED", datetime.timedelta(hours=23)),  # no two days in a row
+        ("0 59 23 L * ?", datetime.timedelta(days=28)),  # 31 January to 28 February
+        ("0 0 12 1 JAN ? 2030", None),  # one fire
+        ("0 0 11,12 1 JAN ? 2030", datetime.timedelta(hours=1)),
+    ],
+)
+def test_shortest_gap_between_two_fires(expression: str, gap: datetime.timedelta | None) -> None:
+    assert QuartzExpression.parse(expression).shortest_gap(REF) == gap
+
+
+def test_shortest_gap_agrees_with_the_fire_search() -> None:
+    for expression in (
+        "0 0 0,23 ? * MON,TUE",
+        "0 15,45 1,22 ? * 2#1",
+        "0 0 6 LW * ?",
+        "0 30 0,23 ? JAN,DEC *",
+    ):
+        parsed = QuartzExpression.parse(expression)
+        fires = parsed.next_fire_times(REF, count=200)
+        closest = min(b - a for a, b in itertools.pairwise(fires))
+
+        assert parsed.shortest_gap(REF) == closest, expression

@@ -165,10 +165,10 @@ EDGES: list[tuple[Any, str | None]] = [
     ({"abort": [{**RULE, "min_executed": 1.0}]}, "rollout.abort[0].min_executed"),
     ({"abort": [{**RULE, "min_executed": None}]}, "rollout.abort[0].min_executed"),
     ({"abort": [{**RULE, "speed": 3}]}, "rollout.abort[0].speed"),
-    # retries: at most MAX_RULES rules; max_attempts 1 to MAX_ATTEMPTS
+    # retries: at most one rule per failure type; max_attempts 1 to MAX_ATTEMPTS
     ({"retries": None}, None),
-    ({"retries": [RETRY] * rollouts.MAX_RULES}, None),
-    ({"retries": [RETRY] * (rollouts.MAX_RULES + 1)}, "rollout.retries"),
+    ({"retries": [{**RETRY, "failure_type": kind} for kind in rollouts.FAILURE_TYPES]}, None),
+    ({"retries": [RETRY] * (rollouts.MAX_RETRY_RULES + 1)}, "rollout.retries"),
     ({"retries": [{**RETRY, "max_attempts": 1}]}, None),
     ({"retries": [{**RETRY, "max_attempts": rollouts.MAX_ATTEMPTS}]}, None),
     ({"retries": [{**RETRY, "max_attempts": 0}]}, "rollout.retries[0].max_attempts"),
@@ -262,6 +262,17 @@ def test_the_parser_and_the_published_schema_refuse_the_same_rollouts(
         ({"abort": {}}, None),
         ({"retries": 0}, None),
         ({"retries": ""}, None),
+        # Two retry rules of one type (in the description: a schema has no "unique by key").
+        (
+            {
+                "retries": [
+                    {"failure_type": "FAILED", "max_attempts": 2},
+                    {"failure_type": "FAILED", "max_attempts": 5},
+                ]
+            },
+            "rollout.retries[1].failure_type",
+        ),
+        ({"retries": [{"failure_type": "ALL", "max_attempts": 3}] * 2}, "rollout.retries[1].failure_type"),
     ],
 )
 def test_where_the_parser_and_the_schema_differ(rollout: Any, field: str | None) -> None:
@@ -502,6 +513,78 @@ def test_a_failure_with_attempts_left_is_queued_again_and_counted_once(org: Org,
         "retry: attempt 2 of 3 after Command Failure: no space",
         "retry: attempt 3 of 3 after Command Failure: no space",
     ]
+
+
+def test_two_retry_rules_of_one_failure_type_are_a_400_naming_the_second(org: Org) -> None:
+    rollout = {
+        "retries": [
+            {"failure_type": "FAILED", "max_attempts": 2},
+            {"failure_type": "FAILED", "max_attempts": 5},
+        ]
+    }
+
+    response = org.admin.post(
+        OPS, {"operation_type": "REBOOT", "operation_device_query": {"all": True}, "rollout": rollout}
+    )
+
+    refused = error(response, 400, "invalid_rollout")
+    assert refused["errors"] == {
+        "rollout.retries[1].failure_type": [
+            "FAILED has a rule already (retries[0]): one rule per failure type; a FAILED or "
+            "TIMED_OUT rule wins over ALL for its failures"
+        ]
+    }
+    assert not Operation.objects.exists()
+
+
+@pytest.mark.parametrize("order", [1, -1], ids=["all-last", "all-first"])
+def test_a_specific_retry_rule_wins_over_all_for_its_failures(org: Org, order: int) -> None:
+    rules = [{"failure_type": "FAILED", "max_attempts": 2}, {"failure_type": "ALL", "max_attempts": 5}][
+        ::order
+    ]
+    devices = add_devices(org.tenant, 2)
+
+    operation = dispatched_operation(org.tenant, devices, rollout={"retries": rules})
+
+    budgets = set(
+        CommandStatus.objects.filter(operation=operation).values_list(
+            "max_attempts_on_failure", "max_attempts_on_timeout"
+        )
+    )
+    assert budgets == {(2, 5)}  # a Command Failure: FAILED's 2; a TimeOut: ALL's 5
+    assert rollouts.parse({"retries": rules}).max_attempts("TIMED_OUT") == 5
+
+
+def test_a_rollout_stored_with_two_rules_of_one_type_still_reads_with_the_largest() -> None:
+    stored = {
+        "retries": [
+            {"failure_type": "FAILED", "max_attempts": 2},
+            {"failure_type": "FAILED", "max_attempts": 5},
+        ]
+    }
+
+    rollout = rollouts.Rollout.from_json(stored)
+
+    assert (
+        rollout is not None and rollout.max_attempts("FAILED") == 5 and rollout.max_attempts("TIMED_OUT") == 1
+    )
+
+
+def test_abort_rules_of_one_type_each_trip_on_their_own_the_first_in_order_named() -> None:
+    early = {"failure_type": "FAILED", "threshold_percent": 50, "min_executed": 10}
+    late = {"failure_type": "FAILED", "threshold_percent": 10, "min_executed": 100}
+    every = {"failure_type": "ALL", "threshold_percent": 20, "min_executed": 10}
+    rollout = rollouts.parse({"abort": [early, late, every]})
+    counts = dict.fromkeys(counting.FINISHED, 0) | {"timed_out_count": 0, "dispatch_failed_count": 0}
+
+    def tripped(success: int, failed: int) -> str | None:
+        found = rollout.tripped({**counts, "success_count": success, "failed_count": failed})
+        return None if found is None else found[0].describe()
+
+    assert tripped(success=8, failed=2) == "ALL >= 20% after 10 devices"  # FAILED's 50% not met
+    assert tripped(success=4, failed=6) == "FAILED >= 50% after 10 devices"  # both met: the first
+    assert tripped(success=160, failed=20) == "FAILED >= 10% after 100 devices"
+    assert tripped(success=95, failed=5) is None
 
 
 def test_retries_under_duplicated_and_reordered_reports_never_exceed_the_budget(org: Org) -> None:

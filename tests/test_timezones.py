@@ -8,15 +8,20 @@ says where a device is. Every timezone field reads ``inventory.models.devices``'
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
 
 from inventory.device_rows import clean_device_row
-from inventory.models.devices import available_timezones, validate_timezone
+from inventory.models import Device
+from inventory.models.devices import PSEUDO_ZONES, available_timezones, validate_timezone
 from tests.conftest import Org, add_device
-from tests.helpers import error
+from tests.helpers import error, openapi_document
 
 PSEUDO = ["Factory", "localtime", "posixrules", "posix/Europe/Berlin", "right/UTC"]
 REAL = ["UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires", "Etc/GMT+5", "Asia/Kolkata"]
@@ -77,3 +82,47 @@ def test_real_zones_are_taken(org: Org, zone: str) -> None:
 
     assert response.status_code == 201, response.content
     assert response.json()["content"]["timezone"] == zone
+
+
+def test_the_migration_moves_devices_with_a_pseudo_zone_to_utc(org: Org) -> None:
+    migration = importlib.import_module("inventory.migrations.0012_devices_off_pseudo_zones")
+    historical = (
+        MigrationExecutor(connection)
+        .loader.project_state(("inventory", "0012_devices_off_pseudo_zones"))
+        .apps
+    )
+    for zone in [*PSEUDO, *REAL]:
+        device = add_device(org.tenant, f"in-{zone}".replace("/", "-")).device
+        Device.objects.filter(pk=device.pk).update(timezone=zone)  # as stored before the check
+    before = timezone.now()
+
+    moved = migration.move_pseudo_zones_to_utc(historical, None)
+
+    zones = dict(Device.objects.values_list("device_id", "timezone"))
+    assert moved == len(PSEUDO)
+    assert {zones[f"in-{zone}".replace("/", "-")] for zone in PSEUDO} == {"UTC"}
+    assert all(zones[f"in-{zone}".replace("/", "-")] == zone for zone in REAL)
+    assert Device.objects.filter(timezone="UTC", updated_at__gte=before).count() == len(PSEUDO)
+    assert migration.move_pseudo_zones_to_utc(historical, None) == 0  # once is enough
+
+
+def test_the_migration_knows_every_pseudo_zone_the_check_refuses() -> None:
+    migration = importlib.import_module("inventory.migrations.0012_devices_off_pseudo_zones")
+
+    assert set(migration.PSEUDO_ZONES) == PSEUDO_ZONES
+    assert all(zone.startswith(migration.PSEUDO_PREFIXES) for zone in PSEUDO if "/" in zone)
+
+
+def test_the_published_schema_lists_exactly_the_zones_a_device_takes(org: Org) -> None:
+    schemas = openapi_document()["components"]["schemas"]
+    enum = schemas["TimezoneEnum"]["enum"]
+
+    assert set(enum) == available_timezones() and not set(PSEUDO) & set(enum)
+    for request in ("DeviceRequest", "PatchedDeviceRequest"):
+        assert schemas[request]["properties"]["timezone"]["allOf"] == [
+            {"$ref": "#/components/schemas/TimezoneEnum"}
+        ]
+    answer = schemas["Device"]["properties"]["timezone"]
+    assert answer["type"] == "string" and "enum" not in answer  # a stored value stays readable
+    for index, zone in enumerate(enum[:: len(enum) // 12]):  # the enum's values are taken
+        assert org.admin.post("/v0/devices/", {"id": f"z{index}", "timezone": zone}).status_code == 201

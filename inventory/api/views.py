@@ -28,6 +28,8 @@ MAX_BULK_DEVICES = 100_000
 #: A create or rename to an id another device of the tenant has: a clash with what exists,
 #: not a malformed body.
 ID_TAKEN = OpenApiResponse(description="Another device of the tenant has that id.")
+#: The same for a group's name (``group_exists``).
+NAME_TAKEN = OpenApiResponse(description="Another group of the tenant has that name.")
 
 
 class DeviceViewSet(
@@ -143,13 +145,22 @@ class GroupViewSet(
     def get_queryset(self) -> QuerySet[Group]:
         return super().get_queryset().annotate(device_count=Count("devices"))
 
-    def get_serializer_context(self) -> dict[str, Any]:
-        return {**super().get_serializer_context(), "tenant_id": self.tenant_id}
-
     def perform_create(self, serializer: Any) -> None:
-        serializer.save(tenant_id=self.tenant_id)
+        serializer.instance = services.save_group(self.tenant_id, serializer.validated_data)
 
+    def perform_update(self, serializer: Any) -> None:
+        services.save_group(self.tenant_id, serializer.validated_data, group=serializer.instance)
+
+    @extend_schema(responses={201: GroupSerializer, 409: NAME_TAKEN})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         response = super().create(request, *args, **kwargs)
         response.data = GroupSerializer(self.get_queryset().get(pk=response.data["id"])).data
         return response
+
+    @extend_schema(responses={200: GroupSerializer, 409: NAME_TAKEN})
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().update(request, *args, **kwargs)
+
+    @extend_schema(responses={200: GroupSerializer, 409: NAME_TAKEN})
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().partial_update(request, *args, **kwargs)

@@ -76,7 +76,12 @@ class MaintenanceJobCreateSerializer(serializers.Serializer):
 
     time_expression = serializers.CharField(max_length=200, trim_whitespace=True)
     scheduler_type = serializers.ChoiceField(choices=[SCHEDULER_TYPE])
-    full_build = serializers.BooleanField(required=False, default=False)
+    full_build = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Recount every operation, not only those changed since the last run; at most "
+        "once every MAINTENANCE_FULL_BUILD_MIN_MINUTES (60) minutes (else 400 full_build_too_frequent).",
+    )
 
     def validate_time_expression(self, value: str) -> str:
         try:

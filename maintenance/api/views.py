@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db.models import OuterRef, QuerySet, Subquery
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -95,10 +95,22 @@ class MaintenanceJobsView(MaintenanceView):
                 "time_expression", OpenApiTypes.STR, description="Quartz cron, e.g. 0 0 0 ? * MON"
             ),
             OpenApiParameter("scheduler_type", OpenApiTypes.STR, enum=["time-based"]),
-            OpenApiParameter("full_build", OpenApiTypes.BOOL),
+            OpenApiParameter(
+                "full_build",
+                OpenApiTypes.BOOL,
+                description="Recount every operation, not only those changed since the last run. "
+                "A full build may fire at most once every MAINTENANCE_FULL_BUILD_MIN_MINUTES (60) "
+                "minutes; a closer one is 400 full_build_too_frequent.",
+            ),
         ],
         request=MaintenanceJobCreateSerializer,
-        responses={200: MaintenanceJobCreatedSerializer},
+        responses={
+            200: MaintenanceJobCreatedSerializer,
+            409: OpenApiResponse(
+                description="The organization has MAINTENANCE_JOBS_PER_TENANT (10) jobs already, "
+                "active or not: too_many_jobs."
+            ),
+        },
     )
     def post(self, request: Request, org_id: str) -> Response:
         """Create a time-based schedule; parameters come from the query string or the JSON body."""

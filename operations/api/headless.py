@@ -24,6 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.api.envelopes import BareEnvelope
+from config.api.filters import StrictChoiceFilter
 from config.api.limits import JSON_FIELD_HELP, max_json_size, max_text_length
 from config.api.parsers import FormParser, JSONParser, JSONRefused, MultiPartParser, loads
 from config.api.validators import storable_json
@@ -110,7 +111,7 @@ class CancelSerializer(serializers.Serializer):
 class HeadlessOperationFilterSet(filters.FilterSet):
     id = filters.CharFilter(field_name="id", help_text="The operation's id, e.g. op_12345.")
     device_id = filters.CharFilter(field_name="device__device_id")
-    status = filters.ChoiceFilter(choices=HeadlessStatus.choices)
+    status = StrictChoiceFilter(choices=HeadlessStatus.choices)
     operation_type = filters.CharFilter()
 
     class Meta:

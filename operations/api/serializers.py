@@ -184,10 +184,21 @@ class RolloutSerializer(_ClosedSerializer):
         help_text="At most this many commands handed out in any 60 s, across every server.",
     )
     abort = serializers.ListField(
-        child=AbortRuleSerializer(), required=False, allow_null=True, max_length=rollouts.MAX_RULES
+        child=AbortRuleSerializer(),
+        required=False,
+        allow_null=True,
+        max_length=rollouts.MAX_RULES,
+        help_text="Each rule aborts on its own: the first in this order that the counters meet "
+        "aborts the operation, and its reason names it. Several rules of one type are allowed (a "
+        "high rate early, a low one later), and ALL beside FAILED or TIMED_OUT.",
     )
     retries = serializers.ListField(
-        child=RetryRuleSerializer(), required=False, allow_null=True, max_length=rollouts.MAX_RULES
+        child=RetryRuleSerializer(),
+        required=False,
+        allow_null=True,
+        max_length=rollouts.MAX_RETRY_RULES,
+        help_text="At most one rule per failure_type (a second one is refused). A FAILED or "
+        "TIMED_OUT rule wins over ALL for its failures; ALL covers the type no rule names.",
     )
     in_progress_timeout_minutes = _bounded(
         rollouts.TIMEOUT_MINUTES,
