@@ -25,7 +25,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from celery import current_app
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -39,13 +38,12 @@ from operations.choices import DESTRUCTIVE_TYPES, ApprovalState, OperationState,
 from operations.device_query import DeviceQuery
 from operations.events import operation_data
 from operations.models import ApprovalPolicy, Operation
+from operations.sending import send_fan_out
 
 S = OperationState
 A = ApprovalState
 logger = logging.getLogger(__name__)
 
-#: ``operations.tasks.fan_out_operation`` (the tasks module imports this one, never the reverse).
-FAN_OUT_TASK = "operations.tasks.fan_out_operation"
 DEFAULT_EXPIRES_AFTER_HOURS = 72
 #: A year: an approval that waits longer is forgotten, not pending.
 MAX_EXPIRES_AFTER_HOURS = 24 * 366
@@ -211,7 +209,7 @@ def _decide(operation: Operation, decider: Decider, *, approved: bool, remark: s
             event = EventType.OPERATION_APPROVED if approved else EventType.OPERATION_DENIED
             emit(decided.tenant_id, event, operation_data(decided))
             if approved:
-                transaction.on_commit(functools.partial(_send_fan_out, decided.pk))
+                transaction.on_commit(functools.partial(send_fan_out, decided.pk))
     if won:
         return Operation.objects.get(pk=operation.pk)
     # Lost: someone decided, cancelled or the approval expired first. An approval past its
@@ -234,15 +232,6 @@ def _not_waiting(operation: Operation) -> str:
             f"the operation no longer waits for approval: {by} {operation.approval_state.lower()} it ({name})"
         )
     return f"the operation does not wait for approval; it is {name}"
-
-
-def _send_fan_out(operation_id: Any) -> None:
-    """As ``services._send_fan_out``: the approval is committed; a broker that is down must not
-    fail it, and ``recover_stuck_fan_outs`` sends the fan-out later."""
-    try:
-        current_app.send_task(FAN_OUT_TASK, args=[str(operation_id)])
-    except Exception:
-        logger.warning("fan-out of %s not sent; the recovery sweep will send it", operation_id, exc_info=True)
 
 
 def expire(operation_id: Any, now: dt.datetime | None = None) -> bool:

@@ -6,7 +6,6 @@ import functools
 import logging
 from typing import Any
 
-from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -21,12 +20,11 @@ from operations.choices import PRE_DISPATCH_STATES, TERMINAL_STATES, OperationSt
 from operations.device_query import DeviceQuery
 from operations.events import operation_data
 from operations.models import Operation
+from operations.sending import send_fan_out
 from operations.sweeps import reschedule
 
 S = OperationState
 logger = logging.getLogger(__name__)
-#: ``operations.tasks.fan_out_operation``, sent after the operation commits.
-FAN_OUT_TASK = "operations.tasks.fan_out_operation"
 #: The ``error_code`` of an operator's move the operation's state does not allow.
 INVALID_TRANSITION = "invalid_transition"
 
@@ -65,19 +63,8 @@ def create_operation(tenant_id: int, data: dict[str, Any], actor: str, requester
         if waiting:
             approvals.requested(operation)
         else:
-            transaction.on_commit(lambda: _send_fan_out(operation.pk))
+            transaction.on_commit(lambda: send_fan_out(operation.pk))
     return operation
-
-
-def _send_fan_out(operation_id: Any) -> None:
-    """Hand the fan-out to a worker. The operation is stored already: a broker that is down
-    must not fail the request (a client would retry and create it twice);
-    ``recover_stuck_fan_outs`` sends it again later. The task is sent by name:
-    the tasks module imports this one, never the reverse."""
-    try:
-        current_app.send_task(FAN_OUT_TASK, args=[str(operation_id)])
-    except Exception:
-        logger.warning("fan-out of %s not sent; the recovery sweep will send it", operation_id, exc_info=True)
 
 
 def request_state(operation: Operation, target: OperationState, reason: str, actor: str) -> Operation:
@@ -158,7 +145,7 @@ def resume(operation: Operation, reason: str, actor: str) -> Operation:
             waves.open_next(current.pk, current.current_wave, actor)
         transaction.on_commit(functools.partial(inbox_cache.bump_tenant, current.tenant_id))
         if back in PRE_DISPATCH_STATES:
-            transaction.on_commit(functools.partial(_send_fan_out, current.pk))
+            transaction.on_commit(functools.partial(send_fan_out, current.pk))
     if back not in PRE_DISPATCH_STATES:  # reports that came in while paused move it on now
         reported = current.commands.filter(state__in=REPORTED_STATES).exists()
         progress.advance(current.pk, reported=reported, actor=actor)
