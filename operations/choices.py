@@ -106,6 +106,8 @@ class OperationType(models.TextChoices):
 class ScheduleType(models.TextChoices):
     IMMEDIATE = "IMMEDIATE"
     WINDOW = "WINDOW"
+    #: A series: a Quartz expression makes one WINDOW run per firing (``operations.recurring``).
+    RECURRING = "RECURRING"
 
 
 class TimeType(models.TextChoices):

@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from commands import partitions
-from operations import fanout, headless, stopping, sweeps
+from operations import fanout, headless, series, stopping, sweeps
 from operations.choices import PRE_DISPATCH_STATES, OperationState
 from operations.models import Operation
 
@@ -72,3 +72,9 @@ def stop_commands(operation_id: str) -> int:
 def resume_stops() -> int:
     """Send again stops whose commands are still unfinished and whose worker is gone."""
     return stopping.resume_stops()
+
+
+@shared_task(ignore_result=True)
+def fire_series() -> dict[str, int]:
+    """Make the runs of due firings of RECURRING operations, each once (``operations.series``)."""
+    return series.sweep()

@@ -25,7 +25,7 @@ from operations.models import Operation
 
 
 class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
-    queryset = Operation.objects.prefetch_related("activity", "waves")
+    queryset = Operation.objects.select_related("template").prefetch_related("activity", "waves")
     serializer_class = OperationSerializer
     filterset_class = OperationFilterSet
     http_method_names = ["get", "post", "put", "head", "options"]

@@ -2,12 +2,14 @@
 
 from operations.models.headless import HeadlessOperation, HeadlessStatus, UpcomingHeadlessRun
 from operations.models.operations import Operation, OperationActivity, OperationWave, WaveState
+from operations.models.templates import OperationTemplate
 
 __all__ = [
     "HeadlessOperation",
     "HeadlessStatus",
     "Operation",
     "OperationActivity",
+    "OperationTemplate",
     "OperationWave",
     "UpcomingHeadlessRun",
     "WaveState",
