@@ -291,6 +291,14 @@ class OperationCreateSerializer(serializers.Serializer):
         help_text="Optional: waves, rate, abort rules, retries, in-progress timeout (docs/rollouts.md).",
     )
 
+    template = serializers.CharField(
+        required=False,
+        help_text="A template's id or name: the operation is made from it, the body's fields override its.",
+    )
+    template_parameters = serializers.DictField(
+        required=False, help_text="Values of the template's parameters (by name), of their types."
+    )
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         args = ScheduleArgsSerializer(
             data=attrs.get("schedule_args") or {}, context={"schedule_type": attrs["schedule_type"]}

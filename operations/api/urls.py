@@ -1,5 +1,6 @@
 from rest_framework.routers import DefaultRouter
 
+from operations.api.templates import OperationTemplateViewSet
 from operations.api.views import OperationViewSet
 
 app_name = "operations"
@@ -7,5 +8,6 @@ app_name = "operations"
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
 router.register("v0/operations", OperationViewSet, basename="operation")
+router.register("v0/operation-templates", OperationTemplateViewSet, basename="operation-template")
 
 urlpatterns = router.urls

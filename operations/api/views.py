@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from config.api.views import TenantScopedViewSet
 from inventory.api.serializers import DeviceSerializer
-from operations import services
+from operations import services, templates
 from operations.api.serializers import (
     ROLLOUT_EXAMPLE,
     OperationCreateSerializer,
@@ -45,14 +45,48 @@ class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantS
                     "arguments": {"package": "com.example.pos", "version": "4.2.0"},
                     "rollout": ROLLOUT_EXAMPLE,
                 },
-            )
+            ),
+            OpenApiExample(
+                "REBOOT every night at 02:00 in each device's own time, for an hour, 30 times",
+                request_only=True,
+                value={
+                    "operation_type": "REBOOT",
+                    "schedule_type": "RECURRING",
+                    "schedule_args": {
+                        "time_expression": "0 0 2 * * ?",
+                        "duration_minutes": 60,
+                        "time_type": "device",
+                        "max_runs": 30,
+                    },
+                    "operation_device_query": {"groups": ["kiosks"]},
+                },
+            ),
+            OpenApiExample(
+                "From a template, with a parameter and an override",
+                request_only=True,
+                value={
+                    "template": "install-pos-app",
+                    "template_parameters": {"version": "4.2.0"},
+                    "operation_device_query": {"devices": ["dev_67890"]},
+                },
+            ),
         ],
     )
     def create(self, request: Request) -> Response:
         """Create an operation; a worker resolves and dispatches it (answers at once, CREATED)."""
-        serializer = OperationCreateSerializer(data=request.data)
+        data: Any = request.data
+        template, values = None, None
+        if isinstance(data, dict) and data.get("template") is not None:
+            data, template, values = templates.expand(self.tenant_id, data)
+        serializer = OperationCreateSerializer(data=data)
         serializer.is_valid(raise_exception=True)
-        operation = services.create_operation(self.tenant_id, serializer.validated_data, self.principal.label)
+        operation = services.create_operation(
+            self.tenant_id,
+            serializer.validated_data,
+            self.principal.label,
+            template=template,
+            template_parameters=values,
+        )
         operation = self.get_queryset().get(pk=operation.pk)
         return Response(OperationSerializer(operation).data, status=status.HTTP_201_CREATED)
 
