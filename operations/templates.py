@@ -167,12 +167,18 @@ def _text(value: Any) -> str:
 
 
 def render(value: Any, values: dict[str, Any]) -> Any:
-    """``value`` with its placeholders replaced (see the module's docstring)."""
+    """``value`` with its placeholders of ``values``' names replaced (see the module's
+    docstring); a placeholder of another name stays as written."""
     if isinstance(value, str):
         whole = PLACEHOLDER.fullmatch(value)
-        if whole is not None:
-            return values.get(whole.group(1))
-        return PLACEHOLDER.sub(lambda match: _text(values.get(match.group(1))), value)
+        if whole is not None and whole.group(1) in values:
+            return values[whole.group(1)]
+
+        def text(match: re.Match[str]) -> str:
+            name = match.group(1)
+            return _text(values[name]) if name in values else match.group(0)
+
+        return PLACEHOLDER.sub(text, value)
     if isinstance(value, dict):
         return {key: render(item, values) for key, item in value.items()}
     if isinstance(value, list):
@@ -196,13 +202,13 @@ def find(tenant_id: int, reference: Any) -> OperationTemplate:
 
 
 def expand(tenant_id: int, body: dict[str, Any]) -> tuple[dict[str, Any], OperationTemplate, dict[str, Any]]:
-    """The operation body a template makes: its fields, ``arguments`` rendered with the values,
-    then every field the body gives in their place. Returns it with the template and values."""
+    """The operation body a template makes: its fields, then every field the body gives in
+    their place, ``arguments`` rendered with the values. Returns it with the template and values."""
     template = find(tenant_id, body.get("template"))
     values = values_for(parse_parameters(template.parameters), body.get("template_parameters"))
     data: dict[str, Any] = {
         "operation_type": template.operation_type,
-        "arguments": render(template.arguments, values),
+        "arguments": template.arguments,
     }
     for name, stored in (
         ("rollout", template.rollout),
@@ -215,4 +221,7 @@ def expand(tenant_id: int, body: dict[str, Any]) -> tuple[dict[str, Any], Operat
     for name in OVERRIDABLE:
         if name in body:
             data[name] = body[name]
+    # Arguments given in the body fill the template's placeholders too (the console's form
+    # sends the template's arguments as the operator left them).
+    data["arguments"] = render(data["arguments"], values)
     return data, template, values
