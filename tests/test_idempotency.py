@@ -576,6 +576,7 @@ POST_BODIES: dict[str, Callable[[World], Any]] = {
         "operation_device_query": {"devices": [w.device.device.device_id]},
     },
     "/v0/operations/preview/": lambda w: {"operation_device_query": {"all": True}},
+    "/v0/operation-templates/": lambda w: {"name": "idem-template", "operation_type": "REBOOT"},
     "/api/v1/inventory_device_headless_operation/": lambda w: {
         "device_id": w.device.device.device_id,
         "operation_type": "reboot",
