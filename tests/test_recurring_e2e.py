@@ -14,9 +14,10 @@ import pytest
 
 from inventory.models import EventType, WebhookEvent
 from inventory.webhooks.services import create_endpoint
+from operations.choices import OperationState
 from operations.models import Operation, OperationActivity
 from tests.conftest import CeleryProcesses, add_device, make_org, wait_until
-from tests.helpers import content, sends
+from tests.helpers import content, sends, task_events
 
 pytestmark = pytest.mark.e2e
 
@@ -84,3 +85,56 @@ def test_two_beats_make_one_run_per_firing(
     assert sorted(created_rows.values()) == [1] * RUNS
     events = Counter(e.data["id"] for e in WebhookEvent.objects.filter(type=EventType.OPERATION_CREATED))
     assert all(events[str(run.pk)] == 1 for run in runs)
+
+
+def test_a_paused_series_skips_and_a_cancelled_one_ends_its_runs(
+    celery_processes: CeleryProcesses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SERIES_SWEEP_SECONDS", "1")
+    monkeypatch.setenv("SWEEP_SECONDS", "1")
+    org = make_org("acme")
+    add_device(org.tenant, "dev-1")
+    body = {
+        "operation_type": "REBOOT",
+        "schedule_type": "RECURRING",
+        "schedule_args": {"time_expression": "*/2 * * * * ?", "duration_minutes": 5},
+        "operation_device_query": {"all": True},
+    }
+    series_id = content(org.operator.post("/v0/operations/", body), 201)["id"]
+    path = f"/v0/operations/{series_id}/"
+    celery_processes.worker(concurrency=2)
+    celery_processes.beat()
+
+    def runs() -> int:
+        return Operation.objects.filter(parent_id=series_id).count()
+
+    def sweeps_done() -> int:
+        return task_events(celery_processes.log("worker"), "succeeded", "operations.tasks.fire_series")
+
+    def three_more_sweeps(after: int) -> None:
+        wait_until(lambda: sweeps_done() >= after + 3, timeout=30, what="three more series sweeps")
+
+    try:
+        wait_until(lambda: runs() >= 1, timeout=40, what="a first run")
+        assert content(org.operator.put(path, {"state": "PAUSED"}))["state"] == "PAUSED"
+        made = runs()  # the pause waited for any sweep holding the series: none makes a run now
+        three_more_sweeps(sweeps_done())
+        assert runs() == made
+
+        resumed = content(org.operator.put(path, {"state": "RESUMED"}))
+        assert resumed["state"] == "SCHEDULED" and resumed["next_run_at"] is not None
+        wait_until(lambda: runs() > made, timeout=30, what="a run after the resume")
+
+        cancelled = content(org.operator.put(path, {"state": "CANCELLED", "reason": "enough"}))
+        assert cancelled["state"] == "CANCELLED" and cancelled["next_run_at"] is None
+        ended = runs()
+        assert set(Operation.objects.filter(parent_id=series_id).values_list("state", flat=True)) <= {
+            int(OperationState.CANCELLED),
+            int(OperationState.SUCCESS),
+            int(OperationState.FAILURE),
+        }
+        three_more_sweeps(sweeps_done())
+        assert runs() == ended
+    except AssertionError:
+        print(*(celery_processes.log(name)[-3000:] for name in ("beat", "worker")))
+        raise
