@@ -105,8 +105,12 @@ class Series:
         return [fire for fire in fires if self.end is None or fire <= self.end]
 
     def next_after(self, now: dt.datetime, runs_made: int = 0) -> dt.datetime | None:
-        """The first firing after ``now``: where a series starts, and where a resumed one goes
-        on (firings missed while paused are skipped, not replayed)."""
+        """The first firing no device has reached by ``now``: where a series starts, and where
+        a resumed one goes on (firings missed while paused are skipped, not replayed). In device
+        time that is the first wall clock the zone furthest ahead has not reached, so a first
+        run never opens in some zones only."""
+        if self.device_time:
+            now = now + AHEAD_OF_UTC
         fires = self.firings_after(now, 1, runs_made)
         return fires[0] if fires else None
 

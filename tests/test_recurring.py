@@ -213,3 +213,15 @@ def test_the_runs_list_is_the_tenants_own(org: Org, other_org: Org, devices: Non
     series.fire_due(at(created["next_run_at"]))
     assert content(other_org.operator.get(OPS, {"parent": created["id"]}))["count"] == 0
     error(org.operator.get(OPS, {"parent": "not-a-uuid"}), 400)
+
+
+def test_a_device_time_series_starts_at_a_wall_clock_no_zone_has_reached(org: Org, devices: None) -> None:
+    before = dt.datetime.now(UTC)
+    created = create(org, time_type="device", time_expression="0 0 * * * ?")  # every hour
+    first = at(created["next_run_at"])
+
+    # Kiritimati (UTC+14) reaches that wall clock 14 hours before UTC does: still ahead of now,
+    # and the first hour that is.
+    assert before < first - dt.timedelta(hours=14) <= before + dt.timedelta(hours=1)
+    assert series.fire_due(before) == 0
+    assert series.fire_due(first - dt.timedelta(hours=14)) == 1
