@@ -404,6 +404,9 @@ INBOX_POLL_SECONDS = env_int("INBOX_POLL_SECONDS", 30, minimum=1)
 INBOX_POLL_JITTER = 0.2
 # Period of the sweeps (redelivery, windows, timeouts) and of the last_seen flush.
 SWEEP_SECONDS = env_int("SWEEP_SECONDS", 10, minimum=1)
+# How often the series sweep (operations.series) makes the runs of due firings of RECURRING
+# operations: a run is made at most this late after its firing (docs/operations.md).
+SERIES_SWEEP_SECONDS = env_int("SERIES_SWEEP_SECONDS", 5, minimum=1)
 
 # --- Headless operations (docs/headless.md) -----------------------------------------------------
 # Called with the listed operations when a GET asks for update_status=true, in this order.
@@ -480,6 +483,7 @@ CELERY_BEAT_SCHEDULE.update(
         "resume-stops": {"task": "operations.tasks.resume_stops", "schedule": float(SWEEP_SECONDS)},
         # Approvals undecided past their expiry end in APPROVAL_DENIED (operations.approvals).
         "expire-approvals": {"task": "operations.tasks.expire_approvals", "schedule": float(SWEEP_SECONDS)},
+        "fire-series": {"task": "operations.tasks.fire_series", "schedule": float(SERIES_SWEEP_SECONDS)},
         "kick-webhooks": {"task": "inventory.tasks.kick_webhooks", "schedule": float(WEBHOOK_POLL_SECONDS)},
         "purge-webhook-events": {"task": "inventory.tasks.purge_webhook_events", "schedule": 3600.0},
         "purge-idempotency-keys": {

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from cron_descriptor import ExpressionDescriptor, Options
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -18,37 +16,10 @@ from django.utils.html import format_html_join
 from django.views.decorators.http import require_POST
 
 from config.errors import DomainError
+from config.quartz import QuartzError, QuartzExpression, describe
 from inventory.scoping import TenantScopedAdmin
 from maintenance import services
 from maintenance.models import MaintenanceExecution, MaintenanceJob, Outcome
-from maintenance.quartz import QuartzError, QuartzExpression
-
-_DAY_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
-# A Quartz day-of-week number (1 = SUN ... 7 = SAT) that is a day, not a '#' occurrence or a '/' step.
-_DAY_NUMBER = re.compile(r"(?<![/#\d])([1-7])(?!\d)")
-
-
-def describe(time_expression: str) -> str:
-    """A human sentence for a Quartz expression, e.g. "At 00:00, only on Monday".
-
-    cron_descriptor numbers days from 0 = Sunday unless told otherwise, and its one-based
-    mode shifts digits but not names, so Quartz day numbers are rewritten as names first:
-    names mean the same in every numbering. A lone ``L`` there is Saturday in Quartz.
-    """
-    try:
-        QuartzExpression.parse(time_expression)
-    except QuartzError as err:
-        return f"invalid: {err}"
-    parts = time_expression.upper().split()
-    day_of_week = "SAT" if parts[5] == "L" else parts[5]
-    parts[5] = _DAY_NUMBER.sub(lambda match: _DAY_NAMES[int(match.group(1)) - 1], day_of_week)
-    options = Options()
-    options.use_24hour_time_format = True
-    options.verbose = False
-    try:
-        return str(ExpressionDescriptor(" ".join(parts), options).get_description())
-    except Exception:  # cron_descriptor raises bare Exceptions on forms it does not know
-        return time_expression
 
 
 class MaintenanceJobForm(forms.ModelForm):

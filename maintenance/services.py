@@ -26,11 +26,11 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from commands.sweeps import time_out_overdue
 from config import timestamps
 from config.errors import Conflict, DomainError
+from config.quartz import QuartzError, QuartzExpression
 from config.transitions import swap
 from inventory.events import emit
 from inventory.models import EventType, Tenant
 from maintenance.models import ALLOWED_TRANSITIONS, MaintenanceExecution, MaintenanceJob, Outcome
-from maintenance.quartz import QuartzError, QuartzExpression
 from operations.aggregates import operations_to_check, repair
 
 logger = logging.getLogger(__name__)

@@ -7,6 +7,9 @@ Everything goes through ``operations.services`` and the API's serializer, as ``/
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
+import zoneinfo
 from typing import Any
 
 from django.contrib import admin, messages
@@ -17,23 +20,54 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from commands.admin import console_time
 from config.console.errors import REFUSALS, refusal_messages
 from config.console.filters import ChoicesDropdownFilter
+from config.errors import DomainError
+from config.quartz import describe
 from inventory.models import Tenant
+from inventory.models.devices import available_timezones
 from inventory.scoping import TenantScopedAdmin, scope_of, scope_queryset
-from operations import services
+from operations import recurring, services, templates
 from operations.admin_approvals import ApprovalsQueueMixin, console_requester
-from operations.admin_forms import OperationForm, device_query
+from operations.admin_forms import OperationForm, device_query, initial_from
 from operations.admin_live import ROLLOUT_TEMPLATE, activity_counts, command_page, live_data, schedule_summary
 from operations.api.serializers import OperationCreateSerializer
-from operations.choices import TERMINAL_STATES, OperationState
+from operations.choices import TERMINAL_STATES, OperationState, ScheduleType, TimeType
 from operations.events import approval_data
-from operations.models import Operation, OperationActivity
+from operations.models import Operation, OperationActivity, OperationTemplate
 from operations.services import cancel_operation
+
+#: Runs a series' page lists (the newest).
+RUNS_SHOWN = 20
+
+
+def _uuid_or_none(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
+
+
+def _fire_in_words(series: recurring.Series, fire: dt.datetime | None) -> str:
+    """A firing as the page writes times: a console one in UTC, a device-time one as the wall
+    clock it is (no instant: each device opens at its own)."""
+    if fire is None:
+        return "-"
+    if series.device_time:
+        return f"{fire:%Y-%m-%d %H:%M %a} in each device's own time"
+    return (
+        f"{console_time(fire)} ({fire.astimezone(zoneinfo.ZoneInfo(series.console_zone)):%a %H:%M} "
+        f"{series.console_zone})"
+    )
+
+
+def series_runs_in_words(series: recurring.Series, now: dt.datetime, count: int) -> list[str]:
+    return [_fire_in_words(series, fire) for fire in series.firings_after(now, count)]
 
 
 class ActivityInline(admin.TabularInline):
@@ -115,13 +149,98 @@ class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
         "created",
     ]
     fields = tuple(readonly_fields)
+    #: A RECURRING series' page adds its expression in words, its next runs and its runs.
+    series_fields = ("series", "runs")
 
     change_form_template = "admin/operations/operation/change_form.html"
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is not None and obj.schedule_type == ScheduleType.RECURRING:
+            return (*self.fields, *self.series_fields)
+        if obj is not None and obj.parent_id is not None:
+            return (*self.fields, "series_of")
+        return self.fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.get_fields(request, obj)
+
+    @admin.display(description="series")
+    def series(self, operation: Operation) -> str:
+        """The expression in words and the next five runs, as the maintenance page shows a
+        schedule's; nothing upcoming once the series is paused, stopped or past its end."""
+        args = operation.schedule_args or {}
+        words = describe(str(args.get("time_expression", "")))
+        clock = (
+            "each device's own time"
+            if args.get("time_type") == TimeType.DEVICE
+            else args.get("timezone", "UTC")
+        )
+        head = format_html(
+            "<div><b>{}</b> ({}), each run open {} min; {} run(s) made{}</div>",
+            words,
+            clock,
+            args.get("duration_minutes", recurring.DEFAULT_DURATION_MINUTES),
+            operation.runs_count,
+            f", at most {args['max_runs']}" if args.get("max_runs") else "",
+        )
+        if operation.state != OperationState.SCHEDULED or operation.next_run_at is None:
+            return format_html("{}<div>no run to come ({})</div>", head, operation.state_name)
+        parsed = recurring.Series.from_args(args)
+        later = parsed.firings_after(operation.next_run_at, 4, operation.runs_count + 1)
+        upcoming = [_fire_in_words(parsed, fire) for fire in [operation.next_run_at, *later]]
+        return format_html(
+            '{}<div>next five runs:</div><ul class="series-upcoming">{}</ul>',
+            head,
+            format_html_join("", "<li>{}</li>", ((line,) for line in upcoming)),
+        )
+
+    @admin.display(description="runs")
+    def runs(self, operation: Operation) -> str:
+        """The series' runs, newest first, each with its outcome and counts."""
+        runs = list(operation.runs.order_by("-scheduled_for")[:RUNS_SHOWN])
+        if not runs:
+            return "no run yet"
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    reverse("admin:operations_operation_change", args=[run.pk]),
+                    _fire_in_words(recurring.Series.from_args(operation.schedule_args), run.scheduled_for),
+                    state_badge(run),
+                    progress_bar(run),
+                )
+                for run in runs
+                if run.scheduled_for is not None
+            ),
+        )
+        shown = (
+            f"the newest {len(runs)} of {operation.runs_count}" if operation.runs_count > len(runs) else ""
+        )
+        return format_html(
+            '<table class="series-runs"><thead><tr><th>run of</th><th>outcome</th><th>devices</th></tr>'
+            "</thead><tbody>{}</tbody></table>{}",
+            rows,
+            shown,
+        )
+
+    @admin.display(description="run of the series")
+    def series_of(self, operation: Operation) -> str:
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:operations_operation_change", args=[operation.parent_id]),
+            operation.parent_id,
+        )
 
     def get_urls(self) -> list[Any]:
         wrap = self.admin_site.admin_view
         return [
             path("preview/", wrap(require_POST(self.preview_view)), name="operations_operation_preview"),
+            path(
+                "series-preview/",
+                wrap(require_POST(self.series_preview_view)),
+                name="operations_operation_series_preview",
+            ),
             path(
                 "<path:object_id>/progress/", wrap(self.progress_view), name="operations_operation_progress"
             ),
@@ -159,17 +278,30 @@ class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
         """The form: validated by the API's serializer, created by the API's service."""
         if not self.has_add_permission(request):
             raise PermissionDenied
-        form = OperationForm(request.POST or None, tenants=self._tenants(request))
+        tenants = self._tenants(request)
+        picked = None
+        if request.method != "POST" and request.GET.get("template"):
+            picked = OperationTemplate.objects.filter(
+                tenant__in=tenants, pk=_uuid_or_none(request.GET["template"])
+            ).first()
+        initial = initial_from(picked) if picked is not None else None
+        form = OperationForm(request.POST or None, tenants=tenants, initial=initial)
         api_errors: list[str] = []
         if request.method == "POST" and form.is_valid():
-            serializer = OperationCreateSerializer(data=form.api_data())
+            tenant_id = form.cleaned_data["tenant"].pk
             try:
+                body, template, values = form.api_data(), None, None
+                if body.get("template"):
+                    body, template, values = templates.expand(tenant_id, body)
+                serializer = OperationCreateSerializer(data=body)
                 serializer.is_valid(raise_exception=True)
                 operation = services.create_operation(
-                    form.cleaned_data["tenant"].pk,
+                    tenant_id,
                     serializer.validated_data,
                     self._actor(request),
                     console_requester(request),
+                    template=template,
+                    template_parameters=values,
                 )
             except REFUSALS as error:
                 api_errors = refusal_messages(error)
@@ -187,6 +319,7 @@ class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
             "form": form,
             "api_errors": api_errors,
             "preview_url": reverse("admin:operations_operation_preview"),
+            "series_preview_url": reverse("admin:operations_operation_series_preview"),
         }
         return TemplateResponse(request, "admin/operations/operation/create.html", context)
 
@@ -223,6 +356,26 @@ class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
         except REFUSALS as error:
             return JsonResponse({"errors": refusal_messages(error)}, status=400)
         return JsonResponse({"device_count": count, "devices": [device.device_id for device in sample]})
+
+    def series_preview_view(self, request: HttpRequest) -> JsonResponse:
+        """The form's RECURRING expression in words and its next five runs, as the maintenance
+        page shows a schedule's (``config.quartz.describe``), checked by the API's parser."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        data = request.POST
+        args: dict[str, Any] = {
+            "time_expression": (data.get("time_expression") or "").strip(),
+            "time_type": data.get("time_type") or TimeType.CONSOLE,
+            "timezone": (data.get("timezone") or "UTC").strip(),
+        }
+        try:
+            recurring.parse_expression(args["time_expression"])
+            if args["timezone"] not in available_timezones():
+                raise DomainError({"timezone": ["is not an IANA time zone name"]})
+            upcoming = series_runs_in_words(recurring.Series.from_args(args), timezone.now(), 5)
+        except REFUSALS as error:
+            return JsonResponse({"errors": refusal_messages(error)}, status=400)
+        return JsonResponse({"description": describe(args["time_expression"]), "runs": upcoming})
 
     def _operation(self, request: HttpRequest, object_id: str) -> Operation:
         operation = self.get_object(request, unquote(object_id))
@@ -356,4 +509,4 @@ class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
                 messages.error(request, f"{operation.pk}: " + "; ".join(refusal_messages(error)))
 
 
-from operations import admin_headless  # noqa: E402,F401  (registers the headless screens)
+from operations import admin_headless, admin_templates  # noqa: E402,F401  (registers their screens)

@@ -9,6 +9,7 @@ validated by the API's ``OperationCreateSerializer`` and created by
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import zoneinfo
 from typing import Any
@@ -20,9 +21,10 @@ from config.api.parsers import JSONRefused, loads
 from config.errors import DomainError
 from inventory.models import Group, Tenant
 from inventory.models.devices import available_timezones
-from operations import rollouts
+from operations import recurring, rollouts
 from operations.choices import OperationType, ScheduleType, TimeType
 from operations.device_query import DEVICE_TYPES
+from operations.models import OperationTemplate
 from operations.windows import DAYS
 
 _SEPARATORS = re.compile(r"[\s,;]+")
@@ -132,6 +134,33 @@ class OperationForm(forms.Form):
         widget=forms.RadioSelect,
     )
     timezone = forms.CharField(initial="UTC", help_text="IANA zone of the window in console time")
+    # RECURRING (contract section 12): the series' expression, each run's window, its end.
+    time_expression = forms.CharField(
+        required=False,
+        max_length=200,
+        label="Repeat (Quartz)",
+        help_text="sec min hour day-of-month month day-of-week [year]; "
+        "e.g. 0 0 2 * * ? is every day at 02:00",
+    )
+    duration_minutes = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=recurring.MAX_DURATION_MINUTES,
+        initial=recurring.DEFAULT_DURATION_MINUTES,
+        label="Each run's window (min)",
+    )
+    max_runs = forms.IntegerField(
+        required=False, min_value=1, label="At most this many runs", help_text="empty: no limit"
+    )
+    # A template (contract section 12): picking one fills the form (``initial_from``); its
+    # parameters' values are a JSON object, as the API's ``template_parameters``.
+    template = forms.ChoiceField(required=False, label="From a template")
+    template_parameters = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        label="Template parameters",
+        help_text='JSON object of the template\'s parameters, e.g. {"version": "4.2.0"}',
+    )
     arguments = forms.CharField(
         required=False,
         initial="{}",
@@ -188,6 +217,11 @@ class OperationForm(forms.Form):
             .distinct()
         )
         self.fields["os"].choices = [(os, os) for os in sorted(systems)]  # type: ignore[attr-defined]
+        kept = OperationTemplate.objects.filter(tenant__in=tenants).select_related("tenant").order_by("name")
+        self.fields["template"].choices = [  # type: ignore[attr-defined]
+            ("", "---"),
+            *((str(t.pk), f"{t.tenant.slug}: {t.name}" if many else t.name) for t in kept),
+        ]
 
         for row in range(1, RULE_ROWS + 1):
             # In a table, under its column's header: each says which rule it is to a screen reader.
@@ -214,6 +248,16 @@ class OperationForm(forms.Form):
             if refused.where is None:
                 raise forms.ValidationError(f"not valid JSON: {refused.reason}") from None
             raise forms.ValidationError(f"{refused.field('arguments')}: {refused.reason}") from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError("must be a JSON object")
+        return value
+
+    def clean_template_parameters(self) -> dict[str, Any]:
+        text = (self.cleaned_data.get("template_parameters") or "").strip() or "{}"
+        try:
+            value = loads(text)
+        except JSONRefused as refused:
+            raise forms.ValidationError(f"not valid JSON: {refused.reason}") from None
         if not isinstance(value, dict):
             raise forms.ValidationError("must be a JSON object")
         return value
@@ -307,9 +351,69 @@ class OperationForm(forms.Form):
             if data.get("days"):
                 args["days"] = data["days"]
             body["schedule_args"] = args
+        if data["schedule_type"] == ScheduleType.RECURRING:
+            body["schedule_args"] = self._recurring_args()
         if self.rollout is not None:
             body["rollout"] = self.rollout
+        if data.get("template"):
+            body["template"] = data["template"]
+            body["template_parameters"] = data["template_parameters"]
         return body
+
+    def _recurring_args(self) -> dict[str, Any]:
+        """A series' ``schedule_args``: the window fields' start and end bound the series."""
+        data = self.cleaned_data
+        args: dict[str, Any] = {"time_type": data["time_type"], "time_expression": data["time_expression"]}
+        zone = zoneinfo.ZoneInfo(data["timezone"]) if data["time_type"] == TimeType.CONSOLE else dt.UTC
+        if data["time_type"] == TimeType.CONSOLE:
+            args["timezone"] = data["timezone"]
+        for name, field in (("start_datetime", "start"), ("end_datetime", "end")):
+            if data.get(field):
+                args[name] = data[field].replace(tzinfo=None).replace(tzinfo=zone).isoformat()
+        for name in ("duration_minutes", "max_runs"):
+            if data.get(name):
+                args[name] = data[name]
+        return args
+
+
+def initial_from(template: OperationTemplate) -> dict[str, Any]:
+    """The form's fields as a template fills them: what it says, the rest left as they are.
+    ``arguments`` keep their ``{{name}}`` placeholders, which the parameters fill on submit."""
+    initial: dict[str, Any] = {
+        "template": str(template.pk),
+        "tenant": template.tenant_id,
+        "operation_type": template.operation_type,
+        "arguments": json.dumps(template.arguments, indent=1),
+        "template_parameters": json.dumps(
+            {name: spec.get("default") for name, spec in (template.parameters or {}).items()}
+        ),
+    }
+    query = template.device_query or {}
+    if query.get("devices"):
+        initial["devices"] = ", ".join(query["devices"])
+    if query.get("groups"):
+        initial["groups"] = [str(group) for group in query["groups"]]
+    if query.get("device_type"):
+        initial["device_type"] = query["device_type"]
+    filters = query.get("filters") or {}
+    if filters.get("os__in"):
+        initial["os"] = list(filters["os__in"])
+    if filters.get("tags__contains"):
+        initial["tags"] = ", ".join(filters["tags__contains"])
+    initial["all_devices"] = bool(query.get("all"))
+    if template.schedule_type:
+        initial["schedule_type"] = template.schedule_type
+    args = template.schedule_args or {}
+    for name in ("time_type", "timezone", "time_expression", "duration_minutes", "max_runs", "days"):
+        if args.get(name):
+            initial[name] = args[name]
+    rollout = template.rollout or {}
+    if rollout.get("waves"):
+        initial["waves"] = ", ".join(str(wave) for wave in rollout["waves"])
+    for name in ROLLOUT_FIELDS[1:]:
+        if rollout.get(name) is not None:
+            initial[name] = str(rollout[name])
+    return initial
 
 
 def _failure_type_field(rule: str) -> forms.CharField:

@@ -33,8 +33,8 @@ from config import timestamps
 from config.errors import Conflict, DomainError, Forbidden
 from inventory.events import emit
 from inventory.models import AuditEntry, EventType
-from operations import progress
-from operations.choices import DESTRUCTIVE_TYPES, ApprovalState, OperationState, OperationType
+from operations import progress, recurring
+from operations.choices import DESTRUCTIVE_TYPES, ApprovalState, OperationState, OperationType, ScheduleType
 from operations.device_query import DeviceQuery
 from operations.events import operation_data
 from operations.models import ApprovalPolicy, Operation
@@ -184,15 +184,18 @@ def _decide(operation: Operation, decider: Decider, *, approved: bool, remark: s
         code = "permission_denied" if not decider.is_admin else REQUESTER_CANNOT_DECIDE
         raise Forbidden({"detail": [refusal]}, code=code)
     now = timezone.now()
-    target = S.CREATED if approved else S.APPROVAL_DENIED
+    series = operation.schedule_type == ScheduleType.RECURRING
+    target = (S.SCHEDULED if series else S.CREATED) if approved else S.APPROVAL_DENIED
     verdict = A.APPROVED if approved else A.DENIED
-    fields = {
+    fields: dict[str, Any] = {
         "approval_state": verdict,
         "approval_decider": decider.identity[:200],
         "approval_decided_by": decider.label[:200],
         "approval_decided_at": now,
         "approval_remark": remark,
     }
+    if approved and series:  # approved once for its runs: it waits for its first firing from now
+        fields.update(recurring.first_firing(operation.schedule_args, now))
     reason = f"approved: {remark}" if approved and remark else ("approved" if approved else remark)
     with transaction.atomic():
         won = progress.move(
@@ -208,7 +211,7 @@ def _decide(operation: Operation, decider: Decider, *, approved: bool, remark: s
             decided = Operation.objects.get(pk=operation.pk)
             event = EventType.OPERATION_APPROVED if approved else EventType.OPERATION_DENIED
             emit(decided.tenant_id, event, operation_data(decided))
-            if approved:
+            if approved and not series:
                 transaction.on_commit(functools.partial(send_fan_out, decided.pk))
     if won:
         return Operation.objects.get(pk=operation.pk)

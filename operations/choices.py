@@ -128,6 +128,8 @@ class ApprovalState(models.TextChoices):
 class ScheduleType(models.TextChoices):
     IMMEDIATE = "IMMEDIATE"
     WINDOW = "WINDOW"
+    #: A series: a Quartz expression makes one WINDOW run per firing (``operations.recurring``).
+    RECURRING = "RECURRING"
 
 
 class TimeType(models.TextChoices):
@@ -184,9 +186,10 @@ ALLOWED_TRANSITIONS: dict[OperationState, frozenset[OperationState]] = {
     S.PROCESSING: frozenset({S.COMPLETED, S.SCHEDULED, S.PAUSED}) | _STOP,
     # Resuming goes back to the state the pause left (Operation.paused_from).
     S.PAUSED: PAUSABLE_STATES | _STOP,
-    # Approval (operations.approvals): on to CREATED as if just created, or denied; a waiting
-    # operation may also be withdrawn (cancelled) or stopped like any unfinished one.
-    S.WAITING_FOR_APPROVAL: frozenset({S.CREATED, S.APPROVAL_DENIED}) | _STOP,
+    # Approval (operations.approvals): on to CREATED as if just created (a RECURRING series to
+    # SCHEDULED, waiting for its first firing), or denied; a waiting operation may also be
+    # withdrawn (cancelled) or stopped like any unfinished one.
+    S.WAITING_FOR_APPROVAL: frozenset({S.CREATED, S.SCHEDULED, S.APPROVAL_DENIED}) | _STOP,
     S.COMPLETED: frozenset({S.SUCCESS, S.FAILURE}),
     S.SUCCESS: frozenset(),
     S.FAILURE: frozenset(),

@@ -33,6 +33,10 @@ def operation_data(operation: Operation, previous_state: int | None = None) -> d
         "operation_stats": {"device_operation_statuses_count": operation.counts()},
         "rollout": operation.rollout,
         "approval": approval_data(operation),
+        "parent": str(operation.parent_id) if operation.parent_id else None,
+        "scheduled_for": timestamps.format(operation.scheduled_for) if operation.scheduled_for else None,
+        "template": str(operation.template_id) if operation.template_id else None,
+        "template_parameters": operation.template_parameters,
     }
     if previous_state is not None:
         data["previous_state"] = OperationState(previous_state).name

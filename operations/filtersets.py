@@ -29,6 +29,7 @@ class OperationFilterSet(filters.FilterSet):
     created_after = AwareDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = AwareDateTimeFilter(field_name="created_at", lookup_expr="lt")
     ordering = OrderingFilter(fields=("created_at", "state", "updated_at"))
+    parent = filters.UUIDFilter(field_name="parent_id", help_text="The runs of this RECURRING operation.")
 
     class Meta:
         model = Operation

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import functools
 import logging
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from commands import inbox_cache
@@ -15,11 +17,11 @@ from commands.choices import REPORTED_STATES, CommandState
 from config.errors import DomainError
 from inventory.events import emit
 from inventory.models import Device, EventType
-from operations import approvals, progress, rollouts, stopping, waves
+from operations import approvals, progress, recurring, rollouts, stopping, waves
 from operations.choices import PRE_DISPATCH_STATES, TERMINAL_STATES, OperationState, ScheduleType, can_move
 from operations.device_query import DeviceQuery
 from operations.events import operation_data
-from operations.models import Operation
+from operations.models import Operation, OperationTemplate
 from operations.sending import send_fan_out
 from operations.sweeps import reschedule
 
@@ -29,42 +31,95 @@ logger = logging.getLogger(__name__)
 INVALID_TRANSITION = "invalid_transition"
 
 
-def create_operation(tenant_id: int, data: dict[str, Any], actor: str, requester: str = "") -> Operation:
+def create_operation(
+    tenant_id: int,
+    data: dict[str, Any],
+    actor: str,
+    requester: str = "",
+    *,
+    template: OperationTemplate | None = None,
+    template_parameters: dict[str, Any] | None = None,
+) -> Operation:
     """Store the operation in CREATED and hand the fan-out to a worker after commit; or, when
     the tenant's approval policy holds it, in WAITING_FOR_APPROVAL with nothing sent
-    (``operations.approvals``: an approval moves it to CREATED and sends the fan-out then).
+    (``operations.approvals``: an approval moves it on then, as if just created).
 
     The query is checked here (shape, and that listed devices and groups exist) so a
-    mistake is a 400 now, not a FAILURE later; resolving it is the worker's job.
-    ``requester`` is the principal asking (``key:<id>``, ``user:<pk>``; ``actor`` when not
-    given), whom the four-eyes rule keeps from approving their own operation.
+    mistake is a 400 now, not a FAILURE later; resolving it is the worker's job. A RECURRING
+    series is stored SCHEDULED with its first firing instead: it never fans out itself, each
+    firing makes a run (``operations.series``); a series the policy holds is approved once,
+    for all its runs. ``requester`` is the principal asking (``key:<id>``, ``user:<pk>``;
+    ``actor`` when not given), whom the four-eyes rule keeps from approving their own operation.
     """
     query = DeviceQuery.parse(data["operation_device_query"])
     query.check_references(tenant_id)
     rollout = rollouts.parse(data["rollout"]) if data.get("rollout") is not None else None
+    schedule_type = data.get("schedule_type", ScheduleType.IMMEDIATE)
+    fields: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "operation_type": data["operation_type"],
+        "schedule_type": schedule_type,
+        "schedule_args": data.get("schedule_args") or {},
+        "device_query": query.as_json(),
+        "arguments": data.get("arguments") or {},
+        "created_by": actor,
+        "updated_by": actor,
+        "rollout": rollout.as_json() if rollout else None,
+        "max_per_minute": rollout.max_per_minute if rollout else None,
+        "template": template,
+        "template_parameters": template_parameters,
+    }
+    series = schedule_type == ScheduleType.RECURRING
+    firing = recurring.first_firing(fields["schedule_args"]) if series else {}
     policy = approvals.holds(tenant_id, data["operation_type"], query)
     waiting = approvals.waiting_fields(policy, requester or actor, timezone.now()) if policy else {}
+    if waiting:
+        fields.update(waiting)
+    elif series:
+        fields.update(state=S.SCHEDULED, **firing)
     with transaction.atomic():
-        operation = Operation.objects.create(
-            tenant_id=tenant_id,
-            operation_type=data["operation_type"],
-            schedule_type=data.get("schedule_type", ScheduleType.IMMEDIATE),
-            schedule_args=data.get("schedule_args") or {},
-            device_query=query.as_json(),
-            arguments=data.get("arguments") or {},
-            created_by=actor,
-            updated_by=actor,
-            rollout=rollout.as_json() if rollout else None,
-            max_per_minute=rollout.max_per_minute if rollout else None,
-            **waiting,
-        )
-        progress.record_activity(operation.pk, S(operation.state), actor=actor)
+        operation = Operation.objects.create(**fields)
+        progress.record_activity(operation.pk, S.WAITING_FOR_APPROVAL if waiting else S.CREATED, actor=actor)
+        if series and not waiting:
+            progress.record_activity(operation.pk, S.SCHEDULED, "waiting for its first firing", actor=actor)
         emit(tenant_id, EventType.OPERATION_CREATED, operation_data(operation))
         if waiting:
             approvals.requested(operation)
-        else:
+        elif not series:
             transaction.on_commit(lambda: send_fan_out(operation.pk))
     return operation
+
+
+def make_run(series: Operation, fire: dt.datetime, window_args: dict[str, Any]) -> Operation | None:
+    """The run of one firing, in the caller's transaction: a WINDOW operation of the series'
+    type, arguments, query and rollout, ``parent`` set, created as ``create_operation`` creates
+    (activity, ``operation.created``, the fan-out after commit). None when that firing has its
+    run already: the unique (parent, scheduled_for) row decides, whatever sweeps race. The
+    series was approved once for all its runs: the policy does not hold a run."""
+    try:
+        with transaction.atomic():  # a savepoint: the caller's transaction goes on
+            run = Operation.objects.create(
+                tenant_id=series.tenant_id,
+                operation_type=series.operation_type,
+                schedule_type=ScheduleType.WINDOW,
+                schedule_args=window_args,
+                device_query=series.device_query,
+                arguments=series.arguments,
+                created_by=series.created_by,
+                updated_by="system",
+                rollout=series.rollout,
+                max_per_minute=series.max_per_minute,
+                parent=series,
+                scheduled_for=fire,
+                template_id=series.template_id,
+                template_parameters=series.template_parameters,
+            )
+    except IntegrityError:
+        return None
+    progress.record_activity(run.pk, S.CREATED, f"run of the series {series.pk}", actor="system")
+    emit(series.tenant_id, EventType.OPERATION_CREATED, operation_data(run))
+    transaction.on_commit(functools.partial(send_fan_out, run.pk))
+    return run
 
 
 def request_state(operation: Operation, target: OperationState, reason: str, actor: str) -> Operation:
@@ -89,6 +144,8 @@ def request_state(operation: Operation, target: OperationState, reason: str, act
                 {"state": [f"the operation could not move to {target.name}; try again"]},
                 code="concurrent_transition",
             )
+        if operation.schedule_type == ScheduleType.RECURRING:
+            _end_series(operation, target, reason, actor)
         operation.refresh_from_db()
         return operation
     with transaction.atomic():
@@ -101,6 +158,19 @@ def request_state(operation: Operation, target: OperationState, reason: str, act
             queued = current.commands.filter(state=CommandState.QUEUED)
             reschedule(queued, timezone.now(), reason or "rescheduled")
     return Operation.objects.get(pk=operation.pk)
+
+
+def _end_series(series: Operation, target: OperationState, reason: str, actor: str) -> None:
+    """A stopped series makes no more runs, and its unfinished runs stop the same way.
+
+    The sweep makes a run holding the series' row locked and only while it is SCHEDULED
+    (``operations.series``), so after the stop commits no run can appear: the runs read here
+    are all there will be."""
+    Operation.objects.filter(pk=series.pk).update(next_run_at=None, next_due_at=None)
+    why = reason or f"the series was {target.name}"
+    for run in series.runs.exclude(state__in=TERMINAL_STATES):
+        with contextlib.suppress(DomainError):  # it finished meanwhile
+            request_state(run, target, why, actor)
 
 
 def _check_move(current: Operation, target: OperationState) -> None:
@@ -140,6 +210,11 @@ def resume(operation: Operation, reason: str, actor: str) -> Operation:
         progress.move(
             current.pk, back, reason or "resumed", actor, only_from=[S.PAUSED], also={"paused_from": None}
         )
+        if current.schedule_type == ScheduleType.RECURRING:
+            # Firings missed while paused are skipped, not replayed: on from the next one.
+            _reschedule_series(current)
+            current.refresh_from_db()
+            return current
         wave = current.waves.filter(wave=current.current_wave).first()
         if wave is not None and wave.closed_at is not None:
             waves.open_next(current.pk, current.current_wave, actor)
@@ -151,6 +226,14 @@ def resume(operation: Operation, reason: str, actor: str) -> Operation:
         progress.advance(current.pk, reported=reported, actor=actor)
     current.refresh_from_db()
     return current
+
+
+def _reschedule_series(series: Operation) -> None:
+    """The series' next firing from now (none left: the finishing sweep ends it)."""
+    parsed = recurring.Series.from_args(series.schedule_args)
+    fire = parsed.next_after(timezone.now(), series.runs_count)
+    due = parsed.due_at(fire) if fire is not None else None
+    Operation.objects.filter(pk=series.pk).update(next_run_at=fire, next_due_at=due)
 
 
 def cancel_operation(operation: Operation, reason: str, actor: str) -> Operation:

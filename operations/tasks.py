@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from commands import partitions
-from operations import approvals, fanout, headless, stopping, sweeps
+from operations import approvals, fanout, headless, series, stopping, sweeps
 from operations.choices import PRE_DISPATCH_STATES, OperationState
 from operations.models import Operation
 
@@ -79,3 +79,8 @@ def expire_approvals() -> int:
     """Deny the operations whose approval expired undecided (``approval expired``); each once,
     whatever runs at the same time (``operations.approvals.expire``)."""
     return approvals.expire_due()
+
+
+def fire_series() -> dict[str, int]:
+    """Make the runs of due firings of RECURRING operations, each once (``operations.series``)."""
+    return series.sweep()

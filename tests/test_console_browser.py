@@ -4,7 +4,8 @@ its static files from WhiteNoise alone, which ``live_server``'s own static handl
 and operations dispatched by a real Celery worker.
 
 Screenshots go to ``var/screenshots/`` (CI keeps them); ``UPDATE_DOCS_SCREENSHOTS=1`` also
-refreshes ``docs/screenshots/`` (the dashboard, an operation's page, a rollout's page).
+refreshes ``docs/screenshots/`` (the dashboard, an operation's page, a rollout's page, the form of a
+recurring operation).
 """
 
 from __future__ import annotations
@@ -722,3 +723,50 @@ def test_the_approvals_queue_approve_deny_and_no_buttons_for_the_requester(
     bob.context.close()
     alice.context.close()
     assert csp_violations == [], csp_violations
+
+
+def test_a_recurring_operation_from_a_template_with_its_next_five_runs_in_words(
+    page: Any, tenant: Tenant
+) -> None:
+    """The template picker fills the form; "recurring" shows the expression in words and its
+    next five runs while it is typed, as the maintenance page shows a schedule's."""
+    from operations.models import OperationTemplate
+
+    bulk_import_devices(tenant.pk, [{"device_id": f"kiosk-{i}", "os": "android"} for i in range(3)])
+    template = OperationTemplate.objects.create(
+        tenant=tenant,
+        name="nightly-reboot",
+        operation_type="REBOOT",
+        arguments={"why": "{{why}}"},
+        parameters={"why": {"type": "string", "default": "nightly"}},
+        device_query={"filters": {"os__in": ["android"]}},
+    )
+
+    page.goto("/admin/operations/operation/add/")
+    page.select_option("#id_template", str(template.pk))
+    page.wait_for_url(re.compile(r"\?template="))
+    expect(page.locator("#id_operation_type")).to_have_value("REBOOT")
+    expect(page.locator("#preview-count")).to_have_text("3 devices match")
+    assert page.locator("#recurring-fields").is_hidden()
+    page.check("input[name=schedule_type][value=RECURRING]")
+    assert page.locator("#recurring-fields").is_visible()
+    page.fill("#id_time_expression", "0 30 2 ? * MON-FRI")
+    expect(page.locator("#series-description")).to_have_text("At 02:30, Monday through Friday")
+    expect(page.locator("#series-runs li")).to_have_count(5)
+    assert all("02:30" in line for line in page.locator("#series-runs li").all_inner_texts())
+    page.fill("#id_time_expression", "0 0 2 * * MON")
+    expect(page.locator("#series-errors")).to_contain_text("schedule_args.time_expression")
+    page.fill("#id_time_expression", "0 30 2 ? * MON-FRI")
+    expect(page.locator("#series-runs li")).to_have_count(5)
+    path = shot(page, "operation-form-recurring")
+    if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
+        docs = ROOT / "docs" / "screenshots"
+        docs.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, docs / "recurring-form.png")
+    page.click("#create-operation")
+
+    page.wait_for_url(re.compile(r"/admin/operations/operation/[0-9a-f-]+/change/$"))
+    series = Operation.objects.get()
+    assert series.schedule_type == "RECURRING" and series.template_id == template.pk
+    assert series.arguments == {"why": "nightly"} and series.template_parameters == {"why": "nightly"}
+    expect(page.locator(".series-upcoming li")).to_have_count(5)

@@ -579,6 +579,7 @@ POST_BODIES: dict[str, Callable[[World], Any]] = {
     # Issue 25: the world's WIPE waits for approval, asked for by another principal.
     "/v0/operations/{}/approve/": lambda w: {"remark": "idempotency test"},
     "/v0/operations/{}/deny/": lambda w: {"remark": "idempotency test"},
+    "/v0/operation-templates/": lambda w: {"name": "idem-template", "operation_type": "REBOOT"},
     "/api/v1/inventory_device_headless_operation/": lambda w: {
         "device_id": w.device.device.device_id,
         "operation_type": "reboot",

@@ -18,7 +18,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from commands.models import CommandStatus
 from inventory.models import Device, Group, PendingDelivery, WebhookEndpoint
 from maintenance.models import MaintenanceJob
-from operations.models import HeadlessOperation, Operation
+from operations.models import HeadlessOperation, Operation, OperationTemplate
 from tests.conftest import Org
 from tests.helpers import openapi_document
 from tests.world import World, build_world, fill, path_parameters, shape
@@ -93,6 +93,7 @@ def _object_counts() -> tuple[int, ...]:
         MaintenanceJob.objects.count(),
         WebhookEndpoint.objects.count(),
         PendingDelivery.objects.count(),
+        OperationTemplate.objects.count(),
     )
 
 
@@ -132,6 +133,15 @@ COLLECTION_WRITES: dict[tuple[str, str], Any] = {
     ("/v0/approval-policy/", "PUT"): None,  # the caller's own tenant's policy: it holds only its operations
     ("/v0/operations/", "POST"): lambda w: (
         {"operation_type": "REBOOT", "operation_device_query": {"devices": [w.device.device.device_id]}},
+        400,
+    ),
+    # A template naming the first tenant's device, or an operation from the first tenant's template.
+    ("/v0/operation-templates/", "POST"): lambda w: (
+        {
+            "name": "stranger",
+            "operation_type": "REBOOT",
+            "operation_device_query": {"devices": [w.device.device.device_id]},
+        },
         400,
     ),
     ("/v0/operations/preview/", "POST"): lambda w: (

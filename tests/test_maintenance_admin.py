@@ -8,8 +8,8 @@ import pytest
 from django.test import Client
 from django_celery_beat.models import PeriodicTask
 
+from config.quartz import describe
 from maintenance import services
-from maintenance.admin import describe
 from maintenance.models import MaintenanceExecution, MaintenanceJob, Outcome
 from tests.conftest import Org
 

@@ -14,10 +14,10 @@ from django.utils import timezone
 
 from commands.choices import CommandState
 from commands.models import CommandStatus
+from config.quartz import QuartzExpression
 from inventory.models import Tenant
 from maintenance import services, tasks
 from maintenance.models import MaintenanceExecution, MaintenanceJob, Outcome
-from maintenance.quartz import QuartzExpression
 from operations.choices import OperationState
 from operations.models import Operation
 from tests.conftest import Org, add_device

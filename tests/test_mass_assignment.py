@@ -15,7 +15,7 @@ from commands.models import CommandStatus
 from inventory.models import Device, Group, PendingDelivery, WebhookEndpoint, WebhookEvent
 from maintenance.models import MaintenanceJob
 from operations.choices import OperationState
-from operations.models import ApprovalPolicy, HeadlessOperation, Operation
+from operations.models import ApprovalPolicy, HeadlessOperation, Operation, OperationTemplate
 from tests.conftest import Org
 from tests.test_isolation import OPERATIONS
 from tests.world import World, build_world, fill, path_parameters
@@ -183,6 +183,18 @@ def _preview(w: World, _: Any) -> None:
     assert made == {w.operation.pk, w.waiting.pk}  # the world's: the preview made none
 
 
+def _created_template(w: World, response: Any) -> None:
+    template = OperationTemplate.objects.get(pk=response.json()["content"]["id"])
+    assert str(template.pk) != FAKE_UUID and template.tenant_id == w.org.tenant.pk
+    assert template.created_by == "admin" and template.created_at.year != 2001
+
+
+def _template(w: World, _: Any) -> None:
+    template = OperationTemplate.objects.get(pk=w.template.pk)
+    assert template.tenant_id == w.org.tenant.pk and template.created_by == "tests"
+    assert template.created_at.year != 2001 and template.updated_by == "admin"
+
+
 #: (method, path) -> (the legitimate body, status, what must hold afterwards).
 CASES: dict[tuple[str, str], tuple[Callable[[World], Any], int, Callable[[World, Any], None]]] = {
     ("POST", "/v0/devices/"): (lambda w: {"id": "ma-new"}, 201, _created_device),
@@ -233,6 +245,17 @@ CASES: dict[tuple[str, str], tuple[Callable[[World], Any], int, Callable[[World,
         200,
         _policy,
     ),
+    ("POST", "/v0/operation-templates/"): (
+        lambda w: {"name": "ma-template", "operation_type": "REBOOT", "id": FAKE_UUID},
+        201,
+        _created_template,
+    ),
+    ("PUT", "/v0/operation-templates/{id}/"): (
+        lambda w: {"name": "renamed", "operation_type": "REBOOT", "id": FAKE_UUID},
+        200,
+        _template,
+    ),
+    ("PATCH", "/v0/operation-templates/{id}/"): (lambda w: {"id": FAKE_UUID}, 200, _template),
     ("POST", "/v0/webhooks/"): (
         lambda w: {
             "url": "https://93.184.216.34/new",

@@ -11,9 +11,9 @@ import pytest
 from django.test import Client
 
 from config.errors import DomainError
+from config.quartz import QuartzExpression
 from maintenance import services
 from maintenance.models import MaintenanceJob
-from maintenance.quartz import QuartzExpression
 from tests.conftest import Org
 from tests.test_maintenance_api import assert_envelope_error, jobs_path
 

@@ -42,8 +42,13 @@ STOPS = {S.CANCELLED, S.TIMEOUT, S.FAILURE}
 PAUSABLE = {S.CREATED, S.RESOLVING, S.RESOLVED, S.SCHEDULED, S.DISPATCHING, S.DISPATCHED, S.PROCESSING}
 EXPECTED_FORWARD |= {(state, S.PAUSED) for state in PAUSABLE} | {(S.PAUSED, state) for state in PAUSABLE}
 # Contract section 13: a waiting operation is approved (on to CREATED, as if just created) or
-# denied; it may be stopped (withdrawn) like any unfinished one, not paused.
-EXPECTED_FORWARD |= {(S.WAITING_FOR_APPROVAL, S.CREATED), (S.WAITING_FOR_APPROVAL, S.APPROVAL_DENIED)}
+# denied; it may be stopped (withdrawn) like any unfinished one, not paused. A RECURRING series
+# is "approved once for its series" (section 12/13): it goes on to SCHEDULED, its first firing.
+EXPECTED_FORWARD |= {
+    (S.WAITING_FOR_APPROVAL, S.CREATED),
+    (S.WAITING_FOR_APPROVAL, S.SCHEDULED),
+    (S.WAITING_FOR_APPROVAL, S.APPROVAL_DENIED),
+}
 
 
 def expected(current: OperationState, target: OperationState) -> bool:

@@ -1,4 +1,4 @@
-"""Tests for maintenance.quartz (pure Python, no Django needed).
+"""Tests for config.quartz (pure Python, no Django needed).
 
 Expected fire times were worked out by hand from the calendar (reference instant REF is Wednesday
 2025-01-15 10:20:30 UTC) and are written out literally; they are never produced by the module.  On top
@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
-from maintenance.quartz import QuartzError, QuartzExpression
+from config.quartz import QuartzError, QuartzExpression
 
 UTC = datetime.UTC
 REF = datetime.datetime(2025, 1, 15, 10, 20, 30, tzinfo=UTC)  # a Wednesday

@@ -20,7 +20,7 @@ from inventory.webhooks.services import create_endpoint
 from maintenance import services as maintenance
 from maintenance.models import MaintenanceJob
 from operations import headless
-from operations.models import HeadlessOperation, Operation
+from operations.models import HeadlessOperation, Operation, OperationTemplate
 from operations.services import create_operation
 from tests.command_factories import command_of, dispatched_operation
 from tests.conftest import DeviceActor, Org, add_device
@@ -42,6 +42,7 @@ class World:
     job: MaintenanceJob
     webhook: WebhookEndpoint
     delivery: WebhookDelivery
+    template: OperationTemplate
 
     def ids(self) -> set[str]:
         """Every id of this world that a list could show."""
@@ -56,6 +57,7 @@ class World:
             str(self.headless.pk),
             str(self.job.pk),
             str(self.webhook.pk),
+            str(self.template.pk),
         }
 
 
@@ -92,6 +94,15 @@ def build_world(org: Org, prefix: str = "w") -> World:
         status_code=500,
         created_at=timezone.now(),
     )
+    template = OperationTemplate.objects.create(
+        tenant=org.tenant,
+        name=f"{prefix}-template",
+        operation_type="INSTALL_APP",
+        arguments={"version": "{{version}}"},
+        parameters={"version": {"type": "string", "default": "1.0"}},
+        device_query={"devices": [device.device.device_id]},
+        created_by="tests",
+    )
     return World(
         org=org,
         device=device,
@@ -105,6 +116,7 @@ def build_world(org: Org, prefix: str = "w") -> World:
         job=job,
         webhook=webhook,
         delivery=delivery,
+        template=template,
     )
 
 
@@ -125,6 +137,7 @@ _FILLERS: list[tuple[str, Any]] = [
     ("/v0/operations/{}/", lambda w: {"id": str(w.operation.pk)}),
     ("/v0/operations/{}/approve/", lambda w: {"id": str(w.waiting.pk)}),
     ("/v0/operations/{}/deny/", lambda w: {"id": str(w.waiting.pk)}),
+    ("/v0/operation-templates/{}/", lambda w: {"id": str(w.template.pk)}),
     ("/commands/v0/status/{}/", lambda w: {"id": str(w.command.pk)}),
     ("/api/v1/inventory_device_headless_operation/{}/", lambda w: {"id": str(w.headless.pk)}),
     ("/api/v1/inventory_device_headless_operation/{}/cancel/", lambda w: {"id": str(w.headless.pk)}),

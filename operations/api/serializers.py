@@ -10,16 +10,18 @@ from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerial
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
+from config import timestamps
 from config.api.limits import JSON_FIELD_HELP, max_json_size, max_text_length
 from config.api.validators import storable_json
 from config.timestamps import TimestampError, parse_aware
 from inventory.models.devices import available_timezones
-from operations import rollouts, waves
+from operations import recurring, rollouts, waves
 from operations.approvals import DEFAULT_EXPIRES_AFTER_HOURS, MAX_EXPIRES_AFTER_HOURS
 from operations.choices import (
     REQUESTABLE_STATES,
     RESUMED,
     ApprovalState,
+    OperationState,
     OperationType,
     ScheduleType,
     TimeType,
@@ -47,6 +49,21 @@ class ScheduleArgsSerializer(serializers.Serializer):
     timezone = serializers.CharField(required=False, help_text="The console's zone (time_type console).")
     window_start_time = serializers.CharField(read_only=True)
     window_end_time = serializers.CharField(read_only=True)
+    time_expression = serializers.CharField(
+        required=False,
+        max_length=200,
+        help_text="RECURRING: a Quartz cron expression (sec min hour day-of-month month day-of-week "
+        "[year]), read on the console's clock (timezone) or each device's (time_type device).",
+    )
+    duration_minutes = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=recurring.MAX_DURATION_MINUTES,
+        help_text=f"RECURRING: each run's window, in minutes (default {recurring.DEFAULT_DURATION_MINUTES}).",
+    )
+    max_runs = serializers.IntegerField(
+        required=False, min_value=1, help_text="RECURRING: the series ends after this many runs."
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         schedule_type = self.context.get("schedule_type", ScheduleType.IMMEDIATE)
@@ -68,6 +85,8 @@ class ScheduleArgsSerializer(serializers.Serializer):
                     {"schedule_args.days": [f"unknown day(s) {', '.join(unknown)}; use Monday ... Sunday"]}
                 )
             clean["days"] = sorted({names[d.lower()] for d in attrs["days"]}, key=DAYS.index)
+        if schedule_type == ScheduleType.RECURRING:
+            return _recurring_args(attrs, clean)
         if schedule_type != ScheduleType.WINDOW:
             return clean
         for name in ("start_datetime", "end_datetime"):
@@ -90,6 +109,30 @@ class ScheduleArgsSerializer(serializers.Serializer):
         clean["window_start_time"] = opens.isoformat(timespec="seconds")
         clean["window_end_time"] = closes.isoformat(timespec="seconds")
         return clean
+
+
+def _recurring_args(attrs: dict[str, Any], clean: dict[str, Any]) -> dict[str, Any]:
+    """A RECURRING series' ``schedule_args``: the expression (checked by the parser of
+    maintenance schedules, ``config.quartz``), the run window, optional bounds and ``max_runs``."""
+    if not attrs.get("time_expression"):
+        raise serializers.ValidationError(
+            {"schedule_args.time_expression": ["is required for a RECURRING operation"]}
+        )
+    expression = str(attrs["time_expression"]).strip()
+    recurring.parse_expression(expression)
+    clean.pop("days", None)
+    clean["time_expression"] = expression
+    clean["duration_minutes"] = attrs.get("duration_minutes") or recurring.DEFAULT_DURATION_MINUTES
+    if attrs.get("max_runs") is not None:
+        clean["max_runs"] = attrs["max_runs"]
+    bounds = {}
+    for name in ("start_datetime", "end_datetime"):
+        if attrs.get(name):
+            bounds[name] = _aware(attrs[name], f"schedule_args.{name}")
+            clean[name] = bounds[name].isoformat()
+    if len(bounds) == 2 and bounds["end_datetime"] <= bounds["start_datetime"]:
+        raise serializers.ValidationError({"schedule_args.end_datetime": ["must be after start_datetime"]})
+    return clean
 
 
 # --- rollout: its schema, taken from ``operations.rollouts`` ----------------------------------
@@ -264,11 +307,26 @@ class OperationCreateSerializer(serializers.Serializer):
         help_text="Optional: waves, rate, abort rules, retries, in-progress timeout (docs/rollouts.md).",
     )
 
+    template = serializers.CharField(
+        required=False,
+        help_text="A template's id or name: the operation is made from it, the body's fields override its.",
+    )
+    template_parameters = serializers.DictField(
+        required=False, help_text="Values of the template's parameters (by name), of their types."
+    )
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         args = ScheduleArgsSerializer(
             data=attrs.get("schedule_args") or {}, context={"schedule_type": attrs["schedule_type"]}
         )
-        args.is_valid(raise_exception=True)
+        if not args.is_valid():
+            # A field's own refusal (a type, a range) named as the rest are: schedule_args.<name>.
+            raise serializers.ValidationError(
+                {
+                    name if name.startswith("schedule_args.") else f"schedule_args.{name}": reasons
+                    for name, reasons in args.errors.items()
+                }
+            )
         attrs["schedule_args"] = args.validated_data
         return attrs
 
@@ -357,6 +415,18 @@ class ActivitySerializer(serializers.ModelSerializer):
         fields = ["operation_state", "state_code", "reason", "counts", "actor", "created_at"]
 
 
+class LastRunSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    scheduled_for = serializers.DateTimeField()
+    state = serializers.CharField()
+    state_code = serializers.IntegerField()
+
+
+class TemplateRefSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    name = serializers.CharField()
+
+
 class OperationSerializer(serializers.ModelSerializer):
     operation = serializers.CharField(source="operation_type")
     state = serializers.CharField(source="state_name")
@@ -377,6 +447,23 @@ class OperationSerializer(serializers.ModelSerializer):
     rollout = RolloutField(read_only=True)
     rollout_status = serializers.SerializerMethodField()
     approval = serializers.SerializerMethodField()
+    # The metaclass takes declared fields off the class: this ``parent`` is no serializer's parent.
+    parent = serializers.CharField(  # type: ignore[assignment]
+        source="parent_id", read_only=True, allow_null=True, help_text="A run's RECURRING series; else null."
+    )
+    scheduled_for = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="A run's firing (for a device-time series, the wall clock written as UTC); else null.",
+    )
+    next_run_at = serializers.SerializerMethodField()
+    runs_count = serializers.IntegerField(read_only=True, help_text="RECURRING: the runs made so far.")
+    last_run = serializers.SerializerMethodField()
+    upcoming_runs = serializers.SerializerMethodField()
+    template = serializers.SerializerMethodField()
+    template_parameters = serializers.JSONField(
+        read_only=True, allow_null=True, help_text="The template's parameter values used, defaults filled in."
+    )
 
     class Meta:
         model = Operation
@@ -401,6 +488,14 @@ class OperationSerializer(serializers.ModelSerializer):
             "rollout",
             "rollout_status",
             "approval",
+            "parent",
+            "scheduled_for",
+            "next_run_at",
+            "runs_count",
+            "last_run",
+            "upcoming_runs",
+            "template",
+            "template_parameters",
         ]
 
     @extend_schema_field(ActivitySerializer(many=True))
@@ -430,3 +525,44 @@ class OperationSerializer(serializers.ModelSerializer):
     @extend_schema_field(APPROVAL_SCHEMA)
     def get_approval(self, operation: Operation) -> dict[str, Any]:
         return approval_data(operation)
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_next_run_at(self, operation: Operation) -> str | None:
+        """RECURRING: the next firing while the series runs (null when paused or ended)."""
+        if operation.state != OperationState.SCHEDULED or operation.next_run_at is None:
+            return None
+        return timestamps.format(operation.next_run_at)
+
+    @extend_schema_field(serializers.ListField(child=serializers.DateTimeField()))
+    def get_upcoming_runs(self, operation: Operation) -> list[str]:
+        """RECURRING: the next three firings while the series runs."""
+        if operation.state != OperationState.SCHEDULED or operation.next_run_at is None:
+            return []
+        series = recurring.Series.from_args(operation.schedule_args)
+        later = series.firings_after(operation.next_run_at, recurring.UPCOMING - 1, operation.runs_count + 1)
+        return [timestamps.format(fire) for fire in [operation.next_run_at, *later]]
+
+    @extend_schema_field(LastRunSerializer(allow_null=True))
+    def get_last_run(self, operation: Operation) -> dict[str, Any] | None:
+        """RECURRING: the newest run, its firing and state."""
+        if operation.schedule_type != ScheduleType.RECURRING:
+            return None
+        run = operation.runs.order_by("-scheduled_for").first()
+        if run is None:
+            return None
+        return {
+            "id": str(run.pk),
+            "scheduled_for": timestamps.format(run.scheduled_for),
+            "state": run.state_name,
+            "state_code": run.state,
+        }
+
+    @extend_schema_field(TemplateRefSerializer(allow_null=True))
+    def get_template(self, operation: Operation) -> dict[str, Any] | None:
+        """The template the operation was made from, or null."""
+        if operation.template_id is None:
+            return None
+        return {
+            "id": str(operation.template_id),
+            "name": operation.template.name if operation.template else "",
+        }

@@ -14,7 +14,7 @@ from config.api.permissions import RolePermission
 from config.api.views import TenantAPIView, TenantScopedViewSet
 from inventory.api.serializers import DeviceSerializer
 from inventory.api.webhooks import AdminOnly
-from operations import approvals, services
+from operations import approvals, services, templates
 from operations.api.serializers import (
     ROLLOUT_EXAMPLE,
     ApprovalPolicySerializer,
@@ -30,7 +30,7 @@ from operations.models import Operation
 
 
 class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
-    queryset = Operation.objects.prefetch_related("activity", "waves")
+    queryset = Operation.objects.select_related("template").prefetch_related("activity", "waves")
     serializer_class = OperationSerializer
     filterset_class = OperationFilterSet
     http_method_names = ["get", "post", "put", "head", "options"]
@@ -50,15 +50,95 @@ class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantS
                     "arguments": {"package": "com.example.pos", "version": "4.2.0"},
                     "rollout": ROLLOUT_EXAMPLE,
                 },
-            )
+            ),
+            OpenApiExample(
+                "REBOOT every night at 02:00 in each device's own time, for an hour, 30 times",
+                request_only=True,
+                value={
+                    "operation_type": "REBOOT",
+                    "schedule_type": "RECURRING",
+                    "schedule_args": {
+                        "time_expression": "0 0 2 * * ?",
+                        "duration_minutes": 60,
+                        "time_type": "device",
+                        "max_runs": 30,
+                    },
+                    "operation_device_query": {"groups": ["kiosks"]},
+                },
+            ),
+            OpenApiExample(
+                "A RECURRING series as created: SCHEDULED, with its next runs",
+                response_only=True,
+                status_codes=["201"],
+                value={
+                    "code": 0,
+                    "message": "success",
+                    "content": {
+                        "id": "0b7c3a52-6a53-4c1e-9f55-52b2f0a8f1d3",
+                        "operation": "REBOOT",
+                        "operation_type": "REBOOT",
+                        "state": "SCHEDULED",
+                        "state_code": 100,
+                        "schedule_type": "RECURRING",
+                        "schedule_args": {
+                            "time_type": "device",
+                            "time_expression": "0 0 2 * * ?",
+                            "duration_minutes": 60,
+                            "max_runs": 30,
+                        },
+                        "operation_device_query": {"groups": ["kiosks"], "device_type": "active"},
+                        "arguments": {},
+                        "reason": "",
+                        "created_at": "2027-01-04T17:30:00.100000Z",
+                        "created_by": "key:ops",
+                        "updated_at": "2027-01-04T17:30:00.100000Z",
+                        "updated_by": "key:ops",
+                        "operation_activity": [],
+                        "operation_stats": {"device_operation_statuses_count": {"resolved_device_count": 0}},
+                        "commands_stop": None,
+                        "rollout": None,
+                        "rollout_status": None,
+                        "parent": None,
+                        "scheduled_for": None,
+                        "next_run_at": "2027-01-05T02:00:00Z",
+                        "runs_count": 0,
+                        "last_run": None,
+                        "upcoming_runs": [
+                            "2027-01-05T02:00:00Z",
+                            "2027-01-06T02:00:00Z",
+                            "2027-01-07T02:00:00Z",
+                        ],
+                        "template": None,
+                        "template_parameters": None,
+                    },
+                },
+            ),
+            OpenApiExample(
+                "From a template, with a parameter and an override",
+                request_only=True,
+                value={
+                    "template": "install-pos-app",
+                    "template_parameters": {"version": "4.2.0"},
+                    "operation_device_query": {"devices": ["dev_67890"]},
+                },
+            ),
         ],
     )
     def create(self, request: Request) -> Response:
         """Create an operation; a worker resolves and dispatches it (answers at once, CREATED)."""
-        serializer = OperationCreateSerializer(data=request.data)
+        data: Any = request.data
+        template, values = None, None
+        if isinstance(data, dict) and data.get("template") is not None:
+            data, template, values = templates.expand(self.tenant_id, data)
+        serializer = OperationCreateSerializer(data=data)
         serializer.is_valid(raise_exception=True)
         operation = services.create_operation(
-            self.tenant_id, serializer.validated_data, self.principal.label, self.principal.identity
+            self.tenant_id,
+            serializer.validated_data,
+            self.principal.label,
+            self.principal.identity,
+            template=template,
+            template_parameters=values,
         )
         operation = self.get_queryset().get(pk=operation.pk)
         return Response(OperationSerializer(operation).data, status=status.HTTP_201_CREATED)

@@ -8,6 +8,7 @@ from operations.models.operations import (
     OperationWave,
     WaveState,
 )
+from operations.models.templates import OperationTemplate
 
 __all__ = [
     "ApprovalPolicy",
@@ -15,6 +16,7 @@ __all__ = [
     "HeadlessStatus",
     "Operation",
     "OperationActivity",
+    "OperationTemplate",
     "OperationWave",
     "UpcomingHeadlessRun",
     "WaveState",

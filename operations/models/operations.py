@@ -101,6 +101,34 @@ class Operation(ExactCounters):
     #: Undecided by then, the expiry sweep denies it with the reason ``approval expired``.
     approval_expires_at = models.DateTimeField(null=True, blank=True)
 
+    # --- recurring series and their runs (schedule_type RECURRING, operations.recurring) -------
+    #: A run's series: the RECURRING operation whose firing made it.
+    parent = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="runs", editable=False
+    )
+    #: A run's firing (the wall clock as UTC for a device-time series). With ``parent`` unique:
+    #: one firing makes one run, whatever sweeps race or repeat.
+    scheduled_for = models.DateTimeField(null=True, blank=True, editable=False)
+    #: A series' next firing (as ``scheduled_for``), null once it has none left.
+    next_run_at = models.DateTimeField(null=True, blank=True, editable=False)
+    #: When the sweep makes the run of ``next_run_at``: its window's first possible opening.
+    next_due_at = models.DateTimeField(null=True, blank=True, editable=False)
+    #: Runs the series has made.
+    runs_count = models.PositiveIntegerField(default=0, editable=False)
+
+    # --- templates (operations.templates) ------------------------------------------------------
+    #: The template the operation was made from (null if none, or deleted since).
+    template = models.ForeignKey(
+        "operations.OperationTemplate",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="operations",
+        editable=False,
+    )
+    #: The template's parameter values used, defaults filled in.
+    template_parameters = models.JSONField(null=True, blank=True, editable=False)
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [
@@ -123,6 +151,19 @@ class Operation(ExactCounters):
                 name="operations_awaiting_approval",
                 condition=models.Q(state=OperationState.WAITING_FOR_APPROVAL),
             ),
+            # The series sweep (operations.series.fire_due): series due to make a run.
+            models.Index(
+                fields=["next_due_at"],
+                name="operations_series_due",
+                condition=models.Q(schedule_type="RECURRING", state=OperationState.SCHEDULED),
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["parent", "scheduled_for"],
+                name="operations_one_run_per_firing",
+                condition=models.Q(parent__isnull=False),
+            )
         ]
         permissions = [("approve_operation", "Can approve or deny operations waiting for approval")]
 

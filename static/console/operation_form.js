@@ -8,9 +8,60 @@ document.addEventListener("DOMContentLoaded", function () {
   var timer = null;
   var sequence = 0;
 
+  // A RECURRING series shows the window's fields too: its start and end bound the series, its
+  // clock (console zone or each device's) is the one the expression is read on.
   function showWindow() {
     var chosen = form.querySelector("input[name=schedule_type]:checked");
-    document.getElementById("window-fields").hidden = !chosen || chosen.value !== "WINDOW";
+    var kind = chosen ? chosen.value : "";
+    document.getElementById("window-fields").hidden = kind !== "WINDOW" && kind !== "RECURRING";
+    var days = form.querySelector(".form-row.field-days");
+    if (days) days.hidden = kind === "RECURRING";
+    document.getElementById("recurring-fields").hidden = kind !== "RECURRING";
+  }
+
+  // The expression in words and its next five runs, as the maintenance page shows a schedule's.
+  var seriesSequence = 0;
+  function seriesPreview() {
+    var chosen = form.querySelector("input[name=schedule_type]:checked");
+    if (!chosen || chosen.value !== "RECURRING") return;
+    var mine = ++seriesSequence;
+    var body = new FormData(form);
+    var description = document.getElementById("series-description");
+    var runs = document.getElementById("series-runs");
+    var seriesErrors = document.getElementById("series-errors");
+    fetch(form.dataset.seriesPreviewUrl, {
+      method: "POST",
+      body: body,
+      credentials: "same-origin",
+      headers: {"X-CSRFToken": body.get("csrfmiddlewaretoken")}
+    }).then(function (response) {
+      return response.json();
+    }).then(function (answer) {
+      if (mine !== seriesSequence) return;
+      runs.textContent = "";
+      seriesErrors.textContent = "";
+      description.textContent = answer.description || "–";
+      (answer.runs || []).forEach(function (line) {
+        var item = document.createElement("li");
+        item.textContent = line;
+        runs.appendChild(item);
+      });
+      (answer.errors || []).forEach(function (line) {
+        var item = document.createElement("li");
+        item.textContent = line;
+        seriesErrors.appendChild(item);
+      });
+    }).catch(function () {
+      if (mine === seriesSequence) description.textContent = "preview unavailable";
+    });
+  }
+
+  // Picking a template fills the form from it (the page is drawn again with its values).
+  var picker = document.getElementById("id_template");
+  if (picker) {
+    picker.addEventListener("change", function () {
+      if (picker.value) window.location.search = "?template=" + encodeURIComponent(picker.value);
+    });
   }
 
   function preview() {
@@ -46,11 +97,12 @@ document.addEventListener("DOMContentLoaded", function () {
 
   function later() {
     clearTimeout(timer);
-    timer = setTimeout(preview, 300);
+    timer = setTimeout(function () { preview(); seriesPreview(); }, 300);
   }
 
   form.addEventListener("input", later);
   form.addEventListener("change", function () { showWindow(); later(); });
   showWindow();
   preview();
+  seriesPreview();
 });

@@ -39,6 +39,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from cron_descriptor import ExpressionDescriptor, Options
+
 __all__ = ["MAX_YEAR", "MIN_YEAR", "QuartzError", "QuartzExpression"]
 
 MIN_YEAR = 1970
@@ -666,3 +668,33 @@ def _resolve(wall: datetime.datetime, zone: datetime.tzinfo) -> datetime.datetim
     if fire.astimezone(zone).replace(tzinfo=None) != wall:
         return None
     return fire
+
+
+_DESCRIBED_DAY_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+# A Quartz day-of-week number (1 = SUN ... 7 = SAT) that is a day, not a '#' occurrence or a '/' step.
+_DESCRIBED_DAY_NUMBER = re.compile(r"(?<![/#\d])([1-7])(?!\d)")
+
+
+def describe(time_expression: str) -> str:
+    """A human sentence for a Quartz expression, e.g. "At 00:00, only on Monday".
+
+    cron_descriptor numbers days from 0 = Sunday unless told otherwise, and its one-based
+    mode shifts digits but not names, so Quartz day numbers are rewritten as names first:
+    names mean the same in every numbering. A lone ``L`` there is Saturday in Quartz.
+    """
+    try:
+        QuartzExpression.parse(time_expression)
+    except QuartzError as err:
+        return f"invalid: {err}"
+    parts = time_expression.upper().split()
+    day_of_week = "SAT" if parts[5] == "L" else parts[5]
+    parts[5] = _DESCRIBED_DAY_NUMBER.sub(
+        lambda match: _DESCRIBED_DAY_NAMES[int(match.group(1)) - 1], day_of_week
+    )
+    options = Options()
+    options.use_24hour_time_format = True
+    options.verbose = False
+    try:
+        return str(ExpressionDescriptor(" ".join(parts), options).get_description())
+    except Exception:  # cron_descriptor raises bare Exceptions on forms it does not know
+        return time_expression
