@@ -20,8 +20,8 @@ from config import encryption
 from inventory.models import PendingDelivery, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from inventory.webhooks import delivery, guard
 from inventory.webhooks.services import create_endpoint, ping, redeliver
-from tests.conftest import Org, add_device, make_org
-from tests.webhook_receiver import Receiver, receiver
+from tests.conftest import Org, add_device, make_org, wait_until
+from tests.webhook_receiver import Receiver, receiver, slowloris
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -275,3 +275,35 @@ def test_purge_keeps_what_is_owed_and_recent(org: Org, settings: Any) -> None:
     WebhookEvent.objects.update(created_at=old)
     assert delivery.purge() == (0, 3)
     assert not WebhookEvent.objects.exists() and WebhookDelivery.objects.count() == 3
+
+
+# --- issue 23: a deadline for the whole attempt, a lease that outlasts the batch -------------------
+
+
+@pytest.mark.parametrize("part", ["headers", "body", "handshake"])
+def test_a_slowloris_receiver_is_cut_at_the_deadline_and_the_attempt_fails(
+    org: Org, settings: Any, part: str
+) -> None:
+    """Issue 23: one byte every 0.2 s never trips a per-read timeout of 1 s; the deadline of the
+    whole attempt (WEBHOOK_TIMEOUT_SECONDS) cuts it, and the other endpoint is served as usual.
+    Before, the head and the body were each read byte by byte to the end (10 s each) and the
+    attempt counted as delivered. (The TLS handshake was bounded already: CPython gives it one
+    deadline; it is here so that it stays under the attempt's.)"""
+    settings.WEBHOOK_RETRY_SCHEDULE = [300]
+    with slowloris(part=part, interval=0.2, limit=50) as slow, receiver() as fine:
+        slow_endpoint, _ = create_endpoint(org.tenant.pk, slow.url, ["device.created"])
+        fine_endpoint, _ = endpoint_for(org, fine)
+        add_device(org.tenant, "dev-1")
+        add_device(org.tenant, "dev-2")
+
+        assert delivery.deliver(slow_endpoint.pk) == 1  # the batch stops at the first timeout
+        wait_until(lambda: slow.cuts() == 1, timeout=10, what="the receiver to see the sender hang up")
+        assert delivery.deliver(fine_endpoint.pk) == 2
+
+    [attempt] = WebhookDelivery.objects.filter(endpoint=slow_endpoint)
+    assert attempt.status_code is None and attempt.next_retry_at is not None
+    assert attempt.error == "timed out: no whole answer within 1 s (WEBHOOK_TIMEOUT_SECONDS)"
+    assert PendingDelivery.objects.filter(endpoint=slow_endpoint).count() == 2  # both still owed
+    slow_endpoint.refresh_from_db()
+    assert slow_endpoint.next_attempt_at is not None and slow_endpoint.consecutive_failures == 1
+    assert attempts(fine_endpoint) == [(1, 200), (1, 200)]
