@@ -30,6 +30,7 @@ def test_a_worker_killed_mid_batch_loses_no_event(
     for name, value in {
         "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "1",
         "WEBHOOK_LEASE_SECONDS": "4",
+        "WEBHOOK_TIMEOUT_SECONDS": "2",  # the lease must be at least twice the attempt's deadline
         "WEBHOOK_BATCH_SIZE": "5",
         "WEBHOOK_POLL_SECONDS": "1",
     }.items():

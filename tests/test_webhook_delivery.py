@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import time
 from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
+from django.db import connection
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
@@ -307,3 +310,80 @@ def test_a_slowloris_receiver_is_cut_at_the_deadline_and_the_attempt_fails(
     slow_endpoint.refresh_from_db()
     assert slow_endpoint.next_attempt_at is not None and slow_endpoint.consecutive_failures == 1
     assert attempts(fine_endpoint) == [(1, 200), (1, 200)]
+
+
+def test_two_workers_never_send_an_event_at_once_though_the_batch_outlasts_the_lease(
+    org: Org, settings: Any
+) -> None:
+    """Issue 23: the lease was not renewed during a batch, so once it ran out a second worker
+    claimed the endpoint and sent the same events again (133 of 162 twice). Two threads, each a
+    worker running deliver() again and again, against a receiver answering in 0.15 s: the 30
+    events take about twice the 2 s lease. Every event arrives once, never two at a time."""
+    settings.WEBHOOK_LEASE_SECONDS = 2
+    with receiver(delay=0.15) as hook:
+        endpoint, _ = endpoint_for(org, hook)
+        for i in range(30):
+            add_device(org.tenant, f"dev-{i:02d}")
+        expected = sorted(event.webhook_id for event in WebhookEvent.objects.all())
+        stop = threading.Event()
+        runs: list[int] = []
+
+        def worker() -> None:
+            try:
+                while not stop.is_set():
+                    made = delivery.deliver(endpoint.pk)
+                    if made:
+                        runs.append(made)
+                    time.sleep(0.01)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=worker) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        try:
+            wait_until(
+                lambda: not PendingDelivery.objects.filter(endpoint=endpoint).exists(),
+                timeout=120,
+                what="every event delivered",
+            )
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+
+    assert sorted(hook.ids()) == expected  # each event once
+    assert hook.most_in_flight == 1
+    assert len(runs) > 1  # the runs took turns: each gave the endpoint up after half a lease
+    assert sorted(e for e, _ in WebhookDelivery.objects.values_list("event_id", "attempt")) == sorted(
+        WebhookEvent.objects.values_list("id", flat=True)
+    )
+
+
+def test_a_run_that_lost_its_lease_neither_renews_it_nor_releases_the_new_holders(org: Org) -> None:
+    """The lease is a compare-and-swap on the ``locked_until`` a run wrote: once another run has
+    claimed the expired endpoint, the first cannot renew it (and stops) and its final write
+    leaves the new holder's lease in place."""
+    with receiver() as hook:
+        endpoint, _ = endpoint_for(org, hook)
+        first = delivery._claim(endpoint.pk)
+        assert first is not None and delivery._claim(endpoint.pk) is None  # held
+        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+            locked_until=timezone.now() - dt.timedelta(seconds=1)  # as if its lease ran out
+        )
+        second = delivery._claim(endpoint.pk)
+        assert second is not None
+
+        first.lease_ends = time.monotonic()  # due for renewal
+        assert delivery._hold(first) is False
+        delivery._save(first, delivery._Batch(lost=True))
+        endpoint.refresh_from_db()
+        assert endpoint.locked_until == second.lease
+
+        second.lease_ends = time.monotonic()
+        assert delivery._hold(second) is True  # the holder renews
+        endpoint.refresh_from_db()
+        assert endpoint.locked_until == second.lease and second.lease > first.lease
+        delivery._save(second, delivery._Batch())
+        endpoint.refresh_from_db()
+        assert endpoint.locked_until is None

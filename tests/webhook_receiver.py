@@ -34,6 +34,8 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    in_flight: int = 0
+    most_in_flight: int = 0  # the most requests it was answering at one moment
 
     def count(self) -> int:
         with self.lock:
@@ -58,8 +60,12 @@ def receiver(**options: Any) -> Iterator[Receiver]:
                     Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                 )
                 number = len(state.requests)
+                state.in_flight += 1
+                state.most_in_flight = max(state.most_in_flight, state.in_flight)
             if state.delay:
                 time.sleep(state.delay)
+            with state.lock:
+                state.in_flight -= 1
             code = state.fail_status if number <= state.fail_first else state.status
             self.send_response(code)
             for name, value in state.headers.items():
