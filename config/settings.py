@@ -244,6 +244,21 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}  # filled in below, once the periods are read
+# Webhook delivery has a queue of its own, consumed by workers of its own
+# (`celery -A config worker -Q webhooks`; README, "Running on PostgreSQL and Redis"): a receiver
+# that is slow, or trickles its answer until the attempt's deadline, then holds a delivery
+# worker, never the one that runs fan-outs, stops and sweeps (issue 23). The kick and the
+# purge go there too, so a busy default queue cannot hold up deliveries either. Every other
+# task stays on Celery's default queue, `celery`, which a worker without -Q consumes.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+WEBHOOK_QUEUE = "webhooks"
+CELERY_TASK_ROUTES = {
+    "inventory.tasks.kick_webhooks": {"queue": WEBHOOK_QUEUE},
+    "inventory.tasks.deliver_webhooks": {"queue": WEBHOOK_QUEUE},
+    "inventory.tasks.purge_webhook_events": {"queue": WEBHOOK_QUEUE},
+}
+# The queues the workers of a deployment must consume between them (metrics read their lengths).
+WORKER_QUEUES = (CELERY_TASK_DEFAULT_QUEUE, WEBHOOK_QUEUE)
 
 # --- Internationalisation -----------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -387,3 +387,17 @@ def test_a_run_that_lost_its_lease_neither_renews_it_nor_releases_the_new_holder
         delivery._save(second, delivery._Batch())
         endpoint.refresh_from_db()
         assert endpoint.locked_until is None
+
+
+def test_webhook_tasks_have_a_queue_of_their_own() -> None:
+    """Deliveries, their kick and their purge go to ``webhooks`` (CELERY_TASK_ROUTES), which
+    workers of their own consume; fan-outs, stops and sweeps stay on ``celery``."""
+    from config.celery import app
+
+    def queue(task: str) -> str:
+        return str(app.amqp.router.route({}, task)["queue"].name)
+
+    webhook_tasks = ["kick_webhooks", "deliver_webhooks", "purge_webhook_events"]
+    assert {queue(f"inventory.tasks.{name}") for name in webhook_tasks} == {"webhooks"}
+    others = ["operations.tasks.fan_out_operation", "operations.tasks.stop_commands"]
+    assert {queue(name) for name in [*others, "operations.tasks.sweep_commands"]} == {"celery"}
