@@ -108,12 +108,19 @@ def start_gunicorn(env: dict[str, str], port: int, args: list[str], log: Path) -
     return server
 
 
-def start_worker(env: dict[str, str], log: Path, concurrency: int = 1) -> subprocess.Popen[bytes]:
-    """``celery -A config worker -c N``; returns once it logged that it is ready."""
+def start_worker(
+    env: dict[str, str],
+    log: Path,
+    concurrency: int = 1,
+    queues: str = "celery,webhooks",
+    name: str = "worker",
+) -> subprocess.Popen[bytes]:
+    """``celery -A config worker -c N -Q QUEUES``; returns once it logged that it is ready."""
     start = log.stat().st_size if log.exists() else 0
+    command = [str(BIN / "celery"), "-A", "config", "worker", "-l", "info", "-c", str(concurrency)]
     with log.open("ab") as out:
         worker = subprocess.Popen(
-            [str(BIN / "celery"), "-A", "config", "worker", "-l", "info", "-c", str(concurrency)],
+            [*command, "-Q", queues, "-n", f"{name}@%h"],
             cwd=ROOT,
             env=env,
             stdout=out,

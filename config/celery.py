@@ -17,7 +17,7 @@ app.autodiscover_tasks()
 def _announce(name: str) -> None:
     """Create the file ``name`` in ``CELERY_READY_DIR``, if that is set.
 
-    ``manage.py runstack`` sets it to learn when the worker and beat it started are up, so
+    ``manage.py runstack`` sets it to learn when the workers and beat it started are up, so
     that what it prints then (the demo's credentials) comes after their start-up lines."""
     folder = os.environ.get("CELERY_READY_DIR")
     if folder:
@@ -25,8 +25,11 @@ def _announce(name: str) -> None:
 
 
 @worker_ready.connect
-def _worker_ready(**_: Any) -> None:
-    _announce("worker")
+def _worker_ready(sender: Any = None, **_: Any) -> None:
+    """``worker-<name>``, the node name before ``@``: runstack starts two workers (the default
+    queue's and the webhooks queue's) and waits for both."""
+    node = str(getattr(sender, "hostname", "") or "celery@")
+    _announce(f"worker-{node.partition('@')[0]}")
 
 
 @beat_init.connect

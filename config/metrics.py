@@ -156,7 +156,9 @@ def route_label(route: str) -> str:
 
 
 def celery_queue_length() -> Iterable[Metric]:
-    """Messages waiting in the Celery queue ``celery``, read from the broker at scrape time.
+    """Messages waiting in each Celery queue the workers consume (``WORKER_QUEUES``: ``celery``
+    and ``webhooks``), read from the broker at scrape time. A ``webhooks`` queue that only
+    grows means no worker consumes it (``-Q webhooks``).
 
     Redis: ``LLEN`` of the queue's list and of its priority lists (kombu keeps a message with
     a priority in ``celery\\x06\\x16<n>``), one pipelined round trip. The filesystem broker of
@@ -164,22 +166,26 @@ def celery_queue_length() -> Iterable[Metric]:
     own management tools show queue depths.
     """
     url = str(settings.CELERY_BROKER_URL)
-    queue = "celery"
+    queues = list(settings.WORKER_QUEUES)
     if url.startswith(REDIS_SCHEMES):
         pipe = broker_redis(url).pipeline(transaction=False)
-        for key in (queue, *(f"{queue}\x06\x16{step}" for step in (3, 6, 9))):
-            pipe.llen(key)
-        depth = sum(int(n) for n in pipe.execute())
+        for queue in queues:
+            for key in (queue, *(f"{queue}\x06\x16{step}" for step in (3, 6, 9))):
+                pipe.llen(key)
+        lengths = [int(n) for n in pipe.execute()]
+        depths = {queue: sum(lengths[4 * i : 4 * i + 4]) for i, queue in enumerate(queues)}
     elif url.startswith("filesystem://"):
         folder = str(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
         with os.scandir(folder) as entries:
-            depth = sum(1 for entry in entries if entry.name.partition(".")[2] == f"{queue}.msg")
+            names = [entry.name.partition(".")[2] for entry in entries]
+        depths = {queue: names.count(f"{queue}.msg") for queue in queues}
     else:
         return []
     family = GaugeMetricFamily(
         f"{PREFIX}_celery_queue_length", "Messages waiting in a Celery queue of the broker.", labels=["queue"]
     )
-    family.add_metric([queue], depth)
+    for queue, depth in depths.items():
+        family.add_metric([queue], depth)
     return [family]
 
 

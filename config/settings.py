@@ -255,6 +255,21 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}  # filled in below, once the periods are read
+# Webhook delivery has a queue of its own, consumed by workers of its own
+# (`celery -A config worker -Q webhooks`; README, "Running on PostgreSQL and Redis"): a receiver
+# that is slow, or trickles its answer until the attempt's deadline, then holds a delivery
+# worker, never the one that runs fan-outs, stops and sweeps (issue 23). The kick and the
+# purge go there too, so a busy default queue cannot hold up deliveries either. Every other
+# task stays on Celery's default queue, `celery`, which a worker without -Q consumes.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+WEBHOOK_QUEUE = "webhooks"
+CELERY_TASK_ROUTES = {
+    "inventory.tasks.kick_webhooks": {"queue": WEBHOOK_QUEUE},
+    "inventory.tasks.deliver_webhooks": {"queue": WEBHOOK_QUEUE},
+    "inventory.tasks.purge_webhook_events": {"queue": WEBHOOK_QUEUE},
+}
+# The queues the workers of a deployment must consume between them (metrics read their lengths).
+WORKER_QUEUES = (CELERY_TASK_DEFAULT_QUEUE, WEBHOOK_QUEUE)
 
 # --- Internationalisation -----------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -456,11 +471,20 @@ if not WEBHOOK_RETRY_SCHEDULE or min(WEBHOOK_RETRY_SCHEDULE) < 0:
     raise ImproperlyConfigured("WEBHOOK_RETRY_SCHEDULE: a comma-separated list of seconds, each >= 0")
 # Deliver to loopback/private/link-local addresses too (tests, single-host set-ups only).
 WEBHOOK_ALLOW_PRIVATE_NETWORKS = env_bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", False)
+# The whole of one attempt: connect, TLS, request, the answer's head and body (a deadline, not
+# a timeout per read: inventory/webhooks/deadline.py).
 WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
 # Events sent per endpoint batch, between two writes of the attempts and the cursor.
 WEBHOOK_BATCH_SIZE = env_int("WEBHOOK_BATCH_SIZE", 500, minimum=1)
-# How long a worker holds an endpoint; a killed worker's claim expires after this.
+# How long a worker holds an endpoint; a killed worker's claim expires after this. A live run
+# renews it before any attempt that might outlast it, which needs room for one whole attempt
+# and a margin of a quarter lease: at least twice the attempt's deadline.
 WEBHOOK_LEASE_SECONDS = env_int("WEBHOOK_LEASE_SECONDS", 60, minimum=2)
+if WEBHOOK_LEASE_SECONDS < 2 * WEBHOOK_TIMEOUT_SECONDS:
+    raise ImproperlyConfigured(
+        f"WEBHOOK_LEASE_SECONDS={WEBHOOK_LEASE_SECONDS} must be at least twice "
+        f"WEBHOOK_TIMEOUT_SECONDS={WEBHOOK_TIMEOUT_SECONDS}, so that a lease outlasts a whole attempt"
+    )
 # Period of the beat's kick of endpoints with work.
 WEBHOOK_POLL_SECONDS = env_int("WEBHOOK_POLL_SECONDS", 1, minimum=1)
 WEBHOOK_EVENT_RETENTION_DAYS = env_int("WEBHOOK_EVENT_RETENTION_DAYS", 7, minimum=1)

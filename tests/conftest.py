@@ -32,6 +32,8 @@ from inventory.models import ConsoleUser, Device, Tenant
 from inventory.services import create_api_key, create_device, get_or_create_tenant
 
 ROOT = Path(__file__).resolve().parent.parent
+#: ``-Q`` of a worker that runs everything: the default queue and the webhooks' (config/settings.py).
+ALL_QUEUES = "celery,webhooks"
 
 
 class Api:
@@ -296,9 +298,23 @@ class CeleryProcesses:
             start_new_session=True,
         )
 
-    def worker(self, concurrency: int = 2, name: str = "worker") -> None:
+    def worker(self, concurrency: int = 2, name: str = "worker", queues: str = ALL_QUEUES) -> None:
+        """A worker of ``queues`` (comma-separated): by default every queue, so that e2e tests
+        get their deliveries; ``queues="celery"`` and a second one with ``"webhooks"`` is the
+        production layout (README), where no delivery takes a process from fan-outs."""
         self.start(
-            name, "worker", "-l", "info", "-c", str(concurrency), "--without-heartbeat", "--without-gossip"
+            name,
+            "worker",
+            "-l",
+            "info",
+            "-c",
+            str(concurrency),
+            "-Q",
+            queues,
+            "-n",
+            f"{name}@%h",
+            "--without-heartbeat",
+            "--without-gossip",
         )
 
     def beat(self, name: str = "beat") -> None:
@@ -318,10 +334,12 @@ class CeleryProcesses:
 
 
 def purge_broker() -> None:
+    """Drop the messages of every queue the workers consume (``WORKER_QUEUES``)."""
     from config.celery import app
 
     with app.connection_for_write() as conn:
-        conn.default_channel.queue_purge("celery")
+        for queue in settings.WORKER_QUEUES:
+            conn.default_channel.queue_purge(queue)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.conftest import ROOT, _process_env, beat_args, kill_group
+from tests.conftest import ALL_QUEUES, ROOT, _process_env, beat_args, kill_group
 
 
 def free_port() -> int:
@@ -185,7 +185,10 @@ class Processes:
     def celery(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
         return self.start(name, "-m", "celery", "-A", "config", *args, **env)
 
-    def worker(self, name: str = "worker", concurrency: int = 2, **env: str) -> subprocess.Popen[bytes]:
+    def worker(
+        self, name: str = "worker", concurrency: int = 2, queues: str = ALL_QUEUES, **env: str
+    ) -> subprocess.Popen[bytes]:
+        """A worker of ``queues`` (every queue by default; see ``CeleryProcesses.worker``)."""
         return self.celery(
             name,
             "worker",
@@ -193,6 +196,8 @@ class Processes:
             "info",
             "-c",
             str(concurrency),
+            "-Q",
+            queues,
             "-n",
             f"{name}@%h",
             "--without-heartbeat",

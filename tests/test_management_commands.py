@@ -286,7 +286,9 @@ def test_runstack_prints_the_block_after_the_servers_start_and_stops_on_ctrl_c(
     assert output.count(block) == 1
     at = output.index(block)
     assert output.index("Quit the server with CONTROL-C.") < at
-    assert output.index("[queues]") < at  # the worker's banner
+    assert output.index("[queues]") < at  # the workers' banners
+    assert output.count("[queues]") == 2
+    assert ".> celery " in output[:at] and ".> webhooks " in output[:at]  # each queue has its worker
     assert output.index("Configuration ->") < at  # beat's banner
     assert "No hostname was supplied" not in output
     assert "superuser privileges" not in output

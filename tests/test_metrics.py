@@ -91,7 +91,7 @@ def test_metrics_after_real_requests(org: Org, device: DeviceActor) -> None:
     states = {s.labels["state"]: s.value for s in after["dos_operations"].samples}
     assert states["success"] == 1  # its one command succeeded
     assert states["cancelled"] == 0
-    assert {s.labels["queue"] for s in after["dos_celery_queue_length"].samples} == {"celery"}
+    assert {s.labels["queue"] for s in after["dos_celery_queue_length"].samples} == {"celery", "webhooks"}
 
 
 def test_a_failing_scrape_collector_leaves_the_rest(org: Org) -> None:
@@ -138,7 +138,9 @@ def test_queue_length_with_the_filesystem_broker(org: Org, tmp_path: Any, settin
         queue.put({"n": 2})
         other = conn.SimpleQueue("another")
         other.put({"n": 3})
+        conn.SimpleQueue("webhooks").put({"n": 4})
 
     families = scrape(org.viewer)
 
     assert value(families, "dos_celery_queue_length", "dos_celery_queue_length", queue="celery") == 2
+    assert value(families, "dos_celery_queue_length", "dos_celery_queue_length", queue="webhooks") == 1

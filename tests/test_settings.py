@@ -140,6 +140,7 @@ def import_settings(**overrides: str) -> subprocess.CompletedProcess[str]:
         ("DB_CONN_MAX_AGE", "forever"),  # read with a DATABASE_URL: see the test
         ("API_PAGE_SIZE_MAX", "0"),
         ("AUTH_CACHE_SECONDS", "-5"),
+        ("WEBHOOK_LEASE_SECONDS", "19"),  # under twice the attempt's deadline (10 s): issue 23
     ],
 )
 def test_a_bad_setting_stops_the_process_naming_the_variable(name: str, value: str) -> None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import time
 from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
+from django.db import connection
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
@@ -20,8 +23,8 @@ from config import encryption
 from inventory.models import PendingDelivery, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from inventory.webhooks import delivery, guard
 from inventory.webhooks.services import create_endpoint, ping, redeliver
-from tests.conftest import Org, add_device, make_org
-from tests.webhook_receiver import Receiver, receiver
+from tests.conftest import Org, add_device, make_org, wait_until
+from tests.webhook_receiver import Receiver, receiver, slowloris
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -275,3 +278,126 @@ def test_purge_keeps_what_is_owed_and_recent(org: Org, settings: Any) -> None:
     WebhookEvent.objects.update(created_at=old)
     assert delivery.purge() == (0, 3)
     assert not WebhookEvent.objects.exists() and WebhookDelivery.objects.count() == 3
+
+
+# --- issue 23: a deadline for the whole attempt, a lease that outlasts the batch -------------------
+
+
+@pytest.mark.parametrize("part", ["headers", "body", "handshake"])
+def test_a_slowloris_receiver_is_cut_at_the_deadline_and_the_attempt_fails(
+    org: Org, settings: Any, part: str
+) -> None:
+    """Issue 23: one byte every 0.2 s never trips a per-read timeout of 1 s; the deadline of the
+    whole attempt (WEBHOOK_TIMEOUT_SECONDS) cuts it, and the other endpoint is served as usual.
+    Before, the head and the body were each read byte by byte to the end (10 s each) and the
+    attempt counted as delivered. (The TLS handshake was bounded already: CPython gives it one
+    deadline; it is here so that it stays under the attempt's.)"""
+    settings.WEBHOOK_RETRY_SCHEDULE = [300]
+    with slowloris(part=part, interval=0.2, limit=50) as slow, receiver() as fine:
+        slow_endpoint, _ = create_endpoint(org.tenant.pk, slow.url, ["device.created"])
+        fine_endpoint, _ = endpoint_for(org, fine)
+        add_device(org.tenant, "dev-1")
+        add_device(org.tenant, "dev-2")
+
+        assert delivery.deliver(slow_endpoint.pk) == 1  # the batch stops at the first timeout
+        wait_until(lambda: slow.cuts() == 1, timeout=10, what="the receiver to see the sender hang up")
+        assert delivery.deliver(fine_endpoint.pk) == 2
+
+    [attempt] = WebhookDelivery.objects.filter(endpoint=slow_endpoint)
+    assert attempt.status_code is None and attempt.next_retry_at is not None
+    assert attempt.error == "timed out: no whole answer within 1 s (WEBHOOK_TIMEOUT_SECONDS)"
+    assert PendingDelivery.objects.filter(endpoint=slow_endpoint).count() == 2  # both still owed
+    slow_endpoint.refresh_from_db()
+    assert slow_endpoint.next_attempt_at is not None and slow_endpoint.consecutive_failures == 1
+    assert attempts(fine_endpoint) == [(1, 200), (1, 200)]
+
+
+def test_two_workers_never_send_an_event_at_once_though_the_batch_outlasts_the_lease(
+    org: Org, settings: Any
+) -> None:
+    """Issue 23: the lease was not renewed during a batch, so once it ran out a second worker
+    claimed the endpoint and sent the same events again (133 of 162 twice). Two threads, each a
+    worker running deliver() again and again, against a receiver answering in 0.15 s: the 30
+    events take about twice the 2 s lease. Every event arrives once, never two at a time."""
+    settings.WEBHOOK_LEASE_SECONDS = 2
+    with receiver(delay=0.15) as hook:
+        endpoint, _ = endpoint_for(org, hook)
+        for i in range(30):
+            add_device(org.tenant, f"dev-{i:02d}")
+        expected = sorted(event.webhook_id for event in WebhookEvent.objects.all())
+        stop = threading.Event()
+        runs: list[int] = []
+
+        def worker() -> None:
+            try:
+                while not stop.is_set():
+                    made = delivery.deliver(endpoint.pk)
+                    if made:
+                        runs.append(made)
+                    time.sleep(0.01)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=worker) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        try:
+            wait_until(
+                lambda: not PendingDelivery.objects.filter(endpoint=endpoint).exists(),
+                timeout=120,
+                what="every event delivered",
+            )
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+
+    assert sorted(hook.ids()) == expected  # each event once
+    assert hook.most_in_flight == 1
+    assert len(runs) > 1  # the runs took turns: each gave the endpoint up after half a lease
+    assert sorted(e for e, _ in WebhookDelivery.objects.values_list("event_id", "attempt")) == sorted(
+        WebhookEvent.objects.values_list("id", flat=True)
+    )
+
+
+def test_a_run_that_lost_its_lease_neither_renews_it_nor_releases_the_new_holders(org: Org) -> None:
+    """The lease is a compare-and-swap on the ``locked_until`` a run wrote: once another run has
+    claimed the expired endpoint, the first cannot renew it (and stops) and its final write
+    leaves the new holder's lease in place."""
+    with receiver() as hook:
+        endpoint, _ = endpoint_for(org, hook)
+        first = delivery._claim(endpoint.pk)
+        assert first is not None and delivery._claim(endpoint.pk) is None  # held
+        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+            locked_until=timezone.now() - dt.timedelta(seconds=1)  # as if its lease ran out
+        )
+        second = delivery._claim(endpoint.pk)
+        assert second is not None
+
+        first.lease_ends = time.monotonic()  # due for renewal
+        assert delivery._hold(first) is False
+        delivery._save(first, delivery._Batch(lost=True))
+        endpoint.refresh_from_db()
+        assert endpoint.locked_until == second.lease
+
+        second.lease_ends = time.monotonic()
+        assert delivery._hold(second) is True  # the holder renews
+        endpoint.refresh_from_db()
+        assert endpoint.locked_until == second.lease and second.lease > first.lease
+        delivery._save(second, delivery._Batch())
+        endpoint.refresh_from_db()
+        assert endpoint.locked_until is None
+
+
+def test_webhook_tasks_have_a_queue_of_their_own() -> None:
+    """Deliveries, their kick and their purge go to ``webhooks`` (CELERY_TASK_ROUTES), which
+    workers of their own consume; fan-outs, stops and sweeps stay on ``celery``."""
+    from config.celery import app
+
+    def queue(task: str) -> str:
+        return str(app.amqp.router.route({}, task)["queue"].name)
+
+    webhook_tasks = ["kick_webhooks", "deliver_webhooks", "purge_webhook_events"]
+    assert {queue(f"inventory.tasks.{name}") for name in webhook_tasks} == {"webhooks"}
+    others = ["operations.tasks.fan_out_operation", "operations.tasks.stop_commands"]
+    assert {queue(name) for name in [*others, "operations.tasks.sweep_commands"]} == {"celery"}

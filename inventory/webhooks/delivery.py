@@ -1,17 +1,28 @@
 """At-least-once delivery from the outbox, endpoint by endpoint, in batches.
 
 A beat task (:func:`kick_due`, every ``WEBHOOK_POLL_SECONDS``) marks the endpoints that have
-due pending deliveries and sends one task per endpoint (:func:`deliver`). That task claims the
-endpoint with a lease (``locked_until``, taken with ``FOR UPDATE SKIP LOCKED``; a killed
-worker's claim simply expires and the next kick sends everything again), reads up to
-``WEBHOOK_BATCH_SIZE`` due rows, POSTs them on one kept-alive connection, and records the
-attempts and what is still owed in one transaction. A worker that dies before that
-transaction has recorded nothing: the events are sent again (at least once, never lost).
+due pending deliveries and sends one task per endpoint (:func:`deliver`), on the Celery queue
+``webhooks`` that workers of their own consume (``CELERY_TASK_ROUTES``), so no delivery ever
+takes a worker process from fan-outs, stops and sweeps. That task claims the endpoint with a
+lease (``locked_until``, taken with ``FOR UPDATE SKIP LOCKED``; a killed worker's claim simply
+expires and the next kick sends everything again), reads up to ``WEBHOOK_BATCH_SIZE`` due rows,
+POSTs them on one kept-alive connection, and records the attempts and what is still owed in one
+transaction. A worker that dies before that transaction has recorded nothing: the events are
+sent again (at least once, never lost).
 
-Isolation: each endpoint is its own task with its own backoff (``next_attempt_at``). A batch
-stops at the first sign that the endpoint is down (no answer, 5xx, 408, 429) and the endpoint
-waits for its retry, so a dead endpoint costs one timeout per retry step, and the others'
-tasks run meanwhile on the other worker processes.
+The lease cannot run out under a live run (issue 23: a 60 s lease under a batch of 500 attempts
+let a second worker send 133 of 162 events again). Each attempt has a deadline for the whole of
+it (``WEBHOOK_TIMEOUT_SECONDS``, ``inventory.webhooks.deadline``), and before each one the run
+makes sure the lease outlasts it by a margin, renewing it if not (a compare-and-swap on the
+``locked_until`` it wrote, so a run that lost its lease learns it and stops). The lease is
+compared and set on the database's clock, so workers' clocks cannot disagree about it.
+
+Isolation: each endpoint is its own task with its own backoff (``next_attempt_at``), one run at a
+time (the lease). A batch stops at the first sign that the endpoint is down (no answer within
+the deadline, 5xx, 408, 429) and the endpoint waits for its retry, so a dead or trickling
+endpoint costs one deadline per retry step. A run stops taking new attempts after half a lease
+and goes to the back of the queue, so a slow but answering endpoint holds one worker process
+for that long at a time while the others' tasks run on the other processes.
 """
 
 from __future__ import annotations
@@ -62,7 +73,7 @@ def kick_due() -> list[str]:
             f"""
             UPDATE {ENDPOINTS} e SET kicked_at = %(now)s
             WHERE e.active
-              AND (e.locked_until IS NULL OR e.locked_until < %(now)s)
+              AND (e.locked_until IS NULL OR e.locked_until < clock_timestamp())
               AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= %(now)s)
               AND (e.kicked_at IS NULL OR e.kicked_at < %(stale)s)
               AND EXISTS (SELECT 1 FROM {PENDING} p WHERE p.endpoint_id = e.id AND p.due_at <= %(now)s)
@@ -83,6 +94,10 @@ class _Claim:
     url: str
     secret: str
     failures: int
+    #: ``locked_until`` as this run wrote it: renewing and releasing compare against it.
+    lease: dt.datetime
+    #: ``time.monotonic()`` by which the lease ends at the latest (read before it was written).
+    lease_ends: float
     target: guard.Target | str = ""
     signer: Any = None
 
@@ -97,32 +112,38 @@ class _Batch:
     given_up: list[int] = field(default_factory=list)
     backoff_until: dt.datetime | None = None
     gone: bool = False
+    #: The lease could not be renewed: another run holds the endpoint now.
+    lost: bool = False
 
 
-def _lease() -> dt.timedelta:
-    return dt.timedelta(seconds=int(settings.WEBHOOK_LEASE_SECONDS))
+def _lease_seconds() -> float:
+    return float(settings.WEBHOOK_LEASE_SECONDS)
+
+
+def _margin() -> float:
+    """Lease an attempt must leave when it ends at its deadline: room for recording the batch
+    (which first locks the endpoint row, and so shuts out a claim) and for a slow database."""
+    return _lease_seconds() / 4
 
 
 def _claim(endpoint_id: Any) -> _Claim | None:
     """Lease the endpoint to this run, if it is active, not leased and not backing off."""
     now = timezone.now()
+    started = time.monotonic()
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            UPDATE {ENDPOINTS} e SET locked_until = %(until)s, kicked_at = NULL
+            UPDATE {ENDPOINTS} e
+            SET locked_until = clock_timestamp() + make_interval(secs => %(lease)s), kicked_at = NULL
             WHERE e.id = (
                 SELECT id FROM {ENDPOINTS} WHERE id = %(id)s AND active
-                  AND (locked_until IS NULL OR locked_until < %(now)s)
+                  AND (locked_until IS NULL OR locked_until < clock_timestamp())
                   AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)
                 FOR UPDATE SKIP LOCKED
             )
-            RETURNING e.tenant_id, e.url, e.secret_sealed, e.consecutive_failures
+            RETURNING e.tenant_id, e.url, e.secret_sealed, e.consecutive_failures, e.locked_until
             """,
-            {
-                "id": endpoint_id,
-                "now": now,
-                "until": now + dt.timedelta(seconds=settings.WEBHOOK_LEASE_SECONDS),
-            },
+            {"id": endpoint_id, "now": now, "lease": _lease_seconds()},
         )
         row = cursor.fetchone()
     if row is None:
@@ -140,7 +161,40 @@ def _claim(endpoint_id: Any) -> _Claim | None:
         )
         logger.error("webhook endpoint %s: signing secret unreadable; disabled", endpoint_id)
         return None
-    return _Claim(id=endpoint_id, tenant_id=row[0], url=row[1], secret=secret, failures=int(row[3]))
+    return _Claim(
+        id=endpoint_id,
+        tenant_id=row[0],
+        url=row[1],
+        secret=secret,
+        failures=int(row[3]),
+        lease=row[4],
+        lease_ends=started + _lease_seconds(),
+    )
+
+
+def _hold(claim: _Claim) -> bool:
+    """Make sure the lease outlasts one more attempt (its whole deadline) by the margin,
+    renewing it if it might not; False when the lease is no longer this run's.
+
+    With ``WEBHOOK_LEASE_SECONDS`` at least twice ``WEBHOOK_TIMEOUT_SECONDS`` (the settings
+    hold it) a fresh lease always leaves that room, so no attempt of a live run can outlive
+    its lease and no second run can claim the endpoint while the first is still sending."""
+    needed = float(settings.WEBHOOK_TIMEOUT_SECONDS) + _margin()
+    if claim.lease_ends - time.monotonic() >= needed:
+        return True
+    started = time.monotonic()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {ENDPOINTS} SET locked_until = clock_timestamp() + make_interval(secs => %s) "
+            "WHERE id = %s AND locked_until = %s RETURNING locked_until",
+            [_lease_seconds(), claim.id, claim.lease],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        logger.warning("webhook endpoint %s: lease lost mid-run; stopping this run", claim.id)
+        return False
+    claim.lease, claim.lease_ends = row[0], started + _lease_seconds()
+    return True
 
 
 def _work(claim: _Claim, limit: int) -> list[tuple[WebhookEvent, int]]:
@@ -201,9 +255,19 @@ def _attempt(claim: _Claim, batch: _Batch, event: WebhookEvent, attempt: int) ->
 
 
 def _save(claim: _Claim, batch: _Batch) -> None:
-    """The batch's outcome in one transaction: attempts, what is still owed, backoff, lease."""
+    """The batch's outcome in one transaction: attempts, what is still owed, backoff, lease.
+
+    It first locks the endpoint row, so no claim (``SKIP LOCKED``) can take the endpoint while
+    the outcome is being written, and releases the lease only if it is still this run's."""
     now = timezone.now()
     with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT locked_until = %s FROM {ENDPOINTS} WHERE id = %s FOR UPDATE",
+                [claim.lease, claim.id],
+            )
+            row = cursor.fetchone()
+        ours = bool(row and row[0])
         WebhookDelivery.objects.bulk_create(batch.attempts)
         done = batch.delivered + batch.given_up
         if done:
@@ -221,7 +285,7 @@ def _save(claim: _Claim, batch: _Batch) -> None:
                         claim.id,
                     ],
                 )
-        fields: dict[str, Any] = {"locked_until": None}
+        fields: dict[str, Any] = {"locked_until": None} if ours else {}
         if batch.backoff_until is not None:
             fields["next_attempt_at"] = batch.backoff_until
             fields["consecutive_failures"] = claim.failures + 1
@@ -236,23 +300,29 @@ def _save(claim: _Claim, batch: _Batch) -> None:
         WebhookEndpoint.objects.filter(pk=claim.id).update(**fields)
 
 
-def _run_batch(claim: _Claim, limit: int) -> tuple[_Batch, bool]:
-    """One batch; returns it and whether more work may be waiting."""
+def _run_batch(claim: _Claim, limit: int, budget: float) -> tuple[_Batch, bool]:
+    """One batch, stopped early when the run's time (``budget``, monotonic) is spent or its
+    lease is lost; returns it and whether more work may be waiting."""
     work = _work(claim, limit)
     batch = _Batch()
     if work:
         claim.target = sender.resolve(claim.url)
         claim.signer = sender.signer(claim.secret)
-    going = True
-    for event, attempt in work:
-        going = _attempt(claim, batch, event, attempt)
-        if not going:
-            break
-    return batch, going and len(work) >= limit
+    for done, (event, attempt) in enumerate(work):
+        if done and time.monotonic() >= budget:
+            return batch, True
+        if not _hold(claim):
+            batch.lost = True
+            return batch, False
+        if not _attempt(claim, batch, event, attempt):
+            return batch, False
+    return batch, len(work) >= limit
 
 
 def deliver(endpoint_id: Any) -> int:
-    """Deliver what the endpoint is owed, batch after batch, for at most half a lease.
+    """Deliver what the endpoint is owed, batch after batch, taking new attempts for at most
+    half a lease; then the worker process is free for other endpoints (and the beat kicks this
+    one again if more is owed).
 
     Returns how many attempts were made; 0 when another worker holds the endpoint or it is
     backing off.
@@ -261,10 +331,10 @@ def deliver(endpoint_id: Any) -> int:
     if claim is None:
         return 0
     limit = int(settings.WEBHOOK_BATCH_SIZE)
-    budget = time.monotonic() + int(settings.WEBHOOK_LEASE_SECONDS) / 2
+    budget = time.monotonic() + _lease_seconds() / 2
     made = 0
     while claim is not None:
-        batch, more = _run_batch(claim, limit)
+        batch, more = _run_batch(claim, limit, budget)
         made += len(batch.attempts)
         _save(claim, batch)
         claim = _claim(endpoint_id) if more and time.monotonic() < budget else None

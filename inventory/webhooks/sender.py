@@ -4,7 +4,12 @@ urllib3 rather than requests: a connection pool can be told to connect to the ad
 guard vetted while sending ``Host`` and checking the TLS certificate for the URL's name, so
 no second DNS lookup happens between the check and the connection. Pools are kept per
 (host, port, address) in the worker process, so a batch to one endpoint reuses one kept-alive
-connection. Redirects are never followed; the whole attempt has ``WEBHOOK_TIMEOUT_SECONDS``.
+connection. Redirects are never followed.
+
+The whole attempt (connect, TLS, request, headers and body) has ``WEBHOOK_TIMEOUT_SECONDS``,
+held by :class:`inventory.webhooks.deadline.Deadline`: urllib3's own ``total`` timeout is
+given afresh to each read of the socket, so a receiver trickling a byte a second would hold an
+attempt (and the worker) for as long as it liked.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import urllib3
 from django.conf import settings
 from standardwebhooks.webhooks import Webhook
 
-from inventory.webhooks import guard
+from inventory.webhooks import deadline, guard
 
 USER_AGENT = "device-operations-server-webhooks/1"
 #: Pools kept by this process; bounded so that endpoints changing their URLs cannot grow it forever.
@@ -81,7 +86,7 @@ def _pool(target: guard.Target, address: str) -> urllib3.HTTPConnectionPool:
             _POOLS.clear()
         timeout = urllib3.Timeout(total=float(settings.WEBHOOK_TIMEOUT_SECONDS))
         if target.scheme == "https":
-            pool = urllib3.HTTPSConnectionPool(
+            pool = deadline.HTTPSPool(
                 address,
                 target.port,
                 timeout=timeout,
@@ -91,7 +96,7 @@ def _pool(target: guard.Target, address: str) -> urllib3.HTTPConnectionPool:
                 assert_hostname=target.host,
             )
         else:
-            pool = urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, retries=False, maxsize=1)
+            pool = deadline.HTTPPool(address, target.port, timeout=timeout, retries=False, maxsize=1)
         _POOLS[key] = pool
     return pool
 
@@ -133,21 +138,26 @@ def send(target: guard.Target | str, key: Webhook, msg_id: str, body: str) -> Ou
         "host": host_header,
         **signature_headers(key, msg_id, body),
     }
-    try:
-        response = _pool(target, target.addresses[0]).urlopen(
-            "POST",
-            target.path,
-            body=body.encode(),
-            headers=headers,
-            redirect=False,
-            retries=False,
-            assert_same_host=False,
-            preload_content=True,
-        )
-    except urllib3.exceptions.TimeoutError:
-        return Outcome(None, f"timed out after {settings.WEBHOOK_TIMEOUT_SECONDS} s", took())
-    except urllib3.exceptions.HTTPError as error:
-        return Outcome(None, f"{type(error).__name__}: {error}"[:500], took())
-    except OSError as error:
-        return Outcome(None, f"{type(error).__name__}: {error}"[:500], took())
+    seconds = int(settings.WEBHOOK_TIMEOUT_SECONDS)
+    timed_out = f"timed out: no whole answer within {seconds} s (WEBHOOK_TIMEOUT_SECONDS)"
+    with deadline.Deadline(seconds) as limit:
+        try:
+            response = _pool(target, target.addresses[0]).urlopen(
+                "POST",
+                target.path,
+                body=body.encode(),
+                headers=headers,
+                redirect=False,
+                retries=False,
+                assert_same_host=False,
+                preload_content=True,  # the body too is read under the deadline
+            )
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            if limit.expired or isinstance(error, urllib3.exceptions.TimeoutError):
+                return Outcome(None, timed_out, took())
+            return Outcome(None, f"{type(error).__name__}: {error}"[:500], took())
+    if limit.expired:
+        # Cut at the deadline, http.client may take the end of the socket for the end of the
+        # head or of a body without a length, and return a truncated answer as if whole.
+        return Outcome(None, timed_out, took())
     return Outcome(response.status, "", took(), _retry_after(response.headers.get("retry-after")))

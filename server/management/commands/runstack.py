@@ -1,9 +1,13 @@
-"""Run the whole server on one machine: the web server, a Celery worker and celery beat.
+"""Run the whole server on one machine: the web server, two Celery workers and celery beat.
 
-For development and demos (``make run``); production runs the three as separate services
-(see README.md, "Scaling out"). Once the web server answers and the worker and beat are
-up, it can print the demo's credentials (``--show-credentials``), so they come after the
-start-up lines of the three processes instead of scrolling away under them. The worker and beat say
+For development and demos (``make run``); production runs them as separate services
+(see README.md, "Scaling out"). The two workers are production's layout in small: one for
+Celery's default queue (fan-outs, stops, sweeps, headless and maintenance runs) and one for
+the ``webhooks`` queue (``CELERY_TASK_ROUTES``), so that a webhook receiver that is slow, or
+trickles its answer until the attempt's deadline, holds a delivery process and never the one
+that dispatches operations (issue 23). Once the web server answers and the workers and beat
+are up, it can print the demo's credentials (``--show-credentials``), so they come after the
+start-up lines of the processes instead of scrolling away under them. The workers and beat say
 when they are up by creating files in ``CELERY_READY_DIR`` (``config/celery.py``).
 
 It runs the whole server, so it belongs to the top floor (``server/``), with the URLconf. It
@@ -34,8 +38,10 @@ from inventory import demo
 #: Celery warns, on every start as root, that the worker runs as root. A local run as root
 #: (a container, a VM) is the user's choice; runstack says so in one line instead.
 ROOT_WARNING = "ignore:You're running the worker with superuser privileges"
-#: Longest wait for the web server and the worker before the credentials are printed anyway.
+#: Longest wait for the web server and the workers before the credentials are printed anyway.
 READY_TIMEOUT = 90.0
+#: The workers: node name (before ``@``; also the name of its ready file) and the queues it takes.
+WORKERS = (("celery", settings.CELERY_TASK_DEFAULT_QUEUE), ("webhooks", settings.WEBHOOK_QUEUE))
 
 
 def _answers(url: str) -> bool:
@@ -50,7 +56,10 @@ def _answers(url: str) -> bool:
 
 
 class Command(BaseCommand):
-    help = "Run runserver, a Celery worker and celery beat together until interrupted."
+    help = (
+        "Run runserver, a Celery worker for the default queue, one for the webhooks queue and celery "
+        "beat together until interrupted."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("addrport", nargs="?", default=demo.DEFAULT_ADDR)
@@ -79,7 +88,13 @@ class Command(BaseCommand):
             self.stdout.write("runstack: running as root, so the Celery worker runs as root too.")
         celery = [python, "-m", "celery", "-A", "config"]
         children = [
-            subprocess.Popen([*celery, "worker", "-l", level, "-c", "2"], env=celery_env),
+            *(
+                subprocess.Popen(
+                    [*celery, "worker", "-l", level, "-c", "2", "-Q", queue, "-n", f"{node}@%h"],
+                    env=celery_env,
+                )
+                for node, queue in WORKERS
+            ),
             subprocess.Popen(
                 [*celery, "beat", "-l", level, "-s", str(Path(settings.VAR_DIR) / "celerybeat-schedule")],
                 env=celery_env,
@@ -110,11 +125,12 @@ class Command(BaseCommand):
             shutil.rmtree(ready, ignore_errors=True)
 
     def _show_credentials_when_up(self, addrport: str, web: subprocess.Popen[bytes], ready: Path) -> None:
-        """Wait until the web server answers and the worker and beat are up, then print the block."""
+        """Wait until the web server answers and the workers and beat are up, then print the block."""
         url = f"http://{demo.browsable_addr(addrport)}/"
         deadline = time.monotonic() + READY_TIMEOUT
+        up = [ready / f"worker-{node}" for node, _ in WORKERS] + [ready / "beat"]
         while web.poll() is None and time.monotonic() < deadline:
-            if (ready / "worker").exists() and (ready / "beat").exists() and _answers(url):
+            if all(path.exists() for path in up) and _answers(url):
                 break
             time.sleep(0.25)
         if web.poll() is not None:
