@@ -288,9 +288,9 @@ def _report_statement(
     }
     along = tuple(part for follower in followers() for part in follower.report_along())
     with prepared_cursor() as cursor:
-        cursor.execute(_report_sql(target, details is not None, along), params)
+        statement = _report_sql(target, details is not None, along)
+        cursor.execute(statement.sql, params)
         found = cursor.fetchone()
-        names = [column.name for column in cursor.description]
     if found is None:
         raise CommandStatus.DoesNotExist(f"no command status {pk}")
     width = len(REPORT_COLUMNS)
@@ -300,14 +300,23 @@ def _report_statement(
     moved = after[0] is not None
     row = dict(zip(REPORT_COLUMNS, after, strict=True)) if moved else dict(before)
     rows: dict[str, dict[str, Any] | None] = {}
-    if names[-1] == "along":
+    if statement.returns_along:
         raw = found[-1]
         rows = json.loads(raw) if isinstance(raw, str | bytes) else raw
     return _row_to_command(row, device_ref), before["state"], moved, rows
 
 
+class _ReportStatement(NamedTuple):
+    """The report's SQL, and whether its last column is the followers' rows (``along``): known
+    with the text, so the hot path never builds the cursor's description (46 column objects,
+    about 0.1 ms a report)."""
+
+    sql: str
+    returns_along: bool
+
+
 @functools.lru_cache(maxsize=256)
-def _report_sql(target: CommandState, with_details: bool, along: tuple[Along, ...]) -> str:
+def _report_sql(target: CommandState, with_details: bool, along: tuple[Along, ...]) -> _ReportStatement:
     """The report statement for a move to ``target``: made once per target (and followers),
     so the prepared statement is the same text every time."""
     table = CommandStatus._meta.db_table
@@ -319,7 +328,7 @@ def _report_sql(target: CommandState, with_details: bool, along: tuple[Along, ..
     if target in RETRIED_FAILURES:  # the failure that queued it again, repeated: not a new one
         duplicate = f"AND NOT (cur.state = {int(C.QUEUED)} AND cur.attempt > 1)"
     ctes, returned = _along_sql(target, along)
-    return f"""
+    sql = f"""
         WITH cur AS (
             SELECT {columns}, d.device_id AS device_ref
             FROM {table} cs
@@ -345,6 +354,7 @@ def _report_sql(target: CommandState, with_details: bool, along: tuple[Along, ..
         ), {_REPORT_EVENT}{ctes}
         SELECT cur.*, moved.*{returned} FROM cur LEFT JOIN moved USING (id)
     """
+    return _ReportStatement(sql, bool(returned))
 
 
 def move_commands(
