@@ -384,6 +384,9 @@ INBOX_POLL_SECONDS = env_int("INBOX_POLL_SECONDS", 30, minimum=1)
 INBOX_POLL_JITTER = 0.2
 # Period of the sweeps (redelivery, windows, timeouts) and of the last_seen flush.
 SWEEP_SECONDS = env_int("SWEEP_SECONDS", 10, minimum=1)
+# Continuous operations look at device changes right after each device write commits; this
+# sweep is the safety net (a lost nudge) and closes those past their end_datetime.
+CONTINUOUS_SWEEP_SECONDS = env_int("CONTINUOUS_SWEEP_SECONDS", 5, minimum=1)
 
 # --- Headless operations (docs/headless.md) -----------------------------------------------------
 # Called with the listed operations when a GET asks for update_status=true, in this order.
@@ -448,6 +451,10 @@ CELERY_BEAT_SCHEDULE.update(
         },
         "run-due-headless": {"task": "operations.tasks.run_due_headless", "schedule": float(SWEEP_SECONDS)},
         "resume-stops": {"task": "operations.tasks.resume_stops", "schedule": float(SWEEP_SECONDS)},
+        "sweep-continuous": {
+            "task": "operations.tasks.sweep_continuous",
+            "schedule": float(CONTINUOUS_SWEEP_SECONDS),
+        },
         "kick-webhooks": {"task": "inventory.tasks.kick_webhooks", "schedule": float(WEBHOOK_POLL_SECONDS)},
         "purge-webhook-events": {"task": "inventory.tasks.purge_webhook_events", "schedule": 3600.0},
         "purge-idempotency-keys": {

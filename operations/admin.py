@@ -273,11 +273,11 @@ class OperationAdmin(TenantScopedAdmin):
         if not self.has_add_permission(request):
             raise PermissionDenied
         try:
-            retry = services.retry_failed(operation, self._actor(request))
+            retry = services.rerun(operation, self._actor(request))
         except REFUSALS as error:
             messages.error(request, "; ".join(refusal_messages(error)))
             return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))
-        messages.success(request, f"Retrying the failed devices of {operation.pk} as operation {retry.pk}.")
+        messages.success(request, f"Re-running the failed devices of {operation.pk} as operation {retry.pk}.")
         return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[retry.pk]))
 
     @admin.display(description="state", ordering="state")
@@ -332,13 +332,13 @@ class OperationAdmin(TenantScopedAdmin):
         messages.success(request, f"Cancelled {done} operation(s).")
 
     @admin.action(
-        description="Retry the failed devices (a new operation for each selected)", permissions=["add"]
+        description="Re-run the failed devices (a new operation for each selected)", permissions=["add"]
     )
     def retry_failed(self, request: HttpRequest, queryset: QuerySet[Operation]) -> None:
         for operation in queryset[:20]:
             try:
-                retry = services.retry_failed(operation, self._actor(request))
-                messages.success(request, f"{operation.pk}: retrying as {retry.pk}.")
+                retry = services.rerun(operation, self._actor(request))
+                messages.success(request, f"{operation.pk}: re-running as {retry.pk}.")
             except REFUSALS as error:
                 messages.error(request, f"{operation.pk}: " + "; ".join(refusal_messages(error)))
 

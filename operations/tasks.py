@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from commands import partitions
-from operations import fanout, headless, stopping, sweeps
+from operations import continuous, fanout, headless, stopping, sweeps
 from operations.choices import PRE_DISPATCH_STATES, OperationState
 from operations.models import Operation
 
@@ -72,3 +72,15 @@ def stop_commands(operation_id: str) -> int:
 def resume_stops() -> int:
     """Send again stops whose commands are still unfinished and whose worker is gone."""
     return stopping.resume_stops()
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def evaluate_continuous(operation_id: str) -> int:
+    """Devices that came to match a continuous operation since its last look join it."""
+    return continuous.evaluate(operation_id)
+
+
+@shared_task(ignore_result=True)
+def sweep_continuous() -> dict[str, int]:
+    """Close continuous operations past their end; look at every open one (the safety net)."""
+    return continuous.sweep()

@@ -15,7 +15,7 @@ from inventory.services import bulk_import_devices
 from operations.choices import OperationState
 from operations.fanout import fan_out
 from operations.models import Operation
-from operations.services import create_operation, retry_failed
+from operations.services import create_operation, rerun
 from tests.conftest import Org
 
 ADD = "/admin/operations/operation/add/"
@@ -194,24 +194,25 @@ def test_retry_failed_targets_exactly_the_failed_devices(console: Client, org_wi
     assert response["Location"] == f"/admin/operations/operation/{retry.pk}/change/"
     assert retry.operation_type == "LOCK"
     assert retry.device_query == {"device_type": "all", "devices": ["and-1", "and-3"]}
+    assert retry.rerun_of_id == operation.pk
 
 
 def test_retry_refuses_unfinished_empty_and_oversized(org_with_devices: Org, settings) -> None:
     running = dispatched(org_with_devices, all=True)
     with pytest.raises(DomainError) as refused:
-        retry_failed(running, "t")
+        rerun(running, "t")
     assert refused.value.code == "not_finished"
 
     clean = dispatched(org_with_devices, filters={"os": "linux"})
     finish(clean, {})
     clean.refresh_from_db()
     with pytest.raises(DomainError) as refused:
-        retry_failed(clean, "t")
+        rerun(clean, "t")
     assert refused.value.code == "nothing_to_retry"
 
     settings.MAX_QUERY_DEVICES = 1
     failing = dispatched(org_with_devices, filters={"os": "android"})
     finish(failing, {"and-1": CommandState.FAILURE, "and-2": CommandState.FAILURE})
     failing.refresh_from_db()
-    with pytest.raises(DomainError, match=r"more than 1 devices failed \(MAX_QUERY_DEVICES\)"):
-        retry_failed(failing, "t")
+    with pytest.raises(DomainError, match=r"more than 1 devices ended so \(MAX_QUERY_DEVICES\)"):
+        rerun(failing, "t")

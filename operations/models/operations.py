@@ -8,7 +8,13 @@ import uuid
 from django.db import models
 
 from commands.counting import FINISHED
-from operations.choices import PRE_DISPATCH_STATES, OperationState, OperationType, ScheduleType
+from operations.choices import (
+    PRE_DISPATCH_STATES,
+    OperationState,
+    OperationType,
+    ScheduleType,
+    TargetSelection,
+)
 
 
 class ExactCounters(models.Model):
@@ -78,6 +84,22 @@ class Operation(ExactCounters):
     max_per_minute = models.PositiveIntegerField(null=True, blank=True)
     #: The state a pause left, to which RESUMED returns.
     paused_from = models.PositiveSmallIntegerField(choices=OperationState.choices, null=True, blank=True)
+    #: SNAPSHOT, or CONTINUOUS: devices that come to match later join (``operations.continuous``).
+    target_selection = models.CharField(
+        max_length=16, choices=TargetSelection.choices, default=TargetSelection.SNAPSHOT
+    )
+    #: CONTINUOUS: every device change below this transaction id has been looked at
+    #: (``inventory.changes``); raised after each look, never lowered.
+    continuous_watermark = models.BigIntegerField(default=0, editable=False)
+    #: CONTINUOUS: ``schedule_args.end_datetime``, after which no device joins.
+    continuous_until = models.DateTimeField(null=True, blank=True, editable=False)
+    #: CONTINUOUS: when it was closed (PUT COMPLETED, or ``continuous_until`` passed); it
+    #: finishes when its commands do.
+    continuous_closed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    #: The operation this one re-runs on the devices whose commands ended as asked.
+    rerun_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns", editable=False
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -88,6 +110,12 @@ class Operation(ExactCounters):
                 fields=["updated_at"],
                 name="operations_unfinished_fanout",
                 condition=models.Q(state__in=sorted(PRE_DISPATCH_STATES)),
+            ),
+            # The continuous sweep and a device change's nudge look for the open ones.
+            models.Index(
+                fields=["tenant"],
+                name="operations_continuous_open",
+                condition=models.Q(target_selection="CONTINUOUS", continuous_closed_at__isnull=True),
             ),
             # The stop's resume sweep (operations.sweeps.resume_stops): stops not finished.
             models.Index(
