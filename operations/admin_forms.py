@@ -112,6 +112,7 @@ class OperationForm(forms.Form):
         choices=ScheduleType.choices, initial=ScheduleType.IMMEDIATE, widget=forms.RadioSelect
     )
     target_selection = forms.ChoiceField(
+        required=False,
         label="Devices",
         choices=[
             (TargetSelection.SNAPSHOT, "snapshot: the devices that match when it starts"),
@@ -308,7 +309,7 @@ class OperationForm(forms.Form):
         body: dict[str, Any] = {
             "operation_type": data["operation_type"],
             "schedule_type": data["schedule_type"],
-            "target_selection": data["target_selection"],
+            "target_selection": data.get("target_selection") or TargetSelection.SNAPSHOT,
             "operation_device_query": device_query(self.data),
             "arguments": data["arguments"],
         }
@@ -324,7 +325,7 @@ class OperationForm(forms.Form):
             if data.get("days"):
                 args["days"] = data["days"]
             body["schedule_args"] = args
-        elif data["target_selection"] == TargetSelection.CONTINUOUS and data.get("continuous_end"):
+        elif data.get("target_selection") == TargetSelection.CONTINUOUS and data.get("continuous_end"):
             zone = zoneinfo.ZoneInfo(data["timezone"])
             end = data["continuous_end"].replace(tzinfo=None).replace(tzinfo=zone)
             body["schedule_args"] = {"end_datetime": end.isoformat()}
