@@ -387,6 +387,8 @@ SWEEP_SECONDS = env_int("SWEEP_SECONDS", 10, minimum=1)
 # Continuous operations look at device changes right after each device write commits; this
 # sweep is the safety net (a lost nudge) and closes those past their end_datetime.
 CONTINUOUS_SWEEP_SECONDS = env_int("CONTINUOUS_SWEEP_SECONDS", 5, minimum=1)
+# Up to this many changed devices a look reads by key; more (a bulk import), in key chunks.
+CONTINUOUS_SMALL_CHANGE = env_int("CONTINUOUS_SMALL_CHANGE", 10_000, minimum=0)
 
 # --- Headless operations (docs/headless.md) -----------------------------------------------------
 # Called with the listed operations when a GET asks for update_status=true, in this order.

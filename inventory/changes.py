@@ -75,15 +75,43 @@ def horizon() -> int:
         return int(cursor.fetchone()[0])
 
 
-def changed_since(devices: QuerySet[Device], watermark: int) -> QuerySet[Device]:
+def changed_keys(watermark: int, limit: int) -> list[int] | None:
+    """The keys of the devices changed at or after ``watermark`` (the row, or a membership
+    added), if there are at most ``limit`` of them; ``None`` for more (then read them in key
+    chunks with :func:`changed_since`). A reader's common case is a handful of devices: given as
+    a list, the planner looks each up by key, whatever its statistics say of the fleet (just after a
+    bulk import they may still count the table empty, and the join over a subquery scanned the
+    whole tenant: 220 ms instead of a few)."""
+    table = Device._meta.db_table
+    through = Device.groups.through._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {table} WHERE {COLUMN} >= %s "
+            f"UNION SELECT device_id FROM {through} WHERE {COLUMN} >= %s LIMIT %s",
+            [watermark, watermark, limit + 1],
+        )
+        keys = sorted(int(key) for (key,) in cursor.fetchall())
+    return keys if len(keys) <= limit else None
+
+
+def changed_since(
+    devices: QuerySet[Device], watermark: int, low: int | None = None, high: int | None = None
+) -> QuerySet[Device]:
     """``devices`` narrowed to those changed at or after ``watermark``: the row itself, or a
-    group membership added. Two index range scans (``inventory_device_change``,
+    group membership added; with ``low``/``high``, to device keys in ``[low, high)``, inside the
+    change scan too, so a reader that goes through a large change in key chunks reads each
+    change once. Two index range scans (``inventory_device_change``,
     ``inventory_device_groups_change``), whatever the fleet's size."""
     table = Device._meta.db_table
     through = Device.groups.through._meta.db_table
+    device_range, member_range, params = "", "", []
+    if low is not None and high is not None:
+        device_range, member_range = " AND id >= %s AND id < %s", " AND device_id >= %s AND device_id < %s"
+        params = [low, high]
+        devices = devices.filter(pk__gte=low, pk__lt=high)
     changed_pks = RawSQL(
-        f"SELECT id FROM {table} WHERE {COLUMN} >= %s "
-        f"UNION SELECT device_id FROM {through} WHERE {COLUMN} >= %s",
-        [watermark, watermark],
+        f"SELECT id FROM {table} WHERE {COLUMN} >= %s{device_range} "
+        f"UNION SELECT device_id FROM {through} WHERE {COLUMN} >= %s{member_range}",
+        [watermark, *params, watermark, *params],
     )
     return devices.filter(pk__in=changed_pks)

@@ -34,6 +34,7 @@ import logging
 from typing import Any
 
 from celery import current_app
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Max, Min, Q, QuerySet
 from django.utils import timezone
@@ -59,6 +60,8 @@ EVALUATE_TASK = "operations.tasks.evaluate_continuous"
 #: Up to this many joined devices are told one by one to look at their inbox again; more,
 #: and the whole tenant is (one cache write instead of thousands).
 BUMP_DEVICES_MAX = 100
+#: A change spanning at least this many device keys writes its chunks' ids in blocks.
+RESERVE_IDS_FROM = 1_000
 
 
 def open_operations(tenant_id: int | None = None) -> QuerySet[Operation]:
@@ -116,8 +119,12 @@ def evaluate(operation_id: Any) -> int:
         except DomainError:  # checked when it was created; a stored query never changes
             logger.exception("continuous operation %s has an invalid query", operation_id)
             return 0
-        devices = changes.changed_since(query.queryset(operation.tenant_id), operation.continuous_watermark)
-        written = write_joined(operation, devices)
+        devices = query.queryset(operation.tenant_id)
+        keys = changes.changed_keys(operation.continuous_watermark, int(settings.CONTINUOUS_SMALL_CHANGE))
+        if keys is None:  # a large change (a bulk import): its key chunks, each read once
+            written = write_joined(operation, devices, operation.continuous_watermark)
+        else:
+            written = write_joined(operation, devices.filter(pk__in=keys)) if keys else 0
         if written is None:  # closed or stopped meanwhile: nothing joins any more
             return 0
         Operation.objects.filter(pk=operation.pk, continuous_watermark__lt=horizon).update(
@@ -135,26 +142,37 @@ def _joinable(operation: Operation) -> bool:
     )
 
 
-def write_joined(operation: Operation, devices: QuerySet[Device]) -> int | None:
-    """One command per device of ``devices`` not in the operation yet, in device key chunks
-    (``FANOUT_CHUNK_SIZE``), each in its own transaction with its counters; ``None`` once the
-    operation can no longer be joined (the chunks written before it stay, counted)."""
-    bounds = devices.aggregate(low=Min("pk"), high=Max("pk"))
+def write_joined(operation: Operation, devices: QuerySet[Device], since: int | None = None) -> int | None:
+    """One command per device of ``devices`` (changed at or after ``since``, when given) not in
+    the operation yet, in device key chunks (``FANOUT_CHUNK_SIZE``), each in its own transaction
+    with its counters; ``None`` once the operation can no longer be joined (the chunks written
+    before it stay, counted)."""
+
+    def changed(low: int | None = None, high: int | None = None) -> QuerySet[Device]:
+        if since is None:
+            return devices if low is None else devices.filter(pk__gte=low, pk__lt=high)
+        return changes.changed_since(devices, since, low, high)
+
+    bounds = changed().aggregate(low=Min("pk"), high=Max("pk"))
     if bounds["low"] is None:
         return 0
     base = commands_of(operation, Rollout.from_json(operation.rollout))
     window = (
         Window.from_args(operation.schedule_args) if operation.schedule_type == ScheduleType.WINDOW else None
     )
+    # Looks of several operations write at once after a bulk import: ids in a block per chunk
+    # keep their inserts off each other's index pages (``commands.rows``), worth its count query
+    # only for a large change.
+    reserve_ids = bounds["high"] - bounds["low"] >= RESERVE_IDS_FROM
     size = chunk_size()
     written = 0
     joined: list[int] = []
     for start in range(bounds["low"], bounds["high"] + 1, size):
-        chunk = devices.filter(pk__gte=start, pk__lt=start + size)
+        chunk = changed(start, start + size)
         with transaction.atomic():
             if not _still_joinable(operation.pk):
                 return None
-            inserted = _insert_chunk(base, chunk, window)
+            inserted = _insert_chunk(base, chunk, window, reserve_ids=reserve_ids)
             if inserted:
                 # Written Queued (no window): counted dispatched now, as the fan-out's dispatch
                 # counts its own; a window's Scheduled ones are counted when it opens.

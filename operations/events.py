@@ -32,6 +32,11 @@ def operation_data(operation: Operation, previous_state: int | None = None) -> d
         "updated_by": operation.updated_by,
         "operation_stats": {"device_operation_statuses_count": operation.counts()},
         "rollout": operation.rollout,
+        "target_selection": operation.target_selection,
+        "continuous_closed_at": timestamps.format(operation.continuous_closed_at)
+        if operation.continuous_closed_at
+        else None,
+        "rerun_of": str(operation.rerun_of_id) if operation.rerun_of_id else None,
     }
     if previous_state is not None:
         data["previous_state"] = OperationState(previous_state).name

@@ -63,7 +63,9 @@ def finish_all(operation: Operation, target: CommandState = CommandState.SUCCESS
         report(command, target, actor="device")
 
 
-def test_devices_that_come_to_match_later_join_once_each(org: Org) -> None:
+@pytest.mark.parametrize("small_change", [10_000, 0], ids=["by key", "in key chunks"])
+def test_devices_that_come_to_match_later_join_once_each(org: Org, settings: Any, small_change: int) -> None:
+    settings.CONTINUOUS_SMALL_CHANGE = small_change
     bulk_import_devices(org.tenant.pk, [{"device_id": "k-0", "tags": ["kiosk"]}, {"device_id": "p-0"}])
     group = Group.objects.create(tenant=org.tenant, name="stores")
     operation = continuous_operation(org, {"filters": {"tags__contains": ["kiosk"]}})
@@ -296,6 +298,7 @@ def test_a_look_that_crashes_between_chunks_resumes_without_a_duplicate(
     from tests.conftest import make_org
 
     settings.FANOUT_CHUNK_SIZE = 10
+    settings.CONTINUOUS_SMALL_CHANGE = 5  # a large change: read in key chunks over the change
     org = make_org("acme")
     bulk_import_devices(org.tenant.pk, [{"device_id": "k-0", "tags": ["kiosk"]}])
     operation = continuous_operation(org, {"filters": {"tags__contains": ["kiosk"]}})
