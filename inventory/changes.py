@@ -7,13 +7,13 @@ tables are this floor's:
 
 - **Data.** Each device row and each group membership row carries ``change_xid``: the id of the
   transaction that last changed what a device query can select (a column default on insert, a
-  trigger on update of the selectable columns, migration 0011). A reader keeps a watermark
-  ``W`` and asks for the devices changed at or after it (:func:`changed_since`); before reading it
-  takes :func:`horizon`, the oldest transaction still running: every transaction below it has
-  ended, so its changes are visible to the reader, and the next watermark is that horizon.
-  Transactions that commit late (a sequence number or ``updated_at`` would skip them: they
-  were taken before the watermark moved but committed after) are never below the horizon
-  while they run. A change seen twice costs a no-op (the writer above writes with
+  trigger on update of the selectable columns, migration 0011). A reader keeps a **mark**, the
+  snapshot it took before its last read (:func:`horizon`), and asks for the devices whose change
+  that snapshot did not see as ended (:func:`changed_keys`): every change below the snapshot's
+  ``xmin`` was seen; from ``xmin`` on, each row's transaction is checked against it. A sequence
+  number or ``updated_at`` would skip the writes of a transaction that took its number before
+  the watermark moved and committed after; a snapshot sees such a transaction as running, so
+  the next read takes it. A change seen twice costs a no-op (the writer above writes with
   ``ON CONFLICT DO NOTHING``); none is missed.
 - **A nudge.** The services call :func:`changed` in their transaction; after commit each
   registered listener (``operations`` registers one in its ``AppConfig.ready``, as
@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import QuerySet
-from django.db.models.expressions import RawSQL
 
 from inventory.models import Device
 
@@ -65,53 +65,78 @@ def _tell(tenant_id: int) -> None:
             )
 
 
-def horizon() -> int:
-    """The oldest transaction id still running (or the next one, if none runs): every change
-    made by a transaction below it is committed or gone, so is visible to statements run
-    from now on. The watermark a reader stores once it has read the changes at or after its
-    previous one."""
+def horizon() -> str:
+    """The mark a reader stores once it has read the changes after its previous one: this
+    moment's snapshot (``pg_current_snapshot()``, as text). Every transaction it sees as ended
+    has its changes visible to what the reader reads from now on; those it sees running (or not
+    begun) are read next time, by :func:`changed_keys`."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-        return int(cursor.fetchone()[0])
+        cursor.execute("SELECT pg_current_snapshot()::text")
+        return str(cursor.fetchone()[0])
 
 
-def changed_keys(watermark: int, limit: int) -> list[int] | None:
-    """The keys of the devices changed at or after ``watermark`` (the row, or a membership
-    added), if there are at most ``limit`` of them; ``None`` for more (then read them in key
-    chunks with :func:`changed_since`). A reader's common case is a handful of devices: given as
-    a list, the planner looks each up by key, whatever its statistics say of the fleet (just after a
-    bulk import they may still count the table empty, and the join over a subquery scanned the
-    whole tenant: 220 ms instead of a few)."""
-    table = Device._meta.db_table
-    through = Device.groups.through._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id FROM {table} WHERE {COLUMN} >= %s "
-            f"UNION SELECT device_id FROM {through} WHERE {COLUMN} >= %s LIMIT %s",
-            [watermark, watermark, limit + 1],
-        )
-        keys = sorted(int(key) for (key,) in cursor.fetchall())
-    return keys if len(keys) <= limit else None
+def _changed_after(mark: str) -> tuple[str, list[Any]]:
+    """The condition on ``change_xid`` of a change the reader holding ``mark`` has not seen: one
+    by a transaction its snapshot did not see as ended. The range below the snapshot's ``xmin``
+    (all ended, all seen) is left out by the index; from ``xmin`` on, each row's transaction is
+    checked against the snapshot, so a long transaction still running elsewhere does not make
+    every later look read again all that was seen after it began."""
+    if not mark:
+        return f"{COLUMN} >= 0", []
+    xmin = int(mark.split(":", 1)[0])
+    return f"{COLUMN} >= %s AND NOT pg_visible_in_snapshot({COLUMN}::text::xid8, %s::pg_snapshot)", [
+        xmin,
+        mark,
+    ]
 
 
-def changed_since(
-    devices: QuerySet[Device], watermark: int, low: int | None = None, high: int | None = None
-) -> QuerySet[Device]:
-    """``devices`` narrowed to those changed at or after ``watermark``: the row itself, or a
-    group membership added; with ``low``/``high``, to device keys in ``[low, high)``, inside the
-    change scan too, so a reader that goes through a large change in key chunks reads each
-    change once. Two index range scans (``inventory_device_change``,
+def changed_keys(
+    mark: str, limit: int | None = None, low: int | None = None, high: int | None = None
+) -> list[int] | None:
+    """The keys of the devices changed since ``mark`` (:func:`horizon`; ``""``: ever): the row,
+    or a membership added; in order; with ``low``/``high`` only those in ``[low, high)``;
+    ``None`` if there are more than ``limit``. Two index range scans (``inventory_device_change``,
     ``inventory_device_groups_change``), whatever the fleet's size."""
     table = Device._meta.db_table
     through = Device.groups.through._meta.db_table
-    device_range, member_range, params = "", "", []
+    after, params = _changed_after(mark)
+    device_range, member_range, bounds = "", "", []
     if low is not None and high is not None:
         device_range, member_range = " AND id >= %s AND id < %s", " AND device_id >= %s AND device_id < %s"
-        params = [low, high]
-        devices = devices.filter(pk__gte=low, pk__lt=high)
-    changed_pks = RawSQL(
-        f"SELECT id FROM {table} WHERE {COLUMN} >= %s{device_range} "
-        f"UNION SELECT device_id FROM {through} WHERE {COLUMN} >= %s{member_range}",
-        [watermark, *params, watermark, *params],
-    )
-    return devices.filter(pk__in=changed_pks)
+        bounds = [low, high]
+    cut = "" if limit is None else f" LIMIT {int(limit) + 1}"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {table} WHERE {after}{device_range} "
+            f"UNION SELECT device_id FROM {through} WHERE {after}{member_range}{cut}",
+            [*params, *bounds, *params, *bounds],
+        )
+        keys = sorted(int(key) for (key,) in cursor.fetchall())
+    return None if limit is not None and len(keys) > limit else keys
+
+
+def changed_span(mark: str) -> tuple[int, int] | None:
+    """The lowest and highest key of the devices changed since ``mark``; ``None`` if none did.
+    A reader goes through a large change in key chunks between them."""
+    table = Device._meta.db_table
+    through = Device.groups.through._meta.db_table
+    after, params = _changed_after(mark)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT min(k), max(k) FROM (SELECT id AS k FROM {table} WHERE {after} "
+            f"UNION ALL SELECT device_id FROM {through} WHERE {after}) AS changed",
+            [*params, *params],
+        )
+        low, high = cursor.fetchone()
+    return None if low is None else (int(low), int(high))
+
+
+def with_keys(devices: QuerySet[Device], keys: list[int]) -> QuerySet[Device]:
+    """``devices`` narrowed to ``keys``, given as one array (``id = ANY(%s)``).
+
+    Not ``pk__in=keys`` (a parameter per key: 50,000 of them for a chunk), nor a subquery over
+    the change: just after a bulk import the statistics may still count the device table empty,
+    and the planner then joined a chunk's 50,000 devices to the subquery by nested loop,
+    rescanning it for each (minutes). An array's length is known to the planner: each device
+    is looked up by key, or the chunk read once."""
+    return devices.extra(where=[f"{Device._meta.db_table}.id = ANY(%s)"], params=[keys])

@@ -25,7 +25,7 @@ from config.console.errors import REFUSALS, refusal_messages
 from config.console.filters import ChoicesDropdownFilter
 from inventory.models import Tenant
 from inventory.scoping import TenantScopedAdmin, scope_of, scope_queryset
-from operations import services
+from operations import continuous, services
 from operations.admin_forms import OperationForm, device_query
 from operations.admin_live import ROLLOUT_TEMPLATE, activity_counts, command_page, live_data, schedule_summary
 from operations.api.serializers import OperationCreateSerializer
@@ -139,6 +139,11 @@ class OperationAdmin(TenantScopedAdmin):
                 name="operations_operation_resume",
             ),
             path(
+                "<path:object_id>/close/",
+                wrap(require_POST(self.close_view)),
+                name="operations_operation_close",
+            ),
+            path(
                 "<path:object_id>/retry-failed/",
                 wrap(require_POST(self.retry_view)),
                 name="operations_operation_retry_failed",
@@ -236,6 +241,22 @@ class OperationAdmin(TenantScopedAdmin):
                 request,
                 f"Cancelled operation {operation.pk}: nothing more of it is handed out; "
                 "a worker is cancelling its unfinished commands.",
+            )
+        except REFUSALS as error:
+            messages.error(request, "; ".join(refusal_messages(error)))
+        return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))
+
+    def close_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Close a continuous operation, as ``PUT /v0/operations/{id}/`` with ``state: COMPLETED``."""
+        operation = self._operation(request, object_id)
+        if not self.has_change_permission(request, operation):
+            raise PermissionDenied
+        try:
+            continuous.close(operation, "closed from the console", self._actor(request))
+            messages.success(
+                request,
+                f"Closed operation {operation.pk}: no device joins from now on; "
+                "it finishes when its commands do.",
             )
         except REFUSALS as error:
             messages.error(request, "; ".join(refusal_messages(error)))

@@ -77,6 +77,15 @@ def retryable(operation: Operation) -> bool:
     return operation.state in TERMINAL_STATES and operation.failed_count > 0
 
 
+def closable(operation: Operation) -> bool:
+    """Whether "Close" applies: a continuous operation devices may still join."""
+    return (
+        operation.target_selection == TargetSelection.CONTINUOUS
+        and operation.continuous_closed_at is None
+        and operation.state not in TERMINAL_STATES
+    )
+
+
 def _share(count: int, total: int) -> str:
     """A percentage as a string: the templates write it into a style attribute, where
     "33,33" (a localised float) would be no width at all."""
@@ -95,6 +104,7 @@ def live_data(operation: Operation) -> dict[str, Any]:
         "state": operation.state_name,
         "terminal": operation.state in TERMINAL_STATES,
         "retryable": retryable(operation),
+        "closable": closable(operation),
         "pausable": operation.state in PAUSABLE_STATES,
         "paused": operation.state == OperationState.PAUSED,
         "reason": operation.reason,

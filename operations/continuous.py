@@ -7,11 +7,11 @@ operation whatever repeats or crashes happen.
 
 How, at scale: not a query per device per operation, but a **watermark over device changes**
 (``inventory.changes``) per operation. :func:`evaluate` reads the devices that match the
-query *and* changed at or after the operation's watermark, as one set, in device key chunks,
-and writes their commands with the fan-out's own writer (``INSERT ... SELECT ... ON CONFLICT
+query *and* changed since the operation's watermark (the snapshot its last complete look took,
+``inventory.changes.horizon``), as one set, in device key chunks, and writes their commands with the fan-out's own writer (``INSERT ... SELECT ... ON CONFLICT
 DO NOTHING`` in ``commands.rows``: the unique (operation, device) row absorbs a change seen
-twice, by two workers or after a crash); only then does it raise the watermark to the
-horizon it took before reading. A crash between chunks leaves the watermark where it was, so
+twice, by two workers or after a crash); only then does it store as its watermark the
+snapshot it took before reading. A crash between chunks leaves the watermark where it was, so
 the next look writes the rest and nothing twice; each chunk adds to ``resolved_count``
 exactly the rows it inserted, in its own transaction.
 
@@ -107,7 +107,7 @@ def sweep() -> dict[str, int]:
 def evaluate(operation_id: Any) -> int:
     """Write the commands of devices that came to match since the watermark; rows written.
 
-    The horizon is taken before reading, and stored only after every chunk committed, so a
+    The snapshot (``horizon``) is taken before reading, and stored only after every chunk committed, so a
     look that dies half way is done again from where the last complete one ended."""
     with advisory_lock(f"continuous {operation_id}"):
         operation = Operation.objects.filter(pk=operation_id).first()
@@ -120,16 +120,16 @@ def evaluate(operation_id: Any) -> int:
             logger.exception("continuous operation %s has an invalid query", operation_id)
             return 0
         devices = query.queryset(operation.tenant_id)
-        keys = changes.changed_keys(operation.continuous_watermark, int(settings.CONTINUOUS_SMALL_CHANGE))
-        if keys is None:  # a large change (a bulk import): its key chunks, each read once
-            written = write_joined(operation, devices, operation.continuous_watermark)
+        since = operation.continuous_watermark
+        keys = changes.changed_keys(since, int(settings.CONTINUOUS_SMALL_CHANGE))
+        if keys is None:  # a large change (a bulk import): in key chunks over the change
+            written = write_joined(operation, devices, since)
         else:
-            written = write_joined(operation, devices.filter(pk__in=keys)) if keys else 0
+            written = write_joined(operation, changes.with_keys(devices, keys)) if keys else 0
         if written is None:  # closed or stopped meanwhile: nothing joins any more
             return 0
-        Operation.objects.filter(pk=operation.pk, continuous_watermark__lt=horizon).update(
-            continuous_watermark=horizon
-        )
+        # Under the lock, so marks are stored in the order they were taken.
+        Operation.objects.filter(pk=operation.pk).update(continuous_watermark=horizon)
     return written
 
 
@@ -142,20 +142,25 @@ def _joinable(operation: Operation) -> bool:
     )
 
 
-def write_joined(operation: Operation, devices: QuerySet[Device], since: int | None = None) -> int | None:
-    """One command per device of ``devices`` (changed at or after ``since``, when given) not in
+def write_joined(operation: Operation, devices: QuerySet[Device], since: str | None = None) -> int | None:
+    """One command per device of ``devices`` (changed since the mark ``since``, when given) not in
     the operation yet, in device key chunks (``FANOUT_CHUNK_SIZE``), each in its own transaction
     with its counters; ``None`` once the operation can no longer be joined (the chunks written
     before it stay, counted)."""
 
-    def changed(low: int | None = None, high: int | None = None) -> QuerySet[Device]:
+    def changed(low: int, high: int) -> QuerySet[Device]:
         if since is None:
-            return devices if low is None else devices.filter(pk__gte=low, pk__lt=high)
-        return changes.changed_since(devices, since, low, high)
+            return devices.filter(pk__gte=low, pk__lt=high)
+        return changes.with_keys(devices, changes.changed_keys(since, low=low, high=high) or [])
 
-    bounds = changed().aggregate(low=Min("pk"), high=Max("pk"))
-    if bounds["low"] is None:
+    if since is None:
+        found = devices.aggregate(low=Min("pk"), high=Max("pk"))
+        span = None if found["low"] is None else (found["low"], found["high"])
+    else:
+        span = changes.changed_span(since)
+    if span is None:
         return 0
+    bounds = {"low": span[0], "high": span[1]}
     base = commands_of(operation, Rollout.from_json(operation.rollout))
     window = (
         Window.from_args(operation.schedule_args) if operation.schedule_type == ScheduleType.WINDOW else None

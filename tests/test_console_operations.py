@@ -97,6 +97,20 @@ def test_the_form_makes_a_continuous_operation_and_its_page_says_so(
     assert operation.continuous_until is not None and operation.continuous_until.hour == 16
     shown = console.get(response["Location"]).content.decode()
     assert "continuous: devices that come to match later join, until" in shown
+    fan_out(operation.pk)
+    base = f"/admin/operations/operation/{operation.pk}/"
+    assert console.get(f"{base}progress/").json()["closable"] is True
+
+    closed = console.post(f"{base}close/", follow=True)
+
+    operation.refresh_from_db()
+    assert (
+        operation.continuous_closed_at is not None
+        and "no device joins from now on" in closed.content.decode()
+    )
+    assert console.get(f"{base}progress/").json()["closable"] is False
+    again = console.post(f"{base}close/", follow=True)
+    assert "already" in again.content.decode()
 
     waves = console.post(
         ADD, form(org_with_devices, all_devices="on", target_selection="CONTINUOUS", waves="10, 100")

@@ -88,9 +88,9 @@ class Operation(ExactCounters):
     target_selection = models.CharField(
         max_length=16, choices=TargetSelection.choices, default=TargetSelection.SNAPSHOT
     )
-    #: CONTINUOUS: every device change below this transaction id has been looked at
-    #: (``inventory.changes``); raised after each look, never lowered.
-    continuous_watermark = models.BigIntegerField(default=0, editable=False)
+    #: CONTINUOUS: the snapshot taken before the last complete look at device changes
+    #: (``inventory.changes.horizon``): every change it saw as committed has been looked at.
+    continuous_watermark = models.TextField(default="", blank=True, editable=False)
     #: CONTINUOUS: ``schedule_args.end_datetime``, after which no device joins.
     continuous_until = models.DateTimeField(null=True, blank=True, editable=False)
     #: CONTINUOUS: when it was closed (PUT COMPLETED, or ``continuous_until`` passed); it
