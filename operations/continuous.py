@@ -8,9 +8,10 @@ operation whatever repeats or crashes happen.
 How, at scale: not a query per device per operation, but a **watermark over device changes**
 (``inventory.changes``) per operation. :func:`evaluate` reads the devices that match the
 query *and* changed since the operation's watermark (the snapshot its last complete look took,
-``inventory.changes.horizon``), as one set, in device key chunks, and writes their commands with the fan-out's own writer (``INSERT ... SELECT ... ON CONFLICT
-DO NOTHING`` in ``commands.rows``: the unique (operation, device) row absorbs a change seen
-twice, by two workers or after a crash); only then does it store as its watermark the
+``inventory.changes.horizon``), as one set, in device key chunks, and writes their commands
+with the fan-out's own writer (``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` in
+``commands.rows``: the unique (operation, device) row absorbs a change seen twice, by two
+workers or after a crash); only then does it store as its watermark the
 snapshot it took before reading. A crash between chunks leaves the watermark where it was, so
 the next look writes the rest and nothing twice; each chunk adds to ``resolved_count``
 exactly the rows it inserted, in its own transaction.
