@@ -111,6 +111,7 @@ _FILLERS: list[tuple[str, Any]] = [
         lambda w: {"id": str(w.webhook.pk), "delivery_id": str(w.delivery.pk)},
     ),
     ("/v0/operations/{}/", lambda w: {"id": str(w.operation.pk)}),
+    ("/v0/operations/{}/rerun/", lambda w: {"id": str(w.operation.pk)}),
     ("/commands/v0/status/{}/", lambda w: {"id": str(w.command.pk)}),
     ("/api/v1/inventory_device_headless_operation/{}/", lambda w: {"id": str(w.headless.pk)}),
     ("/api/v1/inventory_device_headless_operation/{}/cancel/", lambda w: {"id": str(w.headless.pk)}),
