@@ -184,3 +184,22 @@ def recount_by_wave(operation_id: Any) -> dict[int, dict[str, int]]:
     rows = _rows(CommandStatus.objects.filter(operation_id=operation_id)).order_by().values("wave")
     found: list[Any] = list(rows.annotate(**_aggregates()))
     return {int(row["wave"]): {name: int(row[name] or 0) for name in COUNTERS} for row in found}
+
+
+#: The final outcomes a client may ask for by name (a re-run's ``only``), each the rule of the
+#: counter that counts it: the same commands the counters, the abort rules and the recount see.
+OUTCOMES: dict[str, Rule] = {
+    "FAILED": next(rule for rule in RULES if rule.counter == "failed_count" and rule.into == C.FAILURE),
+    "TIMED_OUT": next(rule for rule in RULES if rule.counter == "timed_out_count"),
+    "DISPATCH_FAILED": next(rule for rule in RULES if rule.counter == "dispatch_failed_count"),
+    "CANCELLED": next(rule for rule in RULES if rule.counter == "cancelled_count"),
+}
+
+
+def ended_as(commands: QuerySet[CommandStatus], outcomes: Iterable[str]) -> QuerySet[CommandStatus]:
+    """The commands of ``commands`` whose final outcome is one of ``outcomes`` (names of
+    :data:`OUTCOMES`), judged as :func:`recount` judges them."""
+    wanted = Q(pk__in=[])
+    for name in outcomes:
+        wanted |= _counted(OUTCOMES[name])
+    return _rows(commands).filter(wanted)

@@ -43,6 +43,8 @@ class LockSpace(enum.IntEnum):
     STOP = 2
     #: ``commands.rows``: one chunk at a time takes a block of command ids.
     COMMAND_ID_BLOCK = 3
+    #: ``operations.continuous``: one look at device changes per continuous operation.
+    CONTINUOUS_LOOK = 4
 
 
 class LockTimeout(Exception):

@@ -422,6 +422,11 @@ SWEEP_SECONDS = env_int("SWEEP_SECONDS", 10, minimum=1)
 # How often the series sweep (operations.series) makes the runs of due firings of RECURRING
 # operations: a run is made at most this late after its firing (docs/operations.md).
 SERIES_SWEEP_SECONDS = env_int("SERIES_SWEEP_SECONDS", 5, minimum=1)
+# Continuous operations look at device changes right after each device write commits; this
+# sweep is the safety net (a lost nudge) and closes those past their end_datetime.
+CONTINUOUS_SWEEP_SECONDS = env_int("CONTINUOUS_SWEEP_SECONDS", 5, minimum=1)
+# Up to this many changed devices a look reads by key; more (a bulk import), in key chunks.
+CONTINUOUS_SMALL_CHANGE = env_int("CONTINUOUS_SMALL_CHANGE", 10_000, minimum=0)
 
 # --- Headless operations (docs/headless.md) -----------------------------------------------------
 # Called with the listed operations when a GET asks for update_status=true, in this order.
@@ -508,6 +513,10 @@ CELERY_BEAT_SCHEDULE.update(
         # Approvals undecided past their expiry end in APPROVAL_DENIED (operations.approvals).
         "expire-approvals": {"task": "operations.tasks.expire_approvals", "schedule": float(SWEEP_SECONDS)},
         "fire-series": {"task": "operations.tasks.fire_series", "schedule": float(SERIES_SWEEP_SECONDS)},
+        "sweep-continuous": {
+            "task": "operations.tasks.sweep_continuous",
+            "schedule": float(CONTINUOUS_SWEEP_SECONDS),
+        },
         "kick-webhooks": {"task": "inventory.tasks.kick_webhooks", "schedule": float(WEBHOOK_POLL_SECONDS)},
         "purge-webhook-events": {"task": "inventory.tasks.purge_webhook_events", "schedule": 3600.0},
         "purge-idempotency-keys": {

@@ -35,7 +35,7 @@ from django.views.decorators.http import require_POST
 
 from config.console.errors import REFUSALS, refusal_messages
 from config.console.paging import EstimatedCountPaginator
-from inventory import device_files, services, tokens
+from inventory import changes, device_files, services, tokens
 from inventory.authentication import forget_token
 from inventory.models import ApiKey, ConsoleUser, Device, Group, Tenant
 from inventory.scoping import (
@@ -479,6 +479,7 @@ class DeviceAdmin(ShowsSecretsOnce):
         its groups are then set by the form's many-to-many save, on the adopted instance."""
         if change:
             super().save_model(request, obj, form, change)
+            changes.changed(obj.tenant_id)  # after commit: its groups are saved by then too
             return
         fields = {
             field.name: getattr(obj, field.attname)

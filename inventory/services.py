@@ -15,7 +15,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from config.errors import Conflict, DomainError
-from inventory import events, tokens
+from inventory import changes, events, tokens
 from inventory.authentication import forget_token
 from inventory.device_rows import clean_device_row
 from inventory.models import ApiKey, Device, EventType, Group, Role, Tenant
@@ -145,6 +145,7 @@ def create_device(tenant_id: int, data: dict[str, Any]) -> tuple[Device, str]:
     if groups:
         device.groups.set(resolve_groups(tenant_id, groups))
     events.emit_devices(tenant_id, EventType.DEVICE_CREATED, pks=[device.pk])
+    changes.changed(tenant_id)
     return device, issued.plain
 
 
@@ -164,6 +165,7 @@ def update_device(device: Device, data: dict[str, Any]) -> Device:
     device.save()
     if groups is not None:
         device.groups.set(resolve_groups(device.tenant_id, groups))
+    changes.changed(device.tenant_id)
     return device
 
 
@@ -302,6 +304,7 @@ def bulk_import_devices(
         events.emit_devices(
             tenant_id, EventType.DEVICE_CREATED, device_ids=[row["device_id"] for row in rows]
         )
+        changes.changed(tenant_id)
     return result
 
 

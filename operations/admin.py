@@ -32,7 +32,7 @@ from config.quartz import describe
 from inventory.models import Tenant
 from inventory.models.devices import available_timezones
 from inventory.scoping import TenantScopedAdmin, scope_of, scope_queryset
-from operations import recurring, services, templates
+from operations import continuous, recurring, services, templates
 from operations.admin_approvals import ApprovalsQueueMixin, console_requester
 from operations.admin_forms import OperationForm, device_query, initial_from
 from operations.admin_live import ROLLOUT_TEMPLATE, activity_counts, command_page, live_data, schedule_summary
@@ -260,6 +260,11 @@ class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
                 name="operations_operation_resume",
             ),
             path(
+                "<path:object_id>/close/",
+                wrap(require_POST(self.close_view)),
+                name="operations_operation_close",
+            ),
+            path(
                 "<path:object_id>/retry-failed/",
                 wrap(require_POST(self.retry_view)),
                 name="operations_operation_retry_failed",
@@ -407,6 +412,22 @@ class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
             messages.error(request, "; ".join(refusal_messages(error)))
         return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))
 
+    def close_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Close a continuous operation, as ``PUT /v0/operations/{id}/`` with ``state: COMPLETED``."""
+        operation = self._operation(request, object_id)
+        if not self.has_change_permission(request, operation):
+            raise PermissionDenied
+        try:
+            continuous.close(operation, "closed from the console", self._actor(request))
+            messages.success(
+                request,
+                f"Closed operation {operation.pk}: no device joins from now on; "
+                "it finishes when its commands do.",
+            )
+        except REFUSALS as error:
+            messages.error(request, "; ".join(refusal_messages(error)))
+        return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))
+
     def pause_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """PAUSED, as ``PUT /v0/operations/{id}/`` with ``state: PAUSED``: nothing more is handed out."""
         operation = self._operation(request, object_id)
@@ -439,11 +460,11 @@ class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
         if not self.has_add_permission(request):
             raise PermissionDenied
         try:
-            retry = services.retry_failed(operation, self._actor(request), console_requester(request))
+            retry = services.rerun(operation, self._actor(request), console_requester(request))
         except REFUSALS as error:
             messages.error(request, "; ".join(refusal_messages(error)))
             return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))
-        messages.success(request, f"Retrying the failed devices of {operation.pk} as operation {retry.pk}.")
+        messages.success(request, f"Re-running the failed devices of {operation.pk} as operation {retry.pk}.")
         return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[retry.pk]))
 
     @admin.display(description="state", ordering="state")
@@ -498,13 +519,13 @@ class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
         messages.success(request, f"Cancelled {done} operation(s).")
 
     @admin.action(
-        description="Retry the failed devices (a new operation for each selected)", permissions=["add"]
+        description="Re-run the failed devices (a new operation for each selected)", permissions=["add"]
     )
     def retry_failed(self, request: HttpRequest, queryset: QuerySet[Operation]) -> None:
         for operation in queryset[:20]:
             try:
-                retry = services.retry_failed(operation, self._actor(request), console_requester(request))
-                messages.success(request, f"{operation.pk}: retrying as {retry.pk}.")
+                retry = services.rerun(operation, self._actor(request), console_requester(request))
+                messages.success(request, f"{operation.pk}: re-running as {retry.pk}.")
             except REFUSALS as error:
                 messages.error(request, f"{operation.pk}: " + "; ".join(refusal_messages(error)))
 

@@ -22,7 +22,7 @@ from config.errors import DomainError
 from inventory.models import Group, Tenant
 from inventory.models.devices import available_timezones
 from operations import recurring, rollouts
-from operations.choices import OperationType, ScheduleType, TimeType
+from operations.choices import OperationType, ScheduleType, TargetSelection, TimeType
 from operations.device_query import DEVICE_TYPES
 from operations.models import OperationTemplate
 from operations.windows import DAYS
@@ -112,6 +112,23 @@ class OperationForm(forms.Form):
     )
     schedule_type = forms.ChoiceField(
         choices=ScheduleType.choices, initial=ScheduleType.IMMEDIATE, widget=forms.RadioSelect
+    )
+    target_selection = forms.ChoiceField(
+        required=False,
+        label="Devices",
+        choices=[
+            (TargetSelection.SNAPSHOT, "snapshot: the devices that match when it starts"),
+            (TargetSelection.CONTINUOUS, "continuous: also every device that comes to match later"),
+        ],
+        initial=TargetSelection.SNAPSHOT,
+        widget=forms.RadioSelect,
+        help_text="continuous: it stays open until its end below or until you close it (no waves)",
+    )
+    continuous_end = forms.DateTimeField(
+        required=False,
+        label="Continuous until",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        help_text="continuous: no device joins after this (in the zone below); empty: until closed",
     )
     start = forms.DateTimeField(
         required=False, label="Window start", widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
@@ -336,6 +353,7 @@ class OperationForm(forms.Form):
         body: dict[str, Any] = {
             "operation_type": data["operation_type"],
             "schedule_type": data["schedule_type"],
+            "target_selection": data.get("target_selection") or TargetSelection.SNAPSHOT,
             "operation_device_query": device_query(self.data),
             "arguments": data["arguments"],
         }
@@ -353,6 +371,14 @@ class OperationForm(forms.Form):
             body["schedule_args"] = args
         if data["schedule_type"] == ScheduleType.RECURRING:
             body["schedule_args"] = self._recurring_args()
+        elif (
+            data.get("target_selection") == TargetSelection.CONTINUOUS
+            and data.get("continuous_end")
+            and data["schedule_type"] != ScheduleType.WINDOW  # a window's end is its own
+        ):
+            zone = zoneinfo.ZoneInfo(data["timezone"])
+            end = data["continuous_end"].replace(tzinfo=None).replace(tzinfo=zone)
+            body["schedule_args"] = {"end_datetime": end.isoformat()}
         if self.rollout is not None:
             body["rollout"] = self.rollout
         if data.get("template"):

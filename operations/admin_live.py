@@ -29,7 +29,14 @@ from commands.counting import COUNTERS
 from commands.models import CommandStatus
 from inventory.models import Device
 from operations import waves
-from operations.choices import PAUSABLE_STATES, TERMINAL_STATES, OperationState, ScheduleType, TimeType
+from operations.choices import (
+    PAUSABLE_STATES,
+    TERMINAL_STATES,
+    OperationState,
+    ScheduleType,
+    TargetSelection,
+    TimeType,
+)
 from operations.models import Operation
 from operations.rollouts import Rollout
 from operations.windows import Window
@@ -65,8 +72,18 @@ COMMANDS_PER_PAGE = 50
 
 
 def retryable(operation: Operation) -> bool:
-    """Whether "Retry failed devices" applies: final, with devices that failed or timed out."""
-    return operation.state in TERMINAL_STATES and operation.failed_count + operation.dispatch_failed_count > 0
+    """Whether "Re-run failed devices" applies: final, with devices that failed or timed out
+    (``failed_count``: the re-run's default outcomes, FAILED and TIMED_OUT)."""
+    return operation.state in TERMINAL_STATES and operation.failed_count > 0
+
+
+def closable(operation: Operation) -> bool:
+    """Whether "Close" applies: a continuous operation devices may still join."""
+    return (
+        operation.target_selection == TargetSelection.CONTINUOUS
+        and operation.continuous_closed_at is None
+        and operation.state not in TERMINAL_STATES
+    )
 
 
 def _share(count: int, total: int) -> str:
@@ -87,6 +104,7 @@ def live_data(operation: Operation) -> dict[str, Any]:
         "state": operation.state_name,
         "terminal": operation.state in TERMINAL_STATES,
         "retryable": retryable(operation),
+        "closable": closable(operation),
         "pausable": operation.state in PAUSABLE_STATES,
         "paused": operation.state == OperationState.PAUSED,
         "reason": operation.reason,
@@ -191,6 +209,22 @@ def schedule_summary(operation: Operation) -> str:
     clock in each device's own zone, so it has no instant to convert: it says so instead.
     """
     args = operation.schedule_args or {}
+    if operation.target_selection == TargetSelection.CONTINUOUS:
+        return f"{_snapshot_summary(operation, args)}; {continuous_summary(operation)}"
+    return _snapshot_summary(operation, args)
+
+
+def continuous_summary(operation: Operation) -> str:
+    """A continuous operation's life in words: open to devices that come to match, until when."""
+    if operation.continuous_closed_at is not None:
+        return f"continuous, closed {console_time(operation.continuous_closed_at)}: no device joins any more"
+    until = (
+        f"until {console_time(operation.continuous_until)}" if operation.continuous_until else "until closed"
+    )
+    return f"continuous: devices that come to match later join, {until}"
+
+
+def _snapshot_summary(operation: Operation, args: dict[str, Any]) -> str:
     if operation.schedule_type != ScheduleType.WINDOW:
         return "now (immediate)"
     try:

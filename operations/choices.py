@@ -132,6 +132,21 @@ class ScheduleType(models.TextChoices):
     RECURRING = "RECURRING"
 
 
+class TargetSelection(models.TextChoices):
+    """Contract section 12: the devices that match once (SNAPSHOT), or also every device that
+    comes to match later, until the operation is closed (CONTINUOUS)."""
+
+    SNAPSHOT = "SNAPSHOT"
+    CONTINUOUS = "CONTINUOUS"
+
+
+#: ``only`` of a re-run (``operations.services.rerun``): how a command ended, as the counters
+#: and the abort rules name it.
+RERUN_OUTCOMES = ("FAILED", "TIMED_OUT", "DISPATCH_FAILED", "CANCELLED")
+#: A re-run without ``only``: the devices that did not do what the operation asked.
+DEFAULT_RERUN_OUTCOMES = ("FAILED", "TIMED_OUT")
+
+
 class TimeType(models.TextChoices):
     CONSOLE = "console"
     DEVICE = "device"
@@ -163,6 +178,9 @@ S = OperationState
 TERMINAL_STATES = frozenset({S.SUCCESS, S.FAILURE, S.CANCELLED, S.TIMEOUT, S.APPROVAL_DENIED})
 #: Before its commands reach the inbox: the fan-out's states, which the recovery sweep resumes.
 PRE_DISPATCH_STATES = frozenset({S.CREATED, S.RESOLVING, S.RESOLVED, S.DISPATCHING})
+#: A continuous operation takes devices that come to match in these states (``operations.continuous``):
+#: after its fan-out, before it finishes; not while paused (it catches up on resuming).
+JOINABLE_STATES = frozenset({S.SCHEDULED, S.DISPATCHED, S.PROCESSING})
 #: Stopping moves, allowed from every state that is not terminal.
 _STOP = frozenset({S.CANCELLED, S.TIMEOUT, S.FAILURE})
 #: States an operator may pause (contract section 9): every unfinished one. ``PAUSED`` goes
@@ -206,6 +224,7 @@ REQUESTABLE_STATES = {
     "FAILURE": S.FAILURE,
     "SCHEDULED": S.SCHEDULED,
     "PAUSED": S.PAUSED,
+    "COMPLETED": S.COMPLETED,
 }
 #: ``state: RESUMED`` in a PUT: not a state of its own, the way back from PAUSED.
 RESUMED = "RESUMED"

@@ -37,6 +37,11 @@ def operation_data(operation: Operation, previous_state: int | None = None) -> d
         "scheduled_for": timestamps.format(operation.scheduled_for) if operation.scheduled_for else None,
         "template": str(operation.template_id) if operation.template_id else None,
         "template_parameters": operation.template_parameters,
+        "target_selection": operation.target_selection,
+        "continuous_closed_at": timestamps.format(operation.continuous_closed_at)
+        if operation.continuous_closed_at
+        else None,
+        "rerun_of": str(operation.rerun_of_id) if operation.rerun_of_id else None,
     }
     if previous_state is not None:
         data["previous_state"] = OperationState(previous_state).name

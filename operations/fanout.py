@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import connection, connections, transaction
 from django.db.models import F, Max, Min, QuerySet
@@ -30,9 +31,10 @@ from commands.choices import CommandState
 from config.errors import DomainError
 from config.locks import LockSpace, try_advisory_lock
 from config.metrics import FANOUT_DURATION, FANOUT_ROWS
+from inventory import changes
 from inventory.models import Device
 from operations import progress, waves
-from operations.choices import PRE_DISPATCH_STATES, OperationState, ScheduleType
+from operations.choices import PRE_DISPATCH_STATES, OperationState, ScheduleType, TargetSelection
 from operations.device_query import DeviceQuery
 from operations.models import Operation
 from operations.rollouts import UNDRAWN_WAVE, Rollout
@@ -42,6 +44,8 @@ from operations.windows import Window
 
 logger = logging.getLogger(__name__)
 S = OperationState
+#: ``operations.tasks.evaluate_continuous`` (``operations.continuous.EVALUATE_TASK``).
+CONTINUOUS_LOOK_TASK = "operations.tasks.evaluate_continuous"
 
 
 # Device key range per INSERT ... SELECT transaction (setting FANOUT_CHUNK_SIZE, read at each
@@ -152,6 +156,9 @@ def _run(operation_id: Any, first_run: bool = False) -> None:
         progress.dispatch(operation.pk, only_from=S.SCHEDULED)
     elif operation.state in (S.RESOLVED, S.DISPATCHING):  # DISPATCHING: a crash stopped it there
         _dispatch(operation)
+    if operation.target_selection == TargetSelection.CONTINUOUS:
+        # Devices that changed while it resolved join now, not at the next sweep.
+        _send_continuous_look(operation.pk)
     if resolved_now and operation.resolved_count >= int(settings.FANOUT_ANALYZE_ROWS):
         # After dispatch, so devices are not kept waiting for it (commands.planner).
         planner.refresh_statistics()
@@ -163,6 +170,11 @@ def _resolve(operation: Operation, rollout: Rollout | None, first_run: bool) -> 
     except DomainError as error:
         progress.move(operation.pk, S.FAILURE, f"invalid device query: {error}")
         return
+    continuous = operation.target_selection == TargetSelection.CONTINUOUS
+    if continuous:
+        # Changes from here on are the continuous looks' (operations.continuous): every change
+        # below this horizon is visible to the scan that follows.
+        Operation.objects.filter(pk=operation.pk).update(continuous_watermark=changes.horizon())
     devices = query.queryset(operation.tenant_id)
     bounds = devices.aggregate(low=Min("pk"), high=Max("pk"))
     if bounds["low"] is not None:
@@ -191,7 +203,8 @@ def _resolve(operation: Operation, rollout: Rollout | None, first_run: bool) -> 
 
         if not _run_chunks(starts, write_chunk):
             return
-    if not Operation.objects.filter(pk=operation.pk, resolved_count__gt=0).exists():
+    if not continuous and not Operation.objects.filter(pk=operation.pk, resolved_count__gt=0).exists():
+        # A continuous operation waits for devices to come to match; a snapshot has none to wait for.
         progress.move(operation.pk, S.FAILURE, "the device query matched no device", only_from=[S.RESOLVING])
         return
     if rollout is not None and _still_resolving_now(operation.pk):
@@ -321,6 +334,14 @@ def _insert(
         born = counting.deltas(counting.BORN_FROM, new.state, was_dispatched=new.dispatched_at is not None)
         progress.add_counts(new.operation_id, **{name: delta * inserted for name, delta in born.items()})
     return inserted
+
+
+def _send_continuous_look(operation_id: Any) -> None:
+    """``operations.continuous.evaluate`` by task name (that module imports this one)."""
+    try:
+        current_app.send_task(CONTINUOUS_LOOK_TASK, args=[str(operation_id)])
+    except Exception:
+        logger.warning("continuous look at %s not sent; the sweep will look", operation_id, exc_info=True)
 
 
 def _dispatch(operation: Operation) -> None:

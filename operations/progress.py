@@ -22,12 +22,15 @@ from commands.models import CommandStatus
 from config.transitions import Swapped, swap
 from inventory.events import emit
 from inventory.models import EventType
-from operations.choices import ACTIVITY_NAMES, ALLOWED_TRANSITIONS, OperationState
+from operations.choices import ACTIVITY_NAMES, ALLOWED_TRANSITIONS, OperationState, TargetSelection
 from operations.events import operation_data
 from operations.models import Operation, OperationActivity
 
 S = OperationState
 OperationId = uuid.UUID | str
+#: Operations that may complete once their commands have: a snapshot, or a continuous one that
+#: was closed (``operations.continuous``); an open continuous one waits for devices to join.
+MAY_COMPLETE = Q(target_selection=TargetSelection.SNAPSHOT) | Q(continuous_closed_at__isnull=False)
 
 
 def sources_of(target: OperationState) -> list[int]:
@@ -134,7 +137,7 @@ def advance(operation_id: OperationId, reported: bool = False, actor: str = "sys
     """
     if reported:
         move(operation_id, S.PROCESSING, actor=actor, only_from=[S.DISPATCHED])
-    every_command_finished = Q(resolved_count__gt=0, resolved_count__lte=counting.finished())
+    every_command_finished = Q(resolved_count__gt=0, resolved_count__lte=counting.finished()) & MAY_COMPLETE
     if not move(operation_id, S.COMPLETED, actor=actor, when=every_command_finished):
         return
     succeeded = Operation.objects.filter(pk=operation_id, success_count=F("resolved_count")).exists()

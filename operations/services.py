@@ -6,19 +6,30 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from commands import inbox_cache
+from commands import counting, inbox_cache
 from commands.choices import REPORTED_STATES, CommandState
 from config.errors import DomainError
+from config.timestamps import parse_aware
 from inventory.events import emit
 from inventory.models import Device, EventType
 from operations import approvals, progress, recurring, rollouts, stopping, waves
-from operations.choices import PRE_DISPATCH_STATES, TERMINAL_STATES, OperationState, ScheduleType, can_move
+from operations.choices import (
+    DEFAULT_RERUN_OUTCOMES,
+    PRE_DISPATCH_STATES,
+    RERUN_OUTCOMES,
+    TERMINAL_STATES,
+    OperationState,
+    ScheduleType,
+    TargetSelection,
+    can_move,
+)
 from operations.device_query import DeviceQuery
 from operations.events import operation_data
 from operations.models import Operation, OperationTemplate
@@ -39,10 +50,15 @@ def create_operation(
     *,
     template: OperationTemplate | None = None,
     template_parameters: dict[str, Any] | None = None,
+    rerun_of: Operation | None = None,
 ) -> Operation:
     """Store the operation in CREATED and hand the fan-out to a worker after commit; or, when
     the tenant's approval policy holds it, in WAITING_FOR_APPROVAL with nothing sent
     (``operations.approvals``: an approval moves it on then, as if just created).
+
+    ``target_selection: CONTINUOUS`` keeps it open for devices that come to match later
+    (``operations.continuous``); ``schedule_args.end_datetime`` closes it. ``rerun_of``: the
+    operation this one re-runs (:func:`rerun`).
 
     The query is checked here (shape, and that listed devices and groups exist) so a
     mistake is a 400 now, not a FAILURE later; resolving it is the worker's job. A RECURRING
@@ -54,12 +70,31 @@ def create_operation(
     query = DeviceQuery.parse(data["operation_device_query"])
     query.check_references(tenant_id)
     rollout = rollouts.parse(data["rollout"]) if data.get("rollout") is not None else None
+    target_selection = data.get("target_selection") or TargetSelection.SNAPSHOT
+    schedule_args = data.get("schedule_args") or {}
+    continuous_until = None
+    if target_selection == TargetSelection.CONTINUOUS:
+        if rollout is not None and rollout.waves:
+            raise DomainError(
+                {
+                    "rollout.waves": [
+                        "not with target_selection CONTINUOUS: devices join one by one, so there is no "
+                        "whole fleet to take percentages of; use max_per_minute and abort instead"
+                    ]
+                },
+                code="invalid_rollout",
+            )
+        if schedule_args.get("end_datetime"):
+            continuous_until = parse_aware(schedule_args["end_datetime"])
     schedule_type = data.get("schedule_type", ScheduleType.IMMEDIATE)
     fields: dict[str, Any] = {
         "tenant_id": tenant_id,
         "operation_type": data["operation_type"],
         "schedule_type": schedule_type,
-        "schedule_args": data.get("schedule_args") or {},
+        "schedule_args": schedule_args,
+        "target_selection": target_selection,
+        "continuous_until": continuous_until,
+        "rerun_of": rerun_of,
         "device_query": query.as_json(),
         "arguments": data.get("arguments") or {},
         "created_by": actor,
@@ -242,8 +277,6 @@ def cancel_operation(operation: Operation, reason: str, actor: str) -> Operation
 
 #: Devices a preview lists besides the count.
 PREVIEW_SAMPLE = 10
-#: A device whose command ended in one of these did not do what the operation asked.
-FAILED_COMMAND_STATES = (CommandState.FAILURE, CommandState.TIMEOUT)
 
 
 def preview(tenant_id: int, raw_query: Any) -> tuple[int, list[Device]]:
@@ -255,42 +288,54 @@ def preview(tenant_id: int, raw_query: Any) -> tuple[int, list[Device]]:
     return devices.count(), list(devices.prefetch_related("groups").order_by("pk")[:PREVIEW_SAMPLE])
 
 
-def retry_failed(operation: Operation, actor: str, requester: str = "") -> Operation:
-    """A new operation of the same type and arguments for exactly the devices that failed.
+def rerun(
+    operation: Operation, actor: str, requester: str = "", only: Iterable[str] = DEFAULT_RERUN_OUTCOMES
+) -> Operation:
+    """A new operation of the same type, arguments and rollout for exactly the devices whose
+    commands ended as ``only`` says (``POST /v0/operations/{id}/rerun/``, the console's
+    "Re-run failed devices"); it records ``rerun_of``.
 
     The devices are listed by id (``device_type: all``, so a device made inactive since is
     not silently left out); more than ``MAX_QUERY_DEVICES`` of them is refused, as the API
-    refuses such a list.
+    refuses such a list. A snapshot: a re-run of a continuous operation takes no device later.
     """
+    only = list(dict.fromkeys(only))
+    unknown = [outcome for outcome in only if outcome not in RERUN_OUTCOMES]
+    if unknown or not only:
+        raise DomainError(
+            {"only": [f"must be a non-empty list out of {', '.join(RERUN_OUTCOMES)}; got {unknown or only}"]}
+        )
     if operation.state not in TERMINAL_STATES:
         name = S(operation.state).name
         raise DomainError(
-            {"state": [f"the operation is {name}; retry its failed devices once it has finished"]},
+            {"state": [f"the operation is {name}; re-run it once it has finished"]},
             code="not_finished",
         )
     limit = int(settings.MAX_QUERY_DEVICES)
-    failed = list(
-        operation.commands.filter(state__in=FAILED_COMMAND_STATES)
+    devices = list(
+        counting.ended_as(operation.commands.all(), only)
         .order_by("device_id")
         .values_list("device__device_id", flat=True)[: limit + 1]
     )
-    if not failed:
+    if not devices:
         raise DomainError(
-            {"operation_device_query.devices": ["no device failed: there is nothing to retry"]},
+            {"only": [f"no command of the operation ended {' or '.join(only)}: there is nothing to re-run"]},
             code="nothing_to_retry",
         )
-    if len(failed) > limit:
+    if len(devices) > limit:
         raise DomainError(
             {
-                "operation_device_query.devices": [
-                    f"more than {limit} devices failed (MAX_QUERY_DEVICES); retry them with groups or filters"
+                "only": [
+                    f"more than {limit} devices ended so (MAX_QUERY_DEVICES); "
+                    "re-run them with groups or filters"
                 ]
             }
         )
     data = {
         "operation_type": operation.operation_type,
         "schedule_type": ScheduleType.IMMEDIATE,
-        "operation_device_query": {"devices": failed, "device_type": "all"},
+        "operation_device_query": {"devices": devices, "device_type": "all"},
         "arguments": operation.arguments,
+        "rollout": operation.rollout,
     }
-    return create_operation(operation.tenant_id, data, actor, requester)
+    return create_operation(operation.tenant_id, data, actor, requester, rerun_of=operation)

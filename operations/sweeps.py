@@ -99,11 +99,15 @@ def complete_finished_operations() -> int:
     A report commits its row and counters in one statement and moves the operation on
     right after; a process that died in between leaves this for the sweep to finish.
     """
-    stuck = Operation.objects.filter(
-        state__in=progress.sources_of(OperationState.COMPLETED),
-        resolved_count__gt=0,
-        resolved_count__lte=counting.finished(),
-    ).values_list("pk", flat=True)
+    stuck = (
+        Operation.objects.filter(
+            state__in=progress.sources_of(OperationState.COMPLETED),
+            resolved_count__gt=0,
+            resolved_count__lte=counting.finished(),
+        )
+        .filter(progress.MAY_COMPLETE)
+        .values_list("pk", flat=True)
+    )
     count = 0
     for operation_id in stuck:
         progress.advance(operation_id)

@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from commands import partitions
-from operations import approvals, fanout, headless, series, stopping, sweeps
+from operations import approvals, continuous, fanout, headless, series, stopping, sweeps
 from operations.choices import PRE_DISPATCH_STATES, OperationState
 from operations.models import Operation
 
@@ -84,3 +84,15 @@ def expire_approvals() -> int:
 def fire_series() -> dict[str, int]:
     """Make the runs of due firings of RECURRING operations, each once (``operations.series``)."""
     return series.sweep()
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def evaluate_continuous(operation_id: str) -> int:
+    """Devices that came to match a continuous operation since its last look join it."""
+    return continuous.evaluate(operation_id)
+
+
+@shared_task(ignore_result=True)
+def sweep_continuous() -> dict[str, int]:
+    """Close continuous operations past their end; look at every open one (the safety net)."""
+    return continuous.sweep()

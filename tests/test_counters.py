@@ -236,3 +236,11 @@ def test_a_retried_command_failing_its_last_attempt_counts_one_failure(org: Org)
     stored = _stored(command.operation_id)
     assert stored["failed_count"] == 1 and stored["dispatch_failed_count"] == 0
     assert stored == counting.recount(command.operation_id)
+
+
+def test_the_outcomes_a_rerun_names_are_the_counter_rules() -> None:
+    """A re-run's ``only`` picks commands by the same rows of the rule the counters use."""
+    from operations.choices import RERUN_OUTCOMES
+
+    assert tuple(counting.OUTCOMES) == RERUN_OUTCOMES
+    assert all(rule in counting.RULES for rule in counting.OUTCOMES.values())

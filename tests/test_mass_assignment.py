@@ -82,6 +82,12 @@ def _created_group(w: World, response: Any) -> None:
     assert response.json()["content"]["device_count"] == 0
 
 
+def _no_rerun(w: World, response: Any) -> None:
+    assert response.json()["error_code"] == "not_finished"
+    assert not Operation.objects.filter(rerun_of__isnull=False).exists()
+    assert not Operation.objects.filter(pk=FAKE_UUID).exists()
+
+
 def _created_operation(w: World, response: Any) -> None:
     operation = Operation.objects.get(pk=response.json()["content"]["id"])
     assert str(operation.pk) != FAKE_UUID
@@ -221,6 +227,17 @@ CASES: dict[tuple[str, str], tuple[Callable[[World], Any], int, Callable[[World,
         lambda w: {"state": "CANCELLED", "operation_type": "WIPE", "operation": "WIPE"},
         200,
         _operation,
+    ),
+    # The world's operation is unfinished: refused (400 not_finished), and nothing of the body is taken.
+    ("POST", "/v0/operations/{id}/rerun/"): (
+        lambda w: {
+            "id": FAKE_UUID,
+            "rerun_of": FAKE_UUID,
+            "target_selection": "CONTINUOUS",
+            "only": ["FAILED"],
+        },
+        400,
+        _no_rerun,
     ),
     ("POST", "/v0/operations/preview/"): (lambda w: {"operation_device_query": {"all": True}}, 200, _preview),
     ("POST", "/v0/operations/{id}/approve/"): (

@@ -138,6 +138,7 @@ _FILLERS: list[tuple[str, Any]] = [
     ("/v0/operations/{}/approve/", lambda w: {"id": str(w.waiting.pk)}),
     ("/v0/operations/{}/deny/", lambda w: {"id": str(w.waiting.pk)}),
     ("/v0/operation-templates/{}/", lambda w: {"id": str(w.template.pk)}),
+    ("/v0/operations/{}/rerun/", lambda w: {"id": str(w.operation.pk)}),
     ("/commands/v0/status/{}/", lambda w: {"id": str(w.command.pk)}),
     ("/api/v1/inventory_device_headless_operation/{}/", lambda w: {"id": str(w.headless.pk)}),
     ("/api/v1/inventory_device_headless_operation/{}/cancel/", lambda w: {"id": str(w.headless.pk)}),

@@ -18,12 +18,15 @@ from inventory.models.devices import available_timezones
 from operations import recurring, rollouts, waves
 from operations.approvals import DEFAULT_EXPIRES_AFTER_HOURS, MAX_EXPIRES_AFTER_HOURS
 from operations.choices import (
+    DEFAULT_RERUN_OUTCOMES,
     REQUESTABLE_STATES,
+    RERUN_OUTCOMES,
     RESUMED,
     ApprovalState,
     OperationState,
     OperationType,
     ScheduleType,
+    TargetSelection,
     TimeType,
 )
 from operations.events import approval_data
@@ -88,6 +91,14 @@ class ScheduleArgsSerializer(serializers.Serializer):
         if schedule_type == ScheduleType.RECURRING:
             return _recurring_args(attrs, clean)
         if schedule_type != ScheduleType.WINDOW:
+            if self.context.get("target_selection") == TargetSelection.CONTINUOUS and attrs.get(
+                "end_datetime"
+            ):
+                # A continuous operation's end: no device joins after it (contract section 12).
+                end = _aware(attrs["end_datetime"], "schedule_args.end_datetime")
+                if end <= dt.datetime.now(dt.UTC):
+                    raise serializers.ValidationError({"schedule_args.end_datetime": ["is in the past"]})
+                clean["end_datetime"] = end.isoformat()
             return clean
         for name in ("start_datetime", "end_datetime"):
             if not attrs.get(name):
@@ -291,7 +302,23 @@ class RolloutField(serializers.JSONField):
 class OperationCreateSerializer(serializers.Serializer):
     operation_type = serializers.ChoiceField(choices=OperationType.choices)
     schedule_type = serializers.ChoiceField(choices=ScheduleType.choices, default=ScheduleType.IMMEDIATE)
-    schedule_args = serializers.DictField(required=False, default=dict, validators=[storable_json])
+    schedule_args = serializers.DictField(
+        required=False,
+        default=dict,
+        validators=[storable_json],
+        help_text=(
+            "WINDOW: start_datetime, end_datetime, days, time_type, timezone. CONTINUOUS: an optional "
+            "end_datetime after which no device joins."
+        ),
+    )
+    target_selection = serializers.ChoiceField(
+        choices=TargetSelection.choices,
+        default=TargetSelection.SNAPSHOT,
+        help_text=(
+            "SNAPSHOT: the devices that match when the fan-out runs. CONTINUOUS: also every device that "
+            "comes to match later, until end_datetime or a PUT state COMPLETED closes it (no waves)."
+        ),
+    )
     operation_device_query = serializers.DictField(
         help_text="devices, groups, device_type, filters and all; ANDed. See the README.",
         validators=[storable_json],
@@ -317,7 +344,8 @@ class OperationCreateSerializer(serializers.Serializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         args = ScheduleArgsSerializer(
-            data=attrs.get("schedule_args") or {}, context={"schedule_type": attrs["schedule_type"]}
+            data=attrs.get("schedule_args") or {},
+            context={"schedule_type": attrs["schedule_type"], "target_selection": attrs["target_selection"]},
         )
         if not args.is_valid():
             # A field's own refusal (a type, a range) named as the rest are: schedule_args.<name>.
@@ -333,8 +361,11 @@ class OperationCreateSerializer(serializers.Serializer):
 
 class OperationStateSerializer(serializers.Serializer):
     state = serializers.ChoiceField(
-        choices=sorted({"FAILED", "CANCELLED", "TIMEOUT", "SCHEDULED", "PAUSED", RESUMED}),
-        help_text="PAUSED holds everything not yet handed out; RESUMED goes back to the state it left.",
+        choices=sorted({"FAILED", "CANCELLED", "TIMEOUT", "SCHEDULED", "PAUSED", RESUMED, "COMPLETED"}),
+        help_text=(
+            "PAUSED holds everything not yet handed out; RESUMED goes back to the state it left; COMPLETED "
+            "closes a CONTINUOUS operation (no device joins from then on; it finishes when its commands do)."
+        ),
     )
     reason = serializers.CharField(
         required=False, allow_blank=True, default="", validators=[max_text_length()]
@@ -464,6 +495,14 @@ class OperationSerializer(serializers.ModelSerializer):
     template_parameters = serializers.JSONField(
         read_only=True, allow_null=True, help_text="The template's parameter values used, defaults filled in."
     )
+    continuous_closed_at = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="CONTINUOUS: when it was closed (PUT COMPLETED or end_datetime); null while devices join.",
+    )
+    rerun_of: serializers.PrimaryKeyRelatedField[Operation] = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True, help_text="The operation this one re-runs (POST .../rerun/)."
+    )
 
     class Meta:
         model = Operation
@@ -496,6 +535,9 @@ class OperationSerializer(serializers.ModelSerializer):
             "upcoming_runs",
             "template",
             "template_parameters",
+            "target_selection",
+            "continuous_closed_at",
+            "rerun_of",
         ]
 
     @extend_schema_field(ActivitySerializer(many=True))
@@ -566,3 +608,16 @@ class OperationSerializer(serializers.ModelSerializer):
             "id": str(operation.template_id),
             "name": operation.template.name if operation.template else "",
         }
+
+
+class RerunSerializer(serializers.Serializer):
+    """``POST /v0/operations/{id}/rerun/``: which outcomes to re-run."""
+
+    only = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(RERUN_OUTCOMES)),
+        required=False,
+        allow_empty=False,
+        max_length=len(RERUN_OUTCOMES),
+        default=list(DEFAULT_RERUN_OUTCOMES),
+        help_text="The devices whose commands ended so (default FAILED and TIMED_OUT).",
+    )

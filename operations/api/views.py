@@ -14,7 +14,7 @@ from config.api.permissions import RolePermission
 from config.api.views import TenantAPIView, TenantScopedViewSet
 from inventory.api.serializers import DeviceSerializer
 from inventory.api.webhooks import AdminOnly
-from operations import approvals, services, templates
+from operations import approvals, continuous, services, templates
 from operations.api.serializers import (
     ROLLOUT_EXAMPLE,
     ApprovalPolicySerializer,
@@ -23,8 +23,9 @@ from operations.api.serializers import (
     OperationCreateSerializer,
     OperationSerializer,
     OperationStateSerializer,
+    RerunSerializer,
 )
-from operations.choices import RESUMED
+from operations.choices import RESUMED, OperationState
 from operations.filtersets import OperationFilterSet
 from operations.models import Operation
 
@@ -122,6 +123,21 @@ class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantS
                     "operation_device_query": {"devices": ["dev_67890"]},
                 },
             ),
+            OpenApiExample(
+                "CONTINUOUS: every kiosk, also those enrolled later, until the end of the year",
+                request_only=True,
+                value={
+                    "operation_type": "INSTALL_APP",
+                    "target_selection": "CONTINUOUS",
+                    "operation_device_query": {"filters": {"tags__contains": ["kiosk"]}},
+                    "arguments": {"package": "com.example.kiosk", "version": "2.0.1"},
+                    "schedule_args": {"end_datetime": "2026-12-31T23:00:00+00:00"},
+                    "rollout": {
+                        "max_per_minute": 500,
+                        "retries": [{"failure_type": "TIMED_OUT", "max_attempts": 3}],
+                    },
+                },
+            ),
         ],
     )
     def create(self, request: Request) -> Response:
@@ -153,6 +169,11 @@ class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantS
             OpenApiExample(
                 "Cancel", request_only=True, value={"state": "CANCELLED", "reason": "wrong build"}
             ),
+            OpenApiExample(
+                "Close a CONTINUOUS operation",
+                request_only=True,
+                value={"state": "COMPLETED", "reason": "the new kiosks are all enrolled"},
+            ),
         ],
         responses={
             200: inline_serializer(
@@ -175,6 +196,8 @@ class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantS
         state, reason = serializer.validated_data["state"], serializer.validated_data["reason"]
         if state == RESUMED:
             operation = services.resume(operation, reason, self.principal.label)
+        elif state == OperationState.COMPLETED:
+            operation = continuous.close(operation, reason, self.principal.label)
         else:
             operation = services.request_state(operation, state, reason, self.principal.label)
         operation = self.get_queryset().get(pk=operation.pk)
@@ -240,6 +263,32 @@ class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantS
         serializer.is_valid(raise_exception=True)
         approvals.deny(operation, self._decider(), serializer.validated_data["remark"])
         return Response(OperationSerializer(self.get_queryset().get(pk=operation.pk)).data)
+
+    @extend_schema(
+        request=RerunSerializer,
+        responses={201: OperationSerializer},
+        examples=[
+            OpenApiExample("The failed and timed-out devices (the default)", request_only=True, value={}),
+            OpenApiExample(
+                "Also the devices it never reached",
+                request_only=True,
+                value={"only": ["FAILED", "DISPATCH_FAILED"]},
+            ),
+        ],
+    )
+    @action(detail=True, methods=["post"])
+    def rerun(self, request: Request, pk: str) -> Response:
+        """A new operation of the same type, arguments and rollout for exactly the devices whose
+        commands ended as ``only`` says (default FAILED and TIMED_OUT); it shows ``rerun_of``.
+        The source must be finished; no device ended so: 400 ``nothing_to_retry``."""
+        source = self.get_object()
+        serializer = RerunSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        operation = services.rerun(
+            source, self.principal.label, self.principal.identity, only=serializer.validated_data["only"]
+        )
+        operation = self.get_queryset().get(pk=operation.pk)
+        return Response(OperationSerializer(operation).data, status=status.HTTP_201_CREATED)
 
 
 class ApprovalPolicyView(TenantAPIView):

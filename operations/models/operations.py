@@ -15,6 +15,7 @@ from operations.choices import (
     OperationState,
     OperationType,
     ScheduleType,
+    TargetSelection,
 )
 
 
@@ -129,6 +130,24 @@ class Operation(ExactCounters):
     #: The template's parameter values used, defaults filled in.
     template_parameters = models.JSONField(null=True, blank=True, editable=False)
 
+    # --- continuous operations and re-runs (operations.continuous, services.rerun) -----------
+    #: SNAPSHOT, or CONTINUOUS: devices that come to match later join (``operations.continuous``).
+    target_selection = models.CharField(
+        max_length=16, choices=TargetSelection.choices, default=TargetSelection.SNAPSHOT
+    )
+    #: CONTINUOUS: the snapshot taken before the last complete look at device changes
+    #: (``inventory.changes.horizon``): every change it saw as committed has been looked at.
+    continuous_watermark = models.TextField(default="", blank=True, editable=False)
+    #: CONTINUOUS: ``schedule_args.end_datetime``, after which no device joins.
+    continuous_until = models.DateTimeField(null=True, blank=True, editable=False)
+    #: CONTINUOUS: when it was closed (PUT COMPLETED, or ``continuous_until`` passed); it
+    #: finishes when its commands do.
+    continuous_closed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    #: The operation this one re-runs on the devices whose commands ended as asked.
+    rerun_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns", editable=False
+    )
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [
@@ -138,6 +157,12 @@ class Operation(ExactCounters):
                 fields=["updated_at"],
                 name="operations_unfinished_fanout",
                 condition=models.Q(state__in=sorted(PRE_DISPATCH_STATES)),
+            ),
+            # The continuous sweep and a device change's nudge look for the open ones.
+            models.Index(
+                fields=["tenant"],
+                name="operations_continuous_open",
+                condition=models.Q(target_selection="CONTINUOUS", continuous_closed_at__isnull=True),
             ),
             # The stop's resume sweep (operations.sweeps.resume_stops): stops not finished.
             models.Index(

@@ -15,6 +15,7 @@ document.addEventListener("DOMContentLoaded", function () {
   var retryTool = document.getElementById("retry-tool");
   var pauseTool = document.getElementById("pause-tool");
   var resumeTool = document.getElementById("resume-tool");
+  var closeTool = document.getElementById("close-tool");
   var rolloutPanel = document.getElementById("rollout-panel");
 
   function show(answer) {
@@ -37,6 +38,7 @@ document.addEventListener("DOMContentLoaded", function () {
     if (retryTool) retryTool.style.display = answer.retryable ? "" : "none";
     if (pauseTool) pauseTool.style.display = answer.pausable ? "" : "none";
     if (resumeTool) resumeTool.style.display = answer.paused ? "" : "none";
+    if (closeTool) closeTool.style.display = answer.closable ? "" : "none";
     if (rolloutPanel && typeof answer.rollout_html === "string") rolloutPanel.innerHTML = answer.rollout_html;
     panel.dataset.terminal = answer.terminal ? "true" : "false";
   }
