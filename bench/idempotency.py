@@ -170,10 +170,11 @@ def main() -> None:
         table = IdempotentRequest._meta.db_table
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {table} (tenant_id, key, fingerprint, method, path, claim, status_code, "
-                "content_type, body, created_at, expires_at) "
-                "SELECT 1, 'purge-' || n, repeat('f', 64), 'POST', '/v0/devices/', gen_random_uuid(), 201, "
-                "'application/json', repeat('x', 1000), now() - interval '2 days', now() - interval '1 day' "
+                f"INSERT INTO {table} (tenant_id, principal, key, fingerprint, method, path, claim, "
+                "status_code, content_type, body, created_at, expires_at) "
+                "SELECT 1, 'key:1', 'purge-' || n, repeat('f', 64), 'POST', '/v0/devices/', "
+                "gen_random_uuid(), 201, 'application/json', repeat('x', 1000), "
+                "now() - interval '2 days', now() - interval '1 day' "
                 "FROM generate_series(1, %s) AS n",
                 [options.purge_rows],
             )

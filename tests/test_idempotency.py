@@ -3,7 +3,7 @@
 A replay answers the kept status and body with ``Idempotent-Replayed: true`` and does nothing
 else; another method, path or body with the key is 422; a second request while the first runs
 is 409 (two real threads, the first held inside its transaction by a table lock the test
-holds, seen waiting in ``pg_stat_activity``); keys are per tenant, expire, are purged; a non-2xx
+holds, seen waiting in ``pg_stat_activity``); keys are per principal, expire, are purged; a non-2xx
 answer frees the key; kept bodies are sealed at rest; every POST of the API honours the header.
 """
 
@@ -37,6 +37,7 @@ from config.idempotency.models import IdempotentRequest
 from config.idempotency.store import purge_expired
 from config.idempotency.tasks import purge_expired_keys
 from inventory.models import AuditEntry, Device, Group
+from inventory.services import create_api_key
 from operations.models import HeadlessOperation, Operation
 from tests.conftest import Api, CeleryProcesses, Org, _process_env, add_device, gunicorn, wait_until
 from tests.helpers import content, error, openapi_document, task_events
@@ -309,6 +310,50 @@ def test_one_key_in_two_tenants_is_two_independent_requests(org: Org, other_org:
     assert post(other_org.admin, DEVICES, {"id": "kiosk-9", "name": "Other"}, key="shared-key").content == (
         theirs.content
     )
+
+
+# --- principals ----------------------------------------------------------------------------------
+
+
+def test_two_keys_of_one_tenant_sending_one_key_each_get_their_own_run(org: Org) -> None:
+    """A replay may hold a secret made once: another API key of the tenant never gets it."""
+    add_device(org.tenant, "dev-s")
+    other_admin = Api(create_api_key(org.tenant, "admin", "second admin")[1])
+    path = f"{DEVICES}dev-s/rotate-token/"
+    mine = content(post(org.admin, path, None, key="rotate-s"))["token"]
+
+    theirs = post(other_admin, path, None, key="rotate-s")
+
+    assert not theirs.has_header("Idempotent-Replayed")
+    assert content(theirs)["token"] != mine  # a second rotation of its own, not the first's token
+    assert Api(content(theirs)["token"]).get("/v2/command-inbox/", {"device_id": "dev-s"}).status_code == 200
+    # And each replays its own answer.
+    assert content(post(org.admin, path, None, key="rotate-s"))["token"] == mine
+    assert post(other_admin, path, None, key="rotate-s").content == theirs.content
+
+
+def test_the_same_key_by_the_same_principal_replays(org: Org) -> None:
+    other_admin = Api(create_api_key(org.tenant, "admin", "second admin")[1])
+    first = post(org.admin, DEVICES, {"id": "kiosk-p"}, key="per-principal")
+    content(post(other_admin, DEVICES, {"id": "kiosk-q"}, key="per-principal"), 201)
+
+    again = post(org.admin, DEVICES, {"id": "kiosk-p"}, key="per-principal")
+
+    assert (again.status_code, again.content) == (201, first.content)
+    assert again["Idempotent-Replayed"] == "true"
+    assert Device.objects.filter(tenant=org.tenant).count() == 2
+
+
+def test_a_put_is_checked_against_its_own_principals_keys_only(org: Org) -> None:
+    add_device(org.tenant, "dev-k")
+    content(post(org.admin, "/v0/groups/", {"name": "g"}, key="held"), 201)
+
+    # The operator's PATCH with that key: not the admin's key, so it runs (no 422 naming the
+    # admin's POST and its path); the admin's own PATCH with it is refused.
+    content(org.operator.patch(f"{DEVICES}dev-k/", {"name": "Renamed"}, **{KEY: "held"}))
+    refused = error(org.admin.patch(f"{DEVICES}dev-k/", {"name": "Again"}, **{KEY: "held"}), 422)
+    assert "POST /v0/groups/" in refused["message"]
+    assert Device.objects.get().name == "Renamed"
 
 
 # --- expiry and purge ----------------------------------------------------------------------------

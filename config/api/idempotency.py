@@ -27,6 +27,7 @@ from django.http import HttpResponse
 from rest_framework import exceptions, status
 from rest_framework.request import Request
 
+from config.api.principal import Principal
 from config.encryption import Unreadable
 from config.idempotency import store
 from config.metrics import IDEMPOTENCY_OUTCOMES
@@ -149,10 +150,13 @@ class Guard:
             store.release(self.claimed)
 
 
-def begin(request: Request, tenant_id: int) -> Guard | None:
+def begin(request: Request, principal: Principal) -> Guard | None:
     """For a POST with a key: claim it (a :class:`Guard`), or raise :class:`Replay`,
     :class:`KeyInUse` or :class:`KeyMismatch`. For a PUT, PATCH or DELETE with a key: 422 if
-    a POST of the tenant holds that key, else nothing. None when there is nothing to do."""
+    a POST of the same principal holds that key, else nothing. None when there is nothing to do.
+
+    Keys are the principal's (CONTRACT §11): another API key or device of the tenant sending
+    the same key makes a request of its own and never sees this one's answer."""
     method = request.method or ""
     if method != "POST" and method not in _CHECKED_METHODS:
         return None
@@ -160,14 +164,15 @@ def begin(request: Request, tenant_id: int) -> Guard | None:
     if key is None:
         return None
     if method != "POST":
-        used = store.used_for(tenant_id, key)
+        used = store.used_for(principal.tenant_id, principal.identity, key)
         if used is not None:
             raise KeyMismatch(_mismatch(used))
         return None
     full_path = request.get_full_path()
     try:
         outcome = store.claim(
-            tenant_id,
+            principal.tenant_id,
+            principal.identity,
             key,
             store.fingerprint(method, full_path, request._request.body),
             method,

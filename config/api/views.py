@@ -66,7 +66,7 @@ class ApiViewMixin:
         claims it here (or answers from the store), so every POST honours the header."""
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
         if request.method in ("POST", "PUT", "PATCH", "DELETE"):
-            self._idempotency = idempotency.begin(request, self.tenant_id)
+            self._idempotency = idempotency.begin(request, self.principal)
 
     def handle_exception(self, exc: Exception) -> Any:
         if isinstance(exc, idempotency.Replay):

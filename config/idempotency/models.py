@@ -1,4 +1,4 @@
-"""One row per idempotency key of a tenant: a claim while its request runs, then the kept answer."""
+"""One row per idempotency key of a principal: a claim while its request runs, then the kept answer."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ class IdempotentRequest(models.Model):
     """
 
     tenant_id = models.BigIntegerField()
+    #: Who sent the key (``Principal.identity``: ``key:<id>``, ``device:<pk>``): a key belongs
+    #: to its principal, and another one of the tenant never gets its answer (CONTRACT §11).
+    #: A plain string, like ``tenant_id``: plumbing has no foreign key into ``inventory``.
+    principal = models.CharField(max_length=64)
     key = models.CharField(max_length=255)
     #: SHA-256 (hex) of the method, the path with its query string and the body's SHA-256.
     fingerprint = models.CharField(max_length=64)
@@ -35,8 +39,11 @@ class IdempotentRequest(models.Model):
 
     class Meta:
         constraints = [
+            # Every lookup names all three (config.idempotency.store): the claim's ON CONFLICT
+            # and its SELECT, and the PUT/PATCH/DELETE check.
             models.UniqueConstraint(
-                fields=["tenant_id", "key"], name="%(app_label)s_%(class)s_unique_tenant_key"
+                fields=["tenant_id", "principal", "key"],
+                name="%(app_label)s_%(class)s_unique_tenant_principal_key",
             )
         ]
         indexes = [
@@ -45,4 +52,4 @@ class IdempotentRequest(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.tenant_id}/{self.key}"
+        return f"{self.tenant_id}/{self.principal}/{self.key}"

@@ -80,9 +80,14 @@ class Kept:
 Outcome = Claimed | Running | Mismatch | Kept
 
 
-def claim(tenant_id: int, key: str, print_: str, method: str, path: str, lease_seconds: int) -> Outcome:
-    """Claim ``key`` for a request, or say why not. Must run outside any transaction, so that
-    the claim is visible to other requests as soon as this returns."""
+def claim(
+    tenant_id: int, principal: str, key: str, print_: str, method: str, path: str, lease_seconds: int
+) -> Outcome:
+    """Claim ``principal``'s ``key`` for a request, or say why not. Must run outside any
+    transaction, so that the claim is visible to other requests as soon as this returns.
+
+    A key is the principal's own (``Principal.identity``): the same key sent by another API key
+    or device of the tenant is another row, so it never replays, blocks or names this one."""
     token = uuid.uuid4()
     shown_path = path.replace("\x00", "\\x00")[:1000]
     # A row may vanish between the two statements (its request failed and released it):
@@ -92,11 +97,11 @@ def claim(tenant_id: int, key: str, print_: str, method: str, path: str, lease_s
             cursor.execute(
                 f"""
                 INSERT INTO {TABLE} AS kept
-                    (tenant_id, key, fingerprint, method, path, claim, status_code, content_type,
-                     body, created_at, expires_at)
-                VALUES (%s, %s, %s, %s, %s, %s, NULL, '', '', now(),
+                    (tenant_id, principal, key, fingerprint, method, path, claim, status_code,
+                     content_type, body, created_at, expires_at)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, '', '', now(),
                         now() + make_interval(secs => %s))
-                ON CONFLICT (tenant_id, key) DO UPDATE SET
+                ON CONFLICT (tenant_id, principal, key) DO UPDATE SET
                     fingerprint = EXCLUDED.fingerprint, method = EXCLUDED.method,
                     path = EXCLUDED.path, claim = EXCLUDED.claim, status_code = NULL,
                     content_type = '', body = '', created_at = EXCLUDED.created_at,
@@ -104,15 +109,15 @@ def claim(tenant_id: int, key: str, print_: str, method: str, path: str, lease_s
                 WHERE kept.expires_at <= now()
                 RETURNING id
                 """,
-                [tenant_id, key, print_, method, shown_path, token, lease_seconds],
+                [tenant_id, principal, key, print_, method, shown_path, token, lease_seconds],
             )
             row = cursor.fetchone()
             if row is not None:
                 return Claimed(row_id=row[0], token=token)
             cursor.execute(
                 f"SELECT fingerprint, method, path, status_code, content_type, body FROM {TABLE} "
-                "WHERE tenant_id = %s AND key = %s",
-                [tenant_id, key],
+                "WHERE tenant_id = %s AND principal = %s AND key = %s",
+                [tenant_id, principal, key],
             )
             found = cursor.fetchone()
         if found is None:
@@ -126,13 +131,15 @@ def claim(tenant_id: int, key: str, print_: str, method: str, path: str, lease_s
     return Running()
 
 
-def used_for(tenant_id: int, key: str) -> Mismatch | None:
-    """What a live key of the tenant was used for, if it was (a PUT, PATCH or DELETE that
-    carries a key some POST holds answers 422)."""
+def used_for(tenant_id: int, principal: str, key: str) -> Mismatch | None:
+    """What a live key of the principal was used for, if it was (a PUT, PATCH or DELETE that
+    carries a key one of its own POSTs holds answers 422; another principal's keys are not
+    its business, and the 422 would name their method and path)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT method, path FROM {TABLE} WHERE tenant_id = %s AND key = %s AND expires_at > now()",
-            [tenant_id, key],
+            f"SELECT method, path FROM {TABLE} "
+            "WHERE tenant_id = %s AND principal = %s AND key = %s AND expires_at > now()",
+            [tenant_id, principal, key],
         )
         found = cursor.fetchone()
     return None if found is None else Mismatch(method=found[0], path=found[1])
