@@ -76,3 +76,27 @@ def env_url(name: str, schemes: set[str]) -> str | None:
     if parsed.scheme not in {"filesystem", "memory"} and not has_host:
         raise ImproperlyConfigured(f"{name}={raw!r} has no host")
     return raw
+
+
+_TOKEN_CHARACTERS = frozenset(chr(code) for code in range(0x21, 0x7F))
+
+
+def env_token(name: str, min_length: int) -> str:
+    """A shared secret that callers send as ``Authorization: Bearer <value>``; "" when unset.
+
+    Set, it must be at least ``min_length`` characters of printable ASCII without spaces (what
+    a bearer token can carry), so a typo or a placeholder such as ``changeme`` stops the process
+    instead of guarding something with a guessable word. The value is never echoed back."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return ""
+    if not set(raw) <= _TOKEN_CHARACTERS:
+        raise ImproperlyConfigured(
+            f"{name} must be printable ASCII without spaces (it is sent as a bearer token)"
+        )
+    if len(raw) < min_length:
+        raise ImproperlyConfigured(
+            f"{name} is {len(raw)} characters; at least {min_length} "
+            "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return raw

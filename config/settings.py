@@ -19,7 +19,7 @@ from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 from config import embedded_postgres
-from config.env import env_bool, env_int, env_list, env_str, env_url
+from config.env import env_bool, env_int, env_list, env_str, env_token, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = embedded_postgres.var_dir()  # env VAR_DIR, else <repo>/var; made by `make run`
@@ -530,6 +530,10 @@ CELERY_BEAT_SCHEDULE.update(
 if SECURE_HTTPS:
     # The probes, which load balancers and orchestrators call over plain HTTP, are not redirected.
     SECURE_REDIRECT_EXEMPT = [*SECURE_REDIRECT_EXEMPT, r"^healthz$", r"^readyz$"]
+# GET /metrics is the installation's, not a tenant's (every tenant's figures together): it answers
+# `Authorization: Bearer $METRICS_TOKEN` and a superuser's console session; tenant keys get 403.
+# Unset: only the superuser's session (config/api/metrics.py, docs/observability.md).
+METRICS_TOKEN = env_token("METRICS_TOKEN", min_length=16)
 # Every answer counted by route and status, with its time (Prometheus, GET /metrics): first
 # of all middleware, so static files and early refusals are counted too.
 MIDDLEWARE = ["config.metrics.RequestMetricsMiddleware", *MIDDLEWARE]

@@ -30,7 +30,7 @@ urlpatterns = [
     # Liveness and readiness for orchestrators (config/health.py); no authentication.
     path("healthz", probes.healthz, name="healthz"),
     path("readyz", probes.readyz, name="readyz"),
-    # Prometheus metrics (config/metrics.py), for an API key of any role.
+    # Prometheus metrics (config/metrics.py): the installation's METRICS_TOKEN or a superuser's session.
     path("metrics", MetricsView.as_view(), name="metrics"),
     # The device endpoints first: URLs are tried in order, and these carry most requests.
     path("", include("commands.api.urls")),

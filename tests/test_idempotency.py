@@ -163,7 +163,7 @@ def test_a_replay_is_audited_like_any_write(org: Org) -> None:
 
 def test_keyed_posts_are_counted_by_outcome_in_the_metrics(org: Org) -> None:
     def counts() -> dict[str, float]:
-        families = scrape(org.viewer)
+        families = scrape()
         return {
             outcome: value(families, "dos_idempotency_keys", "dos_idempotency_keys_total", outcome=outcome)
             for outcome in ("claimed", "replayed", "mismatch")

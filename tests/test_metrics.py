@@ -1,4 +1,5 @@
-"""``GET /metrics``: who may read it, and that it is Prometheus text (parsed with
+"""``GET /metrics``: who may read it (the installation's ``METRICS_TOKEN`` and a superuser's
+console session; never a tenant's key or a device), and that it is Prometheus text (parsed with
 prometheus_client's own parser) carrying the server's families after real requests: an inbox
 hand-out, an empty poll and its 304, a device's status PUT, a fan-out."""
 
@@ -8,18 +9,26 @@ import json
 import re
 from typing import Any
 
+import pytest
+from django.test import Client, override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import metrics
 from tests.command_factories import command_of, dispatched_operation
-from tests.conftest import ROOT, DeviceActor, Org
-from tests.helpers import content
+from tests.conftest import ROOT, Api, DeviceActor, Org, staff_console, superuser_console
+from tests.helpers import content, error
 
 INBOX = "/v2/command-inbox/"
 
 
-def scrape(api: Any) -> dict[str, Any]:
-    response = api.get("/metrics")
+#: The installation's token in these tests (``METRICS_TOKEN``), as Prometheus would send it.
+METRICS_TOKEN = "test-metrics-token-0123456789abcdef"
+
+
+def scrape() -> dict[str, Any]:
+    """One scrape as Prometheus makes it: the installation's bearer token."""
+    with override_settings(METRICS_TOKEN=METRICS_TOKEN):
+        response = Api(METRICS_TOKEN).get("/metrics")
     assert response.status_code == 200, response.content
     assert response["Content-Type"].startswith("text/plain")
     return {family.name: family for family in text_string_to_metric_families(response.content.decode())}
@@ -39,15 +48,65 @@ def value(families: dict[str, Any], family: str, sample: str, **labels: str) -> 
     return sum(found)
 
 
-def test_metrics_needs_an_api_key(org: Org, device: DeviceActor, anonymous: Any) -> None:
-    assert anonymous.get("/metrics").status_code == 401
-    assert device.api.get("/metrics").status_code == 403
-    for api in (org.viewer, org.operator, org.admin):
-        assert api.get("/metrics").status_code == 200
+# --- who may read it -------------------------------------------------------------------------
+
+
+def test_the_installations_token_reads_the_metrics(db: None, settings: Any) -> None:
+    settings.METRICS_TOKEN = METRICS_TOKEN
+
+    response = Api(METRICS_TOKEN).get("/metrics")
+
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain")
+    assert b"dos_http_requests_total" in response.content
+
+
+def test_a_superusers_console_session_reads_the_metrics(db: None, settings: Any) -> None:
+    settings.METRICS_TOKEN = METRICS_TOKEN
+    assert superuser_console().get("/metrics").status_code == 200
+    settings.METRICS_TOKEN = ""  # the session needs no token
+    assert superuser_console("root2").get("/metrics").status_code == 200
+
+
+def test_a_staff_session_that_is_not_a_superuser_is_403(org: Org, settings: Any) -> None:
+    settings.METRICS_TOKEN = METRICS_TOKEN
+
+    refused = error(staff_console("alice", org.tenant).get("/metrics"), 403)
+
+    assert refused["error_code"] == "metrics_token_required"
+
+
+@pytest.mark.parametrize("token_set", [True, False], ids=["token-set", "token-unset"])
+def test_tenant_keys_and_device_tokens_are_403(
+    org: Org, device: DeviceActor, settings: Any, token_set: bool
+) -> None:
+    """The figures are every tenant's together: no tenant's key reads them, a viewer neither."""
+    settings.METRICS_TOKEN = METRICS_TOKEN if token_set else ""
+    for api in (org.viewer, org.operator, org.admin, device.api):
+        response = api.get("/metrics")
+        refused = error(response, 403)
+        assert refused["error_code"] == "metrics_token_required", refused
+        assert "METRICS_TOKEN" in refused["message"]
+        assert b"dos_" not in response.content
+
+
+@pytest.mark.parametrize("token_set", [True, False], ids=["token-set", "token-unset"])
+def test_no_token_or_a_wrong_one_is_401(db: None, anonymous: Any, settings: Any, token_set: bool) -> None:
+    settings.METRICS_TOKEN = METRICS_TOKEN if token_set else ""
+    missing = error(anonymous.get("/metrics"), 401)
+    assert missing["error_code"] == "not_authenticated"
+    wrongs = (
+        (METRICS_TOKEN + "x", METRICS_TOKEN[:-1], "x", "dok_not-a-key") if token_set else (METRICS_TOKEN,)
+    )
+    for wrong in wrongs:
+        response = Api(wrong).get("/metrics")
+        assert error(response, 401)["error_code"] == "authentication_failed"
+        assert response["WWW-Authenticate"].startswith("Bearer")
+    assert Client().get("/metrics", HTTP_AUTHORIZATION=f"Basic {METRICS_TOKEN}").status_code == 401
 
 
 def test_metrics_after_real_requests(org: Org, device: DeviceActor) -> None:
-    before = scrape(org.viewer)
+    before = scrape()
 
     operation = dispatched_operation(org.tenant, [device])  # a fan-out of one row
     handed = device.api.get(INBOX, {"device_id": "dev-1"})
@@ -60,7 +119,7 @@ def test_metrics_after_real_requests(org: Org, device: DeviceActor) -> None:
     put = device.api.put(f"/commands/v0/status/{command.pk}/", {"state": "Command Success"})
     assert put.status_code == 200, put.content
 
-    after = scrape(org.viewer)
+    after = scrape()
 
     def grew(family: str, sample: str, **labels: str) -> float:
         return value(after, family, sample, **labels) - value(before, family, sample, **labels)
@@ -100,7 +159,7 @@ def test_a_failing_scrape_collector_leaves_the_rest(org: Org) -> None:
 
     metrics.scrape_collectors.append(broken)
     try:
-        families = scrape(org.viewer)
+        families = scrape()
     finally:
         metrics.scrape_collectors.remove(broken)
     assert "dos_operations" in families and "dos_http_requests" in families
@@ -109,7 +168,7 @@ def test_a_failing_scrape_collector_leaves_the_rest(org: Org) -> None:
 def test_the_grafana_dashboard_reads_only_metrics_the_server_serves(org: Org, device: DeviceActor) -> None:
     dispatched_operation(org.tenant, [device])  # so the labelled fan-out histogram has samples
     device.api.get(INBOX, {"device_id": "dev-1"})
-    served = {sample.name for family in scrape(org.viewer).values() for sample in family.samples}
+    served = {sample.name for family in scrape().values() for sample in family.samples}
 
     dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
     queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
@@ -140,7 +199,7 @@ def test_queue_length_with_the_filesystem_broker(org: Org, tmp_path: Any, settin
         other.put({"n": 3})
         conn.SimpleQueue("webhooks").put({"n": 4})
 
-    families = scrape(org.viewer)
+    families = scrape()
 
     assert value(families, "dos_celery_queue_length", "dos_celery_queue_length", queue="celery") == 2
     assert value(families, "dos_celery_queue_length", "dos_celery_queue_length", queue="webhooks") == 1

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Org, add_device, purge_broker, wait_until
 from tests.faults import Processes, free_port, wait_port
+from tests.test_metrics import METRICS_TOKEN
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +26,12 @@ def served(transactional_db: None, tmp_path: Path) -> Iterator[tuple[str, Path, 
     purge_broker()
     folder = tmp_path / "prometheus"
     folder.mkdir()
-    procs = Processes(tmp_path, {"PROMETHEUS_MULTIPROC_DIR": str(folder), "CELERY_TASK_ALWAYS_EAGER": "0"})
+    env = {
+        "PROMETHEUS_MULTIPROC_DIR": str(folder),
+        "CELERY_TASK_ALWAYS_EAGER": "0",
+        "METRICS_TOKEN": METRICS_TOKEN,
+    }
+    procs = Processes(tmp_path, env)
     try:
         port = free_port()
         procs.start("web", "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2")
@@ -48,6 +54,7 @@ def sample_sum(text: str, sample: str, **labels: str) -> float:
 def test_every_process_is_counted(org: Org, served: tuple[str, Path, Processes]) -> None:
     base, folder, procs = served
     key = {"Authorization": f"Bearer {org.admin.token}"}
+    scraper = {"Authorization": f"Bearer {METRICS_TOKEN}"}  # the installation's, as Prometheus sends it
     for i in range(3):
         add_device(org.tenant, f"mp-{i}")
 
@@ -71,7 +78,7 @@ def test_every_process_is_counted(org: Org, served: tuple[str, Path, Processes])
     wait_until(dispatched, timeout=60, what=f"DISPATCHED\n{procs.log('worker')[-3000:]}")
 
     def scraped() -> Any:
-        text = requests.get(f"{base}/metrics", headers=key, timeout=TIMEOUT).text
+        text = requests.get(f"{base}/metrics", headers=scraper, timeout=TIMEOUT).text
         rows = sample_sum(text, "dos_fanout_rows_total")
         return text if rows == 3 else None  # the worker's count may land a moment after DISPATCHED
 

@@ -21,6 +21,7 @@ PRODUCTION_ENV = {
     "SECURE_HTTPS": "1",
     "DATABASE_URL": "postgres://app@db.internal:5432/devops",  # never connected to by `check`
     "REDIS_URL": "redis://redis.internal:6379/0",
+    "METRICS_TOKEN": "pV8s2-production-like-metrics-token-Qw4eRt6yUi",
 }
 
 

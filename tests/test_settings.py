@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_str, env_url
+from config.env import env_bool, env_int, env_list, env_str, env_token, env_url
 
 ROOT = Path(__file__).resolve().parent.parent
 PG = "postgres://postgres@127.0.0.1:5432/anything"  # never connected to: settings only parse it
@@ -151,6 +151,15 @@ def test_a_bad_setting_stops_the_process_naming_the_variable(name: str, value: s
     assert f"{name}=" in done.stderr.strip().splitlines()[-1]
 
 
+def test_a_short_metrics_token_stops_the_process_without_showing_it() -> None:
+    done = import_settings(METRICS_TOKEN="changeme", DATABASE_URL=PG)
+
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert "ImproperlyConfigured: METRICS_TOKEN is 8 characters; at least 16" in last
+    assert "changeme" not in done.stderr
+
+
 def test_good_settings_import(tmp_path: Path) -> None:
     done = import_settings(
         DATABASE_URL=PG,
@@ -220,3 +229,30 @@ def test_database_url_still_points_at_any_postgresql(tmp_path: Path) -> None:
     assert (database["HOST"], database["PORT"], database["NAME"]) == ("127.0.0.1", 5432, "anything")
     assert database["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 10}
     assert database["CONN_MAX_AGE"] == 0
+
+
+def test_env_token_is_empty_when_unset_and_read_when_long_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SOME_TOKEN", raising=False)
+    assert env_token("SOME_TOKEN", min_length=16) == ""
+    monkeypatch.setenv("SOME_TOKEN", "  ")
+    assert env_token("SOME_TOKEN", min_length=16) == ""
+    monkeypatch.setenv("SOME_TOKEN", " conformance-metrics-token-0123456789 ")
+    assert env_token("SOME_TOKEN", min_length=16) == "conformance-metrics-token-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("changeme", "SOME_TOKEN is 8 characters; at least 16"),
+        ("a token with spaces in it", "SOME_TOKEN must be printable ASCII without spaces"),
+        ("caf\u00e9-0123456789abcdef", "SOME_TOKEN must be printable ASCII without spaces"),
+    ],
+)
+def test_env_token_refuses_short_or_unsendable_values_without_echoing_them(
+    monkeypatch: pytest.MonkeyPatch, raw: str, message: str
+) -> None:
+    monkeypatch.setenv("SOME_TOKEN", raw)
+
+    with pytest.raises(ImproperlyConfigured, match=message) as refused:
+        env_token("SOME_TOKEN", min_length=16)
+    assert raw not in str(refused.value)
