@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from cryptography.fernet import Fernet
@@ -231,6 +232,15 @@ def test_a_ping_reaches_only_its_endpoint(org: Org) -> None:
         "http://0.0.0.0/hook",
         "http://224.0.0.1/hook",
         "http://[::ffff:127.0.0.1]/hook",
+        "http://[2002:7f00:1::]/hook",
+        "http://[2002:a9fe:a9fe::]/latest/meta-data",
+        "http://[2002:a00:1::]/hook",
+        "http://[fec0::1]/hook",
+        "http://[64:ff9b::7f00:1]/hook",
+        "http://[64:ff9b::5db8:d822]/hook",  # NAT64 is a reserved range, whatever it carries
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/hook",
+        "http://[::7f00:1]/hook",
+        "http://93.184.216.34/hook\r\nX-Injected: 1",
         "ftp://example.com/hook",
         "http://user:pw@93.184.216.34/hook",
     ],
@@ -244,6 +254,10 @@ def test_the_guard_lets_a_public_address_through() -> None:
     assert guard.resolve("https://93.184.216.34:8443/x?y=1", allow_private=False).addresses == (
         "93.184.216.34",
     )
+    # 6to4 of 93.184.216.34, a public address: taken, as the address itself is.
+    assert guard.resolve("https://[2002:5db8:d822::]/x", allow_private=False).addresses == (
+        "2002:5db8:d822::",
+    )
 
 
 def test_nothing_is_sent_to_a_private_address_unless_allowed(org: Org, settings: Any) -> None:
@@ -254,6 +268,32 @@ def test_nothing_is_sent_to_a_private_address_unless_allowed(org: Org, settings:
         delivery.deliver(endpoint.pk)
     assert hook.count() == 0
     assert "refused" in WebhookDelivery.objects.get(endpoint=endpoint).error
+
+
+@pytest.mark.parametrize(
+    ("address", "named"),
+    [
+        ("2002:7f00:1::", "6to4 of 127.0.0.1"),
+        ("2002:a9fe:a9fe::", "6to4 of 169.254.169.254"),
+        ("fec0::1", "site-local"),
+    ],
+)
+def test_the_deliverer_refuses_a_stored_url_the_guard_now_refuses(
+    org: Org, settings: Any, address: str, named: str
+) -> None:
+    """A URL saved before the guard knew better (or written past it) is checked again when the
+    deliverer resolves it for a batch: nothing is sent, the attempt says why."""
+    with receiver() as hook:
+        endpoint, _ = endpoint_for(org, hook)
+        port = urlsplit(hook.url).port
+        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(url=f"http://[{address}]:{port}/hooks")
+        add_device(org.tenant, "dev-1")
+        settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = False
+        delivery.deliver(endpoint.pk)
+    assert hook.count() == 0
+    attempt = WebhookDelivery.objects.get(endpoint=endpoint)
+    assert attempt.status_code is None and attempt.error.startswith("refused: url host"), attempt.error
+    assert address in attempt.error and named in attempt.error
 
 
 def test_purge_keeps_what_is_owed_and_recent(org: Org, settings: Any) -> None:

@@ -75,6 +75,78 @@ def test_bad_input_is_400_naming_the_field(org: Org, body: dict[str, Any], field
     assert field in answer["errors"], answer
 
 
+#: IPv6 forms of private IPv4 addresses, and site-local IPv6 (issue 23 item 7): each must be
+#: refused as its embedded IPv4 would be.
+EMBEDDED_PRIVATE = [
+    ("http://[2002:7f00:1::]/x", "127.0.0.1"),  # 6to4 of the loopback
+    ("http://[2002:a9fe:a9fe::]/latest/meta-data/", "169.254.169.254"),  # 6to4 of the metadata service
+    ("http://[2002:a00:1::]/x", "10.0.0.1"),  # 6to4 of a private address
+    ("http://[fec0::1]/x", "site-local"),
+    ("http://[::ffff:127.0.0.1]/x", "127.0.0.1"),  # IPv4-mapped
+    ("http://[::ffff:a9fe:a9fe]/x", "169.254.169.254"),
+    ("http://[64:ff9b::7f00:1]/x", "127.0.0.1"),  # NAT64
+    ("http://[64:ff9b::a9fe:a9fe]/x", "169.254.169.254"),
+    ("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/x", "127.0.0.1"),  # Teredo, client 127.0.0.1
+    ("http://[::7f00:1]/x", "127.0.0.1"),  # IPv4-compatible
+]
+
+
+@pytest.mark.parametrize(("url", "named"), EMBEDDED_PRIVATE, ids=[url for url, _ in EMBEDDED_PRIVATE])
+def test_ipv6_forms_of_private_addresses_are_refused_naming_them(org: Org, url: str, named: str) -> None:
+    refused = error(org.admin.post(HOOKS, {"url": url, "events": ["*"]}), 400, "url_refused")
+
+    assert named in refused["errors"]["url"][0], refused
+    assert WebhookEndpoint.objects.count() == 0
+    endpoint = create(org)
+    error(org.admin.patch(f"{HOOKS}{endpoint['id']}/", {"url": url}), 400, "url_refused")
+    assert WebhookEndpoint.objects.get(pk=endpoint["id"]).url == PUBLIC
+
+
+#: A URL with whitespace or a control character is refused wherever it is, raw or
+#: percent-encoded (a control character only: ``%20`` is how a URL writes a space).
+UNSENDABLE = [
+    (f"{PUBLIC}\r\nX-Injected: 1", "a carriage return (CR)"),
+    (f"{PUBLIC}\nX-Injected: 1", "a line feed (LF)"),
+    (f"{PUBLIC}?a=1\tb", "a tab"),
+    ("https://93.184.216.34/my hooks", "a space"),
+    (f" {PUBLIC}", "a space"),
+    (f"{PUBLIC}\n", "a line feed (LF)"),
+    (f"{PUBLIC}\x00", "U+0000"),
+    (f"{PUBLIC}\u2028", "U+2028"),
+    (f"{PUBLIC}%0d%0aX-Injected:%201", "%0d"),
+    (f"{PUBLIC}?q=%0A", "%0A"),
+]
+
+
+@pytest.mark.parametrize(("url", "reason"), UNSENDABLE, ids=[repr(url) for url, _ in UNSENDABLE])
+def test_urls_with_whitespace_or_control_characters_are_refused_and_not_stored(
+    org: Org, settings: Any, url: str, reason: str
+) -> None:
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True  # a format check: no setting lifts it
+
+    refused = error(org.admin.post(HOOKS, {"url": url, "events": ["*"]}), 400, "url_refused")
+
+    assert list(refused["errors"]) == ["url"]
+    assert reason in refused["errors"]["url"][0], refused
+    assert refused["message"].startswith("url: ")
+    assert WebhookEndpoint.objects.count() == 0
+    endpoint = create(org)
+    error(org.admin.patch(f"{HOOKS}{endpoint['id']}/", {"url": url}), 400, "url_refused")
+    assert WebhookEndpoint.objects.get(pk=endpoint["id"]).url == PUBLIC
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://[2002:5db8:d822::]/hooks",  # 6to4 of a public address (93.184.216.34)
+        "https://[::ffff:93.184.216.34]/hooks",  # IPv4-mapped public address
+        "https://93.184.216.34/my%20hooks?x=%41",  # an encoded space and letter are no control characters
+    ],
+)
+def test_public_addresses_in_ipv6_form_and_encoded_spaces_are_taken(org: Org, url: str) -> None:
+    assert create(org, url=url)["url"] == url
+
+
 def test_private_networks_may_be_allowed(org: Org, settings: Any) -> None:
     settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
     assert create(org, url="http://127.0.0.1:8080/hooks")["url"] == "http://127.0.0.1:8080/hooks"

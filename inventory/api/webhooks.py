@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.validators import ProhibitNullCharactersValidator
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiResponse,
@@ -36,10 +37,24 @@ class AdminOnly(BasePermission):
         return getattr(request.auth, "role", None) == "admin"
 
 
+class WebhookUrlField(serializers.CharField):
+    """A URL taken exactly as sent: no whitespace trimmed, no NUL refused here, so that every
+    character the guard refuses (``inventory.webhooks.guard.unsendable``: whitespace, control
+    characters) reaches ``services.clean_url`` and answers its one 400, ``url_refused``,
+    instead of being trimmed away unseen or refused with another code."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(trim_whitespace=False, **kwargs)
+        self.validators = [v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator)]
+
+
 class WebhookEndpointSerializer(serializers.ModelSerializer):
     """An endpoint as every answer shows it: never its secret."""
 
-    url = serializers.CharField(max_length=2000, help_text="http or https; must resolve to a public address.")
+    url = WebhookUrlField(
+        max_length=2000,
+        help_text="http or https; must resolve to a public address; no whitespace or control characters.",
+    )
     events = serializers.ListField(
         child=serializers.ChoiceField(choices=list(SUBSCRIBABLE)),
         min_length=1,
