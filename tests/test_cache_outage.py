@@ -33,6 +33,7 @@ from tests.command_factories import dispatched_operation
 from tests.conftest import Api, DeviceActor, Org, add_devices, wait_until
 from tests.faults import RedisServer
 from tests.helpers import content, error, handed_out, poll_inbox
+from tests.test_metrics import METRICS_TOKEN
 
 pytestmark = pytest.mark.faults
 
@@ -105,7 +106,8 @@ def test_every_path_goes_on_from_the_database_while_redis_is_down(
     assert cancelled.status_code == 200, cancelled.content
     assert cancelled.json()["content"]["state"] == "CANCELLED"
     assert Operation.objects.get(pk=operation.pk).state == OperationState.CANCELLED
-    metrics = org.viewer.get("/metrics")
+    with override_settings(METRICS_TOKEN=METRICS_TOKEN):
+        metrics = Api(METRICS_TOKEN).get("/metrics")
     assert metrics.status_code == 200 and b"dos_cache_unavailable_total" in metrics.content
     assert unavailable_uses("token_lookup") > looked_up
 

@@ -35,6 +35,7 @@ from inventory.services import create_api_key, get_or_create_tenant
 from tests.command_factories import dispatched_operation
 from tests.conftest import DeviceActor, add_device, add_devices, wait_until
 from tests.faults import Processes, RedisServer, free_port, wait_port
+from tests.test_metrics import METRICS_TOKEN
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
@@ -224,6 +225,7 @@ def stack(request: Any, transactional_db: None, tmp_path: Path) -> Iterator[Stac
                     "RATE_LIMIT_KEY_PER_MINUTE": "0",  # the threads are the load, not abuse
                     "RATE_LIMIT_DEVICE_PER_MINUTE": "0",
                     "CACHE_OUTAGE_SERVES_DEVICES": "1" if serve_devices else "0",
+                    "METRICS_TOKEN": METRICS_TOKEN,
                 },
             )
             port = free_port()
@@ -277,7 +279,7 @@ def test_a_redis_outage_under_traffic_answers_no_500_and_recovers(stack: Stack) 
             stack.idle[0].token,
         ),
         reader(traffic, "device list", "/v0/devices/", stack.viewer_key),
-        reader(traffic, "metrics", "/metrics", stack.viewer_key),
+        reader(traffic, "metrics", "/metrics", METRICS_TOKEN),  # the installation's, as Prometheus
         operator(traffic, stack.admin_key),
     )
     kinds = set(NORMAL)

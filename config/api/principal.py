@@ -27,7 +27,9 @@ class Principal:
     @property
     def identity(self) -> str:
         """Who this is, as one principal among others (``key:<id>``, ``device:<id>``): what
-        the four-eyes rule compares. The label is a key's name, which two keys may share."""
+        the four-eyes rule compares, and whose idempotency keys a request may use (a kept
+        answer may hold a secret shown once: CONTRACT §11). The label is a key's name, which
+        two keys may share."""
         return f"key:{self.key_id}" if self.kind == "key" else f"device:{self.device_id}"
 
     @property
@@ -41,15 +43,3 @@ class Principal:
     @property
     def can_write(self) -> bool:
         return self.role in ("admin", "operator", "device")
-
-    @property
-    def identity(self) -> str:
-        """Which one caller this is, as a short stable string: ``key:<id>`` for an API key,
-        ``device:<pk>`` for a device. What the caller leaves behind for itself alone (an
-        idempotency key and its kept answer, which may hold a secret shown once) is stored
-        under it, so another principal of the same tenant never reaches it (CONTRACT §11)."""
-        if self.key_id is not None:
-            return f"key:{self.key_id}"
-        if self.device_pk is not None:
-            return f"device:{self.device_pk}"
-        raise ValueError(f"principal {self.label!r} has neither an API key nor a device")

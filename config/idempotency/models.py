@@ -17,10 +17,11 @@ class IdempotentRequest(models.Model):
     """
 
     tenant_id = models.BigIntegerField()
-    #: Who sent the key (``Principal.identity``: ``key:<id>``, ``device:<pk>``): a key belongs
-    #: to its principal, and another one of the tenant never gets its answer (CONTRACT §11).
-    #: A plain string, like ``tenant_id``: plumbing has no foreign key into ``inventory``.
-    principal = models.CharField(max_length=64)
+    #: Who sent the key (``Principal.identity``: ``key:<id>``, ``device:<device id>``, a device
+    #: id being up to 128 characters): a key belongs to its principal, and another one of the
+    #: tenant never gets its answer (CONTRACT §11). A plain string, like ``tenant_id``:
+    #: plumbing has no foreign key into ``inventory``.
+    principal = models.CharField(max_length=200)
     key = models.CharField(max_length=255)
     #: SHA-256 (hex) of the method, the path with its query string and the body's SHA-256.
     fingerprint = models.CharField(max_length=64)

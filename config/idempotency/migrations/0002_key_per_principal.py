@@ -29,7 +29,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='idempotentrequest',
             name='principal',
-            field=models.CharField(default='', max_length=64),
+            field=models.CharField(default='', max_length=200),
             preserve_default=False,
         ),
         migrations.AddConstraint(
