@@ -330,7 +330,11 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from drf-spectacular-sidecar's static files, not a CDN: no internet needed.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"DeviceStateEnum": "inventory.models.devices.DeviceState"},
+    "ENUM_NAME_OVERRIDES": {
+        "DeviceStateEnum": "inventory.models.devices.DeviceState",
+        # An operation's and a template's operation_type: one choice set, one name.
+        "OperationTypeEnum": "operations.choices.OperationType",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "commands.inbox_schema.add_inbox_path",

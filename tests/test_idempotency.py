@@ -31,6 +31,9 @@ from django.conf import settings
 from django.db import connection
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from commands.choices import CommandState
+from commands.models import CommandStatus
+from commands.services import move_and_settle, report
 from config.api.views import ApiViewMixin
 from config.encryption import PREFIX, unseal
 from config.idempotency.models import IdempotentRequest
@@ -608,8 +611,16 @@ def _posts() -> list[str]:
 
 POSTS = _posts()
 
+
 #: A body each POST of the API answers 2xx to, from a World. A new POST fails
 #: test_every_post_replays until it is added here.
+def _finished_with_a_failure(world: World) -> dict[str, Any]:
+    """The world's operation finished, one device failed: a re-run (of the failed) answers 201."""
+    report(world.command.pk, CommandState.FAILURE, "idempotency test", actor="tests")
+    move_and_settle(CommandStatus.objects.filter(pk=world.second_command.pk), CommandState.CANCELLED, "done")
+    return {}
+
+
 POST_BODIES: dict[str, Callable[[World], Any]] = {
     "/v0/devices/": lambda w: {"id": "idem-new", "name": "New"},
     "/v0/devices/bulk/": lambda w: [{"id": "idem-bulk-1"}, {"id": "idem-bulk-2"}],
@@ -625,6 +636,7 @@ POST_BODIES: dict[str, Callable[[World], Any]] = {
     "/v0/operations/{}/approve/": lambda w: {"remark": "idempotency test"},
     "/v0/operations/{}/deny/": lambda w: {"remark": "idempotency test"},
     "/v0/operation-templates/": lambda w: {"name": "idem-template", "operation_type": "REBOOT"},
+    "/v0/operations/{}/rerun/": lambda w: _finished_with_a_failure(w),
     "/api/v1/inventory_device_headless_operation/": lambda w: {
         "device_id": w.device.device.device_id,
         "operation_type": "reboot",
@@ -684,9 +696,10 @@ def test_every_post_replays(world: World, path: str) -> None:
 @pytest.mark.parametrize("path", POSTS)
 def test_every_post_refuses_a_malformed_key(world: World, path: str) -> None:
     url = fill(path, path_parameters(path, world))
+    body = POST_BODIES.get(shape(path), lambda w: {})(world)  # may set the world up (a re-run's)
     before = _counts()
 
-    refused = post(world.org.admin, url, POST_BODIES.get(shape(path), lambda w: {})(world), key="\u2603")
+    refused = post(world.org.admin, url, body, key="\u2603")
 
     assert refused.status_code == 400, refused.content
     assert "Idempotency-Key" in refused.content.decode()
