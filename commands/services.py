@@ -105,7 +105,7 @@ def report(
             )
         if old == target:
             return current, False
-        if old == C.QUEUED and current.attempt > 1 and target in RETRIED_FAILURES:
+        if attempt is None and old == C.QUEUED and current.attempt > 1 and target in RETRIED_FAILURES:
             # The failure that queued it again, repeated (or arriving late): already counted.
             return current, False
         if expected_version is not None and expected_version != current.version:
@@ -326,7 +326,8 @@ def _report_sql(target: CommandState, with_details: bool, along: tuple[Along, ..
         extra_sets += ", dispatched_at = COALESCE(cs.dispatched_at, %(now)s)"
     duplicate = ""
     if target in RETRIED_FAILURES:  # the failure that queued it again, repeated: not a new one
-        duplicate = f"AND NOT (cur.state = {int(C.QUEUED)} AND cur.attempt > 1)"
+        # Only without an attempt named: a report naming the current attempt is that attempt's.
+        duplicate = f"AND NOT (%(attempt)s::int IS NULL AND cur.state = {int(C.QUEUED)} AND cur.attempt > 1)"
     ctes, returned = _along_sql(target, along)
     sql = f"""
         WITH cur AS (

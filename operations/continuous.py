@@ -148,8 +148,11 @@ def _look(operation_id: Any) -> int:
 
 
 def _joinable(operation: Operation) -> bool:
+    """Whether devices may join now: a continuous operation, open, whose fan-out has stored its
+    first watermark (before it, "changed since" would be every device ever)."""
     return (
         operation.target_selection == TargetSelection.CONTINUOUS
+        and operation.continuous_watermark != ""
         and operation.continuous_closed_at is None
         and operation.state in JOINABLE_STATES
         and (operation.continuous_until is None or operation.continuous_until > timezone.now())

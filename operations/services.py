@@ -74,6 +74,16 @@ def create_operation(
     schedule_args = data.get("schedule_args") or {}
     continuous_until = None
     if target_selection == TargetSelection.CONTINUOUS:
+        if data.get("schedule_type") == ScheduleType.RECURRING:
+            raise DomainError(
+                {
+                    "target_selection": [
+                        "not with schedule_type RECURRING: a series makes one run per firing, each on "
+                        "the devices that match then"
+                    ]
+                },
+                code="invalid_schedule",
+            )
         if rollout is not None and rollout.waves:
             raise DomainError(
                 {
@@ -214,6 +224,16 @@ def _check_move(current: Operation, target: OperationState) -> None:
     if current.state in TERMINAL_STATES:
         raise DomainError(
             {"state": [f"the operation is already {name}, a final state"]}, code=INVALID_TRANSITION
+        )
+    if current.state == S.WAITING_FOR_APPROVAL and target not in stopping.COMMAND_TARGETS:
+        # Only a decision moves it on (operations.approvals); an operator may withdraw it.
+        raise DomainError(
+            {
+                "state": [
+                    f"the operation waits for approval: approve or deny it, or cancel it; not {target.name}"
+                ]
+            },
+            code=INVALID_TRANSITION,
         )
     if target == S.PAUSED and current.state == S.PAUSED:
         raise DomainError(

@@ -81,6 +81,7 @@ def expire_approvals() -> int:
     return approvals.expire_due()
 
 
+@shared_task(ignore_result=True)
 def fire_series() -> dict[str, int]:
     """Make the runs of due firings of RECURRING operations, each once (``operations.series``)."""
     return series.sweep()

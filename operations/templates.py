@@ -37,6 +37,7 @@ OVERRIDABLE = (
     "schedule_type",
     "schedule_args",
     "operation_device_query",
+    "target_selection",
 )
 #: Parameters a template may declare.
 MAX_PARAMETERS = 50

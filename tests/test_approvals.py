@@ -421,3 +421,22 @@ def test_a_webhook_subscribes_to_the_approval_events_by_name(org: Org) -> None:
 
     sent = WebhookEvent.objects.filter(tenant=org.tenant).values_list("type", flat=True)
     assert sorted(sent) == ["operation.approval_requested", "operation.approved"]
+
+
+def test_no_operator_move_but_a_stop_takes_an_operation_out_of_waiting(org: Org) -> None:
+    """Review of the merges: PUT SCHEDULED (a WINDOW's way back) moved a waiting WIPE on to
+    SCHEDULED with no second admin. Only approve and deny move it on; a stop withdraws it."""
+    start = timezone.now() + dt.timedelta(hours=1)
+    window = {
+        "start_datetime": start.isoformat(),
+        "end_datetime": (start + dt.timedelta(hours=2)).isoformat(),
+        "time_type": "console",
+    }
+    created = wipe(org, schedule_type="WINDOW", schedule_args=window)
+    url = f"/v0/operations/{created['id']}/"
+
+    for state in ("SCHEDULED", "PAUSED"):
+        body = error(org.admin.put(url, {"state": state}), 400, "invalid_transition")
+        assert "waits for approval" in body["errors"]["state"][0]
+    assert Operation.objects.get(pk=created["id"]).state == OperationState.WAITING_FOR_APPROVAL
+    assert content(org.admin.put(url, {"state": "CANCELLED"}))["state"] == "CANCELLED"

@@ -376,3 +376,20 @@ def test_end_to_end_devices_join_through_the_worker_and_none_after_completed(
     assert "k-late" not in devices_of(kiosk_op)
     kiosk_op.refresh_from_db()
     assert kiosk_op.resolved_count == 6 and kiosk_op.continuous_closed_at is not None
+
+
+def test_a_recurring_series_cannot_be_continuous(org: Org) -> None:
+    """Review of the merges: the series row itself became a live continuous operation, its
+    commands handed out at once, outside any run's window."""
+    body = {
+        "operation_type": "REBOOT",
+        "target_selection": "CONTINUOUS",
+        "schedule_type": "RECURRING",
+        "schedule_args": {"time_expression": "0 0 2 * * ?"},
+        "operation_device_query": {"all": True},
+    }
+
+    refused = error(org.operator.post("/v0/operations/", body), 400, "invalid_schedule")
+
+    assert "target_selection" in refused["errors"]
+    assert not Operation.objects.exists()

@@ -219,3 +219,13 @@ def test_a_recurring_template(org: Org, devices: None) -> None:
     )
     assert created["schedule_type"] == "RECURRING" and created["state"] == "SCHEDULED"
     assert created["schedule_args"]["duration_minutes"] == 60
+
+
+def test_an_operation_from_a_template_may_be_continuous(org: Org, made: dict[str, Any]) -> None:
+    """Review of the merges: ``target_selection`` in the body was dropped for an operation made
+    from a template, so no continuous operation could come from one."""
+    body = {"template": made["id"], "template_parameters": {"version": "5"}, "target_selection": "CONTINUOUS"}
+
+    created = content(org.operator.post(OPS, body), 201)
+
+    assert created["target_selection"] == "CONTINUOUS"
