@@ -32,7 +32,7 @@ from inventory.webhooks.services import create_endpoint
 from maintenance import services as maintenance
 from maintenance.models import MaintenanceJob
 from operations.choices import OperationState
-from operations.models import HeadlessOperation, Operation, UpcomingHeadlessRun
+from operations.models import HeadlessOperation, Operation, OperationTemplate, UpcomingHeadlessRun
 from tests.conftest import staff_console, superuser_console
 
 OTHER = "zz-other"  # every object of the other tenant carries this, so a leak shows in the HTML
@@ -72,6 +72,9 @@ FACTORIES: dict[type[models.Model], Callable[[Tenant, str], models.Model]] = {
     WebhookEndpoint: lambda tenant, name: create_endpoint(tenant.pk, f"https://93.184.216.34/{name}", ["*"])[
         0
     ],
+    OperationTemplate: lambda tenant, name: OperationTemplate.objects.create(
+        tenant=tenant, name=f"{name}-template", operation_type="REBOOT", created_by=name
+    ),
 }
 
 REGISTRY = sorted(admin.site._registry.items(), key=lambda item: item[0]._meta.label)
