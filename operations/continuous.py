@@ -98,6 +98,16 @@ def sweep() -> dict[str, int]:
     closed = 0
     for operation in due:
         closed += close_due(operation)
+    # Closed with no device while it could not finish (paused, or before its fan-out dispatched):
+    # it fails once it can, as a snapshot that matched no device does.
+    empty = Operation.objects.filter(
+        target_selection=TargetSelection.CONTINUOUS,
+        continuous_closed_at__isnull=False,
+        state__in=[S.SCHEDULED, S.DISPATCHED, S.PROCESSING],
+        resolved_count=0,
+    )
+    for operation_id in empty.values_list("pk", flat=True):
+        _finish_if_done(operation_id, "system")
     looked = 0
     for operation_id in open_operations().values_list("pk", flat=True):
         send(operation_id)

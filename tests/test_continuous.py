@@ -393,3 +393,22 @@ def test_a_recurring_series_cannot_be_continuous(org: Org) -> None:
 
     assert "target_selection" in refused["errors"]
     assert not Operation.objects.exists()
+
+
+def test_one_closed_with_no_device_while_paused_fails_once_resumed(org: Org) -> None:
+    """Review of the merges: closed while PAUSED, with no device, then RESUMED, it went back to
+    DISPATCHED and stayed there (nothing finishes an operation with no command). The sweep
+    fails it as closing it would have."""
+    bulk_import_devices(org.tenant.pk, [{"device_id": "d-0"}])
+    empty = continuous_operation(org, {"filters": {"tags__contains": ["kiosk"]}})
+    url = f"{OPERATIONS}{empty.pk}/"
+    content(org.operator.put(url, {"state": "PAUSED"}))
+    content(org.operator.put(url, {"state": "COMPLETED"}))
+    content(org.operator.put(url, {"state": "RESUMED"}))
+    empty.refresh_from_db()
+    assert empty.continuous_closed_at is not None and empty.state == S.DISPATCHED
+
+    continuous.sweep()
+
+    empty.refresh_from_db()
+    assert empty.state == S.FAILURE and empty.reason == "closed before any device joined"
