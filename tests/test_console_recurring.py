@@ -15,6 +15,7 @@ from inventory.services import bulk_import_devices
 from operations import series
 from operations.models import Operation, OperationTemplate
 from tests.conftest import Org
+from tests.test_console_operations import form
 
 ADD = "/admin/operations/operation/add/"
 SERIES_PREVIEW = "/admin/operations/operation/series-preview/"
@@ -25,19 +26,6 @@ TEMPLATES = "/admin/operations/operationtemplate/"
 def org_with_devices(org: Org) -> Org:
     bulk_import_devices(org.tenant.pk, [{"device_id": f"and-{i}", "os": "android"} for i in range(3)])
     return org
-
-
-def form(org: Org, **fields: object) -> dict[str, object]:
-    return {
-        "tenant": org.tenant.pk,
-        "operation_type": "REBOOT",
-        "schedule_type": "IMMEDIATE",
-        "device_type": "active",
-        "time_type": "console",
-        "timezone": "UTC",
-        "arguments": "{}",
-        **fields,
-    }
 
 
 def test_the_form_offers_recurring_and_creates_a_series(console: Client, org_with_devices: Org) -> None:
