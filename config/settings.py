@@ -421,6 +421,19 @@ INBOX_BATCH = env_int("INBOX_BATCH", 20, minimum=1)
 # Suggested poll interval and its jitter (a fraction of it), so a fleet does not poll in step.
 INBOX_POLL_SECONDS = env_int("INBOX_POLL_SECONDS", 30, minimum=1)
 INBOX_POLL_JITTER = 0.2
+
+# --- The device channel over MQTT (contract section 14; docs/mqtt.md) ---------------------------
+# On when MQTT_URL is set: mqtt://user:password@host:port (mqtts:// for TLS), the user being the
+# server's own broker login (on Mosquitto a dynamic-security admin). Unset, devices poll over HTTP.
+MQTT_URL = env_url("MQTT_URL", {"mqtt", "mqtts"})
+# The broker's address as devices reach it (the credentials block's "url"), when it differs from
+# the server's (a load balancer, a public name); default: MQTT_URL without its login.
+MQTT_DEVICE_URL = env_url("MQTT_DEVICE_URL", {"mqtt", "mqtts"})
+# The bridge settles device updates in batches: up to this many, or after this long.
+MQTT_BATCH_SIZE = env_int("MQTT_BATCH_SIZE", 1000, minimum=1)
+MQTT_BATCH_MS = env_int("MQTT_BATCH_MS", 20, minimum=1)
+# next_poll_seconds of an HTTP poll from a device with a live MQTT session: push makes polls rare.
+MQTT_SAFETY_POLL_SECONDS = env_int("MQTT_SAFETY_POLL_SECONDS", 3600, minimum=1)
 # Period of the sweeps (redelivery, windows, timeouts) and of the last_seen flush.
 SWEEP_SECONDS = env_int("SWEEP_SECONDS", 10, minimum=1)
 # How often the series sweep (operations.series) makes the runs of due firings of RECURRING

@@ -28,6 +28,7 @@ from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
+from config import mosquitto
 from inventory.models import ConsoleUser, Device, Tenant
 from inventory.services import create_api_key, create_device, get_or_create_tenant
 
@@ -382,3 +383,27 @@ def fresh_rate_window() -> None:
         wait_until(
             lambda: ratelimit.seconds_left_in_window() >= 15, timeout=20, interval=0.2, what="a rate window"
         )
+
+
+# --- a real Mosquitto broker (contract section 14) -----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mosquitto_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[mosquitto.Broker]:
+    """A Mosquitto 2 of this test session's own, with the dynamic-security plugin, on a free port.
+
+    ``.ci/run`` installs Debian's package; the broker is started as ``make run`` starts it
+    (``config/mosquitto.py``). Tests point the settings at it with :func:`mqtt_settings`."""
+    if not mosquitto.available():
+        raise AssertionError("Mosquitto 2 with its dynamic-security plugin is needed (apt install mosquitto)")
+    broker = mosquitto.prepare(tmp_path_factory.mktemp("mosquitto"), mosquitto.free_port())
+    process = mosquitto.start(broker)
+    yield broker
+    mosquitto.stop(process)
+
+
+@pytest.fixture
+def mqtt_settings(mosquitto_broker: mosquitto.Broker, settings: Any) -> mosquitto.Broker:
+    """The settings' ``MQTT_URL`` pointing at the session's broker, for this test."""
+    settings.MQTT_URL = mosquitto_broker.url
+    return mosquitto_broker

@@ -1,0 +1,200 @@
+"""A Mosquitto 2 broker of the project's own, with the dynamic-security plugin.
+
+Contract section 14: the device channel runs on a standard MQTT broker, and Mosquitto 2 with
+its dynamic-security plugin (which the server keeps in step with the devices) is the one the
+project ships and tests. Three users start one the same way from here:
+
+- ``make run`` (``runstack``) when a ``mosquitto`` binary is on the machine, under
+  ``VAR_DIR/mosquitto`` like the embedded PostgreSQL;
+- the test suite, on a free port in a temporary folder (``tests/conftest.py``);
+- the benchmarks (``bench/``).
+
+:func:`prepare` writes the dynamic-security file (with the server's own admin login) and the
+broker's configuration; :func:`start` runs the broker and waits until it accepts connections.
+The settings' ``MQTT_URL`` is then :attr:`Broker.url`.
+
+Plumbing only: no app imports, nothing runs at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+#: Where Debian, Ubuntu and the upstream packages put the plugin.
+PLUGIN_GLOBS = (
+    "/usr/lib/*/mosquitto_dynamic_security.so",
+    "/usr/lib/mosquitto_dynamic_security.so",
+    "/usr/local/lib/mosquitto_dynamic_security.so",
+)
+#: The server's own broker login (a dynamic-security admin: it manages the devices' logins).
+ADMIN_USER = "dos-server"
+#: The first level of every topic of the device channel (contract section 14: ``dos/v1/...``).
+TOPIC_ROOT = "dos"
+#: Room for the bridge to take its QoS-1 messages in batches (contract section 14).
+MAX_INFLIGHT_MESSAGES = 1000
+MAX_QUEUED_MESSAGES = 100_000
+
+
+class MosquittoUnavailable(RuntimeError):
+    """No ``mosquitto`` binary, no ``mosquitto_ctrl`` or no dynamic-security plugin here."""
+
+
+@dataclass(frozen=True)
+class Broker:
+    """A prepared broker: its folder, port and the server's admin login."""
+
+    folder: Path
+    host: str
+    port: int
+    admin_user: str
+    admin_password: str
+
+    @property
+    def url(self) -> str:
+        """``MQTT_URL`` for the server: ``mqtt://admin:password@host:port``."""
+        login = f"{quote(self.admin_user, safe='')}:{quote(self.admin_password, safe='')}"
+        return f"mqtt://{login}@{self.host}:{self.port}"
+
+    @property
+    def config_file(self) -> Path:
+        return self.folder / "mosquitto.conf"
+
+    @property
+    def dynsec_file(self) -> Path:
+        return self.folder / "dynamic-security.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.folder / "mosquitto.log"
+
+
+def binary() -> str | None:
+    """The ``mosquitto`` executable (Debian installs it in /usr/sbin, often not on PATH)."""
+    return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+
+
+def plugin() -> str | None:
+    """The dynamic-security plugin's shared object, if installed."""
+    for pattern in PLUGIN_GLOBS:
+        found = sorted(Path("/").glob(pattern.lstrip("/")))
+        if found:
+            return str(found[0])
+    return None
+
+
+def available() -> bool:
+    """Whether this machine can run the project's broker (binary, ``mosquitto_ctrl``, plugin)."""
+    return bool(binary() and shutil.which("mosquitto_ctrl") and plugin())
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def prepare(folder: Path, port: int, host: str = "127.0.0.1", admin_password: str | None = None) -> Broker:
+    """Write the broker's configuration and, on first use, its dynamic-security file.
+
+    An existing dynamic-security file is kept (it holds the devices' logins the server made),
+    with the admin password stored beside it (``admin-password``, mode 0600)."""
+    if not available():
+        raise MosquittoUnavailable("mosquitto, mosquitto_ctrl or the dynamic-security plugin is missing")
+    folder.mkdir(parents=True, exist_ok=True)
+    password_file = folder / "admin-password"
+    broker = Broker(folder, host, port, ADMIN_USER, admin_password or "")
+    if not broker.dynsec_file.exists():
+        password = admin_password or secrets.token_urlsafe(24)
+        subprocess.run(
+            ["mosquitto_ctrl", "dynsec", "init", str(broker.dynsec_file), ADMIN_USER, password],
+            check=True,
+            capture_output=True,
+        )
+        _let_admin_publish(broker.dynsec_file)
+        password_file.write_text(password)
+        password_file.chmod(0o600)
+    password = password_file.read_text().strip()
+    broker = Broker(folder, host, port, ADMIN_USER, password)
+    broker.config_file.write_text(
+        "\n".join(
+            [
+                # Started as root, Mosquitto switches to the user "mosquitto", who cannot read a
+                # private folder; run as whoever starts it.
+                f"user {pwd.getpwuid(os.geteuid()).pw_name}",
+                f"listener {port} {host}",
+                "allow_anonymous false",
+                f"plugin {plugin()}",
+                f"plugin_opt_config_file {broker.dynsec_file}",
+                "persistence false",
+                f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
+                f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+                "log_dest stdout",
+                "",
+            ]
+        )
+    )
+    return broker
+
+
+def _let_admin_publish(dynsec_file: Path) -> None:
+    """Let the server's login publish on the device topics (``dos/#``): ``dynsec init`` gives its
+    admin role subscribe and receive on ``#`` but publish only on ``$CONTROL``. Written before
+    the broker first starts, so no admin command is needed."""
+    document = json.loads(dynsec_file.read_text())
+    for role in document["roles"]:
+        if role["rolename"] == "admin":
+            role["acls"].append({"acltype": "publishClientSend", "topic": f"{TOPIC_ROOT}/#", "allow": True})
+    dynsec_file.write_text(json.dumps(document, indent=2))
+
+
+def start(broker: Broker, timeout: float = 10.0) -> subprocess.Popen[bytes]:
+    """Run the prepared broker in a session of its own; return once it accepts TCP connections.
+
+    Its output goes to :attr:`Broker.log_file`. The caller stops it (``terminate``)."""
+    mosquitto = binary()
+    if mosquitto is None:
+        raise MosquittoUnavailable("mosquitto is not installed")
+    with broker.log_file.open("ab") as log:
+        process = subprocess.Popen(
+            [mosquitto, "-c", str(broker.config_file)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            output = broker.log_file.read_text(errors="replace")[-2000:]
+            raise MosquittoUnavailable(f"mosquitto exited with {process.returncode}: {output}")
+        try:
+            with socket.create_connection((broker.host, broker.port), timeout=0.5):
+                return process
+        except OSError:
+            if time.monotonic() > deadline:
+                process.terminate()
+                where = f"{broker.host}:{broker.port}"
+                raise MosquittoUnavailable(f"mosquitto did not listen on {where}") from None
+            time.sleep(0.05)
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Stop a broker :func:`start` returned (SIGTERM, then SIGKILL)."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        process.wait()
