@@ -404,6 +404,10 @@ class DeviceAdmin(ShowsSecretsOnce):
     list_display = ["device_id", "name", "tenant", "os", "model", "state", "timezone", "last_seen"]
     list_filter = ["state", OsFilter, "tenant", "token_revoked"]
     search_fields = ["device_id", "name", "serial"]
+    search_help_text = (
+        "A device id, whole or its start (exact case). When no device id starts with it: "
+        "devices whose id, name or serial contains it, in any case (slower on a large fleet)."
+    )
     readonly_fields = ["token_prefix", "last_seen", "created_at", "updated_at", "latest_commands"]
     exclude = ["token_hash"]
     filter_horizontal = ["groups"]
@@ -432,6 +436,24 @@ class DeviceAdmin(ShowsSecretsOnce):
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return DeviceChangeList
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        """Devices whose id starts with the text first, through ``inventory_device_id_prefix``.
+
+        Django's search (``icontains`` over id, name and serial) reads every device, twice with
+        the page's count: 850 ms at a million devices (issue 26). Operators search by id; a
+        prefix match finds the device and its siblings (``s_4242``, ``s_42420``, …) by an index
+        probe. Only a text no device id starts with falls back to the contains search, so a
+        name or serial is still found, at the price of a scan.
+        """
+        term = search_term.strip()
+        if term:
+            by_id = queryset.filter(device_id__startswith=term)
+            if by_id.exists():
+                return by_id, False
+        return super().get_search_results(request, queryset, search_term)
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
         """The device whose page the URL names, among those the request's scope shows: by its

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Q
 from django.db.models.functions import TruncHour
 from django.http import HttpRequest
@@ -16,7 +17,7 @@ from django.utils import timezone
 
 from commands.choices import CommandState
 from commands.models import CommandHistory
-from inventory.models import Device
+from inventory.fleet import figures
 from inventory.scoping import scope_of, scope_queryset
 from operations.admin import progress_bar, state_badge
 from operations.choices import TERMINAL_STATES, OperationState
@@ -46,14 +47,10 @@ def dashboard(request: HttpRequest) -> dict[str, Any]:
     if scope.nothing:
         return {"dashboard": None}
     now = timezone.now()
-    devices = scope_queryset(Device.objects.all(), scope, "tenant")
     operations = scope_queryset(Operation.objects.all(), scope, "tenant")
-
-    by_state = dict(devices.values_list("state").annotate(n=Count("pk")).order_by())
-    by_os = sorted(
-        ((os or "unknown", n) for os, n in devices.values_list("os").annotate(n=Count("pk")).order_by()),
-        key=lambda pair: -pair[1],
-    )
+    # Exact up to COUNT_ESTIMATE_THRESHOLD devices, estimated (and said so) beyond: counting a
+    # million devices was most of this page's time (inventory.fleet, issue 26).
+    fleet = figures(None if scope.everything else scope.tenant_id)
     active = operations.exclude(state__in=TERMINAL_STATES).order_by("-created_at")
     finished = operations.filter(
         state__in=TERMINAL_STATES, updated_at__gte=now - dt.timedelta(days=RATE_DAYS)
@@ -61,9 +58,11 @@ def dashboard(request: HttpRequest) -> dict[str, Any]:
     done = sum(finished.values())
     return {
         "dashboard": {
-            "device_total": sum(by_state.values()),
-            "devices_by_state": sorted(by_state.items()),
-            "devices_by_os": by_os,
+            "device_total": fleet.total,
+            "devices_by_state": fleet.by_state,
+            "devices_by_os": [(os or "unknown", n) for os, n in fleet.by_os],
+            "devices_estimated": fleet.estimated,
+            "estimate_threshold": settings.COUNT_ESTIMATE_THRESHOLD,
             "active_operations": [
                 {"operation": op, "state": state_badge(op), "progress": progress_bar(op)}
                 for op in active[:ACTIVE_SHOWN]

@@ -112,6 +112,13 @@ class Device(models.Model):
             # GET /v0/devices/ pages a tenant's devices by key (offset and cursor): 1.0 s at
             # offset 999,980 walking the primary key and reading every row (issue 17).
             models.Index(fields=["tenant", "id"], name="inventory_device_tenant_id"),
+            # The console's device search by id, exact or by its start (``LIKE 's\_4242%'``), and
+            # a superuser's lookups by device id across tenants (``device_id IN (...)``): a scan of
+            # a million devices, 850 ms, without it (issue 26). The pattern operator class serves
+            # LIKE prefixes under any collation, and equality.
+            models.Index(
+                fields=["device_id"], opclasses=["varchar_pattern_ops"], name="inventory_device_id_prefix"
+            ),
         ]
 
     def __str__(self) -> str:
