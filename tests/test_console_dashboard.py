@@ -8,13 +8,14 @@ import re
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from commands.choices import CommandState
 from commands.models import CommandStatus
 from commands.services import report
 from commands.sweeps import time_out_overdue
-from inventory.models import Tenant
+from inventory.models import Device, Tenant
 from inventory.services import bulk_import_devices, get_or_create_tenant
 from operations.fanout import fan_out
 from operations.models import Operation
@@ -125,3 +126,39 @@ def test_the_chart_and_the_rates_show_every_outcome(tenants_with_devices: tuple[
     assert named == {"success": 0, "failure": 1, "cancelled": 1, "timeout": 0, "denied": 0}
     assert board["success_rate"] == 0
     assert 'class="outcome-cancelled">cancelled: <b>1</b> (50.0%)' in page.content.decode()
+
+
+def test_the_fleet_figures_are_exact_below_the_threshold_and_say_so_above(
+    tenants_with_devices: tuple[Tenant, Tenant], settings: Any
+) -> None:
+    """Beyond COUNT_ESTIMATE_THRESHOLD devices the fleet card is estimated and labelled "about"
+    (inventory.fleet, issue 26); below it, exact and unlabelled."""
+    mine, _ = tenants_with_devices
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {Device._meta.db_table}")  # the planner knows the 11 devices
+    staff = staff_console("alice", mine)
+
+    exact = staff.get("/admin/")
+    settings.COUNT_ESTIMATE_THRESHOLD = 2
+    estimated = staff.get("/admin/")
+    everyone = superuser_console().get("/admin/")
+
+    board = exact.context["dashboard"]
+    assert board["devices_estimated"] is False and board["device_total"] == 4
+    assert "about" not in fleet_card(exact)
+    board = estimated.context["dashboard"]
+    assert board["devices_estimated"] is True
+    # a table this small is sampled whole, and its statistics are exact: the same figures
+    assert board["device_total"] == 4
+    assert dict(board["devices_by_state"]) == {"active": 3, "inactive": 1}
+    assert dict(board["devices_by_os"]) == {"android": 3, "linux": 1}
+    assert "about 4" in fleet_card(estimated) and "estimated" in fleet_card(estimated)
+    board = everyone.context["dashboard"]
+    assert board["devices_estimated"] is True and board["device_total"] == 11
+    assert dict(board["devices_by_os"]) == {"ios": 7, "android": 3, "linux": 1}
+
+
+def fleet_card(page: Any) -> str:
+    found = re.search(r'id="fleet-size">(.*?)</div>\s*<div class="card"', page.content.decode(), re.S)
+    assert found is not None
+    return found.group(1)

@@ -3,6 +3,9 @@ rejected rows, keys and tokens shown once, device command history, maintenance r
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
@@ -216,3 +219,79 @@ def test_the_os_filter_lists_the_tenants_systems_and_filters_by_one(org: Org, ot
         for c in spec.choices(everyone.context["cl"])
     ]
     assert every == ["All", "android", "linux", "windows"]
+
+
+DEVICES = "/admin/inventory/device/"
+
+
+def listed(page: Any) -> list[str]:
+    return sorted(device.device_id for device in page.context["cl"].result_list)
+
+
+def test_the_device_search_finds_an_id_whole_or_by_its_start_in_the_users_tenant(
+    org: Org, other_org: Org
+) -> None:
+    """By id prefix through an index, not a scan of every device's id, name and serial (issue 26)."""
+    from inventory.services import bulk_import_devices
+
+    bulk_import_devices(
+        org.tenant.pk,
+        [{"device_id": d} for d in ("s_4242", "s_42420", "s_4243", "sx4242", "x_s_4242", "S_42429")],
+    )
+    bulk_import_devices(other_org.tenant.pk, [{"device_id": d} for d in ("s_4242", "s_42421")])
+    staff = staff_console("acme-staff", org.tenant)
+
+    # a prefix finds the id and those it starts; "_" is no wildcard, case counts, nothing contains
+    assert listed(staff.get(DEVICES, {"q": "s_4242"})) == ["s_4242", "s_42420"]
+    assert listed(staff.get(DEVICES, {"q": " s_42420 "})) == ["s_42420"]  # the whole id
+    # a superuser's search spans the tenants, each listed once
+    root = superuser_console().get(DEVICES, {"q": "s_4242"})
+    assert sorted((d.tenant.slug, d.device_id) for d in root.context["cl"].result_list) == [
+        ("acme", "s_4242"),
+        ("acme", "s_42420"),
+        ("globex", "s_4242"),
+        ("globex", "s_42421"),
+    ]
+
+
+def test_a_text_no_id_starts_with_finds_ids_names_and_serials_containing_it(org: Org, other_org: Org) -> None:
+    add_device(org.tenant, "kiosk-1", name="Berlin Lobby", serial="SN-77")
+    add_device(org.tenant, "till-lobby-2")
+    add_device(org.tenant, "till-3", serial="XLOBBY9")
+    add_device(org.tenant, "till-4")
+    add_device(other_org.tenant, "lobby-elsewhere", name="Lobby")
+    staff = staff_console("acme-staff", org.tenant)
+
+    page = staff.get(DEVICES, {"q": "lobby"})
+
+    assert listed(page) == ["kiosk-1", "till-3", "till-lobby-2"]
+    assert "whole or its start" in page.content.decode()  # the search box says how it searches
+
+
+def test_the_device_list_works_without_a_full_count_and_says_about_beyond_the_threshold(
+    org: Org, settings: Any
+) -> None:
+    """No ``COUNT(*)`` of the whole fleet: the list's own count is the planner's estimate beyond
+    COUNT_ESTIMATE_THRESHOLD (config.console.paging), and the page says "about"."""
+    from django.db import connection
+
+    from inventory.services import bulk_import_devices
+
+    bulk_import_devices(org.tenant.pk, [{"device_id": f"d{i:03d}"} for i in range(30)])
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {Device._meta.db_table}")
+    staff = staff_console("acme-staff", org.tenant)
+
+    settings.COUNT_ESTIMATE_THRESHOLD = 5
+    estimated = staff.get(DEVICES)
+    settings.COUNT_ESTIMATE_THRESHOLD = 1000
+    exact = staff.get(DEVICES)
+    searched = staff.get(DEVICES, {"q": "d01"})
+
+    assert estimated.status_code == 200 and not estimated.context["cl"].show_full_result_count
+    assert estimated.context["cl"].paginator.estimated
+    assert re.search(r"about \d+ devices", estimated.content.decode())
+    assert len(estimated.context["cl"].result_list) == 30
+    assert not exact.context["cl"].paginator.estimated and "30 devices" in exact.content.decode()
+    assert listed(searched) == [f"d01{i}" for i in range(10)]
+    assert "10 devices" in searched.content.decode()

@@ -201,3 +201,31 @@ def test_one_operations_list_pages_by_cursor_in_its_own_index_order(org: Org) ->
     ids = [int(item["id"]) for item in first["results"] + second["results"]]
     assert ids == sorted(CommandStatus.objects.filter(operation=mine).values_list("id", flat=True))
     assert second["results"] == by_offset["results"] and second["next_cursor"] is None
+
+
+def test_filtered_device_pages_by_cursor_are_exactly_the_offset_pages(org: Org, other_org: Org) -> None:
+    """The cursor that deep device pages are pointed to (issue 26) gives the offset pages' rows,
+    page after page, with a filter on and another tenant's devices of the same ids around; the
+    list is in primary key order, so rows cannot tie."""
+    systems = ["android", "ios", "linux"]
+    bulk_import_devices(org.tenant.pk, [{"device_id": f"f{i:03d}", "os": systems[i % 3]} for i in range(23)])
+    bulk_import_devices(other_org.tenant.pk, [{"device_id": f"f{i:03d}", "os": "android"} for i in range(23)])
+    query = {"os": "android", "limit": 3}
+
+    by_offset: list[list[str]] = []
+    while True:
+        page = content(org.viewer.get("/v0/devices/", {**query, "offset": 3 * len(by_offset)}))
+        by_offset.append([d["id"] for d in page["results"]])
+        if page["next"] is None:
+            break
+    by_cursor: list[list[str]] = []
+    cursor: dict[str, str] = {}
+    while True:
+        page = content(org.viewer.get("/v0/devices/", {**query, **cursor}))
+        by_cursor.append([d["id"] for d in page["results"]])
+        if page["next_cursor"] is None:
+            break
+        cursor = {"cursor": page["next_cursor"]}
+
+    assert by_cursor == by_offset
+    assert [device for page in by_cursor for device in page] == [f"f{i:03d}" for i in range(0, 23, 3)]
