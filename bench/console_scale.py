@@ -2,7 +2,7 @@
 
     flock /tmp/bench.lock .venv/bin/python bench/console_scale.py [--devices 1000000] [--runs 5]
         [--database-url postgres://postgres@127.0.0.1:5432/devops_fs_bench]
-        [--redis-url redis://127.0.0.1:6379/14] [--explain] [--drop]
+        [--redis-url redis://127.0.0.1:6379/14] [--explain] [--history] [--drop]
 
 The database is built once and reused by later runs (``--drop`` removes it at the end):
 N devices in one tenant, named ``s_1`` … ``s_N`` as in the issue's black box (loaded with one
@@ -19,7 +19,10 @@ median is printed beside a ceiling measured just before it in the same run: the 
 many ``GET /bench/bare/`` (a Django view answering ``{}`` through the same middleware). The
 console rows are timed twice, as a superuser (every tenant) and as a staff user of the tenant
 (scoped by ``inventory.scoping``). The last row is ``PUT /v0/operations/{id}/ CANCELLED``: its
-answer only (no worker runs; the stop's batches are ``bench/lists.py``'s).
+answer only (no worker runs; the stop's batches are ``bench/lists.py``'s). With ``--history``
+the cancelled operation's commands are then moved by the project's ``stop_commands`` (in this
+process, as its worker would: a million history rows in the chart's last 24 hours) and the
+dashboard is timed again.
 
 ``--explain`` also runs the dashboard, the search and the deepest device page in this process
 (Django's test client on the same database), prints their query count and each query's time,
