@@ -229,3 +229,12 @@ def test_filtered_device_pages_by_cursor_are_exactly_the_offset_pages(org: Org, 
 
     assert by_cursor == by_offset
     assert [device for page in by_cursor for device in page] == [f"f{i:03d}" for i in range(0, 23, 3)]
+
+
+def test_the_device_lists_schema_points_deep_pages_to_the_cursor(org: Org) -> None:
+    schema = org.admin.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    devices = {p["name"]: p for p in schema["paths"]["/v0/devices/"]["get"]["parameters"]}
+    operations = {p["name"]: p for p in schema["paths"]["/v0/operations/"]["get"]["parameters"]}
+
+    assert "cursor" in devices and "next_cursor as cursor" in devices["offset"]["description"]
+    assert "cursor" not in operations and "next_cursor" not in operations["offset"]["description"]
