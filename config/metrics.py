@@ -25,6 +25,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -118,6 +119,15 @@ scrape_collectors: list[ScrapeCollector] = []
 
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
+def reset_multiprocess_dir(folder: Path) -> None:
+    """Make ``folder`` an empty multi-process folder before the processes sharing it start
+    (``make run``'s runstack): a previous run's files would count its dead processes' values
+    again. Only prometheus_client's own files (``*.db``) are removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink(missing_ok=True)
 
 
 class RequestMetricsMiddleware:
