@@ -31,8 +31,8 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import socket
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -46,7 +46,6 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from config.metrics import reset_multiprocess_dir
-
 from inventory import demo
 
 #: Celery warns, on every start as root, that the worker runs as root. A local run as root
