@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import stat
@@ -346,3 +347,15 @@ def test_runstack_prints_the_block_after_the_servers_start_and_stops_on_ctrl_c(
     assert "Traceback" not in output
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)  # the worker, its pool, beat and runserver are gone
+
+
+def test_the_readme_production_steps_create_a_tenant_a_key_and_a_console_user() -> None:
+    """Issue 26: the production section names the commands that make the first tenant, key
+    and console user, and each is a command of this project (or Django's)."""
+    from django.core.management import get_commands
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Running on PostgreSQL and Redis") : readme.index("## Scaling out")]
+    named = set(re.findall(r"manage\.py (\w+)", section))
+    assert {"create_tenant", "create_api_key", "createsuperuser"} <= named
+    assert named <= set(get_commands()), named - set(get_commands())
