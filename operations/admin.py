@@ -370,6 +370,7 @@ class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
             "series_preview_url": reverse("admin:operations_operation_series_preview"),
             "series": series_preview(form.data) if form.is_bound else None,
             "group_add_url": reverse("admin:inventory_group_add"),
+            "saving_template": "_save_template" in request.POST,
         }
         return TemplateResponse(request, "admin/operations/operation/create.html", context)
 

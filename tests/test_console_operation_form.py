@@ -174,6 +174,7 @@ def test_the_form_is_saved_as_a_template_and_fills_the_form_again(
     org_with_devices: Org,  # noqa: F811
 ) -> None:
     unnamed = console.post(ADD, {**form(org_with_devices, os=["android"]), "_save_template": "1"})
+    assert "The template was not saved: 1 problem," in unnamed.content.decode()
     assert field_errors(unnamed.content.decode(), "new_template_name") == [
         "give the template a name to save the form as one"
     ]
