@@ -69,6 +69,12 @@ def test_the_count_follows_the_query_and_every_error_shows_at_once(
     expect(page.locator("#preview-errors li")).to_have_count(0)
     expect(page.locator("#approval-note")).to_be_hidden()
     no_sideways_scroll(page)
+    # "Continuous until" only where it means something: a continuous operation, started now.
+    expect(page.locator(".field-continuous_end")).to_be_hidden()
+    page.check("input[name=target_selection][value=CONTINUOUS]")
+    expect(page.locator(".field-continuous_end")).to_be_visible()
+    page.check("input[name=target_selection][value=SNAPSHOT]")
+    expect(page.locator(".field-continuous_end")).to_be_hidden()
 
     page.locator(".tag-chip", has_text="shop").click()
     expect(count).to_have_text("6 devices match")

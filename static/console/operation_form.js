@@ -19,6 +19,10 @@ document.addEventListener("DOMContentLoaded", function () {
     var days = form.querySelector(".form-row.field-days");
     if (days) days.hidden = kind === "RECURRING";
     document.getElementById("recurring-fields").hidden = kind !== "RECURRING";
+    // A continuous operation's own end: a window's or a series' end is theirs (the form's api_data).
+    var selection = form.querySelector("input[name=target_selection]:checked");
+    var end = form.querySelector(".form-row.field-continuous_end");
+    if (end) end.hidden = !selection || selection.value !== "CONTINUOUS" || kind !== "IMMEDIATE";
   }
 
   // The expression in words and its next five runs, as the maintenance page shows a schedule's.
