@@ -22,8 +22,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 ## Zero-configuration server: PostgreSQL from a wheel (data in var/postgres), filesystem broker,
 ## web + worker + beat, demo data. The launcher starts PostgreSQL, runs the three steps with
 ## DATABASE_URL set, and stops it when runstack ends (Ctrl-C). runstack prints the demo's
-## credentials (var/credentials.txt, kept by setup_demo) once the servers are up.
+## credentials (var/credentials.txt, kept by setup_demo) once the servers are up. A taken ADDR
+## stops it first, in one line naming `make run ADDR=...` (runstack --check-port).
 run: $(VENV)/.installed
+	@env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL DEBUG=1 $(PY) manage.py runstack --check-port $(ADDR)
 	env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL DEBUG=1 $(PY) -m config.embedded_postgres run -- \
 		sh -c '$(PY) manage.py migrate --noinput -v0 && $(PY) manage.py setup_demo --quiet --addr $(ADDR) \
 		&& exec $(PY) manage.py runstack --show-credentials --celery-loglevel $(CELERY_LOG_LEVEL) $(ADDR)'

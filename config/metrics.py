@@ -25,6 +25,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -91,6 +92,19 @@ FANOUT_DURATION = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0),
 )
 
+WEBHOOK_ATTEMPTS = Counter(
+    f"{PREFIX}_webhook_attempts",
+    "Webhook delivery attempts, by result: 2xx (delivered), the status class of any other answer "
+    "(4xx, 5xx, 3xx: redirects are not followed), or why there was no answer: timeout, "
+    "connection, refused (the SSRF guard). Failures are every result but 2xx.",
+    ["result"],
+)
+WEBHOOK_GIVEN_UP = Counter(
+    f"{PREFIX}_webhook_given_up",
+    "Webhook events no longer owed to an endpoint without being delivered: retries exhausted, "
+    "or the endpoint answered 410 Gone (disabled).",
+)
+
 IDEMPOTENCY_OUTCOMES = Counter(
     f"{PREFIX}_idempotency_keys",
     "POSTs with an Idempotency-Key, by outcome: claimed (it ran), replayed (the kept answer), "
@@ -118,6 +132,15 @@ scrape_collectors: list[ScrapeCollector] = []
 
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
+def reset_multiprocess_dir(folder: Path) -> None:
+    """Make ``folder`` an empty multi-process folder before the processes sharing it start
+    (``make run``'s runstack): a previous run's files would count its dead processes' values
+    again. Only prometheus_client's own files (``*.db``) are removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink(missing_ok=True)
 
 
 class RequestMetricsMiddleware:

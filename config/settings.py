@@ -341,6 +341,8 @@ SPECTACULAR_SETTINGS = {
         # OpenAPI links from each create to its object's operations (the stateful fuzz follows them).
         "config.api.schema.add_item_links",
         "maintenance.api.schema.add_job_links",
+        # Swagger UI's groups: by resource, each with its description (last: it sees every path).
+        "config.api.schema.tag_by_resource",
     ],
 }
 

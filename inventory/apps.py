@@ -6,10 +6,15 @@ class InventoryConfig(AppConfig):
     verbose_name = "Inventory: tenants, keys, devices"
 
     def ready(self) -> None:
+        from config import metrics
         from config.api import views
         from inventory import admin_webhooks  # noqa: F401  # registers its ModelAdmin (it extends inventory.admin's)
         from inventory.audit import record_api_write
+        from inventory.webhooks.metrics import webhook_backlog
 
         # The audit log records every write an API key makes through the API's base view.
         if record_api_write not in views.response_observers:
             views.response_observers.append(record_api_write)
+        # GET /metrics reads what the webhooks still owe at scrape time (one aggregate).
+        if webhook_backlog not in metrics.scrape_collectors:
+            metrics.scrape_collectors.append(webhook_backlog)

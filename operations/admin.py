@@ -23,6 +23,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
+from rest_framework.exceptions import ValidationError
 
 from commands.admin import console_time
 from config.console.errors import REFUSALS, refusal_messages
@@ -32,12 +33,13 @@ from config.quartz import describe
 from inventory.models import Tenant
 from inventory.models.devices import available_timezones
 from inventory.scoping import TenantScopedAdmin, scope_of, scope_queryset
-from operations import continuous, recurring, services, templates
+from operations import approvals, continuous, recurring, services
 from operations.admin_approvals import ApprovalsQueueMixin, console_requester
 from operations.admin_forms import OperationForm, device_query, initial_from
 from operations.admin_live import ROLLOUT_TEMPLATE, activity_counts, command_page, live_data, schedule_summary
-from operations.api.serializers import OperationCreateSerializer
-from operations.choices import TERMINAL_STATES, OperationState, ScheduleType, TimeType
+from operations.api.templates import OperationTemplateSerializer
+from operations.choices import TERMINAL_STATES, OperationState, OperationType, ScheduleType, TimeType
+from operations.device_query import DeviceQuery
 from operations.events import approval_data
 from operations.models import Operation, OperationActivity, OperationTemplate
 from operations.services import cancel_operation
@@ -68,6 +70,57 @@ def _fire_in_words(series: recurring.Series, fire: dt.datetime | None) -> str:
 
 def series_runs_in_words(series: recurring.Series, now: dt.datetime, count: int) -> list[str]:
     return [_fire_in_words(series, fire) for fire in series.firings_after(now, count)]
+
+
+#: How many runs of a series the form shows.
+SERIES_RUNS_SHOWN = 5
+
+
+def series_preview(data: Any, *, series_only: bool = True) -> dict[str, Any]:
+    """A RECURRING form's expression in words and its next runs, as the maintenance page shows
+    a schedule's (``config.quartz.describe``), checked by the API's parser; ``{}`` when the
+    form is no series or has no expression yet. The form's script asks for it as the
+    expression is typed; the page draws it too when the form comes back refused."""
+    if series_only and data.get("schedule_type") != ScheduleType.RECURRING:
+        return {}
+    args: dict[str, Any] = {
+        "time_expression": (data.get("time_expression") or "").strip(),
+        "time_type": data.get("time_type") or TimeType.CONSOLE,
+        "timezone": (data.get("timezone") or "UTC").strip(),
+    }
+    if not args["time_expression"] and series_only:
+        return {}
+    try:
+        recurring.parse_expression(args["time_expression"])
+        if args["timezone"] not in available_timezones():
+            raise DomainError({"timezone": ["is not an IANA time zone name"]})
+        upcoming = series_runs_in_words(recurring.Series.from_args(args), timezone.now(), SERIES_RUNS_SHOWN)
+    except REFUSALS as error:
+        return {"errors": refusal_messages(error)}
+    return {"description": describe(args["time_expression"]), "runs": upcoming}
+
+
+def approval_note(tenant_id: int, operation_type: str, query: dict[str, Any]) -> str:
+    """What the form says when the tenant's policy (contract section 13) will hold the
+    operation for a second admin's approval; "" when it will not (or cannot tell yet)."""
+    if operation_type not in OperationType.values:
+        return ""
+    label = OperationType(operation_type).label
+    policy = approvals.policy_of(tenant_id)
+    if operation_type in policy.operation_types:
+        return f"{label} operations of this tenant wait for a second admin's approval before they start."
+    if policy.min_devices is None or set(query) <= {"device_type"}:
+        return ""
+    try:
+        held = approvals.holds(tenant_id, operation_type, DeviceQuery.parse(query))
+    except REFUSALS:
+        return ""
+    if held is None:
+        return ""
+    return (
+        f"It will wait for a second admin's approval: it targets at least {policy.min_devices} devices "
+        "(the tenant's approval policy)."
+    )
 
 
 class ActivityInline(admin.TabularInline):
@@ -280,7 +333,9 @@ class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
         return f"admin:{request.user.get_username()}"
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
-        """The form: validated by the API's serializer, created by the API's service."""
+        """The form: validated by the API's serializer, created by the API's service; every
+        refusal at its field, all in one submit (``OperationForm.check_with_api``). "Save as
+        template" keeps the form as a template instead (``OperationTemplateSerializer``)."""
         if not self.has_add_permission(request):
             raise PermissionDenied
         tenants = self._tenants(request)
@@ -291,42 +346,73 @@ class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
             ).first()
         initial = initial_from(picked) if picked is not None else None
         form = OperationForm(request.POST or None, tenants=tenants, initial=initial)
-        api_errors: list[str] = []
-        if request.method == "POST" and form.is_valid():
-            tenant_id = form.cleaned_data["tenant"].pk
-            try:
-                body, template, values = form.api_data(), None, None
-                if body.get("template"):
-                    body, template, values = templates.expand(tenant_id, body)
-                serializer = OperationCreateSerializer(data=body)
-                serializer.is_valid(raise_exception=True)
-                operation = services.create_operation(
-                    tenant_id,
-                    serializer.validated_data,
-                    self._actor(request),
-                    console_requester(request),
-                    template=template,
-                    template_parameters=values,
-                )
-            except REFUSALS as error:
-                api_errors = refusal_messages(error)
-            else:
-                waits = operation.state == OperationState.WAITING_FOR_APPROVAL
-                held = " It waits for another admin's approval (Approvals)." if waits else ""
-                messages.success(
-                    request, f"Created {operation.operation_type} operation {operation.pk}.{held}"
-                )
-                return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))
+        if request.method == "POST":
+            form.is_valid()
+            tenant = form.cleaned_data.get("tenant")
+            if tenant is not None and "_save_template" in request.POST:
+                saved = self._save_template(request, form, tenant.pk)
+                if saved is not None:
+                    messages.success(request, f"Saved the form as template {saved.name!r}.")
+                    add = reverse("admin:operations_operation_add")
+                    return HttpResponseRedirect(f"{add}?template={saved.pk}")
+            elif tenant is not None:
+                created = self._create(request, form, tenant.pk)
+                if created is not None:
+                    return HttpResponseRedirect(
+                        reverse("admin:operations_operation_change", args=[created.pk])
+                    )
         context = {
             **self.admin_site.each_context(request),
             "title": "New operation",
             "opts": self.model._meta,
             "form": form,
-            "api_errors": api_errors,
             "preview_url": reverse("admin:operations_operation_preview"),
             "series_preview_url": reverse("admin:operations_operation_series_preview"),
+            "series": series_preview(form.data) if form.is_bound else None,
+            "group_add_url": reverse("admin:inventory_group_add"),
+            "saving_template": "_save_template" in request.POST,
         }
         return TemplateResponse(request, "admin/operations/operation/create.html", context)
+
+    def _create(self, request: HttpRequest, form: OperationForm, tenant_id: int) -> Operation | None:
+        """The operation, or None with every refusal on the form."""
+        validated = form.check_with_api(tenant_id)
+        if validated is None:
+            return None
+        try:
+            operation = services.create_operation(
+                tenant_id,
+                validated,
+                self._actor(request),
+                console_requester(request),
+                template=form.from_template,
+                template_parameters=form.template_values,
+            )
+        except REFUSALS as error:
+            form.add_refusals(error)
+            return None
+        waits = operation.state == OperationState.WAITING_FOR_APPROVAL
+        held = " It waits for another admin's approval (Approvals)." if waits else ""
+        messages.success(
+            request, f"Created {operation.get_operation_type_display()} operation {operation.pk}.{held}"
+        )
+        return operation
+
+    def _save_template(
+        self, request: HttpRequest, form: OperationForm, tenant_id: int
+    ) -> OperationTemplate | None:
+        """The form kept as a template, as ``POST /v0/operation-templates/`` would keep it."""
+        if not form.cleaned_data.get("new_template_name"):
+            form.add_error("new_template_name", "give the template a name to save the form as one")
+        if form.errors:
+            return None
+        serializer = OperationTemplateSerializer(data=form.template_data(), context={"tenant_id": tenant_id})
+        if not serializer.is_valid():
+            form.add_refusals(ValidationError(serializer.errors))
+            return None
+        actor = self._actor(request)
+        template: OperationTemplate = serializer.save(tenant_id=tenant_id, created_by=actor, updated_by=actor)
+        return template
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
@@ -349,38 +435,35 @@ class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
         return super().change_view(request, object_id, form_url, context)
 
     def preview_view(self, request: HttpRequest) -> JsonResponse:
-        """The live count of the form: the same service as ``POST /v0/operations/preview/``."""
+        """The live count of the form: the same service as ``POST /v0/operations/preview/``,
+        and whether the tenant's policy will hold the operation for a second admin. Before a
+        tenant or any condition on the devices is chosen it answers a hint, not an error."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         chosen = request.POST.get("tenant", "")
         tenant = self._tenants(request).filter(pk=chosen).first() if chosen.isdigit() else None
         if tenant is None:
-            return JsonResponse({"errors": ["tenant: pick a tenant"]}, status=400)
+            return JsonResponse({"hint": "Pick a tenant to count its devices."})
+        query = device_query(request.POST)
+        approval = approval_note(tenant.pk, request.POST.get("operation_type", ""), query)
+        if set(query) <= {"device_type"}:
+            return JsonResponse(
+                {"hint": "Pick groups, tags, an OS, device ids or the whole fleet.", "approval": approval}
+            )
         try:
-            count, sample = services.preview(tenant.pk, device_query(request.POST))
+            count, sample = services.preview(tenant.pk, query)
         except REFUSALS as error:
-            return JsonResponse({"errors": refusal_messages(error)}, status=400)
-        return JsonResponse({"device_count": count, "devices": [device.device_id for device in sample]})
+            return JsonResponse({"errors": refusal_messages(error), "approval": approval}, status=400)
+        return JsonResponse(
+            {"device_count": count, "devices": [device.device_id for device in sample], "approval": approval}
+        )
 
     def series_preview_view(self, request: HttpRequest) -> JsonResponse:
-        """The form's RECURRING expression in words and its next five runs, as the maintenance
-        page shows a schedule's (``config.quartz.describe``), checked by the API's parser."""
+        """The form's RECURRING expression in words and its next five runs (:func:`series_preview`)."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        data = request.POST
-        args: dict[str, Any] = {
-            "time_expression": (data.get("time_expression") or "").strip(),
-            "time_type": data.get("time_type") or TimeType.CONSOLE,
-            "timezone": (data.get("timezone") or "UTC").strip(),
-        }
-        try:
-            recurring.parse_expression(args["time_expression"])
-            if args["timezone"] not in available_timezones():
-                raise DomainError({"timezone": ["is not an IANA time zone name"]})
-            upcoming = series_runs_in_words(recurring.Series.from_args(args), timezone.now(), 5)
-        except REFUSALS as error:
-            return JsonResponse({"errors": refusal_messages(error)}, status=400)
-        return JsonResponse({"description": describe(args["time_expression"]), "runs": upcoming})
+        answer = series_preview(request.POST, series_only=False)
+        return JsonResponse(answer, status=400 if "errors" in answer else 200)
 
     def _operation(self, request: HttpRequest, object_id: str) -> Operation:
         operation = self.get_object(request, unquote(object_id))

@@ -118,7 +118,8 @@ class ApprovalsQueueMixin:
         try:
             approvals.approve(operation, console_decider(request), request.POST.get("remark", "").strip())
             messages.success(
-                request, f"Approved {operation.operation_type} operation {operation.pk}: it starts now."
+                request,
+                f"Approved {operation.get_operation_type_display()} operation {operation.pk}: it starts now.",
             )
         except REFUSALS as error:
             messages.error(request, "; ".join(refusal_messages(error)))
@@ -128,7 +129,9 @@ class ApprovalsQueueMixin:
         operation = self._waiting_one(request, object_id)
         try:
             approvals.deny(operation, console_decider(request), request.POST.get("remark", "").strip())
-            messages.success(request, f"Denied {operation.operation_type} operation {operation.pk}.")
+            messages.success(
+                request, f"Denied {operation.get_operation_type_display()} operation {operation.pk}."
+            )
         except REFUSALS as error:
             messages.error(request, "; ".join(refusal_messages(error)))
         return HttpResponseRedirect(reverse("admin:operations_operation_approvals"))

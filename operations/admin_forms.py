@@ -4,6 +4,12 @@ It only turns what the operator picked into the API's request body: the body is 
 validated by the API's ``OperationCreateSerializer`` and created by
 ``operations.services.create_operation``, so the console accepts and refuses exactly what
 ``POST /v0/operations/`` does, with the same messages.
+
+Laid out in the order of the decision (issue 26): what (type, arguments), which devices (groups,
+tags, OS, ids, with a live count), when (now, a window, a series; continuous), how (a rollout).
+Every refusal goes to the field it names, all of them in one submit: the form's own checks,
+then the API's serializer, the device query and the service on whatever the form could read
+(:meth:`OperationForm.check_with_api`), each refusal once.
 """
 
 from __future__ import annotations
@@ -16,14 +22,17 @@ from typing import Any
 
 from django import forms
 from django.db.models import QuerySet
+from rest_framework.exceptions import ValidationError
 
 from config.api.parsers import JSONRefused, loads
+from config.console.errors import REFUSALS, refusal_items
 from config.errors import DomainError
 from inventory.models import Group, Tenant
 from inventory.models.devices import available_timezones
-from operations import recurring, rollouts
+from operations import recurring, rollouts, templates
+from operations.api.serializers import OperationCreateSerializer
 from operations.choices import OperationType, ScheduleType, TargetSelection, TimeType
-from operations.device_query import DEVICE_TYPES
+from operations.device_query import DEVICE_TYPES, DeviceQuery
 from operations.models import OperationTemplate
 from operations.windows import DAYS
 
@@ -67,6 +76,48 @@ def number(text: str) -> Any:
     return text
 
 
+def tag_list(values: Any) -> list[str]:
+    """The tags the picker sent: the checked ones and those typed, comma-separated, in order,
+    each once (a single string is read as typed)."""
+    if isinstance(values, str):
+        values = [values]
+    found = [tag.strip() for value in values for tag in str(value).split(",")]
+    return list(dict.fromkeys(tag for tag in found if tag))
+
+
+#: Devices the tag picker reads its tags from (the newest): the picker offers the tags in use
+#: without scanning a million-device fleet on every form; a tag only older devices carry can
+#: still be typed.
+TAG_SCAN_DEVICES = 20_000
+#: Most tags the picker offers (the rest are typed).
+TAGS_OFFERED = 60
+
+
+def known_tags(tenants: QuerySet[Tenant]) -> list[str]:
+    """The tags the tenants' newest devices carry (:data:`TAG_SCAN_DEVICES`), sorted."""
+    from inventory.models import Device
+
+    newest = Device.objects.filter(tenant__in=tenants).order_by("-pk").values_list("tags", flat=True)
+    seen: set[str] = set()
+    for tags in newest[:TAG_SCAN_DEVICES].iterator(chunk_size=5_000):
+        seen.update(str(tag) for tag in tags or () if isinstance(tag, str))
+    return sorted(seen, key=str.casefold)[:TAGS_OFFERED]
+
+
+class TagsField(forms.MultipleChoiceField):
+    """The tag picker: check boxes of the tags in use (:func:`known_tags`) and a text box of the
+    same name for others, comma-separated. Any tag is taken: a tag no device carries yet is a
+    fair condition (a continuous operation waits for it), and the live count shows 0."""
+
+    widget = forms.CheckboxSelectMultiple
+
+    def to_python(self, value: Any) -> list[str]:
+        return tag_list(value or [])
+
+    def valid_value(self, value: Any) -> bool:
+        return True
+
+
 def device_query(data: Any) -> dict[str, Any]:
     """The ``operation_device_query`` the fields describe (raw form data: the live preview
     calls it while the rest of the form is still being filled in)."""
@@ -81,7 +132,7 @@ def device_query(data: Any) -> dict[str, Any]:
     systems = data.getlist("os") if hasattr(data, "getlist") else data.get("os") or []
     if systems:
         filters["os__in"] = list(systems)
-    tags = [tag for tag in re.split(r"\s*,\s*", (data.get("tags") or "").strip()) if tag]
+    tags = tag_list(data.getlist("tags") if hasattr(data, "getlist") else data.get("tags") or [])
     if tags:
         filters["tags__contains"] = tags
     if filters:
@@ -95,12 +146,14 @@ class OperationForm(forms.Form):
     tenant = forms.ModelChoiceField(queryset=Tenant.objects.none())
     operation_type = forms.ChoiceField(choices=OperationType.choices, initial=OperationType.REBOOT)
     groups = forms.MultipleChoiceField(
-        required=False, widget=forms.SelectMultiple(attrs={"size": 6}), help_text="devices in any of these"
+        required=False,
+        widget=forms.SelectMultiple(attrs={"size": 6}),
+        help_text="devices in any of these (Ctrl or Cmd to pick several)",
     )
     os = forms.MultipleChoiceField(
         required=False, label="OS", widget=forms.SelectMultiple(attrs={"size": 6}), help_text="any of these"
     )
-    tags = forms.CharField(required=False, help_text="devices carrying all of these tags, comma-separated")
+    tags = TagsField(required=False, help_text="devices carrying all of these tags")
     devices = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
@@ -178,6 +231,14 @@ class OperationForm(forms.Form):
         label="Template parameters",
         help_text='JSON object of the template\'s parameters, e.g. {"version": "4.2.0"}',
     )
+    # Saving the form as a template (contract section 12) instead of creating the operation.
+    new_template_name = forms.CharField(
+        required=False,
+        max_length=200,
+        label="Template name",
+        help_text="a name of this tenant's templates; the form's type, arguments, devices, "
+        "schedule and rollout are saved",
+    )
     arguments = forms.CharField(
         required=False,
         initial="{}",
@@ -234,6 +295,11 @@ class OperationForm(forms.Form):
             .distinct()
         )
         self.fields["os"].choices = [(os, os) for os in sorted(systems)]  # type: ignore[attr-defined]
+        self.fields["tags"].choices = [(tag, tag) for tag in known_tags(tenants)]  # type: ignore[attr-defined]
+        offered = len(self.fields["groups"].choices)  # type: ignore[attr-defined]
+        self.fields["groups"].widget.attrs["size"] = min(max(offered, 2), 8)
+        #: Refusals about the device query as a whole ("selects no devices"), shown in its section.
+        self.query_errors: list[str] = []
         kept = OperationTemplate.objects.filter(tenant__in=tenants).select_related("tenant").order_by("name")
         self.fields["template"].choices = [  # type: ignore[attr-defined]
             ("", "---"),
@@ -249,6 +315,18 @@ class OperationForm(forms.Form):
             self.fields[f"retry_{row}_max_attempts"] = _short_field("max attempts", f"retry rule {row}")
         #: The validated rollout's body (None: no rollout), set by ``clean``.
         self.rollout: dict[str, Any] | None = None
+        #: Which form row each rollout rule sent came from (``clean``), to place its refusals.
+        self._rule_rows: dict[str, list[int]] = {"abort": [], "retries": []}
+        #: The template and its values ``check_with_api`` expanded (None: no template).
+        self.from_template: OperationTemplate | None = None
+        self.template_values: dict[str, Any] | None = None
+
+    def typed_tags(self) -> str:
+        """The tags to show in the picker's text box: those sent (or of the template) that
+        are not among its check boxes."""
+        offered = {value for value, _ in self.fields["tags"].choices}  # type: ignore[attr-defined]
+        given = tag_list(self["tags"].value() or [])
+        return ", ".join(tag for tag in given if tag not in offered)
 
     def abort_rows(self) -> list[list[forms.BoundField]]:
         """The abort rules' fields, a row per rule (the template draws them as a table)."""
@@ -294,6 +372,7 @@ class OperationForm(forms.Form):
         if any(name in self.errors for name in names):
             return cleaned  # a field too long: already said; the rest could only mislead
         body, rows = self._rollout_body()
+        self._rule_rows = rows
         if body is None:
             return cleaned
         try:
@@ -338,20 +417,79 @@ class OperationForm(forms.Form):
         return (body or None), rows
 
     def error_lines(self) -> list[str]:
-        """The form's refusals for the note above it: ``field: reason``, the rollout's as the
-        API words them (``rollout.waves: ...``, they name their field already)."""
+        """The form's refusals for the note above it: ``field: reason``, the API's as the API
+        words them (``rollout.waves: ...``, they name their field already)."""
         lines = []
         for field, errors in self.errors.items():
             for error in errors:
                 text = str(error)
-                lines.append(text if field == "__all__" or text.startswith("rollout") else f"{field}: {text}")
-        return lines
+                named = field == "__all__" or text.startswith(f"{field}:") or _API_WORDS.match(text)
+                lines.append(text if named else f"{field}: {text}")
+        return [*lines, *self.query_errors]
+
+    def add_refusal(self, key: str, reason: str) -> None:
+        """One refusal of the API (its field's API name, its reason) at the form's field it
+        names, worded as the API words it; once, and not on a field already refused by the
+        form's own check (the API would only repeat it in other words)."""
+        text = f"{key}: {reason}" if key not in ("detail", "non_field_errors") else reason
+        field = api_field(key, self.data, self._rule_rows)
+        if field == QUERY:
+            if text not in self.query_errors:
+                self.query_errors.append(text)
+            return
+        if field is not None and field in self.errors:
+            if text not in [str(error) for error in self.errors[field]] and key.startswith("rollout"):
+                self.add_error(field, text)
+            return
+        if field is None and text in [str(error) for error in self.non_field_errors()]:
+            return
+        self.add_error(field, text)
+
+    def add_refusals(self, error: DomainError | ValidationError) -> None:
+        for key, reason in refusal_items(error):
+            self.add_refusal(key, reason)
+
+    def check_with_api(self, tenant_id: int) -> dict[str, Any] | None:
+        """Run the API's checks on what the form could read, each refusal at its field (so one
+        submit shows them all), and return the body to create (None: something was refused).
+
+        The template is expanded first (its fields under the form's); then the serializer,
+        and the device query against the tenant's devices and groups, both always (a refused
+        schedule does not hide an unknown device id)."""
+        body: dict[str, Any] | None = self.api_data()
+        template = values = None
+        if body and body.get("template"):
+            try:
+                body, template, values = templates.expand(tenant_id, body)
+            except REFUSALS as refused:
+                self.add_refusals(refused)
+                body = None
+        if body is not None:
+            serializer = OperationCreateSerializer(data=body)
+            try:  # its schedule's checks may raise the services' DomainError
+                if not serializer.is_valid():
+                    self.add_refusals(ValidationError(serializer.errors))
+            except REFUSALS as refused:
+                self.add_refusals(refused)
+            try:
+                DeviceQuery.parse(body.get("operation_device_query")).check_references(tenant_id)
+            except REFUSALS as refused:
+                self.add_refusals(refused)
+        if self.errors or self.query_errors or body is None:
+            return None
+        self.from_template, self.template_values = template, values
+        return dict(serializer.validated_data)
 
     def api_data(self) -> dict[str, Any]:
         """The body ``POST /v0/operations/`` would get (call after ``is_valid``)."""
-        data = self.cleaned_data
+        # Also on a form some of whose fields were refused (``check_with_api``): those are
+        # left out or take their defaults, so that the API judges the rest.
+        data = {
+            **_FALLBACKS,
+            **{name: value for name, value in self.cleaned_data.items() if value is not None},
+        }
         body: dict[str, Any] = {
-            "operation_type": data["operation_type"],
+            "operation_type": data.get("operation_type") or self.data.get("operation_type") or "",
             "schedule_type": data["schedule_type"],
             "target_selection": data.get("target_selection") or TargetSelection.SNAPSHOT,
             "operation_device_query": device_query(self.data),
@@ -370,7 +508,7 @@ class OperationForm(forms.Form):
                 args["days"] = data["days"]
             body["schedule_args"] = args
         if data["schedule_type"] == ScheduleType.RECURRING:
-            body["schedule_args"] = self._recurring_args()
+            body["schedule_args"] = self._recurring_args(data)
         elif (
             data.get("target_selection") == TargetSelection.CONTINUOUS
             and data.get("continuous_end")
@@ -386,9 +524,27 @@ class OperationForm(forms.Form):
             body["template_parameters"] = data["template_parameters"]
         return body
 
-    def _recurring_args(self) -> dict[str, Any]:
+    def template_data(self) -> dict[str, Any]:
+        """The body ``POST /v0/operation-templates/`` would get to save the form as a template
+        (its parameters those of the template it was filled from, so placeholders stay valid)."""
+        body = self.api_data()
+        data: dict[str, Any] = {
+            "name": self.cleaned_data.get("new_template_name") or "",
+            "operation_type": body["operation_type"],
+            "arguments": body["arguments"],
+            "operation_device_query": body["operation_device_query"],
+            "schedule_type": body["schedule_type"],
+            "schedule_args": body.get("schedule_args") or {},
+            "rollout": body.get("rollout"),
+        }
+        picked = self.cleaned_data.get("template")
+        source = OperationTemplate.objects.filter(pk=_uuid(picked)).first() if picked else None
+        if source is not None:
+            data["parameters"] = source.parameters
+        return data
+
+    def _recurring_args(self, data: dict[str, Any]) -> dict[str, Any]:
         """A series' ``schedule_args``: the window fields' start and end bound the series."""
-        data = self.cleaned_data
         args: dict[str, Any] = {"time_type": data["time_type"], "time_expression": data["time_expression"]}
         zone = zoneinfo.ZoneInfo(data["timezone"]) if data["time_type"] == TimeType.CONSOLE else dt.UTC
         if data["time_type"] == TimeType.CONSOLE:
@@ -425,7 +581,7 @@ def initial_from(template: OperationTemplate) -> dict[str, Any]:
     if filters.get("os__in"):
         initial["os"] = list(filters["os__in"])
     if filters.get("tags__contains"):
-        initial["tags"] = ", ".join(filters["tags__contains"])
+        initial["tags"] = list(filters["tags__contains"])
     initial["all_devices"] = bool(query.get("all"))
     if template.schedule_type:
         initial["schedule_type"] = template.schedule_type
@@ -478,3 +634,68 @@ def _form_field(key: str, rows: dict[str, list[int]]) -> str | None:
     if found and found.group(1) in ROLLOUT_FIELDS:
         return found.group(1)
     return None
+
+
+#: Where a refusal about the device query as a whole goes (its section, by the live count).
+QUERY = "__query__"
+#: A refusal already worded with the API's name of its field (``rollout.waves: ...``).
+_API_WORDS = re.compile(r"^(?:rollout|schedule_args|operation_device_query|arguments|template)[\w.\[\]]*: ")
+#: The cleaned values a refused field leaves out, so the API can judge the rest.
+_FALLBACKS: dict[str, Any] = {
+    "schedule_type": ScheduleType.IMMEDIATE,
+    "time_type": TimeType.CONSOLE,
+    "timezone": "UTC",
+    "arguments": {},
+    "template_parameters": {},
+}
+#: The form's field for each field of the API's body (``schedule_args`` by the schedule's keys).
+_API_FIELDS = {
+    "operation_type": "operation_type",
+    "schedule_type": "schedule_type",
+    "target_selection": "target_selection",
+    "arguments": "arguments",
+    "template": "template",
+    "template_parameters": "template_parameters",
+    "name": "new_template_name",
+    "operation_device_query": QUERY,
+    "operation_device_query.devices": "devices",
+    "operation_device_query.groups": "groups",
+    "operation_device_query.device_type": "device_type",
+    "operation_device_query.all": "all_devices",
+    "operation_device_query.filters.os__in": "os",
+    "operation_device_query.filters.tags__contains": "tags",
+    "schedule_args": "schedule_type",
+    "schedule_args.start_datetime": "start",
+    "schedule_args.days": "days",
+    "schedule_args.time_type": "time_type",
+    "schedule_args.timezone": "timezone",
+    "schedule_args.time_expression": "time_expression",
+    "schedule_args.duration_minutes": "duration_minutes",
+    "schedule_args.max_runs": "max_runs",
+}
+
+
+def api_field(key: str, data: Any, rows: dict[str, list[int]]) -> str | None:
+    """The form field a refusal of the API names (None: the form as a whole; :data:`QUERY`:
+    the device query as a whole): ``schedule_args.timezone`` → ``timezone``,
+    ``arguments.a`` → ``arguments``, ``rollout.abort[1].min_executed`` → that rule's row."""
+    if key.startswith("rollout"):
+        return _form_field(key, rows)
+    if key == "schedule_args.end_datetime":
+        window = data.get("schedule_type") in (ScheduleType.WINDOW, ScheduleType.RECURRING)
+        return "end" if window else "continuous_end"
+    for name in (key, key.split("[")[0], key.rsplit(".", 1)[0], key.split(".")[0]):
+        if name in _API_FIELDS:
+            return _API_FIELDS[name]
+    if key.startswith("operation_device_query.filters"):
+        return QUERY
+    return None
+
+
+def _uuid(text: Any) -> Any:
+    import uuid
+
+    try:
+        return uuid.UUID(str(text))
+    except ValueError:
+        return None

@@ -93,3 +93,40 @@ def test_the_consoles_static_files_are_served_with_debug_off() -> None:
         assert response.status_code == 200, path
         assert body, path
     assert fetch(client, "/static/nothing-here.js")[0].status_code == 404
+
+
+def test_swagger_groups_endpoints_by_resource_each_described() -> None:
+    """Issue 26: tags by resource (``config.api.schema.RESOURCE_TAGS``), not by the first URL
+    segment (which put 29 endpoints under "v0"); each tag listed with a description."""
+    from config.api.schema import OTHER_TAG
+
+    response = Client().get("/api/schema/?format=json")
+    assert response.status_code == 200
+    schema = response.json()
+    described = {tag["name"]: tag["description"] for tag in schema["tags"]}
+    tags = {
+        (path, method): operation["tags"]
+        for path, methods in schema["paths"].items()
+        for method, operation in methods.items()
+        if isinstance(operation, dict) and "responses" in operation
+    }
+    assert all(len(found) == 1 and found[0] in described for found in tags.values()), tags
+    used = {found[0] for found in tags.values()}
+    assert OTHER_TAG not in used and "v0" not in used
+    assert used == set(described)
+    assert {
+        "Devices",
+        "Groups",
+        "Operations",
+        "Approvals",
+        "Templates",
+        "Command statuses",
+        "Inbox",
+        "Headless",
+        "Maintenance",
+        "Webhooks",
+    } == used
+    assert all(len(text) > 20 for text in described.values())
+    assert tags[("/v0/operations/{id}/approve/", "post")] == ["Approvals"]
+    assert tags[("/v0/operations/preview/", "post")] == ["Operations"]
+    assert tags[("/v2/command-inbox/", "get")] == ["Inbox"]

@@ -600,3 +600,95 @@ def test_an_empty_enum_or_timestamp_filter_is_400_naming_it(
 @pytest.mark.parametrize(("path", "name"), EMPTY_FILTERS, ids=[f"{p}?{n}" for p, n in EMPTY_FILTERS])
 def test_an_absent_filter_is_no_filter(org: Org, path: str, name: str) -> None:
     assert org.viewer.get(path).status_code == 200
+
+
+# --- invalid choices name the valid values (issue 26) -----------------------------------------
+
+
+def test_an_invalid_choice_names_the_valid_values(org: Org) -> None:
+    """A short list is written out; a long one (90 operation types) gives the closest and where
+    the rest are listed; a list filter says the same. ``error_code`` stays ``invalid``."""
+    created = org.admin.post(
+        "/v0/operations/",
+        {"operation_type": "REBOOT", "schedule_type": "NOW", "operation_device_query": {"all": True}},
+    )
+    body = assert_4xx_naming(created, "schedule_type")
+    assert body["error_code"] == "invalid"
+    assert body["errors"]["schedule_type"] == [
+        '"NOW" is not a valid choice; valid values: IMMEDIATE, WINDOW, RECURRING.'
+    ], body
+
+    typo = org.admin.post(
+        "/v0/operations/", {"operation_type": "install_ota", "operation_device_query": {"all": True}}
+    )
+    body = assert_4xx_naming(typo, "operation_type")
+    [message] = body["errors"]["operation_type"]
+    assert message.startswith('"install_ota" is not a valid choice; closest: INSTALL_OTA')
+    assert "/api/schema/" in message and "values" in message
+
+    nested = org.admin.post("/v0/webhooks/", {"url": "https://93.184.216.34/h", "events": ["device.creatd"]})
+    text = json.dumps(assert_4xx_naming(nested, "events")["errors"])
+    assert '\\"device.creatd\\" is not a valid choice;' in text and "device.created" in text, text
+
+    listed = org.admin.get("/v0/operations/", {"operation_type": "REBOTO"})
+    body = assert_4xx_naming(listed, "operation_type")
+    assert "closest: REBOOT" in body["errors"]["operation_type"][0], body
+
+
+def _serializer_classes() -> list[type]:
+    """Every serializer class of the project's API modules."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from rest_framework import serializers
+
+    found = []
+    for package in ("inventory.api", "commands.api", "operations.api", "maintenance.api"):
+        module = importlib.import_module(package)
+        for info in pkgutil.iter_modules(module.__path__):
+            loaded = importlib.import_module(f"{package}.{info.name}")
+            found += [
+                value
+                for value in vars(loaded).values()
+                if inspect.isclass(value)
+                and issubclass(value, serializers.BaseSerializer)
+                and value.__module__ == loaded.__name__
+            ]
+    return found
+
+
+def test_every_choice_field_of_the_api_names_the_valid_values() -> None:
+    """No DRF ``ChoiceField`` that reads input left in a serializer (declared, or made by a
+    ModelSerializer from a model's choices): each is ``config.api.fields.ChoiceField``."""
+    from rest_framework import serializers
+
+    from config.api.fields import ChoiceField
+
+    def walk(fields: Any, where: str) -> list[str]:
+        wrong = []
+        for name, field in fields.items():
+            here = f"{where}.{name}"
+            if field.read_only:
+                continue  # never reads input, so never refuses a value
+            if isinstance(field, serializers.ChoiceField) and not isinstance(field, ChoiceField):
+                wrong.append(here)
+            child = getattr(field, "child", None)
+            if isinstance(child, serializers.ChoiceField) and not isinstance(child, ChoiceField):
+                wrong.append(f"{here}[]")
+            if isinstance(field, serializers.BaseSerializer) and hasattr(field, "fields"):
+                wrong += walk(field.fields, here)
+        return wrong
+
+    classes = _serializer_classes()
+    assert len(classes) > 10
+    wrong = []
+    for cls in classes:
+        try:
+            instance = cls()
+        except Exception:
+            continue  # a serializer that needs its context: its declared fields are checked below
+        if hasattr(instance, "fields"):
+            wrong += walk(instance.fields, cls.__name__)
+        wrong += walk(getattr(cls, "_declared_fields", {}), cls.__name__)
+    assert wrong == []

@@ -100,7 +100,7 @@ def test_the_requester_sees_no_buttons_and_another_admin_approves(fleet: Org) ->
         f"/admin/operations/operation/{operation.pk}/approve/", {"remark": "checked"}, follow=True
     )
 
-    assert any("Approved WIPE" in line for line in messages_of(approved))
+    assert any("Approved Wipe" in line for line in messages_of(approved))
     operation.refresh_from_db()
     assert operation.state == S.CREATED and operation.approval_state == "APPROVED"
     assert (operation.approval_decided_by, operation.approval_remark) == ("admin:bob", "checked")
@@ -123,7 +123,7 @@ def test_deny_needs_a_remark(fleet: Org) -> None:
     assert any("remark" in line for line in messages_of(refused))
     denied = as_bob.post(deny, {"remark": "wrong stores"}, follow=True)
 
-    assert any("Denied WIPE" in line for line in messages_of(denied))
+    assert any("Denied Wipe" in line for line in messages_of(denied))
     operation.refresh_from_db()
     assert operation.state == S.APPROVAL_DENIED and operation.reason == "wrong stores"
     again = as_bob.post(f"/admin/operations/operation/{operation.pk}/approve/", follow=True)

@@ -702,7 +702,7 @@ def test_the_approvals_queue_approve_deny_and_no_buttons_for_the_requester(
     shot(bob, "approvals-queue")
     row.locator("form.approve input[name=remark]").fill("store 12 is being refitted")
     row.locator("form.approve input[type=submit]").click()
-    expect(bob.locator("ul.messagelist")).to_contain_text("Approved WIPE")
+    expect(bob.locator("ul.messagelist")).to_contain_text("Approved Wipe")
     expect(bob.locator(f'tr[data-operation="{wipe.pk}"]')).to_have_count(0)
 
     # Deny: the remark is required (the browser will not send the form without one)
@@ -711,7 +711,7 @@ def test_the_approvals_queue_approve_deny_and_no_buttons_for_the_requester(
     expect(other).to_have_count(1)
     other.locator("form.deny input[name=remark]").fill("pos-3 is not in the refit")
     other.locator("form.deny input[type=submit]").click()
-    expect(bob.locator("ul.messagelist")).to_contain_text("Denied WIPE")
+    expect(bob.locator("ul.messagelist")).to_contain_text("Denied Wipe")
     expect(bob.locator("#approvals-queue tbody")).to_contain_text("nothing waits for approval")
 
     # the approved one went on as if just created: the worker fans it out

@@ -173,7 +173,7 @@ def test_preview_counts_like_the_api(console: Client, org_with_devices: Org) -> 
     by_form = console.post(PREVIEW, form(org_with_devices, groups=[str(Group.objects.get().pk)])).json()
     by_api = org_with_devices.admin.post("/v0/operations/preview/", {"groups": ["berlin"]}).json()["content"]
 
-    assert by_form == {"device_count": 2, "devices": ["and-0", "lin-0"]}
+    assert by_form == {"device_count": 2, "devices": ["and-0", "lin-0"], "approval": ""}
     assert by_api["device_count"] == 2
     assert (
         console.post(PREVIEW, form(org_with_devices, os=["linux"], device_type="all")).json()["device_count"]
@@ -181,7 +181,10 @@ def test_preview_counts_like_the_api(console: Client, org_with_devices: Org) -> 
     )
     bad = console.post(PREVIEW, form(org_with_devices, devices="ghost"))
     assert bad.status_code == 400
-    assert bad.json() == {"errors": ["operation_device_query.devices: unknown device id(s): ghost"]}
+    assert bad.json() == {
+        "errors": ["operation_device_query.devices: unknown device id(s): ghost"],
+        "approval": "",
+    }
 
 
 def dispatched(org: Org, **query: object) -> Operation:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import stat
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
@@ -23,6 +25,8 @@ from inventory import demo
 from inventory.models import ApiKey, Device, Tenant
 from inventory.services import revoke_api_key, revoke_device_token
 from tests.conftest import Api, purge_broker, wait_until
+from tests.test_metrics import METRICS_TOKEN
+from tests.test_metrics_multiprocess import sample_sum
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -247,22 +251,52 @@ def _free_port() -> int:
         return port
 
 
+def test_runstack_on_a_taken_port_says_so_in_one_line_and_starts_nothing(tmp_path: Path) -> None:
+    """Port taken (another ``make run``): one line naming ``make run ADDR=`` and the next
+    port, status 1, no worker, beat or traceback before it."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        for extra in ([], ["--check-port"]):
+            done = subprocess.run(
+                [sys.executable, "manage.py", "runstack", *extra, f"127.0.0.1:{port}"],
+                cwd=ROOT,
+                env={**os.environ, "VAR_DIR": str(tmp_path)},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 1
+            assert done.stdout == ""
+            assert done.stderr == (
+                f"runstack: 127.0.0.1:{port} is already in use (another make run?); "
+                f"serve on another port: make run ADDR=127.0.0.1:{port + 1}\n"
+            )
+    assert not (tmp_path / "prometheus").exists()  # nothing was started
+
+
 def test_runstack_prints_the_block_after_the_servers_start_and_stops_on_ctrl_c(
     transactional_db: None, tmp_path: Path, settings: Any
 ) -> None:
     """The real three processes on the test database: the block comes once the web server
     answers and the worker is ready, after their start-up lines; SIGINT to the group (Ctrl-C)
-    ends all of them."""
+    ends all of them. ``/metrics`` of its web server counts the worker's fan-out: they share
+    a multi-process folder under ``VAR_DIR``, emptied at start (issue 26)."""
     settings.VAR_DIR = tmp_path
     block, _ = run("setup_demo")
     addr = f"127.0.0.1:{_free_port()}"
     db = settings.DATABASES["default"]
+    stale = tmp_path / "prometheus" / "counter_999999.db"  # a previous run's dead process
+    stale.parent.mkdir()
+    stale.write_bytes(b"stale")
     env = {
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if name != "PROMETHEUS_MULTIPROC_DIR"},
         "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:"
         f"{db['PORT'] or 5432}/{db['NAME']}",
         "VAR_DIR": str(tmp_path),
         "PYTHONUNBUFFERED": "1",
+        "METRICS_TOKEN": METRICS_TOKEN,
     }
     purge_broker()
     log_path = tmp_path / "runstack.log"
@@ -279,6 +313,24 @@ def test_runstack_prints_the_block_after_the_servers_start_and_stops_on_ctrl_c(
         wait_until(lambda: block in log_path.read_text(), timeout=90, what="the credentials block")
         with urllib.request.urlopen(f"http://{addr}/", timeout=5) as answer:
             assert answer.status == 200
+        assert not stale.exists()
+        key = {"Authorization": f"Bearer {demo.read_saved(tmp_path / 'credentials.txt')['api-key']}"}
+        created = requests.post(
+            f"http://{addr}/v0/operations/",
+            json={"operation_type": "REBOOT", "operation_device_query": {"all": True}},
+            headers=key,
+            timeout=10,
+        )
+        assert created.status_code == 201, created.text
+
+        def fanned_out_rows() -> float:
+            scraped = requests.get(
+                f"http://{addr}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
+            )
+            assert scraped.status_code == 200
+            return sample_sum(scraped.text, "dos_fanout_rows_total")
+
+        wait_until(lambda: fanned_out_rows() == len(demo.DEMO_DEVICES), timeout=60, what="the worker's rows")
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=30)
@@ -295,3 +347,15 @@ def test_runstack_prints_the_block_after_the_servers_start_and_stops_on_ctrl_c(
     assert "Traceback" not in output
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)  # the worker, its pool, beat and runserver are gone
+
+
+def test_the_readme_production_steps_create_a_tenant_a_key_and_a_console_user() -> None:
+    """Issue 26: the production section names the commands that make the first tenant, key
+    and console user, and each is a command of this project (or Django's)."""
+    from django.core.management import get_commands
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Running on PostgreSQL and Redis") : readme.index("## Scaling out")]
+    named = set(re.findall(r"manage\.py (\w+)", section))
+    assert {"create_tenant", "create_api_key", "createsuperuser"} <= named
+    assert named <= set(get_commands()), named - set(get_commands())

@@ -25,6 +25,7 @@ from inventory.models import PendingDelivery, WebhookDelivery, WebhookEndpoint, 
 from inventory.webhooks import delivery, guard
 from inventory.webhooks.services import create_endpoint, ping, redeliver
 from tests.conftest import Org, add_device, make_org, wait_until
+from tests.test_metrics import scrape, value
 from tests.webhook_receiver import Receiver, receiver, slowloris
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -441,3 +442,45 @@ def test_webhook_tasks_have_a_queue_of_their_own() -> None:
     assert {queue(f"inventory.tasks.{name}") for name in webhook_tasks} == {"webhooks"}
     others = ["operations.tasks.fan_out_operation", "operations.tasks.stop_commands"]
     assert {queue(name) for name in [*others, "operations.tasks.sweep_commands"]} == {"celery"}
+
+
+def test_delivery_metrics_count_attempts_by_result_and_show_what_is_owed(org: Org, settings: Any) -> None:
+    """Issue 26: what an alert needs. Attempts by result (2xx, the status class, or why no
+    answer came), events given up, and at scrape time the events owed and the oldest one's age."""
+    settings.WEBHOOK_RETRY_SCHEDULE = [0]
+    before = scrape()
+    with receiver(fail_first=1) as hook:
+        endpoint, _ = endpoint_for(org, hook)
+        add_device(org.tenant, "dev-1")
+        WebhookEvent.objects.update(created_at=timezone.now() - dt.timedelta(minutes=10))
+        delivery.deliver(endpoint.pk)  # 500: owed again
+        failed = scrape()
+        delivery.deliver(endpoint.pk)  # 200: nothing owed
+    delivered = scrape()
+    with receiver(status=404) as hook:
+        gone_wrong, _ = endpoint_for(org, hook)
+        add_device(org.tenant, "dev-2")
+        delivery.deliver(gone_wrong.pk)
+        delivery.deliver(gone_wrong.pk)  # the schedule's last retry: given up
+    given_up = scrape()
+    WebhookEndpoint.objects.update(url="http://127.0.0.1:9/hooks")
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = False
+    add_device(org.tenant, "dev-3")
+    delivery.deliver(gone_wrong.pk)
+    refused = scrape()
+
+    def grew(after: dict[str, Any], then: dict[str, Any], sample: str, **labels: str) -> float:
+        return value(after, sample.removesuffix("_total"), sample, **labels) - value(
+            then, sample.removesuffix("_total"), sample, **labels
+        )
+
+    attempts = "dos_webhook_attempts_total"
+    assert grew(failed, before, attempts, result="5xx") == 1
+    assert value(failed, "dos_webhook_events_owed", "dos_webhook_events_owed") == 1
+    assert value(failed, "dos_webhook_oldest_owed_age_seconds", "dos_webhook_oldest_owed_age_seconds") >= 600
+    assert grew(delivered, failed, attempts, result="2xx") == 1
+    assert value(delivered, "dos_webhook_events_owed", "dos_webhook_events_owed") == 0
+    assert value(delivered, "dos_webhook_oldest_owed_age_seconds", "dos_webhook_oldest_owed_age_seconds") == 0
+    assert grew(given_up, delivered, attempts, result="4xx") == 2
+    assert grew(given_up, delivered, "dos_webhook_given_up_total") == 1
+    assert grew(refused, given_up, attempts, result="refused") == 1

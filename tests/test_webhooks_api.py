@@ -148,6 +148,9 @@ def test_public_addresses_in_ipv6_form_and_encoded_spaces_are_taken(org: Org, ur
 
 
 def test_private_networks_may_be_allowed(org: Org, settings: Any) -> None:
+    """Refused, the error names the setting that allows it (issue 26); set, it is taken."""
+    refused = error(org.admin.post(HOOKS, {"url": "http://127.0.0.1:8080/hooks", "events": ["*"]}), 400)
+    assert "WEBHOOK_ALLOW_PRIVATE_NETWORKS=1" in refused["errors"]["url"][0], refused
     settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
     assert create(org, url="http://127.0.0.1:8080/hooks")["url"] == "http://127.0.0.1:8080/hooks"
 

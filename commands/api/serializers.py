@@ -9,6 +9,7 @@ from rest_framework import serializers
 from commands.choices import BY_LABEL, REQUESTABLE_STATES, CommandState
 from commands.models import CommandStatus
 from commands.payload import FIELDS, payload_of
+from config.api.fields import ChoiceField
 from config.api.limits import JSON_FIELD_HELP, max_json_size, max_text_length
 from config.api.validators import storable_json
 
@@ -19,7 +20,7 @@ class CommandStatusSerializer(serializers.ModelSerializer):
     id = serializers.CharField()
     request = serializers.CharField()
     device = serializers.CharField()
-    state = serializers.ChoiceField(choices=[s.label for s in CommandState])
+    state = ChoiceField(choices=[s.label for s in CommandState])
     priority = serializers.CharField()
     arguments = serializers.JSONField()
     details = serializers.JSONField(allow_null=True)
@@ -45,7 +46,7 @@ class CommandStatusSerializer(serializers.ModelSerializer):
 
 
 class CommandStatusUpdateSerializer(serializers.Serializer):
-    state = serializers.ChoiceField(choices=sorted(s.label for s in REQUESTABLE_STATES))
+    state = ChoiceField(choices=sorted(s.label for s in REQUESTABLE_STATES))
     reason = serializers.CharField(
         required=False, allow_blank=True, default="", validators=[max_text_length()]
     )

@@ -17,6 +17,7 @@ from django import forms
 from django_filters import rest_framework as filters
 from django_filters.fields import ChoiceField
 
+from config.api.fields import valid_values
 from config.timestamps import TimestampError, parse_aware
 
 
@@ -53,11 +54,23 @@ def refuse_empty(value: Any) -> None:
 
 
 class NonEmptyChoiceField(ChoiceField):
-    """django-filter's choice field, which took an empty value as no filter."""
+    """django-filter's choice field, which took an empty value as no filter; an unknown value
+    is refused naming the valid ones, as the serializers' (``config.api.fields``)."""
 
     def clean(self, value: Any) -> Any:
         refuse_empty(value)
         return super().clean(value)
+
+    def validate(self, value: Any) -> None:
+        try:
+            super().validate(value)
+        except forms.ValidationError as refused:
+            if getattr(refused, "code", None) != "invalid_choice":
+                raise
+            valid = valid_values(value, (key for key, _ in self.choices))
+            raise forms.ValidationError(
+                f"{value!r} is not one of the available choices; {valid}.", code="invalid_choice"
+            ) from None
 
 
 class NonEmptyCharField(forms.CharField):

@@ -9,6 +9,7 @@ from drf_spectacular.plumbing import ResolvedComponent
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.api.fields import ChoiceField
 from config.api.limits import max_text_length
 from inventory.device_rows import DEVICE_ID_PATTERN, clean_device_row
 from inventory.models import Device, DeviceState, Group
@@ -58,7 +59,7 @@ class DeviceSerializer(serializers.ModelSerializer):
     """Input goes through :func:`clean_device_row`, the one validator of device fields."""
 
     id = DeviceIdField(source="device_id", required=False, max_length=128)
-    state = serializers.ChoiceField(choices=DeviceState.choices, required=False)
+    state = ChoiceField(choices=DeviceState.choices, required=False)
     timezone = TimezoneField(required=False, max_length=64)
     tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
     groups = serializers.SerializerMethodField()

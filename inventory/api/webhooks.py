@@ -20,6 +20,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from config.api.fields import ChoiceField
 from config.api.limits import max_text_length
 from config.api.permissions import RolePermission
 from config.api.views import TenantScopedViewSet
@@ -56,7 +57,7 @@ class WebhookEndpointSerializer(serializers.ModelSerializer):
         help_text="http or https; must resolve to a public address; no whitespace or control characters.",
     )
     events = serializers.ListField(
-        child=serializers.ChoiceField(choices=list(SUBSCRIBABLE)),
+        child=ChoiceField(choices=list(SUBSCRIBABLE)),
         min_length=1,
         max_length=MAX_EVENT_NAMES,
         help_text='Event types, or ["*"] for every type but command.state_changed (asked for by name).',

@@ -38,6 +38,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from config import metrics
 from config.encryption import Unreadable
 from inventory.models import PendingDelivery, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from inventory.webhooks import guard, secrets, sender
@@ -219,6 +220,7 @@ def _body(event: WebhookEvent) -> str:
 def _attempt(claim: _Claim, batch: _Batch, event: WebhookEvent, attempt: int) -> bool:
     """Send one event, note the outcome in ``batch``; False when the batch must stop."""
     outcome = sender.send(claim.target, claim.signer, event.webhook_id, _body(event))
+    metrics.WEBHOOK_ATTEMPTS.labels(outcome.reason).inc()
     now = timezone.now()
     record = WebhookDelivery(
         endpoint_id=claim.id,
@@ -298,6 +300,8 @@ def _save(claim: _Claim, batch: _Batch) -> None:
             fields.update(active=False, disabled_at=now, disabled_reason="the endpoint answered 410 Gone")
             logger.warning("webhook endpoint %s answered 410 Gone: disabled", claim.id)
         WebhookEndpoint.objects.filter(pk=claim.id).update(**fields)
+    if batch.given_up:
+        metrics.WEBHOOK_GIVEN_UP.inc(len(batch.given_up))
 
 
 def _run_batch(claim: _Claim, limit: int, budget: float) -> tuple[_Batch, bool]:

@@ -162,6 +162,8 @@ def resolve(url: str, allow_private: bool | None = None) -> Target:
         if blocked:
             raise Refused(
                 f"host {host!r} resolves to {blocked[0]}, a loopback, private, link-local, site-local, "
-                "multicast or reserved address; webhooks go to public addresses only"
+                "multicast or reserved address; webhooks go to public addresses only (an installation "
+                "whose receivers are on its own network sets WEBHOOK_ALLOW_PRIVATE_NETWORKS=1: "
+                "docs/events.md)"
             )
     return Target(scheme=scheme, host=host, port=port, path=path, addresses=addresses)

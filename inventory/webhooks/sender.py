@@ -38,6 +38,16 @@ class Outcome:
     error: str
     duration_ms: int
     retry_after: float | None = None
+    #: Why no status came back: ``refused`` (the guard), ``timeout``, ``connection``.
+    failure: str = ""
+
+    @property
+    def reason(self) -> str:
+        """The attempt's class for ``dos_webhook_attempts_total``: ``2xx`` (delivered), the
+        status class of any other answer, or why there was none."""
+        if self.status_code is not None:
+            return f"{self.status_code // 100}xx"
+        return self.failure or "connection"
 
     @property
     def delivered(self) -> bool:
@@ -128,7 +138,7 @@ def send(target: guard.Target | str, key: Webhook, msg_id: str, body: str) -> Ou
         return int((time.monotonic() - started) * 1000)
 
     if isinstance(target, str):
-        return Outcome(None, target, took())
+        return Outcome(None, target, took(), failure="refused")
     host_header = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
     if ":" in target.host and target.port not in (80, 443):
         host_header = f"[{target.host}]:{target.port}"
@@ -154,10 +164,10 @@ def send(target: guard.Target | str, key: Webhook, msg_id: str, body: str) -> Ou
             )
         except (urllib3.exceptions.HTTPError, OSError) as error:
             if limit.expired or isinstance(error, urllib3.exceptions.TimeoutError):
-                return Outcome(None, timed_out, took())
-            return Outcome(None, f"{type(error).__name__}: {error}"[:500], took())
+                return Outcome(None, timed_out, took(), failure="timeout")
+            return Outcome(None, f"{type(error).__name__}: {error}"[:500], took(), failure="connection")
     if limit.expired:
         # Cut at the deadline, http.client may take the end of the socket for the end of the
         # head or of a body without a length, and return a truncated answer as if whole.
-        return Outcome(None, timed_out, took())
+        return Outcome(None, timed_out, took(), failure="timeout")
     return Outcome(response.status, "", took(), _retry_after(response.headers.get("retry-after")))

@@ -7,6 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from config import timestamps
+from config.api.fields import ChoiceField
 from config.errors import DomainError
 from maintenance import services
 from maintenance.models import MaintenanceJob
@@ -75,7 +76,7 @@ class MaintenanceJobCreateSerializer(serializers.Serializer):
     """POST parameters, from the query string or the JSON body (query string first)."""
 
     time_expression = serializers.CharField(max_length=200, trim_whitespace=True)
-    scheduler_type = serializers.ChoiceField(choices=[SCHEDULER_TYPE])
+    scheduler_type = ChoiceField(choices=[SCHEDULER_TYPE])
     full_build = serializers.BooleanField(
         required=False,
         default=False,

@@ -24,6 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.api.envelopes import BareEnvelope
+from config.api.fields import ChoiceField
 from config.api.filters import StrictChoiceFilter
 from config.api.limits import JSON_FIELD_HELP, max_json_size, max_text_length
 from config.api.parsers import FormParser, JSONParser, JSONRefused, MultiPartParser, loads
@@ -57,8 +58,8 @@ class HeadlessOperationSerializer(serializers.ModelSerializer):
     internal command in ``/commands/v0/status/``, null until the operation runs)."""
 
     device_id = serializers.CharField(source="device.device_id")
-    status = serializers.ChoiceField(choices=HeadlessStatus.choices)
-    priority = serializers.ChoiceField(choices=list(PRIORITY_BY_NAME), source="priority_name")
+    status = ChoiceField(choices=HeadlessStatus.choices)
+    priority = ChoiceField(choices=list(PRIORITY_BY_NAME), source="priority_name")
     parameters = serializers.JSONField()
     command_id = serializers.CharField(allow_null=True)
 
@@ -97,7 +98,7 @@ class HeadlessOperationCreateSerializer(serializers.Serializer):
     parameters = serializers.DictField(
         required=False, default=dict, validators=[storable_json, max_json_size()], help_text=JSON_FIELD_HELP
     )
-    priority = serializers.ChoiceField(
+    priority = ChoiceField(
         choices=list(PRIORITY_BY_NAME),
         default="normal",
         error_messages={"invalid_choice": "'{input}' is not one of low, normal, high, critical"},

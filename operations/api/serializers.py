@@ -11,6 +11,7 @@ from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from config import timestamps
+from config.api.fields import ChoiceField
 from config.api.limits import JSON_FIELD_HELP, max_json_size, max_text_length
 from config.api.validators import storable_json
 from config.timestamps import TimestampError, parse_aware
@@ -199,7 +200,7 @@ class AbortRuleSerializer(_ClosedSerializer):
     """Abort the operation once ``min_executed`` commands are finished and those that failed this
     way reach ``threshold_percent`` of them."""
 
-    failure_type = serializers.ChoiceField(choices=rollouts.FAILURE_TYPES)
+    failure_type = ChoiceField(choices=rollouts.FAILURE_TYPES)
     threshold_percent = _bounded(rollouts.THRESHOLD_PERCENT, help_text="0 < p <= 100")
     min_executed = _bounded(rollouts.MIN_EXECUTED, required=False, default=1)
 
@@ -207,7 +208,7 @@ class AbortRuleSerializer(_ClosedSerializer):
 class RetryRuleSerializer(_ClosedSerializer):
     """Deliver a command that failed this way again, up to ``max_attempts`` deliveries in all."""
 
-    failure_type = serializers.ChoiceField(choices=rollouts.FAILURE_TYPES)
+    failure_type = ChoiceField(choices=rollouts.FAILURE_TYPES)
     max_attempts = _bounded(rollouts.ATTEMPTS)
 
 
@@ -270,7 +271,7 @@ class WaveStatusSerializer(serializers.Serializer):
     failed = serializers.IntegerField()
     cancelled = serializers.IntegerField()
     pending = serializers.IntegerField()
-    state = serializers.ChoiceField(choices=["DONE", "OPEN", "WAITING"])
+    state = ChoiceField(choices=["DONE", "OPEN", "WAITING"])
 
 
 class RolloutStatusSerializer(serializers.Serializer):
@@ -300,8 +301,8 @@ class RolloutField(serializers.JSONField):
 
 
 class OperationCreateSerializer(serializers.Serializer):
-    operation_type = serializers.ChoiceField(choices=OperationType.choices)
-    schedule_type = serializers.ChoiceField(choices=ScheduleType.choices, default=ScheduleType.IMMEDIATE)
+    operation_type = ChoiceField(choices=OperationType.choices)
+    schedule_type = ChoiceField(choices=ScheduleType.choices, default=ScheduleType.IMMEDIATE)
     schedule_args = serializers.DictField(
         required=False,
         default=dict,
@@ -311,7 +312,7 @@ class OperationCreateSerializer(serializers.Serializer):
             "end_datetime after which no device joins."
         ),
     )
-    target_selection = serializers.ChoiceField(
+    target_selection = ChoiceField(
         choices=TargetSelection.choices,
         default=TargetSelection.SNAPSHOT,
         help_text=(
@@ -360,7 +361,7 @@ class OperationCreateSerializer(serializers.Serializer):
 
 
 class OperationStateSerializer(serializers.Serializer):
-    state = serializers.ChoiceField(
+    state = ChoiceField(
         choices=sorted({"FAILED", "CANCELLED", "TIMEOUT", "SCHEDULED", "PAUSED", RESUMED, "COMPLETED"}),
         help_text=(
             "PAUSED holds everything not yet handed out; RESUMED goes back to the state it left; COMPLETED "
@@ -382,7 +383,7 @@ APPROVAL_SCHEMA = inline_serializer(
     "Approval",
     {
         "required": serializers.BooleanField(help_text="Whether the tenant's approval policy held it."),
-        "state": serializers.ChoiceField(
+        "state": ChoiceField(
             choices=[*ApprovalState.values, "WITHDRAWN"],
             allow_null=True,
             help_text="WAITING, APPROVED, DENIED, EXPIRED; WITHDRAWN when cancelled while it waited; "
@@ -415,7 +416,7 @@ class ApprovalPolicySerializer(serializers.Serializer):
     """``/v0/approval-policy/``: which new operations wait for a second admin."""
 
     operation_types = serializers.ListField(
-        child=serializers.ChoiceField(choices=OperationType.choices),
+        child=ChoiceField(choices=OperationType.choices),
         max_length=len(OperationType.values),
         help_text="Operations of these types need approval; [] for none.",
     )
@@ -459,13 +460,15 @@ class TemplateRefSerializer(serializers.Serializer):
 
 
 class OperationSerializer(serializers.ModelSerializer):
+    # The model's choice fields it makes (operation_type, ...) refuse as every API choice does.
+    serializer_choice_field = ChoiceField
     operation = serializers.CharField(source="operation_type")
     state = serializers.CharField(source="state_name")
     state_code = serializers.IntegerField(source="state")
     operation_device_query = serializers.JSONField(source="device_query")
     operation_activity = serializers.SerializerMethodField()
     operation_stats = serializers.SerializerMethodField()
-    commands_stop = serializers.ChoiceField(
+    commands_stop = ChoiceField(
         choices=["in_progress", "done"],
         read_only=True,
         allow_null=True,
@@ -614,7 +617,7 @@ class RerunSerializer(serializers.Serializer):
     """``POST /v0/operations/{id}/rerun/``: which outcomes to re-run."""
 
     only = serializers.ListField(
-        child=serializers.ChoiceField(choices=list(RERUN_OUTCOMES)),
+        child=ChoiceField(choices=list(RERUN_OUTCOMES)),
         required=False,
         allow_empty=False,
         max_length=len(RERUN_OUTCOMES),

@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import mixins, serializers
 
+from config.api.fields import ChoiceField
 from config.api.limits import JSON_FIELD_HELP, max_json_size, max_text_length
 from config.api.validators import storable_json
 from config.api.views import TenantScopedViewSet
@@ -22,7 +23,7 @@ from operations.models import OperationTemplate
 class ParameterSerializer(serializers.Serializer):
     """One parameter, for the schema; ``operations.templates.parse_parameters`` validates it."""
 
-    type = serializers.ChoiceField(choices=templates.TYPES)
+    type = ChoiceField(choices=templates.TYPES)
     default = serializers.JSONField(required=False, allow_null=True, help_text="Of the parameter's type.")
     required = serializers.BooleanField(required=False, default=False)  # type: ignore[assignment]
     description = serializers.CharField(required=False, allow_blank=True)
@@ -51,7 +52,7 @@ TEMPLATE_EXAMPLE = {
 class OperationTemplateSerializer(serializers.ModelSerializer):
     name = StrictCharField(max_length=200)
     description = StrictCharField(required=False, allow_blank=True, validators=[max_text_length()])
-    operation_type = serializers.ChoiceField(choices=OperationType.choices)
+    operation_type = ChoiceField(choices=OperationType.choices)
     arguments = serializers.DictField(
         required=False, default=dict, validators=[storable_json, max_json_size()], help_text=JSON_FIELD_HELP
     )
@@ -62,7 +63,7 @@ class OperationTemplateSerializer(serializers.ModelSerializer):
         help_text="Typed parameters, filled into {{name}} placeholders of arguments.",
     )
     rollout = RolloutField(required=False, allow_null=True, default=None, validators=[storable_json])
-    schedule_type = serializers.ChoiceField(choices=ScheduleType.choices, required=False, allow_null=True)
+    schedule_type = ChoiceField(choices=ScheduleType.choices, required=False, allow_null=True)
     schedule_args = serializers.DictField(required=False, allow_null=True, validators=[storable_json])
     operation_device_query = serializers.DictField(
         source="device_query", required=False, allow_null=True, validators=[storable_json]

@@ -1,4 +1,6 @@
-// The new-operation form: live preview of the devices the query picks, window fields on demand.
+// The new-operation form: live count of the devices the query picks (a hint, not an error,
+// before anything is chosen), whether the tenant's policy will hold it for approval, the
+// window's and the series' fields on demand, and the series' next runs while typed.
 document.addEventListener("DOMContentLoaded", function () {
   var form = document.getElementById("operation-form");
   if (!form) return;
@@ -17,6 +19,10 @@ document.addEventListener("DOMContentLoaded", function () {
     var days = form.querySelector(".form-row.field-days");
     if (days) days.hidden = kind === "RECURRING";
     document.getElementById("recurring-fields").hidden = kind !== "RECURRING";
+    // A continuous operation's own end: a window's or a series' end is theirs (the form's api_data).
+    var selection = form.querySelector("input[name=target_selection]:checked");
+    var end = form.querySelector(".form-row.field-continuous_end");
+    if (end) end.hidden = !selection || selection.value !== "CONTINUOUS" || kind !== "IMMEDIATE";
   }
 
   // The expression in words and its next five runs, as the maintenance page shows a schedule's.
@@ -64,6 +70,17 @@ document.addEventListener("DOMContentLoaded", function () {
     });
   }
 
+  var approval = document.getElementById("approval-note");
+
+  function showErrors(lines) {
+    errors.textContent = "";
+    (lines || []).forEach(function (line) {
+      var item = document.createElement("li");
+      item.textContent = line;
+      errors.appendChild(item);
+    });
+  }
+
   function preview() {
     var mine = ++sequence;
     var body = new FormData(form);
@@ -77,15 +94,17 @@ document.addEventListener("DOMContentLoaded", function () {
       return response.json();
     }).then(function (answer) {
       if (mine !== sequence) return;  // a newer preview is on its way
-      errors.textContent = "";
-      if (answer.errors) {
-        count.textContent = "no preview";
+      if (approval) approval.textContent = answer.approval || "";
+      showErrors(answer.errors);
+      count.classList.toggle("preview-hint", !!answer.hint || !!answer.errors);
+      if (answer.hint) {
+        count.textContent = answer.hint;
         sample.textContent = "";
-        answer.errors.forEach(function (line) {
-          var item = document.createElement("li");
-          item.textContent = line;
-          errors.appendChild(item);
-        });
+        return;
+      }
+      if (answer.errors) {
+        count.textContent = "No count: the devices' conditions are refused:";
+        sample.textContent = "";
         return;
       }
       count.textContent = answer.device_count + (answer.device_count === 1 ? " device matches" : " devices match");

@@ -10,6 +10,16 @@ are up, it can print the demo's credentials (``--show-credentials``), so they co
 start-up lines of the processes instead of scrolling away under them. The workers and beat say
 when they are up by creating files in ``CELERY_READY_DIR`` (``config/celery.py``).
 
+Before it starts anything it checks that the web server's address is free: runserver's own
+"That port is already in use" would come after the workers' and beat's start-up lines (and
+their tracebacks once runstack stops them), so runstack says it in one line that names the
+way out (``make run ADDR=...``) and exits with status 1 (``--check-port`` only checks: the
+Makefile runs it before it starts PostgreSQL).
+
+Its processes share one Prometheus multi-process folder (``PROMETHEUS_MULTIPROC_DIR``, by
+default ``var/prometheus``, emptied at start as ``config/metrics.py`` asks), so ``/metrics``
+of its web server counts what the workers do too (fan-outs, webhook deliveries).
+
 It runs the whole server, so it belongs to the top floor (``server/``), with the URLconf. It
 lived in ``inventory`` only because ``config`` is no installed app, so cannot hold management
 commands, and ``inventory`` already held ``setup_demo``; it still reads ``inventory.demo``
@@ -18,9 +28,11 @@ commands, and ``inventory`` already held ``setup_demo``; it still reads ``invent
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +45,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from config.metrics import reset_multiprocess_dir
 from inventory import demo
 
 #: Celery warns, on every start as root, that the worker runs as root. A local run as root
@@ -42,6 +55,30 @@ ROOT_WARNING = "ignore:You're running the worker with superuser privileges"
 READY_TIMEOUT = 90.0
 #: The workers: node name (before ``@``; also the name of its ready file) and the queues it takes.
 WORKERS = (("celery", settings.CELERY_TASK_DEFAULT_QUEUE), ("webhooks", settings.WEBHOOK_QUEUE))
+
+
+def taken(addrport: str) -> str | None:
+    """Why runserver could not listen on ``addrport``, in one line naming ``make run ADDR=...``
+    with the next port, or None when it is free. Binds the address as runserver would (no
+    ``SO_REUSEADDR`` on purpose: what a listener holds is refused here as there)."""
+    host, _, port_text = addrport.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if host == "0":
+        host = "0.0.0.0"
+    port = int(port_text) if port_text.isdigit() else 8000
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            return None  # not ours to judge (a name, no such interface): runserver says why
+        shown = f"[{host}]" if family == socket.AF_INET6 else host
+        return (
+            f"runstack: {shown}:{port} is already in use (another make run?); "
+            f"serve on another port: make run ADDR={shown}:{port + 1}"
+        )
+    return None
 
 
 def _answers(url: str) -> bool:
@@ -74,13 +111,26 @@ class Command(BaseCommand):
             action="store_true",
             help=f"print {demo.credentials_file().name} (written by setup_demo) once the servers are up",
         )
+        parser.add_argument(
+            "--check-port",
+            action="store_true",
+            help="only check that the address is free (exit status 1 and one line if it is not)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        busy = taken(options["addrport"])
+        if busy is not None:
+            self.stderr.write(busy)
+            sys.exit(1)
+        if options["check_port"]:
+            return
         python = sys.executable
         level = options["celery_loglevel"]
         ready = Path(tempfile.mkdtemp(prefix="runstack-"))  # config/celery.py: worker and beat say when up
         # Unbuffered, so the three processes' lines reach the terminal (or a log file) in order.
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        metrics = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(Path(settings.VAR_DIR) / "prometheus")
+        reset_multiprocess_dir(Path(metrics))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PROMETHEUS_MULTIPROC_DIR": metrics}
         celery_env = {**env, "CELERY_READY_DIR": str(ready)}
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             warnings = os.environ.get("PYTHONWARNINGS")
