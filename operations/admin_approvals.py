@@ -22,7 +22,8 @@ from django.views.decorators.http import require_POST
 
 from commands.admin import console_time
 from config.console.errors import REFUSALS, refusal_messages
-from operations import approvals, services
+from operations import admin_confirm, approvals, services
+from operations.admin_confirm import Confirmation
 from operations.choices import OperationState
 from operations.models import Operation
 
@@ -125,7 +126,29 @@ class ApprovalsQueueMixin:
         return HttpResponseRedirect(reverse("admin:operations_operation_approvals"))
 
     def deny_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Deny, once confirmed (``operations.admin_confirm``): the page says how many devices
+        the operation would have run on, and carries the remark."""
         operation = self._waiting_one(request, object_id)
+        remark = request.POST.get("remark", "").strip()
+        if not admin_confirm.confirmed(request) and remark:
+            try:
+                matching = f"{services.preview(operation.tenant_id, operation.device_query)[0]:,} devices"
+            except REFUSALS as error:
+                matching = "an unknown number of devices (" + "; ".join(refusal_messages(error)) + ")"
+            confirmation = Confirmation(
+                title=f"Deny {operation.operation_type} operation {operation.pk}",
+                lines=[
+                    f"It matches {matching} now: none of them will run it.",
+                    f"Asked by {operation.created_by}; the operation ends APPROVAL_DENIED with your remark: "
+                    f"\u201c{remark}\u201d.",
+                    "This cannot be undone (a new operation can be asked for).",
+                ],
+                button="Yes, deny it",
+                action_url=request.path,
+                back_url=reverse("admin:operations_operation_approvals"),
+                hidden=[("remark", remark)],
+            )
+            return admin_confirm.render(request, self.admin_site.each_context(request), confirmation)
         try:
             approvals.deny(operation, console_decider(request), request.POST.get("remark", "").strip())
             messages.success(request, f"Denied {operation.operation_type} operation {operation.pk}.")
