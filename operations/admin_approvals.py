@@ -130,7 +130,8 @@ class ApprovalsQueueMixin:
         the operation would have run on, and carries the remark."""
         operation = self._waiting_one(request, object_id)
         remark = request.POST.get("remark", "").strip()
-        if not admin_confirm.confirmed(request) and remark:
+        may = approvals.may_decide(operation, console_decider(request)) is None
+        if may and remark and not admin_confirm.confirmed(request):
             try:
                 matching = f"{services.preview(operation.tenant_id, operation.device_query)[0]:,} devices"
             except REFUSALS as error:

@@ -86,6 +86,11 @@ def closable(operation: Operation) -> bool:
     )
 
 
+def _percent(value: float) -> str:
+    """A rate as a sentence writes it: "50", "66.7" (one decimal, none when it is whole)."""
+    return f"{value:.1f}".removesuffix(".0")
+
+
 def _share(count: int, total: int) -> str:
     """A percentage as a string: the templates write it into a style attribute, where
     "33,33" (a localised float) would be no width at all."""
@@ -195,7 +200,7 @@ def rollout_data(operation: Operation) -> dict[str, Any] | None:
             "min_executed": rule.min_executed,
             "failures": failures,
             "finished": finished,
-            "rate": f"{rate:.0f}",
+            "rate": _percent(rate),
             # How far along the way to the threshold the measured rate is (100: reached).
             "closeness": f"{min(100.0, 100 * rate / rule.threshold_percent):.2f}",
             "armed": armed,
@@ -203,7 +208,7 @@ def rollout_data(operation: Operation) -> dict[str, Any] | None:
         }
         if aborted and (aborted["type"], aborted["threshold"]) == (rule.failure_type, shown["threshold"]):
             shown.update(
-                rate=f"{float(aborted['rate']):.0f}",
+                rate=_percent(float(aborted["rate"])),
                 finished=int(aborted["finished"]),
                 failures=round(float(aborted["rate"]) * int(aborted["finished"]) / 100),
                 closeness="100.00",
@@ -239,7 +244,7 @@ def rollout_data(operation: Operation) -> dict[str, Any] | None:
 
 #: What a wave's outcome is called on the page, each with its own colour (operation.css
 #: ``.wave-<outcome>``): a wave that missed its threshold or never opened is not a green DONE.
-WAVE_OUTCOMES = ("WAITING", "OPEN", "DONE", "BELOW_THRESHOLD", "CANCELLED", "NEVER_OPENED")
+WAVE_OUTCOMES = ("WAITING", "OPEN", "DONE", "BELOW_THRESHOLD", "CANCELLED", "STOPPED", "NEVER_OPENED")
 
 #: An abort rule's failures in words, by ``failure_type``.
 _FAILING_WORDS = {"FAILED": "fail", "TIMED_OUT": "time out", "ALL": "fail or time out"}
@@ -254,14 +259,17 @@ def wave_outcome(
         if operation.state in TERMINAL_STATES:
             return "NEVER_OPENED", f"the operation ended {operation.state_name} before this wave opened"
         return "WAITING", "opens when the wave before it has finished"
-    if wave["state"] != "DONE":
+    closed = wave["state"] == "DONE"
+    if not closed and operation.state not in TERMINAL_STATES:
         return "OPEN", ""
     if int(wave["cancelled"]) > 0:
-        return "CANCELLED", f"{wave['cancelled']} of {devices} cancelled by the stop"
+        return "CANCELLED", f"{wave['cancelled']} of {devices} cancelled"
+    if not closed:  # open when the operation stopped: a time-out or a failure ended it
+        return "STOPPED", f"the operation ended {operation.state_name} while this wave was open"
     rate = 100.0 * success / devices if devices else 100.0
     if rate < success_percent:
-        return "BELOW_THRESHOLD", f"{rate:.0f} % succeeded, below the {success_percent:g} % needed"
-    return "DONE", f"{rate:.0f} % succeeded" if devices else "no device in this wave"
+        return "BELOW_THRESHOLD", f"{_percent(rate)} % succeeded, below the {success_percent:g} % needed"
+    return "DONE", f"{_percent(rate)} % succeeded" if devices else "no device in this wave"
 
 
 def abort_sentence(failure_type: str, rule: dict[str, Any]) -> str:

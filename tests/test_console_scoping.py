@@ -216,9 +216,11 @@ def test_console_user_links_a_staff_user_to_one_tenant(tenants: tuple[Tenant, Te
     index = console.get(reverse("admin:index"))
 
     assert index.status_code == 200
-    names = {app["app_label"] for app in index.context["app_list"]}
-    assert {"inventory", "operations", "commands", "maintenance"} <= names
-    assert not names & {"auth", "django_celery_beat", "axes"}
+    sections = {app["name"]: app for app in index.context["app_list"]}
+    assert list(sections) == ["Operations", "Devices", "Templates", "Maintenance", "Webhooks", "Settings"]
+    links = {model["name"] for app in sections.values() for model in app["models"]}
+    assert {"Active", "Failing now", "Devices", "Command statuses", "API keys"} <= links
+    assert not links & {"Users", "User groups", "Periodic tasks", "Access attempts", "Console users"}
 
 
 #: ``_selected_action`` values an integer or UUID key cannot take (a character key takes most,
