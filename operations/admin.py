@@ -199,7 +199,15 @@ def state_badge(operation: Operation) -> str:
 
 @admin.register(Operation)
 class OperationAdmin(FailingNowMixin, ApprovalsQueueMixin, TenantScopedAdmin):
-    list_display = ["id", "operation_type", "tenant", "state_badge", "progress", "created_by", "created_at"]
+    list_display = [
+        "short_id",
+        "operation_type",
+        "tenant",
+        "state_badge",
+        "progress",
+        "created_by",
+        "created_at",
+    ]
     list_filter = [
         OperationGroupFilter,
         "state",
@@ -416,6 +424,7 @@ class OperationAdmin(FailingNowMixin, ApprovalsQueueMixin, TenantScopedAdmin):
             show_save_and_add_another=False,
         )
         if operation is not None:
+            context["title"] = f"{operation.get_operation_type_display()} operation"
             context["live"] = live_data(operation)
             context["approval"] = approval_data(operation)
             if operation.approval_expires_at:
@@ -637,6 +646,14 @@ class OperationAdmin(FailingNowMixin, ApprovalsQueueMixin, TenantScopedAdmin):
             return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))
         messages.success(request, f"Re-running the failed devices of {operation.pk} as operation {retry.pk}.")
         return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[retry.pk]))
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, operation: Operation) -> str:
+        """The id's first 8 characters, the whole in the tooltip (and the search box finds it):
+        a whole UUID wrapped onto six lines in the list's narrow first column."""
+        return format_html(
+            '<span class="op-id" title="{}">{}&hellip;</span>', operation.pk, str(operation.pk)[:8]
+        )
 
     @admin.display(description="state", ordering="state")
     def state_badge(self, operation: Operation) -> str:

@@ -133,7 +133,9 @@ class ApprovalsQueueMixin:
         may = approvals.may_decide(operation, console_decider(request)) is None
         if may and remark and not admin_confirm.confirmed(request):
             try:
-                matching = f"{services.preview(operation.tenant_id, operation.device_query)[0]:,} devices"
+                matching = admin_confirm.devices_in_words(
+                    services.preview(operation.tenant_id, operation.device_query)[0]
+                )
             except REFUSALS as error:
                 matching = "an unknown number of devices (" + "; ".join(refusal_messages(error)) + ")"
             confirmation = Confirmation(

@@ -50,7 +50,7 @@ def render(
     return TemplateResponse(request, CONFIRM_TEMPLATE, context)
 
 
-def _devices(count: int) -> str:
+def devices_in_words(count: int) -> str:
     return f"{count:,} device{'' if count == 1 else 's'}"
 
 
@@ -59,9 +59,9 @@ def stop_lines(operation: Operation, verb: str, command_state: str) -> list[str]
     unfinished = operation.pending_count
     finished = operation.finished_count
     lines = [
-        f"It touches {_devices(unfinished)}: their unfinished commands become {command_state} "
+        f"It touches {devices_in_words(unfinished)}: their unfinished commands become {command_state} "
         "and nothing more of the operation is handed out.",
-        f"{_devices(finished)} already finished stay as they are; "
+        f"{devices_in_words(finished)} already finished stay as they are; "
         f"{operation.resolved_count:,} devices in all.",
     ]
     if operation.resolved_count == 0:
@@ -79,7 +79,8 @@ def stop_lines(operation: Operation, verb: str, command_state: str) -> list[str]
 def delete_lines(operation: Operation) -> list[str]:
     return [
         f"It deletes the operation, its {operation.resolved_count:,} command statuses "
-        f"(one per device: {_devices(operation.resolved_count)}) with their history, and its activity.",
+        f"(one per device: {devices_in_words(operation.resolved_count)}) with their history, "
+        "and its activity.",
         "The devices are not touched. This cannot be undone.",
     ]
 
@@ -88,12 +89,12 @@ def bulk_stop_lines(operations: Iterable[Operation], command_state: str) -> list
     chosen = list(operations)
     unfinished = sum(operation.pending_count for operation in chosen)
     lines = [
-        f"{len(chosen)} unfinished operation(s), touching {_devices(unfinished)}: their unfinished "
+        f"{len(chosen)} unfinished operation(s), touching {devices_in_words(unfinished)}: their unfinished "
         f"commands become {command_state}.",
     ]
     lines += [
         f"{operation.operation_type} {operation.pk} ({operation.state_name}): "
-        f"{_devices(operation.pending_count)} unfinished of {operation.resolved_count:,}"
+        f"{devices_in_words(operation.pending_count)} unfinished of {operation.resolved_count:,}"
         for operation in chosen[:20]
     ]
     if len(chosen) > 20:
