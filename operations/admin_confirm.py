@@ -76,15 +76,6 @@ def stop_lines(operation: Operation, verb: str, command_state: str) -> list[str]
     return lines
 
 
-def delete_lines(operation: Operation) -> list[str]:
-    return [
-        f"It deletes the operation, its {operation.resolved_count:,} command statuses "
-        f"(one per device: {devices_in_words(operation.resolved_count)}) with their history, "
-        "and its activity.",
-        "The devices are not touched. This cannot be undone.",
-    ]
-
-
 def bulk_stop_lines(operations: Iterable[Operation], command_state: str) -> list[str]:
     chosen = list(operations)
     unfinished = sum(operation.pending_count for operation in chosen)

@@ -37,6 +37,7 @@ SECTIONS = (
         "Settings",
         (
             Link("API keys", "inventory.ApiKey", add=True),
+            Link("Approval policies", "operations.ApprovalPolicy", add=True),
             Link("Tenants", "inventory.Tenant", add=True),
             Link("Console users", "inventory.ConsoleUser", add=True),
             Link("Users", "auth.User", add=True),

@@ -587,6 +587,9 @@ def _rows_for_every_list(tenant: Tenant) -> None:
         name="a one-off clean-up of the old command history", task="x.y", clocked=clocked, one_off=True
     )
     PeriodicTask.objects.create(name="every quarter of an hour", task="x.y", interval=interval)
+    from operations.approvals import set_policy
+
+    set_policy(tenant.pk, ["WIPE", "REMOVE_DEVICE"], 500, 48, "admin:root")
 
 
 def test_every_list_fits_a_1366_by_768_screen(page: Any, tenant: Tenant) -> None:

@@ -250,6 +250,7 @@ def test_failing_now_reads_the_command_table_by_the_operation_index(fleet: Org) 
 
 
 def test_the_sidebar_leads_with_the_operators_work_and_keeps_the_rest_under_advanced(db: None) -> None:
+    """Settings holds keys, policy, tenants and users; Axes' and beat's tables come last."""
     index = superuser_console().get("/admin/")
 
     sections = [app["name"] for app in index.context["app_list"]]
@@ -288,3 +289,40 @@ def test_favicon_is_served_from_the_static_files(client: Client) -> None:
     answer = client.get("/favicon.ico")
 
     assert answer.status_code == 301 and answer["Location"].startswith("/static/console/favicon")
+
+
+def test_the_approval_policy_is_set_in_settings_through_the_service(fleet: Org, other_org: Org) -> None:
+    from operations.approvals import policy_of
+
+    alice = staff_console("alice", fleet.tenant)
+    url = "/admin/operations/approvalpolicy/add/"
+
+    refused = alice.post(
+        url, {"tenant": other_org.tenant.pk, "operation_types": ["WIPE"], "expires_after_hours": 5}
+    )
+    too_long = alice.post(
+        url, {"tenant": fleet.tenant.pk, "operation_types": ["WIPE"], "expires_after_hours": 99999}
+    )
+    saved = alice.post(
+        url,
+        {
+            "tenant": fleet.tenant.pk,
+            "operation_types": ["WIPE", "REBOOT"],
+            "min_devices": 100,
+            "expires_after_hours": 12,
+        },
+    )
+
+    assert refused.status_code == 200 and "Select a valid choice" in refused.content.decode()
+    assert (
+        too_long.status_code == 200
+        and "Ensure this value is less than or equal to" in too_long.content.decode()
+    )
+    assert saved.status_code == 302
+    policy = policy_of(fleet.tenant.pk)
+    assert (policy.operation_types, policy.min_devices, policy.expires_after_hours) == (
+        ["REBOOT", "WIPE"],
+        100,
+        12,
+    )
+    assert policy_of(other_org.tenant.pk).operation_types != ["REBOOT", "WIPE"]
