@@ -54,7 +54,8 @@ def docs_shot(page: Any, name: str) -> None:
 
 
 def rollout_with_failures(tenant: Tenant, devices: int = 20, failed: int = 3) -> Operation:
-    """A rollout in two waves whose first wave has ``failed`` failed devices, with reasons."""
+    """A rollout in two waves whose first wave has ``failed`` failed devices, with reasons: the
+    wave closes below its threshold and the operation pauses (its abort rule is not met)."""
     operation = create_operation(
         tenant.pk,
         {
@@ -64,7 +65,7 @@ def rollout_with_failures(tenant: Tenant, devices: int = 20, failed: int = 3) ->
             "rollout": {
                 "waves": [20, 100],
                 "wave_success_percent": 90,
-                "abort": [{"failure_type": "FAILED", "threshold_percent": 50, "min_executed": 5}],
+                "abort": [{"failure_type": "FAILED", "threshold_percent": 70, "min_executed": 5}],
             },
         },
         "admin:root",
@@ -78,6 +79,7 @@ def rollout_with_failures(tenant: Tenant, devices: int = 20, failed: int = 3) ->
             for state in (C.ACKNOWLEDGED, C.IN_PROGRESS, C.SUCCESS):
                 command, _ = report(command, state, actor="device")
     operation.refresh_from_db()
+    assert operation.state_name == "PAUSED", operation.reason
     return operation
 
 
