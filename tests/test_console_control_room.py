@@ -326,3 +326,19 @@ def test_the_approval_policy_is_set_in_settings_through_the_service(fleet: Org, 
         12,
     )
     assert policy_of(other_org.tenant.pk).operation_types != ["REBOOT", "WIPE"]
+
+
+@pytest.mark.parametrize(
+    ("path", "current"),
+    [
+        (f"{LIST}?status=finished", "model-finished"),
+        (f"{LIST}failing/", "model-failing-now"),
+        (LIST, "model-all-operations"),
+        ("/admin/inventory/device/", "model-devices"),
+    ],
+)
+def test_the_sidebar_marks_the_one_line_the_page_is(console: Client, path: str, current: str) -> None:
+    html = console.get(path).content.decode()
+
+    assert html.count("current-model") == 1
+    assert f'class="{current} current-model"' in html

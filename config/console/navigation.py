@@ -45,8 +45,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def arrange(app_list: list[dict[str, Any]], sections: tuple[Section, ...]) -> list[dict[str, Any]]:
-    """Django's app list (what this user may see) laid out as ``sections``, then the rest."""
+def arrange(
+    app_list: list[dict[str, Any]], sections: tuple[Section, ...], here: str = ""
+) -> list[dict[str, Any]]:
+    """Django's app list (what this user may see) laid out as ``sections``, then the rest; the
+    line for ``here`` (the request's path and query) marked ``current``."""
     models = {
         f"{app['app_label']}.{model['object_name']}": model for app in app_list for model in app["models"]
     }
@@ -84,7 +87,31 @@ def arrange(app_list: list[dict[str, Any]], sections: tuple[Section, ...]) -> li
     ]
     if rest:
         arranged.append(_section(ADVANCED, rest))
+    _mark_current(arranged, here)
     return arranged
+
+
+def _mark_current(arranged: list[dict[str, Any]], here: str) -> None:
+    """The line whose link is the longest prefix of ``here``, a filtered list's only on its
+    own query. Django marks every line whose link is in the path: "All operations" was lit on
+    each filtered list and on Failing now."""
+    path, _, query = here.partition("?")
+    best: tuple[int, int] = (0, 0)
+    chosen: tuple[dict[str, Any], dict[str, Any]] | None = None
+    for section in arranged:
+        section["current"] = False
+        for entry in section["models"]:
+            entry["current"] = False
+            link_path, _, link_query = str(entry["admin_url"] or "").partition("?")
+            if not link_path or not path.startswith(link_path):
+                continue
+            if link_query and link_query not in query.split("&"):
+                continue
+            score = (len(link_path), 1 if link_query else 0)
+            if score > best:
+                best, chosen = score, (section, entry)
+    if chosen is not None:
+        chosen[0]["current"] = chosen[1]["current"] = True
 
 
 def _section(name: str, entries: list[dict[str, Any]]) -> dict[str, Any]:

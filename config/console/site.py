@@ -31,4 +31,4 @@ class ConsoleAdminSite(admin.AdminSite):
         app_list = super().get_app_list(request, app_label)
         if app_label is not None:
             return app_list
-        return arrange(app_list, import_string(settings.CONSOLE_NAVIGATION))
+        return arrange(app_list, import_string(settings.CONSOLE_NAVIGATION), request.get_full_path())
