@@ -13,6 +13,7 @@ import zoneinfo
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
@@ -590,8 +591,6 @@ class OperationAdmin(FailingNowMixin, ApprovalsQueueMixin, TenantScopedAdmin):
         if unfinished:
             messages.error(request, unfinished_refusal(unfinished))
             return None
-        from django.contrib.admin.actions import delete_selected
-
         return delete_selected(self, request, queryset)
 
     def close_view(self, request: HttpRequest, object_id: str) -> HttpResponse:

@@ -131,8 +131,6 @@ def live_data(operation: Operation) -> dict[str, Any]:
         "terminal": operation.state in TERMINAL_STATES,
         "settled": settled(operation),
         "stopping": stopping,
-        "stop_note": "a worker is stopping its unfinished commands" if stopping else "",
-        "deletable": operation.state in TERMINAL_STATES,
         "retryable": retryable(operation),
         "closable": closable(operation),
         "pausable": operation.state in PAUSABLE_STATES,
