@@ -342,3 +342,22 @@ def test_the_sidebar_marks_the_one_line_the_page_is(console: Client, path: str, 
 
     assert html.count("current-model") == 1
     assert f'class="{current} current-model"' in html
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"commands__operation": "not-a-uuid"},
+        {"commands__wave": "abc"},
+        {"commands__state__in": "x,y"},
+        {"commands__wave": "99999999999999999999"},
+    ],
+)
+def test_the_device_lists_command_filters_refuse_bad_values_without_a_500(
+    console: Client, query: dict[str, str]
+) -> None:
+    answer = console.get("/admin/inventory/device/", query)
+
+    assert answer.status_code in (200, 302)
+    if answer.status_code == 302:
+        assert answer["Location"].endswith("?e=1")
