@@ -162,6 +162,8 @@ AXES_VERBOSE = False  # no log line per request; lockouts are in the console (Ac
 ROOT_URLCONF = "server.urls"
 # The console's index page: counts and charts over every app (the top floor, like the URLconf).
 CONSOLE_DASHBOARD = "server.dashboard.dashboard"
+# The console's sidebar and index, by the operator's tasks (config/console/navigation.py).
+CONSOLE_NAVIGATION = "server.navigation.SECTIONS"
 WSGI_APPLICATION = "config.wsgi.application"
 
 TEMPLATES = [
@@ -273,6 +275,8 @@ WORKER_QUEUES = (CELERY_TASK_DEFAULT_QUEUE, WEBHOOK_QUEUE)
 
 # --- Internationalisation -----------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
+# One way of writing a time on every console page, Django's own columns included (config/formats/).
+FORMAT_MODULE_PATH = ["config.formats"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

@@ -416,6 +416,15 @@ class DeviceAdmin(ShowsSecretsOnce):
     paginator = EstimatedCountPaginator  # the filtered count too, beyond COUNT_ESTIMATE_THRESHOLD
     change_form_template = "admin/inventory/device/change_form.html"
     change_list_template = "admin/inventory/device/change_list.html"
+    #: The device list filtered to the devices of one operation's commands, as the console's
+    #: "Failing now" page links to it (``operations.admin_failing``): by operation, wave and
+    #: state. The list's queryset is scoped to the user's tenant before these apply.
+    COMMAND_LOOKUPS = frozenset({"commands__operation", "commands__wave", "commands__state__in"})
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
+        if lookup in self.COMMAND_LOOKUPS:
+            return True
+        return super().lookup_allowed(lookup, value, request)
 
     def get_urls(self) -> list[Any]:
         wrap = self.admin_site.admin_view

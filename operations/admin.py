@@ -13,9 +13,10 @@ import zoneinfo
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
@@ -33,10 +34,19 @@ from config.quartz import describe
 from inventory.models import Tenant
 from inventory.models.devices import available_timezones
 from inventory.scoping import TenantScopedAdmin, scope_of, scope_queryset
-from operations import approvals, continuous, recurring, services
+from operations import admin_confirm, approvals, continuous, recurring, services
 from operations.admin_approvals import ApprovalsQueueMixin, console_requester
+from operations.admin_confirm import Confirmation
+from operations.admin_failing import FailingNowMixin
 from operations.admin_forms import OperationForm, device_query, initial_from
-from operations.admin_live import ROLLOUT_TEMPLATE, activity_counts, command_page, live_data, schedule_summary
+from operations.admin_live import (
+    ROLLOUT_TEMPLATE,
+    activity_counts,
+    command_page,
+    failing_panel,
+    live_data,
+    schedule_summary,
+)
 from operations.api.templates import OperationTemplateSerializer
 from operations.choices import TERMINAL_STATES, OperationState, OperationType, ScheduleType, TimeType
 from operations.device_query import DeviceQuery
@@ -46,6 +56,53 @@ from operations.services import cancel_operation
 
 #: Runs a series' page lists (the newest).
 RUNS_SHOWN = 20
+#: The confirmation page's question, by the state a stop moves to.
+STOP_TITLES = {OperationState.CANCELLED: "Cancel", OperationState.TIMEOUT: "Time out"}
+#: Devices a delete's confirmation names by id (the rest as a number).
+DELETE_NAMED = 10
+
+
+def unfinished_refusal(unfinished: list[Operation]) -> str:
+    named = ", ".join(f"{operation.pk} ({operation.state_name})" for operation in unfinished)
+    return (
+        f"Not deleted: only a finished operation can be deleted, and {named} "
+        f"{'is' if len(unfinished) == 1 else 'are'} not finished. Cancel it first."
+    )
+
+
+class OperationGroupFilter(admin.SimpleListFilter):
+    """The operator's four lists of operations (the sidebar links to each): what runs now,
+    what waits for a second admin, what is planned (a window or a recurring series), what
+    has finished."""
+
+    title = "status"
+    parameter_name = "status"
+    # One drop-down (config.console.filters): the filter column fits a 768 px high screen.
+    template = "admin/console/select_filter.html"
+    GROUPS: dict[str, tuple[str, frozenset[OperationState]]] = {
+        "active": (
+            "active",
+            frozenset(OperationState)
+            - TERMINAL_STATES
+            - {OperationState.WAITING_FOR_APPROVAL, OperationState.SCHEDULED},
+        ),
+        "approval": ("waiting for approval", frozenset({OperationState.WAITING_FOR_APPROVAL})),
+        "scheduled": ("scheduled and recurring", frozenset({OperationState.SCHEDULED})),
+        "finished": ("finished", TERMINAL_STATES),
+    }
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(key, label) for key, (label, _) in self.GROUPS.items()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        group = self.GROUPS.get(self.value() or "")
+        if group is None:
+            return queryset
+        if self.value() == "scheduled":  # a recurring series is SCHEDULED between its runs, or PAUSED
+            return queryset.filter(
+                Q(state=OperationState.SCHEDULED) | Q(schedule_type=ScheduleType.RECURRING)
+            ).exclude(state__in=TERMINAL_STATES)
+        return queryset.filter(state__in=sorted(group[1]))
 
 
 def _uuid_or_none(text: str) -> uuid.UUID | None:
@@ -169,20 +226,51 @@ def progress_bar(operation: Operation) -> str:
     )
 
 
+#: States whose reason the list shows under the badge: a pause waits for an operator, and a
+#: stop says who or what stopped it (an automatic abort is not a manual cancel).
+REASONED_STATES = frozenset(
+    {
+        OperationState.PAUSED,
+        OperationState.CANCELLED,
+        OperationState.TIMEOUT,
+        OperationState.FAILURE,
+        OperationState.APPROVAL_DENIED,
+    }
+)
+
+
 def state_badge(operation: Operation) -> str:
-    """The state as a coloured badge; a PAUSED one stands out and says why it is paused
-    (a wave below its threshold waits for an operator: the list must show that at a glance)."""
+    """The state as a coloured badge; a PAUSED or stopped one says why under it (a wave below
+    its threshold waits for an operator, an abort rule's cancel is not an operator's)."""
     name = operation.state_name
     badge = format_html('<span class="op-badge op-badge-{}">{}</span>', name.lower(), name)
-    if operation.state == OperationState.PAUSED:
-        return format_html('{}<span class="op-paused-reason">{}</span>', badge, operation.reason or "paused")
+    if operation.state in REASONED_STATES:
+        return format_html(
+            '{}<span class="op-paused-reason op-state-reason">{}</span>',
+            badge,
+            operation.reason or name.lower(),
+        )
     return badge
 
 
 @admin.register(Operation)
-class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
-    list_display = ["id", "operation_type", "tenant", "state_badge", "progress", "created_by", "created_at"]
-    list_filter = ["state", ("operation_type", ChoicesDropdownFilter), "schedule_type", "tenant"]
+class OperationAdmin(FailingNowMixin, ApprovalsQueueMixin, TenantScopedAdmin):
+    list_display = [
+        "short_id",
+        "operation_type",
+        "tenant",
+        "state_badge",
+        "progress",
+        "created_by",
+        "created_at",
+    ]
+    list_filter = [
+        OperationGroupFilter,
+        "state",
+        ("operation_type", ChoicesDropdownFilter),
+        "schedule_type",
+        "tenant",
+    ]
     search_fields = ["id", "created_by", "reason"]
     date_hierarchy = "created_at"
     inlines = [ActivityInline]
@@ -297,11 +385,8 @@ class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
             path(
                 "<path:object_id>/progress/", wrap(self.progress_view), name="operations_operation_progress"
             ),
-            path(
-                "<path:object_id>/cancel/",
-                wrap(require_POST(self.cancel_view)),
-                name="operations_operation_cancel",
-            ),
+            path("<path:object_id>/cancel/", wrap(self.cancel_view), name="operations_operation_cancel"),
+            path("<path:object_id>/timeout/", wrap(self.timeout_view), name="operations_operation_timeout"),
             path(
                 "<path:object_id>/pause/",
                 wrap(require_POST(self.pause_view)),
@@ -323,6 +408,7 @@ class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
                 name="operations_operation_retry_failed",
             ),
             *self.approval_urls(),
+            *self.failing_urls(),
             *super().get_urls(),
         ]
 
@@ -427,11 +513,13 @@ class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
             show_save_and_add_another=False,
         )
         if operation is not None:
+            context["title"] = f"{operation.get_operation_type_display()} operation"
             context["live"] = live_data(operation)
             context["approval"] = approval_data(operation)
             if operation.approval_expires_at:
                 context["approval_expires"] = console_time(operation.approval_expires_at)
             context["command_page"] = command_page(operation, request.GET)
+            context["failing"] = failing_panel(operation, request.GET)
         return super().change_view(request, object_id, form_url, context)
 
     def preview_view(self, request: HttpRequest) -> JsonResponse:
@@ -480,20 +568,113 @@ class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
             data["rollout_html"] = render_to_string(ROLLOUT_TEMPLATE, {"rollout": data["rollout"]}, request)
         return JsonResponse(data)
 
-    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+    def _stop_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        target: OperationState,
+        verb: str,
+        command_state: str,
+        button: str,
+    ) -> HttpResponse:
+        """Cancel or time out, after a confirmation that says how many devices it touches
+        (:mod:`operations.admin_confirm`); the page then follows the stop until it is done."""
         operation = self._operation(request, object_id)
         if not self.has_change_permission(request, operation):
             raise PermissionDenied
+        back = reverse("admin:operations_operation_change", args=[operation.pk])
+        if operation.state in TERMINAL_STATES:
+            messages.error(
+                request, f"Operation {operation.pk} is already {operation.state_name}: nothing to stop."
+            )
+            return HttpResponseRedirect(back)
+        if not admin_confirm.confirmed(request):
+            confirmation = Confirmation(
+                title=f"{STOP_TITLES[target]} {operation.operation_type} operation {operation.pk}",
+                lines=admin_confirm.stop_lines(operation, verb, command_state),
+                button=button,
+                action_url=request.path,
+                back_url=back,
+            )
+            return admin_confirm.render(request, self.admin_site.each_context(request), confirmation)
         try:
-            cancel_operation(operation, "cancelled from the console", self._actor(request))
+            services.request_state(operation, target, f"{verb} from the console", self._actor(request))
             messages.success(
                 request,
-                f"Cancelled operation {operation.pk}: nothing more of it is handed out; "
-                "a worker is cancelling its unfinished commands.",
+                f"{verb.capitalize()} operation {operation.pk}: nothing more of it is handed out; "
+                f"a worker is moving its {operation.pending_count:,} unfinished commands to {command_state}.",
             )
         except REFUSALS as error:
             messages.error(request, "; ".join(refusal_messages(error)))
-        return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))
+        return HttpResponseRedirect(back)
+
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._stop_view(
+            request, object_id, OperationState.CANCELLED, "cancelled", "Command Cancelled", "Yes, cancel it"
+        )
+
+    def timeout_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._stop_view(
+            request, object_id, OperationState.TIMEOUT, "timed out", "Command TimeOut", "Yes, time it out"
+        )
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """No Delete link on an unfinished operation's page (``delete_view`` says why)."""
+        if obj is not None and obj.state not in TERMINAL_STATES:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
+        """Only a finished operation is deleted: an unfinished one still has devices working
+        on it (cancel it first). Refused with the reason, not Django's bare 403."""
+        operation = self.get_object(request, unquote(object_id))
+        if operation is not None and operation.state not in TERMINAL_STATES:
+            messages.error(request, unfinished_refusal([operation]))
+            return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[operation.pk]))
+        return super().delete_view(request, object_id, extra_context)
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        """What a delete removes, in numbers and device ids: Django's own page listed every
+        command status by its device's integer key, a line per device (a million lines for
+        a million devices)."""
+        operations = list(objs)
+        deleted: list[Any] = []
+        for operation in operations:
+            sample = list(
+                operation.commands.select_related("device")
+                .order_by("device_id")
+                .values_list("device__device_id", flat=True)[:DELETE_NAMED]
+            )
+            more = operation.resolved_count - len(sample)
+            named = ", ".join(sample) + (f" and {more:,} more" if more > 0 else "")
+            deleted.append(f"{operation.operation_type} operation {operation.pk} ({operation.state_name})")
+            deleted.append(
+                [f"{operation.resolved_count:,} command statuses, one per device: {named or 'none'}"]
+            )
+        counts = {"operations": len(operations)}
+        perms_needed: set[str] = set()
+        if not self.has_delete_permission(request):
+            perms_needed.add("operation")
+        return deleted, counts, perms_needed, []
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Operation]) -> None:
+        # Reached only through delete_selected, which checks first (delete_selected below).
+        super().delete_queryset(request, queryset.filter(state__in=TERMINAL_STATES))
+
+    def get_actions(self, request: HttpRequest) -> Any:
+        actions: dict[str, Any] = super().get_actions(request)
+        if "delete_selected" in actions:
+            _, name, description = actions["delete_selected"]
+            actions["delete_selected"] = (OperationAdmin.delete_finished, name, description)
+        return actions
+
+    def delete_finished(self, request: HttpRequest, queryset: QuerySet[Operation]) -> Any:
+        """Django's bulk delete, refused whole when one selected operation is unfinished."""
+        unfinished = list(queryset.exclude(state__in=TERMINAL_STATES)[:10])
+        if unfinished:
+            messages.error(request, unfinished_refusal(unfinished))
+            return None
+        return delete_selected(self, request, queryset)
 
     def close_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Close a continuous operation, as ``PUT /v0/operations/{id}/`` with ``state: COMPLETED``."""
@@ -550,6 +731,14 @@ class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
         messages.success(request, f"Re-running the failed devices of {operation.pk} as operation {retry.pk}.")
         return HttpResponseRedirect(reverse("admin:operations_operation_change", args=[retry.pk]))
 
+    @admin.display(description="id", ordering="id")
+    def short_id(self, operation: Operation) -> str:
+        """The id's first 8 characters, the whole in the tooltip (and the search box finds it):
+        a whole UUID wrapped onto six lines in the list's narrow first column."""
+        return format_html(
+            '<span class="op-id" title="{}">{}&hellip;</span>', operation.pk, str(operation.pk)[:8]
+        )
+
     @admin.display(description="state", ordering="state")
     def state_badge(self, operation: Operation) -> str:
         return state_badge(operation)
@@ -591,15 +780,34 @@ class OperationAdmin(ApprovalsQueueMixin, TenantScopedAdmin):
         messages.success(request, f"Resumed {done} operation(s).")
 
     @admin.action(description="Cancel the selected operations", permissions=["change"])
-    def cancel(self, request: HttpRequest, queryset: QuerySet[Operation]) -> None:
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Operation]) -> HttpResponse | None:
+        unfinished = list(queryset.exclude(state__in=TERMINAL_STATES).order_by("-created_at"))
+        if not unfinished:
+            messages.warning(request, "None of the selected operations is unfinished: nothing to cancel.")
+            return None
+        if not admin_confirm.confirmed(request):
+            confirmation = Confirmation(
+                title="Cancel the selected operations",
+                lines=admin_confirm.bulk_stop_lines(unfinished, "Command Cancelled"),
+                button=f"Yes, cancel {len(unfinished)} operation(s)",
+                action_url=request.get_full_path(),
+                back_url=request.get_full_path(),
+                hidden=[("action", "cancel")]
+                + [
+                    (admin.helpers.ACTION_CHECKBOX_NAME, str(pk))
+                    for pk in queryset.values_list("pk", flat=True)
+                ],
+            )
+            return admin_confirm.render(request, self.admin_site.each_context(request), confirmation)
         done = 0
-        for operation in queryset.exclude(state__in=TERMINAL_STATES):
+        for operation in unfinished:
             try:
                 cancel_operation(operation, "cancelled from the console", self._actor(request))
                 done += 1
             except REFUSALS as error:
                 messages.error(request, f"{operation.pk}: " + "; ".join(refusal_messages(error)))
         messages.success(request, f"Cancelled {done} operation(s).")
+        return None
 
     @admin.action(
         description="Re-run the failed devices (a new operation for each selected)", permissions=["add"]

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from django.contrib import messages
+from django import forms
+from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -22,9 +23,11 @@ from django.views.decorators.http import require_POST
 
 from commands.admin import console_time
 from config.console.errors import REFUSALS, refusal_messages
-from operations import approvals, services
-from operations.choices import OperationState
-from operations.models import Operation
+from inventory.scoping import TenantScopedAdmin
+from operations import admin_confirm, approvals, services
+from operations.admin_confirm import Confirmation
+from operations.choices import OperationState, OperationType
+from operations.models import ApprovalPolicy, Operation
 
 #: Waiting operations the queue shows, the soonest to expire first.
 QUEUE_SHOWN = 50
@@ -126,7 +129,32 @@ class ApprovalsQueueMixin:
         return HttpResponseRedirect(reverse("admin:operations_operation_approvals"))
 
     def deny_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Deny, once confirmed (``operations.admin_confirm``): the page says how many devices
+        the operation would have run on, and carries the remark."""
         operation = self._waiting_one(request, object_id)
+        remark = request.POST.get("remark", "").strip()
+        may = approvals.may_decide(operation, console_decider(request)) is None
+        if may and remark and not admin_confirm.confirmed(request):
+            try:
+                matching = admin_confirm.devices_in_words(
+                    services.preview(operation.tenant_id, operation.device_query)[0]
+                )
+            except REFUSALS as error:
+                matching = "an unknown number of devices (" + "; ".join(refusal_messages(error)) + ")"
+            confirmation = Confirmation(
+                title=f"Deny {operation.operation_type} operation {operation.pk}",
+                lines=[
+                    f"It matches {matching} now: none of them will run it.",
+                    f"Asked by {operation.created_by}; the operation ends APPROVAL_DENIED with your remark: "
+                    f"\u201c{remark}\u201d.",
+                    "This cannot be undone (a new operation can be asked for).",
+                ],
+                button="Yes, deny it",
+                action_url=request.path,
+                back_url=reverse("admin:operations_operation_approvals"),
+                hidden=[("remark", remark)],
+            )
+            return admin_confirm.render(request, self.admin_site.each_context(request), confirmation)
         try:
             approvals.deny(operation, console_decider(request), request.POST.get("remark", "").strip())
             messages.success(
@@ -135,3 +163,53 @@ class ApprovalsQueueMixin:
         except REFUSALS as error:
             messages.error(request, "; ".join(refusal_messages(error)))
         return HttpResponseRedirect(reverse("admin:operations_operation_approvals"))
+
+
+class ApprovalPolicyForm(forms.ModelForm):  # type: ignore[type-arg]
+    """The four-eyes rule of a tenant, as ``PUT /v0/approval-policy/`` takes it: the types as
+    check boxes, not a JSON list (``operations.approvals.set_policy`` writes it)."""
+
+    operation_types = forms.MultipleChoiceField(
+        choices=OperationType.choices,
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="operations of these types wait for a second admin's approval",
+    )
+    min_devices = forms.IntegerField(
+        min_value=1,
+        required=False,
+        help_text="also hold any operation matching at least this many devices (empty: no threshold)",
+    )
+    expires_after_hours = forms.IntegerField(min_value=1, max_value=approvals.MAX_EXPIRES_AFTER_HOURS)
+
+    class Meta:
+        model = ApprovalPolicy
+        fields = ["tenant", "operation_types", "min_devices", "expires_after_hours"]
+
+
+class ApprovalPolicyAdmin(TenantScopedAdmin):
+    """Settings → Approval policy: one row per tenant (a tenant without one has the default)."""
+
+    form = ApprovalPolicyForm
+    list_display = ["tenant", "types", "min_devices", "expires_after_hours", "updated_by"]
+    readonly_fields = ["updated_by"]
+
+    @admin.display(description="operation types held")
+    def types(self, policy: ApprovalPolicy) -> str:
+        return ", ".join(policy.operation_types) or "none"
+
+    def save_model(self, request: HttpRequest, obj: ApprovalPolicy, form: Any, change: bool) -> None:
+        """Through the service the API uses, so both write the same way (and the same row)."""
+        data = form.cleaned_data
+        approvals.set_policy(
+            obj.tenant_id,
+            list(data["operation_types"]),
+            data["min_devices"],
+            data["expires_after_hours"],
+            f"admin:{request.user.get_username()}",
+        )
+        saved = ApprovalPolicy.objects.get(tenant_id=obj.tenant_id)
+        obj.pk, obj.updated_by = saved.pk, saved.updated_by
+
+
+admin.site.register(ApprovalPolicy, ApprovalPolicyAdmin)

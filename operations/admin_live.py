@@ -86,23 +86,51 @@ def closable(operation: Operation) -> bool:
     )
 
 
+def _percent(value: float) -> str:
+    """A rate as a sentence writes it: "50", "66.7" (one decimal, none when it is whole)."""
+    return f"{value:.1f}".removesuffix(".0")
+
+
 def _share(count: int, total: int) -> str:
     """A percentage as a string: the templates write it into a style attribute, where
     "33,33" (a localised float) would be no width at all."""
     return f"{100 * count / total:.2f}" if total else "0"
 
 
+def settled(operation: Operation) -> bool:
+    """Whether nothing about the operation will move any more: final, and a stop's worker done
+    with its unfinished commands. The state alone is not enough: a cancel makes the operation
+    CANCELLED at once and leaves its commands to a worker (``operations.stopping``), so the page
+    that stopped polling on the state showed "pending 20, cancelled 0" until a reload."""
+    return operation.state in TERMINAL_STATES and operation.commands_stop != "in_progress"
+
+
+def handed_out(operation: Operation, waves_shown: list[dict[str, Any]] | None) -> tuple[int, int]:
+    """(commands the devices may fetch, commands that wait): a rollout's commands in waves not
+    yet open wait for their wave, an operation's scheduled ones for their window. The counter
+    ``dispatched_count`` alone said "dispatched 20" of a paused rollout with 4 handed out."""
+    if waves_shown:
+        released = sum(wave["devices"] for wave in waves_shown if wave["opened"])
+        return released, operation.resolved_count - released
+    return operation.dispatched_count, max(operation.resolved_count - operation.dispatched_count, 0)
+
+
 def live_data(operation: Operation) -> dict[str, Any]:
-    """Everything the live view shows, from one read of the operation's row."""
+    """Everything the live view shows, from one read of the operation's row (and its waves)."""
     total = operation.resolved_count
     bar = []
     for key, label, counter in SEGMENTS:
         count = operation.pending_count if counter is None else int(getattr(operation, counter))
         percent = _share(count, total)
         bar.append({"key": key, "label": label, "count": count, "percent": percent})
+    rollout = rollout_data(operation)
+    released, waiting = handed_out(operation, rollout["waves"] if rollout else None)
+    stopping = operation.commands_stop == "in_progress"
     return {
         "state": operation.state_name,
         "terminal": operation.state in TERMINAL_STATES,
+        "settled": settled(operation),
+        "stopping": stopping,
         "retryable": retryable(operation),
         "closable": closable(operation),
         "pausable": operation.state in PAUSABLE_STATES,
@@ -111,9 +139,12 @@ def live_data(operation: Operation) -> dict[str, Any]:
         "updated_at": console_time(operation.updated_at),
         "resolved": total,
         "dispatched": operation.dispatched_count,
+        "handed_out": released,
+        "waiting": waiting,
+        "failing": operation.failed_count + operation.dispatch_failed_count,
         "bar": bar,
         "counts": operation.counts(),
-        "rollout": rollout_data(operation),
+        "rollout": rollout,
     }
 
 
@@ -126,22 +157,31 @@ def rollout_data(operation: Operation) -> dict[str, Any] | None:
     if rollout is None or status is None:
         return None
     current = status["current_wave"]
-    wave_rows = [
-        {
-            **wave,
-            "current": wave["wave"] == current and wave["state"] == "OPEN",
-            "bar": [
-                {
-                    "key": key,
-                    "label": label,
-                    "count": wave[name],
-                    "percent": _share(wave[name], wave["devices"]),
-                }
-                for key, label, name in WAVE_SEGMENTS
-            ],
-        }
-        for wave in status["waves"]
-    ]
+    rows = {row.wave: row for row in operation.waves.all()}
+    wave_rows = []
+    for wave in status["waves"]:
+        row = rows.get(wave["wave"])
+        opened = row is not None and row.opened_at is not None
+        outcome, note = wave_outcome(operation, wave, opened, rollout.wave_success_percent)
+        wave_rows.append(
+            {
+                **wave,
+                "opened": opened,
+                "outcome": outcome,
+                "outcome_label": outcome.replace("_", " "),
+                "note": note,
+                "current": wave["wave"] == current and wave["state"] == "OPEN",
+                "bar": [
+                    {
+                        "key": key,
+                        "label": label,
+                        "count": wave[name],
+                        "percent": _share(wave[name], wave["devices"]),
+                    }
+                    for key, label, name in WAVE_SEGMENTS
+                ],
+            }
+        )
     counts = {name: int(getattr(operation, name)) for name in COUNTERS}
     finished = operation.finished_count
     # An abort cancels the unfinished commands, which then count as finished and dilute the
@@ -158,25 +198,24 @@ def rollout_data(operation: Operation) -> dict[str, Any] | None:
             "min_executed": rule.min_executed,
             "failures": failures,
             "finished": finished,
-            "rate": f"{rate:.1f}",
+            "rate": _percent(rate),
             # How far along the way to the threshold the measured rate is (100: reached).
             "closeness": f"{min(100.0, 100 * rate / rule.threshold_percent):.2f}",
             "armed": armed,
             "met": armed and failures * 100 >= rule.threshold_percent * finished,
-            "text": f"{rule.failure_type} {rate:.1f}% of {rule.threshold_percent:g}% after "
-            f"{rule.min_executed} devices, {finished} finished",
         }
         if aborted and (aborted["type"], aborted["threshold"]) == (rule.failure_type, shown["threshold"]):
             shown.update(
-                rate=aborted["rate"],
+                rate=_percent(float(aborted["rate"])),
                 finished=int(aborted["finished"]),
+                failures=round(float(aborted["rate"]) * int(aborted["finished"]) / 100),
                 closeness="100.00",
                 armed=True,
                 met=True,
-                text=f"{rule.failure_type} {aborted['rate']}% of {shown['threshold']}% after "
-                f"{rule.min_executed} devices, {aborted['finished']} finished: aborted the operation",
+                aborted=True,
             )
             aborted = None  # one rule aborts
+        shown["text"] = abort_sentence(rule.failure_type, shown)
         rules.append(shown)
     rate_limit = None
     if rollout.max_per_minute is not None:
@@ -199,6 +238,49 @@ def rollout_data(operation: Operation) -> dict[str, Any] | None:
         ],
         "in_progress_timeout_minutes": rollout.in_progress_timeout_minutes,
     }
+
+
+#: What a wave's outcome is called on the page, each with its own colour (operation.css
+#: ``.wave-<outcome>``): a wave that missed its threshold or never opened is not a green DONE.
+WAVE_OUTCOMES = ("WAITING", "OPEN", "DONE", "BELOW_THRESHOLD", "CANCELLED", "STOPPED", "NEVER_OPENED")
+
+#: An abort rule's failures in words, by ``failure_type``.
+_FAILING_WORDS = {"FAILED": "fail", "TIMED_OUT": "time out", "ALL": "fail or time out"}
+
+
+def wave_outcome(
+    operation: Operation, wave: dict[str, Any], opened: bool, success_percent: float
+) -> tuple[str, str]:
+    """What happened to a wave (one of :data:`WAVE_OUTCOMES`) and a note saying why."""
+    devices, success = int(wave["devices"]), int(wave["success"])
+    if not opened:
+        if operation.state in TERMINAL_STATES:
+            return "NEVER_OPENED", f"the operation ended {operation.state_name} before this wave opened"
+        return "WAITING", "opens when the wave before it has finished"
+    closed = wave["state"] == "DONE"
+    if not closed and operation.state not in TERMINAL_STATES:
+        return "OPEN", ""
+    if int(wave["cancelled"]) > 0:
+        return "CANCELLED", f"{wave['cancelled']} of {devices} cancelled"
+    if not closed:  # open when the operation stopped: a time-out or a failure ended it
+        return "STOPPED", f"the operation ended {operation.state_name} while this wave was open"
+    rate = 100.0 * success / devices if devices else 100.0
+    if rate < success_percent:
+        return "BELOW_THRESHOLD", f"{_percent(rate)} % succeeded, below the {success_percent:g} % needed"
+    return "DONE", f"{_percent(rate)} % succeeded" if devices else "no device in this wave"
+
+
+def abort_sentence(failure_type: str, rule: dict[str, Any]) -> str:
+    """An abort rule as a sentence: "abort when at least 50 % fail, once at least 5 devices
+    have finished; now 60 % (3 of 5)". The rule is met at the threshold itself
+    (``Rollout.tripped``: failures * 100 >= threshold * finished), hence "at least"."""
+    words = _FAILING_WORDS.get(failure_type, failure_type.lower())
+    return (
+        f"abort when at least {rule['threshold']} % {words}, once at least {rule['min_executed']} "
+        f"device{'s' if rule['min_executed'] != 1 else ''} have finished; now {rule['rate']} % "
+        f"({rule['failures']} of {rule['finished']} finished)"
+        + (": it aborted the operation" if rule.get("aborted") else "")
+    )
 
 
 def schedule_summary(operation: Operation) -> str:
@@ -269,6 +351,7 @@ class CommandRow:
     reason: str
     updated: str
     window_opens: str
+    wave: int
 
 
 @dataclass
@@ -280,13 +363,28 @@ class CommandPage:
     device: str
     after: int | None
     next_after: int | None
-    states: list[tuple[int, str]]
+    states: list[tuple[str, str]]
+    wave: int | None = None
+    waves: tuple[int, ...] = ()
 
 
-def _filtered(operation: Operation, state: str, device: str) -> QuerySet[CommandStatus]:
+#: The per-device list's state filter for "failed or timed out", the failing devices.
+FAILING = "failing"
+FAILING_STATES = (CommandState.FAILURE, CommandState.TIMEOUT)
+#: Rows of the failing-devices panel at the top of the page (the list below pages through all).
+FAILING_SHOWN = 10
+
+
+def _filtered(
+    operation: Operation, state: str, device: str, wave: int | None = None
+) -> QuerySet[CommandStatus]:
     commands = CommandStatus.objects.filter(operation=operation)
-    if state:
+    if state == FAILING:
+        commands = commands.filter(state__in=FAILING_STATES)
+    elif state:
         commands = commands.filter(state=int(state))
+    if wave is not None:
+        commands = commands.filter(wave=wave)
     if device:
         # The device first (its tenant's unique device id), then the (operation, device)
         # unique index: one row at most, whatever the size of the operation.
@@ -295,10 +393,37 @@ def _filtered(operation: Operation, state: str, device: str) -> QuerySet[Command
     return commands
 
 
+def _rows(commands: list[CommandStatus]) -> list[CommandRow]:
+    return [
+        CommandRow(
+            pk=command.pk,
+            device_pk=command.device_id,
+            device_id=command.device.device_id,
+            state=command.get_state_display(),
+            reason=command.reason,
+            updated=console_time(command.updated_on),
+            window_opens=scheduled_for(command),
+            wave=command.wave,
+        )
+        for command in commands
+    ]
+
+
+def wave_numbers(operation: Operation) -> tuple[int, ...]:
+    """The waves a filter may pick: a rollout's, none without waves."""
+    if not operation.rollout:
+        return ()
+    return tuple(operation.waves.values_list("wave", flat=True))
+
+
+def _wave_choice(text: str, waves: tuple[int, ...]) -> int | None:
+    return int(text) if text.isdigit() and len(text) < 6 and int(text) in waves else None
+
+
 def command_page(operation: Operation, query: QueryDict) -> CommandPage:
-    """The page of command statuses ``query`` asks for: ``cmd_state`` (a state's number),
-    ``cmd_device`` (an exact device id) and ``cmd_after`` (the last device key of the page
-    before).
+    """The page of command statuses ``query`` asks for: ``cmd_state`` (a state's number, or
+    ``failing``: failed or timed out), ``cmd_wave`` (a rollout's wave), ``cmd_device`` (an
+    exact device id) and ``cmd_after`` (the last device key of the page before).
 
     Ordered by the device's key and cut there (``device_id > after``): that is the order of
     the unique (operation, device) index, so a page is one index range scan, whatever the
@@ -308,31 +433,58 @@ def command_page(operation: Operation, query: QueryDict) -> CommandPage:
     there is a next page, so nothing is ever counted. Unknown values are ignored, as the
     admin's filters do.
     """
-    states = [(int(state), state.label) for state in CommandState]
+    states = [(FAILING, "failed or timed out"), *((str(int(state)), state.label) for state in CommandState)]
     state = query.get("cmd_state", "")
-    if not state.isdigit() or int(state) not in dict(states):
+    if state not in dict(states):
         state = ""
+    waves = wave_numbers(operation)
+    wave = _wave_choice(query.get("cmd_wave", ""), waves)
     device = query.get("cmd_device", "").strip()[:128]
     after_text = query.get("cmd_after", "")
     after = int(after_text) if after_text.isdigit() and len(after_text) < 19 else None
-    commands = _filtered(operation, state, device).select_related("device").order_by("device_id")
+    commands = _filtered(operation, state, device, wave).select_related("device").order_by("device_id")
     if after is not None:
         commands = commands.filter(device_id__gt=after)
     found = list(commands[: COMMANDS_PER_PAGE + 1])
     shown = found[:COMMANDS_PER_PAGE]
-    rows = [
-        CommandRow(
-            pk=command.pk,
-            device_pk=command.device_id,
-            device_id=command.device.device_id,
-            state=command.get_state_display(),
-            reason=command.reason,
-            updated=console_time(command.updated_on),
-            window_opens=scheduled_for(command),
-        )
-        for command in shown
-    ]
     next_after = shown[-1].device_id if len(found) > COMMANDS_PER_PAGE else None
     return CommandPage(
-        rows=rows, state=state, device=device, after=after, next_after=next_after, states=states
+        rows=_rows(shown),
+        state=state,
+        device=device,
+        after=after,
+        next_after=next_after,
+        states=states,
+        wave=wave,
+        waves=waves,
+    )
+
+
+@dataclass
+class FailingPanel:
+    """The failing devices at the top of an operation's page: failed or timed out, with their
+    reasons, the first :data:`FAILING_SHOWN` by device key, of one wave if chosen."""
+
+    rows: list[CommandRow]
+    total: int
+    more: bool
+    wave: int | None
+    waves: tuple[int, ...]
+
+
+def failing_panel(operation: Operation, query: QueryDict) -> FailingPanel:
+    """Read only when the counters say some device failed: no scan of a healthy operation."""
+    waves = wave_numbers(operation)
+    wave = _wave_choice(query.get("fail_wave", ""), waves)
+    total = operation.failed_count + operation.dispatch_failed_count
+    if not total:
+        return FailingPanel(rows=[], total=0, more=False, wave=wave, waves=waves)
+    commands = _filtered(operation, FAILING, "", wave).select_related("device").order_by("device_id")
+    found = list(commands[: FAILING_SHOWN + 1])
+    return FailingPanel(
+        rows=_rows(found[:FAILING_SHOWN]),
+        total=total,
+        more=len(found) > FAILING_SHOWN,
+        wave=wave,
+        waves=waves,
     )

@@ -5,7 +5,8 @@ The top floor (``ROOT_URLCONF``): it includes every app's URLs, so it lives abov
 """
 
 from django.contrib import admin
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponsePermanentRedirect, JsonResponse
+from django.templatetags.static import static
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
@@ -17,6 +18,12 @@ from config.api.metrics import MetricsView
 def health(request: HttpRequest) -> JsonResponse:
     """Liveness for load balancers; the API itself lives under the versioned paths."""
     return JsonResponse({"status": "ok", "docs": "/api/docs/", "schema": "/api/schema/"})
+
+
+def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:
+    """``/favicon.ico``, which browsers ask for on every page (a 404 each time before): the
+    console's icon among the static files, no other host."""
+    return HttpResponsePermanentRedirect(static("console/favicon.ico"))
 
 
 # Any error Django catches outside a DRF view: JSON, and 503 when the database is down.
@@ -32,6 +39,7 @@ urlpatterns = [
     path("readyz", probes.readyz, name="readyz"),
     # Prometheus metrics (config/metrics.py): the installation's METRICS_TOKEN or a superuser's session.
     path("metrics", MetricsView.as_view(), name="metrics"),
+    path("favicon.ico", favicon, name="favicon"),
     # The device endpoints first: URLs are tried in order, and these carry most requests.
     path("", include("commands.api.urls")),
     path("admin/", admin.site.urls),

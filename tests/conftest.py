@@ -241,8 +241,8 @@ def _serving(
         try:
             with urllib.request.urlopen(f"{url}/admin/login/", timeout=5) as answer:
                 return bool(answer.status == 200)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):  # a first answer slow under load
-            return False
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False  # TimeoutError: a first answer slower than 5 s on a loaded machine
 
     try:
         url = wait_until(listening, timeout=60, what=f"{name} to listen")

@@ -121,7 +121,11 @@ def test_deny_needs_a_remark(fleet: Org) -> None:
 
     refused = as_bob.post(deny, {"remark": " "}, follow=True)
     assert any("remark" in line for line in messages_of(refused))
-    denied = as_bob.post(deny, {"remark": "wrong stores"}, follow=True)
+    asked = as_bob.post(deny, {"remark": "wrong stores"})
+    assert "none of them will run it" in asked.content.decode()
+    operation.refresh_from_db()
+    assert operation.state == S.WAITING_FOR_APPROVAL  # asked, not yet denied
+    denied = as_bob.post(deny, {"remark": "wrong stores", "confirmed": "yes"}, follow=True)
 
     assert any("Denied Wipe" in line for line in messages_of(denied))
     operation.refresh_from_db()

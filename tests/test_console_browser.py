@@ -189,10 +189,24 @@ def test_create_watch_and_cancel_an_operation(
     assert text(page, "#live-state") == "PROCESSING"
     shot(page, "operation-progress")
 
+    # Cancel asks first, naming how many devices it touches; then the page follows the
+    # worker's stop to the final counts, without a reload.
     page.click("#cancel-operation")
+    expect(page.locator("#confirmation")).to_contain_text("It touches 4 devices")
+    expect(page.locator("#confirmation")).to_contain_text("2 devices already finished")
+    shot(page, "operation-cancel-confirmation")
+    operation.refresh_from_db()
+    assert operation.state_name == "PROCESSING"  # asking changed nothing
+    page.click("#confirm-yes")
+    page.wait_for_url(re.compile(r"/change/$"))
     expect(page.locator("#live-state")).to_have_text("CANCELLED")
+    expect(page.locator('#live-counts [data-count="cancelled"]')).to_have_text("4", timeout=60_000)
+    expect(page.locator('#live-counts [data-count="pending"]')).to_have_text("0")
+    expect(page.locator("#live-progress")).to_have_attribute("data-settled", "true")
+    expect(page.locator("#live-stopping")).to_be_hidden()
     operation.refresh_from_db()
     assert operation.cancelled_count == 4 and operation.success_count == 2
+    assert operation.commands_stopped_at is not None
     assert page.locator("#cancel-tool").is_hidden()
     shot(page, "operation-cancelled")
 
@@ -308,7 +322,7 @@ def test_a_rollout_from_the_form_its_wave_bars_pause_and_resume(
         report(CommandStatus.objects.get(pk=wave_one[0].pk), state, actor="device")
     expect(first.locator('[data-part="success"]')).to_have_attribute("style", re.compile(r"width: ?50"))
     expect(page.locator('#rollout-abort [data-rule="1"] .abort-text')).to_have_text(
-        "FAILED 0.0% of 50% after 4 devices, 1 finished"
+        "abort when at least 50 % fail, once at least 4 devices have finished; now 0 % (0 of 1 finished)"
     )
     expect(page.locator("#live-state")).to_have_text("PROCESSING")
     shot(page, "operation-rollout")
@@ -573,6 +587,9 @@ def _rows_for_every_list(tenant: Tenant) -> None:
         name="a one-off clean-up of the old command history", task="x.y", clocked=clocked, one_off=True
     )
     PeriodicTask.objects.create(name="every quarter of an hour", task="x.y", interval=interval)
+    from operations.approvals import set_policy
+
+    set_policy(tenant.pk, ["WIPE", "REMOVE_DEVICE"], 500, 48, "admin:root")
 
 
 def test_every_list_fits_a_1366_by_768_screen(page: Any, tenant: Tenant) -> None:
@@ -586,7 +603,9 @@ def test_every_list_fits_a_1366_by_768_screen(page: Any, tenant: Tenant) -> None
         "#content-main a[href^='/admin/'], #nav-sidebar a[href^='/admin/']",
         "links => [...new Set(links.map(a => a.getAttribute('href')))]",
     )
-    lists = sorted(link for link in links if not link.endswith("/add/") and link.count("/") == 4)
+    lists = sorted(
+        link for link in links if not link.endswith("/add/") and link.count("/") == 4 and "?" not in link
+    )
     assert len(lists) >= 15, lists
     too_wide: dict[str, str] = {}
     for path in lists:
@@ -711,6 +730,9 @@ def test_the_approvals_queue_approve_deny_and_no_buttons_for_the_requester(
     expect(other).to_have_count(1)
     other.locator("form.deny input[name=remark]").fill("pos-3 is not in the refit")
     other.locator("form.deny input[type=submit]").click()
+    # asked first: what it would have touched, then denied
+    expect(bob.locator("#confirmation")).to_contain_text("It matches 1 device now: none of them will run it.")
+    bob.click("#confirm-yes")
     expect(bob.locator("ul.messagelist")).to_contain_text("Denied Wipe")
     expect(bob.locator("#approvals-queue tbody")).to_contain_text("nothing waits for approval")
 

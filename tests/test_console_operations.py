@@ -202,7 +202,8 @@ def test_progress_endpoint_and_cancel_button(console: Client, org_with_devices: 
 
     page = console.get(f"{base}change/")
     progress = console.get(f"{base}progress/").json()
-    cancelled = console.post(f"{base}cancel/")
+    asked = console.get(f"{base}cancel/")
+    cancelled = console.post(f"{base}cancel/", {"confirmed": "yes"})
 
     assert 'id="live-progress"' in page.content.decode() and 'id="cancel-operation"' in page.content.decode()
     assert progress["state"] == "DISPATCHED" and progress["counts"]["resolved_device_count"] == 8
@@ -214,9 +215,10 @@ def test_progress_endpoint_and_cancel_button(console: Client, org_with_devices: 
         "timed_out": 0,
     }
     assert progress["resolved"] == 8 and progress["terminal"] is False
+    assert asked.status_code == 200 and "It touches 8 devices" in asked.content.decode()
     assert cancelled.status_code == 302
     assert console.get(f"{base}progress/").json()["state"] == "CANCELLED"
-    again = console.post(f"{base}cancel/", follow=True)
+    again = console.post(f"{base}cancel/", {"confirmed": "yes"}, follow=True)
     assert "already CANCELLED" in again.content.decode()
 
 

@@ -20,6 +20,7 @@ from operations.choices import OperationState
 from operations.fanout import fan_out
 from operations.models import Operation
 from operations.services import create_operation, request_state
+from operations.stopping import stop_commands
 from tests.conftest import Org, staff_console
 from tests.helpers import error
 
@@ -309,8 +310,11 @@ def test_the_page_shows_each_wave_each_abort_rule_and_the_rate(console: Client, 
     live = console.get(f"{base}progress/").json()
 
     assert 'id="rollout-panel"' in html
-    assert '<tr class="rollout-wave rollout-current" data-wave="1" data-state="OPEN">' in html
-    assert '<tr class="rollout-wave" data-wave="2" data-state="WAITING">' in html
+    assert (
+        '<tr class="rollout-wave rollout-current" data-wave="1" data-state="OPEN" data-outcome="OPEN">'
+        in html
+    )
+    assert '<tr class="rollout-wave" data-wave="2" data-state="WAITING" data-outcome="WAITING">' in html
     waves = live["rollout"]["waves"]
     assert [(w["wave"], w["state"], w["current"]) for w in waves] == [
         (1, "OPEN", True),
@@ -324,18 +328,22 @@ def test_the_page_shows_each_wave_each_abort_rule_and_the_rate(console: Client, 
     }
     assert 'data-part="pending" style="width:60.00%"' in html
     failed_rule, timeout_rule = live["rollout"]["abort"]
-    assert failed_rule["text"] == "FAILED 50.0% of 60% after 2 devices, 2 finished"
+    assert failed_rule["text"] == (
+        "abort when at least 60 % fail, once at least 2 devices have finished; now 50 % (1 of 2 finished)"
+    )
     assert failed_rule["closeness"] == "83.33" and failed_rule["armed"] and not failed_rule["met"]
-    assert timeout_rule["text"] == "TIMED_OUT 0.0% of 10% after 5 devices, 2 finished"
+    assert timeout_rule["text"] == (
+        "abort when at least 10 % time out, once at least 5 devices have finished; now 0 % (0 of 2 finished)"
+    )
     assert not timeout_rule["armed"]
-    assert "FAILED 50.0% of 60% after 2 devices, 2 finished" in html
+    assert "abort when at least 60 % fail, once at least 2 devices have finished; now 50 %" in html
     assert 'class="op-seg abort-fill" style="width:83.33%"' in html
     assert "counts once 5 devices have finished" in html
     assert live["rollout"]["rate"] == {"max": 100, "last_minute": 0, "percent": "0.00"}
     assert "0 handed out in the last minute, at most 100 a minute" in html
     assert "TIMED_OUT: up to 3 deliveries" in html and "more than 30 min: Command TimeOut" in html
     # each poll brings the panel drawn by the same template
-    assert "FAILED 50.0% of 60% after 2 devices, 2 finished" in live["rollout_html"]
+    assert "abort when at least 60 % fail" in live["rollout_html"]
     assert 'data-wave="1" data-state="OPEN"' in live["rollout_html"]
 
     finish(first[2], C.FAILURE)  # 2 of 3 finished failed: 66.7% >= 60%, the rule is met
@@ -348,9 +356,17 @@ def test_the_page_shows_each_wave_each_abort_rule_and_the_rate(console: Client, 
     assert "abort-rule abort-met" in live["rollout_html"]
     # the cancelled rest now counts as finished; the rule shows what it measured when it aborted
     assert live["rollout"]["abort"][0]["text"] == (
-        "FAILED 66.7% of 60% after 2 devices, 3 finished: aborted the operation"
+        "abort when at least 60 % fail, once at least 2 devices have finished; "
+        "now 66.7 % (2 of 3 finished): it aborted the operation"
     )
     assert live["rollout"]["abort"][1]["met"] is False
+    # the waves say what happened: the open one was cancelled by the stop, the next never opened
+    stop_commands(operation.pk)
+    live = console.get(f"{base}progress/").json()
+    outcomes = [(w["wave"], w["outcome"]) for w in live["rollout"]["waves"]]
+    assert outcomes == [(1, "CANCELLED"), (2, "NEVER_OPENED")]
+    assert 'class="wave-state wave-never_opened">NEVER OPENED<' in live["rollout_html"]
+    assert live["settled"] is True and live["handed_out"] == 5 and live["waiting"] == 5
 
 
 def test_waves_before_they_are_drawn_and_an_operation_without_rollout(console: Client, fleet: Org) -> None:
@@ -485,7 +501,7 @@ def test_the_list_shows_paused_operations_and_filters_them(console: Client, flee
     only_paused = console.get(LIST, {"state__exact": int(S.PAUSED)})
 
     assert '<span class="op-badge op-badge-paused">PAUSED</span>' in listed
-    assert '<span class="op-paused-reason">hold for the night</span>' in listed
+    assert '<span class="op-paused-reason op-state-reason">hold for the night</span>' in listed
     assert '<span class="op-badge op-badge-dispatched">DISPATCHED</span>' in listed
     assert "?state__exact=130" in listed  # the state filter offers PAUSED
     assert list(only_paused.context["cl"].result_list) == [paused]

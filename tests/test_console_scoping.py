@@ -31,8 +31,15 @@ from inventory.services import create_api_key, create_device, get_or_create_tena
 from inventory.webhooks.services import create_endpoint
 from maintenance import services as maintenance
 from maintenance.models import MaintenanceJob
+from operations.approvals import set_policy
 from operations.choices import OperationState
-from operations.models import HeadlessOperation, Operation, OperationTemplate, UpcomingHeadlessRun
+from operations.models import (
+    ApprovalPolicy,
+    HeadlessOperation,
+    Operation,
+    OperationTemplate,
+    UpcomingHeadlessRun,
+)
 from tests.conftest import staff_console, superuser_console
 
 OTHER = "zz-other"  # every object of the other tenant carries this, so a leak shows in the HTML
@@ -57,6 +64,11 @@ def _headless(tenant: Tenant, name: str) -> HeadlessOperation:
     )
 
 
+def _policy(tenant: Tenant, name: str) -> ApprovalPolicy:
+    set_policy(tenant.pk, ["WIPE"], None, 72, name)
+    return ApprovalPolicy.objects.get(tenant=tenant)
+
+
 FACTORIES: dict[type[models.Model], Callable[[Tenant, str], models.Model]] = {
     Tenant: lambda tenant, name: tenant,
     ApiKey: lambda tenant, name: create_api_key(tenant, "viewer", f"{name}-key")[0],
@@ -75,6 +87,7 @@ FACTORIES: dict[type[models.Model], Callable[[Tenant, str], models.Model]] = {
     OperationTemplate: lambda tenant, name: OperationTemplate.objects.create(
         tenant=tenant, name=f"{name}-template", operation_type="REBOOT", created_by=name
     ),
+    ApprovalPolicy: _policy,
 }
 
 REGISTRY = sorted(admin.site._registry.items(), key=lambda item: item[0]._meta.label)
@@ -216,9 +229,11 @@ def test_console_user_links_a_staff_user_to_one_tenant(tenants: tuple[Tenant, Te
     index = console.get(reverse("admin:index"))
 
     assert index.status_code == 200
-    names = {app["app_label"] for app in index.context["app_list"]}
-    assert {"inventory", "operations", "commands", "maintenance"} <= names
-    assert not names & {"auth", "django_celery_beat", "axes"}
+    sections = {app["name"]: app for app in index.context["app_list"]}
+    assert list(sections) == ["Operations", "Devices", "Templates", "Maintenance", "Webhooks", "Settings"]
+    links = {model["name"] for app in sections.values() for model in app["models"]}
+    assert {"Active", "Failing now", "Devices", "Command statuses", "API keys"} <= links
+    assert not links & {"Users", "User groups", "Periodic tasks", "Access attempts", "Console users"}
 
 
 #: ``_selected_action`` values an integer or UUID key cannot take (a character key takes most,

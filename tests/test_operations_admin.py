@@ -55,12 +55,18 @@ def test_operation_detail_shows_activity_and_counts(console: Client, operation: 
     assert "QUERY RESOLVED" in html and "pending 4, cancelled 0, timed out 0, of 4" in html
 
 
-def test_cancel_action_uses_the_service(console: Client, operation: Operation) -> None:
-    response = console.post(
-        "/admin/operations/operation/",
-        {"action": "cancel", "_selected_action": [str(operation.pk)]},
-        follow=True,
-    )
+def test_cancel_action_asks_first_then_uses_the_service(console: Client, operation: Operation) -> None:
+    chosen = {"action": "cancel", "_selected_action": [str(operation.pk)]}
+
+    asked = console.post("/admin/operations/operation/", chosen)
+
+    assert asked.status_code == 200
+    html = asked.content.decode()
+    assert 'id="confirm-yes"' in html and "touching 4 devices" in html
+    operation.refresh_from_db()
+    assert operation.state == OperationState.DISPATCHED  # nothing happened yet
+
+    response = console.post("/admin/operations/operation/", {**chosen, "confirmed": "yes"}, follow=True)
 
     assert response.status_code == 200
     stop_commands(operation.pk)  # what the worker does after the action
@@ -112,7 +118,7 @@ def test_the_state_and_counts_are_shown_once_from_the_live_data(
     live = console.get(f"/admin/operations/operation/{operation.pk}/progress/").json()
 
     assert live["state"] == "PROCESSING"
-    assert '<b id="live-state">PROCESSING</b>' in html
+    assert 'id="live-state">PROCESSING</span>' in html
     assert 'data-count="failed">1</b>' in html and 'data-count="pending">3</b>' in html
     assert '<b id="live-resolved">4</b>' in html
     assert 'data-part="failed" style="width:25.00%"' in html
