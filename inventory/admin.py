@@ -186,6 +186,24 @@ class TenantAdmin(TenantScopedAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return bool(request.user.is_superuser)
 
+    # A tenant's devices go with it, and so do their broker logins; a new slug renames them.
+    def save_model(self, request: HttpRequest, obj: Tenant, form: Any, change: bool) -> None:
+        renamed = change and "slug" in form.changed_data
+        if renamed:
+            broker_logins.follow(Device.objects.filter(tenant_id=obj.pk))
+        super().save_model(request, obj, form, change)
+        if renamed:
+            broker_logins.follow(Device.objects.filter(tenant_id=obj.pk))
+
+    def delete_model(self, request: HttpRequest, obj: Tenant) -> None:
+        broker_logins.follow(Device.objects.filter(tenant_id=obj.pk))
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        with transaction.atomic():  # the logins' sync is queued after the delete commits
+            broker_logins.follow(Device.objects.filter(tenant__in=queryset))
+            super().delete_queryset(request, queryset)
+
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(ShowsSecretsOnce):

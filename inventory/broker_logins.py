@@ -165,10 +165,6 @@ class Change:
     def __bool__(self) -> bool:
         return any((self.created, self.updated, self.disabled, self.enabled, self.deleted))
 
-    def merge(self, other: Change) -> None:
-        for name in ("created", "updated", "disabled", "enabled", "deleted"):
-            getattr(self, name).extend(getattr(other, name))
-
     def summary(self) -> str:
         parts = [
             f"{len(names)} {name}"
