@@ -406,6 +406,35 @@ def test_renaming_a_device_moves_its_login(
     _fails_within(mqtt_settings, login)
 
 
+def test_the_consoles_deletes_sync_the_logins_too(
+    mqtt_settings: mosquitto.Broker,
+    org: Org,
+    console: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """A bulk delete of devices and the delete of a tenant, in the console: the logins of their
+    devices are queued for the sync after commit (here run in the test), and end."""
+    queued: list[list[str]] = []
+    monkeypatch.setattr(broker_logins, "_sender", queued.append)
+    first, second = add_device(org.tenant, "dev-a"), add_device(org.tenant, "dev-b")
+    logins = [credentials(first), credentials(second)]
+    add_device(org.tenant, "dev-c")  # never asked: nothing to sync for it
+
+    with django_capture_on_commit_callbacks(execute=True):
+        console.post(
+            "/admin/inventory/device/",
+            {"action": "delete_selected", "_selected_action": [first.device.pk], "post": "yes"},
+        )
+    assert queued == [["acme/dev-a"]]
+    with django_capture_on_commit_callbacks(execute=True):
+        console.post(f"/admin/inventory/tenant/{org.tenant.pk}/delete/", {"post": "yes"})
+    assert queued[1] == ["acme/dev-b"]
+    for names in queued:
+        broker_logins.sync(names)
+    assert not any(logs_in(mqtt_settings, login) for login in logins)
+
+
 # --- mqtt_sync_logins ----------------------------------------------------------------------------
 
 
