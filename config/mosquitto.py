@@ -266,7 +266,10 @@ def _stop_leftover(folder: Path) -> None:
     except (FileNotFoundError, ValueError, OSError):
         return
     if str(folder / "mosquitto.conf") in command_line:
-        os.kill(pid, 15)
+        try:
+            os.kill(pid, 15)
+        except ProcessLookupError:  # it ended meanwhile
+            return
         deadline = time.monotonic() + 5
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -572,6 +572,16 @@ def test_make_runs_broker_starts_under_var_and_says_push_is_on(tmp_path: Path, s
     assert not mosquitto.url_file(tmp_path).exists()
 
 
+def test_a_broker_left_behind_by_a_killed_run_is_stopped_by_the_next(tmp_path: Path) -> None:
+    first = mosquitto.start_local(tmp_path)  # its runstack killed: nobody stops it
+    second = mosquitto.start_local(tmp_path)
+    try:
+        assert first.process.wait(timeout=10) is not None
+        assert mosquitto.configured_url(tmp_path) == second.broker.url
+    finally:
+        mosquitto.stop_local(second)
+
+
 def test_without_mosquitto_make_run_says_push_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mosquitto, "available", lambda: False)
     env: dict[str, str] = {}
