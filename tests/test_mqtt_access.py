@@ -11,8 +11,10 @@ forbidden message, sent before it on the same connection, would have been too.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -32,7 +34,7 @@ from config import mosquitto
 from inventory import broker_logins, device_topics, dynsec
 from inventory.models import BrokerLogin, Device
 from server.management.commands import runstack
-from tests.conftest import Api, CeleryProcesses, DeviceActor, Org, add_device, make_org, wait_until
+from tests.conftest import ROOT, Api, CeleryProcesses, DeviceActor, Org, add_device, make_org, wait_until
 
 CREDENTIALS = "/v2/mqtt-credentials/"
 #: The contract's bound on ending a login after its device changed.
@@ -570,6 +572,25 @@ def test_make_runs_broker_starts_under_var_and_says_push_is_on(tmp_path: Path, s
     finally:
         mosquitto.stop_local(local)
     assert not mosquitto.url_file(tmp_path).exists()
+
+
+def test_a_shell_beside_make_run_reads_its_brokers_url(tmp_path: Path) -> None:
+    """Without MQTT_URL and DATABASE_URL (a second terminal beside ``make run``), the settings
+    take the URL ``make run``'s broker wrote; with DATABASE_URL set (a deployment, the tests),
+    never."""
+    url = "mqtt://dos-server:pw@127.0.0.1:18830"
+    mosquitto.url_file(tmp_path).write_text(url + "\n")
+    env = {key: value for key, value in os.environ.items() if key not in {"MQTT_URL", "DATABASE_URL"}}
+    env |= {"VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings", "SECRET_KEY": "x" * 50}
+
+    def settings_url() -> str:
+        read = [sys.executable, "-c", "from django.conf import settings; print(settings.MQTT_URL)"]
+        done = subprocess.run(read, env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    assert settings_url() == url
+    env["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/none"
+    assert settings_url() == "None"
 
 
 def test_a_broker_left_behind_by_a_killed_run_is_stopped_by_the_next(tmp_path: Path) -> None:
