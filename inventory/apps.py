@@ -10,6 +10,8 @@ class InventoryConfig(AppConfig):
         from config.api import views
         from inventory import admin_webhooks  # noqa: F401  # registers its ModelAdmin (it extends inventory.admin's)
         from inventory.audit import record_api_write
+        from inventory.broker_logins import register_sender
+        from inventory.tasks import sync_broker_logins
         from inventory.webhooks.metrics import webhook_backlog
 
         # The audit log records every write an API key makes through the API's base view.
@@ -18,3 +20,5 @@ class InventoryConfig(AppConfig):
         # GET /metrics reads what the webhooks still owe at scrape time (one aggregate).
         if webhook_backlog not in metrics.scrape_collectors:
             metrics.scrape_collectors.append(webhook_backlog)
+        # Device changes reach the broker's logins through a task, queued after commit.
+        register_sender(sync_broker_logins.delay)

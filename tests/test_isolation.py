@@ -174,6 +174,9 @@ def test_another_tenants_admin_reaches_nothing(world: World, other_org: Org, pat
     elif path == "/v2/command-inbox/":
         response = stranger.get(path, {"device_id": world.device.device.device_id})
         assert response.status_code == 400, response.content
+    elif path == "/v2/mqtt-credentials/":  # a device's own token only (tests/test_mqtt_access.py)
+        response = stranger.get(path, {"device_id": world.device.device.device_id})
+        assert response.status_code == 403, response.content
     elif method == "GET":
         response = stranger.get(path)
         assert response.status_code == 200, response.content
@@ -198,6 +201,10 @@ def test_a_device_token_reaches_only_its_own_inbox_and_commands(world: World, pa
         other = world.second_device.device.device_id
         assert device.get(path, {"device_id": other}).status_code == 400
         assert device.get(path, {"device_id": world.device.device.device_id}).status_code == 200
+        return
+    if path == "/v2/mqtt-credentials/":  # another device's login never (with MQTT on: test_mqtt_access.py)
+        other = world.second_device.device.device_id
+        assert device.get(path, {"device_id": other}).status_code in (400, 404)
         return
     if path.startswith("/commands/v0/status/"):
         if "{" in path:
