@@ -24,7 +24,7 @@ from tests.helpers import openapi_document
 from tests.world import World, build_world, fill, path_parameters, shape
 
 #: Paths of the URL map that are not API endpoints.
-NOT_API = {"", "admin/", "api/schema/", "api/docs/", "healthz", "readyz", "metrics"}
+NOT_API = {"", "admin/", "api/schema/", "api/docs/", "healthz", "readyz", "metrics", "favicon.ico"}
 
 
 def _operations() -> list[tuple[str, str]]:
