@@ -225,9 +225,7 @@ def test_the_agent_waits_as_a_429_retry_after_says(
     assert waits and all(float(wait) >= float(asked) for asked, wait in waits), waits
 
 
-def test_the_simulator_completes_an_operation_on_fifty_devices(
-    org: Org, server: str, tmp_path: Path
-) -> None:
+def test_the_simulator_completes_an_operation_on_fifty_devices(org: Org, server: str, tmp_path: Path) -> None:
     simulator = AgentProcess(
         [
             "simulate",
