@@ -241,7 +241,7 @@ def _serving(
         try:
             with urllib.request.urlopen(f"{url}/admin/login/", timeout=5) as answer:
                 return bool(answer.status == 200)
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, ConnectionError, TimeoutError):  # slow to start: ask again
             return False
 
     try:

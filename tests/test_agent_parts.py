@@ -8,6 +8,9 @@ import asyncio
 import email.utils
 import json
 import random
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,8 @@ from dos_agent.config import ConfigError, HandlerSpec, from_mapping, read_file
 from dos_agent.handlers import Handlers, Outcome, command_env, run_shell
 from dos_agent.journal import FINISHED_KEPT, AgentState, Job, Journal, Report
 from dos_agent.simulate import percentile
+
+from tests.conftest import ROOT
 
 
 def test_backoff_doubles_with_jitter_up_to_its_cap_and_starts_over_after_a_success() -> None:
@@ -149,3 +154,24 @@ def test_percentiles_are_nearest_rank() -> None:
     assert (percentile(values, 0.5), percentile(values, 0.99), percentile(values, 1.0)) == (50.0, 99.0, 100.0)
     assert percentile([3.0], 0.99) == 3.0
     assert percentile([], 0.5) is None
+
+
+def test_the_agent_imports_neither_django_nor_the_project(tmp_path: Path) -> None:
+    """It is installed on devices alone (``pip install ./agent``): run from elsewhere, loading
+    every module of it loads nothing of the server's."""
+    floors = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["root_packages"]
+    modules = [f"dos_agent.{path.stem}" for path in (ROOT / "agent" / "dos_agent").glob("*.py")]
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys; import {', '.join(m for m in modules if not m.endswith('__main__'))}; "
+            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "dos_agent" in loaded
+    assert sorted({"django", "rest_framework", "celery", "tests", *floors} & set(loaded)) == []

@@ -18,6 +18,7 @@ from dos_agent.config import AgentConfig, ConfigError, HandlerSpec, from_mapping
 from dos_agent.handlers import Handlers
 from dos_agent.http_api import DeviceApi
 from dos_agent.journal import Journal
+from dos_agent.mqtt_channel import cancel
 from dos_agent.simulate import SimulateOptions, format_summary, make_devices, read_tokens, simulate
 
 #: After SIGTERM, how long a running handler may take before the agent stops without it (its
@@ -101,12 +102,23 @@ async def run_agent(config: AgentConfig) -> None:
             Journal(config.state_path()),
         )
         task = asyncio.create_task(agent.run())
+        stopping = asyncio.Event()
+
+        def stop() -> None:
+            agent.stop()
+            stopping.set()
+
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, agent.stop)
-        done, _ = await asyncio.wait({task})
-        while not done:  # pragma: no cover - the loop above returns once the task ends
-            done, _ = await asyncio.wait({task}, timeout=STOP_GRACE_SECONDS)
+            loop.add_signal_handler(signum, stop)
+        signalled = asyncio.create_task(stopping.wait())
+        await asyncio.wait({task, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        signalled.cancel()
+        if not task.done():  # a handler still running: give it a moment, then leave it to resume
+            await asyncio.wait({task}, timeout=STOP_GRACE_SECONDS)
+            await cancel(task)
+        if not task.cancelled():
+            task.result()  # an error of the agent's own: raise it
 
 
 async def run_simulation(args: argparse.Namespace) -> int:

@@ -95,15 +95,22 @@ async def run_shell(spec: HandlerSpec, command: Mapping[str, Any], device_id: st
             process.communicate(json.dumps(dict(command)).encode()), timeout=spec.timeout
         )
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        _kill(process.pid)
         await process.wait()
         return Outcome(False, f"timed out after {spec.timeout:g} s", {"timeout_seconds": spec.timeout})
+    except asyncio.CancelledError:  # the agent stops: no orphan (the journal resumes the command)
+        _kill(process.pid)
+        raise
     stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
     details = {"exit_code": process.returncode, "stdout": tail(stdout), "stderr": tail(stderr)}
     if process.returncode == 0:
         return Outcome(True, "", details)
     return Outcome(False, tail(stderr) or f"exit code {process.returncode}", details)
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def load_callable(spec: HandlerSpec) -> Callable[..., Any]:

@@ -58,7 +58,11 @@ class Login:
     def from_credentials(cls, credentials: dict[str, Any]) -> Login:
         url = urlsplit(str(credentials["url"]))
         tls = url.scheme == "mqtts"
-        notify = next((t for t in _strings(credentials.get("topics")) if t.endswith("/notify")), None)
+        topics = credentials.get("topics")
+        if isinstance(topics, dict) and isinstance(topics.get("prefix"), str):
+            notify: str | None = f"{topics['prefix']}/notify"
+        else:
+            notify = next((t for t in _strings(topics) if t.endswith("/notify")), None)
         if notify is None:
             raise ValueError("the credentials name no notify topic")
         return cls(
@@ -81,7 +85,8 @@ class Login:
 
 
 def _strings(value: Any) -> list[str]:
-    """Every string in the credentials' ``topics`` (a list, or a dict of lists)."""
+    """Every string in the credentials' ``topics`` (``{"prefix", "subscribe": [...],
+    "publish": [...]}``, or any list or dict of lists)."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, dict):
