@@ -166,6 +166,9 @@ class DeviceAgent:
             logger.info("%s: inbox/get over MQTT: %s; polling over HTTP", self.api.device_id, failed)
             return None
         self.counters.mqtt_fetches += 1
+        logger.info(
+            "%s: inbox/get over MQTT: %d commands", self.api.device_id, len(reply.get("commands", []))
+        )
         poll = reply.get("next_poll_seconds")
         if isinstance(poll, int | float) and poll > 0:
             self.next_poll = float(poll)

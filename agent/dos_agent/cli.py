@@ -28,7 +28,7 @@ STOP_GRACE_SECONDS = 10.0
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dos-agent", description="The reference device agent.")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", help="default: INFO for run, WARNING for simulate")
     commands = parser.add_subparsers(dest="action", required=True)
 
     run = commands.add_parser("run", help="run the agent of one device")
@@ -154,7 +154,8 @@ async def run_simulation(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=(args.log_level or ("INFO" if args.action == "run" else "WARNING")).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:

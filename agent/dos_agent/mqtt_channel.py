@@ -153,6 +153,7 @@ class MqttChannel:
                 await client.subscribe(topic, qos=1)
             self._client, self._login = client, login
             self.connected.set()
+            logger.info("mqtt: connected to %s:%s as %s", login.host, login.port, login.client_id)
             backoff.reset()
             self._on_connect()
             async for message in client.messages:
