@@ -22,6 +22,7 @@ import pytest
 
 from commands.choices import CommandState
 from commands.models import CommandHistory
+from config.mosquitto import free_port
 from tests.agent_handlers import OUT
 from tests.agent_process import (
     AgentProcess,
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.e2e
 FAST_POLLS = {"INBOX_POLL_SECONDS": "1"}
 
 
-def serve(tmp_path: Path, **env: str) -> contextlib.AbstractContextManager[str]:
+def serve(tmp_path: Path, *options: str, **env: str) -> contextlib.AbstractContextManager[str]:
     """gunicorn serving the project with fast polls and an access log (to count 429s)."""
     return gunicorn(
         {**_process_env(), **FAST_POLLS, **env},
@@ -50,6 +51,7 @@ def serve(tmp_path: Path, **env: str) -> contextlib.AbstractContextManager[str]:
         "4",
         "--access-logfile",
         "-",
+        *options,
     )
 
 
@@ -223,6 +225,24 @@ def test_the_agent_waits_as_a_429_retry_after_says(
     assert repeated == [], statuses
     waits = re.findall(r"Retry-After ([\d.]+)\S*; next poll in ([\d.]+) s", agent.log())
     assert waits and all(float(wait) >= float(asked) for asked, wait in waits), waits
+
+
+def test_an_agent_started_before_its_server_backs_off_within_its_cap_and_then_works(
+    org: Org, kiosk: DeviceActor, celery_worker: CeleryProcesses, tmp_path: Path
+) -> None:
+    port = free_port()
+    operation_id = create_operation(org, "BEEP_DEVICE", {"devices": ["kiosk-1"]})
+    agent = run_agent(f"http://127.0.0.1:{port}", kiosk, tmp_path, "--unhandled", "succeed")
+    try:
+        wait_until(lambda: agent.log().count("ConnectError") >= 4, timeout=60, what=agent.log())
+        with serve(tmp_path, "--bind", f"127.0.0.1:{port}"):
+            shown = wait_finished(org, operation_id, agent.log)
+    finally:
+        agent.stop()
+
+    assert shown["state"] == "SUCCESS"
+    waits = [float(w) for w in re.findall(r"ConnectError.*; next poll in ([\d.]+) s", agent.log())]
+    assert len(waits) >= 4 and all(0 < wait <= 2.0 for wait in waits), waits  # --max-backoff 2
 
 
 def test_the_simulator_completes_an_operation_on_fifty_devices(org: Org, server: str, tmp_path: Path) -> None:
