@@ -23,7 +23,9 @@ import contextlib
 import json
 import logging
 import ssl
+import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -111,6 +113,8 @@ class MqttChannel:
         self._waiting: dict[str, asyncio.Future[tuple[str, dict[str, Any]]]] = {}
         self.connected = asyncio.Event()
         self.notifies = 0
+        #: When the last notifies arrived (``time.monotonic()``), for the benchmark's latencies.
+        self.notify_times: deque[float] = deque(maxlen=8)
 
     async def run(self) -> None:
         """Stay connected (until cancelled): log in, subscribe, hand each message on."""
@@ -169,6 +173,7 @@ class MqttChannel:
             return
         if topic.endswith("/notify"):
             self.notifies += 1
+            self.notify_times.append(time.monotonic())
             self._on_notify(body)
             return
         kind = "rejected" if topic.endswith("/rejected") else "accepted"

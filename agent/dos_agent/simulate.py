@@ -161,50 +161,75 @@ class SimulateOptions:
     report_in_progress: bool = True
 
 
-async def simulate(options: SimulateOptions, client: httpx.AsyncClient) -> tuple[Summary, dict[str, Any]]:
-    """Run the fleet until ``expect`` commands ended, ``duration`` passed or ``idle`` seconds
-    passed with none ending (after one did): the summary and its figures."""
-    rng = random.Random(options.seed)
-    summary = Summary(expect=options.expect)
-    runner = SimulatedRunner(options.delay, options.success_ratio, rng)
-    agents = []
-    for device_id, token in options.devices:
-        config = AgentConfig(
-            server=options.server,
-            device_id=device_id,
-            token=token,
-            mqtt=options.mqtt,
-            start_jitter=options.start_spread,
-            report_in_progress=options.report_in_progress,
-        )
-        api = DeviceApi(client, options.server, device_id, token)
-        agents.append(DeviceAgent(config, api, runner, Journal(None), summary, random.Random(rng.random())))
-    started = time.monotonic()
-    tasks = [asyncio.create_task(agent.run()) for agent in agents]
-    try:
-        await _until_done(summary, options, started)
-    finally:
-        for agent in agents:
+class Fleet:
+    """The virtual devices of one run: :meth:`start` them, wait, :meth:`stop` them. The
+    benchmark (``bench/mqtt_fleet.py``) drives one step by step; :func:`simulate` runs one."""
+
+    def __init__(self, options: SimulateOptions, client: httpx.AsyncClient) -> None:
+        self.options = options
+        rng = random.Random(options.seed)
+        self.summary = Summary(expect=options.expect)
+        runner = SimulatedRunner(options.delay, options.success_ratio, rng)
+        self.agents: list[DeviceAgent] = []
+        for device_id, token in options.devices:
+            config = AgentConfig(
+                server=options.server,
+                device_id=device_id,
+                token=token,
+                mqtt=options.mqtt,
+                start_jitter=options.start_spread,
+                report_in_progress=options.report_in_progress,
+            )
+            api = DeviceApi(client, options.server, device_id, token)
+            agent = DeviceAgent(config, api, runner, Journal(None), self.summary, random.Random(rng.random()))
+            self.agents.append(agent)
+        self.tasks: list[asyncio.Task[None]] = []
+        self.started = time.monotonic()
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self.tasks = [asyncio.create_task(agent.run()) for agent in self.agents]
+
+    def mqtt_sessions(self) -> int:
+        return sum(1 for a in self.agents if a.channel is not None and a.channel.connected.is_set())
+
+    async def until_done(self) -> None:
+        """Until ``expect`` commands ended, ``duration`` passed, or ``idle`` seconds passed
+        with none ending (after one did)."""
+        options, summary = self.options, self.summary
+        while True:
+            now = time.monotonic()
+            if options.duration is not None and now - self.started >= options.duration:
+                return
+            if options.idle is not None and summary.done and now - summary.last_done >= options.idle:
+                return
+            try:
+                await asyncio.wait_for(summary.enough.wait(), timeout=0.5)
+                return
+            except TimeoutError:
+                continue
+
+    async def stop(self) -> dict[str, Any]:
+        """Stop every device (30 s for their last reports); the run's figures."""
+        for agent in self.agents:
             agent.stop()
-        await asyncio.wait(tasks, timeout=30)
-        for task in tasks:
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=30)
+        for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return summary, summary.as_dict(agents, time.monotonic() - started)
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        return self.summary.as_dict(self.agents, time.monotonic() - self.started)
 
 
-async def _until_done(summary: Summary, options: SimulateOptions, started: float) -> None:
-    while True:
-        now = time.monotonic()
-        if options.duration is not None and now - started >= options.duration:
-            return
-        if options.idle is not None and summary.done and now - summary.last_done >= options.idle:
-            return
-        try:
-            await asyncio.wait_for(summary.enough.wait(), timeout=0.5)
-            return
-        except TimeoutError:
-            continue
+async def simulate(options: SimulateOptions, client: httpx.AsyncClient) -> tuple[Summary, dict[str, Any]]:
+    """Run a fleet until it is done (:meth:`Fleet.until_done`): its summary and figures."""
+    fleet = Fleet(options, client)
+    fleet.start()
+    try:
+        await fleet.until_done()
+    finally:
+        figures = await fleet.stop()
+    return fleet.summary, figures
 
 
 def format_summary(figures: dict[str, Any]) -> str:
