@@ -318,7 +318,7 @@ class DeviceAgent:
                     self.counters.mqtt_reports += 1
                     if accepted:
                         return True
-                    if reply.get("code") in (400, 404, 409):
+                    if _final_refusal(reply):
                         logger.warning("%s: report %s refused: %s", self.api.device_id, report, reply)
                         return False
                     await self._pause(backoff.next_delay())  # the server's trouble: try again
@@ -342,3 +342,11 @@ class DeviceAgent:
             else:
                 self.counters.http_reports += 1
                 return True
+
+
+def _final_refusal(rejected: dict[str, Any]) -> bool:
+    """Whether an MQTT ``update/rejected`` is final, as an HTTP 4xx but 429 is: the reply's
+    ``status`` (the HTTP status the same PUT would get; ``code`` is the error's name), else a
+    numeric ``code``."""
+    status = rejected.get("status", rejected.get("code"))
+    return isinstance(status, int) and 400 <= status < 500 and status != 429
