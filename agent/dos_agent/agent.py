@@ -97,6 +97,7 @@ class DeviceAgent:
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._notified_at: float | None = None
+        self._again_by_mqtt = False
 
     # --- control -------------------------------------------------------------------------------
 
@@ -147,8 +148,11 @@ class DeviceAgent:
         notified_at, self._notified_at = self._notified_at, None
         started = time.monotonic()
         commands = None
-        if notified_at is not None and self.channel is not None and self.channel.connected.is_set():
+        by_mqtt, self._again_by_mqtt = notified_at is not None or self._again_by_mqtt, False
+        if by_mqtt and self.channel is not None and self.channel.connected.is_set():
             commands = await self._fetch_mqtt()
+            # a full batch may leave more: ask again the same way, not by an HTTP poll
+            self._again_by_mqtt = bool(commands)
         if commands is None:
             fetched = await self._fetch_http()
             if isinstance(fetched, float):
