@@ -149,3 +149,34 @@ def mqtt_device(broker: Broker, slug: str, device_id: str) -> Iterator[MqttDevic
         yield device
     finally:
         device.close()
+
+
+def publish_all(broker: Broker, messages: list[tuple[str, Any]], timeout: float = 60) -> None:
+    """Publish ``(topic, payload)`` pairs at QoS 1, in order, as fast as the broker takes them."""
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"load-{uuid.uuid4().hex[:10]}", protocol=mqtt.MQTTv5
+    )
+    client.username_pw_set(broker.admin_user, broker.admin_password)
+    client.max_inflight_messages_set(1000)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        sent = [client.publish(topic, json.dumps(payload), qos=1) for topic, payload in messages]
+        end = time.monotonic() + timeout
+        for info in sent:
+            info.wait_for_publish(max(0.1, end - time.monotonic()))
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def report_messages(slug: str, commands: list[tuple[str, int]], states: list[str]) -> list[tuple[str, Any]]:
+    """For each (device id, command id), one update per state, in order."""
+    return [
+        (
+            device_topics.update(slug, device_id, command_id),
+            {"state": state, "client_token": f"{command_id}:{n}"},
+        )
+        for device_id, command_id in commands
+        for n, state in enumerate(states)
+    ]
