@@ -33,6 +33,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -89,6 +90,45 @@ FANOUT_DURATION = Histogram(
     "Time of one fan-out run of an operation, by outcome (ok, error).",
     ["outcome"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0),
+)
+
+# --- the MQTT bridge (``manage.py mqtt_bridge``, commands.bridge; docs/mqtt-bridge.md). Its process
+# writes these to PROMETHEUS_MULTIPROC_DIR as a worker does, so /metrics adds them up.
+MQTT_CONNECTED_DEVICES = Gauge(
+    f"{PREFIX}_mqtt_connected_clients",
+    "Clients connected to the MQTT broker, as the broker says ($SYS/broker/clients/connected): the "
+    "devices with a live session, plus the bridges.",
+    multiprocess_mode="mostrecent",
+)
+MQTT_NOTIFIES = Counter(
+    f"{PREFIX}_mqtt_notifies",
+    "notify messages published to devices and acknowledged by the broker (QoS 1).",
+)
+MQTT_MESSAGES = Counter(
+    f"{PREFIX}_mqtt_messages",
+    "Device messages the bridge settled, by kind: inbox_get, update.",
+    ["kind"],
+)
+MQTT_BATCH_SIZE = Histogram(
+    f"{PREFIX}_mqtt_batch_size",
+    "Device messages settled in one batch (one transaction) by the bridge.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+)
+MQTT_SETTLE_DURATION = Histogram(
+    f"{PREFIX}_mqtt_settle_duration_seconds",
+    "Time to settle one batch of device messages, its commit included.",
+    buckets=LATENCY_BUCKETS,
+)
+MQTT_REJECTED = Counter(
+    f"{PREFIX}_mqtt_rejected_updates",
+    "Device updates answered on .../update/rejected, by error_code (docs/errors.md).",
+    ["code"],
+)
+MQTT_DROPPED = Counter(
+    f"{PREFIX}_mqtt_dropped_messages",
+    "Device messages dropped without an answer, by reason: unknown_device (no such active device), "
+    "bad_topic, malformed (an inbox/get that is not a JSON object).",
+    ["reason"],
 )
 
 IDEMPOTENCY_OUTCOMES = Counter(
