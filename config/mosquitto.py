@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from config.embedded_postgres import write_private
+
 #: Where Debian, Ubuntu and the upstream packages put the plugin.
 PLUGIN_GLOBS = (
     "/usr/lib/*/mosquitto_dynamic_security.so",
@@ -43,6 +45,10 @@ TOPIC_ROOT = "dos"
 #: Room for the bridge to take its QoS-1 messages in batches (contract section 14).
 MAX_INFLIGHT_MESSAGES = 1000
 MAX_QUEUED_MESSAGES = 100_000
+#: The plugin's default access kinds, all denied on the project's broker.
+DEFAULT_ACL_ACCESS = ("publishClientSend", "publishClientReceive", "subscribe", "unsubscribe")
+#: The port devices expect; ``make run`` takes it when it is free.
+DEFAULT_PORT = 1883
 
 
 class MosquittoUnavailable(RuntimeError):
@@ -104,6 +110,36 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether nobody listens on ``host:port`` (``make run`` takes 1883 when it is)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def folder_of(var: Path) -> Path:
+    """The zero-configuration run's broker folder (``make run``), beside ``var/postgres``."""
+    return var / "mosquitto"
+
+
+def url_file(var: Path) -> Path:
+    """Where ``make run`` writes the running broker's ``MQTT_URL`` (mode 0600: it holds the admin
+    password), for processes not started by it: the settings read it when neither ``MQTT_URL``
+    nor ``DATABASE_URL`` is set, as they read ``var/postgres.url``."""
+    return var / "mosquitto.url"
+
+
+def configured_url(var: Path) -> str | None:
+    """The URL ``make run``'s broker wrote, or None when none runs (or it never ran)."""
+    try:
+        return url_file(var).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
 def prepare(folder: Path, port: int, host: str = "127.0.0.1", admin_password: str | None = None) -> Broker:
     """Write the broker's configuration and, on first use, its dynamic-security file.
 
@@ -149,9 +185,12 @@ def prepare(folder: Path, port: int, host: str = "127.0.0.1", admin_password: st
 
 def _let_admin_publish(dynsec_file: Path) -> None:
     """Let the server's login publish on the device topics (``dos/#``): ``dynsec init`` gives its
-    admin role subscribe and receive on ``#`` but publish only on ``$CONTROL``. Written before
+    admin role subscribe and receive on ``#`` but publish only on ``$CONTROL``. And deny by
+    default what no role allows (``dynsec init`` lets anyone receive and unsubscribe), so a
+    device login reaches only what its role names (``inventory.broker_logins``). Written before
     the broker first starts, so no admin command is needed."""
     document = json.loads(dynsec_file.read_text())
+    document["defaultACLAccess"] = dict.fromkeys(DEFAULT_ACL_ACCESS, False)
     for role in document["roles"]:
         if role["rolename"] == "admin":
             role["acls"].append({"acltype": "publishClientSend", "topic": f"{TOPIC_ROOT}/#", "allow": True})
@@ -198,3 +237,58 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, 9)
         process.wait()
+
+
+@dataclass(frozen=True)
+class Local:
+    """The zero-configuration run's broker, running: stop it with :func:`stop_local`."""
+
+    broker: Broker
+    process: subprocess.Popen[bytes]
+    var: Path
+
+    @property
+    def device_url(self) -> str:
+        """Where devices connect (the URL without the admin login)."""
+        return f"mqtt://{self.broker.host}:{self.broker.port}"
+
+
+def _pid_file(folder: Path) -> Path:
+    return folder / "mosquitto.pid"
+
+
+def _stop_leftover(folder: Path) -> None:
+    """Stop a broker a previous run left behind (its launcher killed before it could), known by
+    the pid it wrote and by its command line naming this folder's configuration."""
+    try:
+        pid = int(_pid_file(folder).read_text().strip())
+        command_line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (FileNotFoundError, ValueError, OSError):
+        return
+    if str(folder / "mosquitto.conf") in command_line:
+        os.kill(pid, 15)
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def start_local(var: Path, host: str = "127.0.0.1") -> Local:
+    """``make run``'s broker: prepared under ``var/mosquitto`` (logins kept from run to run), on
+    1883 when it is free and else on any free port, its URL written to :func:`url_file`.
+    Raises :class:`MosquittoUnavailable` when this machine has no Mosquitto or it fails."""
+    folder = folder_of(var)
+    _stop_leftover(folder)
+    port = DEFAULT_PORT if port_free(DEFAULT_PORT, host) else free_port(host)
+    broker = prepare(folder, port, host)
+    process = start(broker)
+    _pid_file(folder).write_text(f"{process.pid}\n")
+    write_private(url_file(var), broker.url + "\n")  # it holds the admin password
+    return Local(broker, process, var)
+
+
+def stop_local(local: Local) -> None:
+    """Stop :func:`start_local`'s broker and remove its URL file (processes started later see no
+    broker rather than a dead one)."""
+    url_file(local.var).unlink(missing_ok=True)
+    stop(local.process)
+    _pid_file(local.broker.folder).unlink(missing_ok=True)

@@ -18,7 +18,7 @@ import dj_database_url
 from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
-from config import embedded_postgres
+from config import embedded_postgres, mosquitto
 from config.env import env_bool, env_int, env_list, env_str, env_token, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -426,6 +426,10 @@ INBOX_POLL_JITTER = 0.2
 # On when MQTT_URL is set: mqtt://user:password@host:port (mqtts:// for TLS), the user being the
 # server's own broker login (on Mosquitto a dynamic-security admin). Unset, devices poll over HTTP.
 MQTT_URL = env_url("MQTT_URL", {"mqtt", "mqtts"})
+if not MQTT_URL and not env_str("DATABASE_URL"):
+    # The zero-configuration run: the broker `make run` started, while it runs (its URL file,
+    # config/mosquitto.py), so `manage.py shell` beside it sees the same broker.
+    MQTT_URL = mosquitto.configured_url(VAR_DIR)
 # The broker's address as devices reach it (the credentials block's "url"), when it differs from
 # the server's (a load balancer, a public name); default: MQTT_URL without its login.
 MQTT_DEVICE_URL = env_url("MQTT_DEVICE_URL", {"mqtt", "mqtts"})
@@ -434,6 +438,9 @@ MQTT_BATCH_SIZE = env_int("MQTT_BATCH_SIZE", 1000, minimum=1)
 MQTT_BATCH_MS = env_int("MQTT_BATCH_MS", 20, minimum=1)
 # next_poll_seconds of an HTTP poll from a device with a live MQTT session: push makes polls rare.
 MQTT_SAFETY_POLL_SECONDS = env_int("MQTT_SAFETY_POLL_SECONDS", 3600, minimum=1)
+# Period of the reconcile of the devices' broker logins (inventory.broker_logins.reconcile, the
+# same as `manage.py mqtt_sync_logins`): the net under the sync that follows each device change.
+MQTT_LOGIN_RECONCILE_SECONDS = env_int("MQTT_LOGIN_RECONCILE_SECONDS", 300, minimum=1)
 # Period of the sweeps (redelivery, windows, timeouts) and of the last_seen flush.
 SWEEP_SECONDS = env_int("SWEEP_SECONDS", 10, minimum=1)
 # How often the series sweep (operations.series) makes the runs of due firings of RECURRING
@@ -539,6 +546,11 @@ CELERY_BEAT_SCHEDULE.update(
         "purge-idempotency-keys": {
             "task": "config.idempotency.tasks.purge_expired_keys",
             "schedule": float(IDEMPOTENCY_PURGE_SECONDS),
+        },
+        # The devices' broker logins, reconciled with the plugin (nothing without MQTT_URL).
+        "reconcile-broker-logins": {
+            "task": "inventory.tasks.reconcile_broker_logins",
+            "schedule": float(MQTT_LOGIN_RECONCILE_SECONDS),
         },
     }
 )

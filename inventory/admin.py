@@ -35,7 +35,7 @@ from django.views.decorators.http import require_POST
 
 from config.console.errors import REFUSALS, refusal_messages
 from config.console.paging import EstimatedCountPaginator
-from inventory import changes, device_files, services, tokens
+from inventory import broker_logins, changes, device_files, services, tokens
 from inventory.authentication import forget_token
 from inventory.models import ApiKey, ConsoleUser, Device, Group, Tenant
 from inventory.scoping import (
@@ -478,7 +478,13 @@ class DeviceAdmin(ShowsSecretsOnce):
         """A new device is made by the API's service (a blank name becomes the id, as there);
         its groups are then set by the form's many-to-many save, on the adopted instance."""
         if change:
+            # A changed id or state changes its broker login: the old name before, the new after.
+            login_changes = bool({"device_id", "state"} & set(form.changed_data))
+            if login_changes:
+                broker_logins.follow([obj.pk])
             super().save_model(request, obj, form, change)
+            if login_changes:
+                broker_logins.follow([obj.pk])
             changes.changed(obj.tenant_id)  # after commit: its groups are saved by then too
             return
         fields = {

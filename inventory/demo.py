@@ -247,6 +247,9 @@ def render(credentials: DemoCredentials) -> str:
         lines += [
             f"device {device_id:<{width}}  {token}" for device_id, token in credentials.device_tokens.items()
         ]
+        # Push (docs/mqtt.md): with the same token a device gets its own broker login.
+        lines += ["Broker login (when make run says push: on), with the device's token:"]
+        lines += ["            /v2/mqtt-credentials/?device_id=<id>"]
     lines += ["", *credentials.notes] if credentials.notes else []
     lines += [
         "",

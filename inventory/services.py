@@ -15,7 +15,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from config.errors import Conflict, DomainError
-from inventory import changes, events, tokens
+from inventory import broker_logins, changes, events, tokens
 from inventory.authentication import forget_token
 from inventory.device_rows import clean_device_row
 from inventory.models import ApiKey, Device, EventType, Group, Role, Tenant
@@ -160,29 +160,43 @@ def update_device(device: Device, data: dict[str, Any]) -> Device:
         and Device.objects.filter(tenant_id=device.tenant_id, device_id=new_id).exists()
     ):
         raise Conflict({"id": [f"a device with id {new_id!r} already exists"]}, code="device_exists")
+    # A rename or a change of state changes the device's broker login (its name, whether it
+    # may log in): the old name is read before the save, the new one after.
+    login_changes = any(
+        name in fields and fields[name] != getattr(device, name) for name in ("device_id", "state")
+    )
+    if login_changes:
+        broker_logins.follow([device.pk])
     for name, value in fields.items():
         setattr(device, name, value)
     device.save()
+    if login_changes:
+        broker_logins.follow([device.pk])
     if groups is not None:
         device.groups.set(resolve_groups(device.tenant_id, groups))
     changes.changed(device.tenant_id)
     return device
 
 
+@transaction.atomic
 def rotate_device_token(device: Device) -> str:
-    """Give the device a new token; the old one stops working at once."""
+    """Give the device a new token; the old one stops working at once, and so does the broker
+    password derived from it (within seconds, after commit)."""
     issued = tokens.issue(tokens.DEVICE_TOKEN_KIND)
     old_prefix = device.token_prefix
     Device.objects.filter(pk=device.pk).update(
         token_prefix=issued.prefix, token_hash=issued.hashed, token_revoked=False, updated_at=timezone.now()
     )
+    broker_logins.follow([device.pk])
     forget_token(old_prefix)
     device.token_prefix, device.token_hash, device.token_revoked = issued.prefix, issued.hashed, False
     return issued.plain
 
 
+@transaction.atomic
 def revoke_device_token(device: Device) -> None:
     Device.objects.filter(pk=device.pk).update(token_revoked=True, updated_at=timezone.now())
+    broker_logins.follow([device.pk])  # its broker login is disabled too
     device.token_revoked = True
     forget_token(device.token_prefix)
 
@@ -192,13 +206,15 @@ def delete_device(device: Device) -> None:
     ``device.deleted`` shows the device as it was, so it is written before the row goes."""
     with transaction.atomic():
         events.emit_devices(device.tenant_id, EventType.DEVICE_DELETED, pks=[device.pk])
+        broker_logins.follow([device.pk])  # its broker login is deleted after commit
         device.delete()
     forget_token(device.token_prefix)
 
 
 def emit_deleted_devices(devices: QuerySet[Device]) -> None:
-    """``device.deleted`` for each of ``devices`` (the console's bulk delete), before they go;
-    call in the deleting transaction."""
+    """``device.deleted`` for each of ``devices`` (the console's bulk delete), before they go,
+    and their broker logins deleted after commit; call in the deleting transaction."""
+    broker_logins.follow(devices)
     by_tenant: dict[int, list[int]] = {}
     for pk, tenant_id in devices.values_list("pk", "tenant_id"):
         by_tenant.setdefault(tenant_id, []).append(pk)

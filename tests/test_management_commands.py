@@ -19,6 +19,7 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.test import Client
 
+from config import mosquitto
 from inventory import demo
 from inventory.models import ApiKey, Device, Tenant
 from inventory.services import revoke_api_key, revoke_device_token
@@ -295,3 +296,8 @@ def test_runstack_prints_the_block_after_the_servers_start_and_stops_on_ctrl_c(
     assert "Traceback" not in output
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)  # the worker, its pool, beat and runserver are gone
+    # Push (docs/mqtt.md): one line under the block, the broker of its own stopped with the rest.
+    push = "push: on, devices connect to mqtt://127.0.0.1:" if mosquitto.available() else "push: off"
+    lines = [line for line in output.splitlines() if line.startswith("push: ")]
+    assert len(lines) == 1 and lines[0].startswith(push) and output.index(lines[0]) > at
+    assert not mosquitto.url_file(tmp_path).exists()

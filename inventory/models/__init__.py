@@ -1,6 +1,7 @@
 """Tenants, their API keys, devices and groups."""
 
 from inventory.models.audit import AuditEntry
+from inventory.models.broker import BrokerLogin
 from inventory.models.console import ConsoleUser
 from inventory.models.devices import Device, DeviceState, Group
 from inventory.models.tenants import ApiKey, Role, Tenant
@@ -15,6 +16,7 @@ from inventory.models.webhooks import (
 __all__ = [
     "ApiKey",
     "AuditEntry",
+    "BrokerLogin",
     "ConsoleUser",
     "Device",
     "DeviceState",

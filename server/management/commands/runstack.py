@@ -1,4 +1,5 @@
-"""Run the whole server on one machine: the web server, two Celery workers and celery beat.
+"""Run the whole server on one machine: the web server, two Celery workers, celery beat and,
+when the machine has Mosquitto, an MQTT broker of its own and the bridge (push, docs/mqtt.md).
 
 For development and demos (``make run``); production runs them as separate services
 (see README.md, "Scaling out"). The two workers are production's layout in small: one for
@@ -31,9 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.management import get_commands
 from django.core.management.base import BaseCommand, CommandParser
 
+from config import mosquitto
 from inventory import demo
+from inventory.dynsec import Endpoint
 
 #: Celery warns, on every start as root, that the worker runs as root. A local run as root
 #: (a container, a VM) is the user's choice; runstack says so in one line instead.
@@ -42,6 +46,33 @@ ROOT_WARNING = "ignore:You're running the worker with superuser privileges"
 READY_TIMEOUT = 90.0
 #: The workers: node name (before ``@``; also the name of its ready file) and the queues it takes.
 WORKERS = (("celery", settings.CELERY_TASK_DEFAULT_QUEUE), ("webhooks", settings.WEBHOOK_QUEUE))
+
+
+#: The bridge between the broker and the server (``manage.py mqtt_bridge``), started when push is on.
+BRIDGE_COMMAND = "mqtt_bridge"
+
+
+def push_line(device_url: str | None, reason: str = "no mosquitto on this machine") -> str:
+    """The one line saying whether devices get push (docs/mqtt.md)."""
+    if device_url:
+        return f"push: on, devices connect to {device_url}"
+    return f"push: off ({reason}): devices poll over HTTP"
+
+
+def start_push(env: dict[str, str]) -> tuple[mosquitto.Local | None, str]:
+    """The broker of the run: the one ``MQTT_URL`` names if set, else a Mosquitto of its own under
+    ``VAR_DIR/mosquitto`` when this machine has one (``MQTT_URL`` then set in ``env`` for the
+    processes). Returns the broker started (to stop at the end) and the push line."""
+    if env.get("MQTT_URL"):
+        return None, push_line(Endpoint.parse(settings.MQTT_DEVICE_URL or env["MQTT_URL"]).public_url)
+    if not mosquitto.available():
+        return None, push_line(None)
+    try:
+        local = mosquitto.start_local(Path(settings.VAR_DIR))
+    except mosquitto.MosquittoUnavailable as error:
+        return None, push_line(None, f"mosquitto did not start: {str(error).splitlines()[0]}")
+    env["MQTT_URL"] = local.broker.url
+    return local, push_line(local.device_url)
 
 
 def _answers(url: str) -> bool:
@@ -86,6 +117,11 @@ class Command(BaseCommand):
             warnings = os.environ.get("PYTHONWARNINGS")
             celery_env["PYTHONWARNINGS"] = f"{warnings},{ROOT_WARNING}" if warnings else ROOT_WARNING
             self.stdout.write("runstack: running as root, so the Celery worker runs as root too.")
+        broker, push = start_push(env)
+        if env.get("MQTT_URL"):
+            celery_env["MQTT_URL"] = env["MQTT_URL"]
+        if not options["show_credentials"]:
+            self.stdout.write(push)
         celery = [python, "-m", "celery", "-A", "config"]
         children = [
             *(
@@ -100,6 +136,8 @@ class Command(BaseCommand):
                 env=celery_env,
             ),
         ]
+        if env.get("MQTT_URL") and BRIDGE_COMMAND in get_commands():
+            children.append(subprocess.Popen([python, "manage.py", BRIDGE_COMMAND], env=env))
         web = subprocess.Popen([python, "manage.py", "runserver", "--noreload", options["addrport"]], env=env)
         children.append(web)
 
@@ -111,7 +149,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         try:
             if options["show_credentials"]:
-                self._show_credentials_when_up(options["addrport"], web, ready)
+                self._show_credentials_when_up(options["addrport"], web, ready, push)
             web.wait()
         except KeyboardInterrupt:
             pass
@@ -123,9 +161,14 @@ class Command(BaseCommand):
                 except subprocess.TimeoutExpired:
                     child.kill()
             shutil.rmtree(ready, ignore_errors=True)
+            if broker is not None:
+                mosquitto.stop_local(broker)
 
-    def _show_credentials_when_up(self, addrport: str, web: subprocess.Popen[bytes], ready: Path) -> None:
-        """Wait until the web server answers and the workers and beat are up, then print the block."""
+    def _show_credentials_when_up(
+        self, addrport: str, web: subprocess.Popen[bytes], ready: Path, push: str
+    ) -> None:
+        """Wait until the web server answers and the workers and beat are up, then print the block
+        and the push line under it (where it is seen, not scrolled away by the start-up lines)."""
         url = f"http://{demo.browsable_addr(addrport)}/"
         deadline = time.monotonic() + READY_TIMEOUT
         up = [ready / f"worker-{node}" for node, _ in WORKERS] + [ready / "beat"]
@@ -141,5 +184,5 @@ class Command(BaseCommand):
             block = path.read_text()
         except FileNotFoundError:
             block = f"No {path}: run manage.py setup_demo for the demo's credentials.\n"
-        self.stdout.write("\n" + block, ending="")
+        self.stdout.write("\n" + block + push + "\n", ending="")
         self.stdout.flush()

@@ -1,0 +1,556 @@
+"""The devices' broker logins (contract section 14, docs/mqtt.md): ``GET /v2/mqtt-credentials/``,
+the ACLs a real Mosquitto enforces with them, the sync that ends a login when its device is
+deleted, deactivated or its token rotated, ``mqtt_sync_logins`` and ``make run``'s broker.
+
+Against the session's Mosquitto (``mosquitto_broker``), with real MQTT clients: what the broker
+refuses is shown by a second client that would have received it, and "nothing arrived" without
+a fixed sleep by a marker sent afterwards on an allowed path: once the marker is in, the
+forbidden message, sent before it on the same connection, would have been too.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from paho.mqtt.enums import CallbackAPIVersion
+
+from config import mosquitto
+from inventory import broker_logins, device_topics, dynsec
+from inventory.models import BrokerLogin, Device
+from server.management.commands import runstack
+from tests.conftest import Api, CeleryProcesses, DeviceActor, Org, add_device, make_org, wait_until
+
+CREDENTIALS = "/v2/mqtt-credentials/"
+#: The contract's bound on ending a login after its device changed.
+LOGIN_ENDS_WITHIN = 10.0
+
+
+# --- MQTT clients ------------------------------------------------------------------------------
+
+
+@dataclass
+class Connection:
+    """A connected MQTT client that keeps what it receives."""
+
+    client: mqtt.Client
+    received: queue.Queue[tuple[str, bytes]]
+    disconnected: threading.Event
+
+    def subscribe(self, topic: str) -> bool:
+        """Subscribe at QoS 1; whether the broker granted it."""
+        granted: queue.Queue[bool] = queue.Queue()
+        self.client.on_subscribe = lambda c, u, mid, reasons, p: granted.put(
+            not any(reason.is_failure for reason in reasons)
+        )
+        self.client.subscribe(topic, qos=1)
+        return granted.get(timeout=5)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(timeout=5)
+
+    def wait_for(self, payload: bytes, timeout: float = 5.0) -> list[tuple[str, bytes]]:
+        """Everything received up to and including ``payload`` (the marker)."""
+        seen: list[tuple[str, bytes]] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{payload!r} never arrived; got {seen!r}")
+            try:
+                message = self.received.get(timeout=left)
+            except queue.Empty:
+                continue
+            seen.append(message)
+            if message[1] == payload:
+                return seen
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def connect(broker: mosquitto.Broker, username: str, password: str, client_id: str | None = None) -> Any:
+    """A client logged in to ``broker``: a :class:`Connection`, or the refusal's reason as a string."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or username)
+    client.username_pw_set(username, password)
+    received: queue.Queue[tuple[str, bytes]] = queue.Queue()
+    answered: queue.Queue[Any] = queue.Queue()
+    disconnected = threading.Event()
+    client.on_connect = lambda c, u, flags, reason, p: answered.put(reason)
+    client.on_message = lambda c, u, message: received.put((message.topic, message.payload))
+    client.on_disconnect = lambda c, u, flags, reason, p: disconnected.set()
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        reason = answered.get(timeout=5)
+    except queue.Empty:
+        reason = "no answer"
+    if isinstance(reason, str) or reason.is_failure:
+        client.loop_stop()
+        client.disconnect()
+        return str(reason)
+    return Connection(client, received, disconnected)
+
+
+def logs_in(broker: mosquitto.Broker, login: dict[str, Any]) -> bool:
+    connection = connect(broker, login["username"], login["password"], login["client_id"])
+    if isinstance(connection, str):
+        return False
+    connection.close()
+    return True
+
+
+@pytest.fixture
+def server_client(mqtt_settings: mosquitto.Broker) -> Iterator[Connection]:
+    """The server's own login, subscribed to every device topic: what gets through to the server."""
+    connection = connect(mqtt_settings, mqtt_settings.admin_user, mqtt_settings.admin_password, "test-server")
+    assert isinstance(connection, Connection), connection
+    assert connection.subscribe("dos/#")
+    yield connection
+    connection.close()
+
+
+def credentials(actor: DeviceActor) -> dict[str, Any]:
+    response = actor.api.get(CREDENTIALS, {"device_id": actor.device.device_id})
+    assert response.status_code == 200, response.content
+    return dict(response.json()["content"])
+
+
+def login_of(broker: mosquitto.Broker, actor: DeviceActor) -> Connection:
+    login = credentials(actor)
+    connection = connect(broker, login["username"], login["password"], login["client_id"])
+    assert isinstance(connection, Connection), connection
+    return connection
+
+
+def dynsec_run(*commands: dict[str, Any]) -> list[dynsec.Answer]:
+    from django.conf import settings
+
+    with dynsec.connect(str(settings.MQTT_URL)) as control:
+        return control.run(list(commands))
+
+
+# --- GET /v2/mqtt-credentials/ -------------------------------------------------------------------
+
+
+def test_credentials_name_the_broker_the_login_and_the_devices_topics(
+    mqtt_settings: mosquitto.Broker, device: DeviceActor
+) -> None:
+    login = credentials(device)
+    assert set(login) == {"url", "client_id", "username", "password", "topics"}
+    assert login["url"] == f"mqtt://{mqtt_settings.host}:{mqtt_settings.port}"  # no admin login in it
+    assert login["username"] == login["client_id"] == "acme/dev-1"
+    mine = device_topics.allowed("acme", "dev-1")
+    assert login["topics"] == {
+        "prefix": "dos/v1/acme/dev-1",
+        "subscribe": list(mine.subscribe),
+        "publish": list(mine.publish),
+    }
+    assert device.token not in login["password"] and len(login["password"]) >= 40
+    assert BrokerLogin.objects.filter(device_id=device.device.pk).exists()
+    assert logs_in(mqtt_settings, login)
+
+
+def test_asking_again_gives_the_same_password_and_a_rotated_token_a_new_one(
+    mqtt_settings: mosquitto.Broker, org: Org, device: DeviceActor
+) -> None:
+    first = credentials(device)
+    assert credentials(device) == first
+    rotated = org.admin.post(f"/v0/devices/{device.device.device_id}/rotate-token/")
+    device.api = Api(rotated.json()["content"]["token"])
+    second = credentials(device)
+    assert second["password"] != first["password"]
+    assert logs_in(mqtt_settings, second)
+    assert not logs_in(mqtt_settings, first)  # the new password replaced it on the broker at once
+
+
+def test_the_device_url_setting_is_what_devices_are_told(
+    mqtt_settings: mosquitto.Broker, settings: Any, device: DeviceActor
+) -> None:
+    settings.MQTT_DEVICE_URL = "mqtts://user:secret@mqtt.example.com:8883"
+    assert credentials(device)["url"] == "mqtts://mqtt.example.com:8883"
+
+
+def test_another_devices_id_is_refused_as_not_visible(
+    mqtt_settings: mosquitto.Broker, org: Org, other_org: Org, device: DeviceActor
+) -> None:
+    add_device(org.tenant, "dev-2")
+    stranger = add_device(other_org.tenant, "dev-9")
+    for device_id in ("dev-2", "dev-9", "nobody"):
+        response = device.api.get(CREDENTIALS, {"device_id": device_id})
+        assert response.status_code == 400, device_id
+        body = response.json()
+        assert body["error_code"] == "not_found_device" and "device_id" in body["errors"]
+    response = stranger.api.get(CREDENTIALS, {"device_id": "dev-1"})  # the other tenant's token
+    assert response.status_code == 400
+    assert not BrokerLogin.objects.exists()
+
+
+def test_missing_or_malformed_device_id_is_400(mqtt_settings: mosquitto.Broker, device: DeviceActor) -> None:
+    for params in ({}, {"device_id": ""}, {"device_id": "a b"}):
+        response = device.api.get(CREDENTIALS, params)
+        assert response.status_code == 400
+        assert "device_id" in response.json()["errors"]
+
+
+def test_without_mqtt_the_answer_says_push_is_not_enabled(settings: Any, device: DeviceActor) -> None:
+    settings.MQTT_URL = None
+    response = device.api.get(CREDENTIALS, {"device_id": "dev-1"})
+    assert response.status_code == 404
+    body = response.json()
+    assert body["error_code"] == "push_not_enabled"
+    assert "MQTT_URL" in body["message"] and "/v2/command-inbox/" in body["message"]
+
+
+def test_a_bad_token_is_401_and_an_api_key_403(mqtt_settings: mosquitto.Broker, org: Org) -> None:
+    assert Api("ddt_0000000000000000_nope").get(CREDENTIALS, {"device_id": "dev-1"}).status_code == 401
+    assert Api(None).get(CREDENTIALS, {"device_id": "dev-1"}).status_code == 401
+    assert org.admin.get(CREDENTIALS, {"device_id": "dev-1"}).status_code == 403
+
+
+def test_an_inactive_device_gets_no_login(mqtt_settings: mosquitto.Broker, org: Org) -> None:
+    sleeper = add_device(org.tenant, "dev-zz", state="inactive")
+    response = sleeper.api.get(CREDENTIALS, {"device_id": "dev-zz"})
+    assert response.status_code == 403
+    assert response.json()["error_code"] == "device_inactive"
+
+
+def test_a_broker_down_is_503_with_retry_after(settings: Any, device: DeviceActor) -> None:
+    settings.MQTT_URL = f"mqtt://dos-server:pw@127.0.0.1:{mosquitto.free_port()}"
+    response = device.api.get(CREDENTIALS, {"device_id": "dev-1"})
+    assert response.status_code == 503
+    assert response.json()["error_code"] == "broker_unavailable"
+    assert response["Retry-After"]
+
+
+def test_the_endpoint_is_in_the_openapi_document(org: Org) -> None:
+    document = org.viewer.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    operation = document["paths"][CREDENTIALS]["get"]
+    assert {"200", "400", "404", "503"} <= set(operation["responses"])
+    assert [parameter["name"] for parameter in operation["parameters"]] == ["device_id"]
+
+
+# --- what the broker lets a device do ------------------------------------------------------------
+
+
+def test_a_device_uses_its_own_topics(
+    mqtt_settings: mosquitto.Broker, server_client: Connection, device: DeviceActor
+) -> None:
+    me = login_of(mqtt_settings, device)
+    try:
+        mine = device_topics.allowed("acme", "dev-1")
+        assert all(me.subscribe(topic) for topic in mine.subscribe)
+        for topic in (
+            device_topics.notify("acme", "dev-1"),
+            device_topics.inbox_get_accepted("acme", "dev-1"),
+            device_topics.update_accepted("acme", "dev-1", 7),
+            device_topics.update_rejected("acme", "dev-1", 7),
+        ):
+            server_client.publish(topic, topic.encode())
+            assert me.wait_for(topic.encode())[-1] == (topic, topic.encode())
+        for topic in (device_topics.inbox_get("acme", "dev-1"), device_topics.update("acme", "dev-1", 7)):
+            me.publish(topic, b"from-device " + topic.encode())
+            assert (topic, b"from-device " + topic.encode()) in server_client.wait_for(
+                b"from-device " + topic.encode()
+            )
+    finally:
+        me.close()
+
+
+def test_a_device_reaches_no_other_devices_topics(
+    mqtt_settings: mosquitto.Broker, server_client: Connection, org: Org, other_org: Org, device: DeviceActor
+) -> None:
+    neighbour = add_device(org.tenant, "dev-2")
+    stranger = add_device(other_org.tenant, "dev-1")  # the same id in another tenant
+    me = login_of(mqtt_settings, device)
+    them = login_of(mqtt_settings, neighbour)
+    try:
+        # Subscribing to another's replies, or to everything, is refused.
+        for topic in (
+            "dos/v1/acme/dev-2/notify",
+            "dos/v1/globex/dev-1/notify",
+            "dos/v1/#",
+            "#",
+            "dos/v1/acme/+/notify",
+        ):
+            assert not me.subscribe(topic), topic
+        assert me.subscribe(device_topics.notify("acme", "dev-1"))
+        assert them.subscribe(device_topics.notify("acme", "dev-2"))
+        server_client.publish(device_topics.notify("acme", "dev-2"), b"for dev-2")
+        server_client.publish(device_topics.notify("globex", "dev-1"), b"for globex")
+        server_client.publish(device_topics.notify("acme", "dev-1"), b"marker 1")
+        assert [payload for _, payload in me.wait_for(b"marker 1")] == [b"marker 1"]
+        assert them.wait_for(b"for dev-2")  # it was sent, to its owner
+        server_client.wait_for(b"marker 1")  # the server's own messages, come back to it
+
+        # Publishing as another device, or on the server's reply topics, never reaches anyone.
+        forbidden = [
+            device_topics.inbox_get("acme", "dev-2"),
+            device_topics.update("acme", "dev-2", 1),
+            device_topics.inbox_get("globex", "dev-1"),
+            device_topics.notify("acme", "dev-2"),  # faking the server's notify to a neighbour
+            device_topics.notify("acme", "dev-1"),  # or to itself
+            device_topics.inbox_get_accepted("acme", "dev-1"),
+        ]
+        for topic in forbidden:
+            me.publish(topic, b"forged")
+        me.publish(device_topics.inbox_get("acme", "dev-1"), b"marker 2")
+        assert [payload for _, payload in server_client.wait_for(b"marker 2")] == [b"marker 2"]
+        server_client.publish(device_topics.notify("acme", "dev-2"), b"marker 3")
+        assert [payload for _, payload in them.wait_for(b"marker 3")] == [b"marker 3"]
+        assert me.received.empty()
+    finally:
+        me.close()
+        them.close()
+    del stranger
+
+
+def test_a_device_cannot_log_in_as_another_or_take_its_client_id(
+    mqtt_settings: mosquitto.Broker, org: Org, device: DeviceActor
+) -> None:
+    neighbour = add_device(org.tenant, "dev-2")
+    mine, theirs = credentials(device), credentials(neighbour)
+    assert isinstance(connect(mqtt_settings, mine["username"], theirs["password"]), str)
+    assert isinstance(connect(mqtt_settings, theirs["username"], mine["password"]), str)
+    assert isinstance(connect(mqtt_settings, mine["username"], mine["password"], theirs["client_id"]), str)
+    assert isinstance(connect(mqtt_settings, mine["username"], mine["password"], "anything"), str)
+
+
+# --- the sync: a login ends when its device changes ----------------------------------------------
+
+
+@pytest.fixture
+def syncing_worker(
+    mqtt_settings: mosquitto.Broker, celery_processes: CeleryProcesses, monkeypatch: pytest.MonkeyPatch
+) -> CeleryProcesses:
+    """A real worker with the broker's MQTT_URL, as production runs the sync."""
+    monkeypatch.setenv("MQTT_URL", mqtt_settings.url)
+    celery_processes.worker()
+    return celery_processes
+
+
+def _fails_within(
+    broker: mosquitto.Broker, login: dict[str, Any], seconds: float = LOGIN_ENDS_WITHIN
+) -> float:
+    started = time.monotonic()
+    wait_until(lambda: not logs_in(broker, login), timeout=seconds, interval=0.2, what="the login to end")
+    return time.monotonic() - started
+
+
+def test_deleting_a_device_ends_its_login_and_its_session(
+    mqtt_settings: mosquitto.Broker, syncing_worker: CeleryProcesses, org: Org
+) -> None:
+    actor = add_device(org.tenant, "dev-del")
+    login = credentials(actor)
+    session = connect(mqtt_settings, login["username"], login["password"], login["client_id"])
+    assert isinstance(session, Connection)
+    try:
+        assert org.admin.delete("/v0/devices/dev-del/").status_code == 204
+        assert session.disconnected.wait(LOGIN_ENDS_WITHIN)  # the live session is kicked
+        session.client.loop_stop()  # no reconnecting with the dead login
+        _fails_within(mqtt_settings, login)
+    finally:
+        session.close()
+    assert dynsec_run({"command": "getClient", "username": "acme/dev-del"})[0].error == "Client not found"
+
+
+def test_deactivating_a_device_ends_its_login_and_reactivating_restores_it(
+    mqtt_settings: mosquitto.Broker, syncing_worker: CeleryProcesses, org: Org
+) -> None:
+    actor = add_device(org.tenant, "dev-off")
+    login = credentials(actor)
+    assert org.admin.patch("/v0/devices/dev-off/", {"state": "inactive"}).status_code == 200
+    _fails_within(mqtt_settings, login)
+    assert org.admin.patch("/v0/devices/dev-off/", {"state": "active"}).status_code == 200
+    wait_until(lambda: logs_in(mqtt_settings, login), timeout=LOGIN_ENDS_WITHIN, what="the login back")
+
+
+def test_rotating_a_token_ends_the_old_password(
+    mqtt_settings: mosquitto.Broker, syncing_worker: CeleryProcesses, org: Org
+) -> None:
+    actor = add_device(org.tenant, "dev-rot")
+    login = credentials(actor)
+    session = connect(mqtt_settings, login["username"], login["password"], login["client_id"])
+    assert isinstance(session, Connection)
+    try:
+        assert org.admin.post("/v0/devices/dev-rot/rotate-token/").status_code == 200
+        assert session.disconnected.wait(LOGIN_ENDS_WITHIN)
+        session.client.loop_stop()
+        _fails_within(mqtt_settings, login)
+    finally:
+        session.close()
+    org.admin.post("/v0/devices/dev-rot/revoke-token/")
+    assert dynsec_run({"command": "getClient", "username": "acme/dev-rot"})[0].error is None
+
+
+def test_renaming_a_device_moves_its_login(
+    mqtt_settings: mosquitto.Broker, syncing_worker: CeleryProcesses, org: Org
+) -> None:
+    actor = add_device(org.tenant, "dev-old")
+    login = credentials(actor)
+    assert org.admin.patch("/v0/devices/dev-old/", {"id": "dev-new"}).status_code == 200
+    _fails_within(mqtt_settings, login)
+
+
+# --- mqtt_sync_logins ----------------------------------------------------------------------------
+
+
+def reconcile_output(*args: str) -> str:
+    out = StringIO()
+    call_command("mqtt_sync_logins", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_sync_logins_recreates_a_removed_login_removes_a_stray_and_is_idempotent(
+    mqtt_settings: mosquitto.Broker, org: Org, device: DeviceActor
+) -> None:
+    reconcile_output()  # other tests' logins, of devices rolled back with them, go first
+    login = credentials(device)
+    dynsec_run({"command": "deleteClient", "username": "acme/dev-1"})
+    stray = f"acme/ghost-{uuid.uuid4().hex[:6]}"
+    dynsec_run({"command": "createClient", "username": stray, "password": "x"})
+    dynsec_run({"command": "createClient", "username": "someone-by-hand", "password": "x"})
+    assert not logs_in(mqtt_settings, login)
+
+    assert "would change: 1 created, 1 deleted" in reconcile_output("--dry-run")
+    output = reconcile_output()
+    assert "created: acme/dev-1" in output and f"deleted: {stray}" in output
+    assert output.strip().endswith("changed: 1 created, 1 deleted")
+    assert logs_in(mqtt_settings, login)
+    assert reconcile_output().strip() == "broker logins changed: nothing to change"
+    # A login that is not a device's (no "/") is never touched.
+    assert dynsec_run({"command": "getClient", "username": "someone-by-hand"})[0].error is None
+    dynsec_run({"command": "deleteClient", "username": "someone-by-hand"})
+
+
+def test_sync_logins_fixes_a_stale_password_and_a_wrong_state(
+    mqtt_settings: mosquitto.Broker, org: Org, device: DeviceActor
+) -> None:
+    reconcile_output()
+    old = credentials(device)
+    sleeper = add_device(org.tenant, "dev-zz")
+    credentials(sleeper)
+    # Changes whose sync was lost (written past the services, so none was queued): a rotated
+    # token, a deactivated device.
+    Device.objects.filter(pk=device.device.pk).update(token_hash="0" * 64)
+    Device.objects.filter(pk=sleeper.device.pk).update(state="inactive")
+    device.device.refresh_from_db()
+    output = reconcile_output()
+    assert "updated: acme/dev-1" in output and "disabled: acme/dev-zz" in output
+    assert not logs_in(mqtt_settings, old)
+    assert logs_in(mqtt_settings, credentials_as_stored(device))
+    sleeper.device.refresh_from_db()
+    assert not logs_in(mqtt_settings, credentials_as_stored(sleeper))
+
+    # A password changed by hand on the broker keeps its stamp: --passwords sets them all again.
+    dynsec_run({"command": "setClientPassword", "username": "acme/dev-1", "password": "by-hand"})
+    assert "nothing to change" in reconcile_output()
+    assert "updated: acme/dev-1" in reconcile_output("--passwords")
+    assert logs_in(mqtt_settings, credentials_as_stored(device))
+
+
+def credentials_as_stored(actor: DeviceActor) -> dict[str, Any]:
+    name = f"{actor.device.tenant.slug}/{actor.device.device_id}"
+    return {
+        "username": name,
+        "client_id": name,
+        "password": broker_logins.password(actor.device.pk, actor.device.token_hash),
+    }
+
+
+def test_sync_logins_without_mqtt_says_so(settings: Any, db: None) -> None:
+    settings.MQTT_URL = None
+    with pytest.raises(CommandError, match="MQTT_URL is unset"):
+        call_command("mqtt_sync_logins")
+
+
+# --- a broker outage -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_broker(
+    tmp_path: Path, settings: Any
+) -> Iterator[tuple[mosquitto.Broker, list[subprocess.Popen[bytes]]]]:
+    """A broker of this test's own, which it may stop and start again on the same port."""
+    broker = mosquitto.prepare(tmp_path / "mosquitto", mosquitto.free_port())
+    processes = [mosquitto.start(broker)]
+    settings.MQTT_URL = broker.url
+    yield broker, processes
+    for process in processes:
+        mosquitto.stop(process)
+
+
+def test_a_sync_during_a_broker_outage_retries_until_it_converges(
+    own_broker: tuple[mosquitto.Broker, list[subprocess.Popen[bytes]]],
+    celery_processes: CeleryProcesses,
+    monkeypatch: pytest.MonkeyPatch,
+    transactional_db: None,
+) -> None:
+    broker, processes = own_broker
+    monkeypatch.setenv("MQTT_URL", broker.url)
+    celery_processes.worker()
+    org = make_org("acme")
+    actor = add_device(org.tenant, "dev-out")
+    login = credentials(actor)
+    mosquitto.stop(processes[0])
+    assert org.admin.delete("/v0/devices/dev-out/").status_code == 204
+    wait_until(
+        lambda: "Retry in" in celery_processes.log("worker"), timeout=20, what="the sync to fail and retry"
+    )
+    processes.append(mosquitto.start(broker))
+    # Retries wait 1, 2, 4, 8 s...: the next one after the broker is back removes the login.
+    wait_until(lambda: not logs_in(broker, login), timeout=30, what="the login to end after the outage")
+    document = json.loads(broker.dynsec_file.read_text())
+    assert "acme/dev-out" not in {client["username"] for client in document["clients"]}
+
+
+# --- make run's broker ---------------------------------------------------------------------------
+
+
+def test_make_runs_broker_starts_under_var_and_says_push_is_on(tmp_path: Path, settings: Any) -> None:
+    settings.VAR_DIR = tmp_path
+    env: dict[str, str] = {}
+    local, line = runstack.start_push(env)
+    assert local is not None
+    try:
+        assert line == f"push: on, devices connect to mqtt://127.0.0.1:{local.broker.port}"
+        assert env["MQTT_URL"] == local.broker.url
+        url_file = mosquitto.url_file(tmp_path)
+        assert url_file.read_text().strip() == local.broker.url
+        assert url_file.stat().st_mode & 0o777 == 0o600
+        assert local.broker.folder == tmp_path / "mosquitto"
+        with dynsec.connect(local.broker.url) as control:  # the server's login manages dynsec
+            assert control.run([{"command": "listClients"}])[0].error is None
+    finally:
+        mosquitto.stop_local(local)
+    assert not mosquitto.url_file(tmp_path).exists()
+
+
+def test_without_mosquitto_make_run_says_push_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mosquitto, "available", lambda: False)
+    env: dict[str, str] = {}
+    assert runstack.start_push(env) == (
+        None,
+        "push: off (no mosquitto on this machine): devices poll over HTTP",
+    )
+    assert "MQTT_URL" not in env
+
+
+def test_an_external_broker_is_used_as_given(settings: Any) -> None:
+    settings.MQTT_DEVICE_URL = None
+    env = {"MQTT_URL": "mqtt://dos-server:pw@broker.example.com:1883"}
+    assert runstack.start_push(env) == (None, "push: on, devices connect to mqtt://broker.example.com:1883")
