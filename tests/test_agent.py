@@ -227,6 +227,11 @@ def test_the_agent_waits_as_a_429_retry_after_says(
     assert waits and all(float(wait) >= float(asked) for asked, wait in waits), waits
 
 
+def refused_polls(agent: AgentProcess) -> list[str]:
+    """The waits the agent logged after polls that found no server listening."""
+    return re.findall(r"inbox: .*ConnectError.*; next poll in ([\d.]+) s", agent.log())
+
+
 def test_an_agent_started_before_its_server_backs_off_within_its_cap_and_then_works(
     org: Org, kiosk: DeviceActor, celery_worker: CeleryProcesses, tmp_path: Path
 ) -> None:
@@ -234,14 +239,14 @@ def test_an_agent_started_before_its_server_backs_off_within_its_cap_and_then_wo
     operation_id = create_operation(org, "BEEP_DEVICE", {"devices": ["kiosk-1"]})
     agent = run_agent(f"http://127.0.0.1:{port}", kiosk, tmp_path, "--unhandled", "succeed")
     try:
-        wait_until(lambda: agent.log().count("ConnectError") >= 4, timeout=60, what=agent.log())
+        wait_until(lambda: len(refused_polls(agent)) >= 4, timeout=60, what=agent.log())
         with serve(tmp_path, "--bind", f"127.0.0.1:{port}"):
             shown = wait_finished(org, operation_id, agent.log)
     finally:
         agent.stop()
 
     assert shown["state"] == "SUCCESS"
-    waits = [float(w) for w in re.findall(r"ConnectError.*; next poll in ([\d.]+) s", agent.log())]
+    waits = [float(wait) for wait in refused_polls(agent)]
     assert len(waits) >= 4 and all(0 < wait <= 2.0 for wait in waits), waits  # --max-backoff 2
 
 

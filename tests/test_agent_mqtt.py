@@ -1,62 +1,131 @@
 """The reference device agent over MQTT (contract section 14) against the real thing: the
 session's Mosquitto, the bridge (``manage.py mqtt_bridge``) and gunicorn serving the
-credentials, a real Celery worker whose fan-out notifies the device.
+credentials, a real Celery worker whose fan-out notifies the devices.
 
-The served process and the bridge get ``MQTT_URL``; the agent gets nothing but the server's
-address and its token: it finds the broker through ``/v2/mqtt-credentials/``.
+The served process, the worker and the bridge get ``MQTT_URL``; the agent gets nothing but the
+server's address and its token: it finds the broker through ``/v2/mqtt-credentials/``. HTTP
+polls are every 10 minutes, so a command done within a test came by push; the access log
+shows that no command was handed out or reported over HTTP.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from config.mosquitto import Broker
-from tests.agent_process import counts, create_operation, only_command, run_agent, wait_finished
+from tests.agent_process import (
+    AgentProcess,
+    counts,
+    create_operation,
+    only_command,
+    run_agent,
+    wait_finished,
+)
 from tests.conftest import CeleryProcesses, Org, _process_env, add_device, gunicorn, wait_until
 from tests.mqtt_helpers import BridgeProcess
 
 pytestmark = pytest.mark.e2e
+INBOX_POLL = "GET /v2/command-inbox/"
 
 
-def test_the_agent_gets_a_notify_and_completes_a_command_over_mqtt_only(
-    org: Org,
-    mqtt_settings: Broker,
-    celery_processes: CeleryProcesses,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    kiosk = add_device(org.tenant, "kiosk-1")
+@dataclass
+class Served:
+    url: str
+    access_log: Path
+    bridge: BridgeProcess
+
+    def polls(self) -> int:
+        return self.access_log.read_text().count(INBOX_POLL)
+
+    def puts(self) -> list[str]:
+        return re.findall(r'"PUT /commands/v0/status/[^"]*"', self.access_log.read_text())
+
+
+@pytest.fixture
+def served(
+    mqtt_settings: Broker, celery_processes: CeleryProcesses, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Served]:
     monkeypatch.setenv("MQTT_URL", mqtt_settings.url)  # the worker's fan-out writes the notifies
     celery_processes.worker()
     bridge = BridgeProcess(mqtt_settings, tmp_path / "bridge.log", "test-agent-bridge")
-    # HTTP polls every 10 minutes: a command done within the test came by push
     env = {**_process_env(), "MQTT_URL": mqtt_settings.url, "INBOX_POLL_SECONDS": "600"}
     log = tmp_path / "gunicorn.log"
     try:
         bridge.wait_connected()
         with gunicorn(env, log, "-w", "1", "--threads", "4", "--access-logfile", "-") as url:
-            agent = run_agent(url, kiosk, tmp_path, "--handler", "REBOOT=echo rebooted")
-            try:
-                wait_until(lambda: "mqtt: connected" in agent.log(), timeout=60, what=agent.log())
-                wait_until(lambda: "inbox/get over MQTT" in agent.log(), timeout=30, what=agent.log())
-                polls_before = log.read_text().count("GET /v2/command-inbox/")
-                operation_id = create_operation(org, "REBOOT", {"devices": ["kiosk-1"]})
-                shown = wait_finished(org, operation_id, agent.log, bridge.text)
-                polls_after = log.read_text().count("GET /v2/command-inbox/")
-            finally:
-                agent.stop()
+            yield Served(url, log, bridge)
     finally:
         bridge.kill()
+
+
+def test_the_agent_gets_a_notify_and_completes_a_command_over_mqtt_only(
+    org: Org, served: Served, tmp_path: Path
+) -> None:
+    kiosk = add_device(org.tenant, "kiosk-1")
+    agent = run_agent(served.url, kiosk, tmp_path, "--handler", "REBOOT=echo rebooted")
+    try:
+        wait_until(lambda: "mqtt: connected" in agent.log(), timeout=60, what=agent.log())
+        wait_until(lambda: "inbox/get over MQTT" in agent.log(), timeout=30, what=agent.log())
+        polls_before = served.polls()
+        operation_id = create_operation(org, "REBOOT", {"devices": ["kiosk-1"]})
+        shown = wait_finished(org, operation_id, agent.log, served.bridge.text)
+        polls_after = served.polls()
+    finally:
+        agent.stop()
 
     assert shown["state"] == "SUCCESS"
     assert counts(shown)["success_device_count"] == 1
     command = only_command(org, operation_id)
     assert (command["state"], command["details"]["stdout"]) == ("Command Success", "rebooted")
-    access = log.read_text()
-    # handed out and reported over MQTT: no inbox poll since, no PUT at all
-    assert polls_after == polls_before, access
-    assert re.search(r'"PUT /commands/v0/status/', access) is None, access
-    assert re.search(r"inbox/get over MQTT: 1 commands", agent.log()), agent.log()
+    assert polls_after == polls_before, served.access_log.read_text()
+    assert served.puts() == []
+    assert "inbox/get over MQTT: 1 commands" in agent.log()
+
+
+def test_the_simulator_completes_an_operation_on_a_fleet_by_push(
+    org: Org, served: Served, tmp_path: Path
+) -> None:
+    simulator = AgentProcess(
+        [
+            "simulate",
+            "--server",
+            served.url,
+            "--api-key",
+            str(org.admin.token),
+            "--devices",
+            "20",
+            "--expect",
+            "20",
+            "--duration",
+            "150",
+            "--start-spread",
+            "1",
+            "--json",
+        ],
+        tmp_path / "simulate.log",
+    )
+    try:
+        wait_until(lambda: simulator.log().count("mqtt: connected") == 20, timeout=90, what=simulator.log())
+        polls_before = served.polls()
+        operation_id = create_operation(org, "BEEP_DEVICE", {"all": True})
+        assert simulator.process.wait(timeout=180) == 0, simulator.log()
+        polls_after = served.polls()
+    finally:
+        simulator.stop()
+
+    figures = json.loads(simulator.log().strip().splitlines()[-1])
+    shown = wait_finished(org, operation_id, simulator.log)
+    assert shown["state"] == "SUCCESS"
+    assert counts(shown)["success_device_count"] == 20
+    assert figures["states"] == {"Command Success": 20}
+    assert figures["notifies"] >= 20
+    assert figures["mqtt_reports"] == 60  # Acknowledged, In Progress, Success: each over MQTT
+    assert figures["http_reports"] == 0
+    assert served.puts() == []
+    assert polls_after == polls_before  # each command handed out by an inbox/get after a notify

@@ -145,6 +145,7 @@ class DeviceAgent:
 
     async def _cycle(self) -> float:
         """One fetch and the commands it brought; the seconds to wait until the next."""
+        self._wake.clear()  # this fetch answers every wake-up so far; a notify during it wakes again
         notified_at, self._notified_at = self._notified_at, None
         started = time.monotonic()
         commands = None
