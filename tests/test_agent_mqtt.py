@@ -4,8 +4,8 @@ credentials, a real Celery worker whose fan-out notifies the devices.
 
 The served process, the worker and the bridge get ``MQTT_URL``; the agent gets nothing but the
 server's address and its token: it finds the broker through ``/v2/mqtt-credentials/``. HTTP
-polls are every 10 minutes, so a command done within a test came by push; the access log
-shows that no command was handed out or reported over HTTP.
+polls are every 10 minutes, so a command done within a test came by push: the agent's log
+shows it handed out by an ``inbox/get`` over MQTT, and the access log no report over HTTP.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from tests.conftest import CeleryProcesses, Org, _process_env, add_device, gunic
 from tests.mqtt_helpers import BridgeProcess
 
 pytestmark = pytest.mark.e2e
-INBOX_POLL = "GET /v2/command-inbox/"
 
 
 @dataclass
@@ -39,9 +38,6 @@ class Served:
     url: str
     access_log: Path
     bridge: BridgeProcess
-
-    def polls(self) -> int:
-        return self.access_log.read_text().count(INBOX_POLL)
 
     def puts(self) -> list[str]:
         return re.findall(r'"PUT /commands/v0/status/[^"]*"', self.access_log.read_text())
@@ -71,11 +67,8 @@ def test_the_agent_gets_a_notify_and_completes_a_command_over_mqtt_only(
     agent = run_agent(served.url, kiosk, tmp_path, "--handler", "REBOOT=echo rebooted")
     try:
         wait_until(lambda: "mqtt: connected" in agent.log(), timeout=60, what=agent.log())
-        wait_until(lambda: "inbox/get over MQTT" in agent.log(), timeout=30, what=agent.log())
-        polls_before = served.polls()
         operation_id = create_operation(org, "REBOOT", {"devices": ["kiosk-1"]})
         shown = wait_finished(org, operation_id, agent.log, served.bridge.text)
-        polls_after = served.polls()
     finally:
         agent.stop()
 
@@ -83,9 +76,9 @@ def test_the_agent_gets_a_notify_and_completes_a_command_over_mqtt_only(
     assert counts(shown)["success_device_count"] == 1
     command = only_command(org, operation_id)
     assert (command["state"], command["details"]["stdout"]) == ("Command Success", "rebooted")
-    assert polls_after == polls_before, served.access_log.read_text()
-    assert served.puts() == []
+    # handed out by an inbox/get over MQTT (the inbox hands a command out once), reported over MQTT
     assert "inbox/get over MQTT: 1 commands" in agent.log()
+    assert served.puts() == []
 
 
 def test_the_simulator_completes_an_operation_on_a_fleet_by_push(
@@ -112,10 +105,8 @@ def test_the_simulator_completes_an_operation_on_a_fleet_by_push(
     )
     try:
         wait_until(lambda: simulator.log().count("mqtt: connected") == 20, timeout=90, what=simulator.log())
-        polls_before = served.polls()
         operation_id = create_operation(org, "BEEP_DEVICE", {"all": True})
         assert simulator.process.wait(timeout=180) == 0, simulator.log()
-        polls_after = served.polls()
     finally:
         simulator.stop()
 
@@ -124,8 +115,10 @@ def test_the_simulator_completes_an_operation_on_a_fleet_by_push(
     assert shown["state"] == "SUCCESS"
     assert counts(shown)["success_device_count"] == 20
     assert figures["states"] == {"Command Success": 20}
-    assert figures["notifies"] >= 20
+    # (a device whose first inbox/get, after its start-up jitter, came after the fan-out needs no notify)
+    assert figures["notifies"] > 0
     assert figures["mqtt_reports"] == 60  # Acknowledged, In Progress, Success: each over MQTT
     assert figures["http_reports"] == 0
     assert served.puts() == []
-    assert polls_after == polls_before  # each command handed out by an inbox/get after a notify
+    # each device's one command handed out by an inbox/get over MQTT, none by an HTTP poll
+    assert simulator.log().count("inbox/get over MQTT: 1 commands") == 20
