@@ -75,6 +75,7 @@ def start_bridge(env: dict[str, str], log: Path, name: str) -> subprocess.Popen[
         if bridge.poll() is not None:
             raise SystemExit(f"the bridge exited; see {log}")
         time.sleep(0.1)
+    stop(bridge)
     raise SystemExit(f"the bridge did not connect; see {log}")
 
 
@@ -94,7 +95,11 @@ async def measure(url: str, key: str, devices: int, broker_pid: int) -> dict[str
         fleet_devices = await make_devices(client, url, key, devices, "fleet-")
         created = time.monotonic() - made
         options = SimulateOptions(
-            server=url, devices=fleet_devices, expect=devices, start_spread=min(30.0, devices / 500)
+            server=url,
+            devices=fleet_devices,
+            expect=devices,
+            start_spread=min(30.0, devices / 500),
+            connections=64,
         )
         fleet = Fleet(options, client)
         broker_before, own_before = rss_kib(broker_pid), rss_kib(os.getpid())

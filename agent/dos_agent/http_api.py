@@ -8,6 +8,7 @@ Every call either answers or raises one of three errors, which say what the call
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,8 +65,19 @@ class DeviceApi:
     """One device's calls, with its token, on a shared ``httpx.AsyncClient`` (the simulator's
     devices share one connection pool)."""
 
-    def __init__(self, client: httpx.AsyncClient, server: str, device_id: str, token: str) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        server: str,
+        device_id: str,
+        token: str,
+        gate: asyncio.Semaphore | None = None,
+    ) -> None:
         self.client = client
+        #: The simulator's devices queue here for a connection rather than in httpcore's pool,
+        #: which scans every waiting request against every connection each time one frees up:
+        #: with thousands of devices waiting that took the whole CPU and nothing got sent.
+        self.gate = gate or asyncio.Semaphore(1_000_000)
         self.server = server.rstrip("/")
         self.device_id = device_id
         self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
@@ -73,7 +85,8 @@ class DeviceApi:
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {**self.headers, **kwargs.pop("headers", {})}
         try:
-            response = await self.client.request(method, self.server + path, headers=headers, **kwargs)
+            async with self.gate:
+                response = await self.client.request(method, self.server + path, headers=headers, **kwargs)
         except httpx.HTTPError as failed:  # connect, read, timeout, protocol
             raise Unreachable(f"{method} {path}: {type(failed).__name__}: {failed}") from failed
         if response.status_code in (429, 503):

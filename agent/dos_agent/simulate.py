@@ -171,6 +171,7 @@ class Fleet:
         self.summary = Summary(expect=options.expect)
         runner = SimulatedRunner(options.delay, options.success_ratio, rng)
         self.agents: list[DeviceAgent] = []
+        gate = asyncio.Semaphore(options.connections)
         for device_id, token in options.devices:
             config = AgentConfig(
                 server=options.server,
@@ -180,7 +181,7 @@ class Fleet:
                 start_jitter=options.start_spread,
                 report_in_progress=options.report_in_progress,
             )
-            api = DeviceApi(client, options.server, device_id, token)
+            api = DeviceApi(client, options.server, device_id, token, gate)
             agent = DeviceAgent(config, api, runner, Journal(None), self.summary, random.Random(rng.random()))
             self.agents.append(agent)
         self.tasks: list[asyncio.Task[None]] = []
