@@ -203,6 +203,36 @@ def test_an_agent_killed_mid_command_resumes_it_after_a_restart_and_it_ends_once
     assert "resuming command" in again.log()
 
 
+def test_a_report_the_server_never_got_is_sent_after_a_restart_and_the_handler_not_run_again(
+    org: Org, kiosk: DeviceActor, celery_worker: CeleryProcesses, tmp_path: Path
+) -> None:
+    go, marks = tmp_path / "go", tmp_path / "marks"
+    port = free_port()
+    server = f"http://127.0.0.1:{port}"
+    handler = f"REBOOT={_handler_waiting_for(go, marks)}"
+    with serve(tmp_path, "--bind", f"127.0.0.1:{port}"):
+        operation_id = create_operation(org, "REBOOT", {"devices": ["kiosk-1"]})
+        agent = run_agent(server, kiosk, tmp_path, "--handler", handler)
+        wait_until(lambda: marks.exists() and "started" in marks.read_text(), timeout=60, what=agent.log())
+    # the server is gone when the handler ends: its outcome waits in the journal's outbox
+    go.touch()
+    wait_until(lambda: "report: PUT" in agent.log(), timeout=60, what=agent.log())
+    agent.kill()
+    outbox = json.loads((tmp_path / "state" / "state.json").read_text())["outbox"]
+    assert [report["state"] for report in outbox] == ["Command Success"]
+
+    with serve(tmp_path, "--bind", f"127.0.0.1:{port}"):
+        again = run_agent(server, kiosk, tmp_path, "--handler", handler)
+        try:
+            shown = wait_finished(org, operation_id, again.log)
+        finally:
+            again.stop()
+
+    assert shown["state"] == "SUCCESS"
+    assert marks.read_text().count("started") == 1  # the outcome was sent, the command not run again
+    assert json.loads((tmp_path / "state" / "state.json").read_text())["outbox"] == []
+
+
 def test_the_agent_waits_as_a_429_retry_after_says(
     org: Org, kiosk: DeviceActor, celery_worker: CeleryProcesses, tmp_path: Path
 ) -> None:
