@@ -2,7 +2,7 @@
 connected to a real Mosquitto, one operation on all of them, notified, handed out over
 ``inbox/get`` and reported to SUCCESS through the bridge.
 
-    .venv/bin/python bench/mqtt_fleet.py [--devices 10000] [--bridges 1] [--web-workers 2]
+    .venv/bin/python bench/mqtt_fleet.py [--devices 10000] [--bridges 1] [--web-workers 2] [--prelogin]
         [--database-url postgres://postgres@127.0.0.1:5432/bench_mqtt_fleet]
         [--redis-url redis://127.0.0.1:6379/8] [--keep]
 
@@ -11,7 +11,9 @@ Mosquitto (``config/mosquitto.py``), gunicorn, a Celery worker and ``manage.py m
 all with ``MQTT_URL``; creates the devices through ``POST /v0/devices/bulk/`` and starts the
 fleet (each device fetches its credentials, connects and subscribes). Then it measures:
 
-- **connect**: from the fleet's start until every device has a live MQTT session;
+- **connect**: from the fleet's start until every device has a live MQTT session (each
+  device's first credentials request makes its broker login; ``--prelogin`` makes them all
+  first, in one reconcile, and says how long that took);
 - **memory per MQTT session**: the broker's resident memory, and this process's (the N
   clients), after every session is up minus before, divided by N;
 - **notify**: from the operation's POST to each device's notify (p50, p99, last);
@@ -30,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -88,12 +91,29 @@ def seconds(values: list[float]) -> str:
     )
 
 
-async def measure(url: str, key: str, devices: int, broker_pid: int) -> dict[str, object]:
+def prelogin(database: Database, env: dict[str, str]) -> float:
+    """Make every device's broker login before the fleet starts, as ``manage.py
+    mqtt_sync_logins`` does after a drift (one reconcile, its commands sent in chunks): marks
+    every device as having asked (a ``BrokerLogin`` row), then reconciles. The seconds it took."""
+    started = time.monotonic()
+    with database.connect() as conn:
+        conn.execute(
+            "INSERT INTO inventory_brokerlogin (device_id, created_at) "
+            "SELECT id, now() FROM inventory_device ON CONFLICT DO NOTHING"
+        )
+    manage(env, "mqtt_sync_logins")
+    return time.monotonic() - started
+
+
+async def measure(
+    url: str, key: str, devices: int, broker_pid: int, before_fleet: Callable[[], float] | None
+) -> dict[str, object]:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
         made = time.monotonic()
         fleet_devices = await make_devices(client, url, key, devices, "fleet-")
         created = time.monotonic() - made
+        prelogin_seconds = None if before_fleet is None else round(before_fleet(), 2)
         options = SimulateOptions(
             server=url,
             devices=fleet_devices,
@@ -130,6 +150,7 @@ async def measure(url: str, key: str, devices: int, broker_pid: int) -> dict[str
     return {
         "devices": devices,
         "devices_created_seconds": round(created, 2),
+        "prelogin_seconds": prelogin_seconds,
         "connect_all_seconds": round(connected, 2),
         "broker_kib_per_session": round((broker_after - broker_before) / devices, 2),
         "clients_kib_per_session": round((own_after - own_before) / devices, 2),
@@ -152,6 +173,12 @@ def main() -> None:
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/8")
     parser.add_argument("--keep", action="store_true", help="keep the database and the logs")
+    parser.add_argument(
+        "--prelogin",
+        action="store_true",
+        help="make the broker logins in one reconcile before the fleet starts (not one per device's "
+        "first credentials request, which is the slow part of connecting a large fleet)",
+    )
     args = parser.parse_args()
 
     database = Database(args.database_url)
@@ -175,7 +202,10 @@ def main() -> None:
         for number in range(args.bridges):
             processes.append(start_bridge(env, work / f"bridge-{number}.log", f"bench-bridge-{number}"))
         print(machine(database.admin_url), flush=True)
-        figures = asyncio.run(measure(f"http://127.0.0.1:{port}", key, args.devices, broker_process.pid))
+        before_fleet = (lambda: prelogin(database, env)) if args.prelogin else None
+        figures = asyncio.run(
+            measure(f"http://127.0.0.1:{port}", key, args.devices, broker_process.pid, before_fleet)
+        )
         print(json.dumps(figures, indent=2), flush=True)
     finally:
         for process in reversed(processes):
