@@ -119,6 +119,7 @@ def test_the_simulator_completes_an_operation_on_a_fleet_by_push(
     assert figures["notifies"] > 0
     assert figures["mqtt_reports"] == 60  # Acknowledged, In Progress, Success: each over MQTT
     assert figures["http_reports"] == 0
+    assert figures["mqtt_sessions_at_end"] == 20
     assert served.puts() == []
     # each device's one command handed out by an inbox/get over MQTT, none by an HTTP poll
     assert simulator.log().count("inbox/get over MQTT: 1 commands") == 20

@@ -90,10 +90,14 @@ class DeviceAgent:
         self.rng = rng or random.Random()
         self.backoff = Backoff(cap=config.max_backoff, rng=self.rng)
         self.counters = Counters()
+        #: What the server last said (``next_poll_seconds``), and the wait derived from it.
+        self.server_poll = DEFAULT_POLL_SECONDS
         self.next_poll = DEFAULT_POLL_SECONDS
         self.channel: MqttChannel | None = None
         if config.mqtt:
-            self.channel = MqttChannel(api.mqtt_credentials, self._notified, self._mqtt_connected)
+            self.channel = MqttChannel(
+                api.mqtt_credentials, self._notified, self._mqtt_connected, self._mqtt_lost
+            )
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._notified_at: float | None = None
@@ -113,6 +117,12 @@ class DeviceAgent:
     def _mqtt_connected(self) -> None:
         """A new session may have missed notifies: look at the inbox now."""
         self._notified(_body={})
+
+    def _mqtt_lost(self) -> None:
+        """No push any more: the long interval the server gave for a live session no longer
+        holds. Poll now over HTTP, which answers the interval of a device without one."""
+        self.server_poll = self.next_poll = DEFAULT_POLL_SECONDS
+        self._wake.set()
 
     async def _pause(self, seconds: float) -> None:
         """Sleep before a retry; :class:`Stopping` if the agent is stopped meanwhile."""
@@ -176,7 +186,7 @@ class DeviceAgent:
         )
         poll = reply.get("next_poll_seconds")
         if isinstance(poll, int | float) and poll > 0:
-            self.next_poll = float(poll)
+            self.server_poll = self.next_poll = float(poll)
         return [c for c in reply.get("commands", []) if isinstance(c, dict)]
 
     async def _fetch_http(self) -> list[dict[str, Any]] | float:
@@ -198,9 +208,9 @@ class DeviceAgent:
         self.backoff.reset()
         if answer.not_modified:
             self.counters.not_modified += 1
-            self.next_poll = jittered(self.next_poll, POLL_JITTER, self.rng)
+            self.next_poll = jittered(self.server_poll, POLL_JITTER, self.rng)
         elif answer.next_poll_seconds is not None:
-            self.next_poll = answer.next_poll_seconds
+            self.server_poll = self.next_poll = answer.next_poll_seconds
         if answer.etag != state.etag:
             state.etag = answer.etag
             self.journal.save()

@@ -104,10 +104,12 @@ class MqttChannel:
         credentials: Callable[[], Awaitable[dict[str, Any] | None]],
         on_notify: Callable[[dict[str, Any]], None],
         on_connect: Callable[[], None],
+        on_lost: Callable[[], None] = lambda: None,
     ) -> None:
         self._credentials = credentials
         self._on_notify = on_notify
         self._on_connect = on_connect
+        self._on_lost = on_lost
         self._client: aiomqtt.Client | None = None
         self._login: Login | None = None
         self._waiting: dict[str, asyncio.Future[tuple[str, dict[str, Any]]]] = {}
@@ -135,7 +137,9 @@ class MqttChannel:
                 logger.warning("mqtt: %s", lost)
             finally:
                 self._client = None
-                self.connected.clear()
+                if self.connected.is_set():
+                    self.connected.clear()
+                    self._on_lost()
                 for future in self._waiting.values():
                     if not future.done():
                         future.set_exception(NoReply("the MQTT session ended"))

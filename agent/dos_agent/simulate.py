@@ -126,12 +126,12 @@ class Summary:
     def done(self) -> int:
         return sum(self.states.values())
 
-    def as_dict(self, agents: list[DeviceAgent], elapsed: float) -> dict[str, Any]:
+    def as_dict(self, agents: list[DeviceAgent], elapsed: float, sessions: int) -> dict[str, Any]:
+        """The figures; ``sessions``: the live MQTT sessions when the run ended (before the stop)."""
         totals: Counter[str] = Counter()
         for agent in agents:
             totals.update(vars(agent.counters))
             if agent.channel is not None:
-                totals["mqtt_connected"] += int(agent.channel.connected.is_set())
                 totals["notifies"] += agent.channel.notifies
         p50, p99 = percentile(self.latencies, 0.5), percentile(self.latencies, 0.99)
         return {
@@ -141,6 +141,7 @@ class Summary:
             "states": dict(self.states),
             "latency_p50_seconds": None if p50 is None else round(p50, 4),
             "latency_p99_seconds": None if p99 is None else round(p99, 4),
+            "mqtt_sessions_at_end": sessions,
             **dict(totals),
         }
 
@@ -212,6 +213,7 @@ class Fleet:
 
     async def stop(self) -> dict[str, Any]:
         """Stop every device (30 s for their last reports); the run's figures."""
+        sessions = self.mqtt_sessions()
         for agent in self.agents:
             agent.stop()
         if self.tasks:
@@ -219,7 +221,7 @@ class Fleet:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        return self.summary.as_dict(self.agents, time.monotonic() - self.started)
+        return self.summary.as_dict(self.agents, time.monotonic() - self.started, sessions)
 
 
 async def simulate(options: SimulateOptions, client: httpx.AsyncClient) -> tuple[Summary, dict[str, Any]]:
