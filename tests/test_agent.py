@@ -4,8 +4,9 @@ project, a real Celery worker fanning operations out, the agent as the real prog
 An operation created through the API reaches the agent; its handler (a shell command, a Python
 callable) runs; the reports move the command and the operation's counters; a failing handler
 reports its reason; an agent killed in the middle of a command resumes it after a restart and
-the command ends once; a 429's Retry-After is honoured; the simulator completes an operation
-on a fleet.
+the command ends once; a report the server never got is sent after a restart; a 429's
+Retry-After is honoured; an agent started before its server backs off within its cap; the
+simulator completes an operation on a fleet. (Over MQTT: tests/test_agent_mqtt.py.)
 """
 
 from __future__ import annotations
