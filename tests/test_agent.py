@@ -3,10 +3,11 @@ project, a real Celery worker fanning operations out, the agent as the real prog
 
 An operation created through the API reaches the agent; its handler (a shell command, a Python
 callable) runs; the reports move the command and the operation's counters; a failing handler
-reports its reason; an agent killed in the middle of a command resumes it after a restart and
-the command ends once; a report the server never got is sent after a restart; a 429's
-Retry-After is honoured; an agent started before its server backs off within its cap; the
-simulator completes an operation on a fleet. (Over MQTT: tests/test_agent_mqtt.py.)
+reports its reason; a rollout's retry runs again as its next attempt; an agent killed in the
+middle of a command resumes it after a restart and the command ends once; a report the server
+never got is sent after a restart; a 429's Retry-After is honoured; an agent started before
+its server backs off within its cap; the simulator completes an operation on a fleet. (Over
+MQTT: tests/test_agent_mqtt.py.)
 """
 
 from __future__ import annotations
@@ -147,6 +148,30 @@ def test_a_python_handler_runs_and_a_failing_one_reports_its_reason(
     )
     assert only_command(org, unhandled)["reason"] == "no handler for BEEP_DEVICE"
     assert not_handled["state"] == "FAILURE"
+
+
+def test_a_rollout_retry_is_run_again_as_its_next_attempt(
+    org: Org, kiosk: DeviceActor, server: str, tmp_path: Path
+) -> None:
+    tried = tmp_path / "tried"
+    # fails the first time, succeeds the second
+    handler = f'echo "$DOS_ATTEMPT" >> {tried}; [ "$DOS_ATTEMPT" = 2 ] || {{ echo flaky >&2; exit 1; }}'
+    agent = run_agent(server, kiosk, tmp_path, "--handler", f"INSTALL_APP={handler}")
+    try:
+        operation_id = create_operation(
+            org,
+            "INSTALL_APP",
+            {"devices": ["kiosk-1"]},
+            rollout={"retries": [{"failure_type": "FAILED", "max_attempts": 2}]},
+        )
+        shown = wait_finished(org, operation_id, agent.log)
+    finally:
+        agent.stop()
+
+    assert shown["state"] == "SUCCESS"
+    assert tried.read_text().split() == ["1", "2"]
+    command = only_command(org, operation_id)
+    assert (command["state"], command["attempt"]) == ("Command Success", 2)
 
 
 def _handler_waiting_for(go: Path, marks: Path) -> str:
