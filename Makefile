@@ -13,7 +13,7 @@ TEST_SECRET_KEY ?= test-only-secret-key-not-for-production-0123456789abcdef
 
 .PHONY: run test services lint bench
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt agent/pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements-dev.txt

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from commands import device_requests, inbox_cache, services
+from commands import device_requests, inbox_cache, push, services
 from commands.payload import command_payload
 from config.api.envelopes import DEFAULT_ENVELOPE
 from config.api.principal import Principal
@@ -106,7 +106,10 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
         "next": None,
         "previous": None,
         "results": commands,
-        "next_poll_seconds": next_poll_seconds(),
+        # A device with a live MQTT session hears of new commands by push: it polls rarely.
+        "next_poll_seconds": (
+            settings.MQTT_SAFETY_POLL_SECONDS if push.is_live(device_pk) else next_poll_seconds()
+        ),
     }
     response = JsonResponse(DEFAULT_ENVELOPE.success(content, 200))
     if etag is not None:

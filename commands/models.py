@@ -170,3 +170,27 @@ class CommandHistory(models.Model):
 
     def __str__(self) -> str:
         return f"{CommandState(self.from_state).label} → {CommandState(self.to_state).label}"
+
+
+class DeviceNotify(models.Model):
+    """The push outbox (contract section 14): one row per device that must hear a ``notify``.
+
+    Written in the transaction of the change that made a command available to the device (a
+    fan-out's chunk, a set move back to the queue, a retry, a wave or a window opening, an
+    internal command), only while ``MQTT_URL`` is set; one row per device, upserted, so many
+    changes before the publisher runs make one message. The bridge's publisher takes rows
+    ``FOR UPDATE SKIP LOCKED``, publishes, and deletes them once the broker acknowledged
+    (``commands.push``): a crash between the change's commit and the publish loses nothing.
+    """
+
+    # The device's key, no constraint (a fan-out upserts up to a million of these in its
+    # chunks' statements): a device deleted meanwhile is skipped by the publisher's join.
+    device_pk = models.BigIntegerField(primary_key=True)
+    tenant_id = models.BigIntegerField()
+    changed_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "pending device notify"
+
+    def __str__(self) -> str:
+        return f"notify device {self.device_pk}"

@@ -20,6 +20,7 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from commands import push
 from commands.choices import CommandState, Priority
 from commands.models import CommandStatus
 from config.locks import LockSpace, LockTimeout, advisory_lock
@@ -69,7 +70,11 @@ _STARTING = {
 
 
 def write(
-    devices: QuerySet[Device], new: NewCommands, first_run: bool = False, reserve_ids: bool = False
+    devices: QuerySet[Device],
+    new: NewCommands,
+    first_run: bool = False,
+    reserve_ids: bool = False,
+    notify: bool = False,
 ) -> int:
     """INSERT ... SELECT one command per device of ``devices``; returns the rows written.
 
@@ -83,6 +88,11 @@ def write(
 
     ``reserve_ids``: the rows take their ids from a block reserved for this statement
     (:func:`_reserve_ids`) instead of one ``nextval`` each.
+
+    ``notify``: the commands are available to their devices now (the caller knows: Queued, in
+    an open wave), so each device written gets its push outbox row (``commands.push``) in
+    the same statement, when MQTT is on: one more INSERT ... SELECT over the rows written,
+    no round trip and no Python per row.
     """
     ops = connection.ops
     sub_sql, sub_params = devices.order_by().values_list("pk").query.sql_with_params()
@@ -117,6 +127,11 @@ def write(
         FROM {rows_sql}
         {"" if first_run else "ON CONFLICT DO NOTHING"}
     """
+    if notify and push.enabled():
+        # One outbox row per device written (each device once in a chunk): the statement's
+        # row count is then the outbox's, which is the number of commands written.
+        written = "SELECT device_id AS device_pk, tenant_id FROM written"
+        sql = f"WITH written AS ({sql} RETURNING device_id, tenant_id) {push.upsert_sql(written)}"
     with connection.cursor() as cursor:
         # The SELECT list's parameters come before the subquery's in the statement.
         cursor.execute(sql, [*id_params, *values.values(), *sub_params])

@@ -9,6 +9,7 @@ exact under any number of concurrent reports.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -20,7 +21,7 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from commands import counting, inbox_cache
+from commands import counting, inbox_cache, push
 from commands.choices import HAND_OUT, CommandState, Priority, can_move
 from commands.followers import Along, HandOutRule, Moved, Report, followers, gates
 from commands.models import CommandHistory, CommandStatus
@@ -125,7 +126,9 @@ def report(
         )
     _CHANGED_TO[C(current.state)].inc()
     if current.state == C.QUEUED and target != C.QUEUED:  # a retry: the device polls for it again
-        inbox_cache.forget_device(current.device_id)
+        # After commit: a report settled in a batch's transaction (``commands.batches``) must
+        # not let a poll cache "nothing new" before its row is visible (at once in autocommit).
+        transaction.on_commit(functools.partial(inbox_cache.forget_device, current.device_id))
     done = Report(current, old, actor, along)
     for follower in followers():
         follower.reported(done)
@@ -288,7 +291,8 @@ def _report_statement(
     }
     along = tuple(part for follower in followers() for part in follower.report_along())
     with prepared_cursor() as cursor:
-        statement = _report_sql(target, details is not None, along)
+        notify = target in NOTIFYING_TARGETS and push.enabled()
+        statement = _report_sql(target, details is not None, along, notify)
         cursor.execute(statement.sql, params)
         found = cursor.fetchone()
     if found is None:
@@ -315,10 +319,18 @@ class _ReportStatement(NamedTuple):
     returns_along: bool
 
 
+#: Report targets that may leave the command Queued (a retry, a release): its device then
+#: hears a notify (``commands.push``), written in the report's statement.
+NOTIFYING_TARGETS = frozenset({*RETRIED_FAILURES, C.QUEUED})
+
+
 @functools.lru_cache(maxsize=256)
-def _report_sql(target: CommandState, with_details: bool, along: tuple[Along, ...]) -> _ReportStatement:
+def _report_sql(
+    target: CommandState, with_details: bool, along: tuple[Along, ...], notify: bool = False
+) -> _ReportStatement:
     """The report statement for a move to ``target``: made once per target (and followers),
-    so the prepared statement is the same text every time."""
+    so the prepared statement is the same text every time. ``notify``: write the device's
+    push outbox row when the move leaves the command Queued."""
     table = CommandStatus._meta.db_table
     columns = ", ".join(f"cs.{c}" for c in REPORT_COLUMNS)
     extra_sets = ", details = %(details)s" if with_details else ""
@@ -329,6 +341,9 @@ def _report_sql(target: CommandState, with_details: bool, along: tuple[Along, ..
         # Only without an attempt named: a report naming the current attempt is that attempt's.
         duplicate = f"AND NOT (%(attempt)s::int IS NULL AND cur.state = {int(C.QUEUED)} AND cur.attempt > 1)"
     ctes, returned = _along_sql(target, along)
+    if notify:
+        queued = f"SELECT device_id AS device_pk, tenant_id FROM moved WHERE moved.state = {int(C.QUEUED)}"
+        ctes += f", notified AS ({push.upsert_sql(queued)})"
     sql = f"""
         WITH cur AS (
             SELECT {columns}, d.device_id AS device_ref
@@ -406,6 +421,11 @@ def _move_statement(
         sets.append(f"{column} = %s")
         params.append(value)
     returned = ", ".join(f"cs.{column}" for column in PAYLOAD_COLUMNS)
+    notified = ""
+    if (target == C.QUEUED or (retry and target in RETRIED_FAILURES)) and push.enabled():
+        # Back in the queue (a window opening, redelivery, a retry): the devices hear a notify.
+        queued = f"SELECT device_pk, tenant_id FROM moved WHERE state = {int(C.QUEUED)}"
+        notified = f", notified AS ({push.upsert_sql(queued)})"
     sql = f"""
         WITH p AS (SELECT %s::text AS reason, %s::timestamptz AS now),
         old AS ({select_sql}),
@@ -418,7 +438,7 @@ def _move_statement(
         logged AS (
             INSERT INTO {history} (command_id, from_state, to_state, reason, actor, created_at)
             SELECT moved.id, moved.old_state, moved.state, moved.reason, %s, p.now FROM moved, p
-        ), {_MOVED_EVENT}
+        ), {_MOVED_EVENT}{notified}
         SELECT operation_id, tenant_id, state AS new_state, old_state, was_dispatched, count(*) AS count, wave
         FROM moved GROUP BY operation_id, tenant_id, state, old_state, was_dispatched, wave
     """
@@ -488,6 +508,7 @@ def issue_internal_command(
         priority=priority,
         dispatched_at=timezone.now(),
     )
+    push.notify_devices([(tenant_id, device_pk)])
     transaction.on_commit(lambda: inbox_cache.forget_device(device_pk))
     return status_row
 
@@ -683,3 +704,31 @@ def _put_back(ids: list[int], actor: str) -> None:
     params |= {"reason": HELD_BACK, "actor": actor}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+def waiting(device_pks: list[int], limit: int) -> dict[int, tuple[int, list[str]]]:
+    """What each device of ``device_pks`` has waiting in its inbox, as a push notify tells it
+    (``commands.notifier``): how many queued commands the gates let through now, and the
+    ``id@version`` of the first ``limit`` as a poll would hand them out (highest priority
+    first, then oldest; the version one higher, as the hand-out leaves it), from which the
+    inbox's ``ETag`` of that answer is made. A rollout's rate is not applied: a command held
+    back for a minute is still waiting. One statement for all the devices."""
+    if not device_pks:
+        return {}
+    rules = [dataclasses.replace(gate.hand_out_rule(), held_back=()) for gate in gates()]
+    parts = [_gate_sql(f"g{number}", rule) for number, rule in enumerate(rules)]
+    joins = " ".join(part.joins for part in parts)
+    condition = " AND ".join(f"({part.condition})" for part in parts) or "true"
+    params: dict[str, Any] = {"devices": device_pks, "queued": int(C.QUEUED), "limit": limit}
+    for part in parts:
+        params.update(part.params)
+    sql = f"""
+        SELECT cs.device_id, count(*),
+               (array_agg(cs.id || '@' || (cs.version + 1) ORDER BY cs.priority DESC, cs.id))[1:%(limit)s]
+        FROM {CommandStatus._meta.db_table} cs {joins}
+        WHERE cs.device_id = ANY(%(devices)s) AND cs.state = %(queued)s AND {condition}
+        GROUP BY cs.device_id
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {int(device): (int(count), list(first)) for device, count, first in cursor.fetchall()}

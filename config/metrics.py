@@ -34,6 +34,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -103,6 +104,45 @@ WEBHOOK_GIVEN_UP = Counter(
     f"{PREFIX}_webhook_given_up",
     "Webhook events no longer owed to an endpoint without being delivered: retries exhausted, "
     "or the endpoint answered 410 Gone (disabled).",
+)
+
+# --- the MQTT bridge (``manage.py mqtt_bridge``, commands.bridge; docs/mqtt-bridge.md). Its process
+# writes these to PROMETHEUS_MULTIPROC_DIR as a worker does, so /metrics adds them up.
+MQTT_CONNECTED_DEVICES = Gauge(
+    f"{PREFIX}_mqtt_connected_clients",
+    "Clients connected to the MQTT broker, as the broker says ($SYS/broker/clients/connected): the "
+    "devices with a live session, plus the bridges.",
+    multiprocess_mode="mostrecent",
+)
+MQTT_NOTIFIES = Counter(
+    f"{PREFIX}_mqtt_notifies",
+    "notify messages published to devices and acknowledged by the broker (QoS 1).",
+)
+MQTT_MESSAGES = Counter(
+    f"{PREFIX}_mqtt_messages",
+    "Device messages the bridge settled, by kind: inbox_get, update.",
+    ["kind"],
+)
+MQTT_BATCH_SIZE = Histogram(
+    f"{PREFIX}_mqtt_batch_size",
+    "Device messages settled in one batch (one transaction) by the bridge.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+)
+MQTT_SETTLE_DURATION = Histogram(
+    f"{PREFIX}_mqtt_settle_duration_seconds",
+    "Time to settle one batch of device messages, its commit included.",
+    buckets=LATENCY_BUCKETS,
+)
+MQTT_REJECTED = Counter(
+    f"{PREFIX}_mqtt_rejected_updates",
+    "Device updates answered on .../update/rejected, by error_code (docs/errors.md).",
+    ["code"],
+)
+MQTT_DROPPED = Counter(
+    f"{PREFIX}_mqtt_dropped_messages",
+    "Device messages dropped without an answer, by reason: unknown_device (no such active device), "
+    "bad_topic, malformed (an inbox/get that is not a JSON object).",
+    ["reason"],
 )
 
 IDEMPOTENCY_OUTCOMES = Counter(

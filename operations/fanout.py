@@ -329,7 +329,9 @@ def _insert(
     """One command per device of ``devices`` (``commands.rows.write``); returns rows written.
     Commands born in a final state (a window that never opens) are counted as the counter
     rule says."""
-    inserted = rows.write(devices, new, first_run=first_run, reserve_ids=reserve_ids)
+    # Queued in a drawn wave: handed out from now on, so the devices hear a notify (MQTT).
+    available = new.state == CommandState.QUEUED and new.wave != UNDRAWN_WAVE
+    inserted = rows.write(devices, new, first_run=first_run, reserve_ids=reserve_ids, notify=available)
     if inserted and new.state != CommandState.QUEUED:
         born = counting.deltas(counting.BORN_FROM, new.state, was_dispatched=new.dispatched_at is not None)
         progress.add_counts(new.operation_id, **{name: delta * inserted for name, delta in born.items()})

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from commands import counting, inbox_cache
+from commands import counting, inbox_cache, push
 from commands.choices import REPORTED_STATES, CommandState
 from config.errors import DomainError
 from config.timestamps import parse_aware
@@ -273,6 +273,7 @@ def resume(operation: Operation, reason: str, actor: str) -> Operation:
         wave = current.waves.filter(wave=current.current_wave).first()
         if wave is not None and wave.closed_at is not None:
             waves.open_next(current.pk, current.current_wave, actor)
+        push.notify_operation(current.pk)  # its queued commands are handed out again
         transaction.on_commit(functools.partial(inbox_cache.bump_tenant, current.tenant_id))
         if back in PRE_DISPATCH_STATES:
             transaction.on_commit(functools.partial(send_fan_out, current.pk))

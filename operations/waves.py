@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from commands import counting, inbox_cache, rows
+from commands import counting, inbox_cache, push, rows
 from operations import progress
 from operations.gate import handed_out_last_minute
 from operations.models import Operation, OperationWave
@@ -52,6 +52,7 @@ def draw(operation: Operation, rollout: Rollout) -> None:
             for number, percent in enumerate(rollout.waves, 1)
         )
         Operation.objects.filter(pk=operation.pk).update(current_wave=1)
+        push.notify_operation(operation.pk, wave=1)  # wave 1 is handed out from now on
     close_if_finished(operation.pk, 1)
 
 
@@ -94,12 +95,14 @@ def open_next(operation_id: Any, after: int, actor: str = "system") -> bool:
         if wave.resolved_count > 0:
             break
         OperationWave.objects.filter(pk=wave.pk, closed_at=None).update(opened_at=now, closed_at=now)
-    opened = Operation.objects.filter(pk=operation_id, current_wave=after).update(
-        current_wave=target.wave, updated_at=now
-    )
-    if not opened:
-        return False
-    OperationWave.objects.filter(pk=target.pk, opened_at=None).update(opened_at=now)
+    with transaction.atomic():  # the wave opens with its devices' notifies, or not at all
+        opened = Operation.objects.filter(pk=operation_id, current_wave=after).update(
+            current_wave=target.wave, updated_at=now
+        )
+        if not opened:
+            return False
+        OperationWave.objects.filter(pk=target.pk, opened_at=None).update(opened_at=now)
+        push.notify_operation(operation_id, wave=target.wave)
     tenant_id = Operation.objects.values_list("tenant_id", flat=True).get(pk=operation_id)
     transaction.on_commit(functools.partial(inbox_cache.bump_tenant, tenant_id))
     if target.resolved_count == 0:  # only empty waves were left

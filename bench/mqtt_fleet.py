@@ -1,0 +1,220 @@
+"""A fleet on MQTT, end to end: N simulated devices (``dos-agent simulate``'s, in this process)
+connected to a real Mosquitto, one operation on all of them, notified, handed out over
+``inbox/get`` and reported to SUCCESS through the bridge.
+
+    .venv/bin/python bench/mqtt_fleet.py [--devices 10000] [--bridges 1] [--web-workers 2] [--prelogin]
+        [--database-url postgres://postgres@127.0.0.1:5432/bench_mqtt_fleet]
+        [--redis-url redis://127.0.0.1:6379/8] [--keep]
+
+It creates the database, migrates it, makes a tenant and an admin key, starts the project's
+Mosquitto (``config/mosquitto.py``), gunicorn, a Celery worker and ``manage.py mqtt_bridge``,
+all with ``MQTT_URL``; creates the devices through ``POST /v0/devices/bulk/`` and starts the
+fleet (each device fetches its credentials, connects and subscribes). Then it measures:
+
+- **connect**: from the fleet's start until every device has a live MQTT session (each
+  device's first credentials request makes its broker login; ``--prelogin`` makes them all
+  first, in one reconcile, and says how long that took);
+- **memory per MQTT session**: the broker's resident memory, and this process's (the N
+  clients), after every session is up minus before, divided by N;
+- **notify**: from the operation's POST to each device's notify (p50, p99, last);
+- **done**: from the POST to each command's SUCCESS accepted (p50, p99) and to the last one.
+
+Everything shares the machine's CPUs (the fleet itself is one Python process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from dos_agent.simulate import Fleet, SimulateOptions, make_devices
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.support import (
+    ROOT,
+    Database,
+    free_port,
+    machine,
+    manage,
+    percentile,
+    project_env,
+    start_gunicorn,
+    start_worker,
+    stop,
+)
+from config import mosquitto
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def start_bridge(env: dict[str, str], log: Path, name: str) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        bridge = subprocess.Popen(
+            [sys.executable, "manage.py", "mqtt_bridge", "--client-id", name],
+            cwd=ROOT,
+            env={**env, "LOG_LEVEL": "INFO"},  # it says when it is connected
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if "connected to" in log.read_text(errors="replace"):
+            return bridge
+        if bridge.poll() is not None:
+            raise SystemExit(f"the bridge exited; see {log}")
+        time.sleep(0.1)
+    stop(bridge)
+    raise SystemExit(f"the bridge did not connect; see {log}")
+
+
+def seconds(values: list[float]) -> str:
+    if not values:
+        return "none"
+    return (
+        f"p50 {percentile(values, 0.5):.2f} s, p99 {percentile(values, 0.99):.2f} s, "
+        f"last {max(values):.2f} s (n={len(values)})"
+    )
+
+
+def prelogin(database: Database, env: dict[str, str]) -> float:
+    """Make every device's broker login before the fleet starts, as ``manage.py
+    mqtt_sync_logins`` does after a drift (one reconcile, its commands sent in chunks): marks
+    every device as having asked (a ``BrokerLogin`` row), then reconciles. The seconds it took."""
+    started = time.monotonic()
+    with database.connect() as conn:
+        conn.execute(
+            "INSERT INTO inventory_brokerlogin (device_id, created_at) "
+            "SELECT id, now() FROM inventory_device ON CONFLICT DO NOTHING"
+        )
+    manage(env, "mqtt_sync_logins")
+    return time.monotonic() - started
+
+
+async def measure(
+    url: str, key: str, devices: int, broker_pid: int, before_fleet: Callable[[], float] | None
+) -> dict[str, object]:
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+        made = time.monotonic()
+        fleet_devices = await make_devices(client, url, key, devices, "fleet-")
+        created = time.monotonic() - made
+        prelogin_seconds = None if before_fleet is None else round(before_fleet(), 2)
+        options = SimulateOptions(
+            server=url,
+            devices=fleet_devices,
+            expect=devices,
+            start_spread=min(30.0, devices / 500),
+            connections=64,
+        )
+        fleet = Fleet(options, client)
+        broker_before, own_before = rss_kib(broker_pid), rss_kib(os.getpid())
+        fleet.start()
+        while fleet.mqtt_sessions() < devices:
+            if time.monotonic() - fleet.started > 900:
+                raise SystemExit(f"only {fleet.mqtt_sessions()} of {devices} sessions after 900 s")
+            await asyncio.sleep(0.5)
+        connected = time.monotonic() - fleet.started
+        await asyncio.sleep(2)  # the first inbox/get of each new session settles
+        broker_after, own_after = rss_kib(broker_pid), rss_kib(os.getpid())
+
+        posted = time.monotonic()
+        answer = await client.post(
+            f"{url}/v0/operations/",
+            json={"operation_type": "BEEP_DEVICE", "operation_device_query": {"all": True}},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        answer.raise_for_status()
+        await asyncio.wait_for(fleet.until_done(), timeout=1800)
+        last = fleet.summary.last_done - posted
+        notifies = [
+            min(t for t in agent.channel.notify_times if t >= posted) - posted
+            for agent in fleet.agents
+            if agent.channel is not None and any(t >= posted for t in agent.channel.notify_times)
+        ]
+        figures = await fleet.stop()
+    return {
+        "devices": devices,
+        "devices_created_seconds": round(created, 2),
+        "prelogin_seconds": prelogin_seconds,
+        "connect_all_seconds": round(connected, 2),
+        "broker_kib_per_session": round((broker_after - broker_before) / devices, 2),
+        "clients_kib_per_session": round((own_after - own_before) / devices, 2),
+        "notify": seconds(notifies),
+        "creation_to_last_success_seconds": round(last, 2),
+        "fleet": figures,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--bridges", type=int, default=1)
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench_mqtt_fleet"),
+    )
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/8")
+    parser.add_argument("--keep", action="store_true", help="keep the database and the logs")
+    parser.add_argument(
+        "--prelogin",
+        action="store_true",
+        help="make the broker logins in one reconcile before the fleet starts (not one per device's "
+        "first credentials request, which is the slow part of connecting a large fleet)",
+    )
+    args = parser.parse_args()
+
+    database = Database(args.database_url)
+    database.recreate()
+    work = Path(tempfile.mkdtemp(prefix="bench-mqtt-fleet-"))
+    broker = mosquitto.prepare(work / "mosquitto", mosquitto.free_port())
+    broker_process = mosquitto.start(broker)
+    env = project_env(args.database_url, args.redis_url, MQTT_URL=broker.url)
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        manage(env, "migrate", "--noinput", "-v0")
+        manage(env, "create_tenant", "bench")
+        key = manage(env, "create_api_key", "--tenant", "bench", "--role", "admin").strip().splitlines()[-1]
+        port = free_port()
+        processes.append(
+            start_gunicorn(
+                env, port, ["-w", str(args.web_workers), "-k", "gthread", "--threads", "8"], work / "web.log"
+            )
+        )
+        processes.append(start_worker(env, work / "worker.log", concurrency=2))
+        for number in range(args.bridges):
+            processes.append(start_bridge(env, work / f"bridge-{number}.log", f"bench-bridge-{number}"))
+        print(machine(database.admin_url), flush=True)
+        before_fleet = (lambda: prelogin(database, env)) if args.prelogin else None
+        figures = asyncio.run(
+            measure(f"http://127.0.0.1:{port}", key, args.devices, broker_process.pid, before_fleet)
+        )
+        print(json.dumps(figures, indent=2), flush=True)
+    finally:
+        for process in reversed(processes):
+            stop(process)
+        mosquitto.stop(broker_process)
+        if not args.keep:
+            database.drop()
+        print(f"logs in {work}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
