@@ -45,6 +45,8 @@ class LockSpace(enum.IntEnum):
     COMMAND_ID_BLOCK = 3
     #: ``operations.continuous``: one look at device changes per continuous operation.
     CONTINUOUS_LOOK = 4
+    #: ``inventory.broker_logins``: one change of the broker's device logins at a time.
+    BROKER_LOGINS = 5
 
 
 class LockTimeout(Exception):

@@ -38,7 +38,8 @@ import base64
 import hashlib
 import hmac
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
+from config.locks import LockSpace, LockTimeout, advisory_lock
 from inventory import device_topics, dynsec
 from inventory.dynsec import BrokerUnavailable
 from inventory.models import BrokerLogin, Device, DeviceState
@@ -348,15 +350,36 @@ def _prepare(control: dynsec.Control) -> None:
     _check(control.run([{"command": "setDefaultACLAccess", "acls": DEFAULT_ACCESS}]))
 
 
+@contextmanager
+def _one_change_at_a_time() -> Iterator[None]:
+    """Serialise every change of the broker's device logins (sync, issue, reconcile), across
+    workers, web processes and machines, and have each read the broker's state before the
+    devices' (``held`` then ``wanted``).
+
+    Two unserialised runs could undo each other: a token rotated twice, each sync computing
+    its password, the older one applied last; a reconcile that read a device before its
+    deletion re-creating the login the deletion's sync had just removed. Serialised, a run
+    sees what every earlier run did; reading the devices last, it never acts on a device state
+    older than the broker's, and a device change committed after that read queues a sync of
+    its own (``follow``), which runs after this one. Waiting longer than
+    ``ADVISORY_LOCK_TIMEOUT_MS`` (a long reconcile) is a :class:`BrokerUnavailable`: the task
+    retries, the credentials request answers 503 with Retry-After."""
+    try:
+        with advisory_lock(LockSpace.BROKER_LOGINS, "device-logins"):
+            yield
+    except LockTimeout as error:
+        raise BrokerUnavailable(f"another change of the broker's logins is under way: {error}") from None
+
+
 def sync(usernames: Sequence[str]) -> Change:
     """Bring the logins of ``usernames`` in step with their devices: delete those of gone
     devices, disable those of inactive devices or revoked tokens, change stale passwords.
     Idempotent. Raises :class:`BrokerUnavailable` while the broker is down."""
     if not enabled() or not usernames:
         return Change()
-    want = wanted(usernames)
-    with dynsec.connect(_url()) as control:
+    with _one_change_at_a_time(), dynsec.connect(_url()) as control:
         have = held(control, [name for name in usernames if is_device_login(name)])
+        want = wanted(usernames)  # after the broker's state: see _one_change_at_a_time
         commands, change = plan(want, have, usernames, create=False)
         if commands:
             _check(control.run(commands))
@@ -370,9 +393,10 @@ def issue(device: Device, tenant_slug: str) -> Wanted:
     what ``GET /v2/mqtt-credentials/`` answers. Raises :class:`BrokerUnavailable`."""
     BrokerLogin.objects.get_or_create(device_id=device.pk)
     name = username(tenant_slug, device.device_id)
-    want = wanted([name])
-    with dynsec.connect(_url()) as control:
-        commands, _ = plan(want, held(control, [name]), [name])
+    with _one_change_at_a_time(), dynsec.connect(_url()) as control:
+        have = held(control, [name])
+        want = wanted([name])
+        commands, _ = plan(want, have, [name])
         if commands:
             _check(control.run(commands))
     if name not in want:  # deleted meanwhile: the sync queued by its deletion removes the login
@@ -388,11 +412,11 @@ def reconcile(dry_run: bool = False, passwords: bool = False) -> Change:
     :class:`BrokerUnavailable`."""
     if not enabled():
         return Change()
-    want = wanted()
-    with dynsec.connect(_url()) as control:
+    with _one_change_at_a_time(), dynsec.connect(_url()) as control:
         if not dry_run:
             _prepare(control)
         have = held(control)
+        want = wanted()
         commands, change = plan(want, have, set(want) | set(have), passwords=passwords)
         if commands and not dry_run:
             _check(control.run(commands))

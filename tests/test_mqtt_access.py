@@ -617,3 +617,29 @@ def test_an_external_broker_is_used_as_given(settings: Any) -> None:
     settings.MQTT_DEVICE_URL = None
     env = {"MQTT_URL": "mqtt://dos-server:pw@broker.example.com:1883"}
     assert runstack.start_push(env) == (None, "push: on, devices connect to mqtt://broker.example.com:1883")
+
+
+def test_changes_of_the_logins_wait_for_each_other(
+    mqtt_settings: mosquitto.Broker, settings: Any, org: Org
+) -> None:
+    """One change of the broker's logins at a time (a token rotated twice must not end on the
+    older password): while another session holds the lock, a sync waits, then gives up as a
+    broker outage (its task retries) having changed nothing; once free, it applies."""
+    import psycopg
+    from django.db import connection
+
+    from config.locks import LockSpace, lock_key
+
+    actor = add_device(org.tenant, "dev-lock")
+    login = credentials(actor)
+    Device.objects.filter(pk=actor.device.pk).update(state="inactive")  # no sync queued: the test runs it
+    settings.ADVISORY_LOCK_TIMEOUT_MS = 300
+    wanted = {"dbname", "host", "port", "user"}
+    params = {k: v for k, v in connection.get_connection_params().items() if k in wanted}
+    with psycopg.connect(**params) as other:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", lock_key(LockSpace.BROKER_LOGINS, "device-logins"))
+        with pytest.raises(broker_logins.BrokerUnavailable):
+            broker_logins.sync([login["username"]])
+        assert logs_in(mqtt_settings, login)  # nothing changed while it waited
+    assert broker_logins.sync([login["username"]]).summary()
+    assert not logs_in(mqtt_settings, login)
