@@ -194,6 +194,21 @@ class ApprovalPolicyAdmin(TenantScopedAdmin):
     list_display = ["tenant", "types", "min_devices", "expires_after_hours", "updated_by"]
     readonly_fields = ["updated_by"]
 
+    def _decides(self, request: HttpRequest) -> bool:
+        """Changing who must approve is an approver's decision (the API's policy endpoint takes
+        an admin key): model permissions alone would let a user who may not approve switch the
+        four eyes off."""
+        return console_decider(request).is_admin
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self._decides(request) and super().has_add_permission(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._decides(request) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._decides(request) and super().has_delete_permission(request, obj)
+
     @admin.display(description="operation types held")
     def types(self, policy: ApprovalPolicy) -> str:
         return ", ".join(policy.operation_types) or "none"

@@ -361,3 +361,25 @@ def test_the_device_lists_command_filters_refuse_bad_values_without_a_500(
     assert answer.status_code in (200, 302)
     if answer.status_code == 302:
         assert answer["Location"].endswith("?e=1")
+
+
+def test_only_an_approver_may_change_the_approval_policy(fleet: Org) -> None:
+    """Switching the four eyes off is an approver's decision, as the API's policy endpoint takes
+    an admin key: every model permission but ``approve_operation`` is not enough."""
+    from django.contrib.auth.models import Permission, User
+
+    from operations.approvals import policy_of
+
+    bob = staff_console("bob", fleet.tenant)
+    User.objects.get(username="bob").user_permissions.remove(
+        Permission.objects.get(codename="approve_operation")
+    )
+    before = policy_of(fleet.tenant.pk).operation_types
+
+    refused = bob.post(
+        "/admin/operations/approvalpolicy/add/",
+        {"tenant": fleet.tenant.pk, "operation_types": [], "expires_after_hours": 5},
+    )
+
+    assert refused.status_code == 403
+    assert policy_of(fleet.tenant.pk).operation_types == before
