@@ -134,6 +134,14 @@ def test_a_shell_handler_gets_the_command_on_stdin_and_in_its_environment() -> N
     assert outcome == Outcome(True, "", {"exit_code": 0, "stdout": "12", "stderr": ""})
 
 
+def test_a_shell_handler_never_sees_the_device_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOS_AGENT_TOKEN", "ddt_secret")
+    monkeypatch.setenv("DOS_TEST_VISIBLE", "yes")
+    spec = HandlerSpec("shell", 'echo "${DOS_AGENT_TOKEN:-none} $DOS_TEST_VISIBLE"')
+    outcome = asyncio.run(run_shell(spec, COMMAND, "dev-9"))
+    assert outcome.details is not None and outcome.details["stdout"] == "none yes"
+
+
 def test_a_shell_handler_past_its_timeout_is_killed_and_fails() -> None:
     outcome = asyncio.run(run_shell(HandlerSpec("shell", "sleep 60", timeout=0.2), COMMAND, "dev-9"))
     assert (outcome.success, outcome.reason) == (False, "timed out after 0.2 s")

@@ -81,13 +81,23 @@ def command_env(command: Mapping[str, Any], device_id: str) -> dict[str, str]:
     return env
 
 
+#: What a handler never sees of the agent's environment: the device's token is the agent's
+#: alone (a handler script, and whatever it starts, could leak it).
+PRIVATE_ENV = frozenset({"DOS_AGENT_TOKEN"})
+
+
+def handler_environ() -> dict[str, str]:
+    """The agent's environment minus :data:`PRIVATE_ENV`, for a shell handler."""
+    return {key: value for key, value in os.environ.items() if key not in PRIVATE_ENV}
+
+
 async def run_shell(spec: HandlerSpec, command: Mapping[str, Any], device_id: str) -> Outcome:
     process = await asyncio.create_subprocess_shell(
         spec.target,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **command_env(command, device_id)},
+        env={**handler_environ(), **command_env(command, device_id)},
         start_new_session=True,  # its own process group: a timeout kills its children too
     )
     try:
