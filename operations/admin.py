@@ -589,8 +589,9 @@ class OperationAdmin(FailingNowMixin, ApprovalsQueueMixin, TenantScopedAdmin):
             )
             return HttpResponseRedirect(back)
         if not admin_confirm.confirmed(request):
+            kind = operation.get_operation_type_display()
             confirmation = Confirmation(
-                title=f"{STOP_TITLES[target]} {operation.operation_type} operation {operation.pk}",
+                title=f"{STOP_TITLES[target]} {kind} operation {operation.pk}",
                 lines=admin_confirm.stop_lines(operation, verb, command_state),
                 button=button,
                 action_url=request.path,

@@ -142,7 +142,7 @@ class ApprovalsQueueMixin:
             except REFUSALS as error:
                 matching = "an unknown number of devices (" + "; ".join(refusal_messages(error)) + ")"
             confirmation = Confirmation(
-                title=f"Deny {operation.operation_type} operation {operation.pk}",
+                title=f"Deny {operation.get_operation_type_display()} operation {operation.pk}",
                 lines=[
                     f"It matches {matching} now: none of them will run it.",
                     f"Asked by {operation.created_by}; the operation ends APPROVAL_DENIED with your remark: "

@@ -84,7 +84,7 @@ def bulk_stop_lines(operations: Iterable[Operation], command_state: str) -> list
         f"commands become {command_state}.",
     ]
     lines += [
-        f"{operation.operation_type} {operation.pk} ({operation.state_name}): "
+        f"{operation.get_operation_type_display()} {operation.pk} ({operation.state_name}): "
         f"{devices_in_words(operation.pending_count)} unfinished of {operation.resolved_count:,}"
         for operation in chosen[:20]
     ]

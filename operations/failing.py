@@ -30,7 +30,7 @@ from django.db.models import Count, Q, QuerySet
 
 from commands.choices import CommandState
 from commands.models import CommandStatus
-from operations.choices import TERMINAL_STATES
+from operations.choices import TERMINAL_STATES, OperationType
 from operations.models import Operation
 
 #: Failed (the device said so) or timed out: what "failing" means here.
@@ -59,6 +59,11 @@ class FailingGroup:
     @property
     def state_label(self) -> str:
         return CommandState(self.state).label
+
+    @property
+    def type_label(self) -> str:
+        """The type as the rest of the console names it ("Install OTA")."""
+        return str(OperationType(self.operation_type).label)
 
 
 @dataclass(frozen=True)
@@ -134,7 +139,7 @@ def grouped(operation_ids: list[uuid.UUID], oldest: dt.datetime, since: dt.datet
 
 def _totals(groups: list[FailingGroup]) -> dict[str, list[tuple[str, int]]]:
     dimensions: dict[str, Any] = {
-        "operation type": lambda group: group.operation_type,
+        "operation type": lambda group: group.type_label,
         "OS": lambda group: group.os or "(none)",
         "model": lambda group: group.model or "(none)",
         "reason": lambda group: group.reason or "(no reason given)",

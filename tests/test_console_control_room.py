@@ -125,7 +125,7 @@ def test_time_out_asks_first_naming_the_devices(console: Client, fleet: Org) -> 
     asked = console.get(url).content.decode()
     also_asked = console.post(url).content.decode()  # a POST without the confirmation only asks
 
-    assert "Time out REBOOT operation" in asked and "It touches 9 devices" in asked
+    assert "Time out Reboot operation" in asked and "It touches 9 devices" in asked
     assert "1 device already finished" in asked and 'name="confirmed" value="yes"' in asked
     assert "It touches 9 devices" in also_asked
     operation.refresh_from_db()
@@ -198,7 +198,7 @@ def test_failing_now_groups_the_failures_and_links_to_devices_and_operation(
     html = console.get(f"{LIST}failing/").content.decode()
 
     assert '<p id="failing-total"><b>3</b> failing devices' in html
-    assert "disk full" in html and "REBOOT" in html and "android" in html
+    assert "disk full" in html and "Reboot" in html and "android" in html
     assert f"commands__operation={operation.pk}" in html
     assert f"{LIST}{operation.pk}/change/?fail_wave=1#failing-devices" in html
     devices = console.get(
