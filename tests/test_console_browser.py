@@ -236,6 +236,12 @@ def test_the_operation_page_is_one_live_view_with_a_device_list(
     expect(counts.locator('[data-count="pending"]')).to_have_text("5")
     assert text(page, "#live-resolved") == "5"
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", text(page, "#live-updated"))
+    # The device list starts below the form, not behind it: its blue heading showed through
+    # every gap between the form's panels.
+    top = "document.querySelector('{}').getBoundingClientRect().{}"
+    assert page.evaluate(top.format("#device-commands", "top")) >= page.evaluate(
+        top.format("#operation_form", "bottom")
+    )
 
     commands = list(CommandStatus.objects.filter(operation=operation).order_by("pk"))
     for command, last in ((commands[0], CommandState.SUCCESS), (commands[1], CommandState.FAILURE)):
