@@ -10,9 +10,12 @@ Each report is the HTTP PUT's own statement (``services.report``: the ladder, re
 retries, counters of the operation and its wave, events, history), run in order in the
 batch's transaction, so two updates of the same command in one batch apply in the order they
 came, and several reports on one operation add their counter deltas to its row one after the
-other, exactly. The statement is prepared once per connection (``services.prepared_cursor``),
-so a batch costs one round trip per report and one commit. A set-based statement for the
-whole batch (one round trip) is the next step (docs/mqtt-bridge.md, "Throughput").
+other, exactly. The followers (an operation's state) are told once for the batch
+(``services.reported_together``): an operation that a thousand reports of the batch touched
+moves on once, not a thousand times. The statement is prepared once per connection
+(``services.prepared_cursor``), so a batch costs one round trip per report and one commit. A
+set-based statement for the whole batch (one round trip) is the next step (docs/mqtt-bridge.md,
+"Throughput").
 
 A report refused by the rules (a backwards move, another device's command) is an answer, not a
 failure: the batch goes on. A report the database refuses (a value it cannot store) would
@@ -30,6 +33,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, transacti
 
 from commands import services
 from commands.choices import CommandState
+from commands.followers import Report
 from commands.inbox import HANDED_OUT
 from commands.models import CommandStatus
 from commands.payload import command_payload, payload_of
@@ -102,7 +106,10 @@ def settle(requests: list[Request]) -> list[Outcome]:
     again (every report of it is then a repeat or a first, never a double count)."""
     try:
         with transaction.atomic():
-            return [_settle_one(request) for request in requests]
+            reports: list[Report] = []
+            outcomes = [_settle_one(request, reports) for request in requests]
+            services.reported_together(reports)
+            return outcomes
     except OUTAGE_ERRORS:
         raise
     except Exception:
@@ -112,10 +119,14 @@ def settle(requests: list[Request]) -> list[Outcome]:
 
 
 def _isolated(request: Request) -> Outcome:
-    """One request in a savepoint: a value the database refuses is this request's 400 only."""
+    """One request in a savepoint, its followers told with it: a value the database refuses
+    is this request's 400 only."""
     try:
         with transaction.atomic():
-            return _settle_one(request)
+            reports: list[Report] = []
+            outcome = _settle_one(request, reports)
+            services.reported_together(reports)
+            return outcome
     except OUTAGE_ERRORS:
         raise
     except DatabaseError as refused:
@@ -126,7 +137,7 @@ def _isolated(request: Request) -> Outcome:
         return Outcome(status=500, code="server_error", errors={})
 
 
-def _settle_one(request: Request) -> Outcome:
+def _settle_one(request: Request, reports: list[Report]) -> Outcome:
     if isinstance(request, HandOutRequest):
         rows, held = services.hand_out(
             request.device_pk, request.limit, request.actor, HANDED_OUT, device_ref=request.device_id
@@ -143,6 +154,7 @@ def _settle_one(request: Request) -> Outcome:
             tenant_id=request.tenant_id,
             device_pk=request.device_pk,
             attempt=request.attempt,
+            batch=reports,
         )
     except CommandStatus.DoesNotExist:
         return Outcome(status=404, code="not_found", errors={})

@@ -47,6 +47,7 @@ from rest_framework.exceptions import ParseError
 
 from commands import batches, inbox_cache, notifier, push
 from commands.api.serializers import CommandStatusUpdateSerializer
+from commands.choices import REQUESTABLE_STATES
 from config.api.exceptions import PayloadTooLarge, first_message
 from config.api.limits import json_field_limit, text_field_limit
 from config.api.parsers import JSONRefused, loads
@@ -455,10 +456,12 @@ class Bridge:
             return _rejected(rejected, None, 400, "invalid", errors)
         if not command.isdigit() or len(command) > 18:
             return _rejected(rejected, token, 404, "not_found", {}, batches.NOT_FOUND)
-        update = CommandStatusUpdateSerializer(data=data)
-        if not update.is_valid():
-            return _rejected(rejected, token, 400, "invalid", dict(update.errors))
-        arguments = update.report_arguments()
+        arguments = _plain_report(data)
+        if arguments is None:  # anything else is validated, and refused, as the HTTP PUT does
+            update = CommandStatusUpdateSerializer(data=data)
+            if not update.is_valid():
+                return _rejected(rejected, token, 400, "invalid", dict(update.errors))
+            arguments = update.report_arguments()
         report = batches.ReportRequest(
             command_id=int(command),
             target=arguments["target"],
@@ -534,6 +537,34 @@ def max_update_bytes() -> int:
     ``reason`` at its limit in 4-byte characters) and room for the rest. Larger ones are
     refused unread (``payload_too_large``), as the HTTP PUT refuses a body past its limit."""
     return json_field_limit() + 4 * text_field_limit() + 4096
+
+
+#: The states a device may report, by label (the serializer's choices).
+_REQUESTABLE = {state.label: state for state in REQUESTABLE_STATES}
+#: Keys of an update that the serializer reads beyond ``state`` and ``reason``: one of them
+#: present sends the update through the serializer.
+_CHECKED_KEYS = frozenset({"details", "expected_version", "attempt"})
+
+
+def _plain_report(data: Any) -> dict[str, Any] | None:
+    """The report's arguments, for the update nearly every device sends (a requestable state,
+    perhaps a plain ``reason``, nothing else the serializer reads), exactly as
+    ``CommandStatusUpdateSerializer`` would make them (a reason trimmed, as its ``CharField``
+    trims), without its cost (about 0.7 ms a message on the 2-core box, more than settling
+    it); None for anything else, which the serializer then validates and words."""
+    if not isinstance(data, dict) or not _CHECKED_KEYS.isdisjoint(data):
+        return None
+    state = data.get("state")
+    target = _REQUESTABLE.get(state) if isinstance(state, str) else None
+    if target is None:
+        return None
+    reason = data.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > text_field_limit() or "\x00" in reason:
+        return None
+    if not reason.isascii() and any(0xD800 <= ord(char) <= 0xDFFF for char in reason):
+        return None  # a lone surrogate: the serializer refuses it
+    plain = {"target": target, "reason": reason.strip()}
+    return plain | {"details": None, "expected_version": None, "attempt": None}
 
 
 def _encode(payload: dict[str, Any]) -> str:

@@ -73,8 +73,13 @@ def report(
     tenant_id: int | None = None,
     device_pk: int | None = None,
     attempt: int | None = None,
+    batch: list[Report] | None = None,
 ) -> tuple[CommandStatus, bool]:
     """A device's (or operator's) PUT. Returns the command and whether it changed.
+
+    ``batch``: the report is one of a batch settled in one transaction
+    (``commands.batches``): instead of calling the followers now, its :class:`Report` is
+    appended there, and the caller hands them all to :func:`reported_together` at the end.
 
     Repeating the current state is a no-op (devices retry); a stale ``expected_version``
     is a :class:`~config.errors.Conflict` (409); a move outside the table, or out of a
@@ -130,9 +135,20 @@ def report(
         # not let a poll cache "nothing new" before its row is visible (at once in autocommit).
         transaction.on_commit(functools.partial(inbox_cache.forget_device, current.device_id))
     done = Report(current, old, actor, along)
+    if batch is not None:
+        batch.append(done)
+        return current, True
     for follower in followers():
         follower.reported(done)
     return current, True
+
+
+def reported_together(reports: list[Report]) -> None:
+    """Tell the followers what a batch of reports did (in the batch's transaction), once for
+    the batch: an operation that many reports of the batch touched moves on once."""
+    if reports:
+        for follower in followers():
+            follower.reported_together(reports)
 
 
 #: The columns of ``cur`` and ``moved`` in the report statement: enough to rebuild the model,
