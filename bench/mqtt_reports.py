@@ -212,7 +212,7 @@ def main() -> None:
                 time.sleep(0.05)
 
             for state in (CommandState.ACKNOWLEDGED, CommandState.SUCCESS):
-                batch = messages(state.label)
+                batch = messages(str(state.label))
                 start = time.perf_counter()
                 publish_all(client, batch)
                 while settled(state) < len(commands):

@@ -62,9 +62,10 @@ class OperationSettlement:
 
     def reported(self, report: Report) -> None:
         step = _rollout_steps(report)
+        operation_id = report.command.operation_id
         # Each step is a conditional UPDATE skipped when it cannot match: the hot path stays short.
-        if step is not None and (step.first_report or step.terminal):
-            progress.advance(report.command.operation_id, reported=step.first_report, actor=report.actor)
+        if step is not None and operation_id is not None and (step.first_report or step.terminal):
+            progress.advance(operation_id, reported=step.first_report, actor=report.actor)
 
     def reported_together(self, reports: list[Report]) -> None:
         """A batch's reports: a rollout's steps after each (as :meth:`reported`: they are

@@ -23,7 +23,7 @@ from operations.choices import OperationState
 from operations.models import Operation
 from tests.command_factories import dispatched_operation
 from tests.conftest import CeleryProcesses, Org, add_device, add_devices, wait_until
-from tests.mqtt_helpers import BridgeProcess, mqtt_device, publish_all, report_messages
+from tests.mqtt_helpers import BridgeProcess, forget_session, mqtt_device, publish_all, report_messages
 
 C = CommandState
 pytestmark = pytest.mark.usefixtures("transactional_db")
@@ -36,6 +36,19 @@ def bridges(mqtt_settings: Broker, tmp_path: Path) -> Iterator[list[BridgeProces
     yield started
     for bridge in started:
         bridge.kill(signal.SIGKILL)
+    for client_id, broker in {bridge.client_id: bridge.broker for bridge in started}.items():
+        if mosquitto_alive(broker):
+            forget_session(broker, client_id)
+
+
+def mosquitto_alive(broker: Broker) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((broker.host, broker.port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def start_bridge(
