@@ -106,6 +106,7 @@ def main() -> None:
     parser.add_argument("--batch-ms", type=int, default=20)
     parser.add_argument("--database-url", default=DEFAULT_DB)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
+    parser.add_argument("--profile", help="write the first bridge's cProfile statistics to this file")
     options = parser.parse_args()
 
     from config import mosquitto
@@ -184,6 +185,11 @@ def main() -> None:
                     subprocess.Popen(
                         [
                             sys.executable,
+                            *(
+                                ["-m", "cProfile", "-o", options.profile]
+                                if options.profile and not number
+                                else []
+                            ),
                             "manage.py",
                             "mqtt_bridge",
                             "--client-id",
