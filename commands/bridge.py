@@ -307,7 +307,10 @@ class Bridge:
         for reply in replies:
             self.client.publish(reply.topic, _encode(reply.payload), qos=1)
         for message in current:
-            self.client.ack(message.mid, message.qos)
+            # A connection that dropped while the batch settled: its packet ids are gone with it,
+            # and the broker sends the messages again (each then a repeat).
+            if message.connection == self.connection_number:
+                self.client.ack(message.mid, message.qos)
         push.mark_live(touched)
         self.settled_total += len(current)
         self.batches_total += 1
