@@ -381,14 +381,15 @@ def test_the_bridges_metrics_reach_the_scrape_through_the_multiprocess_folder(
     folder = tmp_path / "prometheus"
     folder.mkdir()
     (device,) = add_devices(org.tenant, 1)
-    operation = dispatched_operation(org.tenant, [device])
-    command = CommandStatus.objects.get(operation=operation).pk
-    bridge = BridgeProcess(
-        mqtt_settings, tmp_path / "bridge-m.log", "test-bridge-m", PROMETHEUS_MULTIPROC_DIR=str(folder)
-    )
-    bridges.append(bridge)
-    bridge.wait_connected()
     with mqtt_device(mqtt_settings, "acme", "dev-000") as phone:
+        operation = dispatched_operation(org.tenant, [device])
+        command = CommandStatus.objects.get(operation=operation).pk
+        bridge = BridgeProcess(
+            mqtt_settings, tmp_path / "bridge-m.log", "test-bridge-m", PROMETHEUS_MULTIPROC_DIR=str(folder)
+        )
+        bridges.append(bridge)
+        bridge.wait_connected()
+        phone.expect("notify")
         phone.update(command, "Command Success", "m")
         phone.expect(f"commands/{command}/update/accepted", token="m")
         phone.update(command, "Command Acknowledged", "back")
