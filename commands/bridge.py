@@ -33,8 +33,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
@@ -65,6 +66,7 @@ from inventory import device_topics
 from inventory.models import Device, DeviceState
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: The shared subscription's group: every bridge of the installation is in it.
 SHARE_GROUP = "dos-bridge"
@@ -286,7 +288,9 @@ class Bridge:
         answered: list[tuple[int, batches.Request, KnownDevice, Any]] = []  # index, request, device, token
         replies: list[Reply] = []
         touched: set[int] = set()
-        devices = self._known_devices(current)
+        devices = self._until_done(lambda: self._known_devices(current), len(current))
+        if devices is None:
+            return  # stopping while the database is away: nothing acknowledged
         generations: dict[int, tuple[int, int] | None] = {}
         for message in current:
             handled = self._parse_safely(message, devices)
@@ -299,7 +303,7 @@ class Bridge:
                     generations[device.device_pk] = self._generations(device)
                 answered.append((len(requests), request, device, token))
                 requests.append(request)
-        outcomes = self._settle_requests(requests) if requests else []
+        outcomes = self._until_done(lambda: batches.settle(requests), len(requests)) if requests else []
         if outcomes is None:
             return  # the database is away: nothing acknowledged, the broker sends them again
         for index, request, device, token in answered:
@@ -317,21 +321,25 @@ class Bridge:
         MQTT_BATCH_SIZE.observe(len(current))
         MQTT_SETTLE_DURATION.observe(time.perf_counter() - started)
 
-    def _settle_requests(self, requests: list[batches.Request]) -> list[batches.Outcome] | None:
-        """``batches.settle``, again after a deadlock or an outage, until it commits or the
-        bridge stops (None: nothing committed)."""
+    def _until_done(self, work: Callable[[], T], count: int) -> T | None:
+        """``work`` (database work of a batch of ``count``), again after an outage or a deadlock
+        with another bridge's batch, until it succeeds or the bridge stops (None: nothing was
+        committed, and the batch's messages are not acknowledged)."""
         delay = 0.05
         while True:
             try:
-                return batches.settle(requests)
+                return work()
             except batches.OUTAGE_ERRORS as error:
                 if self.stopping.is_set():
                     return None
+                first_line = (
+                    str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                )
                 logger.warning(
                     "mqtt bridge %s: a batch of %d was not settled (%s); trying again",
                     self.client_id,
-                    len(requests),
-                    str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
+                    count,
+                    first_line,
                 )
                 close_old_connections()
                 if connection.connection is not None and not connection.is_usable():
