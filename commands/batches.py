@@ -6,18 +6,21 @@ acknowledging its messages only after that commit: a killed bridge loses nothing
 message redelivered after a crash finds its report already made (a repeat: a no-op by the
 ladder's rule). The function knows nothing of MQTT; issue 28 means to reuse it for HTTP.
 
-Each report is the HTTP PUT's own statement (``services.report``: the ladder, repeats,
-retries, counters of the operation and its wave, events, history), run in order in the
-batch's transaction, so two updates of the same command in one batch apply in the order they
-came, and several reports on one operation add their counter deltas to its row one after the
-other, exactly. The statement is prepared once per connection (``services.prepared_cursor``),
-so a batch costs one round trip per report and one commit. A set-based statement for the
-whole batch (one round trip) is the next step (docs/mqtt-bridge.md, "Throughput").
+Each run of consecutive reports is **one statement** (``services.report_many``): every report
+judged by the HTTP PUT's own rules (the ladder, repeats, retries, ``expected_version`` and
+``attempt``, history, events, notifies), the counters of each operation and wave moved once by
+the sum of its reports' deltas. A command reported twice in a batch takes a second statement
+for its second report (rounds), so two updates of one command apply in the order they came.
+Hand-outs run between the runs, in their place. The followers (an operation's state) are told
+once for the batch (``services.reported_together``): an operation that a thousand reports of
+the batch touched moves on once, not a thousand times. ``tests/test_batch_reports.py`` checks
+that a batch settles every report exactly as the one-report statement of the PUT does.
 
 A report refused by the rules (a backwards move, another device's command) is an answer, not a
 failure: the batch goes on. A report the database refuses (a value it cannot store) would
 abort the transaction: the batch is then settled again with a savepoint around each request,
-so only that one is refused (and a defect raised while settling one costs that one a 500).
+so only that one is refused (and a defect raised while settling one costs that one a 500);
+that second pass uses the one-report statement of the PUT, in a savepoint each.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, transacti
 
 from commands import services
 from commands.choices import CommandState
+from commands.followers import Report
 from commands.inbox import HANDED_OUT
 from commands.models import CommandStatus
 from commands.payload import command_payload, payload_of
@@ -102,7 +106,10 @@ def settle(requests: list[Request]) -> list[Outcome]:
     again (every report of it is then a repeat or a first, never a double count)."""
     try:
         with transaction.atomic():
-            return [_settle_one(request) for request in requests]
+            reports: list[Report] = []
+            outcomes = _settle_in_sets(requests, reports)
+            services.reported_together(reports)
+            return outcomes
     except OUTAGE_ERRORS:
         raise
     except Exception:
@@ -112,10 +119,14 @@ def settle(requests: list[Request]) -> list[Outcome]:
 
 
 def _isolated(request: Request) -> Outcome:
-    """One request in a savepoint: a value the database refuses is this request's 400 only."""
+    """One request in a savepoint, its followers told with it: a value the database refuses
+    is this request's 400 only."""
     try:
         with transaction.atomic():
-            return _settle_one(request)
+            reports: list[Report] = []
+            outcome = _settle_one(request, reports)
+            services.reported_together(reports)
+            return outcome
     except OUTAGE_ERRORS:
         raise
     except DatabaseError as refused:
@@ -126,7 +137,54 @@ def _isolated(request: Request) -> Outcome:
         return Outcome(status=500, code="server_error", errors={})
 
 
-def _settle_one(request: Request) -> Outcome:
+def _settle_in_sets(requests: list[Request], reports: list[Report]) -> list[Outcome]:
+    """Each run of consecutive reports in one statement (``services.report_many``), each
+    hand-out between them in its place: the order of the batch is kept."""
+    outcomes: list[Outcome] = []
+    run: list[ReportRequest] = []
+
+    def flush() -> None:
+        if run:
+            inputs = [_report_input(request) for request in run]
+            outcomes.extend(_outcome(result) for result in services.report_many(inputs, reports))
+            run.clear()
+
+    for request in requests:
+        if isinstance(request, ReportRequest):
+            run.append(request)
+            continue
+        flush()
+        outcomes.append(_settle_one(request, reports))
+    flush()
+    return outcomes
+
+
+def _report_input(request: ReportRequest) -> services.ReportInput:
+    return services.ReportInput(
+        pk=request.command_id,
+        target=request.target,
+        reason=request.reason,
+        details=request.details,
+        expected_version=request.expected_version,
+        actor=request.actor,
+        tenant_id=request.tenant_id,
+        device_pk=request.device_pk,
+        attempt=request.attempt,
+    )
+
+
+def _outcome(result: services.ReportResult) -> Outcome:
+    if isinstance(result, CommandStatus.DoesNotExist):
+        return Outcome(status=404, code="not_found", errors={})
+    if isinstance(result, DomainError):
+        return Outcome(status=result.status, code=result.code, errors=dict(result.errors))
+    if isinstance(result, Exception):
+        raise result
+    command, _ = result
+    return Outcome(command=payload_of(command))
+
+
+def _settle_one(request: Request, reports: list[Report]) -> Outcome:
     if isinstance(request, HandOutRequest):
         rows, held = services.hand_out(
             request.device_pk, request.limit, request.actor, HANDED_OUT, device_ref=request.device_id
@@ -143,6 +201,7 @@ def _settle_one(request: Request) -> Outcome:
             tenant_id=request.tenant_id,
             device_pk=request.device_pk,
             attempt=request.attempt,
+            batch=reports,
         )
     except CommandStatus.DoesNotExist:
         return Outcome(status=404, code="not_found", errors={})

@@ -114,6 +114,13 @@ def report_sets(target: CommandState, table: str, old: str) -> list[str]:
     command row as it was before the move (its ``state`` and ``dispatched_at``). Empty when
     no move to ``target`` changes a counter.
     """
+    return [f"{name} = {table}.{name} + {added}" for name, added in report_terms(target, old).items()]
+
+
+def report_terms(target: CommandState, old: str) -> dict[str, str]:
+    """What a move to ``target`` adds to each counter it changes, as SQL over ``old`` (the
+    command row as it was before the move): the terms of :func:`report_sets`, and of the
+    batch report, which sums them per operation (``commands.services.report_many``)."""
     terms: dict[str, list[str]] = {}
     for rule in RULES:
         if rule.into != target:
@@ -125,7 +132,7 @@ def report_sets(target: CommandState, table: str, old: str) -> list[str]:
             conditions.append(f"{old}.dispatched_at IS NULL")
         term = f"({' AND '.join(conditions)})::int" if conditions else "1"
         terms.setdefault(rule.counter, []).append(term)
-    return [f"{name} = {table}.{name} + {' + '.join(added)}" for name, added in terms.items()]
+    return {name: " + ".join(added) for name, added in terms.items()}
 
 
 def finished() -> CombinedExpression:

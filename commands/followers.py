@@ -116,6 +116,12 @@ class CommandFollower(Protocol):
         statement's transaction: what it does must be safe to repeat (the sweeps do)."""
         ...
 
+    def reported_together(self, reports: list[Report]) -> None:
+        """After a batch of reports settled in one transaction (``commands.batches``), inside
+        it, in their order: what :meth:`reported` does for each, done once per owner where
+        once is enough."""
+        ...
+
     def moved(self, groups: list[Moved], actor: str) -> None:
         """After a set move, inside its transaction."""
         ...

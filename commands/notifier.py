@@ -43,8 +43,8 @@ def claim(limit: int) -> tuple[list[int], list[Notify]]:
     over HTTP meanwhile) is taken without a message: there is nothing to tell it."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT n.device_pk FROM {push.TABLE} n ORDER BY n.changed_at, n.device_pk "
-            "LIMIT %s FOR UPDATE SKIP LOCKED",
+            # By key (the primary key's index): no sort of a million rows after a big fan-out.
+            f"SELECT n.device_pk FROM {push.TABLE} n ORDER BY n.device_pk LIMIT %s FOR UPDATE SKIP LOCKED",
             [limit],
         )
         taken = [int(row[0]) for row in cursor.fetchall()]

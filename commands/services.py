@@ -73,8 +73,13 @@ def report(
     tenant_id: int | None = None,
     device_pk: int | None = None,
     attempt: int | None = None,
+    batch: list[Report] | None = None,
 ) -> tuple[CommandStatus, bool]:
     """A device's (or operator's) PUT. Returns the command and whether it changed.
+
+    ``batch``: the report is one of a batch settled in one transaction
+    (``commands.batches``): instead of calling the followers now, its :class:`Report` is
+    appended there, and the caller hands them all to :func:`reported_together` at the end.
 
     Repeating the current state is a no-op (devices retry); a stale ``expected_version``
     is a :class:`~config.errors.Conflict` (409); a move outside the table, or out of a
@@ -96,19 +101,36 @@ def report(
     current, old, moved, along = _report_statement(
         pk, target, sources, reason, details, expected_version, actor, tenant_id, device_pk, attempt
     )
+    changed = _reported(current, old, moved, along, target, expected_version, attempt, actor, batch)
+    return current, changed
+
+
+def _reported(
+    current: CommandStatus,
+    old: int,
+    moved: bool,
+    along: dict[str, dict[str, Any] | None],
+    target: CommandState,
+    expected_version: int | None,
+    attempt: int | None,
+    actor: str,
+    batch: list[Report] | None,
+) -> bool:
+    """What a report's statement came to: whether the command changed (then its followers are
+    told, or its :class:`Report` added to ``batch``), or the refusal, raised."""
     if not moved:
         if attempt is not None and attempt < current.attempt:
-            return current, False  # a report of an attempt that is over: it changes nothing
+            return False  # a report of an attempt that is over: it changes nothing
         if attempt is not None and attempt > current.attempt:
             raise DomainError(
                 {"attempt": [f"is {attempt} but the command is at attempt {current.attempt}"]},
                 code="unknown_attempt",
             )
         if old == target:
-            return current, False
+            return False
         if attempt is None and old == C.QUEUED and current.attempt > 1 and target in RETRIED_FAILURES:
             # The failure that queued it again, repeated (or arriving late): already counted.
-            return current, False
+            return False
         if expected_version is not None and expected_version != current.version:
             raise Conflict(
                 {
@@ -130,9 +152,20 @@ def report(
         # not let a poll cache "nothing new" before its row is visible (at once in autocommit).
         transaction.on_commit(functools.partial(inbox_cache.forget_device, current.device_id))
     done = Report(current, old, actor, along)
+    if batch is not None:
+        batch.append(done)
+        return True
     for follower in followers():
         follower.reported(done)
-    return current, True
+    return True
+
+
+def reported_together(reports: list[Report]) -> None:
+    """Tell the followers what a batch of reports did (in the batch's transaction), once for
+    the batch: an operation that many reports of the batch touched moves on once."""
+    if reports:
+        for follower in followers():
+            follower.reported_together(reports)
 
 
 #: The columns of ``cur`` and ``moved`` in the report statement: enough to rebuild the model,
@@ -308,6 +341,251 @@ def _report_statement(
         raw = found[-1]
         rows = json.loads(raw) if isinstance(raw, str | bytes) else raw
     return _row_to_command(row, device_ref), before["state"], moved, rows
+
+
+class ReportInput(NamedTuple):
+    """One report of a batch (:func:`report_many`): :func:`report`'s arguments."""
+
+    pk: int
+    target: CommandState
+    reason: str = ""
+    details: Any = None
+    expected_version: int | None = None
+    actor: str = ""
+    tenant_id: int | None = None
+    device_pk: int | None = None
+    attempt: int | None = None
+
+
+#: What :func:`report_many` answers for each report: the command and whether it changed, or the
+#: refusal :func:`report` would have raised (``DomainError``, ``Conflict``, ``DoesNotExist``).
+ReportResult = tuple[CommandStatus, bool] | Exception
+
+
+def report_many(items: list[ReportInput], batch: list[Report]) -> list[ReportResult]:
+    """Many reports in as few statements as possible: one for all of them, when no command
+    appears twice; otherwise one per round, the n-th report of each command in the n-th, so
+    that two reports of one command apply in the order given. Call inside a transaction; the
+    followers are told through ``batch`` (:func:`reported_together`), as :func:`report` with
+    ``batch`` does.
+
+    Each report is judged exactly as :func:`report` judges it (the same moves, retries,
+    repeats, ``expected_version`` and ``attempt`` rules, history, events, notifies), and the
+    counters of each operation and wave move once per statement by the sum of its reports'
+    deltas (``commands.counting.report_terms``). The followers' rows counted along are the
+    counters as the statement left them, the same for every report of it.
+    """
+    results: list[ReportResult | None] = [None] * len(items)
+    seen: dict[int, int] = {}
+    rounds: list[list[int]] = []
+    for index, item in enumerate(items):
+        occurrence = seen.get(item.pk, 0)
+        seen[item.pk] = occurrence + 1
+        if occurrence == len(rounds):
+            rounds.append([])
+        rounds[occurrence].append(index)
+    for indexes in rounds:
+        found = _report_round([items[index] for index in indexes])
+        for position, index in enumerate(indexes):
+            item = items[index]
+            row = found.get(position)
+            if row is None:
+                results[index] = CommandStatus.DoesNotExist(f"no command status {item.pk}")
+                continue
+            current, old, moved, along = row
+            try:
+                changed = _reported(
+                    current,
+                    old,
+                    moved,
+                    along,
+                    item.target,
+                    item.expected_version,
+                    item.attempt,
+                    item.actor,
+                    batch,
+                )
+            except (DomainError, Conflict) as refused:
+                results[index] = refused
+                continue
+            results[index] = (current, changed)
+    return [result for result in results if result is not None]
+
+
+def _report_round(items: list[ReportInput]) -> dict[int, tuple[CommandStatus, int, bool, dict[str, Any]]]:
+    """One statement for reports of distinct commands; each found one's command, old state,
+    whether it moved and its followers' rows, by its position in ``items``."""
+    targets = tuple(sorted({item.target for item in items}))
+    along = tuple(part for follower in followers() for part in follower.report_along())
+    notify = push.enabled() and any(target in NOTIFYING_TARGETS for target in targets)
+    sql, returns_along = _report_many_sql(targets, along, notify)
+    params = {
+        "ord": list(range(len(items))),
+        "pk": [item.pk for item in items],
+        "target": [int(item.target) for item in items],
+        "reason": [item.reason for item in items],
+        "details": [json.dumps(item.details) if item.details is not None else None for item in items],
+        "has_details": [item.details is not None for item in items],
+        "expected": [item.expected_version for item in items],
+        "attempt": [item.attempt for item in items],
+        "tenant": [item.tenant_id for item in items],
+        "device": [item.device_pk for item in items],
+        "actor": [item.actor for item in items],
+        "now": timezone.now(),
+    }
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    width = len(REPORT_COLUMNS)
+    found: dict[int, tuple[CommandStatus, int, bool, dict[str, Any]]] = {}
+    for row in sorted(rows, key=lambda row: row[0]):
+        before = dict(zip(REPORT_COLUMNS, row[1 : width + 1], strict=True))
+        device_ref = row[width + 1]
+        after = row[width + 2 : 2 * width + 2]
+        moved = after[0] is not None
+        values = dict(zip(REPORT_COLUMNS, after, strict=True)) if moved else dict(before)
+        rows_along: dict[str, Any] = {}
+        if returns_along:
+            raw = row[-1]
+            rows_along = json.loads(raw) if isinstance(raw, str | bytes) else raw
+        found[row[0]] = (_row_to_command(values, device_ref), before["state"], moved, rows_along)
+    return found
+
+
+@functools.lru_cache(maxsize=256)
+def _report_many_sql(
+    targets: tuple[CommandState, ...], along: tuple[Along, ...], notify: bool
+) -> tuple[str, bool]:
+    """:func:`_report_sql` for many rows at once, each with its own target (``cur.i_target``):
+    each SET item a CASE over the targets of the statement; made once per set of targets."""
+    table = CommandStatus._meta.db_table
+    columns = ", ".join(f"cs.{c}" for c in REPORT_COLUMNS)
+    cases: dict[str, list[str]] = {}
+    for target in targets:
+        items = moved_sets(target, "cur", "cs", "cur.i_reason")
+        if target == C.QUEUED:
+            items.append("dispatched_at = COALESCE(cs.dispatched_at, %(now)s)")
+        for item in items:
+            column, expression = item.split(" = ", 1)
+            cases.setdefault(column, []).append(f"WHEN {int(target)} THEN {expression}")
+    sets = [
+        f"{column} = CASE cur.i_target {' '.join(whens)} ELSE cs.{column} END"
+        for column, whens in cases.items()
+    ]
+    sets += [
+        "details = CASE WHEN cur.i_has_details THEN cur.i_details::jsonb ELSE cs.details END",
+        "version = cs.version + 1",
+        "updated_on = %(now)s",
+    ]
+    allowed = []
+    for target in targets:
+        sources = [int(state) for state in C if can_move(state, target, by_client=True)]
+        if sources:
+            allowed.append(
+                f"(cur.i_target = {int(target)} AND cur.state IN ({', '.join(map(str, sources))}))"
+            )
+    duplicate = ""
+    retried = [int(target) for target in targets if target in RETRIED_FAILURES]
+    if retried:  # the failure that queued it again, repeated: not a new one (as _report_sql)
+        duplicate = (
+            f"AND NOT (cur.i_target IN ({', '.join(map(str, retried))}) AND cur.i_attempt IS NULL "
+            f"AND cur.state = {int(C.QUEUED)} AND cur.attempt > 1)"
+        )
+    ctes, returned = _along_many_sql(targets, along)
+    if notify:
+        queued = f"SELECT device_id AS device_pk, tenant_id FROM moved WHERE moved.state = {int(C.QUEUED)}"
+        ctes += f", notified AS ({push.upsert_sql(queued)})"
+    before = ", ".join(f"cur.{c}" for c in REPORT_COLUMNS)
+    after = ", ".join(f"moved.{c}" for c in REPORT_COLUMNS)
+    sql = f"""
+        WITH i AS (
+            SELECT * FROM unnest(
+                %(ord)s::int[], %(pk)s::bigint[], %(target)s::int[], %(reason)s::text[], %(details)s::text[],
+                %(has_details)s::bool[], %(expected)s::int[], %(attempt)s::int[], %(tenant)s::bigint[],
+                %(device)s::bigint[], %(actor)s::text[]
+            ) AS i(ord, pk, target, reason, details, has_details, expected, attempt, tenant, device, actor)
+        ), cur AS (
+            SELECT {columns}, d.device_id AS device_ref, i.ord AS i_ord, i.target AS i_target,
+                i.reason AS i_reason, i.details AS i_details, i.has_details AS i_has_details,
+                i.expected AS i_expected, i.attempt AS i_attempt, i.actor AS i_actor
+            FROM i
+            JOIN {table} cs ON cs.id = i.pk
+                AND (i.tenant IS NULL OR cs.tenant_id = i.tenant)
+                AND (i.device IS NULL OR cs.device_id = i.device)
+            JOIN {Device._meta.db_table} d ON d.id = cs.device_id
+            ORDER BY cs.id
+            FOR UPDATE OF cs
+        ), moved AS (
+            UPDATE {table} cs SET {", ".join(sets)}
+            FROM cur
+            WHERE cs.id = cur.id AND ({" OR ".join(allowed) or "false"})
+              AND (cur.i_expected IS NULL OR cur.version = cur.i_expected)
+              AND (cur.i_attempt IS NULL OR cur.attempt = cur.i_attempt)
+              {duplicate}
+            RETURNING {columns}
+        ), logged AS (
+            INSERT INTO {CommandHistory._meta.db_table}
+                (command_id, from_state, to_state, reason, actor, created_at)
+            SELECT id, cur.state, moved.state, moved.reason, cur.i_actor, %(now)s
+            FROM moved JOIN cur USING (id)
+        ), {_REPORT_EVENT}{ctes}
+        SELECT cur.i_ord, {before}, cur.device_ref, {after}{returned}
+        FROM cur LEFT JOIN moved ON moved.id = cur.id
+    """
+    return sql, bool(returned)
+
+
+def _along_many_sql(targets: tuple[CommandState, ...], along: tuple[Along, ...]) -> tuple[str, str]:
+    """:func:`_along_sql` for a statement of many reports: a followers' row is read once per
+    owner, and a counted one moves once by the sum of the deltas of the reports that reached
+    their target; each report gets the rows of its owners (a counted one only if its own move
+    counted)."""
+    ctes: list[str] = []
+    pairs: list[str] = []
+    deltas: dict[str, list[str]] = {}
+    for target in targets:
+        for name, terms in counting.report_terms(target, "cur").items():
+            deltas.setdefault(name, []).append(f"WHEN {int(target)} THEN {terms}")
+    for part in along:
+        ours = ", ".join(f"cur.{column}" for _, column in part.keys)
+        mine = " AND ".join(f"a.{column} = cur.{own}" for column, own in part.keys)
+        if not part.counts:
+            shown = ", ".join(f"a.{column}" for column in part.columns)
+            key_columns = ", ".join(f"t.{column}" for column, _ in part.keys)
+            read = ", ".join(f"t.{column}" for column in part.columns if column not in dict(part.keys))
+            ctes.append(
+                f"{part.name} AS (SELECT {key_columns}{', ' + read if read else ''} FROM {part.table} t "
+                f"WHERE ({key_columns}) IN (SELECT {ours} FROM cur))"
+            )
+            read_back = f"SELECT row_to_json(x) FROM (SELECT {shown} FROM {part.name} a WHERE {mine}) x"
+            pairs.append(f"'{part.name}', ({read_back})")
+            continue
+        if not deltas:
+            continue
+        grouped = ", ".join(f"cur.{own} AS k{number}" for number, (_, own) in enumerate(part.keys))
+        group_by = ", ".join(f"k{number}" for number in range(len(part.keys)))
+        sums = ", ".join(
+            f"sum(CASE cur.i_target {' '.join(whens)} ELSE 0 END) AS {name}" for name, whens in deltas.items()
+        )
+        matched = " AND ".join(f"t.{column} = g.k{number}" for number, (column, _) in enumerate(part.keys))
+        touched = f", {part.touch} = %(now)s" if part.touch else ""
+        returned = ", ".join(
+            f"t.{name}" for name in (*(column for column, _ in part.keys), *counting.COUNTERS)
+        )
+        ctes.append(
+            f"{part.name} AS (UPDATE {part.table} t SET "
+            + ", ".join(f"{name} = t.{name} + g.{name}" for name in deltas)
+            + f"{touched} FROM (SELECT {grouped}, {sums} FROM moved JOIN cur USING (id) "
+            f"WHERE moved.state = cur.i_target GROUP BY {group_by}) g WHERE {matched} RETURNING {returned})"
+        )
+        shown = ", ".join(f"a.{name}" for name in (*(column for column, _ in part.keys), *counting.COUNTERS))
+        pairs.append(
+            f"'{part.name}', CASE WHEN moved.state = cur.i_target THEN "
+            f"(SELECT row_to_json(x) FROM (SELECT {shown} FROM {part.name} a WHERE {mine}) x) END"
+        )
+    if not pairs:
+        return "".join(f", {cte}" for cte in ctes), ""
+    return "".join(f", {cte}" for cte in ctes), f", json_build_object({', '.join(pairs)}) AS along"
 
 
 class _ReportStatement(NamedTuple):

@@ -16,7 +16,7 @@ exactly once.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import transaction
 
@@ -61,21 +61,27 @@ class OperationSettlement:
         return _ALONG
 
     def reported(self, report: Report) -> None:
-        command = report.command
-        operation = report.along.get("op")
-        if not command.operation_id or operation is None:
-            return
-        counted = report.along.get("counted")
-        if operation["rollout"] is not None:
-            if counted:
-                aborts.abort_if_met(command.operation_id, counted, report.actor)
-            wave = report.along.get("waved")
-            if wave and wave["resolved_count"] <= sum(wave[name] for name in counting.FINISHED):
-                waves.close_if_finished(command.operation_id, wave["wave"], report.actor)
+        step = _rollout_steps(report)
+        operation_id = report.command.operation_id
         # Each step is a conditional UPDATE skipped when it cannot match: the hot path stays short.
-        first_report = operation["state"] == S.DISPATCHED
-        if first_report or command.state in TERMINAL_STATES:
-            progress.advance(command.operation_id, reported=first_report, actor=report.actor)
+        if step is not None and operation_id is not None and (step.first_report or step.terminal):
+            progress.advance(operation_id, reported=step.first_report, actor=report.actor)
+
+    def reported_together(self, reports: list[Report]) -> None:
+        """A batch's reports: a rollout's steps after each (as :meth:`reported`: they are
+        decided from the counters each report's statement returned, so an abort rule or a
+        finished wave is seen at the report that met it), and each operation moved on once,
+        after the last (PROCESSING, COMPLETED: conditional UPDATEs against the counters as
+        the whole batch left them, which is what one move per report would have reached)."""
+        advances: dict[Any, tuple[bool, str]] = {}
+        for report in reports:
+            step = _rollout_steps(report)
+            if step is None or not (step.first_report or step.terminal):
+                continue
+            first, _actor = advances.get(report.command.operation_id, (False, report.actor))
+            advances[report.command.operation_id] = (first or step.first_report, report.actor)
+        for operation_id, (first_report, actor) in advances.items():
+            progress.advance(operation_id, reported=first_report, actor=actor)
 
     def moved(self, groups: list[Moved], actor: str) -> None:
         """Add each group's counter deltas to its operation and wave, then let each operation
@@ -103,6 +109,29 @@ class OperationSettlement:
         if rolled:
             finished_waves = sorted({(str(op), wave) for op, wave in wave_changes if str(op) in rolled})
             transaction.on_commit(lambda: _after_set_move(sorted(rolled), finished_waves, actor))
+
+
+class _Step(NamedTuple):
+    first_report: bool  # the operation was DISPATCHED when the report's statement began
+    terminal: bool  # the command finished
+
+
+def _rollout_steps(report: Report) -> _Step | None:
+    """After one report: a rollout's abort rule and the closing of a finished wave, from the
+    counters its statement returned; what the operation's state needs next (None: no
+    operation)."""
+    command = report.command
+    operation = report.along.get("op")
+    if not command.operation_id or operation is None:
+        return None
+    counted = report.along.get("counted")
+    if operation["rollout"] is not None:
+        if counted:
+            aborts.abort_if_met(command.operation_id, counted, report.actor)
+        wave = report.along.get("waved")
+        if wave and wave["resolved_count"] <= sum(wave[name] for name in counting.FINISHED):
+            waves.close_if_finished(command.operation_id, wave["wave"], report.actor)
+    return _Step(operation["state"] == S.DISPATCHED, command.state in TERMINAL_STATES)
 
 
 def _after_set_move(operations: list[str], finished_waves: list[tuple[str, int]], actor: str) -> None:

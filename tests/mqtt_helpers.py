@@ -32,6 +32,7 @@ class BridgeProcess:
     def __init__(self, broker: Broker, log: Path, client_id: str, *args: str, **env: str) -> None:
         self.log = log
         self.client_id = client_id
+        self.broker = broker
         environment = _process_env() | {"MQTT_URL": broker.url, "LOG_LEVEL": "INFO"} | env
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -61,6 +62,18 @@ class BridgeProcess:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+
+def forget_session(broker: Broker, client_id: str) -> None:
+    """End a bridge's persistent session on the broker. A session left behind stays in the
+    share group and keeps taking its turn of the next test's messages (docs/mqtt-bridge.md)."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.username_pw_set(broker.admin_user, broker.admin_password)
+    client.connect(broker.host, broker.port, clean_start=True)  # no session expiry: gone at disconnect
+    client.loop_start()
+    time.sleep(0.2)
+    client.disconnect()
+    client.loop_stop()
 
 
 class MqttDevice:

@@ -23,7 +23,7 @@ from operations.choices import OperationState
 from operations.models import Operation
 from tests.command_factories import dispatched_operation
 from tests.conftest import CeleryProcesses, Org, add_device, add_devices, wait_until
-from tests.mqtt_helpers import BridgeProcess, mqtt_device, publish_all, report_messages
+from tests.mqtt_helpers import BridgeProcess, forget_session, mqtt_device, publish_all, report_messages
 
 C = CommandState
 pytestmark = pytest.mark.usefixtures("transactional_db")
@@ -36,6 +36,19 @@ def bridges(mqtt_settings: Broker, tmp_path: Path) -> Iterator[list[BridgeProces
     yield started
     for bridge in started:
         bridge.kill(signal.SIGKILL)
+    for client_id, broker in {bridge.client_id: bridge.broker for bridge in started}.items():
+        if mosquitto_alive(broker):
+            forget_session(broker, client_id)
+
+
+def mosquitto_alive(broker: Broker) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((broker.host, broker.port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def start_bridge(
@@ -331,3 +344,65 @@ def test_two_bridges_share_the_load_and_the_totals_stay_exact(
     assert all(count > 0 for count in handled), handled
     assert sum(handled) == 2000
     assert_each_settled_once(operations, commands)
+
+
+def test_the_bridge_reconnects_when_the_broker_comes_back(
+    org: Org, bridges: list[BridgeProcess], tmp_path: Path, settings: Any
+) -> None:
+    from config import mosquitto
+
+    broker = mosquitto.prepare(tmp_path / "own-broker", mosquitto.free_port())
+    process = mosquitto.start(broker)
+    settings.MQTT_URL = broker.url
+    try:
+        (device,) = add_devices(org.tenant, 1)
+        operation = dispatched_operation(org.tenant, [device])
+        command = CommandStatus.objects.get(operation=operation).pk
+        bridge = BridgeProcess(broker, tmp_path / "bridge-r.log", "test-bridge-r")
+        bridges.append(bridge)
+        bridge.wait_connected()
+        mosquitto.stop(process)
+        wait_until(lambda: "disconnected" in bridge.text(), what="the bridge to notice")
+        process = mosquitto.start(broker)
+        bridge.wait_connected(times=2, timeout=60)
+        with mqtt_device(broker, "acme", "dev-000") as phone:
+            phone.update(command, "Command Success", "back")
+            phone.expect(f"commands/{command}/update/accepted", token="back")
+        assert bridge.alive()
+    finally:
+        mosquitto.stop(process)
+
+
+def test_the_bridges_metrics_reach_the_scrape_through_the_multiprocess_folder(
+    org: Org, mqtt_settings: Broker, bridges: list[BridgeProcess], tmp_path: Path
+) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    (device,) = add_devices(org.tenant, 1)
+    with mqtt_device(mqtt_settings, "acme", "dev-000") as phone:
+        operation = dispatched_operation(org.tenant, [device])
+        command = CommandStatus.objects.get(operation=operation).pk
+        bridge = BridgeProcess(
+            mqtt_settings, tmp_path / "bridge-m.log", "test-bridge-m", PROMETHEUS_MULTIPROC_DIR=str(folder)
+        )
+        bridges.append(bridge)
+        bridge.wait_connected()
+        phone.expect("notify")
+        phone.update(command, "Command Success", "m")
+        phone.expect(f"commands/{command}/update/accepted", token="m")
+        phone.update(command, "Command Acknowledged", "back")
+        phone.expect(f"commands/{command}/update/rejected", token="back")
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(folder))  # what /metrics reads
+
+    def scraped() -> str:
+        return generate_latest(registry).decode()
+
+    wait_until(lambda: 'dos_mqtt_rejected_updates_total{code="invalid_transition"} 1.0' in scraped())
+    text = scraped()
+    assert 'dos_mqtt_messages_total{kind="update"} 2.0' in text
+    assert "dos_mqtt_batch_size_count" in text and "dos_mqtt_settle_duration_seconds_count" in text
+    assert "dos_mqtt_notifies_total 1.0" in text
+    assert "dos_mqtt_connected_clients" in text

@@ -140,3 +140,36 @@ def test_a_headless_run_falling_due_writes_the_row(org: Org, mqtt_on: None) -> N
     assert not outbox()
     headless.run_due()
     assert outbox() == {device.device.pk}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"state": "Command Success"},
+        {"state": "Command Success", "reason": "  done  ", "client_token": "x", "extra": 1},
+        {"state": "Command Acknowledged", "reason": ""},
+        {"state": "Command Failure", "reason": "disk\u00e9 full"},
+        {"state": "Command Success", "reason": "x" * 5000},
+        {"state": "Command Success", "reason": "a\x00b"},
+        {"state": "Command Success", "reason": 5},
+        {"state": "Command Success", "reason": None},
+        {"state": "Command Success", "details": {"a": 1}},
+        {"state": "Command Success", "details": None},
+        {"state": "Command Success", "attempt": 2},
+        {"state": "Command Queued"},
+        {"state": "Command Initiated"},
+        {"state": 5},
+        {"state": None},
+        {},
+        [],
+    ],
+)
+def test_the_bridges_plain_path_reads_an_update_as_the_serializer_does(body: Any) -> None:
+    from commands.api.serializers import CommandStatusUpdateSerializer
+    from commands.bridge import _plain_report
+
+    update = CommandStatusUpdateSerializer(data=body)
+    plain = _plain_report(body)
+    if plain is not None:  # the plain path takes only what the serializer accepts, the same way
+        assert update.is_valid(), update.errors
+        assert plain == update.report_arguments()

@@ -1,0 +1,170 @@
+"""Many reports in one statement (``commands.services.report_many``, the MQTT bridge's batches)
+judge every report exactly as the one-report statement of the HTTP PUT (``services.report``):
+the same answers, rows, history, counters and operation state, for the same reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import transaction
+
+from commands import counting, services
+from commands.choices import CommandState
+from commands.followers import Report
+from commands.models import CommandHistory, CommandStatus
+from config.errors import DomainError
+from operations.choices import OperationState
+from operations.models import Operation
+from tests.command_factories import dispatched_operation
+from tests.conftest import DeviceActor, Org, add_devices
+
+C = CommandState
+ROLLOUT = {
+    "retries": [
+        {"failure_type": "FAILED", "max_attempts": 2},
+        {"failure_type": "TIMED_OUT", "max_attempts": 2},
+    ]
+}
+
+#: (device, state, extra arguments); "other" reports the next device's command as this one.
+SCRIPT: list[tuple[int, CommandState, dict[str, Any]]] = [
+    (0, C.ACKNOWLEDGED, {}),
+    (0, C.IN_PROGRESS, {"reason": "downloading"}),
+    (0, C.SUCCESS, {"details": {"took": 3}}),
+    (1, C.ACKNOWLEDGED, {}),
+    (1, C.ACKNOWLEDGED, {}),  # a repeat
+    (1, C.FAILURE, {"reason": "disk full"}),  # retried: back to the queue
+    (1, C.FAILURE, {"reason": "disk full"}),  # the same failure, late: already counted
+    (2, C.SUCCESS, {}),
+    (2, C.ACKNOWLEDGED, {}),  # backwards
+    (3, C.ACKNOWLEDGED, {"expected_version": 99}),  # stale
+    (3, C.FAILURE, {"attempt": 1}),
+    (3, C.FAILURE, {"attempt": 1}),  # the attempt is over
+    (4, C.SUCCESS, {"attempt": 2}),  # an attempt not reached
+    (4, C.TIMEOUT, {}),
+    (5, C.CANCELLED, {}),
+    (5, C.SUCCESS, {}),  # a finished command
+    (6, C.SUCCESS, {"other": True}),  # another device's command
+    (7, C.IN_PROGRESS, {}),
+    (7, C.FAILURE, {}),
+    (7, C.ACKNOWLEDGED, {}),  # queued again by the retry: Queued → Acknowledged is allowed
+    (7, C.FAILURE, {}),  # the second attempt fails for good
+]
+
+
+def run_script(operation: Operation, devices: list[DeviceActor], many: bool) -> list[str]:
+    commands = {
+        command.device_id: command.pk for command in CommandStatus.objects.filter(operation=operation)
+    }
+    inputs = []
+    for index, state, extra in SCRIPT:
+        extra = dict(extra)
+        other = extra.pop("other", False)
+        device = devices[index]
+        owner = devices[(index + 1) % len(devices)] if other else device
+        inputs.append(
+            services.ReportInput(
+                pk=commands[owner.device.pk],
+                target=state,
+                actor=f"device:{device.device.device_id}",
+                tenant_id=device.device.tenant_id,
+                device_pk=device.device.pk,
+                **extra,
+            )
+        )
+    answers: list[str] = []
+    if many:
+        with transaction.atomic():
+            reports: list[Report] = []
+            results = services.report_many(inputs, reports)
+            services.reported_together(reports)
+        return [answer_of(result) for result in results]
+    for item in inputs:
+        outcome: services.ReportResult
+        try:
+            outcome = services.report(
+                item.pk,
+                item.target,
+                reason=item.reason,
+                details=item.details,
+                expected_version=item.expected_version,
+                actor=item.actor,
+                tenant_id=item.tenant_id,
+                device_pk=item.device_pk,
+                attempt=item.attempt,
+            )
+        except (DomainError, CommandStatus.DoesNotExist) as refused:
+            outcome = refused
+        answers.append(answer_of(outcome))
+    return answers
+
+
+def answer_of(result: services.ReportResult) -> str:
+    if isinstance(result, CommandStatus.DoesNotExist):
+        return "not_found"
+    if isinstance(result, Exception):
+        return f"{getattr(result, 'code', '?')}: {getattr(result, 'errors', result)}"
+    command, changed = result
+    return f"{C(command.state).label} v{command.version} a{command.attempt} changed={changed}"
+
+
+def story(operation: Operation) -> dict[int, Any]:
+    rows = CommandStatus.objects.filter(operation=operation)
+    told: dict[int, Any] = {}
+    for row in rows:
+        history = list(
+            CommandHistory.objects.filter(command_id=row.pk)
+            .order_by("id")
+            .values_list("from_state", "to_state", "reason", "actor")
+        )
+        told[row.device_id] = (row.state, row.reason, row.details, row.attempt, row.version, history)
+    return told
+
+
+@pytest.mark.parametrize("rollout", [ROLLOUT, {"waves": [50, 100]}])
+def test_one_statement_for_many_reports_settles_them_as_one_each(org: Org, rollout: dict[str, Any]) -> None:
+    devices = add_devices(org.tenant, 8)
+    one_by_one = dispatched_operation(org.tenant, devices, rollout=rollout)
+    together = dispatched_operation(org.tenant, devices, rollout=rollout)
+
+    expected = run_script(one_by_one, devices, many=False)
+    answers = run_script(together, devices, many=True)
+
+    assert answers == expected
+    assert story(together) == story(one_by_one)
+    for operation in (one_by_one, together):
+        operation.refresh_from_db()
+    shown = {name: getattr(together, name) for name in counting.COUNTERS}
+    assert shown == {name: getattr(one_by_one, name) for name in counting.COUNTERS}
+    assert shown == counting.recount(together.pk)
+    assert together.state == one_by_one.state
+    assert (
+        counting.recount_by_wave(together.pk)
+        == {
+            wave.wave: {name: getattr(wave, name) for name in counting.COUNTERS}
+            for wave in together.waves.all()
+        }
+        or not together.waves.exists()
+    )
+
+
+def test_many_reports_of_one_operation_add_up_in_one_statement(org: Org) -> None:
+    devices = add_devices(org.tenant, 30)
+    operation = dispatched_operation(org.tenant, devices)
+    commands = list(CommandStatus.objects.filter(operation=operation).values_list("pk", "device_id"))
+    states = [C.SUCCESS, C.FAILURE, C.TIMEOUT]
+    inputs = [
+        services.ReportInput(pk=pk, target=states[n % 3], actor="bench", device_pk=device)
+        for n, (pk, device) in enumerate(commands)
+    ]
+    with transaction.atomic():
+        reports: list[Report] = []
+        results = services.report_many(inputs, reports)
+        services.reported_together(reports)
+    assert all(not isinstance(result, Exception) and result[1] for result in results)
+    operation.refresh_from_db()
+    # a TimeOut of a command the device never had is a dispatch failure
+    assert (operation.success_count, operation.failed_count, operation.dispatch_failed_count) == (10, 10, 10)
+    assert {name: getattr(operation, name) for name in counting.COUNTERS} == counting.recount(operation.pk)
+    assert operation.state == OperationState.FAILURE  # moved on once, by the last report's batch
