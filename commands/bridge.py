@@ -36,7 +36,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from django.conf import settings
@@ -63,6 +62,7 @@ from config.metrics import (
     MQTT_SETTLE_DURATION,
 )
 from inventory import device_topics
+from inventory.dynsec import Endpoint
 from inventory.models import Device, DeviceState
 
 logger = logging.getLogger(__name__)
@@ -135,9 +135,9 @@ class Bridge:
         batch_ms: int,
         publish_notifies: bool = True,
     ) -> None:
-        parts = urlsplit(url)
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        endpoint = Endpoint.parse(url)
+        self.host = endpoint.host
+        self.port = endpoint.port
         self.client_id = client_id
         self.batch_size = batch_size
         self.batch_seconds = batch_ms / 1000.0
@@ -152,9 +152,9 @@ class Bridge:
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
         )
-        if parts.username:
-            client.username_pw_set(unquote(parts.username), unquote(parts.password or ""))
-        if parts.scheme == "mqtts":
+        if endpoint.username:
+            client.username_pw_set(endpoint.username, endpoint.password)
+        if endpoint.tls:
             client.tls_set()
         # Replies and notifies in flight at once (paho's default is 20); the broker gives the
         # bridge the same room the other way (max_inflight_messages 1000).
@@ -465,7 +465,7 @@ class Bridge:
         if not _valid_token(token):
             errors = {"client_token": [f"must be a string of at most {MAX_CLIENT_TOKEN} characters"]}
             return _rejected(rejected, None, 400, "invalid", errors)
-        if not command.isdigit() or len(command) > 18:
+        if not (command.isascii() and command.isdigit()) or len(command) > 18:  # int() takes "²" too
             return _rejected(rejected, token, 404, "not_found", {}, batches.NOT_FOUND)
         arguments = _plain_report(data)
         if arguments is None:  # anything else is validated, and refused, as the HTTP PUT does
@@ -587,10 +587,17 @@ def _actor(device: KnownDevice) -> str:
     return f"device:{device.device_id}"
 
 
+#: The largest inbox/get the bridge reads: ``{"client_token": ...}`` and room to spare.
+MAX_INBOX_GET_BYTES = 4096
+
+
 def _json_object(payload: bytes) -> Any:
-    """An inbox/get body: empty is ``{}``; anything but JSON is None."""
+    """An inbox/get body: empty is ``{}``; anything but JSON, or larger than
+    :data:`MAX_INBOX_GET_BYTES` (not parsed), is None."""
     if not payload:
         return {}
+    if len(payload) > MAX_INBOX_GET_BYTES:
+        return None
     try:
         return loads(payload)
     except JSONRefused:

@@ -141,7 +141,8 @@ MQTT_REJECTED = Counter(
 MQTT_DROPPED = Counter(
     f"{PREFIX}_mqtt_dropped_messages",
     "Device messages dropped without an answer, by reason: unknown_device (no such active device), "
-    "bad_topic, malformed (an inbox/get that is not a JSON object).",
+    "bad_topic, malformed (an inbox/get that is not a JSON object), server_error (a defect while "
+    "settling: logged, its messages acknowledged so that they do not come back forever).",
     ["reason"],
 )
 

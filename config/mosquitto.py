@@ -45,6 +45,8 @@ TOPIC_ROOT = "dos"
 #: Room for the bridge to take its QoS-1 messages in batches (contract section 14).
 MAX_INFLIGHT_MESSAGES = 1000
 MAX_QUEUED_MESSAGES = 100_000
+#: Bytes of the largest MQTT packet the broker takes (1 MiB).
+MAX_PACKET_SIZE = 1_048_576
 #: The plugin's default access kinds, all denied on the project's broker.
 DEFAULT_ACL_ACCESS = ("publishClientSend", "publishClientReceive", "subscribe", "unsubscribe")
 #: The port devices expect; ``make run`` takes it when it is free.
@@ -175,6 +177,9 @@ def prepare(folder: Path, port: int, host: str = "127.0.0.1", admin_password: st
                 "persistence false",
                 f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
                 f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+                # A device's largest valid update is under 100 KiB (commands.bridge): a client
+                # sending a bigger packet is disconnected by the broker, unread by the bridge.
+                f"max_packet_size {MAX_PACKET_SIZE}",
                 "log_dest stdout",
                 "",
             ]

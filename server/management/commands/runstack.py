@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management import get_commands
 from django.core.management.base import BaseCommand, CommandParser
 
 from config import mosquitto
@@ -186,7 +185,7 @@ class Command(BaseCommand):
                 env=celery_env,
             ),
         ]
-        if env.get("MQTT_URL") and BRIDGE_COMMAND in get_commands():
+        if env.get("MQTT_URL"):
             children.append(subprocess.Popen([python, "manage.py", BRIDGE_COMMAND], env=env))
         web = subprocess.Popen([python, "manage.py", "runserver", "--noreload", options["addrport"]], env=env)
         children.append(web)
