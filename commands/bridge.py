@@ -215,14 +215,15 @@ class Bridge:
             self.batch_size,
             round(self.batch_seconds * 1000),
         )
-        last_report = time.monotonic()
+        last_report, reported = time.monotonic(), 0
         try:
             while not self.stopping.is_set():
                 batch = self._collect()
                 if batch:
                     self._settle_safely(batch)
-                if time.monotonic() - last_report >= 60:
-                    last_report = time.monotonic()
+                # A line a minute while messages come in; an idle bridge says nothing.
+                if time.monotonic() - last_report >= 60 and self.settled_total != reported:
+                    last_report, reported = time.monotonic(), self.settled_total
                     logger.info(
                         "mqtt bridge %s: %d messages settled in %d batches so far",
                         self.client_id,
