@@ -166,7 +166,12 @@ class Ready:
 
 
 async def measure(
-    url: str, key: str, devices: int, ready: Callable[[], Ready], pgbench: Callable[[], float]
+    url: str,
+    key: str,
+    devices: int,
+    ready: Callable[[], Ready],
+    pgbench: Callable[[], float],
+    done_timeout: float,
 ) -> dict[str, object]:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
@@ -205,7 +210,15 @@ async def measure(
         )
         answer.raise_for_status()
         answered = time.monotonic()
-        await asyncio.wait_for(fleet.until_done(), timeout=1800)
+        print(
+            f"all connected in {connected:.1f} s; broker RSS {broker_after} KiB (before {broker_before}); "
+            "operation posted",
+            flush=True,
+        )
+        try:
+            await asyncio.wait_for(fleet.until_done(), timeout=done_timeout)
+        except TimeoutError:  # some never ended: say how many did, not wait forever
+            print(f"only {fleet.summary.done} of {devices} commands ended {done_timeout} s after the POST")
         notifies = [
             min(t for t in agent.channel.notify_times if t >= posted) - posted
             for agent in fleet.agents
@@ -224,6 +237,7 @@ async def measure(
         "clients_kib_per_session": round((own_after - own_before) / devices, 2),
         "post_answer_seconds": round(answered - posted, 2),
         "notify": seconds(notifies),
+        "commands_ended": fleet.summary.done,
         "creation_to_last_success_seconds": round(last_done - posted, 2),
         "answer_to_last_success_seconds": round(last_done - answered, 2),
         "pgbench_n_tps": round(tps),
@@ -259,6 +273,12 @@ def main() -> None:
         "broker is stopped (manage.py mqtt_sync_logins --offline): one write for all of them",
     )
     parser.add_argument("--pgbench-seconds", type=int, default=10)
+    parser.add_argument(
+        "--done-timeout",
+        type=float,
+        default=300,
+        help="seconds after the POST to stop waiting for the commands",
+    )
     args = parser.parse_args()
 
     open_files = raise_open_files(args.devices)
@@ -301,6 +321,7 @@ def main() -> None:
                 args.devices,
                 ready,
                 lambda: pgbench_tps(database, args.pgbench_seconds),
+                args.done_timeout,
             )
         )
         print(json.dumps(figures, indent=2), flush=True)
