@@ -172,6 +172,7 @@ async def measure(
     ready: Callable[[], Ready],
     pgbench: Callable[[], float],
     done_timeout: float,
+    connect_timeout: float,
 ) -> dict[str, object]:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
@@ -192,8 +193,9 @@ async def measure(
         last_report = 0.0
         while (sessions := fleet.mqtt_sessions()) < devices:
             waited = time.monotonic() - fleet.started
-            if waited > 1800:
-                raise SystemExit(f"only {sessions} of {devices} sessions after 1800 s")
+            if waited > connect_timeout:  # go on with those connected, and say so
+                print(f"only {sessions} of {devices} sessions after {connect_timeout:.0f} s", flush=True)
+                break
             if waited - last_report >= 30:
                 last_report = waited
                 print(f"{waited:.0f} s: {sessions} sessions", flush=True)
@@ -232,6 +234,7 @@ async def measure(
         "devices_created_seconds": round(created, 2),
         "logins_first_seconds": None if stack.logins_seconds is None else round(stack.logins_seconds, 2),
         "connect_all_seconds": round(connected, 2),
+        "sessions": fleet.mqtt_sessions(),
         "broker_kib_per_session": round((broker_after - broker_before) / devices, 2),
         "broker_rss_mib": round(broker_after / 1024, 1),
         "clients_kib_per_session": round((own_after - own_before) / devices, 2),
@@ -273,6 +276,12 @@ def main() -> None:
         "broker is stopped (manage.py mqtt_sync_logins --offline): one write for all of them",
     )
     parser.add_argument("--pgbench-seconds", type=int, default=10)
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=1800,
+        help="seconds to wait for every session before going on",
+    )
     parser.add_argument(
         "--done-timeout",
         type=float,
@@ -322,6 +331,7 @@ def main() -> None:
                 ready,
                 lambda: pgbench_tps(database, args.pgbench_seconds),
                 args.done_timeout,
+                args.connect_timeout,
             )
         )
         print(json.dumps(figures, indent=2), flush=True)
