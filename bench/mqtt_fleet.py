@@ -234,7 +234,6 @@ async def measure(
         "devices_created_seconds": round(created, 2),
         "logins_first_seconds": None if stack.logins_seconds is None else round(stack.logins_seconds, 2),
         "connect_all_seconds": round(connected, 2),
-        "sessions": fleet.mqtt_sessions(),
         "broker_kib_per_session": round((broker_after - broker_before) / devices, 2),
         "broker_rss_mib": round(broker_after / 1024, 1),
         "clients_kib_per_session": round((own_after - own_before) / devices, 2),
