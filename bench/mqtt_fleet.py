@@ -2,7 +2,8 @@
 connected to a real Mosquitto, one operation on all of them, notified, handed out over
 ``inbox/get`` and reported to SUCCESS through the bridge.
 
-    .venv/bin/python bench/mqtt_fleet.py [--devices 10000] [--bridges 1] [--web-workers 2] [--prelogin]
+    .venv/bin/python bench/mqtt_fleet.py [--devices 10000] [--bridges 1] [--web-workers 2]
+        [--prelogin | --offline-logins] [--pgbench-seconds 10]
         [--database-url postgres://postgres@127.0.0.1:5432/bench_mqtt_fleet]
         [--redis-url redis://127.0.0.1:6379/8] [--keep]
 
@@ -13,13 +14,19 @@ fleet (each device fetches its credentials, connects and subscribes). Then it me
 
 - **connect**: from the fleet's start until every device has a live MQTT session (each
   device's first credentials request makes its broker login; ``--prelogin`` makes them all
-  first, in one reconcile, and says how long that took);
+  first, in one reconcile on the running broker, ``--offline-logins`` in one write of the
+  plugin's file while the broker is stopped (``manage.py mqtt_sync_logins --offline``), and
+  says how long that took);
 - **memory per MQTT session**: the broker's resident memory, and this process's (the N
   clients), after every session is up minus before, divided by N;
 - **notify**: from the operation's POST to each device's notify (p50, p99, last);
-- **done**: from the POST to each command's SUCCESS accepted (p50, p99) and to the last one.
+- **done**: from the POST to each command's SUCCESS accepted (p50, p99) and to the last one;
+- **pgbench**: ``pgbench -N`` tps on a scratch database of the same PostgreSQL, run once the
+  operation is done, the fleet still connected (the figures above beside what the database
+  does on this box at that moment).
 
-Everything shares the machine's CPUs (the fleet itself is one Python process).
+Everything shares the machine's CPUs (the fleet itself is one Python process). The process
+raises its open-files limit to hold the sessions (root may; the broker inherits it).
 """
 
 from __future__ import annotations
@@ -28,11 +35,14 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -91,6 +101,47 @@ def seconds(values: list[float]) -> str:
     )
 
 
+def offline_logins(env: dict[str, str], broker: mosquitto.Broker, process: subprocess.Popen[bytes]) -> float:
+    """Stop the broker, write every device's login into its dynamic-security file in one go
+    (``manage.py mqtt_sync_logins --offline``), start it again on the same port. The seconds the
+    write took (the broker's stop and start not counted)."""
+    mosquitto.stop(process)
+    started = time.monotonic()
+    manage(env, "mqtt_sync_logins", "--offline", str(broker.dynsec_file))
+    return time.monotonic() - started
+
+
+def pgbench_tps(database: Database, seconds: int) -> float:
+    """``pgbench -N -c8 -j2`` on a scratch database of the same server (as ``bench/inbox_load.py``
+    runs it), dropped after."""
+    scratch = Database(database.url + "_pgbench")
+    scratch.recreate()
+    try:
+        subprocess.run(["pgbench", "-i", "-q", "-s", "10", scratch.url], check=True, capture_output=True)
+        done = subprocess.run(
+            ["pgbench", "-N", "-c8", "-j2", f"-T{seconds}", scratch.url],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        scratch.drop()
+    found = re.search(r"tps = ([\d.]+)", done.stdout)
+    return float(found.group(1)) if found else 0.0
+
+
+def raise_open_files(devices: int) -> int:
+    """Room for ``devices`` sessions in this process and in the broker it starts (which
+    inherits the limit): about two descriptors each, and some."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max(soft, 2 * devices + 4096)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
+    except (ValueError, OSError):  # not root: as far as the hard limit goes
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def prelogin(database: Database, env: dict[str, str]) -> float:
     """Make every device's broker login before the fleet starts, as ``manage.py
     mqtt_sync_logins`` does after a drift (one reconcile, its commands sent in chunks): marks
@@ -105,15 +156,30 @@ def prelogin(database: Database, env: dict[str, str]) -> float:
     return time.monotonic() - started
 
 
+@dataclass
+class Ready:
+    """What the fleet starts on: the broker's pid (for its memory) and how long making the
+    logins first took (None when each device makes its own on its first request)."""
+
+    broker_pid: int
+    logins_seconds: float | None
+
+
 async def measure(
-    url: str, key: str, devices: int, broker_pid: int, before_fleet: Callable[[], float] | None
+    url: str,
+    key: str,
+    devices: int,
+    ready: Callable[[], Ready],
+    pgbench: Callable[[], float],
+    done_timeout: float,
+    connect_timeout: float,
 ) -> dict[str, object]:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
         made = time.monotonic()
         fleet_devices = await make_devices(client, url, key, devices, "fleet-")
         created = time.monotonic() - made
-        prelogin_seconds = None if before_fleet is None else round(before_fleet(), 2)
+        stack = ready()
         options = SimulateOptions(
             server=url,
             devices=fleet_devices,
@@ -122,15 +188,21 @@ async def measure(
             connections=64,
         )
         fleet = Fleet(options, client)
-        broker_before, own_before = rss_kib(broker_pid), rss_kib(os.getpid())
+        broker_before, own_before = rss_kib(stack.broker_pid), rss_kib(os.getpid())
         fleet.start()
-        while fleet.mqtt_sessions() < devices:
-            if time.monotonic() - fleet.started > 900:
-                raise SystemExit(f"only {fleet.mqtt_sessions()} of {devices} sessions after 900 s")
+        last_report = 0.0
+        while (sessions := fleet.mqtt_sessions()) < devices:
+            waited = time.monotonic() - fleet.started
+            if waited > connect_timeout:  # go on with those connected, and say so
+                print(f"only {sessions} of {devices} sessions after {connect_timeout:.0f} s", flush=True)
+                break
+            if waited - last_report >= 30:
+                last_report = waited
+                print(f"{waited:.0f} s: {sessions} sessions", flush=True)
             await asyncio.sleep(0.5)
         connected = time.monotonic() - fleet.started
         await asyncio.sleep(2)  # the first inbox/get of each new session settles
-        broker_after, own_after = rss_kib(broker_pid), rss_kib(os.getpid())
+        broker_after, own_after = rss_kib(stack.broker_pid), rss_kib(os.getpid())
 
         posted = time.monotonic()
         answer = await client.post(
@@ -139,23 +211,39 @@ async def measure(
             headers={"Authorization": f"Bearer {key}"},
         )
         answer.raise_for_status()
-        await asyncio.wait_for(fleet.until_done(), timeout=1800)
-        last = fleet.summary.last_done - posted
+        answered = time.monotonic()
+        print(
+            f"all connected in {connected:.1f} s; broker RSS {broker_after} KiB (before {broker_before}); "
+            "operation posted",
+            flush=True,
+        )
+        try:
+            await asyncio.wait_for(fleet.until_done(), timeout=done_timeout)
+        except TimeoutError:  # some never ended: say how many did, not wait forever
+            print(f"only {fleet.summary.done} of {devices} commands ended {done_timeout} s after the POST")
         notifies = [
             min(t for t in agent.channel.notify_times if t >= posted) - posted
             for agent in fleet.agents
             if agent.channel is not None and any(t >= posted for t in agent.channel.notify_times)
         ]
+        last_done = fleet.summary.last_done
+        tps = await asyncio.to_thread(pgbench)
         figures = await fleet.stop()
     return {
         "devices": devices,
         "devices_created_seconds": round(created, 2),
-        "prelogin_seconds": prelogin_seconds,
+        "logins_first_seconds": None if stack.logins_seconds is None else round(stack.logins_seconds, 2),
         "connect_all_seconds": round(connected, 2),
         "broker_kib_per_session": round((broker_after - broker_before) / devices, 2),
+        "broker_rss_mib": round(broker_after / 1024, 1),
         "clients_kib_per_session": round((own_after - own_before) / devices, 2),
+        "post_answer_seconds": round(answered - posted, 2),
         "notify": seconds(notifies),
-        "creation_to_last_success_seconds": round(last, 2),
+        "commands_ended": fleet.summary.done,
+        "creation_to_last_success_seconds": round(last_done - posted, 2),
+        "answer_to_last_success_seconds": round(last_done - answered, 2),
+        "pgbench_n_tps": round(tps),
+        "load_average": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "fleet": figures,
     }
 
@@ -173,21 +261,55 @@ def main() -> None:
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/8")
     parser.add_argument("--keep", action="store_true", help="keep the database and the logs")
-    parser.add_argument(
+    logins = parser.add_mutually_exclusive_group()
+    logins.add_argument(
         "--prelogin",
         action="store_true",
         help="make the broker logins in one reconcile before the fleet starts (not one per device's "
         "first credentials request, which is the slow part of connecting a large fleet)",
     )
+    logins.add_argument(
+        "--offline-logins",
+        action="store_true",
+        help="make the broker logins before the fleet starts by writing the plugin's file while the "
+        "broker is stopped (manage.py mqtt_sync_logins --offline): one write for all of them",
+    )
+    parser.add_argument("--pgbench-seconds", type=int, default=10)
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=1800,
+        help="seconds to wait for every session before going on",
+    )
+    parser.add_argument(
+        "--done-timeout",
+        type=float,
+        default=300,
+        help="seconds after the POST to stop waiting for the commands",
+    )
     args = parser.parse_args()
 
+    open_files = raise_open_files(args.devices)
     database = Database(args.database_url)
     database.recreate()
     work = Path(tempfile.mkdtemp(prefix="bench-mqtt-fleet-"))
     broker = mosquitto.prepare(work / "mosquitto", mosquitto.free_port())
-    broker_process = mosquitto.start(broker)
+    brokers = [mosquitto.start(broker)]
     env = project_env(args.database_url, args.redis_url, MQTT_URL=broker.url)
     processes: list[subprocess.Popen[bytes]] = []
+
+    def ready() -> Ready:
+        """The logins first if asked, then the bridges (after any restart of the broker)."""
+        logins_seconds = None
+        if args.prelogin:
+            logins_seconds = prelogin(database, env)
+        elif args.offline_logins:
+            logins_seconds = offline_logins(env, broker, brokers[-1])
+            brokers.append(mosquitto.start(broker, timeout=120))  # it reads every login first
+        for number in range(args.bridges):
+            processes.append(start_bridge(env, work / f"bridge-{number}.log", f"bench-bridge-{number}"))
+        return Ready(brokers[-1].pid, logins_seconds)
+
     try:
         manage(env, "migrate", "--noinput", "-v0")
         manage(env, "create_tenant", "bench")
@@ -199,18 +321,23 @@ def main() -> None:
             )
         )
         processes.append(start_worker(env, work / "worker.log", concurrency=2))
-        for number in range(args.bridges):
-            processes.append(start_bridge(env, work / f"bridge-{number}.log", f"bench-bridge-{number}"))
-        print(machine(database.admin_url), flush=True)
-        before_fleet = (lambda: prelogin(database, env)) if args.prelogin else None
+        print(machine(database.admin_url), f"open files {open_files}", flush=True)
         figures = asyncio.run(
-            measure(f"http://127.0.0.1:{port}", key, args.devices, broker_process.pid, before_fleet)
+            measure(
+                f"http://127.0.0.1:{port}",
+                key,
+                args.devices,
+                ready,
+                lambda: pgbench_tps(database, args.pgbench_seconds),
+                args.done_timeout,
+                args.connect_timeout,
+            )
         )
         print(json.dumps(figures, indent=2), flush=True)
     finally:
         for process in reversed(processes):
             stop(process)
-        mosquitto.stop(broker_process)
+        mosquitto.stop(brokers[-1])
         if not args.keep:
             database.drop()
         print(f"logs in {work}", flush=True)

@@ -300,3 +300,29 @@ def stop_local(local: Local) -> None:
     url_file(local.var).unlink(missing_ok=True)
     stop(local.process)
     _pid_file(local.broker.folder).unlink(missing_ok=True)
+
+
+def running_on(dynsec_file: Path) -> int | None:
+    """The pid of a Mosquitto on this machine whose configuration loads ``dynsec_file``, or
+    None. Why: the plugin keeps its logins in memory and writes them back over its file on its
+    next change, so a file changed under a running broker is lost (and the broker would not
+    know the new logins anyway): ``mqtt_sync_logins --offline`` refuses then. Reads each
+    ``mosquitto -c CONFIG`` process's configuration for ``plugin_opt_config_file``."""
+    wanted = dynsec_file.resolve()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if not argv or Path(argv[0].decode()).name != "mosquitto" or b"-c" not in argv[:-1]:
+                continue
+            cwd = (entry / "cwd").resolve()
+            config = cwd / argv[argv.index(b"-c") + 1].decode()
+            lines = config.read_text(errors="replace").splitlines()
+        except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours to read
+            continue
+        for line in lines:
+            key, _, value = line.strip().partition(" ")
+            if key == "plugin_opt_config_file" and (cwd / value.strip()).resolve() == wanted:
+                return int(entry.name)
+    return None

@@ -37,16 +37,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
+from config import mosquitto
 from config.locks import LockSpace, LockTimeout, advisory_lock
 from inventory import device_topics, dynsec
 from inventory.dynsec import BrokerUnavailable
@@ -54,7 +58,16 @@ from inventory.models import BrokerLogin, Device, DeviceState
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BrokerUnavailable", "Change", "follow", "issue", "reconcile", "sync"]
+__all__ = [
+    "BrokerRunning",
+    "BrokerUnavailable",
+    "Change",
+    "follow",
+    "issue",
+    "provision_offline",
+    "reconcile",
+    "sync",
+]
 
 #: What the plugin allows a client whose roles say nothing about a topic: nothing.
 DEFAULT_ACCESS = [
@@ -423,3 +436,67 @@ def reconcile(dry_run: bool = False, passwords: bool = False) -> Change:
     if change and not dry_run:
         logger.info("broker logins reconciled: %s", change.summary())
     return change
+
+
+class BrokerRunning(Exception):
+    """A Mosquitto runs on the dynamic-security file :func:`provision_offline` was to write."""
+
+
+def provision_offline(path: Path, dry_run: bool = False, force: bool = False) -> Change:
+    """Give every active device a login, and make the logins of the plugin's file at ``path``
+    exactly what the server wants (what :func:`reconcile` does), by writing the file once while
+    its broker is stopped.
+
+    Why: the plugin rewrites its whole file after every change, so :func:`reconcile` on a
+    running broker takes minutes for a few thousand new logins and grows with their square
+    (docs/mqtt.md, "Many devices at once"). Here the same commands (:func:`plan`: the same
+    username, client id, derived password, role and ACLs) are applied to the file by
+    ``dynsec.apply_offline``, with the password hashed as the plugin hashes it, so a login
+    made here cannot be told from one made on the running broker. Unlike the online path, every
+    active device gets a login now (a :class:`BrokerLogin` row), not on its first
+    ``GET /v2/mqtt-credentials/``. The server's own login, its role and any login made by hand
+    are left alone. Idempotent: a second run changes nothing and leaves the file as it is.
+
+    Raises :class:`BrokerRunning` when a broker on this machine loads the file (its next
+    change would write back what it holds in memory over this one), unless ``force``."""
+    if not force and (pid := mosquitto.running_on(path)) is not None:
+        raise BrokerRunning(
+            f"mosquitto (pid {pid}) runs on {path}: stop it first (it would overwrite the file), or force"
+        )
+    document: dict[str, Any] = json.loads(path.read_text())
+    if not dry_run:
+        active = Device.objects.filter(state=DeviceState.ACTIVE, token_revoked=False)
+        missing = active.exclude(pk__in=BrokerLogin.objects.values("device_id")).values_list("pk", flat=True)
+        BrokerLogin.objects.bulk_create(
+            (BrokerLogin(device_id=pk) for pk in missing.iterator(chunk_size=5000)),
+            batch_size=5000,
+            ignore_conflicts=True,
+        )
+    want = wanted()
+    if dry_run:  # the logins a run would add, as if their rows were there
+        active = Device.objects.filter(state=DeviceState.ACTIVE, token_revoked=False)
+        rows = active.exclude(pk__in=BrokerLogin.objects.values("device_id")).values(*_FIELDS)
+        want.update((login.username, login) for login in map(_wanted, rows.iterator(chunk_size=2000)))
+    have = {
+        name: Held(name, description, disabled)
+        for name, (description, disabled) in dynsec.held_offline(document).items()
+        if is_device_login(name)
+    }
+    commands, change = plan(want, have, set(want) | set(have))
+    default = {acl["acltype"]: acl["allow"] for acl in DEFAULT_ACCESS}
+    if document.get("defaultACLAccess") != default:
+        commands.insert(0, {"command": "setDefaultACLAccess", "acls": DEFAULT_ACCESS})
+    if commands and not dry_run:
+        _check(dynsec.apply_offline(document, commands))
+        _write(path, document)
+        logger.info("broker logins written to %s: %s", path, change.summary())
+    return change
+
+
+def _write(path: Path, document: dict[str, Any]) -> None:
+    """Replace the file in one step (a crash leaves the old file or the new, never half of
+    one), keeping its mode: it holds the admin login's password hash."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(document, indent="\t"))
+    os.chmod(temporary, path.stat().st_mode & 0o777)
+    os.replace(temporary, path)

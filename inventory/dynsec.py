@@ -12,6 +12,9 @@ Transport only: which logins there should be is ``inventory.broker_logins``'s bu
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import secrets
 import ssl
@@ -184,3 +187,111 @@ def connect(url: str) -> Iterator[Control]:
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+# --- the plugin's file, written while the broker is stopped -------------------------------------
+
+#: How the plugin (Mosquitto 2.0.x, ``dynsec_auth__pw_hash``) stores a password: PBKDF2-HMAC-SHA512
+#: of a random 12-byte salt, 101 iterations, 64 bytes; salt and hash base64-encoded.
+PASSWORD_ITERATIONS = 101
+PASSWORD_SALT_BYTES = 12
+
+
+def hashed_password(password: str, salt: bytes | None = None) -> dict[str, Any]:
+    """A login's ``password``, ``salt`` and ``iterations`` fields as the plugin writes them, so
+    it accepts a login written into its file by :func:`apply_offline` like one it made itself."""
+    salt = salt if salt is not None else secrets.token_bytes(PASSWORD_SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PASSWORD_ITERATIONS, 64)
+    return {
+        "password": base64.b64encode(digest).decode(),
+        "salt": base64.b64encode(salt).decode(),
+        "iterations": PASSWORD_ITERATIONS,
+    }
+
+
+def password_matches(client: dict[str, Any], password: str) -> bool:
+    """Whether a login of the plugin's file takes ``password`` (what the broker would check)."""
+    try:
+        salt = base64.b64decode(client["salt"])
+        iterations = int(client["iterations"])
+        stored = base64.b64decode(client["password"])
+    except (KeyError, ValueError, TypeError):
+        return False
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, len(stored))
+    return hmac.compare_digest(digest, stored)
+
+
+def apply_offline(document: dict[str, Any], commands: Sequence[dict[str, Any]]) -> list[Answer]:
+    """Apply the plugin's commands to its file's ``document`` (parsed JSON) as the plugin would
+    on a running broker, and answer as it would. Why: the plugin rewrites its whole file after
+    every command, so making 10,000 logins one by one takes minutes and grows with the square
+    of the logins held; changing the file while the broker is stopped writes it once.
+
+    Knows the commands ``inventory.broker_logins`` sends: ``createRole`` (an existing role's
+    ACLs are replaced, as the server wants them), ``createClient``, ``modifyClient``,
+    ``disableClient``, ``enableClient``, ``deleteClient``, ``deleteRole`` and
+    ``setDefaultACLAccess``."""
+    clients = {str(client["username"]): client for client in document.get("clients", [])}
+    roles = {str(role["rolename"]): role for role in document.get("roles", [])}
+    gone_roles: set[str] = set()
+    answers: list[Answer] = []
+    for command in commands:
+        name = command["command"]
+        error: str | None = None
+        if name == "createRole":
+            gone_roles.discard(command["rolename"])
+            roles[command["rolename"]] = {
+                "rolename": command["rolename"],
+                "acls": list(command.get("acls", [])),
+            }
+        elif name == "createClient":
+            if command["username"] in clients:
+                error = "Client already exists"
+            else:
+                clients[command["username"]] = {
+                    "username": command["username"],
+                    "clientid": command["clientid"],
+                    "textdescription": command.get("textdescription", ""),
+                    **hashed_password(command["password"]),
+                    "roles": [{"rolename": role["rolename"]} for role in command.get("roles", [])],
+                }
+        elif name in ("modifyClient", "disableClient", "enableClient"):
+            client = clients.get(command["username"])
+            if client is None:
+                error = "Client not found"
+            elif name == "modifyClient":
+                if "password" in command:
+                    client.update(hashed_password(command["password"]))
+                if "textdescription" in command:
+                    client["textdescription"] = command["textdescription"]
+            elif name == "disableClient":
+                client["disabled"] = True
+            else:
+                client.pop("disabled", None)
+        elif name == "deleteClient":
+            if clients.pop(command["username"], None) is None:
+                error = "Client not found"
+        elif name == "deleteRole":
+            if roles.pop(command["rolename"], None) is None:
+                error = "Role not found"
+            gone_roles.add(command["rolename"])
+        elif name == "setDefaultACLAccess":
+            document["defaultACLAccess"] = {acl["acltype"]: acl["allow"] for acl in command["acls"]}
+        else:
+            raise CommandFailed(f"{name}: not a command the offline file knows")
+        answers.append(Answer(name, error, {}))
+    for client in clients.values():  # a deleted role leaves the logins that had it
+        if gone_roles and any(role["rolename"] in gone_roles for role in client.get("roles", [])):
+            client["roles"] = [role for role in client["roles"] if role["rolename"] not in gone_roles]
+    document["clients"] = list(clients.values())
+    document["roles"] = list(roles.values())
+    return answers
+
+
+def held_offline(document: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """The logins of the plugin's file's ``document``: username to (``textdescription``,
+    disabled), what :func:`inventory.broker_logins.held` reads from a running broker."""
+    return {
+        str(client["username"]): (str(client.get("textdescription", "")), bool(client.get("disabled")))
+        for client in document.get("clients", [])
+    }

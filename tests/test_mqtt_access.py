@@ -552,6 +552,72 @@ def test_a_sync_during_a_broker_outage_retries_until_it_converges(
     assert "acme/dev-out" not in {client["username"] for client in document["clients"]}
 
 
+# --- many devices at once: the plugin's file written while the broker is stopped ---------------
+
+
+def offline_output(path: Path, *args: str) -> str:
+    out = StringIO()
+    call_command("mqtt_sync_logins", "--offline", str(path), *args, stdout=out)
+    return out.getvalue()
+
+
+def test_offline_logins_let_each_device_in_to_its_own_topics_only_and_are_idempotent(
+    own_broker: tuple[mosquitto.Broker, list[subprocess.Popen[bytes]]],
+    org: Org,
+    other_org: Org,
+    device: DeviceActor,
+) -> None:
+    broker, processes = own_broker
+    neighbour = add_device(org.tenant, "dev-2")
+    stranger = add_device(other_org.tenant, "dev-1")  # the same id in another tenant
+    sleeper = add_device(org.tenant, "dev-zz")
+    Device.objects.filter(pk=sleeper.device.pk).update(state="inactive")
+    with pytest.raises(CommandError, match="runs on"):
+        offline_output(broker.dynsec_file)
+    mosquitto.stop(processes[0])
+    before = json.loads(broker.dynsec_file.read_text())
+
+    assert "would change" in offline_output(broker.dynsec_file, "--dry-run")
+    assert json.loads(broker.dynsec_file.read_text()) == before
+    output = offline_output(broker.dynsec_file)
+    assert output.strip().endswith("3 created"), output
+    assert "created: acme/dev-zz" not in output  # an inactive device gets no login
+    written = broker.dynsec_file.read_bytes()
+    assert offline_output(broker.dynsec_file).strip().endswith("nothing to change")
+    assert broker.dynsec_file.read_bytes() == written
+    document = json.loads(written)
+    # The server's own login and role are as they were.
+    for kind, key in (("clients", "username"), ("roles", "rolename")):
+        admin = {entry[key]: entry for entry in before[kind]}
+        assert {entry[key]: entry for entry in document[kind] if entry[key] in admin} == admin
+
+    processes.append(mosquitto.start(broker))
+    server = connect(broker, broker.admin_user, broker.admin_password, "test-server")
+    me = connect(broker, **credentials_as_stored(device))
+    assert isinstance(server, Connection) and isinstance(me, Connection), (server, me)
+    try:
+        assert server.subscribe("dos/#")
+        assert me.subscribe(device_topics.notify("acme", "dev-1"))
+        for topic in ("dos/v1/acme/dev-2/notify", "dos/v1/globex/dev-1/notify", "#"):
+            assert not me.subscribe(topic), topic
+        server.publish(device_topics.notify("acme", "dev-2"), b"for dev-2")
+        server.publish(device_topics.notify("acme", "dev-1"), b"marker 1")
+        assert [payload for _, payload in me.wait_for(b"marker 1")] == [b"marker 1"]
+        me.publish(device_topics.inbox_get("globex", "dev-1"), b"forged")
+        me.publish(device_topics.inbox_get("acme", "dev-1"), b"marker 2")
+        assert [payload for _, payload in server.wait_for(b"marker 2")][-2:] == [b"marker 1", b"marker 2"]
+    finally:
+        me.close()
+        server.close()
+    assert logs_in(broker, credentials_as_stored(neighbour))
+    assert logs_in(broker, credentials_as_stored(stranger))
+    assert not logs_in(broker, credentials_as_stored(sleeper))
+    # Made offline or online, a login is the same: the credentials endpoint and the reconcile on
+    # the running broker find nothing to change.
+    assert credentials(device)["password"] == credentials_as_stored(device)["password"]
+    assert reconcile_output().strip() == "broker logins changed: nothing to change"
+
+
 # --- make run's broker ---------------------------------------------------------------------------
 
 
