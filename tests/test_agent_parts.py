@@ -12,12 +12,14 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dos_agent.backoff import Backoff, retry_after_seconds, throttled_delay
 from dos_agent.config import ConfigError, HandlerSpec, from_mapping, read_file
 from dos_agent.handlers import Handlers, Outcome, command_env, run_shell
 from dos_agent.journal import FINISHED_KEPT, AgentState, Job, Journal, Report
+from dos_agent.mqtt_channel import MqttChannel
 from dos_agent.simulate import percentile
 
 from tests.conftest import ROOT
@@ -183,3 +185,19 @@ def test_the_agent_imports_neither_django_nor_the_project(tmp_path: Path) -> Non
     ).stdout.split()
     assert "dos_agent" in loaded
     assert sorted({"django", "rest_framework", "celery", "tests", *floors} & set(loaded)) == []
+
+
+def test_a_hand_out_answered_after_its_wait_is_still_run() -> None:
+    """The server handed the commands out (Queued to Initiated) even if the reply came after the
+    agent stopped waiting and polled over HTTP: they are run, not left to the redelivery sweep."""
+    late: list[dict[str, Any]] = []
+    channel = MqttChannel(
+        credentials=lambda: None,  # type: ignore[arg-type,return-value]
+        on_notify=lambda _body: None,
+        on_connect=lambda: None,
+        on_late_hand_out=late.append,
+    )
+    reply = {"client_token": "gone", "commands": [COMMAND], "etag": "e", "next_poll_seconds": 3600}
+    channel._dispatch("dos/v1/acme/dev-9/inbox/get/accepted", json.dumps(reply).encode())
+    channel._dispatch("dos/v1/acme/dev-9/commands/12/update/accepted", b'{"client_token": "old"}')
+    assert late == [reply]

@@ -96,8 +96,14 @@ class DeviceAgent:
         self.channel: MqttChannel | None = None
         if config.mqtt:
             self.channel = MqttChannel(
-                api.mqtt_credentials, self._notified, self._mqtt_connected, self._mqtt_lost
+                api.mqtt_credentials,
+                self._notified,
+                self._mqtt_connected,
+                self._mqtt_lost,
+                self._handed_out_late,
             )
+        #: Commands of an inbox/get reply that came after its wait: run at the next cycle.
+        self._late: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._notified_at: float | None = None
@@ -113,6 +119,12 @@ class DeviceAgent:
         if self._notified_at is None:
             self._notified_at = time.monotonic()
         self._wake.set()
+
+    def _handed_out_late(self, reply: dict[str, Any]) -> None:
+        commands = [c for c in reply.get("commands", []) if isinstance(c, dict)]
+        if commands:
+            self._late.extend(commands)
+            self._wake.set()
 
     def _mqtt_connected(self) -> None:
         """A new session may have missed notifies: look at the inbox now."""
@@ -158,6 +170,9 @@ class DeviceAgent:
         self._wake.clear()  # this fetch answers every wake-up so far; a notify during it wakes again
         notified_at, self._notified_at = self._notified_at, None
         started = time.monotonic()
+        late, self._late = self._late, []
+        for command in late:  # handed out by a reply that came too late for its fetch
+            await self.execute(command, notified_at or started)
         commands = None
         by_mqtt, self._again_by_mqtt = notified_at is not None or self._again_by_mqtt, False
         if by_mqtt and self.channel is not None and self.channel.connected.is_set():

@@ -105,11 +105,13 @@ class MqttChannel:
         on_notify: Callable[[dict[str, Any]], None],
         on_connect: Callable[[], None],
         on_lost: Callable[[], None] = lambda: None,
+        on_late_hand_out: Callable[[dict[str, Any]], None] = lambda _reply: None,
     ) -> None:
         self._credentials = credentials
         self._on_notify = on_notify
         self._on_connect = on_connect
         self._on_lost = on_lost
+        self._on_late_hand_out = on_late_hand_out
         self._client: aiomqtt.Client | None = None
         self._login: Login | None = None
         self._waiting: dict[str, asyncio.Future[tuple[str, dict[str, Any]]]] = {}
@@ -184,6 +186,10 @@ class MqttChannel:
         future = self._waiting.get(str(body.get("client_token")))
         if future is not None and not future.done():
             future.set_result((kind, body))
+        elif topic.endswith("/inbox/get/accepted"):
+            # Past the wait (the agent polled over HTTP meanwhile), but the server handed these
+            # commands out all the same: dropped, they would wait for the redelivery sweep.
+            self._on_late_hand_out(body)
 
     async def _request(
         self, topic_tail: str, body: dict[str, Any], timeout: float
