@@ -28,7 +28,7 @@ from tests.agent_process import (
     wait_finished,
 )
 from tests.conftest import CeleryProcesses, Org, _process_env, add_device, gunicorn, wait_until
-from tests.mqtt_helpers import BridgeProcess
+from tests.mqtt_helpers import BridgeProcess, forget_session
 
 pytestmark = pytest.mark.e2e
 
@@ -58,6 +58,9 @@ def served(
             yield Served(url, log, bridge)
     finally:
         bridge.kill()
+        # Its broker session would stay in the share group and take its turn of the next
+        # tests' messages (docs/mqtt-bridge.md).
+        forget_session(mqtt_settings, bridge.client_id)
 
 
 def test_the_agent_gets_a_notify_and_completes_a_command_over_mqtt_only(
