@@ -223,7 +223,7 @@ def test_the_console_goes_on_while_redis_is_down(
     for path in ("/admin/", "/admin/operations/operation/", f"{base}change/", "/admin/inventory/device/"):
         assert console.get(path).status_code == 200, path
     assert console.get(f"{base}progress/").json()["state"] == "DISPATCHED"
-    assert console.post(f"{base}cancel/").status_code == 302
+    assert console.post(f"{base}cancel/", {"confirmed": "yes"}).status_code == 302
     assert console.get(f"{base}progress/").json()["state"] == "CANCELLED"
 
 
