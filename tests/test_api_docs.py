@@ -122,6 +122,7 @@ def test_swagger_groups_endpoints_by_resource_each_described() -> None:
         "Templates",
         "Command statuses",
         "Inbox",
+        "MQTT",
         "Headless",
         "Maintenance",
         "Webhooks",
@@ -130,3 +131,4 @@ def test_swagger_groups_endpoints_by_resource_each_described() -> None:
     assert tags[("/v0/operations/{id}/approve/", "post")] == ["Approvals"]
     assert tags[("/v0/operations/preview/", "post")] == ["Operations"]
     assert tags[("/v2/command-inbox/", "get")] == ["Inbox"]
+    assert tags[("/v2/mqtt-credentials/", "get")] == ["MQTT"]

@@ -253,6 +253,12 @@ RESOURCE_TAGS: list[tuple[str, str, re.Pattern[str]]] = [
         re.compile(r"^/v2/command-inbox/"),
     ),
     (
+        "MQTT",
+        "A device's own broker login for the MQTT channel: push notifies, inbox/get and updates "
+        "over MQTT (docs/mqtt.md).",
+        re.compile(r"^/v2/mqtt-credentials/"),
+    ),
+    (
         "Headless",
         "Headless operations: one named task for one device (firmware_update, backup_configuration, "
         "...), run by the server at a given time through the device's inbox.",
