@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -57,6 +56,7 @@ from bench.support import (
     machine,
     manage,
     percentile,
+    pgbench_tps,
     project_env,
     start_gunicorn,
     start_worker,
@@ -109,25 +109,6 @@ def offline_logins(env: dict[str, str], broker: mosquitto.Broker, process: subpr
     started = time.monotonic()
     manage(env, "mqtt_sync_logins", "--offline", str(broker.dynsec_file))
     return time.monotonic() - started
-
-
-def pgbench_tps(database: Database, seconds: int) -> float:
-    """``pgbench -N -c8 -j2`` on a scratch database of the same server (as ``bench/inbox_load.py``
-    runs it), dropped after."""
-    scratch = Database(database.url + "_pgbench")
-    scratch.recreate()
-    try:
-        subprocess.run(["pgbench", "-i", "-q", "-s", "10", scratch.url], check=True, capture_output=True)
-        done = subprocess.run(
-            ["pgbench", "-N", "-c8", "-j2", f"-T{seconds}", scratch.url],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    finally:
-        scratch.drop()
-    found = re.search(r"tps = ([\d.]+)", done.stdout)
-    return float(found.group(1)) if found else 0.0
 
 
 def raise_open_files(devices: int) -> int:
@@ -328,7 +309,7 @@ def main() -> None:
                 key,
                 args.devices,
                 ready,
-                lambda: pgbench_tps(database, args.pgbench_seconds),
+                lambda: pgbench_tps(database, args.pgbench_seconds, clients=8, threads=2),
                 args.done_timeout,
                 args.connect_timeout,
             )

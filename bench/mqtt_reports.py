@@ -28,7 +28,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.support import ROOT, Database, machine, manage, project_env, stop
+from bench.support import ROOT, Database, machine, manage, pgbench_tps, project_env, stop
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/bench_mqtt"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/9"
@@ -75,24 +74,6 @@ def publish_all(client: mqtt.Client, messages: list[tuple[str, bytes]]) -> float
     for info in sent:
         info.wait_for_publish(120)
     return time.perf_counter() - start
-
-
-def pgbench(db: Database, seconds: float) -> float:
-    """``pgbench -N -c1 -j1`` for ``seconds`` on a scratch database: transactions per second."""
-    scratch = Database(db.url + "_pgbench")
-    scratch.recreate()
-    try:
-        subprocess.run(["pgbench", "-i", "-q", "-s", "10", scratch.url], check=True, capture_output=True)
-        done = subprocess.run(
-            ["pgbench", "-N", "-c1", "-j1", f"-T{max(2, round(seconds))}", scratch.url],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        found = re.search(r"tps = ([\d.]+)", done.stdout)
-        return float(found.group(1)) if found else 0.0
-    finally:
-        scratch.drop()
 
 
 def main() -> None:
@@ -235,7 +216,7 @@ def main() -> None:
                 )
             client.disconnect()
             client.loop_stop()
-            tps = pgbench(db, results[-1][1] and len(commands) / results[-1][1])
+            tps = pgbench_tps(db, results[-1][1] and len(commands) / results[-1][1])
             results.append(("ceiling: pgbench -N -c1 -j1 (single-row write transactions)", tps, ""))
 
         for operation_id in made:

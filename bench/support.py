@@ -5,6 +5,7 @@ would start them, a free port, percentiles and a one-line description of the mac
 from __future__ import annotations
 
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -192,3 +193,22 @@ def revision() -> str:
     dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
     dirty = [path for path in dirty if not path.startswith(("bench/", "docs/", "tests/"))]
     return f"{head}" + (f" + uncommitted changes to {', '.join(dirty)}" if dirty else "")
+
+
+def pgbench_tps(database: Database, seconds: float, clients: int = 1, threads: int = 1) -> float:
+    """``pgbench -N -c<clients> -j<threads>`` for ``seconds`` (at least 2) on a scratch database
+    of ``database``'s server, dropped after: the write ceiling a figure stands beside."""
+    scratch = Database(database.url + "_pgbench")
+    scratch.recreate()
+    try:
+        subprocess.run(["pgbench", "-i", "-q", "-s", "10", scratch.url], check=True, capture_output=True)
+        done = subprocess.run(
+            ["pgbench", "-N", f"-c{clients}", f"-j{threads}", f"-T{max(2, round(seconds))}", scratch.url],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        scratch.drop()
+    found = re.search(r"tps = ([\d.]+)", done.stdout)
+    return float(found.group(1)) if found else 0.0
