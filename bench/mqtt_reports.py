@@ -18,14 +18,13 @@ report committed (read from the database every 20 ms). Beside each figure, in th
   the same time (single-row write transactions on one connection, as one bridge writes).
 
 At the end every operation's counters are compared with ``commands.counting.recount``; a
-difference fails the run. The measurement holds ``/tmp/bench.lock`` (benches never overlap).
+difference fails the run. Run it under ``flock /tmp/bench.lock`` as above, so that benches never
+overlap (the script takes no lock itself: one taken inside would wait forever for that flock).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import os
 import subprocess
@@ -33,7 +32,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +44,6 @@ from bench.support import ROOT, Database, machine, manage, pgbench_tps, project_
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/bench_mqtt"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/9"
-LOCK = "/tmp/bench.lock"
-
-
-@contextlib.contextmanager
-def bench_lock() -> Iterator[None]:
-    with open(LOCK, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def publisher(broker: Any) -> mqtt.Client:
@@ -143,81 +133,79 @@ def main() -> None:
             return CommandStatus.objects.filter(operation_id__in=made, state=state).count()
 
         results: list[tuple[str, float, str]] = []
-        with bench_lock():
-            # The broker's ceiling: the same number of messages on a topic nobody settles.
-            client = publisher(broker)
-            dummy = [
-                (f"dos/v1/bench/nobody{i % 100}/x", b'{"state":"Command Acknowledged"}')
-                for i in range(len(commands))
-            ]
-            broker_seconds = publish_all(client, dummy)
-            results.append(
-                (
-                    "ceiling: Mosquitto takes QoS-1 updates (PUBACK), nobody settling",
-                    len(commands) / broker_seconds,
-                    "",
+        # The broker's ceiling: the same number of messages on a topic nobody settles.
+        client = publisher(broker)
+        dummy = [
+            (f"dos/v1/bench/nobody{i % 100}/x", b'{"state":"Command Acknowledged"}')
+            for i in range(len(commands))
+        ]
+        broker_seconds = publish_all(client, dummy)
+        results.append(
+            (
+                "ceiling: Mosquitto takes QoS-1 updates (PUBACK), nobody settling",
+                len(commands) / broker_seconds,
+                "",
+            )
+        )
+
+        bridge_env = {**env, "MQTT_URL": broker.url, "LOG_LEVEL": "INFO"}
+        for number in range(options.bridges):
+            log = (folder / f"bridge-{number}.log").open("ab")
+            bridges.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        *(
+                            ["-m", "cProfile", "-o", options.profile]
+                            if options.profile and not number
+                            else []
+                        ),
+                        "manage.py",
+                        "mqtt_bridge",
+                        "--client-id",
+                        f"bench-bridge-{number}",
+                        "--batch-size",
+                        str(options.batch_size),
+                        "--batch-ms",
+                        str(options.batch_ms),
+                    ],
+                    cwd=ROOT,
+                    env=bridge_env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                 )
             )
+        deadline = time.monotonic() + 30
+        while (
+            sum(
+                (folder / f"bridge-{n}.log").read_text().count("connected to") for n in range(options.bridges)
+            )
+            < options.bridges
+        ):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the bridges did not connect; see {folder}")
+            time.sleep(0.05)
 
-            bridge_env = {**env, "MQTT_URL": broker.url, "LOG_LEVEL": "INFO"}
-            for number in range(options.bridges):
-                log = (folder / f"bridge-{number}.log").open("ab")
-                bridges.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            *(
-                                ["-m", "cProfile", "-o", options.profile]
-                                if options.profile and not number
-                                else []
-                            ),
-                            "manage.py",
-                            "mqtt_bridge",
-                            "--client-id",
-                            f"bench-bridge-{number}",
-                            "--batch-size",
-                            str(options.batch_size),
-                            "--batch-ms",
-                            str(options.batch_ms),
-                        ],
-                        cwd=ROOT,
-                        env=bridge_env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
+        for state in (CommandState.ACKNOWLEDGED, CommandState.SUCCESS):
+            batch = messages(str(state.label))
+            start = time.perf_counter()
+            publish_all(client, batch)
+            while settled(state) < len(commands):
+                if time.perf_counter() - start > 600:
+                    raise SystemExit(f"not settled after 600 s; see {folder}")
+                time.sleep(0.02)
+            seconds = time.perf_counter() - start
+            results.append(
+                (
+                    f"reports settled through MQTT: {state.label}",
+                    len(commands) / seconds,
+                    f"{seconds:.1f} s",
                 )
-            deadline = time.monotonic() + 30
-            while (
-                sum(
-                    (folder / f"bridge-{n}.log").read_text().count("connected to")
-                    for n in range(options.bridges)
-                )
-                < options.bridges
-            ):
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"the bridges did not connect; see {folder}")
-                time.sleep(0.05)
-
-            for state in (CommandState.ACKNOWLEDGED, CommandState.SUCCESS):
-                batch = messages(str(state.label))
-                start = time.perf_counter()
-                publish_all(client, batch)
-                while settled(state) < len(commands):
-                    if time.perf_counter() - start > 600:
-                        raise SystemExit(f"not settled after 600 s; see {folder}")
-                    time.sleep(0.02)
-                seconds = time.perf_counter() - start
-                results.append(
-                    (
-                        f"reports settled through MQTT: {state.label}",
-                        len(commands) / seconds,
-                        f"{seconds:.1f} s",
-                    )
-                )
-            client.disconnect()
-            client.loop_stop()
-            tps = pgbench_tps(db, results[-1][1] and len(commands) / results[-1][1])
-            results.append(("ceiling: pgbench -N -c1 -j1 (single-row write transactions)", tps, ""))
+            )
+        client.disconnect()
+        client.loop_stop()
+        tps = pgbench_tps(db, results[-1][1] and len(commands) / results[-1][1])
+        results.append(("ceiling: pgbench -N -c1 -j1 (single-row write transactions)", tps, ""))
 
         for operation_id in made:
             operation = Operation.objects.get(pk=operation_id)
