@@ -11,7 +11,8 @@ judged by the HTTP PUT's own rules (the ladder, repeats, retries, ``expected_ver
 ``attempt``, history, events, notifies), the counters of each operation and wave moved once by
 the sum of its reports' deltas. A command reported twice in a batch takes a second statement
 for its second report (rounds), so two updates of one command apply in the order they came.
-Hand-outs run between the runs, in their place. The followers (an operation's state) are told
+Each run of consecutive hand-outs is one statement too (``services.hand_out_many``), between
+the runs of reports, in its place. The followers (an operation's state) are told
 once for the batch (``services.reported_together``): an operation that a thousand reports of
 the batch touched moves on once, not a thousand times. ``tests/test_batch_reports.py`` checks
 that a batch settles every report exactly as the one-report statement of the PUT does.
@@ -138,25 +139,46 @@ def _isolated(request: Request) -> Outcome:
 
 
 def _settle_in_sets(requests: list[Request], reports: list[Report]) -> list[Outcome]:
-    """Each run of consecutive reports in one statement (``services.report_many``), each
-    hand-out between them in its place: the order of the batch is kept."""
+    """Each run of consecutive reports in one statement (``services.report_many``), each run
+    of consecutive hand-outs in one statement (``services.hand_out_many``; a device asking
+    twice, or another ``limit``, starts the next statement): the order of the batch is kept."""
     outcomes: list[Outcome] = []
     run: list[ReportRequest] = []
+    asks: list[HandOutRequest] = []
+    asking: set[int] = set()
 
     def flush() -> None:
         if run:
             inputs = [_report_input(request) for request in run]
             outcomes.extend(_outcome(result) for result in services.report_many(inputs, reports))
             run.clear()
+        if asks:
+            outcomes.extend(_hand_out(asks))
+            asks.clear()
+            asking.clear()
 
     for request in requests:
         if isinstance(request, ReportRequest):
+            if asks:
+                flush()
             run.append(request)
-            continue
-        flush()
-        outcomes.append(_settle_one(request, reports))
+        else:
+            if run or (asks and (asks[0].limit != request.limit or request.device_pk in asking)):
+                flush()
+            asks.append(request)
+            asking.add(request.device_pk)
     flush()
     return outcomes
+
+
+def _hand_out(requests: list[HandOutRequest]) -> list[Outcome]:
+    """Hand-outs of distinct devices, with one ``limit``, in one statement."""
+    asks = [services.HandOutAsk(r.device_pk, r.actor, r.device_id) for r in requests]
+    handed = services.hand_out_many(asks, requests[0].limit, HANDED_OUT)
+    return [
+        Outcome(commands=[command_payload(device=r.device_id, **row) for row in rows], held=held)
+        for r, (rows, held) in zip(requests, handed, strict=True)
+    ]
 
 
 def _report_input(request: ReportRequest) -> services.ReportInput:
@@ -186,10 +208,7 @@ def _outcome(result: services.ReportResult) -> Outcome:
 
 def _settle_one(request: Request, reports: list[Report]) -> Outcome:
     if isinstance(request, HandOutRequest):
-        rows, held = services.hand_out(
-            request.device_pk, request.limit, request.actor, HANDED_OUT, device_ref=request.device_id
-        )
-        return Outcome(commands=[command_payload(device=request.device_id, **row) for row in rows], held=held)
+        return _hand_out([request])[0]
     try:
         command, _ = services.report(
             request.command_id,

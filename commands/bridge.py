@@ -48,6 +48,7 @@ from rest_framework.exceptions import ParseError
 from commands import batches, inbox_cache, notifier, push
 from commands.api.serializers import CommandStatusUpdateSerializer
 from commands.choices import REQUESTABLE_STATES
+from config import mosquitto
 from config.api.exceptions import PayloadTooLarge, first_message
 from config.api.limits import json_field_limit, text_field_limit
 from config.api.parsers import JSONRefused, loads
@@ -147,6 +148,7 @@ class Bridge:
         self.connected = threading.Event()
         self.connection_number = 0
         self._devices: dict[tuple[str, str], tuple[float, KnownDevice | None]] = {}
+        self.presence = push.Presence()
         self.settled_total = 0
         self.batches_total = 0
         client = mqtt.Client(
@@ -156,9 +158,9 @@ class Bridge:
             client.username_pw_set(endpoint.username, endpoint.password)
         if endpoint.tls:
             client.tls_set()
-        # Replies and notifies in flight at once (paho's default is 20); the broker gives the
-        # bridge the same room the other way (max_inflight_messages 1000).
-        client.max_inflight_messages_set(1000)
+        # Replies and notifies in flight at once (paho's default is 20): the same room the
+        # broker gives the bridge the other way (its max_inflight_messages).
+        client.max_inflight_messages_set(mosquitto.MAX_INFLIGHT_MESSAGES)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -316,7 +318,7 @@ class Bridge:
             # and the broker sends the messages again (each then a repeat).
             if message.connection == self.connection_number:
                 self.client.ack(message.mid, message.qos)
-        push.mark_live(touched)
+        self.presence.heard(touched)
         self.settled_total += len(current)
         self.batches_total += 1
         MQTT_BATCH_SIZE.observe(len(current))

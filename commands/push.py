@@ -24,6 +24,7 @@ that commit leaves the rows for the next publisher: at least once.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django.conf import settings
@@ -107,15 +108,42 @@ def live_seconds() -> int:
     return 2 * int(settings.MQTT_SAFETY_POLL_SECONDS) + 60
 
 
-def mark_live(device_pks: set[int]) -> None:
+def mark_live(device_pks: set[int]) -> bool:
     """Record that these devices spoke over MQTT now (one cache round trip for a batch);
-    best effort: without the cache, their HTTP polls keep the normal interval."""
+    best effort: without the cache (False), their HTTP polls keep the normal interval."""
     if not device_pks:
-        return
+        return True
     try:
         cache.set_many({LIVE_KEY.format(device=pk): 1 for pk in device_pks}, timeout=live_seconds())
     except CacheUnavailable:
         degraded("mqtt_presence", "devices heard over MQTT keep the normal HTTP poll interval")
+        return False
+    return True
+
+
+class Presence:
+    """A bridge's memory of the marks it wrote: a device heard again within half of the mark's
+    lifetime is not written again, since its mark outlives the next refresh anyway. A device
+    reporting three times per command and asking for its inbox cost four cache writes per
+    command before; now it costs one per half lifetime (the bench's batches spent 7 % of the
+    bridge's time here)."""
+
+    #: Devices remembered at most; past it the memory starts again (a few extra writes).
+    LIMIT = 200_000
+
+    def __init__(self) -> None:
+        self._fresh_until: dict[int, float] = {}
+
+    def heard(self, device_pks: set[int]) -> None:
+        now = time.monotonic()
+        due = {pk for pk in device_pks if self._fresh_until.get(pk, 0.0) <= now}
+        if not due or not mark_live(due):
+            return
+        if len(self._fresh_until) + len(due) > self.LIMIT:
+            self._fresh_until.clear()
+        fresh_until = now + live_seconds() / 2
+        for pk in due:
+            self._fresh_until[pk] = fresh_until
 
 
 def is_live(device_pk: int) -> bool:

@@ -813,10 +813,6 @@ def _hand_out_event(device_ref: str, previous: str) -> str:
     )
 
 
-#: The device's public id, read by its key, for hand-outs whose caller did not give it.
-_DEVICE_REF = f"(SELECT device_id FROM {Device._meta.db_table} WHERE id = %(device)s)"
-
-
 class _GateSql(NamedTuple):
     """A gate's rule (``commands.followers.HandOutRule``) as parts of the hand-out statement."""
 
@@ -853,6 +849,15 @@ def _gate_sql(alias: str, rule: HandOutRule) -> _GateSql:
     )
 
 
+class HandOutAsk(NamedTuple):
+    """One device asking for its commands (:func:`hand_out_many`): its key, who asks (the
+    history's actor) and its public id when the caller has it (else it is read)."""
+
+    device_pk: int
+    actor: str
+    device_ref: str | None = None
+
+
 def hand_out(
     device_pk: int,
     limit: int,
@@ -861,15 +866,26 @@ def hand_out(
     device_ref: str | None = None,
 ) -> HandedOut:
     """Move up to ``limit`` of the device's queued commands to Initiated (:data:`HAND_OUT`)
-    and return their rows, highest priority first, then oldest.
+    and return their rows, highest priority first, then oldest: :func:`hand_out_many` for
+    one device."""
+    return hand_out_many([HandOutAsk(device_pk, actor, device_ref)], limit, reason)[0]
 
-    One statement: pick with ``FOR UPDATE SKIP LOCKED`` (concurrent polls never hand out a
-    row twice) among the rows the gates let through (``commands.followers.HandOutGate``: an
-    operation paused or stopped, a wave not open), move, count the delivery, write history.
-    It changes no counter of an operation, so no follower runs. A gate may then hold back
-    rows it admitted in SQL (a rate spent meanwhile by another process): those go back to
-    the queue at once, with their history.
+
+def hand_out_many(asks: list[HandOutAsk], limit: int, reason: str) -> list[HandedOut]:
+    """Each device's hand-out (up to ``limit`` of its queued commands moved to Initiated), in
+    the order of ``asks``, each device at most once.
+
+    One statement for all of them (an HTTP poll is one device, a batch of the MQTT bridge's
+    ``inbox/get`` is many: ``commands.batches``): for each device, pick with ``FOR UPDATE SKIP
+    LOCKED`` (concurrent polls never hand out a row twice) among the rows the gates let through
+    (``commands.followers.HandOutGate``: an operation paused or stopped, a wave not open),
+    move, count the delivery, write history and events. It changes no counter of an
+    operation, so no follower runs. A gate may then hold back rows it admitted in SQL (a rate
+    spent meanwhile by another process): those go back to the queue at once, with their
+    history.
     """
+    if len({ask.device_pk for ask in asks}) != len(asks):
+        raise ValueError("a device may ask once per hand-out statement")
     source, target = HAND_OUT
     now = timezone.now()
     table = CommandStatus._meta.db_table
@@ -882,37 +898,42 @@ def hand_out(
     picked_columns = "".join(f", {expression} AS {name}" for expression, name in extra)
     returned = ", ".join(f"cs.{column}" for column in PAYLOAD_COLUMNS)
     returned += "".join(f", picked.{name}" for _expression, name in extra)
-    returned += ", cs.tenant_id AS event_tenant_id"
-    held = " OR ".join(f"({part.held})" for part in parts if part.held)
+    returned += ", cs.tenant_id AS event_tenant_id, cs.device_id AS a_device, picked.a_actor, picked.a_ref"
+    held_rule = " OR ".join(f"({part.held})" for part in parts if part.held)
     params: dict[str, Any] = {
-        "device": device_pk,
+        "devices": [ask.device_pk for ask in asks],
+        "actors": [ask.actor for ask in asks],
+        "refs": [ask.device_ref for ask in asks],
         "source": int(source),
         "target": int(target),
         "limit": limit,
         "now": now,
         "reason": reason,
-        "actor": actor,
-        "device_ref": device_ref,
     }
-    # The inbox gives the device's public id, so its poll reads nothing of the device table.
-    device = "%(device_ref)s::text" if device_ref is not None else _DEVICE_REF
-    event = f", {_hand_out_event(device, '%(source)s')}"
     for part in parts:
         params.update(part.params)
-    result = "SELECT * FROM moved"
-    if held:
-        result = f"""SELECT moved.*, h.held FROM (
-            SELECT EXISTS (
-                SELECT 1 FROM {table} cs {joins}
-                WHERE cs.device_id = %(device)s AND cs.state = %(source)s AND ({held})
-            ) AS held
-        ) h LEFT JOIN moved ON true"""
+    held = "false"
+    if held_rule:
+        held = f"""EXISTS (
+            SELECT 1 FROM {table} cs {joins}
+            WHERE cs.device_id = a.device AND cs.state = %(source)s AND ({held_rule})
+        )"""
+    # The inbox gives the device's public id, so its poll reads nothing of the device table.
+    device_ref = "a.ref"
+    if any(ask.device_ref is None for ask in asks):
+        found_ref = f"(SELECT d.device_id FROM {Device._meta.db_table} d WHERE d.id = a.device)"
+        device_ref = f"COALESCE(a.ref, {found_ref})"
     sql = f"""
-        WITH picked AS (
-            SELECT cs.id{picked_columns} FROM {table} cs {joins}
-            WHERE cs.device_id = %(device)s AND cs.state = %(source)s AND {condition}
-            ORDER BY cs.priority DESC, cs.id LIMIT %(limit)s
-            FOR UPDATE OF cs SKIP LOCKED
+        WITH a AS (
+            SELECT * FROM unnest(%(devices)s::bigint[], %(actors)s::text[], %(refs)s::text[])
+                AS a(device, actor, ref)
+        ), picked AS (
+            SELECT p.*, a.actor AS a_actor, {device_ref} AS a_ref FROM a CROSS JOIN LATERAL (
+                SELECT cs.id{picked_columns} FROM {table} cs {joins}
+                WHERE cs.device_id = a.device AND cs.state = %(source)s AND {condition}
+                ORDER BY cs.priority DESC, cs.id LIMIT %(limit)s
+                FOR UPDATE OF cs SKIP LOCKED
+            ) p
         ), moved AS (
             UPDATE {table} cs SET state = %(target)s, delivered_at = %(now)s,
                 delivery_count = cs.delivery_count + 1, version = cs.version + 1, updated_on = %(now)s
@@ -920,34 +941,57 @@ def hand_out(
             RETURNING {returned}
         ), logged AS (
             INSERT INTO {history} (command_id, from_state, to_state, reason, actor, created_at)
-            SELECT id, %(source)s, %(target)s, %(reason)s, %(actor)s, %(now)s FROM moved
-        ){event}
-        {result}
+            SELECT id, %(source)s, %(target)s, %(reason)s, a_actor, %(now)s FROM moved
+        ), {_hand_out_event("moved.a_ref", "%(source)s")}
+        SELECT a.device, {held} AS held, moved.* FROM a LEFT JOIN moved ON moved.a_device = a.device
     """
-    names = [*PAYLOAD_COLUMNS, *(name for _expression, name in extra), "event_tenant_id"]
+    extras = [name for _expression, name in extra]
+    names = [*PAYLOAD_COLUMNS, *extras, "event_tenant_id", "device", "actor", "ref"]
     with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         found = cursor.fetchall()
-    was_held = bool(held) and bool(found) and bool(found[0][-1])
     width = len(names)
-    rows = [dict(zip(names, row[:width], strict=True)) for row in found if row[0] is not None]
+    by_device: dict[int, list[dict[str, Any]]] = {ask.device_pk: [] for ask in asks}
+    was_held: dict[int, bool] = {}
+    for device, device_held, *values in found:
+        was_held[device] = bool(device_held)
+        if values[0] is not None:
+            by_device[device].append(dict(zip(names, values[:width], strict=True)))
+    rows = [row for ask in asks for row in by_device[ask.device_pk]]
     for gate in gates():
         back = gate.admit(rows) if rows else set()
         if back:
-            _put_back(sorted(back), actor)
+            device_of = {row["id"]: row["device"] for row in rows}
+            actors = {ask.device_pk: ask.actor for ask in asks}
+            for device, ids in _grouped(sorted(back), device_of).items():
+                _put_back(ids, actors[device])
+                was_held[device] = True
             rows = [row for row in rows if row["id"] not in back]
-            was_held = True
     if rows:
         _CHANGED_TO[target].inc(len(rows))
-    for row in rows:  # Django leaves jsonb undecoded on raw cursors
-        for column in ("arguments", "details"):
+    answers: dict[int, list[dict[str, Any]]] = {ask.device_pk: [] for ask in asks}
+    for row in rows:
+        for column in ("arguments", "details"):  # Django leaves jsonb undecoded on raw cursors
             if isinstance(row[column], str):
                 row[column] = json.loads(row[column])
         for _expression, name in extra:
             row.pop(name, None)
-        row.pop("event_tenant_id", None)
-    rows.sort(key=lambda row: (-row["priority"], row["id"]))
-    return HandedOut(rows, was_held)
+        answers[row.pop("device")].append(row)
+        for name in ("event_tenant_id", "actor", "ref"):
+            row.pop(name, None)
+    handed = []
+    for ask in asks:
+        mine = answers[ask.device_pk]
+        mine.sort(key=lambda row: (-row["priority"], row["id"]))
+        handed.append(HandedOut(mine, was_held.get(ask.device_pk, False)))
+    return handed
+
+
+def _grouped(ids: list[int], device_of: dict[int, int]) -> dict[int, list[int]]:
+    groups: dict[int, list[int]] = {}
+    for pk in ids:
+        groups.setdefault(device_of[pk], []).append(pk)
+    return groups
 
 
 #: The reason written when a gate holds back a command it had let a poll pick.

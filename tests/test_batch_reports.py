@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
-from commands import counting, services
+from commands import batches, counting, services
 from commands.choices import CommandState
 from commands.followers import Report
 from commands.models import CommandHistory, CommandStatus
@@ -168,3 +168,51 @@ def test_many_reports_of_one_operation_add_up_in_one_statement(org: Org) -> None
     assert (operation.success_count, operation.failed_count, operation.dispatch_failed_count) == (10, 10, 10)
     assert {name: getattr(operation, name) for name in counting.COUNTERS} == counting.recount(operation.pk)
     assert operation.state == OperationState.FAILURE  # moved on once, by the last report's batch
+
+
+def test_hand_outs_of_many_devices_in_one_statement_give_what_one_poll_each_gives(org: Org) -> None:
+    """``batches.settle`` hands out a run of inbox asks in one statement
+    (``services.hand_out_many``): each device gets its own commands, oldest first, a
+    device asking twice in the batch gets the rest on its second ask, a paused operation's
+    command stays queued, an operation past its rate is held back (and said to be), and every
+    hand-out is in the history under the device that asked."""
+    devices = add_devices(org.tenant, 7)
+    older = dispatched_operation(org.tenant, devices[:4])
+    newer = dispatched_operation(org.tenant, devices[:4], operation_type="PING")
+    paused = dispatched_operation(org.tenant, devices[4:5])
+    Operation.objects.filter(pk=paused.pk).update(state=OperationState.PAUSED)
+    rated = dispatched_operation(org.tenant, devices[5:7], rollout={"max_per_minute": 1})
+
+    def ask(actor: DeviceActor, limit: int = 1) -> batches.HandOutRequest:
+        device = actor.device
+        return batches.HandOutRequest(
+            device.tenant_id, device.pk, device.device_id, f"device:{device.device_id}", limit
+        )
+
+    asks = [ask(devices[0]), ask(devices[1]), ask(devices[0]), ask(devices[2], 10), ask(devices[4])]
+    asks += [ask(devices[5]), ask(devices[6]), ask(devices[3])]
+    statements: list[str] = []
+
+    def seen(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(seen):
+        outcomes = batches.settle(asks)
+
+    # one statement per run of distinct devices with one limit: [0, 1], [0], [2 (10)], [4, 5, 6, 3]
+    assert sum("CROSS JOIN LATERAL" in sql for sql in statements) == 4
+    handed = [[(c["command"], c["request"]) for c in outcome.commands] for outcome in outcomes]
+    first, then = ("REBOOT", str(older.pk)), ("PING", str(newer.pk))
+    assert handed[:5] == [[first], [first], [then], [first, then], []]  # 3rd: device 0's second ask
+    assert handed[7] == [first]
+    assert [outcome.held for outcome in outcomes[:5]] == [False] * 5
+    assert CommandStatus.objects.get(operation=paused).state == C.QUEUED
+    # the rate of 1 a minute: one of the two devices gets its command, the other is held back
+    assert sorted([handed[5], handed[6]]) == [[], [("REBOOT", str(rated.pk))]]
+    assert sorted([outcomes[5].held, outcomes[6].held]) == [False, True]
+    held_back = devices[5] if outcomes[5].held else devices[6]
+    assert CommandStatus.objects.get(operation=rated, device=held_back.device).state == C.QUEUED
+    for actor in [*devices[:4], *devices[5:]]:
+        mine = CommandHistory.objects.filter(command__device=actor.device, to_state=C.INITIATED)
+        assert set(mine.values_list("actor", flat=True)) == {f"device:{actor.device.device_id}"}
