@@ -439,16 +439,14 @@ def _report_round(items: list[ReportInput]) -> dict[int, tuple[CommandStatus, in
     width = len(REPORT_COLUMNS)
     found: dict[int, tuple[CommandStatus, int, bool, dict[str, Any]]] = {}
     for row in sorted(rows, key=lambda row: row[0]):
-        before = dict(zip(REPORT_COLUMNS, row[1 : width + 1], strict=True))
-        device_ref = row[width + 1]
-        after = row[width + 2 : 2 * width + 2]
-        moved = after[0] is not None
-        values = dict(zip(REPORT_COLUMNS, after, strict=True)) if moved else dict(before)
+        position, old, moved = row[0], row[1], row[2]
+        values = dict(zip(REPORT_COLUMNS, row[3 : width + 3], strict=True))
+        device_ref = row[width + 3]
         rows_along: dict[str, Any] = {}
         if returns_along:
             raw = row[-1]
             rows_along = json.loads(raw) if isinstance(raw, str | bytes) else raw
-        found[row[0]] = (_row_to_command(values, device_ref), before["state"], moved, rows_along)
+        found[position] = (_row_to_command(values, device_ref), old, moved, rows_along)
     return found
 
 
@@ -495,8 +493,8 @@ def _report_many_sql(
     if notify:
         queued = f"SELECT device_id AS device_pk, tenant_id FROM moved WHERE moved.state = {int(C.QUEUED)}"
         ctes += f", notified AS ({push.upsert_sql(queued)})"
-    before = ", ".join(f"cur.{c}" for c in REPORT_COLUMNS)
-    after = ", ".join(f"moved.{c}" for c in REPORT_COLUMNS)
+    # The row as it is now (moved, or as it was): one set of columns to read back, not both.
+    as_now = ", ".join(f"CASE WHEN moved.id IS NULL THEN cur.{c} ELSE moved.{c} END" for c in REPORT_COLUMNS)
     sql = f"""
         WITH i AS (
             SELECT * FROM unnest(
@@ -529,7 +527,7 @@ def _report_many_sql(
             SELECT id, cur.state, moved.state, moved.reason, cur.i_actor, %(now)s
             FROM moved JOIN cur USING (id)
         ), {_REPORT_EVENT}{ctes}
-        SELECT cur.i_ord, {before}, cur.device_ref, {after}{returned}
+        SELECT cur.i_ord, cur.state, moved.id IS NOT NULL, {as_now}, cur.device_ref{returned}
         FROM cur LEFT JOIN moved ON moved.id = cur.id
     """
     return sql, bool(returned)
