@@ -294,7 +294,6 @@ class Bridge:
         devices = self._until_done(lambda: self._known_devices(current), len(current))
         if devices is None:
             return  # stopping while the database is away: nothing acknowledged
-        generations: dict[int, tuple[int, int] | None] = {}
         for message in current:
             handled = self._parse_safely(message, devices)
             if isinstance(handled, Reply):
@@ -302,10 +301,11 @@ class Bridge:
             elif handled is not None:
                 request, device, token = handled
                 touched.add(device.device_pk)
-                if isinstance(request, batches.HandOutRequest):
-                    generations[device.device_pk] = self._generations(device)
                 answered.append((len(requests), request, device, token))
                 requests.append(request)
+        generations = self._generations(
+            [device for _, request, device, _ in answered if isinstance(request, batches.HandOutRequest)]
+        )
         outcomes = self._until_done(lambda: batches.settle(requests), len(requests)) if requests else []
         if outcomes is None:
             return  # the database is away: nothing acknowledged, the broker sends them again
@@ -503,12 +503,17 @@ class Bridge:
             MQTT_DROPPED.labels("server_error").inc()
             return None
 
-    def _generations(self, device: KnownDevice) -> tuple[int, int] | None:
-        """Read before the hand-out, as the HTTP inbox reads them for its empty ETag."""
+    def _generations(self, devices: list[KnownDevice]) -> dict[int, tuple[int, int] | None]:
+        """The inbox generations of the devices asking for their inbox, by device key: read
+        before the hand-out (one cache round trip for the batch), as the HTTP inbox reads them
+        for its empty ETag; None for each without the cache."""
+        if not devices:
+            return {}
         try:
-            return inbox_cache.generations(device.tenant_id, device.device_pk)
+            found = inbox_cache.generations_many([(d.tenant_id, d.device_pk) for d in devices])
         except CacheUnavailable:
-            return None
+            return {device.device_pk: None for device in devices}
+        return {device.device_pk: found[(device.tenant_id, device.device_pk)] for device in devices}
 
 
 def _reply(

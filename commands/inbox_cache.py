@@ -80,9 +80,15 @@ def as_generations(values: list[object]) -> tuple[int, int]:
 
 
 def generations(tenant_id: int, device_pk: int) -> tuple[int, int]:
-    keys = generation_keys(tenant_id, device_pk)
-    values = cache.get_many(keys)
-    return as_generations([values.get(key) for key in keys])
+    return generations_many([(tenant_id, device_pk)])[(tenant_id, device_pk)]
+
+
+def generations_many(devices: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[int, int]]:
+    """:func:`generations` of many ``(tenant, device)`` pairs in one round trip (the MQTT
+    bridge's batch of ``inbox/get``)."""
+    keys = {pair: generation_keys(*pair) for pair in devices}
+    values = cache.get_many([key for pair_keys in keys.values() for key in pair_keys])
+    return {pair: as_generations([values.get(key) for key in pair_keys]) for pair, pair_keys in keys.items()}
 
 
 def _checksum(body: str) -> str:
