@@ -431,7 +431,7 @@ class Bench:
         ceilings, results = [], []
         for _ in range(self.options.rounds):
             ceilings.append(ceiling())
-            results.append(measure() if measure is not ceiling else ceilings[-1])
+            results.append(ceilings[-1] if measure == ceiling else measure())  # bound methods: ==, not is
         merged: dict[str, Any] = {
             "rps": statistics.median(r["rps"] for r in results),
             "p50": statistics.median(r.get("p50", 0.0) for r in results),
