@@ -103,7 +103,7 @@ PGBENCH = "pgbench -N"
 @dataclass(frozen=True)
 class Goal:
     """Issue 28's goal for one row: at least ``rps`` requests/s, at least ``ratio`` of its ceiling,
-    a p99 (the median of the rounds') of at most ``p99_ms`` with wrk's 32 connections."""
+    a p99 (the median of the rounds') of at most ``p99_ms`` at wrk's connections (32, the default)."""
 
     rps: float = 0.0
     ratio: float = 0.0
@@ -512,7 +512,11 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
     parser.add_argument("--threads", type=int, default=2, help="wrk -t")
     parser.add_argument("--connections", type=int, default=32, help="wrk -c")
-    parser.add_argument("--config", action="append", help=f"gunicorn options (default: {DEFAULT_CONFIGS})")
+    parser.add_argument(
+        "--config",
+        action="append",
+        help=f"gunicorn options, or granian and its options (default: {DEFAULT_CONFIGS})",
+    )
     parser.add_argument("--operations", type=int, default=4, help="operations fanned out for hand-outs")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each path, each after its ceiling")
     parser.add_argument("--database-url", default=DEFAULT_DB)
