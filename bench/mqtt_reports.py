@@ -14,8 +14,9 @@ report committed (read from the database every 20 ms). Beside each figure, in th
 
 - the broker's ceiling: the same messages published and acknowledged by Mosquitto with
   nobody settling them (the publisher and the broker alone);
-- the database's ceiling: ``pgbench -N -c1 -j1`` on a scratch database of the same server for
-  the same time (single-row write transactions on one connection, as one bridge writes).
+- the database's ceiling: ``pgbench -N -c<bridges> -j<bridges>`` on a scratch database of the
+  same server for the same time (single-row write transactions on one connection per bridge, as
+  each bridge writes on one).
 
 At the end every operation's counters are compared with ``commands.counting.recount``; a
 difference fails the run. Run it under ``flock /tmp/bench.lock`` as above, so that benches never
@@ -204,8 +205,12 @@ def main() -> None:
             )
         client.disconnect()
         client.loop_stop()
-        tps = pgbench_tps(db, results[-1][1] and len(commands) / results[-1][1])
-        results.append(("ceiling: pgbench -N -c1 -j1 (single-row write transactions)", tps, ""))
+        # One connection per bridge: each bridge writes on one.
+        clients = options.bridges
+        tps = pgbench_tps(db, len(commands) / results[-1][1], clients, clients)
+        results.append(
+            (f"ceiling: pgbench -N -c{clients} -j{clients} (single-row write transactions)", tps, "")
+        )
 
         for operation_id in made:
             operation = Operation.objects.get(pk=operation_id)
