@@ -516,6 +516,42 @@ class Bridge:
         return {device.device_pk: found[(device.tenant_id, device.device_pk)] for device in devices}
 
 
+def retire(url: str, client_id: str, timeout: float = 10.0) -> bool:
+    """End the broker session of the bridge ``client_id`` for good (``manage.py mqtt_bridge
+    --retire``): connect under its id with a clean start and no session expiry, and leave.
+
+    A bridge taken away for good leaves its session in the share group: the broker keeps
+    handing it its turn of the devices' messages, queued until the session expires (a day),
+    so those devices wait that long for their answers. Retiring it lets the group's other
+    members take every message at once. Its unacknowledged messages go with the session (the
+    devices send them again: the agent retries a report that got no answer). Stop the bridge
+    first: a running one would be thrown off, and reconnect with a new session.
+    Returns whether the broker accepted the connection (the session is then gone)."""
+    endpoint = Endpoint.parse(url)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    if endpoint.username:
+        client.username_pw_set(endpoint.username, endpoint.password)
+    if endpoint.tls:
+        client.tls_set()
+    accepted = threading.Event()
+    answered = threading.Event()
+
+    def on_connect(_client: mqtt.Client, _data: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if not reason.is_failure:
+            accepted.set()
+        answered.set()
+
+    client.on_connect = on_connect
+    client.connect(endpoint.host, endpoint.port, clean_start=True)  # no expiry: gone at disconnect
+    client.loop_start()
+    try:
+        answered.wait(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return accepted.is_set()
+
+
 def _reply(
     request: batches.Request,
     device: KnownDevice,

@@ -21,6 +21,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from commands.bridge import retire
 from config.mosquitto import Broker
 from inventory import device_topics
 from tests.conftest import ROOT, _process_env, kill_group
@@ -65,15 +66,10 @@ class BridgeProcess:
 
 
 def forget_session(broker: Broker, client_id: str) -> None:
-    """End a bridge's persistent session on the broker. A session left behind stays in the
-    share group and keeps taking its turn of the next test's messages (docs/mqtt-bridge.md)."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    client.username_pw_set(broker.admin_user, broker.admin_password)
-    client.connect(broker.host, broker.port, clean_start=True)  # no session expiry: gone at disconnect
-    client.loop_start()
-    time.sleep(0.2)
-    client.disconnect()
-    client.loop_stop()
+    """End a bridge's persistent session on the broker (``commands.bridge.retire``). A session
+    left behind stays in the share group and keeps taking its turn of the next test's messages
+    (docs/mqtt-bridge.md)."""
+    assert retire(broker.url, client_id), f"the broker refused {client_id}"
 
 
 class MqttDevice:

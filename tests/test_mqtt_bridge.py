@@ -8,6 +8,8 @@ can be killed; the test device publishes with the server's admin login.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from config.mosquitto import Broker
 from operations.choices import OperationState
 from operations.models import Operation
 from tests.command_factories import dispatched_operation
-from tests.conftest import CeleryProcesses, Org, add_device, add_devices, wait_until
+from tests.conftest import ROOT, CeleryProcesses, Org, _process_env, add_device, add_devices, wait_until
 from tests.mqtt_helpers import BridgeProcess, forget_session, mqtt_device, publish_all, report_messages
 
 C = CommandState
@@ -352,6 +354,35 @@ def test_two_bridges_share_the_load_and_the_totals_stay_exact(
     assert all(count > 0 for count in handled), handled
     assert sum(handled) == 2000
     assert_each_settled_once(operations, commands)
+
+
+def test_a_retired_bridge_leaves_its_share_to_the_others(
+    org: Org, mqtt_settings: Broker, bridges: list[BridgeProcess], tmp_path: Path
+) -> None:
+    # given two bridges, one then taken away for good: its session stays in the share group
+    _operations, commands = many_commands(org, devices=100, operations=1)
+    gone = start_bridge(bridges, mqtt_settings, tmp_path, "bridge-gone", "--no-notifies")
+    stays = start_bridge(bridges, mqtt_settings, tmp_path, "bridge-stays")
+    gone.kill(signal.SIGTERM)
+    assert gone.proc.returncode == 0, gone.text()
+
+    # when the operator retires it
+    retired = subprocess.run(
+        [sys.executable, "manage.py", "mqtt_bridge", "--client-id", gone.client_id, "--retire"],
+        cwd=ROOT,
+        env=_process_env() | {"MQTT_URL": mqtt_settings.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    # then every message goes to the bridge that stays (none waits for the retired session)
+    assert retired.returncode == 0, retired.stderr
+    assert f"the broker session of {gone.client_id} is ended" in retired.stdout
+    acknowledged = CommandStatus.objects.filter(state=C.ACKNOWLEDGED)
+    publish_all(mqtt_settings, report_messages("acme", commands, SETTLE_STATES[:1]))
+    wait_until(lambda: acknowledged.count() == len(commands), timeout=60, what="every acknowledgement")
+    assert stays.alive()
 
 
 def test_the_bridge_reconnects_when_the_broker_comes_back(

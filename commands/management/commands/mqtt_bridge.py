@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from commands.bridge import Bridge
+from commands.bridge import Bridge, retire
 
 
 class Command(BaseCommand):
@@ -30,10 +30,23 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-notifies", action="store_true", help="Do not publish the push outbox (another bridge does)."
         )
+        parser.add_argument(
+            "--retire",
+            action="store_true",
+            help=(
+                "End the broker session of --client-id for good and exit, for a bridge taken away "
+                "(stop it first): its share of the devices' messages goes to the other bridges."
+            ),
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.MQTT_URL:
             raise CommandError("MQTT_URL is not set: there is no broker to bridge")
+        if options["retire"]:
+            if not retire(settings.MQTT_URL, options["client_id"]):
+                raise CommandError(f"the broker did not accept {options['client_id']}: session not ended")
+            self.stdout.write(f"the broker session of {options['client_id']} is ended")
+            return
         if options["batch_size"] < 1 or options["batch_ms"] < 1:
             raise CommandError("--batch-size and --batch-ms must be at least 1")
         bridge = Bridge(
