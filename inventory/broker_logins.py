@@ -35,6 +35,7 @@ is the truth and the plugin a copy:
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -47,10 +48,12 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
 from config import mosquitto
+from config.errors import CacheUnavailable
 from config.locks import LockSpace, LockTimeout, advisory_lock
 from inventory import device_topics, dynsec
 from inventory.dynsec import BrokerUnavailable
@@ -384,12 +387,68 @@ def _one_change_at_a_time() -> Iterator[None]:
         raise BrokerUnavailable(f"another change of the broker's logins is under way: {error}") from None
 
 
+# --- what the broker is known to hold ---------------------------------------------------------
+#
+# A credentials request that found the device's login in step on the broker remembers so in the
+# cache (the stamp of its password): the next request for that login answers from the memo,
+# without the broker round trip and the lock that serialises every change of the logins (about
+# 35 devices a second at best, one after the other: a fleet connecting for the first time, or
+# again after a rotation of many tokens, waited minutes). Any change that may touch a login
+# (``sync``: deletion, deactivation, rename, rotation, revocation; ``reconcile`` repairing
+# drift) forgets its memo first, and a rotated token gives another password, so another stamp:
+# the memo is only ever trusted for the very password the broker was seen to hold. A broker
+# that lost its logins behind the server's back (a file restored) is repaired by the periodic
+# reconcile, which forgets what it changes; the memo lapses after :data:`MEMO_SECONDS` anyway.
+
+MEMO_KEY = "mqtt:login:{username}"
+MEMO_SECONDS = 3600
+
+
+def _remember(logins: Iterable[Wanted]) -> None:
+    held_now = {MEMO_KEY.format(username=w.username): stamp(w.password) for w in logins if w.active}
+    if held_now:
+        with contextlib.suppress(CacheUnavailable):  # then the next request asks the broker
+            cache.set_many(held_now, timeout=MEMO_SECONDS)
+
+
+def _forget(usernames: Iterable[str]) -> None:
+    keys = [MEMO_KEY.format(username=name) for name in usernames]
+    if keys:
+        try:
+            cache.delete_many(keys)
+        except CacheUnavailable:
+            logger.warning("broker login memos not forgotten (cache unavailable): %d", len(keys))
+
+
+def known(device: Device, tenant_slug: str) -> Wanted | None:
+    """The device's login when the broker was last seen holding it with its current password
+    (see above); None when that is not known (then :func:`issue`)."""
+    login = _wanted(
+        {
+            "pk": device.pk,
+            "device_id": device.device_id,
+            "tenant__slug": tenant_slug,
+            "token_hash": device.token_hash,
+            "state": device.state,
+            "token_revoked": device.token_revoked,
+        }
+    )
+    if not login.active:
+        return None
+    try:
+        remembered = cache.get(MEMO_KEY.format(username=login.username))
+    except CacheUnavailable:
+        return None
+    return login if remembered == stamp(login.password) else None
+
+
 def sync(usernames: Sequence[str]) -> Change:
     """Bring the logins of ``usernames`` in step with their devices: delete those of gone
     devices, disable those of inactive devices or revoked tokens, change stale passwords.
     Idempotent. Raises :class:`BrokerUnavailable` while the broker is down."""
     if not enabled() or not usernames:
         return Change()
+    _forget(usernames)
     with _one_change_at_a_time(), dynsec.connect(_url()) as control:
         have = held(control, [name for name in usernames if is_device_login(name)])
         want = wanted(usernames)  # after the broker's state: see _one_change_at_a_time
@@ -412,6 +471,8 @@ def issue(device: Device, tenant_slug: str) -> Wanted:
         commands, _ = plan(want, have, [name])
         if commands:
             _check(control.run(commands))
+        if name in want:  # in step now, as read under the lock
+            _remember([want[name]])
     if name not in want:  # deleted meanwhile: the sync queued by its deletion removes the login
         raise Device.DoesNotExist(name)
     return want[name]
@@ -432,10 +493,15 @@ def reconcile(dry_run: bool = False, passwords: bool = False) -> Change:
         want = wanted()
         commands, change = plan(want, have, set(want) | set(have), passwords=passwords)
         if commands and not dry_run:
+            _forget(_touched(change))
             _check(control.run(commands))
     if change and not dry_run:
         logger.info("broker logins reconciled: %s", change.summary())
     return change
+
+
+def _touched(change: Change) -> list[str]:
+    return [*change.created, *change.updated, *change.disabled, *change.enabled, *change.deleted]
 
 
 class BrokerRunning(Exception):
@@ -454,8 +520,9 @@ def provision_offline(path: Path, dry_run: bool = False, force: bool = False) ->
     ``dynsec.apply_offline``, with the password hashed as the plugin hashes it, so a login
     made here cannot be told from one made on the running broker. Unlike the online path, every
     active device gets a login now (a :class:`BrokerLogin` row), not on its first
-    ``GET /v2/mqtt-credentials/``. The server's own login, its role and any login made by hand
-    are left alone. Idempotent: a second run changes nothing and leaves the file as it is.
+    ``GET /v2/mqtt-credentials/``, and the logins are remembered as held (:func:`known`), so
+    the fleet's first credentials requests answer without asking the broker one by one. The
+    server's own login, its role and any login made by hand are left alone. Idempotent: a second run changes nothing and leaves the file as it is.
 
     Raises :class:`BrokerRunning` when a broker on this machine loads the file (its next
     change would write back what it holds in memory over this one), unless ``force``."""
@@ -490,6 +557,8 @@ def provision_offline(path: Path, dry_run: bool = False, force: bool = False) ->
         _check(dynsec.apply_offline(document, commands))
         _write(path, document)
         logger.info("broker logins written to %s: %s", path, change.summary())
+    if not dry_run:  # the broker started on this file holds these: no device need ask it
+        _remember(want.values())
     return change
 
 

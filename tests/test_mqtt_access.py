@@ -180,6 +180,29 @@ def test_asking_again_gives_the_same_password_and_a_rotated_token_a_new_one(
     assert not logs_in(mqtt_settings, first)  # the new password replaced it on the broker at once
 
 
+def test_a_login_seen_in_step_is_answered_without_the_broker_but_a_new_password_is_not(
+    own_broker: tuple[mosquitto.Broker, list[subprocess.Popen[bytes]]], org: Org, device: DeviceActor
+) -> None:
+    # given a device whose login the broker was seen to hold
+    broker, processes = own_broker
+    first = credentials(device)
+    assert logs_in(broker, first)
+
+    # when the broker is away, asking again answers from what the server knows
+    mosquitto.stop(processes.pop())
+    assert credentials(device) == first
+
+    # but a rotated token's new password must be made on the broker first: 503 until it is back
+    rotated = org.admin.post(f"/v0/devices/{device.device.device_id}/rotate-token/")
+    device.api = Api(rotated.json()["content"]["token"])
+    response = device.api.get(CREDENTIALS, {"device_id": device.device.device_id})
+    assert response.status_code == 503, response.content
+    processes.append(mosquitto.start(broker))
+    second = credentials(device)
+    assert second["password"] != first["password"]
+    assert logs_in(broker, second)
+
+
 def test_the_device_url_setting_is_what_devices_are_told(
     mqtt_settings: mosquitto.Broker, settings: Any, device: DeviceActor
 ) -> None:

@@ -126,7 +126,9 @@ class MqttCredentialsView(TenantAPIView):
         if device.state != DeviceState.ACTIVE:
             raise PermissionDenied("The device is inactive: it has no broker login.", code="device_inactive")
         try:
-            login = broker_logins.issue(device, device.tenant.slug)
+            login = broker_logins.known(device, device.tenant.slug) or broker_logins.issue(
+                device, device.tenant.slug
+            )
         except broker_logins.BrokerUnavailable as error:
             logger.warning("broker login of %s not made: %s", device.device_id, error)
             down = BrokerDown()
