@@ -21,6 +21,9 @@ fleet (each device fetches its credentials, connects and subscribes). Then it me
   clients), after every session is up minus before, divided by N;
 - **notify**: from the operation's POST to each device's notify (p50, p99, last);
 - **done**: from the POST to each command's SUCCESS accepted (p50, p99) and to the last one;
+- **CPUs used**: from the POST to the end, the CPU each part of the run kept busy (this
+  process, the simulated fleet; the bridge; the broker; gunicorn; the worker; PostgreSQL's
+  backends of the run's database), from ``/proc``: which part the run waited for;
 - **pgbench**: ``pgbench -N`` tps on a scratch database of the same PostgreSQL, run once the
   operation is done, the fleet still connected (the figures above beside what the database
   does on this box at that moment).
@@ -70,6 +73,47 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+#: Parts of the stack by what their command line holds (this process's descendants), for the CPU
+#: each used during the operation: which one the run waited for.
+PARTS = (("mqtt_bridge", "bridge"), ("mosquitto", "broker"), ("gunicorn", "web"), ("celery", "worker"))
+
+
+def cpu_seconds(database_name: str) -> dict[str, float]:
+    """CPU seconds (user and system) used so far by each part of the run: this process (the
+    simulated fleet), its descendants by :data:`PARTS`, and PostgreSQL's backends of the run's
+    database."""
+    tick = os.sysconf("SC_CLK_TCK")
+    rows: dict[int, tuple[int, str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        rows[int(entry.name)] = (int(fields[1]), command, (int(fields[11]) + int(fields[12])) / tick)
+    mine = {os.getpid()}
+    grew = True
+    while grew:
+        grew = False
+        for pid, (parent, _command, _cpu) in rows.items():
+            if parent in mine and pid not in mine:
+                mine.add(pid)
+                grew = True
+    used: dict[str, float] = {"fleet (this process)": rows.get(os.getpid(), (0, "", 0.0))[2]}
+    for pid, (_parent, command, cpu) in rows.items():
+        part = None
+        if command.startswith("postgres:") and f" {database_name} " in command:
+            part = "postgresql"
+        elif pid in mine and pid != os.getpid():
+            part = next((name for needle, name in PARTS if needle in command), "other")
+        if part:
+            used[part] = used.get(part, 0.0) + cpu
+    return used
 
 
 def start_bridge(env: dict[str, str], log: Path, name: str) -> subprocess.Popen[bytes]:
@@ -154,6 +198,7 @@ async def measure(
     pgbench: Callable[[], float],
     done_timeout: float,
     connect_timeout: float,
+    database_name: str,
 ) -> dict[str, object]:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
@@ -185,6 +230,7 @@ async def measure(
         await asyncio.sleep(2)  # the first inbox/get of each new session settles
         broker_after, own_after = rss_kib(stack.broker_pid), rss_kib(os.getpid())
 
+        cpu_before = cpu_seconds(database_name)
         posted = time.monotonic()
         answer = await client.post(
             f"{url}/v0/operations/",
@@ -208,6 +254,7 @@ async def measure(
             if agent.channel is not None and any(t >= posted for t in agent.channel.notify_times)
         ]
         last_done = fleet.summary.last_done
+        cpu_after, wall = cpu_seconds(database_name), time.monotonic() - posted
         tps = await asyncio.to_thread(pgbench)
         figures = await fleet.stop()
     return {
@@ -224,6 +271,12 @@ async def measure(
         "creation_to_last_success_seconds": round(last_done - posted, 2),
         "answer_to_last_success_seconds": round(last_done - answered, 2),
         "pgbench_n_tps": round(tps),
+        # CPUs each part kept busy from the POST to the end (2.0 = two whole CPUs)
+        "cpus_used_post_to_end": {
+            part: round((cpu_after.get(part, 0.0) - cpu_before.get(part, 0.0)) / wall, 2)
+            for part in sorted(cpu_after)
+        },
+        "post_to_end_seconds": round(wall, 1),
         "load_average": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "fleet": figures,
     }
@@ -312,6 +365,7 @@ def main() -> None:
                 lambda: pgbench_tps(database, args.pgbench_seconds, clients=8, threads=2),
                 args.done_timeout,
                 args.connect_timeout,
+                database.name,
             )
         )
         print(json.dumps(figures, indent=2), flush=True)
