@@ -17,8 +17,10 @@ fleet (each device fetches its credentials, connects and subscribes). Then it me
   first, in one reconcile on the running broker, ``--offline-logins`` in one write of the
   plugin's file while the broker is stopped (``manage.py mqtt_sync_logins --offline``), and
   says how long that took);
-- **memory per MQTT session**: the broker's resident memory, and this process's (the N
-  clients), after every session is up minus before, divided by N;
+- **memory per MQTT session**: the broker's resident memory, its own count of its heap
+  (``$SYS/broker/heap/current``: the resident memory does not grow when the sessions fit in
+  room left by reading the logins' file), and this process's (the N clients), after every
+  session is up minus before, divided by N;
 - **notify**: from the operation's POST to each device's notify (p50, p99, last);
 - **done**: from the POST to each command's SUCCESS accepted (p50, p99) and to the last one;
 - **CPUs used**: from the POST to the end, the CPU each part of the run kept busy (this
@@ -38,6 +40,7 @@ import argparse
 import asyncio
 import json
 import os
+import queue
 import resource
 import subprocess
 import sys
@@ -48,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import paho.mqtt.client as mqtt
 from dos_agent.simulate import Fleet, SimulateOptions, make_devices
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -114,6 +118,32 @@ def cpu_seconds(database_name: str) -> dict[str, float]:
         if part:
             used[part] = used.get(part, 0.0) + cpu
     return used
+
+
+def broker_heap(broker: mosquitto.Broker, timeout: float = 25.0) -> int | None:
+    """The bytes Mosquitto has allocated (``$SYS/broker/heap/current``, its own count), as it
+    publishes them next (every ``sys_interval``, 10 s; the retained value may be older). The
+    resident memory cannot tell the sessions' memory apart: after reading a large
+    dynamic-security file the broker's heap has room that the sessions then take without growing."""
+    values: queue.Queue[int] = queue.Queue()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(broker.admin_user, broker.admin_password)
+
+    def on_message(_client: mqtt.Client, _data: object, message: mqtt.MQTTMessage) -> None:
+        if not message.retain:
+            values.put(int(message.payload))
+
+    client.on_message = on_message
+    client.connect(broker.host, broker.port)
+    client.subscribe("$SYS/broker/heap/current")
+    client.loop_start()
+    try:
+        return values.get(timeout=timeout)
+    except queue.Empty:
+        return None
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def start_bridge(env: dict[str, str], log: Path, name: str) -> subprocess.Popen[bytes]:
@@ -188,6 +218,7 @@ class Ready:
 
     broker_pid: int
     logins_seconds: float | None
+    broker: mosquitto.Broker
 
 
 async def measure(
@@ -215,6 +246,7 @@ async def measure(
         )
         fleet = Fleet(options, client)
         broker_before, own_before = rss_kib(stack.broker_pid), rss_kib(os.getpid())
+        heap_before = await asyncio.to_thread(broker_heap, stack.broker)
         fleet.start()
         last_report = 0.0
         while (sessions := fleet.mqtt_sessions()) < devices:
@@ -229,6 +261,7 @@ async def measure(
         connected = time.monotonic() - fleet.started
         await asyncio.sleep(2)  # the first inbox/get of each new session settles
         broker_after, own_after = rss_kib(stack.broker_pid), rss_kib(os.getpid())
+        heap_after = await asyncio.to_thread(broker_heap, stack.broker)
 
         cpu_before = cpu_seconds(database_name)
         posted = time.monotonic()
@@ -263,6 +296,9 @@ async def measure(
         "logins_first_seconds": None if stack.logins_seconds is None else round(stack.logins_seconds, 2),
         "connect_all_seconds": round(connected, 2),
         "broker_kib_per_session": round((broker_after - broker_before) / devices, 2),
+        "broker_heap_kib_per_session": (
+            round((heap_after - heap_before) / 1024 / devices, 2) if heap_after and heap_before else None
+        ),
         "broker_rss_mib": round(broker_after / 1024, 1),
         "clients_kib_per_session": round((own_after - own_before) / devices, 2),
         "post_answer_seconds": round(answered - posted, 2),
@@ -342,7 +378,7 @@ def main() -> None:
             brokers.append(mosquitto.start(broker, timeout=120))  # it reads every login first
         for number in range(args.bridges):
             processes.append(start_bridge(env, work / f"bridge-{number}.log", f"bench-bridge-{number}"))
-        return Ready(brokers[-1].pid, logins_seconds)
+        return Ready(brokers[-1].pid, logins_seconds, broker)
 
     try:
         manage(env, "migrate", "--noinput", "-v0")
