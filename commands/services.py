@@ -950,6 +950,8 @@ def hand_out(
     return HandedOut(rows, was_held)
 
 
+#: The reason written when a device's poll (HTTP or MQTT, ``commands.batches``) hands a command out.
+HANDED_OUT = "handed out to the device"
 #: The reason written when a gate holds back a command it had let a poll pick.
 HELD_BACK = "held back by its operation's rate; back in the queue"
 
