@@ -81,6 +81,4 @@ def routed(full: WSGIApp) -> WSGIApp:
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         return (lean if serves(environ) else full)(environ, start_response)
 
-    application.lean = lean  # type: ignore[attr-defined]  # for the tests and benches
-    application.full = full  # type: ignore[attr-defined]
     return application
