@@ -113,11 +113,11 @@ class GroupCommit:
                     break
                 logger.warning("a batch of %d device requests settled again: %s", len(batch), failed)
         for index, waiter in enumerate(batch):
-            waiter.done = True
             if error is None:
                 waiter.outcome = outcomes[index]
             else:
                 waiter.error = error
+            waiter.done = True  # last: a waiter that sees it done finds its answer there
 
     @staticmethod
     def _result(waiter: _Waiter) -> Outcome:
