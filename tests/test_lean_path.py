@@ -12,6 +12,7 @@ the tenant and device), the request id echoed, the log line, the metrics.
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import re
 import threading
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.handlers.wsgi import WSGIHandler
 
 from commands import counting
 from commands.api.device_urls import serves
@@ -267,6 +269,46 @@ def test_the_router_sends_only_the_devices_requests_to_the_lean_handler() -> Non
     assert not serves({**put, "HTTP_AUTHORIZATION": token, "REQUEST_METHOD": "GET"})
     assert not serves({**put, "HTTP_AUTHORIZATION": token, "PATH_INFO": "/commands/v0/status/7"})
     assert not serves({"REQUEST_METHOD": "POST", "PATH_INFO": "/v2/command-inbox/"})
+
+
+def test_config_wsgi_answers_the_devices_requests_by_the_lean_handler() -> None:
+    """``config.wsgi.application`` (what gunicorn and granian serve): a device's inbox GET is
+    answered by the :class:`~config.lean.DeviceHandler`, a POST there by the full handler
+    (Django says which handler started a request), each with its usual answer."""
+    from django.core.signals import request_started
+
+    from config.lean import DeviceHandler
+    from config.wsgi import application
+
+    handlers: list[type] = []
+
+    def started(sender: type, **_: Any) -> None:
+        handlers.append(sender)
+
+    def answer(method: str) -> str:
+        environ = {
+            "REQUEST_METHOD": method,
+            "PATH_INFO": "/v2/command-inbox/",
+            "QUERY_STRING": "device_id=dev-x",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "80",
+            "wsgi.input": io.BytesIO(b""),
+            "wsgi.url_scheme": "http",
+        }
+        status: list[str] = []
+        response = application(environ, lambda line, headers: status.append(line))
+        getattr(response, "close", lambda: None)()
+        return status[0]
+
+    request_started.connect(started)
+    try:
+        assert answer("GET") == "401 Unauthorized"  # no token: nothing looked up
+        assert answer("POST") == "405 Method Not Allowed"
+    finally:
+        request_started.disconnect(started)
+
+    assert handlers[0] is DeviceHandler
+    assert handlers[1] is not DeviceHandler and issubclass(handlers[1], WSGIHandler)
 
 
 def test_concurrent_reports_are_settled_together_each_answered_with_its_own_row(
