@@ -19,7 +19,6 @@ a device's writes are not audited.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -36,9 +35,6 @@ from config.api import idempotency
 from config.api.envelopes import DEFAULT_ENVELOPE
 from config.api.exceptions import PayloadTooLarge
 from config.api.parsers import JSONRefused, loads
-
-logger = logging.getLogger(__name__)
-
 
 #: What the DRF view says of the methods of this URL, on every answer.
 ALLOW = "GET, PUT, HEAD, OPTIONS"
