@@ -6,7 +6,8 @@ them. The MQTT bridge settles a thousand reports in one transaction (``commands.
 gives the HTTP door the same economy, without a timer.
 
 :func:`settle` queues the request; the first thread of the process that finds no batch being
-settled becomes the *leader*: it takes what is queued (at most ``DEVICE_BATCH_MAX``), settles it
+settled (fewer than ``DEVICE_SETTLERS``, 1 by default: see below) becomes the *leader*: it takes
+what is queued (at most ``DEVICE_BATCH_MAX``), settles it
 with ``batches.settle`` — one transaction, on the leader's own database connection (Django's
 connections are per thread) — and hands every waiter its own outcome. While it settled, more
 requests queued: when it is done, the first of their threads to wake leads the next batch. One
@@ -20,6 +21,14 @@ process's batch (rows locked in another order) or a serialization failure is not
 anyone's making: the batch is settled again, a few times, before it is one. A request the
 database refuses, or a defect while settling one, costs that request only: ``batches.settle``
 settles the batch again one by one, in a savepoint each.
+
+``DEVICE_SETTLERS``: how many batches one process settles at once. With 1, a process has one
+transaction in flight; its other threads wait for it and go together next. A first rough load
+test (docs/performance.md, "The lean device path") found the writes slower that way than one
+transaction per request (PostgreSQL already shares WAL flushes among concurrent commits, and a
+process's database work is no longer overlapped with its Python work); more settlers give that
+overlap back and still batch what arrives while they are all busy. The default stays the
+issue's design until the benchmark says which is better.
 
 Inside a transaction (a caller that holds one, the tests' ``db`` fixture) the request is settled
 alone, in that transaction: a batch must never commit, or roll back, with a caller's work.
@@ -68,7 +77,7 @@ class GroupCommit:
 
     _lock: threading.Condition = field(default_factory=threading.Condition)
     _queue: list[_Waiter] = field(default_factory=list)
-    _settling: bool = False
+    _running: int = 0  # batches being settled now (at most ``DEVICE_SETTLERS``)
 
     def settle(self, request: Request) -> Outcome:
         """``request`` settled, maybe with others of this process, after its batch committed."""
@@ -79,12 +88,12 @@ class GroupCommit:
         with self._lock:
             self._queue.append(mine)
             while True:
-                while self._settling and not mine.done:
+                while self._running >= settings.DEVICE_SETTLERS and not mine.done:
                     self._lock.wait()
                 if mine.done:
                     return self._result(mine)
-                # No batch is being settled and this request is still queued: lead the next.
-                self._settling = True
+                # A settler is free and this request is still queued: lead the next batch.
+                self._running += 1
                 cap = settings.DEVICE_BATCH_MAX
                 batch, self._queue[:cap] = self._queue[:cap], []
                 self._lock.release()
@@ -92,7 +101,7 @@ class GroupCommit:
                     self._run(batch)
                 finally:
                     self._lock.acquire()
-                    self._settling = False
+                    self._running -= 1
                     self._lock.notify_all()
 
     @staticmethod

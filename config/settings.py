@@ -597,6 +597,9 @@ LEAN_DEVICE_PATH = env_bool("LEAN_DEVICE_PATH", True)
 # Concurrent device reports and hand-outs of one web process settled together in one
 # transaction (commands/coalesce.py), at most this many in one batch.
 DEVICE_BATCH_MAX = env_int("DEVICE_BATCH_MAX", 64, minimum=1)
+# How many such batches one web process settles at once (each on its leader thread's connection);
+# requests arriving while all are busy wait and go together in the next.
+DEVICE_SETTLERS = env_int("DEVICE_SETTLERS", 1, minimum=1)
 
 # LOG_FORMAT: `text` (readable lines, the default) or `json` (one JSON object a line, for log
 # collectors). LOG_REQUESTS: `all` answers logged (default), `errors` (status >= 400) or `off`.
