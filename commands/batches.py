@@ -35,9 +35,9 @@ from django.db import DatabaseError, InterfaceError, OperationalError, transacti
 from commands import services
 from commands.choices import CommandState
 from commands.followers import Report
-from commands.inbox import HANDED_OUT
 from commands.models import CommandStatus
 from commands.payload import command_payload, payload_of
+from commands.services import HANDED_OUT
 from config.api.exceptions import DATA_ERROR
 from config.errors import DomainError
 

@@ -11,7 +11,7 @@ parser (``config.api.parsers``), the envelope and the error handler's wording
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
@@ -47,17 +47,30 @@ def errors(
     return response
 
 
-def bearer_token(request: HttpRequest) -> str | None:
-    """The token of ``Authorization: Bearer <token>``, or None without a usable one."""
-    header = request.META.get("HTTP_AUTHORIZATION", "").split()
+#: The message of a refusal whose reason names no field (a settled request's, ``refusal``).
+_MESSAGES = {404: "Not found.", 500: "Internal server error."}
+
+
+def refusal(status: int, code: str, found: dict[str, Any]) -> JsonResponse:
+    """The answer to a request that ``commands.batches`` settled and refused (an ``Outcome``'s
+    ``status``, ``code`` and ``errors``), worded as the views (and Django's ``handler500``,
+    ``config.api.unavailable.server_error``) word it when they meet the same refusal."""
+    return errors(status, found, None if found else _MESSAGES.get(status, STATUS_CODES[status]), code)
+
+
+def bearer_token(meta: Mapping[str, Any]) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` in ``meta`` (``request.META``, or the
+    WSGI environ before there is a request), or None without a usable one."""
+    header = meta.get("HTTP_AUTHORIZATION", "").split()
     if len(header) != 2 or header[0].lower() != "bearer" or not header[1].isascii():
         return None
-    return header[1]
+    return str(header[1])
 
 
-def is_device_token(request: HttpRequest) -> bool:
-    """Whether the request carries a device token (by its shape: nothing is looked up)."""
-    token = bearer_token(request)
+def is_device_token(meta: Mapping[str, Any]) -> bool:
+    """Whether ``meta`` (``request.META`` or a WSGI environ) carries a device token (by its
+    shape: nothing is looked up)."""
+    token = bearer_token(meta)
     parsed = tokens.split(token) if token else None
     return parsed is not None and parsed[0] == tokens.DEVICE_TOKEN_KIND
 
@@ -70,7 +83,7 @@ def authenticate(
     lookup), in one round trip for a valid token; or the answer that refuses it: 401 without
     a valid token, 429 past the token's requests per minute or past its address's failed
     token checks."""
-    token = bearer_token(request)
+    token = bearer_token(request.META)
     seen: list[Any] | None = None
     try:
         if token is None:

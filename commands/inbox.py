@@ -17,8 +17,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from commands import device_requests, inbox_cache, push, services
-from commands.payload import command_payload
+from commands import coalesce, device_requests, inbox_cache, push
 from config.api.envelopes import DEFAULT_ENVELOPE
 from config.api.principal import Principal
 from config.cache import degraded
@@ -27,8 +26,6 @@ from config.metrics import INBOX_EMPTY, INBOX_HANDED_OUT, INBOX_NOT_MODIFIED
 from inventory.device_rows import DEVICE_ID_RE
 from inventory.models import Device
 from inventory.presence import record_seen
-
-HANDED_OUT = "handed out to the device"
 
 
 def _device_pk(principal: Principal, device_id: str) -> int | None:
@@ -90,7 +87,8 @@ def command_inbox(request: HttpRequest) -> HttpResponse:
         INBOX_NOT_MODIFIED.inc()  # in memory (or a memory-mapped file): no I/O on the hot path
         return response
 
-    commands, held = hand_out(device_pk, device_id, settings.INBOX_BATCH, principal.label)
+    limit = settings.INBOX_BATCH
+    commands, held = hand_out(principal.tenant_id, device_pk, device_id, limit, principal.label)
     etag: str | None = None
     if commands:
         etag = inbox_cache.content_etag([f"{c['id']}@{c['version']}" for c in commands])
@@ -130,8 +128,14 @@ def _generations(principal: Principal, device_pk: int, seen: list[Any] | None) -
         return None
 
 
-def hand_out(device_pk: int, device_id: str, limit: int, actor: str) -> tuple[list[dict[str, Any]], bool]:
-    """Hand out up to ``limit`` of the device's queued commands (``services.hand_out``): them
-    as the API shows command statuses, and whether some were held back for a while."""
-    rows, held = services.hand_out(device_pk, limit, actor, HANDED_OUT, device_ref=device_id)
-    return [command_payload(device=device_id, **row) for row in rows], held
+def hand_out(
+    tenant_id: int, device_pk: int, device_id: str, limit: int, actor: str
+) -> tuple[list[dict[str, Any]], bool]:
+    """Hand out up to ``limit`` of the device's queued commands: them as the API shows command
+    statuses, and whether some were held back for a while. Settled with the other hand-outs and
+    reports this process has in flight, in one transaction (``commands.coalesce``: the hand-out
+    statement of ``services.hand_out`` in ``batches.settle``), answered after its commit."""
+    outcome = coalesce.hand_out(tenant_id, device_pk, device_id, actor, limit)
+    if outcome.refused:  # a defect while settling it (logged there): Django's 500, as before
+        raise RuntimeError(f"the hand-out of device {device_pk} could not be settled")
+    return outcome.commands, outcome.held

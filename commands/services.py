@@ -992,6 +992,8 @@ def _grouped(ids: list[int], device_of: dict[int, int]) -> dict[int, list[int]]:
     return groups
 
 
+#: The reason written when a device's poll (HTTP or MQTT, ``commands.batches``) hands a command out.
+HANDED_OUT = "handed out to the device"
 #: The reason written when a gate holds back a command it had let a poll pick.
 HELD_BACK = "held back by its operation's rate; back in the queue"
 

@@ -133,6 +133,12 @@ MQTT_SETTLE_DURATION = Histogram(
     "Time to settle one batch of device messages, its commit included.",
     buckets=LATENCY_BUCKETS,
 )
+DEVICE_BATCH_SIZE = Histogram(
+    f"{PREFIX}_device_batch_size",
+    "HTTP device requests (status reports and inbox hand-outs) of one web process settled together "
+    "in one transaction (commands.coalesce): 1 while requests come one at a time.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 MQTT_REJECTED = Counter(
     f"{PREFIX}_mqtt_rejected_updates",
     "Device updates answered on .../update/rejected, by error_code (docs/errors.md).",

@@ -576,6 +576,31 @@ MIDDLEWARE = ["config.metrics.RequestMetricsMiddleware", *MIDDLEWARE]
 # before the metrics, so the id is known everywhere.
 MIDDLEWARE = ["config.logs.RequestLogMiddleware", *MIDDLEWARE]
 
+# --- The device path (issue 28; config/lean.py, docs/performance.md "The lean device path") ------
+# The inbox poll and a device's status PUT are answered by a handler of their own in the same
+# process, in front of the full one: the middleware below only (the request id and log line,
+# the metrics, the security headers and HTTPS redirect, CommonMiddleware's host check and
+# Content-Length, X-Frame-Options, the 503 of an outage), and a URLconf holding only the
+# device views. The URLconf module also says which requests it serves (``serves(environ)``);
+# everything else (an API key's PUT, an Idempotency-Key, a non-JSON body) goes to the full stack.
+DEVICE_MIDDLEWARE = [
+    "config.logs.RequestLogMiddleware",
+    "config.metrics.RequestMetricsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.api.unavailable.ServiceUnavailableMiddleware",
+]
+DEVICE_URLCONF = "commands.api.device_urls"
+# LEAN_DEVICE_PATH=0 sends the device requests through the full stack too (to compare).
+LEAN_DEVICE_PATH = env_bool("LEAN_DEVICE_PATH", True)
+# Concurrent device reports and hand-outs of one web process settled together in one
+# transaction (commands/coalesce.py), at most this many in one batch.
+DEVICE_BATCH_MAX = env_int("DEVICE_BATCH_MAX", 64, minimum=1)
+# How many such batches one web process settles at once (each on its leader thread's connection);
+# requests arriving while all are busy wait and go together in the next.
+DEVICE_SETTLERS = env_int("DEVICE_SETTLERS", 1, minimum=1)
+
 # LOG_FORMAT: `text` (readable lines, the default) or `json` (one JSON object a line, for log
 # collectors). LOG_REQUESTS: `all` answers logged (default), `errors` (status >= 400) or `off`.
 LOG_FORMAT = env_str("LOG_FORMAT", "text").strip().lower() or "text"

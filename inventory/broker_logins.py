@@ -522,7 +522,8 @@ def provision_offline(path: Path, dry_run: bool = False, force: bool = False) ->
     active device gets a login now (a :class:`BrokerLogin` row), not on its first
     ``GET /v2/mqtt-credentials/``, and the logins are remembered as held (:func:`known`), so
     the fleet's first credentials requests answer without asking the broker one by one. The
-    server's own login, its role and any login made by hand are left alone. Idempotent: a second run changes nothing and leaves the file as it is.
+    server's own login, its role and any login made by hand are left alone. Idempotent: a
+    second run changes nothing and leaves the file as it is.
 
     Raises :class:`BrokerRunning` when a broker on this machine loads the file (its next
     change would write back what it holds in memory over this one), unless ``force``."""

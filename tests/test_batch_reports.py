@@ -189,7 +189,8 @@ def test_hand_outs_of_many_devices_in_one_statement_give_what_one_poll_each_give
             device.tenant_id, device.pk, device.device_id, f"device:{device.device_id}", limit
         )
 
-    asks = [ask(devices[0]), ask(devices[1]), ask(devices[0]), ask(devices[2], 10), ask(devices[4])]
+    asks: list[batches.Request] = [ask(devices[0]), ask(devices[1]), ask(devices[0]), ask(devices[2], 10)]
+    asks += [ask(devices[4])]
     asks += [ask(devices[5]), ask(devices[6]), ask(devices[3])]
     statements: list[str] = []
 

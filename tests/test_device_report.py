@@ -169,14 +169,14 @@ def test_a_devices_json_put_is_the_plain_views_and_the_rest_the_drf_views(
         content_type="application/json",
         HTTP_AUTHORIZATION=f"Bearer {device.token}",
     )
-    assert served_here(put)
+    assert served_here(put.META)
     key_put = RequestFactory().put(
         "/commands/v0/status/1/",
         "{}",
         content_type="application/json",
         HTTP_AUTHORIZATION=f"Bearer {org.operator.token}",
     )
-    assert not served_here(key_put)
+    assert not served_here(key_put.META)
     assert not served_here(
-        RequestFactory().get("/commands/v0/status/1/", HTTP_AUTHORIZATION=f"Bearer {device.token}")
+        RequestFactory().get("/commands/v0/status/1/", HTTP_AUTHORIZATION=f"Bearer {device.token}").META
     )

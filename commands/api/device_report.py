@@ -6,37 +6,35 @@ plain view (``device_requests``); everything else at this URL — a GET, an API 
 (audited, role-checked), a PUT with an ``Idempotency-Key``, a body whose content type is not
 JSON, an ``Accept`` other than JSON — goes to the DRF view
 (``commands.api.views.CommandStatusViewSet``), which also documents the endpoint. Both validate
-with the same serializer, report through the same service (``services.report``) and answer in
-the same bytes and headers (``tests/test_device_report.py`` compares them); only DRF's
-per-request machinery is skipped (docs/performance.md, "Hot paths"). The DRF views' response
+with the same serializer and answer in the same bytes and headers (``tests/test_device_report.py``
+compares them); only DRF's per-request machinery is skipped (docs/performance.md, "Hot paths").
+The DRF view reports through ``services.report``; this view settles the report with the other
+reports and hand-outs its process has in flight, in one transaction (``commands.coalesce``,
+``batches.settle``: ``tests/test_batch_reports.py`` holds a batch to the one-report statement's
+answers), and answers once that has committed. A device's PUT usually reaches it on the lean
+device path (``config.lean``), before the console's middleware. The DRF views' response
 observers (``config.api.views.response_observers``: the audit of API writes) do not run here:
 a device's writes are not audited.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from django.core.exceptions import RequestDataTooBig
-from django.db import DataError
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.exceptions import ParseError
 from rest_framework.renderers import JSONRenderer
 
-from commands import device_requests, services
-from commands.api.serializers import CommandStatusSerializer, CommandStatusUpdateSerializer
-from commands.models import CommandStatus
+from commands import batches, coalesce, device_requests
+from commands.api.serializers import CommandStatusUpdateSerializer
 from config.api import idempotency
 from config.api.envelopes import DEFAULT_ENVELOPE
-from config.api.exceptions import DATA_ERROR, PayloadTooLarge
+from config.api.exceptions import PayloadTooLarge
 from config.api.parsers import JSONRefused, loads
-from config.errors import DomainError
-
-logger = logging.getLogger(__name__)
-
 
 #: What the DRF view says of the methods of this URL, on every answer.
 ALLOW = "GET, PUT, HEAD, OPTIONS"
@@ -46,27 +44,30 @@ _JSON_ACCEPTED = ("", "*/*", "application/*", "application/json")
 _RENDERER = JSONRenderer()
 
 
-def _is_json(request: HttpRequest) -> bool:
-    media_type = request.META.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
-    return media_type == "application/json"
+def _is_json(meta: Mapping[str, Any]) -> bool:
+    media_type = meta.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+    return bool(media_type == "application/json")
 
 
-def _accepts_json(request: HttpRequest) -> bool:
-    accepted = request.META.get("HTTP_ACCEPT", "")
-    return "format" not in request.GET and all(
-        part.split(";", 1)[0].strip().lower() in _JSON_ACCEPTED for part in accepted.split(",")
-    )
+def _accepts_json(meta: Mapping[str, Any]) -> bool:
+    query = meta.get("QUERY_STRING", "")
+    if "format" in query and any(name == "format" for name, _ in parse_qsl(query, keep_blank_values=True)):
+        return False  # DRF's format override (``?format=api``): negotiated by the DRF view
+    accepted = meta.get("HTTP_ACCEPT", "")
+    return all(part.split(";", 1)[0].strip().lower() in _JSON_ACCEPTED for part in accepted.split(","))
 
 
-def served_here(request: HttpRequest) -> bool:
-    """Whether this view answers ``request``: a device's JSON PUT without an idempotency key,
-    answered in JSON. The DRF view answers all the others (and negotiates, or refuses, them)."""
+def served_here(meta: Mapping[str, Any]) -> bool:
+    """Whether this view answers a request of ``meta`` (``request.META``, or the WSGI environ:
+    the lean device path's router asks before there is a request, ``commands.api.device_urls``):
+    a device's JSON PUT without an idempotency key, answered in JSON. The DRF view answers all
+    the others (and negotiates, or refuses, them)."""
     return (
-        request.method == "PUT"
-        and _is_json(request)
-        and idempotency.META_KEY not in request.META
-        and _accepts_json(request)
-        and device_requests.is_device_token(request)
+        str(meta.get("REQUEST_METHOD", "")).upper() == "PUT"
+        and _is_json(meta)
+        and idempotency.META_KEY not in meta
+        and _accepts_json(meta)
+        and device_requests.is_device_token(meta)
     )
 
 
@@ -99,29 +100,34 @@ def report(request: HttpRequest, pk: int) -> HttpResponse:
     if isinstance(caller, HttpResponse):
         return caller
     principal, _ = caller
+    assert principal.device_pk is not None  # a device token (``served_here``) names its device
     data = _body(request)
     if isinstance(data, HttpResponse):
         return data
     update = CommandStatusUpdateSerializer(data=data)
     if not update.is_valid():
         return device_requests.errors(400, dict(update.errors))
-    try:
-        command, _ = services.report(
-            pk,
-            **update.report_arguments(),
-            actor=principal.label,
+    # Settled with the other reports and hand-outs this process has in flight, in one
+    # transaction (``commands.coalesce``); answered once that has committed. The outcome carries
+    # the command as ``CommandStatusSerializer`` shows it (its ``to_representation`` is the
+    # same ``payload_of``), and a refusal as ``batches.settle`` words it.
+    arguments = update.report_arguments()
+    outcome = coalesce.settle(
+        batches.ReportRequest(
+            command_id=pk,
+            target=arguments["target"],
             tenant_id=principal.tenant_id,
             device_pk=principal.device_pk,
+            actor=principal.label,
+            reason=arguments["reason"],
+            details=arguments["details"],
+            expected_version=arguments["expected_version"],
+            attempt=arguments["attempt"],
         )
-    except CommandStatus.DoesNotExist:
-        return device_requests.error(404, "Not found.")
-    except DomainError as refused:
-        return device_requests.errors(refused.status, refused.errors, error_code=refused.code)
-    except DataError as refused:
-        logger.warning("input refused by the database: %s", refused)
-        return device_requests.errors(400, {"detail": [DATA_ERROR]})
-    body = CommandStatusSerializer(command).data
-    rendered = _RENDERER.render(DEFAULT_ENVELOPE.success(body, 200))
+    )
+    if outcome.refused:
+        return device_requests.refusal(outcome.status, outcome.code, outcome.errors)
+    rendered = _RENDERER.render(DEFAULT_ENVELOPE.success(outcome.command, 200))
     return HttpResponse(rendered, content_type="application/json")
 
 
@@ -130,7 +136,7 @@ def detail_view(drf_view: Callable[..., HttpResponse]) -> Callable[..., HttpResp
 
     @csrf_exempt
     def command_status_detail(request: HttpRequest, pk: int) -> HttpResponse:
-        if served_here(request):
+        if served_here(request.META):
             response = report(request, pk)
             response["Allow"] = ALLOW
             return response

@@ -17,8 +17,9 @@ _detail = next(
 # The device's paths first: URLs are tried in order, and devices send most requests. A
 # device's PUT of a command's state is a plain view; every other request to that URL goes
 # on to the DRF view, whose route (below) also documents the endpoint.
-urlpatterns = [
+# The same two paths are the whole URLconf of the lean device path (``commands.api.device_urls``).
+device_urlpatterns = [
     path("v2/command-inbox/", command_inbox, name="command-inbox"),
     path("commands/v0/status/<int:pk>/", device_report.detail_view(_detail.callback)),
-    *router.urls,
 ]
+urlpatterns = [*device_urlpatterns, *router.urls]
