@@ -30,7 +30,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError, InterfaceError, OperationalError, transaction
+from django.db import DatabaseError, DataError, InterfaceError, OperationalError, transaction
 
 from commands import services
 from commands.choices import CommandState
@@ -117,6 +117,20 @@ def settle(requests: list[Request]) -> list[Outcome]:
         logger.warning("a batch of %d failed; settled again one by one", len(requests), exc_info=True)
     with transaction.atomic():
         return [_isolated(request) for request in requests]
+
+
+def settle_alone(request: Request) -> Outcome:
+    """One request on its own, as the HTTP device views settled each before group commit: its
+    own statement in autocommit (a report is one round trip, its followers told right after
+    it), no transaction around it. What a batch of one comes to (``commands.coalesce``): for a
+    single request, :func:`settle`'s transaction and many-report statement cost more than this
+    (docs/performance.md, "The lean device path"). A value the database refuses is this
+    request's 400; an outage is raised (nothing was committed)."""
+    try:
+        return _settle_one(request, None)
+    except DataError as refused:
+        logger.warning("input refused by the database: %s", refused)
+        return Outcome(status=400, code="invalid", errors={"detail": [DATA_ERROR]})
 
 
 def _isolated(request: Request) -> Outcome:
@@ -206,7 +220,7 @@ def _outcome(result: services.ReportResult) -> Outcome:
     return Outcome(command=payload_of(command))
 
 
-def _settle_one(request: Request, reports: list[Report]) -> Outcome:
+def _settle_one(request: Request, reports: list[Report] | None) -> Outcome:
     if isinstance(request, HandOutRequest):
         return _hand_out([request])[0]
     try:
