@@ -72,7 +72,9 @@ class DeviceHandler(WSGIHandler):
 def routed(full: WSGIApp) -> WSGIApp:
     """``full`` with the device's requests answered by a :class:`DeviceHandler` first (unless
     ``LEAN_DEVICE_PATH`` is off)."""
-    if not settings.LEAN_DEVICE_PATH:
+    # A settings module without the project's device paths (the benches' minimal Django app,
+    # served by this same entry point) has no lean path to route to.
+    if not getattr(settings, "LEAN_DEVICE_PATH", False):
         return full
     urlconf = importlib.import_module(settings.DEVICE_URLCONF)
     serves: Callable[[Mapping[str, Any]], bool] = urlconf.serves
