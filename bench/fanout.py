@@ -28,10 +28,20 @@ generate_series`` (the load is not measured), serves the project with gunicorn
     (TRUNCATE) before each run, so every run writes into the same, empty table.
 (c) ``GET /v0/operations/{id}/`` of the dispatched operation (with its stats), over HTTP.
 
+``--index-costs`` measures, for the largest N, what each index a fan-out writes costs it: the
+in-process ``fan_out()`` with the table as migrated, then with each index dropped in turn (on
+the partitioned table, so from every partition; made again, on the emptied table, after its
+run), ``--runs`` rounds, the variants alternated within each round so that the machine's
+drift hits them alike. The partial indexes a Queued command does not enter (the sweeps') are
+not written by an immediate fan-out and are not measured.
+
 ``--explain`` runs, for the largest N, EXPLAIN (ANALYZE, BUFFERS, WAL) of one chunk's
 INSERT ... SELECT with the table's indexes as they are, and again with every index but
 the primary key and the unique (operation, device) one dropped (inside a transaction that
 is rolled back), to show what index maintenance costs.
+
+``--pgbench-seconds`` (10; 0 for none): ``pgbench -N -c2 -j2`` on a scratch database of the
+same server before each N, the write ceiling the figures stand beside.
 
 The database and Redis DB are created/emptied at the start and dropped/flushed at the end
 (``--keep`` keeps them).
@@ -61,6 +71,7 @@ from bench.support import (
     machine,
     manage,
     percentile,
+    pgbench_tps,
     project_env,
     start_gunicorn,
     start_worker,
@@ -395,6 +406,63 @@ class Bench:
             print(f"  {label}: {total}; {wal}; FK triggers: {'; '.join(triggers) or 'none'}")
         self.empty_operations()
 
+    def index_costs(self, count: int) -> None:
+        """``fan_out()`` with each index a Queued command enters dropped in turn (see the
+        module's docstring); prints each variant's times and its difference to the baseline."""
+        from operations import fanout
+
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s ORDER BY indexname",
+                ["commands_commandstatus"],
+            ).fetchall()
+            unique = conn.execute(
+                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = 'commands_commandstatus'::regclass AND contype = 'u'"
+            ).fetchall()
+        # A partitioned index's definition reads ``ON ONLY``: made so it would have no partitions.
+        definitions = {name: sql.replace(" ON ONLY ", " ON ") for name, sql in rows}
+        written = ["commands_tenant_id", "commands_device_id", "commands_operation_id", "commands_inbox"]
+        variants: list[tuple[str, list[str], list[str]]] = [("as migrated", [], [])]
+        variants += [(f"without {name}", [f"DROP INDEX {name}"], [definitions[name]]) for name in written]
+        for name, definition in unique:
+            variants.append(
+                (
+                    f"without the unique {name} (exactly-once: not droppable)",
+                    [f"ALTER TABLE commands_commandstatus DROP CONSTRAINT {name}"],
+                    [f"ALTER TABLE commands_commandstatus ADD CONSTRAINT {name} {definition}"],
+                )
+            )
+        times: dict[str, list[float]] = {label: [] for label, _, _ in variants}
+        for round_ in range(self.options.runs):
+            for label, drop, restore in variants:
+                self.empty_operations()
+                operation_id, _ = self.create()
+                self.purge_queue()
+                for statement in drop:
+                    self.sql(statement)
+                try:
+                    start = time.perf_counter()
+                    fanout.fan_out(operation_id)
+                    elapsed = time.perf_counter() - start
+                    state, rows_written = self.resolved(operation_id)
+                    assert state == DISPATCHED and rows_written == count, (state, rows_written)
+                finally:
+                    self.empty_operations()
+                    for statement in restore:
+                        self.sql(statement)
+                times[label].append(elapsed)
+                print(f"  index cost, round {round_ + 1}, {label}: {elapsed:.2f} s")
+        base = statistics.median(times["as migrated"])
+        print(f"\n--- fan_out() of {count:,} devices, each index a Queued command enters dropped in turn")
+        print("| variant | runs | median | against as migrated |")
+        print("|---|---|---:|---:|")
+        for label, values in times.items():
+            median = statistics.median(values)
+            runs = ", ".join(f"{v:.2f}" for v in values)
+            change = median - base
+            print(f"| {label} | {runs} s | {median:.2f} s | {change:+.2f} s ({change / base:+.0%}) |")
+
     # --- the whole run ----------------------------------------------------------------------
 
     def run(self) -> None:
@@ -407,6 +475,10 @@ class Bench:
                 self.load_devices(count)
                 self.empty_operations()
                 result: dict[str, Any] = {"devices": count}
+                if self.options.pgbench_seconds:
+                    # The ceiling beside the figures: two writers, as two chunks at a time.
+                    tps = pgbench_tps(self.db, self.options.pgbench_seconds, clients=2, threads=2)
+                    print(f"  ceiling: pgbench -N -c2 -j2 {tps:,.0f} tps ({os.getloadavg()[0]:.2f} load)")
                 result["create"] = self.measure_create(count)
                 if not self.options.skip_in_process:
                     result["in_process"] = self.measure_in_process(count)
@@ -422,6 +494,8 @@ class Bench:
                     fanout.fan_out(operation_id)
                 result["get"] = self.measure_get(operation_id)
                 self.results.append(result)
+                if self.options.index_costs and count == max(self.options.devices):
+                    self.index_costs(count)
                 if self.options.explain and count == max(self.options.devices):
                     self.explain(count)
             self.table()
@@ -475,6 +549,10 @@ def main() -> None:
         help="FANOUT_CHUNK_SIZE: the setting in-process, the environment variable in the worker's",
     )
     parser.add_argument("--explain", action="store_true")
+    parser.add_argument(
+        "--pgbench-seconds", type=float, default=10, help="pgbench -N -c2 -j2 before each N (0: none)"
+    )
+    parser.add_argument("--index-costs", action="store_true", help="fan_out() without each index in turn")
     parser.add_argument("--skip-worker", action="store_true")
     parser.add_argument("--skip-in-process", action="store_true")
     parser.add_argument("--database-url", default=DEFAULT_DB)

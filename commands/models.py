@@ -126,6 +126,16 @@ class CommandStatus(models.Model):
                 name="commands_deadline",
                 condition=models.Q(deadline__isnull=False, state__in=sorted(UNFINISHED_STATES)),
             ),
+            # The window's close (operations.sweeps.close_windows): queued commands whose
+            # daily window has closed. Without it the sweep read the whole table (a parallel
+            # seq scan, 0.2-0.3 s at two million rows, every run: docs/performance.md, issue
+            # 28). Only a window's commands have ``window_closes_at``, and they are born
+            # Scheduled: an immediate fan-out writes no entry here, a window's opening one.
+            models.Index(
+                fields=["window_closes_at"],
+                name="commands_window_closes",
+                condition=models.Q(state=CommandState.QUEUED, window_closes_at__isnull=False),
+            ),
             models.Index(
                 fields=["request_ref"], name="commands_request_ref", condition=~models.Q(request_ref="")
             ),

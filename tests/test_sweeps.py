@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from commands import counting, sweeps
@@ -400,3 +401,38 @@ def test_an_operation_left_open_after_its_last_report_is_completed_by_the_sweep(
     # then it completed and succeeded
     operation.refresh_from_db()
     assert operation.state == OperationState.SUCCESS
+
+
+# --- the sweeps' plans -------------------------------------------------------------------------
+
+
+def test_the_window_close_reads_its_partial_index(org: Org, device: DeviceActor) -> None:
+    """The close's statement finds queued commands past their close through the partial index
+    ``commands_window_closes`` (issue 28), not by reading the table: with sequential scans
+    priced out, as on a big table, the planner names that index; without it, it would walk
+    another (the inbox's) or the whole table."""
+    _, start, _ = window_operation(org, [device])
+    operation_sweeps.open_windows(start + dt.timedelta(minutes=1))
+    # beside 300 queued commands of an immediate operation, which have no close
+    dispatched_operation(org.tenant, add_devices(org.tenant, 300))
+    plans: list[str] = []
+
+    def explain(execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+        if "window_closes_at" in sql and CommandStatus._meta.db_table in sql and not many:
+            execute(f"EXPLAIN {sql}", params, many, context)
+            plans.append("\n".join(row[0] for row in context["cursor"].fetchall()))
+        return execute(sql, params, many, context)
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {CommandStatus._meta.db_table}")
+        cursor.execute("SET LOCAL enable_seqscan = off")
+    try:
+        with connection.execute_wrapper(explain):
+            moved = operation_sweeps.close_windows(start + dt.timedelta(hours=2, minutes=1))
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_seqscan = on")
+
+    assert moved == {"rescheduled": 1}
+    assert plans
+    assert "_window_closes" in plans[0], plans[0]
