@@ -32,6 +32,10 @@ process's database work is no longer overlapped with its Python work); more sett
 overlap back and still batch what arrives while they are all busy. The default stays the
 issue's design until the benchmark says which is better.
 
+``DEVICE_GROUP_COMMIT`` turns all this on; it is off by default, since the measurements so far
+(docs/performance.md) found the writes slower with it on the 2-CPU box with 4 threads a process:
+each request then settles alone, at once, as before.
+
 Inside a transaction (a caller that holds one, the tests' ``db`` fixture) the request is settled
 alone, in that transaction: a batch must never commit, or roll back, with a caller's work.
 ``DEVICE_BATCH_SIZE`` (``dos_device_batch_size``) counts how many settled together.
@@ -146,7 +150,10 @@ DEVICE_REQUESTS = GroupCommit()
 
 
 def settle(request: Request) -> Outcome:
-    """``request`` (a report or a hand-out) settled in this process's next batch."""
+    """``request`` (a report or a hand-out) settled in this process's next batch, with
+    ``DEVICE_GROUP_COMMIT``; without it (the default), on its own, at once."""
+    if not settings.DEVICE_GROUP_COMMIT:
+        return batches.settle_alone(request)
     return DEVICE_REQUESTS.settle(request)
 
 

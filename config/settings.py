@@ -594,8 +594,12 @@ DEVICE_MIDDLEWARE = [
 DEVICE_URLCONF = "commands.api.device_urls"
 # LEAN_DEVICE_PATH=0 sends the device requests through the full stack too (to compare).
 LEAN_DEVICE_PATH = env_bool("LEAN_DEVICE_PATH", True)
-# Concurrent device reports and hand-outs of one web process settled together in one
-# transaction (commands/coalesce.py), at most this many in one batch.
+# DEVICE_GROUP_COMMIT=1: concurrent device reports and hand-outs of one web process settled
+# together in one transaction (commands/coalesce.py). Off by default: on this project's 2-CPU
+# benchmark box, with 4 threads a process, it made the writes slower (docs/performance.md, "The
+# lean device path and group commit"); off, each request is its own one-statement transaction.
+DEVICE_GROUP_COMMIT = env_bool("DEVICE_GROUP_COMMIT", False)
+# At most this many in one batch.
 DEVICE_BATCH_MAX = env_int("DEVICE_BATCH_MAX", 64, minimum=1)
 # How many such batches one web process settles at once (each on its leader thread's connection);
 # requests arriving while all are busy wait and go together in the next.

@@ -400,19 +400,25 @@ def _one_change_at_a_time() -> Iterator[None]:
 # that lost its logins behind the server's back (a file restored) is repaired by the periodic
 # reconcile, which forgets what it changes; the memo lapses after :data:`MEMO_SECONDS` anyway.
 
-MEMO_KEY = "mqtt:login:{username}"
+MEMO_KEY = "mqtt:login:{broker}:{username}"
 MEMO_SECONDS = 3600
 
 
+def _memo_key(username: str) -> str:
+    """The memo of ``username`` on this server's broker (another ``MQTT_URL``, another memo)."""
+    broker = hashlib.sha256(_url().encode()).hexdigest()[:12]
+    return MEMO_KEY.format(broker=broker, username=username)
+
+
 def _remember(logins: Iterable[Wanted]) -> None:
-    held_now = {MEMO_KEY.format(username=w.username): stamp(w.password) for w in logins if w.active}
+    held_now = {_memo_key(w.username): stamp(w.password) for w in logins if w.active}
     if held_now:
         with contextlib.suppress(CacheUnavailable):  # then the next request asks the broker
             cache.set_many(held_now, timeout=MEMO_SECONDS)
 
 
 def _forget(usernames: Iterable[str]) -> None:
-    keys = [MEMO_KEY.format(username=name) for name in usernames]
+    keys = [_memo_key(name) for name in usernames]
     if keys:
         try:
             cache.delete_many(keys)
@@ -436,7 +442,7 @@ def known(device: Device, tenant_slug: str) -> Wanted | None:
     if not login.active:
         return None
     try:
-        remembered = cache.get(MEMO_KEY.format(username=login.username))
+        remembered = cache.get(_memo_key(login.username))
     except CacheUnavailable:
         return None
     return login if remembered == stamp(login.password) else None
@@ -455,6 +461,7 @@ def sync(usernames: Sequence[str]) -> Change:
         commands, change = plan(want, have, usernames, create=False)
         if commands:
             _check(control.run(commands))
+        _forget(usernames)  # again, under the lock: a memo written meanwhile is of before
     if change:
         logger.info("broker logins: %s", change.summary())
     return change
@@ -520,7 +527,8 @@ def provision_offline(path: Path, dry_run: bool = False, force: bool = False) ->
     ``dynsec.apply_offline``, with the password hashed as the plugin hashes it, so a login
     made here cannot be told from one made on the running broker. Unlike the online path, every
     active device gets a login now (a :class:`BrokerLogin` row), not on its first
-    ``GET /v2/mqtt-credentials/``, and the logins are remembered as held (:func:`known`), so
+    ``GET /v2/mqtt-credentials/``, and the logins are remembered as held (:func:`known`, for an
+    hour; not with ``force``, where a running broker may write its own copy over the file), so
     the fleet's first credentials requests answer without asking the broker one by one. The
     server's own login, its role and any login made by hand are left alone. Idempotent: a
     second run changes nothing and leaves the file as it is.
@@ -558,7 +566,7 @@ def provision_offline(path: Path, dry_run: bool = False, force: bool = False) ->
         _check(dynsec.apply_offline(document, commands))
         _write(path, document)
         logger.info("broker logins written to %s: %s", path, change.summary())
-    if not dry_run:  # the broker started on this file holds these: no device need ask it
+    if not dry_run and not force:  # the broker started on this file holds these
         _remember(want.values())
     return change
 

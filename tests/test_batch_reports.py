@@ -217,3 +217,22 @@ def test_hand_outs_of_many_devices_in_one_statement_give_what_one_poll_each_give
     for actor in [*devices[:4], *devices[5:]]:
         mine = CommandHistory.objects.filter(command__device=actor.device, to_state=C.INITIATED)
         assert set(mine.values_list("actor", flat=True)) == {f"device:{actor.device.device_id}"}
+
+
+def test_a_batch_of_hand_outs_puts_back_at_most_one_statement_past_a_rate(org: Org) -> None:
+    """A rollout's rate is checked after the hand-out statement: the rows past it go back to the
+    queue. A batch's hand-outs run in statements of ``HAND_OUT_RUN`` devices, so a batch of many
+    devices of a rate-limited operation puts back at most one statement's worth."""
+    devices = add_devices(org.tenant, batches.HAND_OUT_RUN + 8)
+    rated = dispatched_operation(org.tenant, devices, rollout={"max_per_minute": 3})
+    asks: list[batches.Request] = [
+        batches.HandOutRequest(d.device.tenant_id, d.device.pk, d.device.device_id, "device:x", 1)
+        for d in devices
+    ]
+
+    outcomes = batches.settle(asks)
+
+    assert sum(len(outcome.commands) for outcome in outcomes) == 3
+    assert CommandStatus.objects.filter(operation=rated, state=C.INITIATED).count() == 3
+    put_back = CommandHistory.objects.filter(command__operation=rated, reason=services.HELD_BACK).count()
+    assert 0 < put_back < batches.HAND_OUT_RUN

@@ -91,6 +91,7 @@ def servers(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> 
         "METRICS_TOKEN": METRICS_TOKEN,
         "RATE_LIMIT_DEVICE_PER_MINUTE": str(RATE_LIMIT),
         "API_MAX_BODY_MB": "1",
+        "DEVICE_GROUP_COMMIT": "1",  # off by default: the answers must be the same with it on
         "LOG_REQUESTS": "all",
     }
     options = ("-w", "1", "-k", "gthread", "--threads", "8")

@@ -203,6 +203,20 @@ def test_a_login_seen_in_step_is_answered_without_the_broker_but_a_new_password_
     assert logs_in(broker, second)
 
 
+def test_a_sync_of_a_login_forgets_what_was_known_of_it(
+    mqtt_settings: mosquitto.Broker, device: DeviceActor
+) -> None:
+    credentials(device)
+    fresh = Device.objects.select_related("tenant").get(pk=device.device.pk)
+    assert broker_logins.known(fresh, fresh.tenant.slug) is not None
+
+    broker_logins.sync([broker_logins.username(fresh.tenant.slug, fresh.device_id)])
+
+    assert broker_logins.known(fresh, fresh.tenant.slug) is None  # the next request asks the broker
+    assert credentials(device)["username"] == f"{fresh.tenant.slug}/{fresh.device_id}"
+    assert broker_logins.known(fresh, fresh.tenant.slug) is not None
+
+
 def test_the_device_url_setting_is_what_devices_are_told(
     mqtt_settings: mosquitto.Broker, settings: Any, device: DeviceActor
 ) -> None:

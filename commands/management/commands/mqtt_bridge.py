@@ -22,7 +22,6 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--client-id",
-            default=f"dos-bridge-{socket.gethostname()}",
             help="This bridge's MQTT client id, the same at every restart (default: dos-bridge-<host>).",
         )
         parser.add_argument("--batch-size", type=int, default=settings.MQTT_BATCH_SIZE)
@@ -43,7 +42,13 @@ class Command(BaseCommand):
         if not settings.MQTT_URL:
             raise CommandError("MQTT_URL is not set: there is no broker to bridge")
         if options["retire"]:
-            if not retire(settings.MQTT_URL, options["client_id"]):
+            if options["client_id"] is None:
+                raise CommandError("--retire needs the --client-id of the bridge to retire (stopped first)")
+            try:
+                accepted = retire(settings.MQTT_URL, options["client_id"])
+            except OSError as error:
+                raise CommandError(f"the broker could not be reached: {error}") from None
+            if not accepted:
                 raise CommandError(f"the broker did not accept {options['client_id']}: session not ended")
             self.stdout.write(f"the broker session of {options['client_id']} is ended")
             return
@@ -51,7 +56,7 @@ class Command(BaseCommand):
             raise CommandError("--batch-size and --batch-ms must be at least 1")
         bridge = Bridge(
             settings.MQTT_URL,
-            options["client_id"],
+            options["client_id"] or f"dos-bridge-{socket.gethostname()}",
             options["batch_size"],
             options["batch_ms"],
             publish_notifies=not options["no_notifies"],
