@@ -125,8 +125,8 @@ class Presence:
     """A bridge's memory of the marks it wrote: a device heard again within half of the mark's
     lifetime is not written again, since its mark outlives the next refresh anyway. A device
     reporting three times per command and asking for its inbox cost four cache writes per
-    command before; now it costs one per half lifetime (the bench's batches spent 7 % of the
-    bridge's time here)."""
+    command before; now it costs one per half lifetime (in the reports bench's profile these
+    writes were 7 % of the bridge's settling time)."""
 
     #: Devices remembered at most; past it the memory starts again (a few extra writes).
     LIMIT = 200_000
