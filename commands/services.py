@@ -966,10 +966,10 @@ def hand_out_many(asks: list[HandOutAsk], limit: int, reason: str) -> list[Hande
     the order of ``asks``, each device at most once.
 
     One statement for all of them (a batch of the MQTT bridge's ``inbox/get``:
-    ``commands.batches``; one device's poll has :func:`hand_out`): for each device, pick with ``FOR UPDATE SKIP
-    LOCKED`` (concurrent polls never hand out a row twice) among the rows the gates let through
-    (``commands.followers.HandOutGate``: an operation paused or stopped, a wave not open),
-    move, count the delivery, write history and events. It changes no counter of an
+    ``commands.batches``; one device's poll has :func:`hand_out`): for each device, pick with
+    ``FOR UPDATE SKIP LOCKED`` (concurrent polls never hand out a row twice) among the rows the
+    gates let through (``commands.followers.HandOutGate``: an operation paused or stopped, a
+    wave not open), move, count the delivery, write history and events. It changes no counter of an
     operation, so no follower runs. A gate may then hold back rows it admitted in SQL (a rate
     spent meanwhile by another process): those go back to the queue at once, with their
     history.
