@@ -856,6 +856,21 @@ class HandOutAsk(NamedTuple):
     device_ref: str | None = None
 
 
+def _hand_out_gates() -> tuple[list[_GateSql], str, str, list[tuple[str, str]], str, str]:
+    """The gates' parts of a hand-out statement (:func:`hand_out`, :func:`hand_out_many`): their
+    rules' SQL, joins and condition, the extra columns they read (a rate), those columns as
+    the pick returns them, and the moved row's payload columns with them."""
+    rules = [gate.hand_out_rule() for gate in gates()]
+    parts = [_gate_sql(f"g{number}", rule) for number, rule in enumerate(rules)]
+    joins = " ".join(part.joins for part in parts)
+    condition = " AND ".join(f"({part.condition})" for part in parts) or "true"
+    extra = [column for part in parts for column in part.columns]
+    picked_columns = "".join(f", {expression} AS {name}" for expression, name in extra)
+    returned = ", ".join(f"cs.{column}" for column in PAYLOAD_COLUMNS)
+    returned += "".join(f", picked.{name}" for _expression, name in extra)
+    return parts, joins, condition, extra, picked_columns, returned
+
+
 #: The device's public id, read by its key, for hand-outs whose caller did not give it.
 _DEVICE_REF = f"(SELECT device_id FROM {Device._meta.db_table} WHERE id = %(device)s)"
 
@@ -885,14 +900,7 @@ def hand_out(
     now = timezone.now()
     table = CommandStatus._meta.db_table
     history = CommandHistory._meta.db_table
-    rules = [gate.hand_out_rule() for gate in gates()]
-    parts = [_gate_sql(f"g{number}", rule) for number, rule in enumerate(rules)]
-    joins = " ".join(part.joins for part in parts)
-    condition = " AND ".join(f"({part.condition})" for part in parts) or "true"
-    extra = [column for part in parts for column in part.columns]
-    picked_columns = "".join(f", {expression} AS {name}" for expression, name in extra)
-    returned = ", ".join(f"cs.{column}" for column in PAYLOAD_COLUMNS)
-    returned += "".join(f", picked.{name}" for _expression, name in extra)
+    parts, joins, condition, extra, picked_columns, returned = _hand_out_gates()
     returned += ", cs.tenant_id AS event_tenant_id"
     held = " OR ".join(f"({part.held})" for part in parts if part.held)
     params: dict[str, Any] = {
@@ -980,14 +988,7 @@ def hand_out_many(asks: list[HandOutAsk], limit: int, reason: str) -> list[Hande
     now = timezone.now()
     table = CommandStatus._meta.db_table
     history = CommandHistory._meta.db_table
-    rules = [gate.hand_out_rule() for gate in gates()]
-    parts = [_gate_sql(f"g{number}", rule) for number, rule in enumerate(rules)]
-    joins = " ".join(part.joins for part in parts)
-    condition = " AND ".join(f"({part.condition})" for part in parts) or "true"
-    extra = [column for part in parts for column in part.columns]
-    picked_columns = "".join(f", {expression} AS {name}" for expression, name in extra)
-    returned = ", ".join(f"cs.{column}" for column in PAYLOAD_COLUMNS)
-    returned += "".join(f", picked.{name}" for _expression, name in extra)
+    parts, joins, condition, extra, picked_columns, returned = _hand_out_gates()
     returned += ", cs.tenant_id AS event_tenant_id, cs.device_id AS a_device, picked.a_actor, picked.a_ref"
     held_rule = " OR ".join(f"({part.held})" for part in parts if part.held)
     params: dict[str, Any] = {
